@@ -1,0 +1,25 @@
+using System.CommandLine;
+using Rotor.Cli.Commands;
+
+namespace Rotor.Cli;
+
+/// <summary>The <c>rotor</c> command: one file a command group under Commands/, registered here.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("Rotor: 2-bit ternary neural networks (BitNet b1.58 family) with retrieval, for .NET");
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
+        try
+        {
+            return root.Parse(args).Invoke();
+        }
+        catch (RotorException e)
+        {
+            Console.Error.WriteLine($"rotor: {e.Message}");
+            return 2;
+        }
+    }
+}

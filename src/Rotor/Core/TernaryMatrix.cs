@@ -1,0 +1,225 @@
+namespace Rotor;
+
+/// <summary>How a <see cref="TernaryMatrix"/> scales its trits back to real values.</summary>
+public enum ScaleMode
+{
+    /// <summary>One float for the whole matrix (BitNet b1.58 absmean).</summary>
+    PerTensor = 0,
+    /// <summary>One float a row (output channel).</summary>
+    PerRow = 1,
+}
+
+/// <summary>
+/// A packed ternary weight matrix W (rows x cols, row-major) in the compute layout <see cref="TernaryFormat.I2_256"/>,
+/// with its scales: the real matrix is <c>scale[r] * W[r, c]</c>.
+/// <para>Layout: each row is padded to <see cref="PaddedCols"/> (a multiple of 256) and takes <see cref="RowBytes"/> =
+/// PaddedCols / 4 bytes; the buffer is 64-byte aligned so every row is. Block b of a row covers columns 256b..256b+255
+/// in bytes 64b..64b+63; byte j of the block holds <c>(w[256b+j]+1) | (w[256b+64+j]+1) &lt;&lt; 2 |
+/// (w[256b+128+j]+1) &lt;&lt; 4 | (w[256b+192+j]+1) &lt;&lt; 6</c>. Padding columns hold w = 0.</para>
+/// </summary>
+public sealed unsafe class TernaryMatrix
+{
+    /// <summary>Columns are padded to a multiple of this.</summary>
+    public const int BlockCols = 256;
+    internal const int BlockBytes = 64;
+
+    private readonly AlignedArray<byte> _data;
+    private readonly float[] _scales;
+
+    /// <summary>Rows (output features).</summary>
+    public int Rows { get; }
+    /// <summary>Columns (input features).</summary>
+    public int Cols { get; }
+    /// <summary>Columns rounded up to a multiple of 256.</summary>
+    public int PaddedCols { get; }
+    /// <summary>Bytes a row: PaddedCols / 4.</summary>
+    public int RowBytes => PaddedCols / 4;
+    /// <summary>Blocks of 256 columns a row.</summary>
+    public int Blocks => PaddedCols / BlockCols;
+    /// <summary>Per tensor or per row scales.</summary>
+    public ScaleMode ScaleMode { get; }
+    /// <summary>The scales: one value, or one a row.</summary>
+    public ReadOnlySpan<float> Scales => _scales;
+    /// <summary>The packed codes, Rows * RowBytes bytes.</summary>
+    public ReadOnlySpan<byte> Data => _data.Span;
+    internal byte* DataPointer => _data.Pointer;
+    internal float[] ScaleArray => _scales;
+
+    /// <summary>Bytes the weights take at exactly 2 bits each, without row padding or scales: rows * cols / 4.</summary>
+    public long PayloadBytes => ((long)Rows * Cols * 2 + 7) / 8;
+    /// <summary>Bytes this matrix holds: packed rows with padding plus the scales.</summary>
+    public long AllocatedBytes => (long)Rows * RowBytes + (long)_scales.Length * sizeof(float);
+
+    private TernaryMatrix(int rows, int cols, ScaleMode mode)
+    {
+        if (rows <= 0 || cols <= 0) throw new ArgumentException($"a ternary matrix needs positive dimensions, got {rows}x{cols}");
+        Rows = rows; Cols = cols; ScaleMode = mode;
+        PaddedCols = (int)(((long)cols + BlockCols - 1) / BlockCols * BlockCols);
+        _data = new AlignedArray<byte>((long)rows * RowBytes);
+        _scales = new float[mode == ScaleMode.PerRow ? rows : 1];
+        _data.Span.Fill(0x55); // code 1 (w = 0) in every pair, padding included
+    }
+
+    /// <summary>Scale of row <paramref name="row"/>.</summary>
+    public float ScaleOf(int row) => ScaleMode == ScaleMode.PerRow ? _scales[row] : _scales[0];
+
+    /// <summary>Builds a matrix from trit values (row-major, rows*cols, each -1, 0 or +1) and its scales
+    /// (length 1 for per tensor, rows for per row).</summary>
+    public static TernaryMatrix FromTrits(ReadOnlySpan<sbyte> trits, int rows, int cols, ReadOnlySpan<float> scales)
+    {
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        Check.Length(trits.Length, (long)rows * cols, nameof(trits));
+        if (scales.Length != 1 && scales.Length != rows)
+            throw new ArgumentException($"scales has length {scales.Length}, expected 1 (per tensor) or {rows} (per row)", nameof(scales));
+        Check.Finite(scales, nameof(scales));
+        var m = new TernaryMatrix(rows, cols, scales.Length == 1 ? ScaleMode.PerTensor : ScaleMode.PerRow);
+        scales.CopyTo(m._scales);
+        for (int r = 0; r < rows; r++) m.SetRow(r, trits.Slice(r * cols, cols));
+        return m;
+    }
+
+    /// <summary>Quantizes float weights (rows x cols) to a ternary matrix with <paramref name="method"/>.</summary>
+    public static TernaryMatrix Quantize(ReadOnlySpan<float> weights, int rows, int cols, QuantizationMethod method = QuantizationMethod.AbsMean, ScaleMode mode = ScaleMode.PerTensor)
+    {
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        Check.Length(weights.Length, (long)rows * cols, nameof(weights));
+        var q = new sbyte[weights.Length];
+        float[] scales;
+        if (mode == ScaleMode.PerTensor)
+            scales = [TernaryQuantizer.Quantize(weights, q, method)];
+        else
+        {
+            scales = new float[rows];
+            for (int r = 0; r < rows; r++)
+                scales[r] = TernaryQuantizer.Quantize(weights.Slice(r * cols, cols), q.AsSpan(r * cols, cols), method);
+        }
+        var m = new TernaryMatrix(rows, cols, mode);
+        scales.CopyTo(m._scales);
+        for (int r = 0; r < rows; r++) m.SetRow(r, q.AsSpan(r * cols, cols));
+        return m;
+    }
+
+    /// <summary>Writes row <paramref name="row"/> from trit values.</summary>
+    public void SetRow(int row, ReadOnlySpan<sbyte> trits)
+    {
+        if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
+        Check.Length(trits.Length, Cols, nameof(trits));
+        Span<byte> dst = _data.Span.Slice(row * RowBytes, RowBytes);
+        dst.Fill(0x55);
+        for (int c = 0; c < Cols; c++)
+        {
+            int v = trits[c];
+            if ((uint)(v + 1) > 2) throw new ArgumentException($"trits[{c}] of row {row} = {v}: a trit is -1, 0 or +1", nameof(trits));
+            int b = c >> 8, within = c & 255, q = within >> 6, j = within & 63;
+            ref byte cell = ref dst[b * BlockBytes + j];
+            cell = (byte)((cell & ~(3 << (2 * q))) | ((v + 1) << (2 * q)));
+        }
+    }
+
+    /// <summary>Reads row <paramref name="row"/> as trit values.</summary>
+    public void GetRow(int row, Span<sbyte> trits)
+    {
+        if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
+        Check.AtLeast(trits.Length, Cols, nameof(trits));
+        ReadOnlySpan<byte> src = _data.Span.Slice(row * RowBytes, RowBytes);
+        for (int c = 0; c < Cols; c++)
+        {
+            int b = c >> 8, within = c & 255, q = within >> 6, j = within & 63;
+            trits[c] = (sbyte)(((src[b * BlockBytes + j] >> (2 * q)) & 3) - 1);
+        }
+    }
+
+    /// <summary>All trit values, row-major.</summary>
+    public sbyte[] ToTrits()
+    {
+        var t = new sbyte[(long)Rows * Cols];
+        for (int r = 0; r < Rows; r++) GetRow(r, t.AsSpan(r * Cols, Cols));
+        return t;
+    }
+
+    /// <summary>The dequantized matrix: <c>scale[r] * W[r, c]</c>, row-major.</summary>
+    public float[] ToFloat()
+    {
+        var f = new float[(long)Rows * Cols];
+        var row = new sbyte[Cols];
+        for (int r = 0; r < Rows; r++)
+        {
+            GetRow(r, row);
+            float s = ScaleOf(r);
+            for (int c = 0; c < Cols; c++) f[(long)r * Cols + c] = row[c] * s;
+        }
+        return f;
+    }
+
+    /// <summary>Encodes the trits in a storage format (<see cref="TernaryFormat.T2"/> or <see cref="TernaryFormat.T1_6"/>),
+    /// densely, row-major, without padding.</summary>
+    public byte[] Encode(TernaryFormat format)
+    {
+        sbyte[] t = ToTrits();
+        switch (format)
+        {
+            case TernaryFormat.T2:
+                { var b = new byte[Trits.PackedBytes(t.Length)]; Trits.Pack(t, b); return b; }
+            case TernaryFormat.T1_6:
+                { var b = new byte[Base3.PackedBytes(t.Length)]; Base3.Pack(t, b); return b; }
+            case TernaryFormat.I2_256:
+                return _data.Span.ToArray();
+            default:
+                throw new ArgumentException($"format {format} is not a dense storage form of a matrix; use T2, T1_6 or I2_256", nameof(format));
+        }
+    }
+
+    /// <summary>Decodes a matrix stored by <see cref="Encode"/>. Validates sizes and codes; <paramref name="where"/>
+    /// names the source (file and tensor) in errors.</summary>
+    public static TernaryMatrix Decode(TernaryFormat format, ReadOnlySpan<byte> data, int rows, int cols, ReadOnlySpan<float> scales, string where = "tensor")
+    {
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        long n = (long)rows * cols;
+        var t = new sbyte[n];
+        switch (format)
+        {
+            case TernaryFormat.T2:
+                if (data.Length != Trits.PackedBytes(n)) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} trits in t2, expected {Trits.PackedBytes(n)}");
+                Trits.Validate(data, n, where);
+                Trits.Unpack(data, t);
+                break;
+            case TernaryFormat.T1_6:
+                if (data.Length != Base3.PackedBytes(n)) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} trits in t1.6, expected {Base3.PackedBytes(n)}");
+                Base3.Unpack(data, t, where);
+                break;
+            case TernaryFormat.I2_256:
+                {
+                    var m = new TernaryMatrix(rows, cols, ScaleMode.PerTensor);
+                    if (data.Length != (long)rows * m.RowBytes) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} in i2_256, expected {(long)rows * m.RowBytes}");
+                    for (int i = 0; i < data.Length; i++)
+                    {
+                        int b = data[i];
+                        if ((b & (b >> 1) & 0x55) != 0) throw new RotorException($"{where}: invalid i2_256 code 3 in byte {i} (codes are w + 1 in 0..2)");
+                    }
+                    data.CopyTo(m._data.Span);
+                    var f = FromTrits(m.ToTrits(), rows, cols, scales);
+                    return f;
+                }
+            default:
+                throw new ArgumentException($"format {format} is not a dense storage form of a matrix", nameof(format));
+        }
+        return FromTrits(t, rows, cols, scales);
+    }
+
+    /// <summary>Share of zeros and counts of +1 and -1.</summary>
+    public (double ZeroShare, long Plus, long Minus) CountTrits()
+    {
+        long plus = 0, minus = 0;
+        var row = new sbyte[Cols];
+        for (int r = 0; r < Rows; r++)
+        {
+            GetRow(r, row);
+            foreach (sbyte v in row) { if (v > 0) plus++; else if (v < 0) minus++; }
+        }
+        long total = (long)Rows * Cols;
+        return ((double)(total - plus - minus) / total, plus, minus);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"TernaryMatrix {Rows}x{Cols} ({ScaleMode}, {AllocatedBytes} bytes)";
+}

@@ -1,0 +1,234 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// AVX-512 BW kernels. One 64-byte load holds a 256-weight block; shifting by 0, 2, 4, 6 and masking gives four
+/// vectors of 64 codes that line up with four contiguous 64-byte slices of x. vpmaddubsw multiplies the unsigned codes
+/// (0..2) by the signed activations (-127..127) and adds pairs into int16: at most 2 * 2 * 127 = 508 a lane.
+/// </summary>
+internal unsafe struct Avx512Kernels : ITernaryKernels
+{
+    // int16 accumulation over Chunk blocks: 4 vpmaddubsw results a block, 16 * 4 * 508 = 32512 <= 32767.
+    private const int Chunk = 16;
+    // Activation rows kept hot in L2 per pass over W in the GEMM: 64 rows * 6912 bytes = 442 KB.
+    private const int RowTile = 64;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Mad(Vector512<byte> codes, sbyte* x) =>
+        Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load(x));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Widen(Vector512<short> a) =>
+        Avx512BW.MultiplyAddAdjacent(a, Vector512<short>.One);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Unpack(byte* p, out Vector512<byte> s0, out Vector512<byte> s1, out Vector512<byte> s2, out Vector512<byte> s3)
+    {
+        Vector512<byte> m = Vector512.Create((byte)3);
+        Vector512<ushort> v = Vector512.Load(p).AsUInt16();
+        s0 = v.AsByte() & m;
+        s1 = (v >> 2).AsByte() & m;
+        s2 = (v >> 4).AsByte() & m;
+        s3 = (v >> 6).AsByte() & m;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Block(byte* w, sbyte* x)
+    {
+        Unpack(w, out var s0, out var s1, out var s2, out var s3);
+        return (Mad(s0, x) + Mad(s1, x + 64)) + (Mad(s2, x + 128) + Mad(s3, x + 192));
+    }
+
+    public static int DotCodes(byte* w, sbyte* x, int kBlocks)
+    {
+        Vector512<int> acc = Vector512<int>.Zero;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a = Vector512<short>.Zero;
+            for (int kb = kb0; kb < end; kb++) a += Block(w + kb * 64, x + kb * 256);
+            acc += Widen(a);
+        }
+        return Vector512.Sum(acc);
+    }
+
+    /// <summary>Four weight rows against one activation row: x is loaded once for the four.</summary>
+    private static void Rows4x1(byte* w, int rb, sbyte* x, int kBlocks, int* dots)
+    {
+        Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector512<byte> m = Vector512.Create((byte)3);
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int kb = kb0; kb < end; kb++)
+            {
+                sbyte* xp = x + kb * 256;
+                Vector512<sbyte> x0 = Vector512.Load(xp), x1 = Vector512.Load(xp + 64), x2 = Vector512.Load(xp + 128), x3 = Vector512.Load(xp + 192);
+                byte* wp = w + kb * 64;
+                a0 += Row(wp, x0, x1, x2, x3, m);
+                a1 += Row(wp + rb, x0, x1, x2, x3, m);
+                a2 += Row(wp + 2 * rb, x0, x1, x2, x3, m);
+                a3 += Row(wp + 3 * rb, x0, x1, x2, x3, m);
+            }
+            c0 += Widen(a0); c1 += Widen(a1); c2 += Widen(a2); c3 += Widen(a3);
+        }
+        dots[0] = Vector512.Sum(c0); dots[1] = Vector512.Sum(c1); dots[2] = Vector512.Sum(c2); dots[3] = Vector512.Sum(c3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Row(byte* wp, Vector512<sbyte> x0, Vector512<sbyte> x1, Vector512<sbyte> x2, Vector512<sbyte> x3, Vector512<byte> m)
+    {
+        Vector512<ushort> v = Vector512.Load(wp).AsUInt16();
+        return (Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, x0) + Avx512BW.MultiplyAddAdjacent((v >> 2).AsByte() & m, x1))
+             + (Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, x2) + Avx512BW.MultiplyAddAdjacent((v >> 6).AsByte() & m, x3));
+    }
+
+    /// <summary>One weight row against four activation rows: each block is unpacked once for the four.</summary>
+    private static void Rows1x4(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
+    {
+        Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int kb = kb0; kb < end; kb++)
+            {
+                Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
+                sbyte* xp = x + kb * 256;
+                a0 += (Mad(s0, xp) + Mad(s1, xp + 64)) + (Mad(s2, xp + 128) + Mad(s3, xp + 192));
+                xp += xs;
+                a1 += (Mad(s0, xp) + Mad(s1, xp + 64)) + (Mad(s2, xp + 128) + Mad(s3, xp + 192));
+                xp += xs;
+                a2 += (Mad(s0, xp) + Mad(s1, xp + 64)) + (Mad(s2, xp + 128) + Mad(s3, xp + 192));
+                xp += xs;
+                a3 += (Mad(s0, xp) + Mad(s1, xp + 64)) + (Mad(s2, xp + 128) + Mad(s3, xp + 192));
+            }
+            c0 += Widen(a0); c1 += Widen(a1); c2 += Widen(a2); c3 += Widen(a3);
+        }
+        dots[0] = Vector512.Sum(c0); dots[1] = Vector512.Sum(c1); dots[2] = Vector512.Sum(c2); dots[3] = Vector512.Sum(c3);
+    }
+
+    /// <summary>Two weight rows against four activation rows: 8 int16 and 8 int32 accumulators, 8 unpacked vectors.</summary>
+    private static void Rows2x4(byte* w, int rb, sbyte* x, int xs, int kBlocks, int* dots)
+    {
+        Vector512<int> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+            for (int kb = kb0; kb < end; kb++)
+            {
+                Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
+                Unpack(w + rb + kb * 64, out var t0, out var t1, out var t2, out var t3);
+                sbyte* xp = x + kb * 256;
+                Vector512<sbyte> x0 = Vector512.Load(xp), x1 = Vector512.Load(xp + 64), x2 = Vector512.Load(xp + 128), x3 = Vector512.Load(xp + 192);
+                a00 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a10 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a01 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a11 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a02 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a12 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a03 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a13 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+            }
+            c00 += Widen(a00); c01 += Widen(a01); c02 += Widen(a02); c03 += Widen(a03);
+            c10 += Widen(a10); c11 += Widen(a11); c12 += Widen(a12); c13 += Widen(a13);
+        }
+        dots[0] = Vector512.Sum(c00); dots[1] = Vector512.Sum(c01); dots[2] = Vector512.Sum(c02); dots[3] = Vector512.Sum(c03);
+        dots[4] = Vector512.Sum(c10); dots[5] = Vector512.Sum(c11); dots[6] = Vector512.Sum(c12); dots[7] = Vector512.Sum(c13);
+    }
+
+    public static void Gemm(in GemmArgs a, int r0, int r1)
+    {
+        int* d = stackalloc int[8];
+        if (a.M < 4)
+        {
+            for (int i = 0; i < a.M; i++)
+            {
+                sbyte* x = a.X + (long)i * a.XStride;
+                int r = r0;
+                for (; r + 4 <= r1; r += 4)
+                {
+                    Rows4x1(a.W + (long)r * a.RowBytes, a.RowBytes, x, a.KBlocks, d);
+                    a.Store(i, r, d[0]); a.Store(i, r + 1, d[1]); a.Store(i, r + 2, d[2]); a.Store(i, r + 3, d[3]);
+                }
+                for (; r < r1; r++) a.Store(i, r, DotCodes(a.W + (long)r * a.RowBytes, x, a.KBlocks));
+            }
+            return;
+        }
+        for (int i0 = 0; i0 < a.M; i0 += RowTile)
+        {
+            int iEnd = Math.Min(i0 + RowTile, a.M);
+            int r = r0;
+            for (; r + 2 <= r1; r += 2)
+            {
+                byte* w = a.W + (long)r * a.RowBytes;
+                int i = i0;
+                for (; i + 4 <= iEnd; i += 4)
+                {
+                    Rows2x4(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]); a.Store(i + 2, r, d[2]); a.Store(i + 3, r, d[3]);
+                    a.Store(i, r + 1, d[4]); a.Store(i + 1, r + 1, d[5]); a.Store(i + 2, r + 1, d[6]); a.Store(i + 3, r + 1, d[7]);
+                }
+                for (; i < iEnd; i++)
+                {
+                    sbyte* x = a.X + (long)i * a.XStride;
+                    a.Store(i, r, DotCodes(w, x, a.KBlocks));
+                    a.Store(i, r + 1, DotCodes(w + a.RowBytes, x, a.KBlocks));
+                }
+            }
+            for (; r < r1; r++)
+            {
+                byte* w = a.W + (long)r * a.RowBytes;
+                int i = i0;
+                for (; i + 4 <= iEnd; i += 4)
+                {
+                    Rows1x4(w, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]); a.Store(i + 2, r, d[2]); a.Store(i + 3, r, d[3]);
+                }
+                for (; i < iEnd; i++) a.Store(i, r, DotCodes(w, a.X + (long)i * a.XStride, a.KBlocks));
+            }
+        }
+    }
+
+    public static float DotF32(byte* w, float* x, int kBlocks)
+    {
+        Vector512<float> acc0 = default, acc1 = default;
+        Vector512<float> one = Vector512<float>.One;
+        for (int kb = 0; kb < kBlocks; kb++)
+        {
+            Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
+            float* xp = x + kb * 256;
+            acc0 = Slice(s0, xp, acc0, ref acc1, one);
+            acc0 = Slice(s1, xp + 64, acc0, ref acc1, one);
+            acc0 = Slice(s2, xp + 128, acc0, ref acc1, one);
+            acc0 = Slice(s3, xp + 192, acc0, ref acc1, one);
+        }
+        return Vector512.Sum(acc0 + acc1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Slice(Vector512<byte> codes, float* x, Vector512<float> acc0, ref Vector512<float> acc1, Vector512<float> one)
+    {
+        Vector256<byte> lo = codes.GetLower(), hi = codes.GetUpper();
+        Vector512<float> w0 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(lo.GetLower())) - one;
+        Vector512<float> w1 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(lo.GetUpper())) - one;
+        Vector512<float> w2 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(hi.GetLower())) - one;
+        Vector512<float> w3 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(hi.GetUpper())) - one;
+        acc0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x), acc0);
+        acc1 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x + 16), acc1);
+        acc0 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(x + 32), acc0);
+        acc1 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(x + 48), acc1);
+        return acc0;
+    }
+}

@@ -1,0 +1,30 @@
+namespace Rotor.Kernels;
+
+/// <summary>Dot products of single ternary vectors.</summary>
+public static unsafe class TernaryDot
+{
+    /// <summary><c>sum_j W[row, j] * x[j]</c> for int8 <paramref name="x"/> of length w.Cols (no scales applied).</summary>
+    public static int Dot(TernaryMatrix w, int row, ReadOnlySpan<sbyte> x, KernelPath? path = null)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        if ((uint)row >= (uint)w.Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {w.Rows})");
+        Check.Length(x.Length, w.Cols, nameof(x));
+        sbyte[] buf = new sbyte[w.PaddedCols];
+        int sum = 0;
+        for (int j = 0; j < x.Length; j++) { buf[j] = x[j]; sum += x[j]; }
+        fixed (sbyte* xp = buf)
+            return TernaryGemm.DotKernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
+    }
+
+    /// <summary><c>sum_j W[row, j] * x[j]</c> for float <paramref name="x"/> of length w.Cols (no scales applied).</summary>
+    public static float Dot(TernaryMatrix w, int row, ReadOnlySpan<float> x, KernelPath? path = null)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        if ((uint)row >= (uint)w.Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {w.Rows})");
+        Check.Length(x.Length, w.Cols, nameof(x));
+        float[] buf = new float[w.PaddedCols];
+        x.CopyTo(buf);
+        fixed (float* xp = buf)
+            return TernaryGemm.DotF32Kernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);
+    }
+}

@@ -1,0 +1,131 @@
+using Rotor.Threading;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// The CPU driver of the ternary products: validates shapes, picks the kernel path, splits the output rows over the
+/// worker threads (small products stay on the calling thread) and calls the path's kernel on each range.
+/// </summary>
+internal static unsafe class TernaryGemm
+{
+    // Below this many weight-activation products a call stays on one thread: waking workers would cost more.
+    internal const long ParallelThreshold = 1L << 20;
+
+    private static delegate*<in GemmArgs, int, int, void> GemmKernel(KernelPath p) => p switch
+    {
+        KernelPath.Reference => &ReferenceKernels.Gemm,
+        KernelPath.Portable => &PortableKernels.Gemm,
+        KernelPath.Avx2 => &Avx2Kernels.Gemm,
+        KernelPath.Avx512 => &Avx512Kernels.Gemm,
+        KernelPath.Neon => &NeonKernels.Gemm,
+        _ => throw new ArgumentOutOfRangeException(nameof(p)),
+    };
+
+    internal static delegate*<byte*, sbyte*, int, int> DotKernel(KernelPath p) => p switch
+    {
+        KernelPath.Reference => &ReferenceKernels.DotCodes,
+        KernelPath.Portable => &PortableKernels.DotCodes,
+        KernelPath.Avx2 => &Avx2Kernels.DotCodes,
+        KernelPath.Avx512 => &Avx512Kernels.DotCodes,
+        KernelPath.Neon => &NeonKernels.DotCodes,
+        _ => throw new ArgumentOutOfRangeException(nameof(p)),
+    };
+
+    internal static delegate*<byte*, float*, int, float> DotF32Kernel(KernelPath p) => p switch
+    {
+        KernelPath.Reference => &ReferenceKernels.DotF32,
+        KernelPath.Portable => &PortableKernels.DotF32,
+        KernelPath.Avx2 => &Avx2Kernels.DotF32,
+        KernelPath.Avx512 => &Avx512Kernels.DotF32,
+        KernelPath.Neon => &NeonKernels.DotF32,
+        _ => throw new ArgumentOutOfRangeException(nameof(p)),
+    };
+
+    private sealed class GemmJob : IParallelWork
+    {
+        public GemmArgs Args;
+        public delegate*<in GemmArgs, int, int, void> Kernel;
+        public int RowsPerTask;
+        public void Execute(int task)
+        {
+            int r0 = task * RowsPerTask, r1 = Math.Min(Args.N, r0 + RowsPerTask);
+            if (r0 < r1) Kernel(Args, r0, r1);
+        }
+    }
+
+    private sealed class F32Job : IParallelWork
+    {
+        public GemmF32Args Args;
+        public delegate*<byte*, float*, int, float> Dot;
+        public int RowsPerTask;
+        public void Execute(int task)
+        {
+            int r0 = task * RowsPerTask, r1 = Math.Min(Args.N, r0 + RowsPerTask);
+            for (int r = r0; r < r1; r++)
+            {
+                byte* w = Args.W + (long)r * Args.RowBytes;
+                for (int i = 0; i < Args.M; i++)
+                    Args.Store(i, r, Dot(w, Args.X + (long)i * Args.XStride, Args.KBlocks));
+            }
+        }
+    }
+
+    [ThreadStatic] private static GemmJob? t_gemmJob;
+    [ThreadStatic] private static F32Job? t_f32Job;
+
+    /// <summary>Tasks for n rows: one range a thread for GEMV-like work (equal, contiguous streams of W), more for GEMM
+    /// so that threads that finish early take more. Ranges are multiples of 4 rows.</summary>
+    private static (int Tasks, int RowsPerTask) Split(int n, int m, int threads)
+    {
+        int tasks = m <= 8 ? threads : threads * 4;
+        int per = (n + tasks - 1) / tasks;
+        per = (per + 3) & ~3;
+        return ((n + per - 1) / per, per);
+    }
+
+    public static void Gemm(TernaryMatrix w, QuantizedActivations x, Span<float> y, ReadOnlySpan<float> bias, KernelPath path, WorkerPool pool)
+    {
+        if (x.Cols != w.Cols) throw new ArgumentException($"shape mismatch: W is {w.Rows}x{w.Cols}, x rows have {x.Cols} values (expected {w.Cols})");
+        int m = x.Count, n = w.Rows;
+        if (m == 0) throw new ArgumentException("x holds no quantized rows: call Quantize first", nameof(x));
+        Check.AtLeast(y.Length, (long)m * n, nameof(y));
+        if (!bias.IsEmpty) Check.Length(bias.Length, n, nameof(bias));
+        if (!KernelSelector.IsSupported(path)) throw new PlatformNotSupportedException($"kernel path {path} is not supported here");
+        fixed (float* xs = x.ScaleArray) fixed (int* xsum = x.SumArray) fixed (float* ws = w.ScaleArray)
+        fixed (float* b = bias) fixed (float* yp = y)
+        {
+            var job = t_gemmJob ??= new GemmJob();
+            job.Args = new GemmArgs
+            {
+                W = w.DataPointer, RowBytes = w.RowBytes, KBlocks = w.Blocks, N = n,
+                X = x.DataPointer, XStride = x.PaddedCols, M = m, XScale = xs, XSum = xsum,
+                WScale = ws, WScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0,
+                Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
+            };
+            job.Kernel = GemmKernel(path);
+            bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
+            if (!parallel) { job.Kernel(job.Args, 0, n); return; }
+            (int tasks, job.RowsPerTask) = Split(n, m, pool.Threads);
+            pool.Run(job, tasks);
+        }
+    }
+
+    public static void GemmF32(TernaryMatrix w, ReadOnlySpan<float> xPadded, int m, int xStride, Span<float> y, ReadOnlySpan<float> bias, KernelPath path, WorkerPool pool)
+    {
+        int n = w.Rows;
+        fixed (float* xp = xPadded) fixed (float* ws = w.ScaleArray) fixed (float* b = bias) fixed (float* yp = y)
+        {
+            var job = t_f32Job ??= new F32Job();
+            job.Args = new GemmF32Args
+            {
+                W = w.DataPointer, RowBytes = w.RowBytes, KBlocks = w.Blocks, N = n, X = xp, XStride = xStride, M = m,
+                WScale = ws, WScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0, Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
+            };
+            job.Dot = DotF32Kernel(path);
+            bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
+            if (!parallel) { job.RowsPerTask = n; job.Execute(0); return; }
+            (int tasks, job.RowsPerTask) = Split(n, m, pool.Threads);
+            pool.Run(job, tasks);
+        }
+    }
+}
