@@ -9,7 +9,7 @@ namespace Rotor.Kernels;
 internal static unsafe class TernaryGemm
 {
     // Below this many weight-activation products a call stays on one thread: waking workers would cost more.
-    internal const long ParallelThreshold = 1L << 20;
+    internal static long ParallelThreshold = 1L << 20;
 
     private static delegate*<in GemmArgs, int, int, void> GemmKernel(KernelPath p) => p switch
     {
