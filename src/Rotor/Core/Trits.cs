@@ -46,6 +46,7 @@ public static class Trits
     /// <summary>Packs <paramref name="values"/> (each -1, 0 or +1) into <paramref name="packed"/>, four a byte.
     /// <c>packed[i/4] |= code(values[i]) &lt;&lt; 2*(i%4)</c>; unused pairs of the last byte are 00.</summary>
     /// <exception cref="ArgumentException">a value outside {-1, 0, +1} (its index is named), or <paramref name="packed"/> too short.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pack(ReadOnlySpan<sbyte> values, Span<byte> packed)
     {
         Check.AtLeast(packed.Length, PackedBytes(values.Length), nameof(packed));
@@ -84,6 +85,7 @@ public static class Trits
 
     /// <summary>Unpacks <c>values.Length</c> trits from <paramref name="packed"/>:
     /// <c>values[i] = bit0 - bit1</c> of pair i. Throws <see cref="InvalidTritException"/> on the code 11.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Unpack(ReadOnlySpan<byte> packed, Span<sbyte> values)
     {
         int count = values.Length;
@@ -137,6 +139,7 @@ public static class Trits
 
     /// <summary>Index of the first invalid code (11) among the first <paramref name="count"/> trits of
     /// <paramref name="packed"/>, or -1 when all are valid.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static long FindInvalid(ReadOnlySpan<byte> packed, long count)
     {
         long bytes = PackedBytes(count);

@@ -25,6 +25,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Widen(Vector256<short> a) => Avx2.MultiplyAddAdjacent(a, Vector256<short>.One);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int DotCodes(byte* w, sbyte* x, int kBlocks)
     {
         Vector256<int> acc = Vector256<int>.Zero;
@@ -40,6 +41,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     }
 
     /// <summary>One weight row against two activation rows: each half block is unpacked once for both.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows1x2(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
     {
         Vector256<int> c0 = default, c1 = default;
@@ -68,6 +70,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     }
 
     /// <summary>Two weight rows against one activation row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows2x1(byte* w, int rb, sbyte* x, int kBlocks, int* dots)
     {
         Vector256<int> c0 = default, c1 = default;
@@ -87,6 +90,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         dots[0] = Vector256.Sum(c0); dots[1] = Vector256.Sum(c1);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
         int* d = stackalloc int[4];
@@ -120,6 +124,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float DotF32(byte* w, float* x, int kBlocks)
     {
         Vector256<float> acc0 = default, acc1 = default;

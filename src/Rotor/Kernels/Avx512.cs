@@ -42,6 +42,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         return (Mad(s0, x) + Mad(s1, x + 64)) + (Mad(s2, x + 128) + Mad(s3, x + 192));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int DotCodes(byte* w, sbyte* x, int kBlocks)
     {
         Vector512<int> acc = Vector512<int>.Zero;
@@ -56,6 +57,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     }
 
     /// <summary>Four weight rows against one activation row: x is loaded once for the four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows4x1(byte* w, int rb, sbyte* x, int kBlocks, int* dots)
     {
         Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
@@ -88,6 +90,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     }
 
     /// <summary>One weight row against four activation rows: each block is unpacked once for the four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows1x4(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
     {
         Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
@@ -113,6 +116,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     }
 
     /// <summary>Two weight rows against four activation rows: 8 int16 and 8 int32 accumulators, 8 unpacked vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows2x4(byte* w, int rb, sbyte* x, int xs, int kBlocks, int* dots)
     {
         Vector512<int> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
@@ -148,6 +152,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         dots[4] = Vector512.Sum(c10); dots[5] = Vector512.Sum(c11); dots[6] = Vector512.Sum(c12); dots[7] = Vector512.Sum(c13);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
         int* d = stackalloc int[8];
@@ -201,6 +206,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float DotF32(byte* w, float* x, int kBlocks)
     {
         Vector512<float> acc0 = default, acc1 = default;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
 
@@ -7,6 +8,7 @@ namespace Rotor.Kernels;
 /// activations go straight into int32 lanes, four products a lane; without it, smull + sadalp widen the products.</summary>
 internal unsafe struct NeonKernels : ITernaryKernels
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int DotCodes(byte* w, sbyte* x, int kBlocks)
     {
         Vector128<int> acc0 = Vector128<int>.Zero, acc1 = Vector128<int>.Zero;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Rotor.Kernels;
@@ -9,6 +10,7 @@ internal unsafe struct PortableKernels : ITernaryKernels
     // per block each int16 lane gets 4 slices * 4 parts * 2 halves = 32 products of at most 2 * 127: 4 * 32 * 254 = 32512.
     private const int Chunk = 4;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int DotCodes(byte* w, sbyte* x, int kBlocks)
     {
         Vector128<int> acc = Vector128<int>.Zero;
@@ -40,6 +42,7 @@ internal unsafe struct PortableKernels : ITernaryKernels
 
     public static void Gemm(in GemmArgs a, int r0, int r1) => KernelLoops.GemmByDots(a, r0, r1, &DotCodes);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float DotF32(byte* w, float* x, int kBlocks)
     {
         Vector128<float> acc = Vector128<float>.Zero;

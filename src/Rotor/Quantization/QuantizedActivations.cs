@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
@@ -90,6 +91,7 @@ public sealed unsafe class QuantizedActivations
     }
 
     /// <summary>absmax-quantizes one row into <paramref name="q"/> (its padding is zeroed); returns its scale and int8 sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static (float Scale, int Sum) QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> q)
     {
         float amax = TensorPrimitives.MaxMagnitude(x);

@@ -1,0 +1,22 @@
+using System.Text.Json.Serialization;
+
+namespace Rotor.Cli.Bench;
+
+/// <summary>One benchmark figure, as written by <c>rotor bench --json</c>.</summary>
+internal sealed record BenchResult
+{
+    [JsonPropertyName("name")] public required string Name { get; init; }
+    [JsonPropertyName("median_ms")] public required double MedianMs { get; init; }
+    [JsonPropertyName("gflops")] public double? Gflops { get; init; }
+    [JsonPropertyName("weight_gbps")] public double? WeightGbps { get; init; }
+    [JsonPropertyName("roofline_fraction")] public double? RooflineFraction { get; init; }
+    [JsonPropertyName("seed_ms")] public double? SeedMs { get; init; }
+    [JsonPropertyName("threads")] public int? Threads { get; init; }
+    [JsonPropertyName("cache")] public string? Cache { get; init; }
+    [JsonPropertyName("reference_us")] public double? ReferenceUs { get; init; }
+    [JsonPropertyName("reference")] public string? Reference { get; init; }
+}
+
+[JsonSerializable(typeof(List<BenchResult>))]
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+internal sealed partial class BenchJson : JsonSerializerContext;

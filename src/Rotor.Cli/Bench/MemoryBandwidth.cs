@@ -1,0 +1,43 @@
+using System.Runtime.Intrinsics;
+
+namespace Rotor.Cli.Bench;
+
+/// <summary>Measures memory read bandwidth: a vectorized sum over a buffer far larger than the caches.</summary>
+internal static unsafe class MemoryBandwidth
+{
+    public static double ReadGbps(int threads, long bytes = 512L << 20)
+    {
+        var buf = GC.AllocateUninitializedArray<byte>((int)bytes, pinned: true);
+        new Random(1).NextBytes(buf.AsSpan(0, 4096));
+        for (long i = 4096; i < bytes; i += 4096) buf.AsSpan(0, 4096).CopyTo(buf.AsSpan((int)i, (int)Math.Min(4096, bytes - i)));
+        long sink = 0;
+        double ms = Timer.MedianMs(() =>
+        {
+            if (threads == 1) { sink += Sum(buf, 0, bytes); return; }
+            long per = bytes / threads / 64 * 64;
+            var sums = new long[threads];
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                t => sums[t] = Sum(buf, t * per, t == threads - 1 ? bytes - t * per : per));
+            sink += sums.Sum();
+        }, minReps: 5, budgetMs: 1500);
+        GC.KeepAlive(sink);
+        return bytes / (ms / 1000) / 1e9;
+    }
+
+    private static long Sum(byte[] buf, long from, long count)
+    {
+        fixed (byte* p0 = buf)
+        {
+            byte* p = p0 + from, end = p + count / 256 * 256;
+            Vector256<ulong> a = default, b = default, c = default, d = default;
+            for (; p < end; p += 256)
+            {
+                a += Vector256.Load((ulong*)p) + Vector256.Load((ulong*)(p + 32));
+                b += Vector256.Load((ulong*)(p + 64)) + Vector256.Load((ulong*)(p + 96));
+                c += Vector256.Load((ulong*)(p + 128)) + Vector256.Load((ulong*)(p + 160));
+                d += Vector256.Load((ulong*)(p + 192)) + Vector256.Load((ulong*)(p + 224));
+            }
+            return (long)Vector256.Sum(a + b + c + d);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+using System.Diagnostics;
+
+namespace Rotor.Cli.Bench;
+
+/// <summary>Median wall time of repeated runs: at least <c>minReps</c> runs and about <c>budgetMs</c> of work,
+/// after one warm-up run.</summary>
+internal static class Timer
+{
+    public static double MedianMs(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000)
+    {
+        run();
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < minReps || (total.Elapsed.TotalMilliseconds < budgetMs && times.Count < maxReps))
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            run();
+            times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+}
