@@ -82,6 +82,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
             {
                 byte* wp = w + kb * 64;
                 sbyte* xp = x + kb * 256;
+                Sse.Prefetch0(wp + 2 * rb); Sse.Prefetch0(wp + 3 * rb); // the next two rows, for cold GEMVs
                 a0 += Half(wp, xp) + Half(wp + 32, xp + 32);
                 a1 += Half(wp + rb, xp) + Half(wp + rb + 32, xp + 32);
             }

@@ -71,6 +71,9 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
                 sbyte* xp = x + kb * 256;
                 Vector512<sbyte> x0 = Vector512.Load(xp), x1 = Vector512.Load(xp + 64), x2 = Vector512.Load(xp + 128), x3 = Vector512.Load(xp + 192);
                 byte* wp = w + kb * 64;
+                // The next four rows follow these in memory: fetch their block now so that a cold GEMV streams
+                // (the hardware prefetcher alone sees four short strided streams and falls behind).
+                Sse.Prefetch0(wp + 4 * rb); Sse.Prefetch0(wp + 5 * rb); Sse.Prefetch0(wp + 6 * rb); Sse.Prefetch0(wp + 7 * rb);
                 a0 += Row(wp, x0, x1, x2, x3, m);
                 a1 += Row(wp + rb, x0, x1, x2, x3, m);
                 a2 += Row(wp + 2 * rb, x0, x1, x2, x3, m);
