@@ -155,6 +155,49 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         dots[4] = Vector512.Sum(c10); dots[5] = Vector512.Sum(c11); dots[6] = Vector512.Sum(c12); dots[7] = Vector512.Sum(c13);
     }
 
+
+    /// <summary>Writes the codes of a row as bytes in column order (<c>u[j] = code[j]</c>), kBlocks * 256 bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackRow(byte* w, byte* u, int kBlocks)
+    {
+        for (int kb = 0; kb < kBlocks; kb++)
+        {
+            Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
+            byte* d = u + kb * 256;
+            s0.Store(d); s1.Store(d + 64); s2.Store(d + 128); s3.Store(d + 192);
+        }
+    }
+
+    /// <summary>Two unpacked weight rows against four activation rows: with the codes already bytes, each
+    /// vpmaddubsw costs one load and one add, and no shift or mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Unpacked2x4(byte* u0, byte* u1, sbyte* x, int xs, int kBlocks, int* dots)
+    {
+        Vector512<int> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks) * 256;
+            Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+            for (int j = kb0 * 256; j < end; j += 64)
+            {
+                Vector512<byte> w0 = Vector512.Load(u0 + j), w1 = Vector512.Load(u1 + j);
+                sbyte* xp = x + j;
+                Vector512<sbyte> v = Vector512.Load(xp);
+                a00 += Avx512BW.MultiplyAddAdjacent(w0, v); a10 += Avx512BW.MultiplyAddAdjacent(w1, v);
+                v = Vector512.Load(xp + xs);
+                a01 += Avx512BW.MultiplyAddAdjacent(w0, v); a11 += Avx512BW.MultiplyAddAdjacent(w1, v);
+                v = Vector512.Load(xp + 2 * xs);
+                a02 += Avx512BW.MultiplyAddAdjacent(w0, v); a12 += Avx512BW.MultiplyAddAdjacent(w1, v);
+                v = Vector512.Load(xp + 3 * xs);
+                a03 += Avx512BW.MultiplyAddAdjacent(w0, v); a13 += Avx512BW.MultiplyAddAdjacent(w1, v);
+            }
+            c00 += Widen(a00); c01 += Widen(a01); c02 += Widen(a02); c03 += Widen(a03);
+            c10 += Widen(a10); c11 += Widen(a11); c12 += Widen(a12); c13 += Widen(a13);
+        }
+        dots[0] = Vector512.Sum(c00); dots[1] = Vector512.Sum(c01); dots[2] = Vector512.Sum(c02); dots[3] = Vector512.Sum(c03);
+        dots[4] = Vector512.Sum(c10); dots[5] = Vector512.Sum(c11); dots[6] = Vector512.Sum(c12); dots[7] = Vector512.Sum(c13);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
@@ -174,6 +217,10 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             }
             return;
         }
+        // Rows of up to 16K columns are unpacked to bytes once per activation tile (2 rows = 32 KB on the stack).
+        bool unpack = a.KBlocks <= 64;
+        byte* u = stackalloc byte[unpack ? 2 * 256 * a.KBlocks + 64 : 1];
+        byte* u0 = (byte*)(((nint)u + 63) & ~(nint)63), u1 = u0 + 256 * a.KBlocks;
         for (int i0 = 0; i0 < a.M; i0 += RowTile)
         {
             int iEnd = Math.Min(i0 + RowTile, a.M);
@@ -182,9 +229,15 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             {
                 byte* w = a.W + (long)r * a.RowBytes;
                 int i = i0;
+                if (unpack && iEnd - i0 >= 8)
+                {
+                    UnpackRow(w, u0, a.KBlocks);
+                    UnpackRow(w + a.RowBytes, u1, a.KBlocks);
+                }
                 for (; i + 4 <= iEnd; i += 4)
                 {
-                    Rows2x4(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    if (unpack && iEnd - i0 >= 8) Unpacked2x4(u0, u1, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    else Rows2x4(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
                     a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]); a.Store(i + 2, r, d[2]); a.Store(i + 3, r, d[3]);
                     a.Store(i, r + 1, d[4]); a.Store(i + 1, r + 1, d[5]); a.Store(i + 2, r + 1, d[6]); a.Store(i + 3, r + 1, d[7]);
                 }
