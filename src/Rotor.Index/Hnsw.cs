@@ -1,0 +1,278 @@
+namespace Rotor.Index;
+
+/// <summary>
+/// A hierarchical navigable small world graph (Malkov and Yashunin, 2016) over the slots of a <see cref="CodeStore"/>,
+/// scored on the codes. Layer 0 keeps 2 M links a node, upper layers M; links are chosen by the paper's heuristic
+/// (algorithm 4). Nodes are inserted in parallel with a lock a node; deleted slots stay in the graph as waypoints and
+/// are never returned.
+/// <code>
+/// levels  (slots) byte              top layer of each node
+/// links0  (slots, 1 + 2M) int       [count, neighbours...] on layer 0
+/// upper   (slots)[(level) * (1 + M)] per-node links on layers 1..level (null for level 0)
+/// </code>
+/// </summary>
+internal sealed unsafe class Hnsw
+{
+    private readonly CodeStore _store;
+    private readonly Metric _metric;
+    private readonly object[] _locks = Enumerable.Range(0, 4096).Select(_ => new object()).ToArray();
+    private readonly object _entryLock = new();
+    private readonly ThreadLocal<Visited> _visited;
+    private readonly double _levelMult;
+    private Random _random;
+    private volatile bool _building;
+
+    public Hnsw(CodeStore store, Metric metric, HnswSettings settings)
+    {
+        _store = store; _metric = metric; Settings = settings;
+        M = settings.M; M0 = 2 * settings.M;
+        _levelMult = 1.0 / Math.Log(M);
+        _random = new Random(settings.Seed);
+        _visited = new ThreadLocal<Visited>(() => new Visited());
+    }
+
+    public HnswSettings Settings { get; }
+    public int M { get; }
+    public int M0 { get; }
+    public int Count { get; private set; }
+    public int EntryPoint { get; private set; } = -1;
+    public int MaxLevel { get; private set; } = -1;
+    internal byte[] Levels = new byte[16];
+    internal int[] Links0 = [];
+    internal int[]?[] Upper = new int[16][];
+
+    public long Bytes => (long)Count * (1 + (1 + M0) * 4) + Upper.Take(Count).Sum(u => u is null ? 0L : u.Length * 4L + 24);
+
+    // ---- similarity on codes (higher is closer) -------------------------------------------------------------
+
+    private float SimNodes(int a, int b)
+    {
+        float raw = ScanKernels.RawOne(_store.Layout, _store.Code(a), _store.Code(b));
+        float d = raw * _store.Scales[b] * _store.Scales[a];
+        return _metric == Metric.L2 ? 2 * d - _store.Norms[a] - _store.Norms[b] : d;
+    }
+
+    private float SimQuery(byte* q, float qScale, float qNorm2, int b)
+    {
+        float raw = ScanKernels.RawOne(_store.Layout, q, _store.Code(b));
+        float d = raw * _store.Scales[b] * qScale;
+        return _metric == Metric.L2 ? 2 * d - _store.Norms[b] - qNorm2 : d;
+    }
+
+    // ---- build ------------------------------------------------------------------------------------------------
+
+    /// <summary>Inserts slots [first, first + count) (already in the store), in parallel.</summary>
+    public void Insert(int first, int count, IProgress<int>? progress = null)
+    {
+        int total = first + count;
+        if (Levels.Length < total) { Array.Resize(ref Levels, Math.Max(total, Levels.Length * 2)); Array.Resize(ref Upper, Levels.Length); }
+        if (Links0.Length < (long)total * (1 + M0)) Array.Resize(ref Links0, checked(Math.Max(total, Links0.Length / (1 + M0) * 2) * (1 + M0)));
+        for (int i = first; i < total; i++)
+        {
+            int level = Math.Min(32, (int)(-Math.Log(1 - _random.NextDouble()) * _levelMult));
+            Levels[i] = (byte)level;
+            Upper[i] = level > 0 ? new int[level * (1 + M)] : null;
+            Links0[(long)i * (1 + M0)] = 0;
+        }
+        Count = total;
+        _building = true;
+        try
+        {
+            int start = first;
+            if (EntryPoint < 0 && count > 0) { EntryPoint = first; MaxLevel = Levels[first]; start++; }
+            int done = 0;
+            Parallel.For(start, total, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+            {
+                InsertOne(i);
+                int n = Interlocked.Increment(ref done);
+                if ((n & 1023) == 0) progress?.Report(n);
+            });
+        }
+        finally { _building = false; }
+    }
+
+    private void InsertOne(int q)
+    {
+        int level = Levels[q];
+        int ep, top;
+        lock (_entryLock) { ep = EntryPoint; top = MaxLevel; }
+        byte* qc = _store.Code(q);
+        float qs = _store.Scales[q], qn = _store.Norms[q];
+        float epSim = SimQuery(qc, qs, qn, ep);
+        for (int l = top; l > level; l--) (ep, epSim) = Greedy(qc, qs, qn, ep, epSim, l);
+        var eps = new List<(float, int)> { (epSim, ep) };
+        for (int l = Math.Min(level, top); l >= 0; l--)
+        {
+            var found = SearchLayer(qc, qs, qn, eps, Settings.EfConstruction, l, null);
+            int max = l == 0 ? M0 : M;
+            var chosen = SelectHeuristic(found, M);
+            SetLinks(q, l, chosen);
+            foreach (var (_, n) in chosen) AddLink(n, q, l, max);
+            eps = found;
+        }
+        if (level > top)
+            lock (_entryLock) if (level > MaxLevel) { MaxLevel = level; EntryPoint = q; }
+    }
+
+    private Span<int> LinkSpan(int node, int level)
+    {
+        if (level == 0) return Links0.AsSpan((int)((long)node * (1 + M0)), 1 + M0);
+        return Upper[node].AsSpan((level - 1) * (1 + M), 1 + M);
+    }
+
+    private void SetLinks(int node, int level, List<(float Sim, int Node)> links)
+    {
+        lock (_locks[node & 4095])
+        {
+            var s = LinkSpan(node, level);
+            s[0] = links.Count;
+            for (int i = 0; i < links.Count; i++) s[1 + i] = links[i].Node;
+        }
+    }
+
+    private void AddLink(int node, int add, int level, int max)
+    {
+        lock (_locks[node & 4095])
+        {
+            var s = LinkSpan(node, level);
+            int n = s[0];
+            for (int i = 1; i <= n; i++) if (s[i] == add) return;
+            if (n < max) { s[1 + n] = add; s[0] = n + 1; return; }
+            var cands = new List<(float, int)>(n + 1) { (SimNodes(node, add), add) };
+            for (int i = 1; i <= n; i++) cands.Add((SimNodes(node, s[i]), s[i]));
+            cands.Sort((a, b) => b.Item1.CompareTo(a.Item1));
+            var keep = SelectHeuristic(cands, max);
+            s[0] = keep.Count;
+            for (int i = 0; i < keep.Count; i++) s[1 + i] = keep[i].Node;
+        }
+    }
+
+    /// <summary>Algorithm 4 of the paper: a candidate is kept if it is closer to the base than to every kept one.
+    /// <paramref name="cands"/> is sorted best first.</summary>
+    private List<(float Sim, int Node)> SelectHeuristic(List<(float Sim, int Node)> cands, int m)
+    {
+        var kept = new List<(float Sim, int Node)>(m);
+        foreach (var c in cands)
+        {
+            if (kept.Count >= m) break;
+            bool good = true;
+            foreach (var r in kept)
+                if (SimNodes(c.Node, r.Node) > c.Sim) { good = false; break; }
+            if (good) kept.Add(c);
+        }
+        return kept;
+    }
+
+    private int CopyLinks(int node, int level, Span<int> into)
+    {
+        if (!_building)
+        {
+            var s = LinkSpan(node, level);
+            s.Slice(1, s[0]).CopyTo(into);
+            return s[0];
+        }
+        lock (_locks[node & 4095])
+        {
+            var s = LinkSpan(node, level);
+            s.Slice(1, s[0]).CopyTo(into);
+            return s[0];
+        }
+    }
+
+    // ---- search -----------------------------------------------------------------------------------------------
+
+    private (int, float) Greedy(byte* q, float qs, float qn, int ep, float epSim, int level)
+    {
+        Span<int> buf = stackalloc int[1 + M0];
+        bool changed = true;
+        while (changed)
+        {
+            changed = false;
+            int n = CopyLinks(ep, level, buf);
+            for (int i = 0; i < n; i++)
+            {
+                float s = SimQuery(q, qs, qn, buf[i]);
+                if (s > epSim) { epSim = s; ep = buf[i]; changed = true; }
+            }
+        }
+        return (ep, epSim);
+    }
+
+    /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="accept"/>, only
+    /// accepted nodes enter the result but every node is traversed.</summary>
+    private List<(float Sim, int Node)> SearchLayer(byte* q, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, Func<int, bool>? accept)
+    {
+        var visited = _visited.Value!;
+        visited.Begin(Count);
+        var cand = new PriorityQueue<int, float>();   // best first (priority = -sim)
+        var result = new PriorityQueue<int, float>(); // worst first (priority = sim)
+        foreach (var (s, n) in eps)
+        {
+            visited.Mark(n);
+            cand.Enqueue(n, -s);
+            if (accept is null || accept(n)) result.Enqueue(n, s);
+        }
+        while (result.Count > ef) result.Dequeue();
+        Span<int> buf = stackalloc int[1 + M0];
+        while (cand.TryDequeue(out int c, out float negSim))
+        {
+            if (result.Count >= ef && result.TryPeek(out _, out float worst) && -negSim < worst) break;
+            int n = CopyLinks(c, level, buf);
+            for (int i = 0; i < n; i++)
+            {
+                int e = buf[i];
+                if (!visited.Mark(e)) continue;
+                float s = SimQuery(q, qs, qn, e);
+                if (result.Count < ef || (result.TryPeek(out _, out float w) && s > w))
+                {
+                    cand.Enqueue(e, -s);
+                    if (accept is null || accept(e))
+                    {
+                        result.Enqueue(e, s);
+                        if (result.Count > ef) result.Dequeue();
+                    }
+                }
+            }
+        }
+        var list = new List<(float Sim, int Node)>(result.Count);
+        while (result.TryDequeue(out int node, out float sim)) list.Add((sim, node));
+        list.Reverse();
+        return list;
+    }
+
+    /// <summary>The ef best accepted nodes for a query code, best first.</summary>
+    public List<(float Sim, int Node)> Search(byte* q, float qs, float qn, int ef, Func<int, bool>? accept)
+    {
+        if (EntryPoint < 0) return [];
+        int ep = EntryPoint;
+        float epSim = SimQuery(q, qs, qn, ep);
+        for (int l = MaxLevel; l > 0; l--) (ep, epSim) = Greedy(q, qs, qn, ep, epSim, l);
+        return SearchLayer(q, qs, qn, [(epSim, ep)], ef, 0, accept);
+    }
+
+    /// <summary>Restores a saved graph.</summary>
+    internal void Restore(int count, byte[] levels, int[] links0, int[]?[] upper, int entry, int maxLevel)
+    {
+        Count = count; Levels = levels; Links0 = links0; Upper = upper; EntryPoint = entry; MaxLevel = maxLevel;
+    }
+
+    private sealed class Visited
+    {
+        private int[] _stamp = [];
+        private int _gen;
+
+        public void Begin(int n)
+        {
+            if (_stamp.Length < n) { _stamp = new int[Math.Max(n, _stamp.Length * 2)]; _gen = 0; }
+            if (++_gen == int.MaxValue) { Array.Clear(_stamp); _gen = 1; }
+        }
+
+        /// <summary>Marks a node; false if it was already visited.</summary>
+        public bool Mark(int n)
+        {
+            if (_stamp[n] == _gen) return false;
+            _stamp[n] = _gen;
+            return true;
+        }
+    }
+}
