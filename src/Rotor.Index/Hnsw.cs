@@ -181,6 +181,7 @@ internal sealed unsafe class Hnsw
 
     // ---- search -----------------------------------------------------------------------------------------------
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private (int, float) Greedy(byte* q, float qs, float qn, int ep, float epSim, int level)
     {
         Span<int> buf = stackalloc int[1 + M0];
@@ -200,6 +201,7 @@ internal sealed unsafe class Hnsw
 
     /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="accept"/>, only
     /// accepted nodes enter the result but every node is traversed.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private List<(float Sim, int Node)> SearchLayer(byte* q, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, Func<int, bool>? accept)
     {
         var visited = _visited.Value!;

@@ -72,6 +72,7 @@ internal static unsafe class ScanKernels
     }
 
     /// <summary>Ternary popcount dot, four codes a loop. A code is [W words of +1 plane][W words of -1 plane].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Ternary(ulong* q, ulong* codes, int words, int count, float* dest)
     {
         int stride = 2 * words, i = 0;
@@ -96,6 +97,7 @@ internal static unsafe class ScanKernels
     }
 
     /// <summary>Binary: D - 2 * Hamming distance, four codes a loop.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Binary(ulong* q, ulong* codes, int words, int dims, int count, float* dest)
     {
         int i = 0;
@@ -120,6 +122,7 @@ internal static unsafe class ScanKernels
     }
 
     /// <summary>Int8 dot, scalar.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Int8Scalar(sbyte* q, sbyte* codes, int dims, int count, float* dest)
     {
         for (int i = 0; i < count; i++)
@@ -132,6 +135,7 @@ internal static unsafe class ScanKernels
 
     /// <summary>Int8 dot with AVX2: <c>vpmaddubsw(|q|, sign(v, q))</c> gives 16-bit pair sums (at most
     /// 2 * 127 * 127 = 32258, no saturation since codes are in [-127, 127]), <c>vpmaddwd</c> by ones widens to int32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Int8Avx2(sbyte* q, sbyte* codes, int dims, int count, float* dest)
     {
         int body = dims & ~31;
@@ -154,6 +158,7 @@ internal static unsafe class ScanKernels
     }
 
     /// <summary>Float dot, one row at a time by TensorPrimitives (AVX-512/AVX2 inside).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Float32(float* q, float* codes, int dims, int count, float* dest)
     {
         var qs = new ReadOnlySpan<float>(q, dims);

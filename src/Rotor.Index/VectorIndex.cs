@@ -325,6 +325,7 @@ public sealed unsafe class VectorIndex : IDisposable
         return tops[0].ToSortedArray();
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private TopK ScanRange(PreparedQuery q, int k, ulong[]? allowed, int start, int end)
     {
         var top = new TopK(k);
