@@ -64,13 +64,14 @@ internal static unsafe class IndexFile
         void Put(Section id, ReadOnlySpan<byte> data) => PutPtr(id, data);
         void PutPtr(Section id, ReadOnlySpan<byte> data)
         {
+            Pad(fs);
             long off = fs.Position;
             fs.Write(data);
             entries.Add((id, off, data.Length, XxHash3.HashToUInt64(data)));
-            Pad(fs);
         }
         void PutNative(Section id, byte* p, long length)
         {
+            Pad(fs);
             long off = fs.Position;
             var h = new XxHash3();
             for (long done = 0; done < length;)
@@ -81,7 +82,6 @@ internal static unsafe class IndexFile
                 done += n;
             }
             entries.Add((id, off, length, h.GetCurrentHashAsUInt64()));
-            Pad(fs);
         }
 
         PutNative(Section.Codes, store.Codes.Pointer, (long)slots * store.Layout.Bytes);
@@ -108,7 +108,7 @@ internal static unsafe class IndexFile
         BinaryPrimitives.WriteUInt32LittleEndian(hs[52..], (uint)o.Hnsw.EfConstruction);
         BinaryPrimitives.WriteUInt32LittleEndian(hs[56..], (uint)o.Hnsw.EfSearch);
         BinaryPrimitives.WriteInt32LittleEndian(hs[60..], o.Hnsw.Seed);
-        BinaryPrimitives.WriteUInt32LittleEndian(hs[64..], store.Full is not null ? 1u : 0u);
+        BinaryPrimitives.WriteUInt32LittleEndian(hs[64..], o.KeepFullPrecision ? 1u : 0u);
         BinaryPrimitives.WriteUInt32LittleEndian(hs[68..], (uint)entries.Count);
         BinaryPrimitives.WriteUInt64LittleEndian(hs[72..], (ulong)fs.Length);
         for (int i = 0; i < entries.Count; i++)
