@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics.X86;
+
 namespace Rotor.Index;
 
 /// <summary>
@@ -17,7 +19,7 @@ internal sealed unsafe class Hnsw
     private readonly Metric _metric;
     private readonly object[] _locks = Enumerable.Range(0, 4096).Select(_ => new object()).ToArray();
     private readonly object _entryLock = new();
-    private readonly ThreadLocal<Visited> _visited;
+    private readonly ThreadLocal<Scratch> _scratch;
     private readonly double _levelMult;
     private Random _random;
     private volatile bool _building;
@@ -28,7 +30,7 @@ internal sealed unsafe class Hnsw
         M = settings.M; M0 = 2 * settings.M;
         _levelMult = 1.0 / Math.Log(M);
         _random = new Random(settings.Seed);
-        _visited = new ThreadLocal<Visited>(() => new Visited());
+        _scratch = new ThreadLocal<Scratch>(() => new Scratch());
     }
 
     public HnswSettings Settings { get; }
@@ -52,6 +54,7 @@ internal sealed unsafe class Hnsw
         return _metric == Metric.L2 ? 2 * d - _store.Norms[a] - _store.Norms[b] : d;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private float SimQuery(byte* q, float qScale, float qNorm2, int b)
     {
         float raw = ScanKernels.RawOne(_store.Layout, q, _store.Code(b));
@@ -103,7 +106,7 @@ internal sealed unsafe class Hnsw
         var eps = new List<(float, int)> { (epSim, ep) };
         for (int l = Math.Min(level, top); l >= 0; l--)
         {
-            var found = SearchLayer(qc, qs, qn, eps, Settings.EfConstruction, l, null);
+            var found = SearchLayer(qc, qs, qn, eps, Settings.EfConstruction, l, null, false);
             int max = l == 0 ? M0 : M;
             var chosen = SelectHeuristic(found, M);
             SetLinks(q, l, chosen);
@@ -199,57 +202,76 @@ internal sealed unsafe class Hnsw
         return (ep, epSim);
     }
 
-    /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="accept"/>, only
-    /// accepted nodes enter the result but every node is traversed.</summary>
+    /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="bits"/>, a node
+    /// enters the result only if its bit is set (<paramref name="bitsAllow"/>) or clear (a deleted-slot bitmap), but
+    /// every node is traversed. The codes of a node's unvisited neighbours are prefetched before they are scored.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private List<(float Sim, int Node)> SearchLayer(byte* q, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, Func<int, bool>? accept)
+    private List<(float Sim, int Node)> SearchLayer(byte* q, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, ulong[]? bits, bool bitsAllow)
     {
-        var visited = _visited.Value!;
-        visited.Begin(Count);
-        var cand = new PriorityQueue<int, float>();   // best first (priority = -sim)
-        var result = new PriorityQueue<int, float>(); // worst first (priority = sim)
+        var sc = _scratch.Value!;
+        sc.Begin(Count, ef);
+        ref var cand = ref sc.Candidates;   // max-heap: best first
+        ref var result = ref sc.Results;    // min-heap: worst first, at most ef
         foreach (var (s, n) in eps)
         {
-            visited.Mark(n);
-            cand.Enqueue(n, -s);
-            if (accept is null || accept(n)) result.Enqueue(n, s);
+            sc.Mark(n);
+            cand.Push(s, n);
+            if (Accept(n, bits, bitsAllow)) { result.Push(s, n); if (result.Count > ef) result.Pop(); }
         }
-        while (result.Count > ef) result.Dequeue();
         Span<int> buf = stackalloc int[1 + M0];
-        while (cand.TryDequeue(out int c, out float negSim))
+        Span<int> todo = stackalloc int[1 + M0];
+        int bytes = _store.Layout.Bytes;
+        while (cand.Count > 0)
         {
-            if (result.Count >= ef && result.TryPeek(out _, out float worst) && -negSim < worst) break;
+            var (cs, c) = cand.Pop();
+            if (result.Count >= ef && cs < result.TopScore) break;
             int n = CopyLinks(c, level, buf);
+            int m = 0;
             for (int i = 0; i < n; i++)
             {
                 int e = buf[i];
-                if (!visited.Mark(e)) continue;
-                float s = SimQuery(q, qs, qn, e);
-                if (result.Count < ef || (result.TryPeek(out _, out float w) && s > w))
+                if (!sc.Mark(e)) continue;
+                todo[m++] = e;
+                byte* p = _store.Code(e);
+                if (Sse.IsSupported)
                 {
-                    cand.Enqueue(e, -s);
-                    if (accept is null || accept(e))
+                    Sse.Prefetch0(p);
+                    if (bytes > 64) Sse.Prefetch0(p + 64);
+                }
+            }
+            for (int i = 0; i < m; i++)
+            {
+                int e = todo[i];
+                float s = SimQuery(q, qs, qn, e);
+                if (result.Count < ef || s > result.TopScore)
+                {
+                    cand.Push(s, e);
+                    if (Accept(e, bits, bitsAllow))
                     {
-                        result.Enqueue(e, s);
-                        if (result.Count > ef) result.Dequeue();
+                        result.Push(s, e);
+                        if (result.Count > ef) result.Pop();
                     }
                 }
             }
         }
         var list = new List<(float Sim, int Node)>(result.Count);
-        while (result.TryDequeue(out int node, out float sim)) list.Add((sim, node));
+        while (result.Count > 0) list.Add(result.Pop());
         list.Reverse();
         return list;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool Accept(int n, ulong[]? bits, bool allow)
+        => bits is null || ((bits[n >> 6] >> (n & 63) & 1) != 0) == allow;
+
     /// <summary>The ef best accepted nodes for a query code, best first.</summary>
-    public List<(float Sim, int Node)> Search(byte* q, float qs, float qn, int ef, Func<int, bool>? accept)
+    public List<(float Sim, int Node)> Search(byte* q, float qs, float qn, int ef, ulong[]? bits, bool bitsAllow)
     {
         if (EntryPoint < 0) return [];
         int ep = EntryPoint;
         float epSim = SimQuery(q, qs, qn, ep);
         for (int l = MaxLevel; l > 0; l--) (ep, epSim) = Greedy(q, qs, qn, ep, epSim, l);
-        return SearchLayer(q, qs, qn, [(epSim, ep)], ef, 0, accept);
+        return SearchLayer(q, qs, qn, [(epSim, ep)], ef, 0, bits, bitsAllow);
     }
 
     /// <summary>Restores a saved graph.</summary>
@@ -258,15 +280,19 @@ internal sealed unsafe class Hnsw
         Count = count; Levels = levels; Links0 = links0; Upper = upper; EntryPoint = entry; MaxLevel = maxLevel;
     }
 
-    private sealed class Visited
+    /// <summary>Per-thread search state, reused: visit stamps and the two heaps.</summary>
+    private sealed class Scratch
     {
         private int[] _stamp = [];
         private int _gen;
+        public Heap Candidates = new(true);
+        public Heap Results = new(false);
 
-        public void Begin(int n)
+        public void Begin(int n, int ef)
         {
             if (_stamp.Length < n) { _stamp = new int[Math.Max(n, _stamp.Length * 2)]; _gen = 0; }
             if (++_gen == int.MaxValue) { Array.Clear(_stamp); _gen = 1; }
+            Candidates.Clear(); Results.Clear();
         }
 
         /// <summary>Marks a node; false if it was already visited.</summary>
@@ -275,6 +301,53 @@ internal sealed unsafe class Hnsw
             if (_stamp[n] == _gen) return false;
             _stamp[n] = _gen;
             return true;
+        }
+    }
+
+    /// <summary>A binary heap of (score, node): max-heap (best on top) or min-heap (worst on top).</summary>
+    internal struct Heap(bool max)
+    {
+        private float[] _s = new float[64];
+        private int[] _n = new int[64];
+        public int Count;
+
+        public readonly float TopScore => _s[0];
+        public void Clear() => Count = 0;
+
+        private readonly bool Above(float a, float b) => max ? a > b : a < b;
+
+        public void Push(float score, int node)
+        {
+            if (Count == _s.Length) { Array.Resize(ref _s, Count * 2); Array.Resize(ref _n, Count * 2); }
+            int i = Count++;
+            while (i > 0)
+            {
+                int p = (i - 1) >> 1;
+                if (!Above(score, _s[p])) break;
+                _s[i] = _s[p]; _n[i] = _n[p]; i = p;
+            }
+            _s[i] = score; _n[i] = node;
+        }
+
+        public (float Score, int Node) Pop()
+        {
+            var top = (_s[0], _n[0]);
+            int last = --Count;
+            if (last > 0)
+            {
+                float s = _s[last]; int n = _n[last];
+                int i = 0;
+                while (true)
+                {
+                    int l = 2 * i + 1;
+                    if (l >= last) break;
+                    int r = l + 1, w = r < last && Above(_s[r], _s[l]) ? r : l;
+                    if (!Above(_s[w], s)) break;
+                    _s[i] = _s[w]; _n[i] = _n[w]; i = w;
+                }
+                _s[i] = s; _n[i] = n;
+            }
+            return top;
         }
     }
 }

@@ -265,10 +265,8 @@ public sealed unsafe class VectorIndex : IDisposable
         {
             int ef = Math.Max(want, options.EfSearch > 0 ? options.EfSearch : Options.Hnsw.EfSearch);
             List<(float Sim, int Node)> found;
-            var del = _deleted;
             fixed (byte* qc = q.Code)
-                found = _graph!.Search(qc, q.Scale, q.Norm2, ef,
-                    allowed is null ? (s => (del[s >> 6] >> (s & 63) & 1) == 0) : (s => (allowed[s >> 6] >> (s & 63) & 1) != 0));
+                found = _graph!.Search(qc, q.Scale, q.Norm2, ef, allowed ?? _deleted, bitsAllow: allowed is not null);
             // Graph similarity for L2 includes -||q||^2; convert to the scan key (2 q.v - ||v||^2).
             cands = found.Take(want).Select(f => (Options.Metric == Metric.L2 ? f.Sim + q.Norm2 : f.Sim, f.Node)).ToArray();
         }
