@@ -75,7 +75,7 @@ public static class VectorFiles
                     object? value = p.Value.ValueKind switch
                     {
                         JsonValueKind.String => p.Value.GetString()!,
-                        JsonValueKind.Number => p.Value.TryGetInt64(out long l) ? l : p.Value.GetDouble(),
+                        JsonValueKind.Number => p.Value.TryGetInt64(out long l) ? (object)l : p.Value.GetDouble(),
                         JsonValueKind.True => true,
                         JsonValueKind.False => false,
                         JsonValueKind.Null => null,
