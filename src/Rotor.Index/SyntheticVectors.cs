@@ -21,7 +21,7 @@ public static class SyntheticVectors
         var rng = new Random(seed);
         var centres = new float[clusters * dimensions];
         for (int i = 0; i < centres.Length; i++) centres[i] = Gaussian(rng);
-        var bases = new float[(long)clusters * dimensions * latent]; // (clusters, D, latent)
+        var bases = new float[(long)clusters * latent * dimensions]; // (clusters, latent, D)
         float bscale = 1f / MathF.Sqrt(latent);
         for (long i = 0; i < bases.LongLength; i++) bases[i] = bscale * Gaussian(rng);
         var data = new float[(long)count * dimensions];
@@ -35,13 +35,11 @@ public static class SyntheticVectors
             {
                 int c = r.Next(clusters);
                 for (int l = 0; l < latent; l++) z[l] = Gaussian(r);
-                long row = (long)i * dimensions, basis = (long)c * dimensions * latent;
-                for (int j = 0; j < dimensions; j++)
-                {
-                    float s = 0;
-                    for (int l = 0; l < latent; l++) s += bases[basis + j * latent + l] * z[l];
-                    data[row + j] = centres[c * dimensions + j] + spread * s + noise * Gaussian(r);
-                }
+                var x = data.AsSpan((int)((long)i * dimensions), dimensions);
+                for (int j = 0; j < dimensions; j++) x[j] = noise * Gaussian(r);
+                System.Numerics.Tensors.TensorPrimitives.Add(x, centres.AsSpan(c * dimensions, dimensions), x);
+                for (int l = 0; l < latent; l++)
+                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(bases.AsSpan((int)(((long)c * latent + l) * dimensions), dimensions), spread * z[l], x, x);
             }
         });
         return data;

@@ -323,6 +323,9 @@ public sealed unsafe class VectorIndex : IDisposable
         return tops[0].ToSortedArray();
     }
 
+    /// <summary>Scans slots [start, end) a chunk at a time: the kernel writes raw scores, keys are computed with
+    /// vector multiplies (<c>raw * scale_i * scale_q</c>, then <c>2 d - ||v||^2</c> for L2, the same float operations in
+    /// the same order as <see cref="ExactReference"/>), and only lanes that can beat the heap's threshold are looked at.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private TopK ScanRange(PreparedQuery q, int k, ulong[]? allowed, int start, int end)
     {
@@ -336,20 +339,36 @@ public sealed unsafe class VectorIndex : IDisposable
             for (int s0 = start; s0 < end; s0 += Chunk)
             {
                 int m = Math.Min(Chunk, end - s0);
+                var keys = new Span<float>(raw, m);
                 ScanKernels.Raw(Layout, qc, _store.Code(s0), m, raw);
-                float threshold = top.Threshold;
-                for (int i = 0; i < m; i++)
+                TensorPrimitives.Multiply(keys, scales.AsSpan(s0, m), keys);
+                TensorPrimitives.Multiply(keys, qs, keys);
+                if (l2)
                 {
-                    int s = s0 + i;
-                    float d = raw[i] * scales[s] * qs;
-                    if (l2) d = 2 * d - norms[s];
-                    if (d < threshold) continue;
-                    if (allowed is not null ? (allowed[s >> 6] >> (s & 63) & 1) == 0 : (del[s >> 6] >> (s & 63) & 1) != 0) continue;
-                    top.Push(d, s);
-                    threshold = top.Threshold;
+                    TensorPrimitives.Multiply(keys, 2f, keys);
+                    TensorPrimitives.Subtract(keys, norms.AsSpan(s0, m), keys);
                 }
+                float threshold = top.Threshold;
+                int i = 0;
+                for (; i + 8 <= m; i += 8)
+                {
+                    if (!System.Runtime.Intrinsics.Vector256.GreaterThanOrEqualAny(System.Runtime.Intrinsics.Vector256.Load(raw + i), System.Runtime.Intrinsics.Vector256.Create(threshold)))
+                        continue;
+                    for (int j = i; j < i + 8; j++)
+                        if (raw[j] >= threshold && Offer(top, raw[j], s0 + j, allowed, del)) threshold = top.Threshold;
+                }
+                for (; i < m; i++)
+                    if (raw[i] >= threshold && Offer(top, raw[i], s0 + i, allowed, del)) threshold = top.Threshold;
             }
         return top;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool Offer(TopK top, float key, int s, ulong[]? allowed, ulong[] del)
+    {
+        if (allowed is not null ? (allowed[s >> 6] >> (s & 63) & 1) == 0 : (del[s >> 6] >> (s & 63) & 1) != 0) return false;
+        top.Push(key, s);
+        return true;
     }
 
     /// <summary>The oracle of <see cref="Search"/> for tests: every live slot scored by the scalar reference
