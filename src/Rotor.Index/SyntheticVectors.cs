@@ -28,7 +28,7 @@ public static class SyntheticVectors
         int blocks = (count + 4095) / 4096;
         Parallel.For(0, blocks, b =>
         {
-            var r = new Random(HashCode.Combine(seed, b));
+            var r = new Random(unchecked(seed * 1_000_003 + b)); // HashCode.Combine is randomized per process
             var z = new float[latent];
             int end = Math.Min(count, (b + 1) * 4096);
             for (int i = b * 4096; i < end; i++)

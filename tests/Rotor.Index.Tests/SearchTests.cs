@@ -29,9 +29,13 @@ public class SearchTests(ITestOutputHelper output)
                 var got = index.Search(q, 25, new SearchOptions { Filter = f, Threads = threads });
                 var want = index.ExactReference(q, 25, f);
                 Assert.Equal(want.Length, got.Count);
+                var refScore = index.ExactReference(q, 3001, f).ToDictionary(x => index.KeyOf(x.Slot), x => x.Score);
                 for (int i = 0; i < want.Length; i++)
                 {
-                    Assert.Equal(index.KeyOf(want[i].Slot), got[i].Key);
+                    // Integer codes give bit-identical keys, so the order is exact; float32 dot products round
+                    // differently from the double reference, so near-ties may swap: compare scores instead.
+                    if (kind != CodeKind.Float32) Assert.Equal(index.KeyOf(want[i].Slot), got[i].Key);
+                    else Assert.Equal(refScore[got[i].Key], want[i].Score, 1e-5f);
                     float expect = metric == Metric.L2 ? MathF.Max(0, Norm2(q, metric) - want[i].Score) : want[i].Score;
                     Assert.Equal(expect, got[i].Score, MathF.Abs(expect) * 1e-4f + 1e-4f);
                 }
