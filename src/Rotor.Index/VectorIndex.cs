@@ -217,7 +217,8 @@ public sealed unsafe class VectorIndex : IDisposable
 
     // ---- reads ------------------------------------------------------------------------------------------------
 
-    /// <summary>The record with this key (vector at full precision if kept, else decoded from its code), or null.</summary>
+    /// <summary>The record with this key, or null. Its vector is the stored one: at full precision if kept, else
+    /// decoded from its code; for <see cref="Metric.Cosine"/> it was normalized to unit length when added.</summary>
     public IndexRecord? Get(string key)
     {
         using var _ = Read();
