@@ -75,19 +75,18 @@ internal sealed unsafe class CodeStore : IDisposable
         return slot;
     }
 
-    /// <summary>Appends <paramref name="count"/> vectors (row-major in <paramref name="rows"/>), encoding in parallel.</summary>
-    public int AppendMany(ReadOnlySpan<float> rows, int count)
+    /// <summary>Appends <paramref name="count"/> vectors (row-major in <paramref name="rows"/>, not modified), encoding in parallel.</summary>
+    public int AppendMany(float[] rows, int count)
     {
         int d = Layout.Dimensions, first = Count;
         Reserve(first + count);
         Count = first + count;
         Codes.SetLength((long)Count * Layout.Bytes);
         Full?.SetLength((long)Count * d * 4);
-        float[] copy = rows[..(count * d)].ToArray();
         Parallel.For(0, (count + 255) / 256, b =>
         {
             int end = Math.Min(count, (b + 1) * 256);
-            for (int i = b * 256; i < end; i++) Set(first + i, copy.AsSpan(i * d, d));
+            for (int i = b * 256; i < end; i++) Set(first + i, rows.AsSpan(i * d, d));
         });
         return first;
     }
