@@ -65,7 +65,7 @@ public static class IndexBenchmark
         output.WriteLine();
 
         int nh = s.HnswCount > 0 ? Math.Min(s.HnswCount, n) : n;
-        var hnswSettings = new HnswSettings(M: 16, EfConstruction: 100, EfSearch: 64);
+        var hnswSettings = new HnswSettings(M: 32, EfConstruction: 100, EfSearch: 64);
         using (var h = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = CodeKind.Ternary, Structure = IndexStructure.Hnsw, Hnsw = hnswSettings }))
         {
             long mem0 = GC.GetTotalMemory(true);

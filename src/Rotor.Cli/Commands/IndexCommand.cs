@@ -31,7 +31,7 @@ internal static class IndexCommand
         var code = new Option<CodeKind>("--code") { Description = "Code: Float32, Int8, Ternary, Binary", DefaultValueFactory = _ => CodeKind.Ternary };
         var metric = new Option<Metric>("--metric") { Description = "Cosine, Dot or L2", DefaultValueFactory = _ => Metric.Cosine };
         var hnsw = new Option<bool>("--hnsw") { Description = "Build an HNSW graph (else exact flat search)" };
-        var m = new Option<int>("--m") { Description = "HNSW links a node", DefaultValueFactory = _ => 16 };
+        var m = new Option<int>("--m") { Description = "HNSW links a node (2 M on layer 0)", DefaultValueFactory = _ => 32 };
         var efc = new Option<int>("--ef-construction") { Description = "HNSW build beam width", DefaultValueFactory = _ => 200 };
         var efs = new Option<int>("--ef-search") { Description = "HNSW default search beam width", DefaultValueFactory = _ => 64 };
         var noFull = new Option<bool>("--no-full") { Description = "Do not keep float32 vectors beside the codes (no rescoring)" };
