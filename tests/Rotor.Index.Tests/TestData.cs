@@ -16,9 +16,23 @@ internal static class TestData
 
     public static float[] Query(int d, int seed) => SyntheticVectors.Clustered(1, d, 20, seed);
 
+    private static readonly string s_root = CreateRoot();
+
+    private static string CreateRoot()
+    {
+        string root = Path.Combine(Path.GetTempPath(), "rotor-index-tests", $"{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        return root;
+    }
+
+    /// <summary>A fresh directory under this test run's root, which is deleted when the test process exits.</summary>
     public static string TempDir()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "rotor-index-tests", Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(s_root, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         return dir;
     }
