@@ -56,6 +56,7 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
         ModelId = files.Name;
 
         // BERT uncased: lower-case, strip accents (NFD then drop non-spacing marks), split punctuation, CJK per character.
+        // Accents are stripped by BertNormalizer first: the tokenizer's own stripping needs ICU, absent in invariant mode.
         _tokenizer = BertTokenizer.Create(new MemoryStream(files.Vocabulary), new BertOptions
         {
             LowerCaseBeforeTokenization = true,
@@ -134,7 +135,7 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
     public int[] Tokenize(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var ids = _tokenizer.EncodeToIds(text, Options.MaxTokens - 2, addSpecialTokens: false, out _, out _);
+        var ids = _tokenizer.EncodeToIds(BertNormalizer.LowerAndStripAccents(text), Options.MaxTokens - 2, addSpecialTokens: false, out _, out _);
         var result = new int[ids.Count + 2];
         result[0] = _tokenizer.ClassificationTokenId;
         for (int i = 0; i < ids.Count; i++) result[i + 1] = ids[i];
