@@ -17,7 +17,12 @@ public sealed class MiniLmFixture : IDisposable
     public void Dispose() => Embedder.Dispose();
 }
 
-public sealed class EmbeddingTests(MiniLmFixture fixture, ITestOutputHelper output) : IClassFixture<MiniLmFixture>
+/// <summary>The tests that share one <see cref="MiniLmFixture"/>.</summary>
+[CollectionDefinition("MiniLM")]
+public sealed class MiniLmCollection : ICollectionFixture<MiniLmFixture>;
+
+[Collection("MiniLM")]
+public sealed class EmbeddingTests(MiniLmFixture fixture, ITestOutputHelper output)
 {
     private readonly SentenceEmbedder _e = fixture.Embedder;
 

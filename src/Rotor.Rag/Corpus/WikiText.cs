@@ -81,6 +81,7 @@ public static partial class WikiText
     {
         s = ExternalLinkRegex().Replace(s, m => m.Groups[2].Value);
         s = s.Replace("'''", "").Replace("''", "");
+        s = LineBreakTagRegex().Replace(s, " ");
         s = TagRegex().Replace(s, "");
         s = BehaviorSwitchRegex().Replace(s, "");
         s = WebUtility.HtmlDecode(s).Replace('\u00A0', ' ');
@@ -131,7 +132,7 @@ public static partial class WikiText
         foreach (var line in s.Split('\n'))
         {
             string t = line.TrimStart();
-            if (t.StartsWith("{|", StringComparison.Ordinal)) { depth++; continue; }
+            if (t.StartsWith("{|", StringComparison.Ordinal)) { if (depth++ == 0) sb.Append('\n'); continue; } // a table ends a paragraph
             if (depth > 0)
             {
                 if (t.StartsWith("|}", StringComparison.Ordinal)) depth--;
@@ -160,8 +161,8 @@ public static partial class WikiText
             i = end;
             string target = inner.Split('|')[0].Trim();
             string lower = target.ToLowerInvariant().TrimStart(':');
-            if (s_dropLinkPrefixes.Any(p => lower.StartsWith(p, StringComparison.Ordinal))) continue;
-            if (!target.StartsWith(':') && InterlanguageRegex().IsMatch(target)) continue;
+            // A leading colon makes [[:Category:X]] a plain link to that page rather than a categorization.
+            if (!target.StartsWith(':') && (s_dropLinkPrefixes.Any(p => lower.StartsWith(p, StringComparison.Ordinal)) || InterlanguageRegex().IsMatch(target))) continue;
             int pipe = TopLevelPipe(inner);
             string label = pipe < 0 ? target.TrimStart(':') : inner[(pipe + 1)..];
             if (label.Length == 0) label = target; // the "pipe trick" [[a (b)|]]
@@ -202,6 +203,9 @@ public static partial class WikiText
 
     [GeneratedRegex(@"\[(https?:|ftp:|//)[^\s\]]*\s*([^\]]*)\]", RegexOptions.IgnoreCase)]
     private static partial Regex ExternalLinkRegex();
+
+    [GeneratedRegex(@"<br\s*/?>", RegexOptions.IgnoreCase)]
+    private static partial Regex LineBreakTagRegex();
 
     [GeneratedRegex(@"</?[a-zA-Z][^<>]*>")]
     private static partial Regex TagRegex();
