@@ -100,3 +100,31 @@ public sealed class CorpusReaderTests : IDisposable
         Assert.Contains(missing, Assert.Throws<RotorException>(() => TextFolderReader.Read(missing)).Message);
     }
 }
+
+public sealed class PassageFileTests
+{
+    [Fact]
+    public void RoundTripsAndChecksLines()
+    {
+        string dir = TestPaths.TempDir();
+        try
+        {
+            string path = Path.Combine(dir, "p.jsonl");
+            Passage[] passages = [new("1#0", "1", "Tïtle \"q\"", "", "Text one.\nLine two."), new("1#1", "1", "Tïtle \"q\"", "Sec", "Text two.")];
+            Assert.Equal(2, PassageFile.Write(path, passages));
+            Assert.Equal(passages, PassageFile.Read(path).ToArray());
+            Assert.Empty(Directory.GetFiles(dir, "*.tmp"));
+
+            File.AppendAllText(path, "{\"id\":\"1#0\",\"doc\":\"1\",\"title\":\"x\",\"section\":\"\",\"text\":\"dup\"}\n");
+            var e = Assert.Throws<RotorException>(() => PassageFile.Read(path).ToList());
+            Assert.Contains("line 3", e.Message);
+            Assert.Contains("repeats", e.Message);
+
+            File.WriteAllText(path, "{\"id\":\"a\",\"doc\":\"1\"}\n");
+            e = Assert.Throws<RotorException>(() => PassageFile.Read(path).ToList());
+            Assert.Contains("line 1", e.Message);
+            Assert.Contains(path, e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
