@@ -75,6 +75,8 @@ public sealed class WikiDumpTests(ITestOutputHelper output)
         Assert.Equal(206, stats.Pages);
         Assert.Equal(100, stats.Redirects);
         Assert.Equal(106, stats.Articles);
+        Assert.InRange(stats.BytesRead, 1, stats.TotalBytes);
+        Assert.Equal(new FileInfo(TestPaths.WikiSample!).Length, stats.TotalBytes);
         Assert.Equal(205, pages.Count(p => p.Namespace == 0));
         Assert.Equal(106, pages.Count(p => p.IsArticle));
         var first = pages[0];

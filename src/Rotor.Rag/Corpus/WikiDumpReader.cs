@@ -29,6 +29,10 @@ public sealed class WikiDumpStats
     public int Articles { get; internal set; }
     /// <summary>Uncompressed characters of article wikitext.</summary>
     public long ArticleChars { get; internal set; }
+    /// <summary>Bytes of the dump file read so far (compressed bytes for .bz2), for progress.</summary>
+    public long BytesRead { get; internal set; }
+    /// <summary>Size of the dump file in bytes.</summary>
+    public long TotalBytes { get; internal set; }
 }
 
 /// <summary>
@@ -57,9 +61,11 @@ public static class WikiDumpReader
     }
 
     /// <summary>Opens a dump for reading, decompressing bzip2 when the file is bzip2.</summary>
-    public static Stream Open(string path)
+    public static Stream Open(string path) => Open(path, out _);
+
+    private static Stream Open(string path, out FileStream file)
     {
-        var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         try
         {
             bool bz2 = BZip2Stream.IsBZip2(file);
@@ -77,7 +83,8 @@ public static class WikiDumpReader
 
     private static IEnumerable<WikiPage> ReadPagesCore(string path, WikiDumpStats stats)
     {
-        using var stream = Open(path);
+        using var stream = Open(path, out var file);
+        stats.TotalBytes = file.Length;
         using var xml = XmlReader.Create(stream, new XmlReaderSettings { IgnoreWhitespace = true, IgnoreComments = true, DtdProcessing = DtdProcessing.Prohibit });
         bool sawRoot = false;
         while (true)
@@ -101,6 +108,7 @@ public static class WikiDumpReader
             try { page = ReadPage(xml, path); }
             catch (XmlException e) { throw new RotorException($"{path}: {Where(xml)}: malformed <page>: {e.Message}", e); }
             stats.Pages++;
+            stats.BytesRead = file.CanSeek ? file.Position : stats.TotalBytes; // the bzip2 reader closes the file at its end
             if (page.RedirectTo is not null) stats.Redirects++;
             else if (page.Namespace != 0) stats.OtherNamespace++;
             else { stats.Articles++; stats.ArticleChars += page.Wikitext.Length; }
