@@ -13,8 +13,20 @@ public sealed class MiniLmFixture : IDisposable
     /// <summary>The shared embedder, batch size 4 so small inputs still make several batches.</summary>
     public SentenceEmbedder Embedder { get; } = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { BatchSize = 4 });
 
+    private readonly Lazy<Rotor.Rag.Search.Retriever> _demo;
+
+    /// <summary>Creates the embedder; the demo retriever is built on first use.</summary>
+    public MiniLmFixture() => _demo = new(() => Rotor.Rag.Demo.DemoCorpus.CreateRetrieverAsync(Embedder).GetAwaiter().GetResult());
+
+    /// <summary>A retriever over the bundled demo corpus, built once.</summary>
+    public Rotor.Rag.Search.Retriever DemoRetriever => _demo.Value;
+
     /// <inheritdoc />
-    public void Dispose() => Embedder.Dispose();
+    public void Dispose()
+    {
+        if (_demo.IsValueCreated) _demo.Value.Dispose();
+        Embedder.Dispose();
+    }
 }
 
 /// <summary>The tests that share one <see cref="MiniLmFixture"/>.</summary>
@@ -145,7 +157,7 @@ public sealed class EmbeddingTests(MiniLmFixture fixture, ITestOutputHelper outp
     public void WrongDestinationLengthThrows()
     {
         var e = Assert.Throws<ArgumentException>(() => _e.Embed(["a", "b"], new float[384]));
-        Assert.Contains("768", e.Message.Replace("texts (2) x dimensions (384)", "768"));
+        Assert.Contains("length 384, expected texts (2) x dimensions (384)", e.Message);
     }
 
     [Fact]

@@ -29,7 +29,7 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
     [InlineData("unit of electric current", "ampere-1")]
     public async Task DemoRetrieverFindsTheAnswerInEveryMode(string question, string expectedId)
     {
-        using var retriever = await DemoCorpus.CreateRetrieverAsync(fixture.Embedder);
+        var retriever = fixture.DemoRetriever;
         foreach (var mode in new[] { RetrievalMode.Hybrid, RetrievalMode.Dense, RetrievalMode.Lexical })
         {
             var hits = await retriever.RetrieveAsync(question, 3, mode);
@@ -43,7 +43,7 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
     [Fact]
     public async Task HybridRanksComeFromBothLists()
     {
-        using var retriever = await DemoCorpus.CreateRetrieverAsync(fixture.Embedder);
+        var retriever = fixture.DemoRetriever;
         var hits = await retriever.RetrieveAsync("Greek hero killed by an arrow in the heel", 5, RetrievalMode.Hybrid, candidates: 20);
         Assert.Equal("achilles-2", hits[0].Passage.Id);
         Assert.Equal(1, hits[0].DenseRank);

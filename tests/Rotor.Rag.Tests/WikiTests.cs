@@ -64,6 +64,9 @@ public sealed class WikiTextTests
 
 public sealed class WikiDumpTests(ITestOutputHelper output)
 {
+    // The sample's articles, read once for the tests that only look at them.
+    private static readonly Lazy<List<Document>> s_articles = new(() => WikiDumpReader.ReadArticles(TestPaths.WikiSample!).ToList());
+
     private static readonly string[] s_markup = ["{{", "}}", "[[", "]]", "<ref", "</ref", "{|", "|}", "'''", "<!--", "-->", "&nbsp;", "&amp;", "thumb|", "[[Category:", "<br", "<div"];
 
     [WikiSampleFact]
@@ -92,7 +95,7 @@ public sealed class WikiDumpTests(ITestOutputHelper output)
     [WikiSampleFact]
     public void ArticlesComeOutAsCleanSectionedText()
     {
-        var docs = WikiDumpReader.ReadArticles(TestPaths.WikiSample!).ToList();
+        var docs = s_articles.Value;
         Assert.Equal(106, docs.Count);
         var anarchism = docs.Single(d => d.Title == "Anarchism");
         Assert.StartsWith("Anarchism is a political philosophy", anarchism.Sections[0].Text);
@@ -116,7 +119,7 @@ public sealed class WikiDumpTests(ITestOutputHelper output)
     public void PassagesAreAboutAHundredWordsWithTitles()
     {
         var splitter = new PassageSplitter(100);
-        var passages = splitter.Split(WikiDumpReader.ReadArticles(TestPaths.WikiSample!)).ToList();
+        var passages = splitter.Split(s_articles.Value).ToList();
         var counts = passages.Select(p => p.Text.Split(' ').Length).ToList();
         output.WriteLine($"{passages.Count} passages, words mean {counts.Average():F1}, min {counts.Min()}, max {counts.Max()}");
         Assert.True(passages.Count > 3000, $"{passages.Count} passages");
