@@ -83,4 +83,33 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
         Assert.Equal(report.Methods[1].Ndcg10, json.RootElement.GetProperty("bm25.ndcg@10").GetDouble(), 4);
         Assert.Throws<RotorException>(() => RetrievalBenchmark.Run(corpus, [new Query("q9", "x")], qrels, fixture.Embedder, log: log));
     }
+
+    [Fact]
+    public void BenchmarkScoresDenseVariants()
+    {
+        var corpus = DemoCorpus.Passages.Select(p => Document.Plain(p.Id, p.Title, p.Text)).ToList();
+        Query[] queries = [new("q1", "Greek philosopher who taught Alexander the Great"), new("q2", "the largest US state by area")];
+        var qrels = new Dictionary<string, Dictionary<string, int>> { ["q1"] = new() { ["aristotle-1"] = 1 }, ["q2"] = new() { ["alaska-1"] = 1 } };
+        DenseVariant[] variants =
+        [
+            new("dense-copy", (v, d) => new ExactDenseSearcher((float[])v.Clone(), d)),
+            new("dense-reversed", (v, d) => new ReversedSearcher(new ExactDenseSearcher(v, d))),   // worst first: must score lower
+        ];
+        var report = RetrievalBenchmark.Run(corpus, queries, qrels, fixture.Embedder, log: TextWriter.Null, variants: variants);
+        var byName = report.Methods.ToDictionary(m => m.Method);
+        Assert.Equal(byName["dense-float"].Ndcg10, byName["dense-copy"].Ndcg10, 12);
+        Assert.True(byName["dense-reversed"].Ndcg10 < byName["dense-float"].Ndcg10, $"reversed {byName["dense-reversed"].Ndcg10} vs float {byName["dense-float"].Ndcg10}");
+        Assert.Contains("\"dense-copy.ndcg@10\"", report.ToJson());
+    }
+
+    private sealed class ReversedSearcher(ExactDenseSearcher inner) : IDenseSearcher
+    {
+        public int Dimensions => inner.Dimensions;
+        public int Count => inner.Count;
+        public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k)
+        {
+            var all = inner.Search(query, Count);
+            return all.Reverse().Take(k).ToList();
+        }
+    }
 }

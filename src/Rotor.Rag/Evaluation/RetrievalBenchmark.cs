@@ -71,6 +71,11 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
     }
 }
 
+/// <summary>Another dense searcher to score beside the exact float one, for example a quantized or approximate index.</summary>
+/// <param name="Name">Method name, the prefix of its JSON keys (e.g. dense-ternary).</param>
+/// <param name="Build">Makes the searcher from the corpus embeddings, (documents, dimensions) row-major, unit rows, and the dimensions.</param>
+public sealed record DenseVariant(string Name, Func<float[], int, IDenseSearcher> Build);
+
 /// <summary>
 /// Runs a BEIR-format retrieval benchmark: embeds the corpus (title + " " + text, as BEIR does), builds an exact dense
 /// searcher and a BM25 index, runs every judged query through dense, BM25 and their RRF fusion, and scores the top 100.
@@ -87,8 +92,9 @@ public static class RetrievalBenchmark
     /// <param name="embedder">Sentence embedder.</param>
     /// <param name="limitQueries">Run at most this many queries (0 = all).</param>
     /// <param name="log">Progress lines go here (stderr by default).</param>
+    /// <param name="variants">More dense searchers to score, each built over the same corpus embeddings; scored after hybrid.</param>
     public static RetrievalReport Run(IReadOnlyList<Document> corpus, IReadOnlyList<Query> queries, IReadOnlyDictionary<string, Dictionary<string, int>> qrels,
-        SentenceEmbedder embedder, int limitQueries = 0, TextWriter? log = null)
+        SentenceEmbedder embedder, int limitQueries = 0, TextWriter? log = null, IReadOnlyList<DenseVariant>? variants = null)
     {
         log ??= Console.Error;
         if (corpus.Count == 0) throw new RotorException("the corpus is empty");
@@ -143,6 +149,18 @@ public static class RetrievalBenchmark
             MethodScores.Compute("bm25", Ids(lexHits), qrels, lexQps),
             MethodScores.Compute("hybrid", Ids(fused), qrels, hybridQps),
         };
+        foreach (var variant in variants ?? [])
+        {
+            if (methods.Any(m => m.Method == variant.Name)) throw new ArgumentException($"method name '{variant.Name}' is used twice", nameof(variants));
+            log.WriteLine($"building {variant.Name}");
+            var searcher = variant.Build(vectors, embedder.Dimensions);
+            if (searcher.Count != corpus.Count || searcher.Dimensions != embedder.Dimensions)
+                throw new RotorException($"{variant.Name} holds {searcher.Count} vectors of {searcher.Dimensions} dimensions, expected {corpus.Count} of {embedder.Dimensions}");
+            clock.Restart();
+            var hits = new IReadOnlyList<SearchHit>[judged.Count];
+            for (int i = 0; i < judged.Count; i++) hits[i] = searcher.Search(qvec.AsSpan(i * embedder.Dimensions, embedder.Dimensions), Depth);
+            methods.Add(MethodScores.Compute(variant.Name, Ids(hits), qrels, judged.Count / clock.Elapsed.TotalSeconds));
+        }
         return new RetrievalReport(corpus.Count, judged.Count, methods, timings, embedSeconds, bm25Seconds, embedder.Options.Threads);
     }
 }
