@@ -12,7 +12,7 @@ public sealed class WikiTextTests
     {
         const string wiki = """
             {{Infobox person|name=X|birth={{birth date|1900|1|1}}}}
-            '''Ada''' was a {{lang|fr|[[France|French]]}}writer<ref name="a">{{cite book|title=T}}</ref> of [[novel]]s.<!-- hidden
+            '''Ada''' was a {{efn|a note on [[France|French]] {{nowrap|usage}}}}writer<ref name="a">{{cite book|title=T}}</ref> of [[novel]]s.<!-- hidden
             comment --> She lived in [[Paris|the capital]].<ref>Plain ref.</ref><ref name="b"/>
             {| class="wikitable"
             |-
@@ -51,6 +51,15 @@ public sealed class WikiTextTests
     {
         var text = Assert.Single(WikiText.ToSections("5&nbsp;km &ndash; a <small>small</small> <span style=\"x\">note</span><br/>end &amp; more <math>x^2</math>done")).Text;
         Assert.Equal("5 km – a small note end & more done", text);
+    }
+
+    [Fact]
+    public void KeepsProseTemplatesAndTidiesWhatRemovedOnesLeave()
+    {
+        const string wiki = "'''Achilles''' ({{IPAc-en|ə|ˈ|k|ɪ|l|iː|z}}; {{lang-grc|Ἀχιλλεύς}}, ''Akhilleus'') ran {{convert|5|km}} " +
+                            "and {{convert|3|-|4|mi|km}}, {{nowrap|non&nbsp;stop}}, reading ''{{lang|es|La Voz de la Mujer}}'' ({{IPA|x}},,).\n(;, {{IPA|y}}; , z, ;) (x ; , y) stays.";
+        var text = Assert.Single(WikiText.ToSections(wiki)).Text;
+        Assert.Equal("Achilles (Ἀχιλλεύς, Akhilleus) ran 5 km and 3–4 mi, non stop, reading La Voz de la Mujer. (z) (x;, y) stays.", text);
     }
 
     [Fact]

@@ -5,10 +5,11 @@ using System.Text.RegularExpressions;
 namespace Rotor.Rag.Corpus;
 
 /// <summary>
-/// Wikitext to clean text. Removes comments, references, templates <c>{{...}}</c> (nested), tables <c>{| ... |}</c>,
+/// Wikitext to clean text. Removes comments, references, templates <c>{{...}}</c> (nested; the text of lang, nowrap
+/// and convert is kept), tables <c>{| ... |}</c>,
 /// file/image and category links, interlanguage links, HTML tags and non-prose tags with their content (math, gallery,
 /// code ...); turns <c>[[a|b]]</c> into b, <c>[[a]]</c> into a, <c>[http://x label]</c> into label; drops bold/italic
-/// quotes and list markers; decodes HTML entities. Headings become section titles. Sections that only hold citations or
+/// quotes and list markers; decodes HTML entities; tidies the punctuation removed templates leave in parentheses. Headings become section titles. Sections that only hold citations or
 /// links (References, External links, See also, ...) are dropped.
 /// </summary>
 public static partial class WikiText
@@ -71,7 +72,7 @@ public static partial class WikiText
         s = RefSelfClosingRegex().Replace(s, "");
         s = RefRegex().Replace(s, "");
         s = NonProseTagRegex().Replace(s, "");
-        s = RemoveNested(s, "{{", "}}");
+        s = ExpandTemplates(s);
         s = RemoveTables(s);
         s = ReplaceLinks(s);
         return s;
@@ -80,34 +81,74 @@ public static partial class WikiText
     private static string CleanInline(string s)
     {
         s = ExternalLinkRegex().Replace(s, m => m.Groups[2].Value);
-        s = s.Replace("'''", "").Replace("''", "");
+        s = QuotesRegex().Replace(s, "");
         s = LineBreakTagRegex().Replace(s, " ");
         s = TagRegex().Replace(s, "");
         s = BehaviorSwitchRegex().Replace(s, "");
         s = WebUtility.HtmlDecode(s).Replace('\u00A0', ' ');
         s = s.Replace("{{", "").Replace("}}", "").Replace("[[", "").Replace("]]", "");
+        s = ParenOpenPunctRegex().Replace(s, "(");
+        s = ParenClosePunctRegex().Replace(s, ")");
         s = EmptyParensRegex().Replace(s, "");
+        s = RepeatedCommaRegex().Replace(s, ",");
         s = SpaceBeforePunctRegex().Replace(s, "$1");
         s = SpacesRegex().Replace(s, " ");
         return s.Trim();
     }
 
-    /// <summary>Removes every <paramref name="open"/> ... <paramref name="close"/> span, nested ones included.
-    /// An unclosed opener is removed alone.</summary>
-    internal static string RemoveNested(string s, string open, string close)
+    /// <summary>
+    /// Removes templates, nested ones included, except the few inline ones whose text is prose: <c>{{lang|xx|text}}</c>
+    /// and <c>{{lang-xx|text}}</c> give text, <c>{{nowrap|text}}</c> (and nobr, small, smaller, big) give text,
+    /// <c>{{convert|5|km}}</c> (and cvt) give "5 km" (or "5–10 km" for a range). An unclosed opener is removed alone.
+    /// </summary>
+    internal static string ExpandTemplates(string s)
     {
-        if (!s.Contains(open, StringComparison.Ordinal)) return s;
+        if (!s.Contains("{{", StringComparison.Ordinal)) return s;
         var sb = new StringBuilder(s.Length);
         int i = 0;
         while (i < s.Length)
         {
-            int start = s.IndexOf(open, i, StringComparison.Ordinal);
+            int start = s.IndexOf("{{", i, StringComparison.Ordinal);
             if (start < 0) { sb.Append(s, i, s.Length - i); break; }
             sb.Append(s, i, start - i);
-            int end = MatchClose(s, start, open, close);
-            i = end < 0 ? start + open.Length : end;
+            int end = MatchClose(s, start, "{{", "}}");
+            if (end < 0) { i = start + 2; continue; }
+            sb.Append(ExpandTemplate(s.Substring(start + 2, end - start - 4)));
+            i = end;
         }
         return sb.ToString();
+    }
+
+    private static string ExpandTemplate(string inner)
+    {
+        var parts = SplitTopLevel(inner);
+        string name = parts[0].Trim().ToLowerInvariant();
+        var args = parts.Skip(1).Where(p => !NamedParameterRegex().IsMatch(p)).Select(p => p.Trim()).ToList();
+        string kept = name switch
+        {
+            "lang" when args.Count >= 2 => args[1],
+            _ when name.StartsWith("lang-", StringComparison.Ordinal) && args.Count >= 1 => args[0],
+            "nowrap" or "nobr" or "small" or "smaller" or "big" when args.Count >= 1 => args[0],
+            "convert" or "cvt" when args.Count >= 4 && args[1] is "-" or "–" or "to" or "and" => $"{args[0]}–{args[2]} {args[3]}",
+            "convert" or "cvt" when args.Count >= 2 => $"{args[0]} {args[1]}",
+            _ => "",
+        };
+        return ExpandTemplates(kept);
+    }
+
+    // Splits a template's inside at the '|' that are not inside nested {{ }} or [[ ]].
+    private static List<string> SplitTopLevel(string inner)
+    {
+        var parts = new List<string>();
+        int depth = 0, from = 0;
+        for (int i = 0; i < inner.Length; i++)
+        {
+            if (i + 1 < inner.Length && ((inner[i] == '{' && inner[i + 1] == '{') || (inner[i] == '[' && inner[i + 1] == '['))) { depth++; i++; }
+            else if (i + 1 < inner.Length && ((inner[i] == '}' && inner[i + 1] == '}') || (inner[i] == ']' && inner[i + 1] == ']'))) { depth--; i++; }
+            else if (inner[i] == '|' && depth == 0) { parts.Add(inner[from..i]); from = i + 1; }
+        }
+        parts.Add(inner[from..]);
+        return parts;
     }
 
     // Index just past the close that balances the open at 'start', or -1.
@@ -218,6 +259,22 @@ public static partial class WikiText
 
     [GeneratedRegex(@"\(\s*[,;:]?\s*\)")]
     private static partial Regex EmptyParensRegex();
+
+    [GeneratedRegex(@"\(\s*([,;:]\s*)+")]
+    private static partial Regex ParenOpenPunctRegex();
+
+    [GeneratedRegex(@"(\s*[,;:])+\s*\)")]
+    private static partial Regex ParenClosePunctRegex();
+
+    [GeneratedRegex(@",(\s*,)+")]
+    private static partial Regex RepeatedCommaRegex();
+
+    [GeneratedRegex(@"'{2,}")]
+    private static partial Regex QuotesRegex();
+
+    [GeneratedRegex(@"^\s*[\w -]+\s*=")]
+    private static partial Regex NamedParameterRegex();
+
 
     [GeneratedRegex(@"\s+([,.;:!?)])")]
     private static partial Regex SpaceBeforePunctRegex();
