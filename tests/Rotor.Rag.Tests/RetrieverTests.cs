@@ -102,6 +102,27 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
         Assert.Contains("\"dense-copy.ndcg@10\"", report.ToJson());
     }
 
+    [Fact]
+    public void BenchmarkReusesCachedCorpusEmbeddings()
+    {
+        var corpus = DemoCorpus.Passages.Take(20).Select(p => Document.Plain(p.Id, p.Title, p.Text)).ToList();
+        Query[] queries = [new("q1", "hero of the Trojan War")];
+        var qrels = new Dictionary<string, Dictionary<string, int>> { ["q1"] = new() { ["achilles-1"] = 1 } };
+        string dir = TestPaths.TempDir();
+        try
+        {
+            string cache = Path.Combine(dir, "scifact.emb");
+            var first = RetrievalBenchmark.Run(corpus, queries, qrels, fixture.Embedder, log: TextWriter.Null, embeddingsCache: cache);
+            var second = RetrievalBenchmark.Run(corpus, queries, qrels, fixture.Embedder, log: TextWriter.Null, embeddingsCache: cache);
+            Assert.False(first.EmbeddingsFromCache);
+            Assert.True(second.EmbeddingsFromCache);
+            Assert.Equal(first.Methods.Select(m => (m.Method, m.Ndcg10, m.Recall100)), second.Methods.Select(m => (m.Method, m.Ndcg10, m.Recall100)));
+            Assert.Contains("\"embedding.from-cache\": true", second.ToJson());
+            Assert.DoesNotContain("embedding.passages-per-second", second.ToJson());
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     private sealed class ReversedSearcher(ExactDenseSearcher inner) : IDenseSearcher
     {
         public int Dimensions => inner.Dimensions;

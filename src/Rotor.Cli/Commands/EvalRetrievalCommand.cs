@@ -23,9 +23,10 @@ internal static class EvalRetrievalCommand
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a text is cut to, [CLS] and [SEP] included", DefaultValueFactory = _ => 256 };
         var model = new Option<FileInfo?>("--model") { Description = "A sentence-transformers ONNX model instead of the bundled all-MiniLM-L6-v2 (needs --vocab)" };
         var vocab = new Option<FileInfo?>("--vocab") { Description = "The WordPiece vocabulary of --model" };
+        var cache = new Option<FileInfo?>("--embeddings-cache") { Description = "Keep the corpus embeddings in this file between runs (re-embedded when the corpus, model or --max-tokens change)" };
 
         var cmd = new Command("retrieval", "Score dense, BM25 and hybrid retrieval on a BEIR-format set (nDCG@10, Recall@10/@100, MRR@10)");
-        foreach (var o in new Option[] { corpus, queries, qrels, json, limit, threads, batch, maxTokens, model, vocab }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { corpus, queries, qrels, json, limit, threads, batch, maxTokens, model, vocab, cache }) cmd.Options.Add(o);
         cmd.SetAction(parseResult =>
         {
             var modelFile = parseResult.GetValue(model);
@@ -52,7 +53,8 @@ internal static class EvalRetrievalCommand
 
             using var embedder = SentenceEmbedder.Create(files, options);
             Console.Error.WriteLine($"model {embedder.ModelId} ({embedder.Dimensions} dims) from {files.Source}; {embedder.Options.Threads} threads, batch {embedder.Options.BatchSize}, max {embedder.Options.MaxTokens} tokens");
-            var report = RetrievalBenchmark.Run(docs, qs, judgements, embedder, parseResult.GetValue(limit));
+            var report = RetrievalBenchmark.Run(docs, qs, judgements, embedder, parseResult.GetValue(limit),
+                embeddingsCache: parseResult.GetValue(cache)?.FullName);
             Console.Write(report.ToTable());
             if (parseResult.GetValue(json) is { } jsonFile)
             {

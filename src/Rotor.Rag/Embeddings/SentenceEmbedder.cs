@@ -54,6 +54,7 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
         if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (one a processor) or positive");
         Options = options with { Threads = options.Threads == 0 ? Environment.ProcessorCount : options.Threads };
         ModelId = files.Name;
+        ModelSha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(files.Model));
 
         // BERT uncased: lower-case, strip accents (NFD then drop non-spacing marks), split punctuation, CJK per character.
         // Accents are stripped by BertNormalizer first: the tokenizer's own stripping needs ICU, absent in invariant mode.
@@ -120,6 +121,9 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
 
     /// <summary>Model name.</summary>
     public string ModelId { get; }
+
+    /// <summary>SHA-256 of the ONNX model bytes, as hex: tells apart models that share a name.</summary>
+    public string ModelSha256 { get; }
 
     /// <summary>The settings in use (threads resolved).</summary>
     public SentenceEmbedderOptions Options { get; }

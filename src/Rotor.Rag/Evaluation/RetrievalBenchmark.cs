@@ -16,8 +16,9 @@ namespace Rotor.Rag.Evaluation;
 /// <param name="EmbedSeconds">Wall time to embed the corpus.</param>
 /// <param name="Bm25IndexSeconds">Wall time to build the BM25 index.</param>
 /// <param name="Threads">Threads the embedder used.</param>
+/// <param name="EmbeddingsFromCache">The corpus embeddings were read from a cache file (so no throughput was measured).</param>
 public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnlyList<MethodScores> Methods, EmbeddingTimings EmbeddingTimings,
-    double EmbedSeconds, double Bm25IndexSeconds, int Threads)
+    double EmbedSeconds, double Bm25IndexSeconds, int Threads, bool EmbeddingsFromCache = false)
 {
     /// <summary>Corpus documents embedded a second.</summary>
     public double PassagesPerSecond => CorpusDocuments / Math.Max(EmbedSeconds, 1e-9);
@@ -25,7 +26,8 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
     /// <summary>
     /// The report as flat JSON: <c>METHOD.ndcg@10</c>, <c>METHOD.recall@10</c>, <c>METHOD.recall@100</c>,
     /// <c>METHOD.mrr@10</c>, <c>METHOD.queries-per-second</c> for METHOD in dense-float, bm25, hybrid; and
-    /// <c>corpus.documents</c>, <c>queries</c>, <c>embedding.*</c> and <c>bm25.index-seconds</c>.
+    /// <c>corpus.documents</c>, <c>queries</c>, <c>embedding.from-cache</c>, <c>embedding.*</c> (throughput, only when
+    /// the corpus was embedded in this run) and <c>bm25.index-seconds</c>.
     /// </summary>
     public string ToJson()
     {
@@ -43,6 +45,14 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
             o[$"{m.Method}.queries-per-second"] = Math.Round(m.QueriesPerSecond, 2);
         }
         var t = EmbeddingTimings;
+        o["embedding.from-cache"] = EmbeddingsFromCache;
+        if (!EmbeddingsFromCache) AddThroughput(o, t);
+        o["bm25.index-seconds"] = Math.Round(Bm25IndexSeconds, 3);
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    private void AddThroughput(JsonObject o, EmbeddingTimings t)
+    {
         o["embedding.threads"] = Threads;
         o["embedding.seconds"] = Math.Round(EmbedSeconds, 3);
         o["embedding.passages-per-second"] = Math.Round(PassagesPerSecond, 2);
@@ -51,8 +61,6 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
         o["embedding.tokenize-seconds"] = Math.Round(t.Tokenize.TotalSeconds, 3);
         o["embedding.model-seconds"] = Math.Round(t.Model.TotalSeconds, 3);
         o["embedding.pool-seconds"] = Math.Round(t.Pool.TotalSeconds, 3);
-        o["bm25.index-seconds"] = Math.Round(Bm25IndexSeconds, 3);
-        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
     /// <summary>A plain-text table of the scores and timings.</summary>
@@ -64,7 +72,8 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
         foreach (var m in Methods)
             sw.WriteLine($"{m.Method,-12} {m.Ndcg10,8:F4} {m.Recall10,8:F4} {m.Recall100,8:F4} {m.Mrr10,8:F4} {m.QueriesPerSecond,8:F1}");
         var t = EmbeddingTimings;
-        sw.WriteLine($"embedding: {PassagesPerSecond:F1} passages/s on {Threads} threads ({EmbedSeconds:F1} s; tokenize {t.Tokenize.TotalSeconds:F1} s, " +
+        if (EmbeddingsFromCache) sw.WriteLine($"embedding: read from the cache in {EmbedSeconds:F1} s");
+        else sw.WriteLine($"embedding: {PassagesPerSecond:F1} passages/s on {Threads} threads ({EmbedSeconds:F1} s; tokenize {t.Tokenize.TotalSeconds:F1} s, " +
                      $"model {t.Model.TotalSeconds:F1} s, pool {t.Pool.TotalSeconds:F2} s; {t.Tokens:N0} tokens, {t.PaddedTokens:N0} with padding)");
         sw.WriteLine($"bm25 index: {Bm25IndexSeconds:F1} s");
         return sw.ToString();
@@ -93,8 +102,9 @@ public static class RetrievalBenchmark
     /// <param name="limitQueries">Run at most this many queries (0 = all).</param>
     /// <param name="log">Progress lines go here (stderr by default).</param>
     /// <param name="variants">More dense searchers to score, each built over the same corpus embeddings; scored after hybrid.</param>
+    /// <param name="embeddingsCache">A file that keeps the corpus embeddings between runs (see <see cref="EmbeddingCache"/>); null to embed every time.</param>
     public static RetrievalReport Run(IReadOnlyList<Document> corpus, IReadOnlyList<Query> queries, IReadOnlyDictionary<string, Dictionary<string, int>> qrels,
-        SentenceEmbedder embedder, int limitQueries = 0, TextWriter? log = null, IReadOnlyList<DenseVariant>? variants = null)
+        SentenceEmbedder embedder, int limitQueries = 0, TextWriter? log = null, IReadOnlyList<DenseVariant>? variants = null, string? embeddingsCache = null)
     {
         log ??= Console.Error;
         if (corpus.Count == 0) throw new RotorException("the corpus is empty");
@@ -105,9 +115,15 @@ public static class RetrievalBenchmark
 
         var before = embedder.Timings;
         var meter = new ProgressMeter("embedding corpus", texts.Count, log);
-        var vectors = new float[texts.Count * embedder.Dimensions];
+        float[] vectors;
+        bool fromCache = false;
         var clock = Stopwatch.StartNew();
-        embedder.Embed(texts, vectors, done => meter.Report(done));
+        if (embeddingsCache is null)
+        {
+            vectors = new float[texts.Count * embedder.Dimensions];
+            embedder.Embed(texts, vectors, done => meter.Report(done));
+        }
+        else (vectors, fromCache) = EmbeddingCache.GetOrCompute(embeddingsCache, texts, embedder, done => meter.Report(done), log);
         double embedSeconds = clock.Elapsed.TotalSeconds;
         var after = embedder.Timings;
         var timings = new EmbeddingTimings(after.Texts - before.Texts, after.Tokens - before.Tokens, after.PaddedTokens - before.PaddedTokens,
@@ -161,6 +177,6 @@ public static class RetrievalBenchmark
             for (int i = 0; i < judged.Count; i++) hits[i] = searcher.Search(qvec.AsSpan(i * embedder.Dimensions, embedder.Dimensions), Depth);
             methods.Add(MethodScores.Compute(variant.Name, Ids(hits), qrels, judged.Count / clock.Elapsed.TotalSeconds));
         }
-        return new RetrievalReport(corpus.Count, judged.Count, methods, timings, embedSeconds, bm25Seconds, embedder.Options.Threads);
+        return new RetrievalReport(corpus.Count, judged.Count, methods, timings, embedSeconds, bm25Seconds, embedder.Options.Threads, fromCache);
     }
 }
