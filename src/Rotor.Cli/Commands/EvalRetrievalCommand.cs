@@ -27,7 +27,7 @@ internal static class EvalRetrievalCommand
 
         var cmd = new Command("retrieval", "Score dense, BM25 and hybrid retrieval on a BEIR-format set (nDCG@10, Recall@10/@100, MRR@10)");
         foreach (var o in new Option[] { corpus, queries, qrels, json, limit, threads, batch, maxTokens, model, vocab, cache }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var modelFile = parseResult.GetValue(model);
             var vocabFile = parseResult.GetValue(vocab);
@@ -62,7 +62,7 @@ internal static class EvalRetrievalCommand
                 Console.Error.WriteLine($"wrote {jsonFile.FullName}");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 }

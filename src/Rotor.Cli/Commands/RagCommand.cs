@@ -30,7 +30,7 @@ internal static class RagCommand
         var words = new Option<int>("--words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 };
         var cmd = new Command("ingest", "Split a corpus into passages of about --words words that carry their title and section");
         foreach (var o in new Option[] { wiki, folder, beir, output, words }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var w = parseResult.GetValue(wiki);
             var f = parseResult.GetValue(folder);
@@ -56,7 +56,7 @@ internal static class RagCommand
             if (w is not null)
                 Console.WriteLine($"dump: {stats.Pages:N0} pages, {stats.Redirects:N0} redirects, {stats.OtherNamespace:N0} in other namespaces, {stats.Articles:N0} articles");
             return 0;
-        });
+        }));
         return cmd;
     }
 
@@ -69,7 +69,7 @@ internal static class RagCommand
         var cmd = new Command("search", "Embed the passages, index them with BM25 in memory and show the best ones for a query");
         cmd.Arguments.Add(query);
         foreach (var o in new Option[] { passages, k, mode }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var file = parseResult.GetValue(passages);
             IReadOnlyList<Passage> list = file is null ? DemoCorpus.Passages : PassageFile.Read(file.FullName).ToList();
@@ -84,7 +84,7 @@ internal static class RagCommand
                 Console.WriteLine($"        {h.Passage.Text}");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 }
