@@ -156,52 +156,65 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     }
 
 
-    /// <summary>Writes the codes of a row as bytes in column order (<c>u[j] = code[j]</c>), kBlocks * 256 bytes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnpackRow(byte* w, byte* u, int kBlocks)
-    {
-        for (int kb = 0; kb < kBlocks; kb++)
-        {
-            Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
-            byte* d = u + kb * 256;
-            s0.Store(d); s1.Store(d + 64); s2.Store(d + 128); s3.Store(d + 192);
-        }
-    }
-
-    /// <summary>Two unpacked weight rows against four activation rows: with the codes already bytes, each
-    /// vpmaddubsw costs one load and one add, and no shift or mask.</summary>
+    /// <summary>Two weight rows against eight activation rows: 16 int16 accumulators, 8 unpacked vectors, the int32
+    /// sums kept in memory (touched once per chunk). Fewer unpacks and loads a vpmaddubsw than <see cref="Rows2x4"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Unpacked2x4(byte* u0, byte* u1, sbyte* x, int xs, int kBlocks, int* dots)
+    private static void Rows2x8(byte* w, int rb, sbyte* x, int xs, int kBlocks, int* dots)
     {
-        Vector512<int> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<int>* c = stackalloc Vector512<int>[16];
+        for (int e = 0; e < 16; e++) c[e] = default;
         for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
         {
-            int end = Math.Min(kb0 + Chunk, kBlocks) * 256;
-            Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
-            for (int j = kb0 * 256; j < end; j += 64)
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default, a06 = default, a07 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default, a16 = default, a17 = default;
+            for (int kb = kb0; kb < end; kb++)
             {
-                Vector512<byte> w0 = Vector512.Load(u0 + j), w1 = Vector512.Load(u1 + j);
-                sbyte* xp = x + j;
-                Vector512<sbyte> v = Vector512.Load(xp);
-                a00 += Avx512BW.MultiplyAddAdjacent(w0, v); a10 += Avx512BW.MultiplyAddAdjacent(w1, v);
-                v = Vector512.Load(xp + xs);
-                a01 += Avx512BW.MultiplyAddAdjacent(w0, v); a11 += Avx512BW.MultiplyAddAdjacent(w1, v);
-                v = Vector512.Load(xp + 2 * xs);
-                a02 += Avx512BW.MultiplyAddAdjacent(w0, v); a12 += Avx512BW.MultiplyAddAdjacent(w1, v);
-                v = Vector512.Load(xp + 3 * xs);
-                a03 += Avx512BW.MultiplyAddAdjacent(w0, v); a13 += Avx512BW.MultiplyAddAdjacent(w1, v);
+                Unpack(w + kb * 64, out var s0, out var s1, out var s2, out var s3);
+                Unpack(w + rb + kb * 64, out var t0, out var t1, out var t2, out var t3);
+                sbyte* xp = x + kb * 256;
+                Vector512<sbyte> x0, x1, x2, x3;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a00 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a10 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a01 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a11 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a02 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a12 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a03 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a13 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a04 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a14 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a05 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a15 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a06 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a16 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
+                xp += xs;
+                x0 = Vector512.Load(xp); x1 = Vector512.Load(xp + 64); x2 = Vector512.Load(xp + 128); x3 = Vector512.Load(xp + 192);
+                a07 += (Avx512BW.MultiplyAddAdjacent(s0, x0) + Avx512BW.MultiplyAddAdjacent(s1, x1)) + (Avx512BW.MultiplyAddAdjacent(s2, x2) + Avx512BW.MultiplyAddAdjacent(s3, x3));
+                a17 += (Avx512BW.MultiplyAddAdjacent(t0, x0) + Avx512BW.MultiplyAddAdjacent(t1, x1)) + (Avx512BW.MultiplyAddAdjacent(t2, x2) + Avx512BW.MultiplyAddAdjacent(t3, x3));
             }
-            c00 += Widen(a00); c01 += Widen(a01); c02 += Widen(a02); c03 += Widen(a03);
-            c10 += Widen(a10); c11 += Widen(a11); c12 += Widen(a12); c13 += Widen(a13);
+            c[0] += Widen(a00); c[1] += Widen(a01); c[2] += Widen(a02); c[3] += Widen(a03); c[4] += Widen(a04); c[5] += Widen(a05); c[6] += Widen(a06); c[7] += Widen(a07);
+            c[8] += Widen(a10); c[9] += Widen(a11); c[10] += Widen(a12); c[11] += Widen(a13); c[12] += Widen(a14); c[13] += Widen(a15); c[14] += Widen(a16); c[15] += Widen(a17);
         }
-        dots[0] = Vector512.Sum(c00); dots[1] = Vector512.Sum(c01); dots[2] = Vector512.Sum(c02); dots[3] = Vector512.Sum(c03);
-        dots[4] = Vector512.Sum(c10); dots[5] = Vector512.Sum(c11); dots[6] = Vector512.Sum(c12); dots[7] = Vector512.Sum(c13);
+        for (int e = 0; e < 16; e++) dots[e] = Vector512.Sum(c[e]);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
-        int* d = stackalloc int[8];
+        int* d = stackalloc int[16];
         if (a.M < 4)
         {
             for (int i = 0; i < a.M; i++)
@@ -217,10 +230,6 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             }
             return;
         }
-        // Rows of up to 16K columns are unpacked to bytes once per activation tile (2 rows = 32 KB on the stack).
-        bool unpack = a.KBlocks <= 64;
-        byte* u = stackalloc byte[unpack ? 2 * 256 * a.KBlocks + 64 : 1];
-        byte* u0 = (byte*)(((nint)u + 63) & ~(nint)63), u1 = u0 + 256 * a.KBlocks;
         for (int i0 = 0; i0 < a.M; i0 += RowTile)
         {
             int iEnd = Math.Min(i0 + RowTile, a.M);
@@ -229,15 +238,14 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             {
                 byte* w = a.W + (long)r * a.RowBytes;
                 int i = i0;
-                if (unpack && iEnd - i0 >= 8)
+                for (; i + 8 <= iEnd; i += 8)
                 {
-                    UnpackRow(w, u0, a.KBlocks);
-                    UnpackRow(w + a.RowBytes, u1, a.KBlocks);
+                    Rows2x8(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    for (int t = 0; t < 8; t++) { a.Store(i + t, r, d[t]); a.Store(i + t, r + 1, d[8 + t]); }
                 }
                 for (; i + 4 <= iEnd; i += 4)
                 {
-                    if (unpack && iEnd - i0 >= 8) Unpacked2x4(u0, u1, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
-                    else Rows2x4(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    Rows2x4(w, a.RowBytes, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
                     a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]); a.Store(i + 2, r, d[2]); a.Store(i + 3, r, d[3]);
                     a.Store(i, r + 1, d[4]); a.Store(i + 1, r + 1, d[5]); a.Store(i + 2, r + 1, d[6]); a.Store(i + 3, r + 1, d[7]);
                 }
