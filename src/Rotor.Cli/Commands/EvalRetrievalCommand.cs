@@ -4,8 +4,6 @@ using Rotor.Index;
 using Rotor.Rag.Corpus;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Evaluation;
-using Rotor.Rag.Search;
-using RagHit = Rotor.Rag.Search.SearchHit;
 
 namespace Rotor.Cli.Commands;
 
@@ -97,7 +95,7 @@ internal static class EvalRetrievalCommand
             else if (p.StartsWith("rescore", StringComparison.Ordinal) && int.TryParse(p.AsSpan(7), NumberStyles.None, CultureInfo.InvariantCulture, out rescore) && rescore > 1) { }
             else throw new RotorException($"--index: '{spec}': '{p}' is neither 'hnsw' nor 'rescoreN' with N > 1");
         }
-        return new DenseVariant("dense-" + spec.ToLowerInvariant(), (vectors, dims) => new IndexSearcher(vectors, dims, new VectorIndexOptions
+        return new DenseVariant("dense-" + spec.ToLowerInvariant(), (vectors, dims) => IndexDenseSearcher.Build(vectors, dims, new VectorIndexOptions
         {
             Dimensions = dims,
             Code = code,
@@ -105,29 +103,5 @@ internal static class EvalRetrievalCommand
             Structure = hnsw ? IndexStructure.Hnsw : IndexStructure.Flat,
             KeepFullPrecision = rescore > 1,
         }, new SearchOptions { RescoreFactor = rescore, IncludeFields = false }));
-    }
-
-    /// <summary>A Rotor.Index <see cref="VectorIndex"/> behind <see cref="IDenseSearcher"/>: record keys are the ordinals.</summary>
-    private sealed class IndexSearcher : IDenseSearcher
-    {
-        private readonly VectorIndex _index;
-        private readonly SearchOptions _search;
-
-        public IndexSearcher(float[] vectors, int dims, VectorIndexOptions options, SearchOptions search)
-        {
-            _index = VectorIndex.Create(options);
-            int n = vectors.Length / dims;
-            _index.Add(Enumerable.Range(0, n).Select(i => new IndexRecord(i.ToString(CultureInfo.InvariantCulture), vectors.AsMemory(i * dims, dims))));
-            _search = search;
-            Dimensions = dims;
-            Count = n;
-        }
-
-        public int Dimensions { get; }
-
-        public int Count { get; }
-
-        public IReadOnlyList<RagHit> Search(ReadOnlySpan<float> query, int k)
-            => _index.Search(query, k, _search).Select(h => new RagHit(int.Parse(h.Key, CultureInfo.InvariantCulture), h.Score)).ToList();
     }
 }
