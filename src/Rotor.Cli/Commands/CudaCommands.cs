@@ -1,0 +1,103 @@
+using System.CommandLine;
+using System.Globalization;
+using Rotor.Cuda;
+
+namespace Rotor.Cli.Commands;
+
+/// <summary>
+/// <c>rotor selftest --device cuda|cpu</c>: every GPU kernel (or every CPU kernel path) against the CPU reference;
+/// <c>rotor bench-cuda</c>: the GPU products on the BitNet shapes, copy bandwidth and a whole network as a CUDA graph.
+/// Registered in Program.cs with <c>root.Subcommands.Add(CudaCommands.CreateSelftest())</c> and
+/// <c>root.Subcommands.Add(CudaCommands.CreateBench())</c>; <see cref="InfoLine"/> is the line for <c>rotor info</c>.
+/// </summary>
+internal static class CudaCommands
+{
+    /// <summary>"cuda         NVIDIA H100 ... " or "cuda         not used: reason".</summary>
+    public static string InfoLine() => $"cuda         {CudaBackend.Availability}";
+
+    public static Command CreateSelftest()
+    {
+        var device = new Option<string>("--device") { Description = "cuda: every GPU kernel against the CPU reference; cpu: every CPU kernel path against the reference", DefaultValueFactory = _ => "cuda" };
+        device.AcceptOnlyFromAmong("cuda", "cpu");
+        var quick = new Option<bool>("--quick") { Description = "a subset of the shapes" };
+        var cmd = new Command("selftest", "Compare the kernels of a device with the CPU reference on random data, odd shapes and tails; exit 1 on any mismatch");
+        cmd.Options.Add(device);
+        cmd.Options.Add(quick);
+        cmd.SetAction(r => Selftest(r.GetValue(device)!, r.GetValue(quick)));
+        return cmd;
+    }
+
+    private static int Selftest(string device, bool quick)
+    {
+        List<CheckResult> results;
+        const string header = "result check                                    shape                              detail                          values    bad  max |diff|";
+        if (device == "cpu")
+        {
+            Console.WriteLine(header);
+            Console.Error.WriteLine($"selftest: CPU kernel paths {string.Join(", ", Kernels.KernelSelector.Supported)} against the reference");
+            results = CudaSelfTest.RunCpu(quick, Print);
+        }
+        else
+        {
+            CudaAvailability a = CudaBackend.Availability;
+            if (!a.IsAvailable)
+            {
+                Console.Error.WriteLine($"rotor: the CUDA backend is {a}");
+                return 2;
+            }
+            Console.Error.WriteLine($"selftest: {a}");
+            using CudaBackend gpu = CudaBackend.Create();
+            Console.WriteLine(header);
+            results = CudaSelfTest.RunGpu(gpu, quick, Print);
+        }
+        int failed = results.Count(r => !r.Passed);
+        Console.WriteLine($"selftest {device}: {results.Count - failed} passed, {failed} failed");
+        return failed == 0 ? 0 : 1;
+    }
+
+    private static void Print(CheckResult r) =>
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{(r.Passed ? "ok" : "FAIL"),-6} {r.Kernel,-40} {r.Shape,-34} {r.Detail,-28} {r.Compared,9} {r.Mismatches,6} {r.MaxDiff,11:G4}{(r.Exact ? "" : " (bound)")}"));
+
+    public static Command CreateBench()
+    {
+        var json = new Option<string?>("--json") { Description = "also write the results as JSON (input of bench/cuda/cublas_ref.py)" };
+        var quick = new Option<bool>("--quick") { Description = "two shapes and m = 1, 32, 2048 only" };
+        var allPaths = new Option<bool>("--all-paths") { Description = "also time each forced kernel (gemv, every tile) next to auto" };
+        var cmd = new Command("bench-cuda", "Time the GPU products (2560x2560 ... 16384x4096, m = 1 ... 2048), copy bandwidth and a 4-layer 2048-wide network as one CUDA graph");
+        cmd.Options.Add(json);
+        cmd.Options.Add(quick);
+        cmd.Options.Add(allPaths);
+        cmd.SetAction(r => Bench(r.GetValue(json), r.GetValue(quick), r.GetValue(allPaths)));
+        return cmd;
+    }
+
+    private static int Bench(string? json, bool quick, bool allPaths)
+    {
+        CudaAvailability a = CudaBackend.Availability;
+        if (!a.IsAvailable)
+        {
+            Console.Error.WriteLine($"rotor: the CUDA backend is {a}");
+            return 2;
+        }
+        var inv = CultureInfo.InvariantCulture;
+        using CudaBackend gpu = CudaBackend.Create();
+        Console.WriteLine($"gpu: {a}");
+        double copy = CudaBenchmark.CopyGBps(gpu);
+        Console.WriteLine(string.Create(inv, $"device-to-device copy, 1 GiB: {copy:F0} GB/s (bytes read + written)"));
+        Console.WriteLine($"{"n x k",-12} {"m",5} {"kernel",-14} {"us",10} {"weight GB/s",12} {"% copy",7} {"TOPS",8}");
+        var shapes = quick ? [CudaBenchmark.Shapes[0], CudaBenchmark.Shapes[^1]] : CudaBenchmark.Shapes;
+        int[] ms = quick ? [1, 32, 2048] : CudaBenchmark.Ms;
+        var products = CudaBenchmark.Products(gpu, shapes, ms, allPaths, t =>
+            Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-14} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
+        var net = CudaBenchmark.Network(gpu, 4, 32);
+        Console.WriteLine(string.Create(inv,
+            $"network 4 x TernaryLinear 2048->2048 (+bias, ReLU), batch 32, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data, {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));
+        if (json is not null)
+        {
+            File.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));
+            Console.WriteLine($"wrote {json}");
+        }
+        return 0;
+    }
+}
