@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -49,14 +50,29 @@ int cuda_fail(cudaError_t e, const char* what) {
         if (e_ != cudaSuccess) return cuda_fail(e_, #call);       \
     } while (0)
 
-int launched(const char* what) {
-    cudaError_t e = cudaGetLastError();
-    return e == cudaSuccess ? 0 : cuda_fail(e, what);
-}
-
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
-int g_sms = 0;  // multiprocessors of the device chosen by rotor_cuda_init
+int g_sms = 0;       // multiprocessors of the device chosen by rotor_cuda_init
+bool g_pdl = false;  // launch with programmatic stream serialization (sm_90 and newer; rotor_cuda_set_pdl)
+
+// Launches kernel(args...) on s, as a programmatic dependent launch when g_pdl is set: the kernel may start while
+// the previous one on the stream finishes, and every kernel here calls pdl_wait() before it touches data that an
+// earlier kernel writes or reads.
+template <typename... P, typename... A>
+int launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
+    return e == cudaSuccess ? 0 : cuda_fail(e, what);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Device helpers
@@ -83,6 +99,19 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
+}
+
+// Programmatic dependent launch (sm_90): wait for the previous kernel on the stream to finish and flush; allow the
+// next one to be scheduled. Both are no-ops for a normal launch and on older GPUs.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ float apply_act(float v, int act) {
@@ -139,12 +168,12 @@ struct SumFloatOp {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// GEMV, m <= 8 * NT (<= 64): a CTA owns 16 weight rows; its 8 warps split the K blocks (warp w takes blocks
-// w, w + 8, ...), each holding a 16 x 8NT int32 tile in registers; the 8 tiles are added in shared memory at the end.
-// Weights stream from DRAM once with 128-bit loads that skip L1; x (a few KB) is read through L1.
+// GEMV, m <= 8 * NT (<= 64): a CTA owns 16 weight rows; its WARPS warps split the K blocks (warp w takes blocks
+// w, w + WARPS, ...), U blocks a step with all their weight loads issued first, each warp holding a 16 x 8NT int32
+// tile in registers; the tiles are added in shared memory at the end. Weights stream from DRAM once with 128-bit
+// loads that skip L1; x (a few KB) is read through L1. The first weight loads are issued before the wait on the
+// previous kernel (programmatic dependent launch): they do not depend on it.
 // ---------------------------------------------------------------------------------------------------------------
-
-constexpr int kGemvWarps = 8;
 
 template <int NT>
 __device__ __forceinline__ void gemv_block(int (&acc)[NT][4], uint4 wa, uint4 wb, const int8_t* const (&xr)[NT],
@@ -163,8 +192,38 @@ __device__ __forceinline__ void gemv_block(int (&acc)[NT][4], uint4 wa, uint4 wb
     }
 }
 
-template <int NT>
-__global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(rotor_gemm_args a) {
+// The epilogue's operands of one output, loaded before the main loop so that no load waits at the end.
+struct Epilogue {
+    float xs, ws, b;
+    int xsum;
+    float* dst;
+};
+
+__device__ __forceinline__ Epilogue epilogue_load(const rotor_gemm_args& a, int i, int r) {
+    Epilogue e{0.f, 0.f, 0.f, 0, nullptr};
+    if (i < a.m && r < a.n) {
+        e.xs = a.x_scale[i];
+        e.xsum = a.x_sum[i];
+        e.ws = a.w_scale[(size_t)r * a.w_scale_stride];
+        e.b = a.bias != nullptr ? a.bias[r] : 0.f;
+        e.dst = a.y + (size_t)i * a.y_stride + r;
+    }
+    return e;
+}
+
+__device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const Epilogue& e, int dot) {
+    if (e.dst == nullptr) return;
+    float v = __fmul_rn(__fmul_rn(__int2float_rn(dot - e.xsum), e.xs), e.ws);
+    if (a.bias != nullptr) v = __fadd_rn(v, e.b);
+    *e.dst = apply_act(v, a.act);
+}
+
+template <int NT, int WARPS, int U, int MIN_BLOCKS>
+__global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
+    constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
+    constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
+    static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
+    pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
     // Rows past n are clamped to the last row: computed, never stored.
@@ -182,35 +241,49 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(rotor_gemm_args a
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
 
-    int kb = warp;
-    // Two blocks a step: four 128-bit weight loads in flight per thread before the first mma.
-    for (; kb + kGemvWarps < a.k_blocks; kb += 2 * kGemvWarps) {
-        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
-        const uint4 wa1 = ld_stream(wA + (size_t)(kb + kGemvWarps) * 64);
-        const uint4 wb1 = ld_stream(wB + (size_t)(kb + kGemvWarps) * 64);
-        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
-        gemv_block<NT>(acc, wa1, wb1, xr, xok, kb + kGemvWarps);
+    // idx -> (j, c, lane'): c0 (row g', col 2t'), c1 (g', 2t' + 1), c2 (g' + 8, 2t'), c3 (g' + 8, 2t' + 1)
+    auto out_row = [&](int idx) { return r0 + ((idx & 31) >> 2) + ((idx >> 5) & 3) / 2 * 8; };
+    auto out_col = [&](int idx) { return 8 * (idx >> 7) + 2 * (idx & 3) + (((idx >> 5) & 3) & 1); };
+
+    Epilogue ep[kPer];
+    for (int kb0 = warp; kb0 < a.k_blocks; kb0 += WARPS * U) {
+        uint4 wa[U], wb[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int kb = kb0 + u * WARPS;
+            wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+            if (kb < a.k_blocks) {
+                wa[u] = ld_stream(wA + (size_t)kb * 64);
+                wb[u] = ld_stream(wB + (size_t)kb * 64);
+            }
+        }
+        if (kb0 == warp) pdl_wait();  // x, its scales and y belong to the previous kernel
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (kb0 + u * WARPS < a.k_blocks) gemv_block<NT>(acc, wa[u], wb[u], xr, xok, kb0 + u * WARPS);
     }
-    if (kb < a.k_blocks) {
-        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
-        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
+    pdl_wait();  // for warps that had no block
+#pragma unroll
+    for (int p = 0; p < kPer; p++) {
+        const int idx = threadIdx.x + p * 32 * WARPS;
+        ep[p] = epilogue_load(a, out_col(idx), out_row(idx));
     }
 
     // [warp][j][c][lane]: consecutive lanes hit consecutive banks.
-    __shared__ int red[kGemvWarps][NT][4][32];
+    __shared__ int red[WARPS][NT][4][32];
 #pragma unroll
     for (int j = 0; j < NT; j++)
 #pragma unroll
         for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
+#pragma unroll
+    for (int p = 0; p < kPer; p++) {
+        const int idx = threadIdx.x + p * 32 * WARPS;
         const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
         int s = 0;
 #pragma unroll
-        for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
-        // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
-        const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
-        store_y(a, i, row, s);
+        for (int w = 0; w < WARPS; w++) s += red[w][j][c][ln];
+        epilogue_store(a, ep[p], s);
     }
 }
 
@@ -258,6 +331,8 @@ static_assert(Tile1::kSmem == 144 * 1024, "tile 1 stage size");
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor_gemm_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
+    pdl_trigger();
+    pdl_wait();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wx = warp % C::WX, ww = warp / C::WX;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
@@ -344,8 +419,7 @@ template <class C>
 int launch_tiled(const rotor_gemm_args& a, cudaStream_t s) {
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    tiled_kernel<C><<<grid, C::kThreads, C::kSmem, s>>>(a);
-    return launched("tiled_kernel");
+    return launch(tiled_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "tiled_kernel", a);
 }
 
 template <class C>
@@ -359,17 +433,17 @@ int prepare_tiled() {
     return 0;
 }
 
-template <int NT>
-int launch_gemv_nt(const rotor_gemm_args& a, cudaStream_t s) {
-    gemv_kernel<NT><<<(a.n + 15) / 16, 32 * kGemvWarps, 0, s>>>(a);
-    return launched("gemv_kernel");
+template <int NT, int WARPS, int U, int MIN_BLOCKS>
+int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
+    return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
-    if (a.m <= 8) return launch_gemv_nt<1>(a, s);
-    if (a.m <= 16) return launch_gemv_nt<2>(a, s);
-    if (a.m <= 32) return launch_gemv_nt<4>(a, s);
-    return launch_gemv_nt<8>(a, s);
+    // Small tiles: 4 warps x 4 blocks in flight, eight CTAs a multiprocessor; larger ones keep registers for x.
+    if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
+    if (a.m <= 16) return launch_gemv_cfg<2, 4, 4, 6>(a, s);
+    if (a.m <= 32) return launch_gemv_cfg<4, 8, 2, 1>(a, s);
+    return launch_gemv_cfg<8, 8, 2, 1>(a, s);
 }
 
 int check_gemm(const rotor_gemm_args* a, int path) {
@@ -405,9 +479,9 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 2: return launch_tiled<Tile2>(a, s);
         default: break;
     }
-    // Largest tile that still gives every multiprocessor a CTA.
-    if (tiles<Tile1>(a) >= g_sms) return launch_tiled<Tile1>(a, s);
-    if (tiles<Tile0>(a) >= g_sms) return launch_tiled<Tile0>(a, s);
+    // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
+    // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
+    if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);
     return launch_tiled<Tile2>(a, s);
 }
 
@@ -420,6 +494,8 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const uint8_t* w, int row
                                                        const float* x, int cols, int x_stride, int m,
                                                        const float* w_scale, int w_scale_stride, const float* bias,
                                                        float* y, int y_stride, int act) {
+    pdl_trigger();
+    pdl_wait();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r = blockIdx.x * 8 + warp, i0 = blockIdx.y * 4;
     if (r >= n) return;
@@ -461,6 +537,8 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const uint8_t* w, int row
 // even), clamp to +-127; scale = amax / 127. Writes 4 bytes a thread a step (q_stride is a multiple of 4).
 __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols, int x_stride, int8_t* q, int q_stride,
                                                         float* scale, int* sum) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float fscratch[32];
     __shared__ int iscratch[32];
     const float* xr = x + (size_t)blockIdx.x * x_stride;
@@ -490,6 +568,8 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols,
 
 // One thread a packed byte.
 __global__ void pack_i2_kernel(const int8_t* trits, int rows, int cols, uint8_t* packed, int row_bytes, int* invalid) {
+    pdl_trigger();
+    pdl_wait();
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)rows * row_bytes) return;
     const int r = (int)(idx / row_bytes), bi = (int)(idx % row_bytes), b = bi >> 6, j = bi & 63;
@@ -512,6 +592,8 @@ __global__ void pack_i2_kernel(const int8_t* trits, int rows, int cols, uint8_t*
 
 // One thread a trit.
 __global__ void unpack_i2_kernel(const uint8_t* packed, int rows, int cols, int row_bytes, int8_t* trits) {
+    pdl_trigger();
+    pdl_wait();
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)rows * cols) return;
     const int r = (int)(idx / cols), c = (int)(idx % cols);
@@ -520,12 +602,16 @@ __global__ void unpack_i2_kernel(const uint8_t* packed, int rows, int cols, int 
 }
 
 __global__ void activation_kernel(const float* x, float* y, int64_t count, int act) {
+    pdl_trigger();
+    pdl_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = apply_act(x[i], act);
 }
 
 // One CTA a row: y = exp(x - max) / sum exp(x - max).
 __global__ void __launch_bounds__(256) softmax_kernel(const float* x, float* y, int cols) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* yr = y + (size_t)blockIdx.x * cols;
@@ -537,6 +623,11 @@ __global__ void __launch_bounds__(256) softmax_kernel(const float* x, float* y, 
     s = block_reduce(s, SumFloatOp{}, scratch);
     const float inv = 1.f / s;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = expf(xr[j] - mx) * inv;
+}
+
+bool pdl_disabled() {
+    const char* v = getenv("ROTOR_CUDA_PDL");
+    return v != nullptr && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
 }
 
 int grid_for(size_t items, int threads) { return (int)std::min<size_t>((items + threads - 1) / threads, 1u << 30); }
@@ -585,12 +676,21 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
                     p.major, p.minor);
     // Fails with cudaErrorNoKernelImageForDevice when the library was not built for this architecture.
     cudaFuncAttributes fa;
-    CK(cudaFuncGetAttributes(&fa, gemv_kernel<1>));
+    CK(cudaFuncGetAttributes(&fa, gemv_kernel<1, 4, 4, 8>));
+    g_pdl = p.major >= 9 && !pdl_disabled();
     int r;
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     return 0;
+}
+
+ROTOR_API int rotor_cuda_set_pdl(int on) {
+    int major = 0, dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    g_pdl = on != 0 && major >= 9;
+    return g_pdl ? 1 : 0;
 }
 
 ROTOR_API int rotor_cuda_malloc(void** d_ptr, size_t bytes) {
@@ -687,8 +787,8 @@ ROTOR_API int rotor_cuda_pack_i2(const int8_t* d_trits, int rows, int cols, uint
         return fail(ROTOR_CUDA_EINVAL, "pack_i2: row_bytes = %d, expected %d for %d columns", row_bytes, (cols + 255) / 256 * 64, cols);
     if (d_trits == nullptr || d_packed == nullptr || d_invalid == nullptr) return fail(ROTOR_CUDA_EINVAL, "pack_i2: NULL pointer");
     const size_t total = (size_t)rows * row_bytes;
-    pack_i2_kernel<<<grid_for(total, 256), 256, 0, as_stream(stream)>>>(d_trits, rows, cols, d_packed, row_bytes, d_invalid);
-    return launched("pack_i2_kernel");
+    return launch(pack_i2_kernel, dim3(grid_for(total, 256)), dim3(256), 0, as_stream(stream), "pack_i2_kernel", d_trits, rows, cols,
+                  d_packed, row_bytes, d_invalid);
 }
 
 ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, int row_bytes, int8_t* d_trits,
@@ -697,8 +797,8 @@ ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, 
     if (row_bytes < (cols + 255) / 256 * 64) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: row_bytes = %d too small for %d columns", row_bytes, cols);
     if (d_trits == nullptr || d_packed == nullptr) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: NULL pointer");
     const size_t total = (size_t)rows * cols;
-    unpack_i2_kernel<<<grid_for(total, 256), 256, 0, as_stream(stream)>>>(d_packed, rows, cols, row_bytes, d_trits);
-    return launched("unpack_i2_kernel");
+    return launch(unpack_i2_kernel, dim3(grid_for(total, 256)), dim3(256), 0, as_stream(stream), "unpack_i2_kernel", d_packed, rows,
+                  cols, row_bytes, d_trits);
 }
 
 ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_stride, int8_t* d_q, int q_stride,
@@ -707,8 +807,8 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
     if (x_stride < cols || q_stride < cols || q_stride % 4 != 0)
         return fail(ROTOR_CUDA_EINVAL, "quantize: x_stride = %d, q_stride = %d for %d columns (q_stride a multiple of 4)", x_stride, q_stride, cols);
     if (d_x == nullptr || d_q == nullptr || d_scale == nullptr || d_sum == nullptr) return fail(ROTOR_CUDA_EINVAL, "quantize: NULL pointer");
-    quantize_kernel<<<m, 256, 0, as_stream(stream)>>>(d_x, cols, x_stride, d_q, q_stride, d_scale, d_sum);
-    return launched("quantize_kernel");
+    return launch(quantize_kernel, dim3(m), dim3(256), 0, as_stream(stream), "quantize_kernel", d_x, cols, x_stride, d_q, q_stride,
+                  d_scale, d_sum);
 }
 
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream) {
@@ -725,21 +825,19 @@ ROTOR_API int rotor_cuda_gemm_f32(const uint8_t* d_w, int row_bytes, int k_block
     if (d_w == nullptr || d_x == nullptr || d_w_scale == nullptr || d_y == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm_f32: NULL pointer");
     if (m > 4 * 65535) return fail(ROTOR_CUDA_EINVAL, "gemm_f32: m = %d is more than %d", m, 4 * 65535);
     const dim3 grid((n + 7) / 8, (m + 3) / 4);
-    gemm_f32_kernel<<<grid, 256, 0, as_stream(stream)>>>(d_w, row_bytes, k_blocks, n, d_x, cols, x_stride, m, d_w_scale,
-                                                         w_scale_stride, d_bias, d_y, y_stride, act);
-    return launched("gemm_f32_kernel");
+    return launch(gemm_f32_kernel, grid, dim3(256), 0, as_stream(stream), "gemm_f32_kernel", d_w, row_bytes, k_blocks, n, d_x, cols,
+                  x_stride, m, d_w_scale, w_scale_stride, d_bias, d_y, y_stride, act);
 }
 
 ROTOR_API int rotor_cuda_activation(const float* d_x, float* d_y, int64_t count, int act, void* stream) {
     if (count <= 0 || act < ROTOR_ACT_NONE || act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "activation: count = %lld, act = %d", (long long)count, act);
-    activation_kernel<<<std::min<int64_t>((count + 255) / 256, 4096), 256, 0, as_stream(stream)>>>(d_x, d_y, count, act);
-    return launched("activation_kernel");
+    return launch(activation_kernel, dim3((unsigned)std::min<int64_t>((count + 255) / 256, 4096)), dim3(256), 0, as_stream(stream),
+                  "activation_kernel", d_x, d_y, count, act);
 }
 
 ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int cols, void* stream) {
     if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "softmax: %dx%d", rows, cols);
-    softmax_kernel<<<rows, 256, 0, as_stream(stream)>>>(d_x, d_y, cols);
-    return launched("softmax_kernel");
+    return launch(softmax_kernel, dim3(rows), dim3(256), 0, as_stream(stream), "softmax_kernel", d_x, d_y, cols);
 }
 
 ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us, void* stream) {

@@ -61,6 +61,11 @@ ROTOR_API int rotor_cuda_device_count(int* count);
 ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_major, int* cc_minor, int* sms,
                               int64_t* global_mem, int* driver_version, int* runtime_version);
 
+// Programmatic dependent launch (sm_90 and newer): each kernel may start while the previous one on its stream
+// finishes, streaming weights meanwhile. On by default where supported (rotor_cuda_init), off with ROTOR_CUDA_PDL=0.
+// Returns 1 when on, 0 when off (asked, or unsupported), or an error.
+ROTOR_API int rotor_cuda_set_pdl(int on);
+
 // Memory, streams, events, graphs.
 ROTOR_API int rotor_cuda_malloc(void** d_ptr, size_t bytes);
 ROTOR_API int rotor_cuda_free(void* d_ptr);

@@ -64,15 +64,21 @@ internal static class CudaCommands
         var json = new Option<string?>("--json") { Description = "also write the results as JSON (input of bench/cuda/cublas_ref.py)" };
         var quick = new Option<bool>("--quick") { Description = "two shapes and m = 1, 32, 2048 only" };
         var allPaths = new Option<bool>("--all-paths") { Description = "also time each forced kernel (gemv, every tile) next to auto" };
+        var shape = new Option<string?>("--shape") { Description = "only this weight shape, NxK (such as 16384x4096)" };
+        var m = new Option<int?>("--m") { Description = "only this number of activation rows" };
+        var noNet = new Option<bool>("--no-network") { Description = "skip the network benchmark" };
         var cmd = new Command("bench-cuda", "Time the GPU products (2560x2560 ... 16384x4096, m = 1 ... 2048), copy bandwidth and a 4-layer 2048-wide network as one CUDA graph");
         cmd.Options.Add(json);
         cmd.Options.Add(quick);
         cmd.Options.Add(allPaths);
-        cmd.SetAction(r => Bench(r.GetValue(json), r.GetValue(quick), r.GetValue(allPaths)));
+        cmd.Options.Add(shape);
+        cmd.Options.Add(m);
+        cmd.Options.Add(noNet);
+        cmd.SetAction(r => Bench(r.GetValue(json), r.GetValue(quick), r.GetValue(allPaths), r.GetValue(shape), r.GetValue(m), r.GetValue(noNet)));
         return cmd;
     }
 
-    private static int Bench(string? json, bool quick, bool allPaths)
+    private static int Bench(string? json, bool quick, bool allPaths, string? shape, int? onlyM, bool noNetwork)
     {
         CudaAvailability a = CudaBackend.Availability;
         if (!a.IsAvailable)
@@ -88,11 +94,23 @@ internal static class CudaCommands
         Console.WriteLine($"{"n x k",-12} {"m",5} {"kernel",-14} {"us",10} {"weight GB/s",12} {"% copy",7} {"TOPS",8}");
         var shapes = quick ? [CudaBenchmark.Shapes[0], CudaBenchmark.Shapes[^1]] : CudaBenchmark.Shapes;
         int[] ms = quick ? [1, 32, 2048] : CudaBenchmark.Ms;
+        if (shape is not null)
+        {
+            string[] p = shape.Split('x');
+            if (p.Length != 2 || !int.TryParse(p[0], out int sn) || !int.TryParse(p[1], out int sk) || sn <= 0 || sk <= 0)
+                throw new RotorException($"--shape {shape}: expected NxK with positive N and K, such as 16384x4096");
+            shapes = [(sn, sk)];
+        }
+        if (onlyM is { } om)
+        {
+            if (om <= 0) throw new RotorException($"--m {om}: expected a positive number of rows");
+            ms = [om];
+        }
         var products = CudaBenchmark.Products(gpu, shapes, ms, allPaths, t =>
             Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-14} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
-        var net = CudaBenchmark.Network(gpu, 4, 32);
-        Console.WriteLine(string.Create(inv,
-            $"network 4 x TernaryLinear 2048->2048 (+bias, ReLU), batch 32, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data, {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));
+        var net = noNetwork ? default : CudaBenchmark.Network(gpu, 4, 32);
+        if (!noNetwork) Console.WriteLine(string.Create(inv,
+            $"network 4 x TernaryLinear 2048->2048 (+bias, ReLU), batch 32, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));
         if (json is not null)
         {
             File.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));

@@ -53,15 +53,24 @@ internal static unsafe class CudaBenchmark
                 su.Upload<int>(new int[maxM], gpu.Stream);
                 foreach (int m in ms)
                 {
-                    var paths = new List<CudaPath> { CudaPath.Auto };
+                    // "auto": launched back to back with programmatic dependent launch where the GPU has it (each
+                    // product streams weights while the previous one finishes, as the layers of a model do);
+                    // "auto-nopdl": each launch waits for the previous one to end.
+                    var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        paths.AddRange(m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : [CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128]);
-                    foreach (CudaPath p in paths)
+                        foreach (CudaPath p in m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 })
+                            paths.Add((p, true, p.ToString().ToLowerInvariant()));
+                    foreach (var (p, pdl, label) in paths)
                     {
+                        string name = label;
                         GemmArgsNative a = CudaBackend.Args(d, xq.Pointer, padded, sc.Pointer, su.Pointer, m, 0, y.Pointer, n, CudaActivation.None);
-                        double us = Time(gpu, a, p);
+                        bool on = SetPdl(pdl);
+                        double us;
+                        try { us = Time(gpu, a, p); }
+                        finally { SetPdl(true); }
+                        if (pdl && !on && name == "auto") name = "auto (no pdl on this gpu)";
                         double bytes = (double)n * k / 4;
-                        var t = new GemmTiming(n, k, m, p.ToString().ToLowerInvariant(), us, bytes / (us * 1e-6) / 1e9, 2.0 * m * n * k / (us * 1e-6) / 1e12);
+                        var t = new GemmTiming(n, k, m, name, us, bytes / (us * 1e-6) / 1e9, 2.0 * m * n * k / (us * 1e-6) / 1e12);
                         results.Add(t); progress?.Invoke(t);
                     }
                 }
@@ -69,6 +78,14 @@ internal static unsafe class CudaBenchmark
             gpu.Evict(w);
         }
         return results;
+    }
+
+    /// <summary>Turns programmatic dependent launch on or off for later launches; returns whether it is on.</summary>
+    internal static bool SetPdl(bool on)
+    {
+        int rc = Native.rotor_cuda_set_pdl(on ? 1 : 0);
+        if (rc < 0 || rc > 1) Native.Check(rc, "setting programmatic dependent launch");
+        return rc == 1;
     }
 
     // A first short run sizes the graph to about 2 ms of work; then the median of 15 replays.
@@ -87,20 +104,28 @@ internal static unsafe class CudaBenchmark
     }
 
     /// <summary>The network benchmark: <paramref name="layers"/> x TernaryLinear 2048->2048 (+bias, ReLU between),
-    /// batch <paramref name="batch"/>, one CUDA graph. Returns (kernels, device-only replay us, replay with host copies
-    /// us, Forward on the host clock us).</summary>
-    public static (int Kernels, double DeviceUs, double CopiesUs, double HostUs) Network(CudaBackend gpu, int layers, int batch)
+    /// batch <paramref name="batch"/>, one CUDA graph. Returns (kernels, device-only replay us, the same without
+    /// programmatic dependent launch, replay with host copies us, Forward on the host clock us).</summary>
+    public static (int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs) Network(CudaBackend gpu, int layers, int batch)
     {
         var net = CudaSelfTest.Net2048(layers, CpuBackend.Default);
+        double noPdl;
+        SetPdl(false);
+        try
+        {
+            using var g0 = new CudaNetwork(net, gpu, batch);
+            noPdl = g0.TimeReplayUs(batch, copies: false, reps: 201);
+        }
+        finally { SetPdl(true); }
         using var g = new CudaNetwork(net, gpu, batch);
         double dev = g.TimeReplayUs(batch, copies: false, reps: 201);
         double cp = g.TimeReplayUs(batch, copies: true, reps: 201);
         double host = g.TimeForwardUs(batch, 201);
-        return (g.Kernels, dev, cp, host);
+        return (g.Kernels, dev, noPdl, cp, host);
     }
 
     /// <summary>The results as JSON for bench/cuda/cublas_ref.py.</summary>
-    public static string Json(CudaAvailability dev, double copyGBps, List<GemmTiming> products, (int Kernels, double DeviceUs, double CopiesUs, double HostUs) net)
+    public static string Json(CudaAvailability dev, double copyGBps, List<GemmTiming> products, (int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs) net)
     {
         using var ms = new MemoryStream();
         using (var j = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
@@ -110,7 +135,7 @@ internal static unsafe class CudaBenchmark
             j.WriteNumber("copy_gbps", copyGBps);
             j.WriteStartObject("network");
             j.WriteNumber("layers", 4); j.WriteNumber("width", 2048); j.WriteNumber("batch", 32); j.WriteNumber("kernels", net.Kernels);
-            j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
+            j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("device_no_pdl_us", net.NoPdlUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
             j.WriteEndObject();
             j.WriteStartArray("products");
             foreach (GemmTiming p in products)

@@ -92,6 +92,7 @@ internal static partial class Native
     public static unsafe partial int rotor_cuda_init(int device, byte* name, int nameLen, int* ccMajor, int* ccMinor, int* sms,
         long* globalMem, int* driverVersion, int* runtimeVersion);
 
+    [LibraryImport(Library)] public static partial int rotor_cuda_set_pdl(int on);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_malloc(nint* ptr, nuint bytes);
     [LibraryImport(Library)] public static partial int rotor_cuda_free(nint ptr);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_host_alloc(nint* ptr, nuint bytes);
