@@ -59,7 +59,8 @@ bool g_pdl = false;  // launch with programmatic stream serialization (sm_90 and
 // the previous one on the stream finishes, and every kernel here calls pdl_wait() before it touches data that an
 // earlier kernel writes or reads.
 template <typename... P, typename... A>
-int launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+int launch_with(bool pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what,
+                A... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
@@ -69,9 +70,17 @@ int launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = g_pdl ? 1 : 0;
+    cfg.numAttrs = pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
     return e == cudaSuccess ? 0 : cuda_fail(e, what);
+}
+template <typename... P, typename... A>
+int launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+    return launch_with(g_pdl, kernel, grid, block, smem, s, what, args...);
+}
+template <typename... P, typename... A>
+int launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+    return launch_with(false, kernel, grid, block, smem, s, what, args...);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -223,7 +232,6 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
     constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
     static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
-    pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
     // Rows past n are clamped to the last row: computed, never stored.
@@ -262,7 +270,8 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
         for (int u = 0; u < U; u++)
             if (kb0 + u * WARPS < a.k_blocks) gemv_block<NT>(acc, wa[u], wb[u], xr, xok, kb0 + u * WARPS);
     }
-    pdl_wait();  // for warps that had no block
+    pdl_wait();     // for warps that had no block
+    pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
 #pragma unroll
     for (int p = 0; p < kPer; p++) {
         const int idx = threadIdx.x + p * 32 * WARPS;
@@ -284,6 +293,63 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
 #pragma unroll
         for (int w = 0; w < WARPS; w++) s += red[w][j][c][ln];
         epilogue_store(a, ep[p], s);
+    }
+}
+
+// The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
+// dominate, and this form keeps them all in flight.
+constexpr int kGemvWarps = 8;
+
+template <int NT>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a) {
+    pdl_wait();  // x and its scales come from the previous kernel
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16;
+    // Rows past n are clamped to the last row: computed, never stored.
+    const uint8_t* wA = a.w + (size_t)min(r0 + g, a.n - 1) * a.row_bytes + 16 * t;
+    const uint8_t* wB = a.w + (size_t)min(r0 + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    const int8_t* xr[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int i = 8 * j + g;
+        xok[j] = i < a.m;
+        xr[j] = a.x + (size_t)(xok[j] ? i : 0) * a.x_stride + 16 * t;
+    }
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+
+    int kb = warp;
+    // Two blocks a step: four 128-bit weight loads in flight per thread before the first mma.
+    for (; kb + kGemvWarps < a.k_blocks; kb += 2 * kGemvWarps) {
+        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
+        const uint4 wa1 = ld_stream(wA + (size_t)(kb + kGemvWarps) * 64);
+        const uint4 wb1 = ld_stream(wB + (size_t)(kb + kGemvWarps) * 64);
+        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
+        gemv_block<NT>(acc, wa1, wb1, xr, xok, kb + kGemvWarps);
+    }
+    if (kb < a.k_blocks) {
+        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
+        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
+    }
+
+    pdl_trigger();  // weights are in: let the next kernel start streaming its own
+    // [warp][j][c][lane]: consecutive lanes hit consecutive banks.
+    __shared__ int red[kGemvWarps][NT][4][32];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
+        const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+        int s = 0;
+#pragma unroll
+        for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+        // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+        const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
+        store_y(a, i, row, s);
     }
 }
 
@@ -331,8 +397,7 @@ static_assert(Tile1::kSmem == 144 * 1024, "tile 1 stage size");
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor_gemm_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait();  // no trigger: kernels after this one launch when it ends
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wx = warp % C::WX, ww = warp / C::WX;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
@@ -391,13 +456,12 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor
             }
 #pragma unroll
             for (int j = 0; j < C::NT; j++) {
-                const int r = wx * 8 * C::NT + 8 * j + g;
-                const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(r, 4 * q + t));
+                const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(wx * 8 * C::NT + 8 * j + g, 4 * q + t));
+                // Columns 0..7 of every weight tile, then 8..15: no two mmas on one accumulator back to back.
 #pragma unroll
-                for (int i = 0; i < C::MT; i++) {
-                    mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
-                    mma_s8(acc[i][j], af[i][2], af[i][6], af[i][3], af[i][7], xv.z, xv.w);
-                }
+                for (int i = 0; i < C::MT; i++) mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
+#pragma unroll
+                for (int i = 0; i < C::MT; i++) mma_s8(acc[i][j], af[i][2], af[i][6], af[i][3], af[i][7], xv.z, xv.w);
             }
         }
     }
@@ -419,7 +483,8 @@ template <class C>
 int launch_tiled(const rotor_gemm_args& a, cudaStream_t s) {
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    return launch(tiled_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "tiled_kernel", a);
+    // Not a programmatic dependent launch: measured slower on H200 for these multi-wave kernels.
+    return launch_plain(tiled_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "tiled_kernel", a);
 }
 
 template <class C>
@@ -438,12 +503,17 @@ int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
+template <int NT>
+int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
+    return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
+}
+
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
-    // Small tiles: 4 warps x 4 blocks in flight, eight CTAs a multiprocessor; larger ones keep registers for x.
+    // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
-    if (a.m <= 16) return launch_gemv_cfg<2, 4, 4, 6>(a, s);
-    if (a.m <= 32) return launch_gemv_cfg<4, 8, 2, 1>(a, s);
-    return launch_gemv_cfg<8, 8, 2, 1>(a, s);
+    if (a.m <= 16) return launch_gemv_wide<2>(a, s);
+    if (a.m <= 32) return launch_gemv_wide<4>(a, s);
+    return launch_gemv_wide<8>(a, s);
 }
 
 int check_gemm(const rotor_gemm_args* a, int path) {
