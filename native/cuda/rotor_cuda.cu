@@ -302,12 +302,19 @@ constexpr int kGemvWarps = 8;
 
 template <int NT>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a) {
-    pdl_wait();  // x and its scales come from the previous kernel
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
     // Rows past n are clamped to the last row: computed, never stored.
     const uint8_t* wA = a.w + (size_t)min(r0 + g, a.n - 1) * a.row_bytes + 16 * t;
     const uint8_t* wB = a.w + (size_t)min(r0 + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    int kb = warp;
+    // (pa, pb) always hold block kb once kb < k_blocks: the first is loaded before waiting on the previous kernel.
+    uint4 pa = make_uint4(0, 0, 0, 0), pb = pa;
+    if (kb < a.k_blocks) {
+        pa = ld_stream(wA + (size_t)kb * 64);
+        pb = ld_stream(wB + (size_t)kb * 64);
+    }
+    pdl_wait();  // x and its scales come from the previous kernel
     const int8_t* xr[NT];
     bool xok[NT];
 #pragma unroll
@@ -320,19 +327,19 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
 
-    int kb = warp;
-    // Two blocks a step: four 128-bit weight loads in flight per thread before the first mma.
+    // Two blocks a step, and the first block of the next step loaded before this one's mmas.
     for (; kb + kGemvWarps < a.k_blocks; kb += 2 * kGemvWarps) {
-        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
+        const uint4 wa0 = pa, wb0 = pb;
         const uint4 wa1 = ld_stream(wA + (size_t)(kb + kGemvWarps) * 64);
         const uint4 wb1 = ld_stream(wB + (size_t)(kb + kGemvWarps) * 64);
+        if (kb + 2 * kGemvWarps < a.k_blocks) {
+            pa = ld_stream(wA + (size_t)(kb + 2 * kGemvWarps) * 64);
+            pb = ld_stream(wB + (size_t)(kb + 2 * kGemvWarps) * 64);
+        }
         gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
         gemv_block<NT>(acc, wa1, wb1, xr, xok, kb + kGemvWarps);
     }
-    if (kb < a.k_blocks) {
-        const uint4 wa0 = ld_stream(wA + (size_t)kb * 64), wb0 = ld_stream(wB + (size_t)kb * 64);
-        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
-    }
+    if (kb < a.k_blocks) gemv_block<NT>(acc, pa, pb, xr, xok, kb);
 
     pdl_trigger();  // weights are in: let the next kernel start streaming its own
     // [warp][j][c][lane]: consecutive lanes hit consecutive banks.

@@ -26,7 +26,7 @@ internal static unsafe class CudaSelfTest
 {
     // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles.
     private static readonly (int N, int K)[] s_shapes =
-        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777)];
+        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500)];
     private static readonly int[] s_ms = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 129, 300];
 
     /// <summary>Runs every GPU check on <paramref name="gpu"/>; <paramref name="quick"/> takes a subset of shapes.</summary>
