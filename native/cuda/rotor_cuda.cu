@@ -464,11 +464,13 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor
 #pragma unroll
             for (int j = 0; j < C::NT; j++) {
                 const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(wx * 8 * C::NT + 8 * j + g, 4 * q + t));
-                // Columns 0..7 of every weight tile, then 8..15: no two mmas on one accumulator back to back.
+                // Both halves of one tile in turn: measured 8-15% faster on H200 than the first halves of both
+                // weight tiles before their second halves (ptxas interleaves the tiles itself).
 #pragma unroll
-                for (int i = 0; i < C::MT; i++) mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
-#pragma unroll
-                for (int i = 0; i < C::MT; i++) mma_s8(acc[i][j], af[i][2], af[i][6], af[i][3], af[i][7], xv.z, xv.w);
+                for (int i = 0; i < C::MT; i++) {
+                    mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
+                    mma_s8(acc[i][j], af[i][2], af[i][6], af[i][3], af[i][7], xv.z, xv.w);
+                }
             }
         }
     }
