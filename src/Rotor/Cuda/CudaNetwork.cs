@@ -35,44 +35,54 @@ public sealed unsafe class CudaNetwork : IDisposable
         _backend = backend;
         MaxBatch = maxBatch;
         InputSize = net.InputSize; OutputSize = net.OutputSize;
-        var layers = new List<ILayer>();
-        Flatten(net, layers);
-        int widest = net.InputSize, widestPadded = 256;
-        for (int i = 0; i < layers.Count; i++)
+        try
         {
-            ILayer l = layers[i];
-            widest = Math.Max(widest, l.OutputSize);
-            switch (l)
+            var layers = new List<ILayer>();
+            Flatten(net, layers);
+            int widest = net.InputSize, widestPadded = 256;
+            for (int i = 0; i < layers.Count; i++)
             {
-                case TernaryLinear tl:
+                ILayer l = layers[i];
+                widest = Math.Max(widest, l.OutputSize);
+                switch (l)
                 {
-                    CudaActivation act = i + 1 < layers.Count ? ActivationOf(layers[i + 1]) : CudaActivation.None;
-                    if (act != CudaActivation.None) i++;
-                    DeviceMatrix w = new(tl.Weights, backend.Stream);
-                    _owned.Add(w);
-                    DeviceBuffer? bias = null;
-                    if (!tl.Bias.IsEmpty) { bias = new DeviceBuffer(tl.Bias.Length * sizeof(float)); bias.Upload(tl.Bias, backend.Stream); }
-                    _ops.Add(new LinearOp(w, bias, tl.Mode == ActivationMode.Int8, act));
-                    widestPadded = Math.Max(widestPadded, tl.Weights.PaddedCols);
-                    break;
+                    case TernaryLinear tl:
+                    {
+                        CudaActivation act = i + 1 < layers.Count ? ActivationOf(layers[i + 1]) : CudaActivation.None;
+                        if (act != CudaActivation.None) i++;
+                        DeviceMatrix w = new(tl.Weights, backend.Stream);
+                        _owned.Add(w);
+                        DeviceBuffer? bias = null;
+                        if (!tl.Bias.IsEmpty) { bias = new DeviceBuffer(tl.Bias.Length * sizeof(float)); bias.Upload(tl.Bias, backend.Stream); }
+                        _ops.Add(new LinearOp(w, bias, tl.Mode == ActivationMode.Int8, act));
+                        widestPadded = Math.Max(widestPadded, tl.Weights.PaddedCols);
+                        break;
+                    }
+                    case ReLU or Sign:
+                        _ops.Add(new ActOp(ActivationOf(l), l.InputSize));
+                        break;
+                    case Softmax:
+                        _ops.Add(new SoftmaxOp(l.InputSize));
+                        break;
+                    default:
+                        throw new NotSupportedException($"layer {i} ({l.Name}, {l.GetType().Name}) has no CUDA form; supported: TernaryLinear, ReLU, Sign, Softmax");
                 }
-                case ReLU or Sign:
-                    _ops.Add(new ActOp(ActivationOf(l), l.InputSize));
-                    break;
-                case Softmax:
-                    _ops.Add(new SoftmaxOp(l.InputSize));
-                    break;
-                default:
-                    throw new NotSupportedException($"layer {i} ({l.Name}, {l.GetType().Name}) has no CUDA form; supported: TernaryLinear, ReLU, Sign, Softmax");
             }
+            _a = new DeviceBuffer((long)maxBatch * widest * sizeof(float));
+            _b = new DeviceBuffer((long)maxBatch * widest * sizeof(float));
+            _xq = new DeviceBuffer((long)maxBatch * widestPadded);
+            _scale = new DeviceBuffer(maxBatch * sizeof(float));
+            _sum = new DeviceBuffer(maxBatch * sizeof(int));
+            _in = new PinnedBuffer((long)maxBatch * InputSize * sizeof(float));
+            _out = new PinnedBuffer((long)maxBatch * OutputSize * sizeof(float));
         }
-        _a = new DeviceBuffer((long)maxBatch * widest * sizeof(float));
-        _b = new DeviceBuffer((long)maxBatch * widest * sizeof(float));
-        _xq = new DeviceBuffer((long)maxBatch * widestPadded);
-        _scale = new DeviceBuffer(maxBatch * sizeof(float));
-        _sum = new DeviceBuffer(maxBatch * sizeof(int));
-        _in = new PinnedBuffer((long)maxBatch * InputSize * sizeof(float));
-        _out = new PinnedBuffer((long)maxBatch * OutputSize * sizeof(float));
+        catch
+        {
+            foreach (Op op in _ops) if (op is LinearOp l) l.Bias?.Dispose();
+            foreach (DeviceMatrix w in _owned) w.Dispose();
+            _a?.Dispose(); _b?.Dispose(); _xq?.Dispose(); _scale?.Dispose(); _sum?.Dispose(); _in?.Dispose(); _out?.Dispose();
+            throw;
+        }
         backend.Stream.Synchronize();
     }
 

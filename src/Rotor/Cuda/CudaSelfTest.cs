@@ -76,7 +76,7 @@ internal static unsafe class CudaSelfTest
 
     // ---- formats ---------------------------------------------------------------------------------------------------
 
-    private static IEnumerable<CheckResult> PackChecks(CudaBackend gpu)
+    internal static IEnumerable<CheckResult> PackChecks(CudaBackend gpu)
     {
         CudaStream s = gpu.Stream;
         (int R, int C)[] shapes = [(1, 1), (3, 255), (5, 256), (7, 257), (33, 1000), (64, 2049)];
@@ -121,7 +121,7 @@ internal static unsafe class CudaSelfTest
 
     // ---- activation quantization -----------------------------------------------------------------------------------
 
-    private static IEnumerable<CheckResult> QuantizeChecks(CudaBackend gpu)
+    internal static IEnumerable<CheckResult> QuantizeChecks(CudaBackend gpu)
     {
         CudaStream s = gpu.Stream;
         (int M, int C)[] shapes = [(1, 1), (3, 100), (8, 256), (17, 1000), (64, 2049), (5, 7000)];
@@ -160,7 +160,7 @@ internal static unsafe class CudaSelfTest
 
     // ---- int8 products ---------------------------------------------------------------------------------------------
 
-    private static IEnumerable<CheckResult> GemmChecks(CudaBackend gpu, int n, int k, int m, int seed)
+    internal static IEnumerable<CheckResult> GemmChecks(CudaBackend gpu, int n, int k, int m, int seed)
     {
         var (w, x, bias) = Problem(n, k, m, seed);
         var act = (CudaActivation)(seed % 3);
@@ -204,7 +204,7 @@ internal static unsafe class CudaSelfTest
 
     // ---- float products --------------------------------------------------------------------------------------------
 
-    private static IEnumerable<CheckResult> FloatChecks(CudaBackend gpu)
+    internal static IEnumerable<CheckResult> FloatChecks(CudaBackend gpu)
     {
         int seed = 900;
         foreach (var (n, k, m) in new[] { (1, 1, 1), (17, 257, 3), (100, 513, 5), (129, 1000, 9), (300, 2600, 2) })
@@ -251,7 +251,7 @@ internal static unsafe class CudaSelfTest
 
     // ---- whole networks as CUDA graphs -----------------------------------------------------------------------------
 
-    private static IEnumerable<CheckResult> NetworkChecks(CudaBackend gpu)
+    internal static IEnumerable<CheckResult> NetworkChecks(CudaBackend gpu)
     {
         var cpu = CpuBackend.Default;
         var nets = new (string Name, Sequential Net, bool Exact)[]
