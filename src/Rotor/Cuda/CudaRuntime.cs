@@ -44,9 +44,10 @@ public sealed record CudaAvailability(bool IsAvailable, string Reason, int Devic
             return new(false, $"ROTOR_CUDA_DEVICE={dv} is not a device number");
         int abi;
         try { abi = Native.rotor_cuda_abi(); }
-        catch (DllNotFoundException e)
+        catch (DllNotFoundException e) when (e.Message.StartsWith("ROTOR_CUDA_LIB=", StringComparison.Ordinal)) { return new(false, e.Message); }
+        catch (DllNotFoundException)
         {
-            return new(false, $"{Native.FileNames()[0]} was not found (looked at ROTOR_CUDA_LIB, {AppContext.BaseDirectory} and the library path; build it from native/cuda, see docs/CUDA.md): {FirstLine(e.Message)}");
+            return new(false, $"{Native.FileNames()[0]} was not found or could not be loaded (looked at ROTOR_CUDA_LIB, {AppContext.BaseDirectory} and the library path); build it from native/cuda, see docs/CUDA.md");
         }
         catch (EntryPointNotFoundException e) { return new(false, $"{Native.FileNames()[0]} is not Rotor's CUDA library: {FirstLine(e.Message)}"); }
         catch (BadImageFormatException e) { return new(false, $"{Native.FileNames()[0]} is built for another architecture: {FirstLine(e.Message)}"); }
