@@ -404,7 +404,8 @@ static_assert(Tile1::kSmem == 144 * 1024, "tile 1 stage size");
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor_gemm_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
-    pdl_wait();  // no trigger: kernels after this one launch when it ends
+    pdl_trigger();  // the kernel after this one may be scheduled early; it waits for this one to end
+    pdl_wait();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wx = warp % C::WX, ww = warp / C::WX;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
@@ -463,9 +464,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor
             }
 #pragma unroll
             for (int j = 0; j < C::NT; j++) {
-                const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(wx * 8 * C::NT + 8 * j + g, 4 * q + t));
-                // Both halves of one tile in turn: measured 8-15% faster on H200 than the first halves of both
-                // weight tiles before their second halves (ptxas interleaves the tiles itself).
+                const int r = wx * 8 * C::NT + 8 * j + g;
+                const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(r, 4 * q + t));
 #pragma unroll
                 for (int i = 0; i < C::MT; i++) {
                     mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
