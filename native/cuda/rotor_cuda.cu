@@ -50,8 +50,20 @@ int cuda_fail(cudaError_t e, const char* what) {
         if (e_ != cudaSuccess) return cuda_fail(e_, #call);       \
     } while (0)
 
+// The current device is per thread: a call from another thread (a finalizer, a worker) must first select ours.
+// cudaSetDevice only when it differs, so that calls made during a graph capture stay capture-safe.
+#define USE_DEVICE()                                                                        \
+    do {                                                                                    \
+        int cur_ = -1;                                                                      \
+        if (g_device >= 0 && (cudaGetDevice(&cur_) != cudaSuccess || cur_ != g_device)) {  \
+            cudaError_t e_ = cudaSetDevice(g_device);                                       \
+            if (e_ != cudaSuccess) return cuda_fail(e_, "cudaSetDevice");                   \
+        }                                                                                   \
+    } while (0)
+
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
+int g_device = -1;   // the device chosen by rotor_cuda_init; made current on any thread that calls in
 int g_sms = 0;       // multiprocessors of the device chosen by rotor_cuda_init
 bool g_pdl = false;  // launch with programmatic stream serialization (sm_90 and newer; rotor_cuda_set_pdl)
 
@@ -740,6 +752,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     CK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count) return fail(ROTOR_CUDA_EINVAL, "device %d does not exist (%d devices)", device, count);
     CK(cudaSetDevice(device));
+    g_device = device;
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, device));
     if (name != nullptr && name_len > 0) snprintf(name, (size_t)name_len, "%s", p.name);
@@ -765,6 +778,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
 }
 
 ROTOR_API int rotor_cuda_set_pdl(int on) {
+    USE_DEVICE();
     int major = 0, dev = 0;
     CK(cudaGetDevice(&dev));
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -773,6 +787,7 @@ ROTOR_API int rotor_cuda_set_pdl(int on) {
 }
 
 ROTOR_API int rotor_cuda_malloc(void** d_ptr, size_t bytes) {
+    USE_DEVICE();
     if (d_ptr == nullptr) return fail(ROTOR_CUDA_EINVAL, "malloc: d_ptr is NULL");
     *d_ptr = nullptr;
     if (bytes == 0) bytes = 1;
@@ -780,8 +795,13 @@ ROTOR_API int rotor_cuda_malloc(void** d_ptr, size_t bytes) {
     if (e != cudaSuccess) return fail((int)e, "cudaMalloc(%zu bytes): %s (%s)", bytes, cudaGetErrorName(e), cudaGetErrorString(e));
     return 0;
 }
-ROTOR_API int rotor_cuda_free(void* d_ptr) { CK(cudaFree(d_ptr)); return 0; }
+ROTOR_API int rotor_cuda_free(void* d_ptr) {
+    USE_DEVICE();
+    CK(cudaFree(d_ptr));
+    return 0;
+}
 ROTOR_API int rotor_cuda_host_alloc(void** h_ptr, size_t bytes) {
+    USE_DEVICE();
     if (h_ptr == nullptr) return fail(ROTOR_CUDA_EINVAL, "host_alloc: h_ptr is NULL");
     *h_ptr = nullptr;
     if (bytes == 0) bytes = 1;
@@ -789,56 +809,82 @@ ROTOR_API int rotor_cuda_host_alloc(void** h_ptr, size_t bytes) {
     if (e != cudaSuccess) return fail((int)e, "cudaMallocHost(%zu bytes): %s (%s)", bytes, cudaGetErrorName(e), cudaGetErrorString(e));
     return 0;
 }
-ROTOR_API int rotor_cuda_host_free(void* h_ptr) { CK(cudaFreeHost(h_ptr)); return 0; }
+ROTOR_API int rotor_cuda_host_free(void* h_ptr) {
+    USE_DEVICE();
+    CK(cudaFreeHost(h_ptr));
+    return 0;
+}
 ROTOR_API int rotor_cuda_memcpy_h2d(void* d_dst, const void* h_src, size_t bytes, void* stream) {
+    USE_DEVICE();
     CK(cudaMemcpyAsync(d_dst, h_src, bytes, cudaMemcpyHostToDevice, as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_memcpy_d2h(void* h_dst, const void* d_src, size_t bytes, void* stream) {
+    USE_DEVICE();
     CK(cudaMemcpyAsync(h_dst, d_src, bytes, cudaMemcpyDeviceToHost, as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_memcpy_d2d(void* d_dst, const void* d_src, size_t bytes, void* stream) {
+    USE_DEVICE();
     CK(cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_memset(void* d_ptr, int value, size_t bytes, void* stream) {
+    USE_DEVICE();
     CK(cudaMemsetAsync(d_ptr, value, bytes, as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_stream_create(void** stream) {
+    USE_DEVICE();
     if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "stream_create: stream is NULL");
     cudaStream_t s = nullptr;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     *stream = s;
     return 0;
 }
-ROTOR_API int rotor_cuda_stream_destroy(void* stream) { CK(cudaStreamDestroy(as_stream(stream))); return 0; }
-ROTOR_API int rotor_cuda_stream_sync(void* stream) { CK(cudaStreamSynchronize(as_stream(stream))); return 0; }
+ROTOR_API int rotor_cuda_stream_destroy(void* stream) {
+    USE_DEVICE();
+    CK(cudaStreamDestroy(as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_stream_sync(void* stream) {
+    USE_DEVICE();
+    CK(cudaStreamSynchronize(as_stream(stream)));
+    return 0;
+}
 ROTOR_API int rotor_cuda_event_create(void** event) {
+    USE_DEVICE();
     if (event == nullptr) return fail(ROTOR_CUDA_EINVAL, "event_create: event is NULL");
     cudaEvent_t e = nullptr;
     CK(cudaEventCreate(&e));
     *event = e;
     return 0;
 }
-ROTOR_API int rotor_cuda_event_destroy(void* event) { CK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); return 0; }
+ROTOR_API int rotor_cuda_event_destroy(void* event) {
+    USE_DEVICE();
+    CK(cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+    return 0;
+}
 ROTOR_API int rotor_cuda_event_record(void* event, void* stream) {
+    USE_DEVICE();
     CK(cudaEventRecord(static_cast<cudaEvent_t>(event), as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_event_elapsed_ms(void* start, void* end, float* ms) {
+    USE_DEVICE();
     if (ms == nullptr) return fail(ROTOR_CUDA_EINVAL, "event_elapsed_ms: ms is NULL");
     CK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
     CK(cudaEventElapsedTime(ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
     return 0;
 }
 ROTOR_API int rotor_cuda_graph_begin(void* stream) {
+    USE_DEVICE();
     if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "graph_begin: the default stream cannot be captured");
     CK(cudaStreamBeginCapture(as_stream(stream), cudaStreamCaptureModeThreadLocal));
     return 0;
 }
 ROTOR_API int rotor_cuda_graph_end(void* stream, void** graph_exec) {
+    USE_DEVICE();
     if (graph_exec == nullptr) return fail(ROTOR_CUDA_EINVAL, "graph_end: graph_exec is NULL");
     *graph_exec = nullptr;
     cudaGraph_t graph = nullptr;
@@ -851,16 +897,19 @@ ROTOR_API int rotor_cuda_graph_end(void* stream, void** graph_exec) {
     return 0;
 }
 ROTOR_API int rotor_cuda_graph_launch(void* graph_exec, void* stream) {
+    USE_DEVICE();
     CK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), as_stream(stream)));
     return 0;
 }
 ROTOR_API int rotor_cuda_graph_destroy(void* graph_exec) {
+    USE_DEVICE();
     CK(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)));
     return 0;
 }
 
 ROTOR_API int rotor_cuda_pack_i2(const int8_t* d_trits, int rows, int cols, uint8_t* d_packed, int row_bytes,
                                  int* d_invalid, void* stream) {
+    USE_DEVICE();
     if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "pack_i2: %dx%d, dimensions must be positive", rows, cols);
     if (row_bytes != (cols + 255) / 256 * 64)
         return fail(ROTOR_CUDA_EINVAL, "pack_i2: row_bytes = %d, expected %d for %d columns", row_bytes, (cols + 255) / 256 * 64, cols);
@@ -872,6 +921,7 @@ ROTOR_API int rotor_cuda_pack_i2(const int8_t* d_trits, int rows, int cols, uint
 
 ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, int row_bytes, int8_t* d_trits,
                                    void* stream) {
+    USE_DEVICE();
     if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: %dx%d, dimensions must be positive", rows, cols);
     if (row_bytes < (cols + 255) / 256 * 64) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: row_bytes = %d too small for %d columns", row_bytes, cols);
     if (d_trits == nullptr || d_packed == nullptr) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: NULL pointer");
@@ -882,6 +932,7 @@ ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, 
 
 ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_stride, int8_t* d_q, int q_stride,
                                   float* d_scale, int32_t* d_sum, void* stream) {
+    USE_DEVICE();
     if (m <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "quantize: m = %d, cols = %d must be positive", m, cols);
     if (x_stride < cols || q_stride < cols || q_stride % 4 != 0)
         return fail(ROTOR_CUDA_EINVAL, "quantize: x_stride = %d, q_stride = %d for %d columns (q_stride a multiple of 4)", x_stride, q_stride, cols);
@@ -891,6 +942,7 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
 }
 
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream) {
+    USE_DEVICE();
     int r = check_gemm(args, path);
     return r != 0 ? r : launch_gemm(*args, path, as_stream(stream));
 }
@@ -898,6 +950,7 @@ ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* strea
 ROTOR_API int rotor_cuda_gemm_f32(const uint8_t* d_w, int row_bytes, int k_blocks, int n, const float* d_x, int cols,
                                   int x_stride, int m, const float* d_w_scale, int w_scale_stride, const float* d_bias,
                                   float* d_y, int y_stride, int act, void* stream) {
+    USE_DEVICE();
     if (n <= 0 || m <= 0 || cols <= 0 || k_blocks * 256 < cols || row_bytes < k_blocks * 64 || x_stride < cols || y_stride < n)
         return fail(ROTOR_CUDA_EINVAL, "gemm_f32: n = %d, m = %d, cols = %d, k_blocks = %d, row_bytes = %d, x_stride = %d, y_stride = %d",
                     n, m, cols, k_blocks, row_bytes, x_stride, y_stride);
@@ -909,17 +962,20 @@ ROTOR_API int rotor_cuda_gemm_f32(const uint8_t* d_w, int row_bytes, int k_block
 }
 
 ROTOR_API int rotor_cuda_activation(const float* d_x, float* d_y, int64_t count, int act, void* stream) {
+    USE_DEVICE();
     if (count <= 0 || act < ROTOR_ACT_NONE || act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "activation: count = %lld, act = %d", (long long)count, act);
     return launch(activation_kernel, dim3((unsigned)std::min<int64_t>((count + 255) / 256, 4096)), dim3(256), 0, as_stream(stream),
                   "activation_kernel", d_x, d_y, count, act);
 }
 
 ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int cols, void* stream) {
+    USE_DEVICE();
     if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "softmax: %dx%d", rows, cols);
     return launch(softmax_kernel, dim3(rows), dim3(256), 0, as_stream(stream), "softmax_kernel", d_x, d_y, cols);
 }
 
 ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us, void* stream) {
+    USE_DEVICE();
     int r = check_gemm(args, path);
     if (r != 0) return r;
     if (inner <= 0 || reps <= 0 || us == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: inner = %d, reps = %d", inner, reps);
@@ -955,6 +1011,7 @@ ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int i
 }
 
 ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream) {
+    USE_DEVICE();
     if (bytes == 0 || reps <= 0 || gbps == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_copy: bytes = %zu, reps = %d", bytes, reps);
     void *a = nullptr, *b = nullptr;
     cudaEvent_t e0 = nullptr, e1 = nullptr;
