@@ -108,9 +108,9 @@ internal static class CudaCommands
         }
         var products = CudaBenchmark.Products(gpu, shapes, ms, allPaths, t =>
             Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-14} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
-        var net = noNetwork ? default : CudaBenchmark.Network(gpu, 4, 32);
-        if (!noNetwork) Console.WriteLine(string.Create(inv,
-            $"network 4 x TernaryLinear 2048->2048 (+bias, ReLU), batch 32, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));
+        NetworkTiming? net = noNetwork ? null : CudaBenchmark.Network(gpu, 4, 32);
+        if (net is not null) Console.WriteLine(string.Create(inv,
+            $"network {net.Layers} x TernaryLinear {net.Width}->{net.Width} (+bias, ReLU), batch {net.Batch}, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));
         if (json is not null)
         {
             File.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));

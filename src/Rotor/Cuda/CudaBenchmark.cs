@@ -13,6 +13,11 @@ namespace Rotor.Cuda;
 /// <param name="Tops">2 * m * n * k / time, in tera-operations a second.</param>
 internal sealed record GemmTiming(int N, int K, int M, string Path, double Us, double WeightGBps, double Tops);
 
+/// <summary>The network benchmark: its shape, kernels a pass, and median microseconds of a graph replay on device
+/// data with and without programmatic dependent launch, with the host copies in the graph, and of Forward on the
+/// host clock.</summary>
+internal sealed record NetworkTiming(int Layers, int Width, int Batch, int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs);
+
 /// <summary>The GPU benchmark behind <c>rotor bench-cuda</c>: products on the BitNet shapes, copy bandwidth, a whole
 /// network as one CUDA graph.</summary>
 internal static unsafe class CudaBenchmark
@@ -106,7 +111,7 @@ internal static unsafe class CudaBenchmark
     /// <summary>The network benchmark: <paramref name="layers"/> x TernaryLinear 2048->2048 (+bias, ReLU between),
     /// batch <paramref name="batch"/>, one CUDA graph. Returns (kernels, device-only replay us, the same without
     /// programmatic dependent launch, replay with host copies us, Forward on the host clock us).</summary>
-    public static (int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs) Network(CudaBackend gpu, int layers, int batch)
+    public static NetworkTiming Network(CudaBackend gpu, int layers, int batch)
     {
         var net = CudaSelfTest.Net2048(layers, CpuBackend.Default);
         double noPdl;
@@ -121,11 +126,11 @@ internal static unsafe class CudaBenchmark
         double dev = g.TimeReplayUs(batch, copies: false, reps: 201);
         double cp = g.TimeReplayUs(batch, copies: true, reps: 201);
         double host = g.TimeForwardUs(batch, 201);
-        return (g.Kernels, dev, noPdl, cp, host);
+        return new NetworkTiming(layers, 2048, batch, g.Kernels, dev, noPdl, cp, host);
     }
 
     /// <summary>The results as JSON for bench/cuda/cublas_ref.py.</summary>
-    public static string Json(CudaAvailability dev, double copyGBps, List<GemmTiming> products, (int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs) net)
+    public static string Json(CudaAvailability dev, double copyGBps, List<GemmTiming> products, NetworkTiming? net)
     {
         using var ms = new MemoryStream();
         using (var j = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
@@ -133,10 +138,13 @@ internal static unsafe class CudaBenchmark
             j.WriteStartObject();
             j.WriteString("gpu", dev.DeviceName);
             j.WriteNumber("copy_gbps", copyGBps);
-            j.WriteStartObject("network");
-            j.WriteNumber("layers", 4); j.WriteNumber("width", 2048); j.WriteNumber("batch", 32); j.WriteNumber("kernels", net.Kernels);
-            j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("device_no_pdl_us", net.NoPdlUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
-            j.WriteEndObject();
+            if (net is not null)
+            {
+                j.WriteStartObject("network");
+                j.WriteNumber("layers", net.Layers); j.WriteNumber("width", net.Width); j.WriteNumber("batch", net.Batch); j.WriteNumber("kernels", net.Kernels);
+                j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("device_no_pdl_us", net.NoPdlUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
+                j.WriteEndObject();
+            }
             j.WriteStartArray("products");
             foreach (GemmTiming p in products)
             {
