@@ -13,6 +13,8 @@ public static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(IndexCommand.Create());
+        root.Subcommands.Add(CudaCommands.CreateSelftest());
+        root.Subcommands.Add(CudaCommands.CreateBench());
         try
         {
             return root.Parse(args).Invoke();
