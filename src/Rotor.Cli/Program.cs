@@ -12,10 +12,18 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
-        root.Subcommands.Add(IndexCommand.Create());
+        root.Subcommands.Add(IndexCommand.Create(WikiIndexCommand.Create()));
+        var eval = new Command("eval", "Evaluations");
+        eval.Subcommands.Add(EvalRetrievalCommand.Create());
+        eval.Subcommands.Add(EvalEmbeddingCommand.Create());
+        root.Subcommands.Add(eval);
+        root.Subcommands.Add(RagCommand.Create());
+        root.Subcommands.Add(CudaCommands.CreateSelftest());
+        root.Subcommands.Add(CudaCommands.CreateBench());
         try
         {
-            return root.Parse(args).Invoke();
+            // Rotor's own errors print one line (no stack trace) and exit 2.
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (RotorException e)
         {
