@@ -12,7 +12,8 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
-        root.Subcommands.Add(IndexCommand.Create());
+        root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
+        root.Subcommands.Add(SearchCommand.Create());
         try
         {
             return root.Parse(args).Invoke();
