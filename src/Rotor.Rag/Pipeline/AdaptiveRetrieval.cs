@@ -164,10 +164,14 @@ public static class AdaptiveCalibration
         var pos = answerable.Select(r => r.Scores[0]).ToArray();
         var neg = answerable.Select(r => r.WithoutRelevant().Scores.FirstOrDefault(float.NegativeInfinity)).ToArray();
         float bestT = 0; double bestAcc = -1;
-        foreach (float t in pos.Concat(neg).Where(float.IsFinite).Distinct().OrderBy(x => x))
+        // Candidate thresholds are the observed top scores; the one chosen is moved halfway down to the next lower
+        // observed score (same accuracy on dev, a margin on both sides for unseen queries).
+        var cands = pos.Concat(neg).Where(float.IsFinite).Distinct().OrderBy(x => x).ToArray();
+        for (int i = 0; i < cands.Length; i++)
         {
+            float t = cands[i];
             double acc = (pos.Count(s => s >= t) / (double)pos.Length + neg.Count(s => s < t) / (double)neg.Length) / 2;
-            if (acc > bestAcc) { bestAcc = acc; bestT = t; }
+            if (acc > bestAcc) { bestAcc = acc; bestT = i > 0 ? (cands[i - 1] + t) / 2 : t; }
         }
         // 2. How many: drop-from-top and gap thresholds at the best mean F1 (the retrieve threshold fixed).
         float[] drops = [.. Enumerable.Range(1, 20).Select(i => i * 0.01f), 0.25f, 0.3f, 2f];
