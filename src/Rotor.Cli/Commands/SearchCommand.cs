@@ -120,7 +120,7 @@ internal static class SearchCommand
         {
             foreach (var (query, r, dec) in results)
             {
-                using (var w = new Utf8JsonWriter(stream))
+                using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
                 {
                     w.WriteStartObject();
                     w.WriteString("_id", query.Id);

@@ -183,7 +183,7 @@ public static class RagIndexBuilder
                 }
                 vectors.Upsert(records);
                 indexSec += sw.Elapsed.TotalSeconds;
-                using (var w = new Utf8JsonWriter(passageLog))
+                using (var w = new Utf8JsonWriter(passageLog, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
                     foreach (var p in pending)
                     {
                         w.WriteStartObject();
