@@ -219,8 +219,9 @@ public static class RagIndexBuilder
                 double secs = clock.Elapsed.TotalSeconds, frac = source.Fraction;
                 if (startFraction < 0) startFraction = frac;
                 double rate = passagesThisRun / Math.Max(secs, 1e-9);
-                string eta = frac > startFraction && frac < 1
-                    ? TimeSpan.FromSeconds(secs * (1 - frac) / (frac - startFraction)).ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : "0:00:00";
+                string eta = frac >= 1 ? "0:00:00"
+                    : frac > startFraction ? TimeSpan.FromSeconds(secs * (1 - frac) / (frac - startFraction)).ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture)
+                    : "unknown (too little read yet)";
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"indexing {source.Kind}: {source.Position}, {state.Passages + pending.Count:N0} passages ({rate:F1}/s), elapsed {TimeSpan.FromSeconds(secs):h\\:mm\\:ss}, ETA {eta}"));
             }
