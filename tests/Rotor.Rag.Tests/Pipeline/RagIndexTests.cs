@@ -172,6 +172,33 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
         finally { Directory.Delete(root, true); }
     }
 
+    [Fact]
+    public void JsonlCorpusWholeDocumentsAndCancellation()
+    {
+        string root = TestPaths.TempDir();
+        try
+        {
+            string file = Path.Combine(root, "corpus.jsonl"), dir = Path.Combine(root, "idx");
+            File.WriteAllLines(file, Docs.Select((d, i) => System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+            {
+                ["_id"] = $"d{i}", ["title"] = Path.GetFileNameWithoutExtension(d.Name), ["text"] = d.Text.Replace("\n", " ").Replace("# ", ""),
+            })));
+            // Cancelled (Ctrl+C) while taking in document 5: a checkpoint is written first, then the build stops.
+            using var cts = new CancellationTokenSource();
+            Assert.ThrowsAny<OperationCanceledException>(() => RagIndexBuilder.Build(dir, DocumentSource.Jsonl(file), fixture.Embedder,
+                Options(after: n => { if (n == 5) cts.Cancel(); }) with { SplitDocuments = false }, cts.Token));
+            Assert.Contains("\"documents\": 5", File.ReadAllText(Path.Combine(dir, RagIndex.CheckpointFile)));
+            var report = RagIndexBuilder.Build(dir, DocumentSource.Jsonl(file), fixture.Embedder, Options() with { SplitDocuments = false });
+            Assert.Equal(5, report.ResumedFromDocuments);
+            Assert.Equal(1, report.Skipped["empty"]);   // d5 is blank
+            using var rag = RagIndex.Open(dir, fixture.Embedder);
+            Assert.Equal(Enumerable.Range(0, 12).Where(i => i != 5).Select(i => $"d{i}"), rag.Passages.Select(p => p.Id));
+            Assert.All(rag.Passages, p => Assert.Equal(p.Id, p.DocumentId));
+            Assert.Equal("d9", rag.Search("flightless birds that swim", 1, RetrievalMode.Dense).Hits[0].Passage.Id);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
     [WikiSampleFact]
     public void WikiSampleIndexAnswersAQuestionAboutAristotle()
     {
