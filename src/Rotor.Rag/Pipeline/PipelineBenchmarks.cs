@@ -16,8 +16,9 @@ namespace Rotor.Rag.Pipeline;
 /// <param name="Dev">The policy on the development split.</param>
 /// <param name="Test">The policy on the held-out split.</param>
 /// <param name="FixedTest">Fixed-k baselines (k = 1, 3, 5, 10) on the held-out split.</param>
+/// <param name="CountOnlyTest">The policy's count rule alone (always retrieving) on the held-out split: comparable with the fixed-k rows.</param>
 public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, int TestQueries, AdaptiveScores Dev, AdaptiveScores Test,
-    IReadOnlyList<(int K, AdaptiveScores Scores)> FixedTest)
+    IReadOnlyList<(int K, AdaptiveScores Scores)> FixedTest, AdaptiveScores CountOnlyTest)
 {
     /// <summary>A plain-text table.</summary>
     public string ToTable()
@@ -30,6 +31,7 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
             => sw.WriteLine($"{name,-16} {split,-5} {s.RetrieveRecall,9:F3} {s.SkipRate,6:F3} {s.DecisionAccuracy,8:F3} {s.MeanPassages,7:F2} {s.PassageRecall,7:F3} {s.PassagePrecision,7:F3} {s.F1,7:F3}");
         Row("adaptive", "dev", Dev);
         Row("adaptive", "test", Test);
+        Row("count rule only", "test", CountOnlyTest);
         foreach (var (k, s) in FixedTest) Row($"fixed k={k}", "test", s);
         return sw.ToString();
     }
@@ -55,6 +57,7 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
         }
         Put("adaptive.dev", Dev);
         Put("adaptive.test", Test);
+        Put("adaptive-count-only.test", CountOnlyTest);
         foreach (var (k, s) in FixedTest) Put($"fixed-{k}.test", s);
     }
 }
@@ -97,7 +100,8 @@ public static class PipelineBenchmarks
         var test = rankings.Skip(half).ToList();
         var policy = AdaptiveCalibration.Calibrate(dev, maxPassages);
         return new AdaptiveStudyReport(policy, dev.Count, test.Count, AdaptiveCalibration.Evaluate(policy, dev), AdaptiveCalibration.Evaluate(policy, test),
-            [.. new[] { 1, 3, 5, 10 }.Select(k => (k, AdaptiveCalibration.EvaluateFixed(k, test)))]);
+            [.. new[] { 1, 3, 5, 10 }.Select(k => (k, AdaptiveCalibration.EvaluateFixed(k, test)))],
+            AdaptiveCalibration.Evaluate(policy with { MinTopScore = -2f }, test));
     }
 
     /// <summary>
