@@ -96,6 +96,16 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
             // Uncommitted passages may sit in the log past the checkpoint: append garbage to prove they are cut off.
             File.AppendAllText(Path.Combine(resumed, RagIndex.PassagesFile), "{\"id\":\"half-written");
 
+            // A crash between saving vectors.rix and writing checkpoint.json leaves vectors past the checkpoint: stand in
+            // one for a passage not yet committed, with a wrong vector; the resume must replace it, not add a second.
+            string vpath = Path.Combine(resumed, RagIndex.VectorsFile);
+            using (var v = VectorIndex.Open(vpath, memoryMap: false))
+            {
+                var wrong = new float[v.Options.Dimensions]; wrong[0] = 1;
+                v.Upsert([new IndexRecord("rivers.txt#0", wrong)]);
+                v.Save(vpath);
+            }
+
             // Resuming with other settings is refused, naming the setting.
             var bad = Assert.Throws<RotorException>(() => RagIndexBuilder.Build(resumed, DocumentSource.Folder(src), fixture.Embedder,
                 Options(checkpointEvery: 3) with { Code = CodeKind.Int8 }));
