@@ -104,8 +104,9 @@ internal static class IndexSourceCommands
         var json = new Option<string?>("--json") { Description = "Write the figures as flat JSON" };
         var policyOut = new Option<string?>("--policy-out") { Description = "Write the calibrated adaptive policy (put it in an index directory as adaptive.json)" };
         var limit = new Option<int>("--limit-queries") { Description = "At most this many judged queries (0: all)", DefaultValueFactory = _ => 0 };
+        var rate = new Option<double>("--target-retrieve-rate") { Description = "Adaptive: retrieve for at least this share of answerable dev queries (0: threshold at the best balanced accuracy)", DefaultValueFactory = _ => 0.9 };
         var cmd = new Command("quality", "Issue 5 quality: nDCG@10 and Recall@100 of dense search over float32, int8, ternary (+/- rescoring) and binary codes vs float32; adaptive-retrieval calibration (dev half) and test (other half)");
-        foreach (var o in new Option[] { corpus, queries, qrels, cache, json, policyOut, limit }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { corpus, queries, qrels, cache, json, policyOut, limit, rate }) cmd.Options.Add(o);
         cmd.SetAction(pr => Guard(() =>
         {
             var (docs, qs, judgements) = ReadBeir(pr.GetValue(corpus)!, pr.GetValue(queries)!, pr.GetValue(qrels)!);
@@ -133,7 +134,8 @@ internal static class IndexSourceCommands
             if (pr.GetValue(limit) > 0) judged = judged.Take(pr.GetValue(limit)).ToList();
             var qv = Embed(embedder, judged.Select(q => q.Text).ToList());
             var searcher = IndexDenseSearcher.FromVectors(vectors, embedder.Dimensions, CodeKind.Ternary, 10);
-            var study = PipelineBenchmarks.AdaptiveStudy(searcher, docs.Select(d => d.Id).ToList(), judged, qv, judgements);
+            var study = PipelineBenchmarks.AdaptiveStudy(searcher, docs.Select(d => d.Id).ToList(), judged, qv, judgements,
+                targetRetrieveRate: pr.GetValue(rate) > 0 ? pr.GetValue(rate) : null);
             searcher.Index.Dispose();
             Console.Write(study.ToTable());
             study.AddTo(o);

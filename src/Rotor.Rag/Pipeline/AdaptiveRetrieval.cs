@@ -37,8 +37,9 @@ public sealed record AdaptiveDecision(bool Retrieve, int Count, string Reason);
 public sealed record AdaptivePolicy(float MinTopScore, float MaxDropFromTop, float MinGap, int MaxPassages, double ModelConfidenceThreshold = 0.9)
 {
     /// <summary>Used when no calibration file is given: the thresholds fitted on the development half of SciFact's test
-    /// queries with all-MiniLM-L6-v2 (<c>rotor index quality</c>, docs/BENCHMARKS-pipeline.md), MaxPassages capped at 5.</summary>
-    public static AdaptivePolicy Default { get; } = new(0.607f, 0.06f, 0.03f, 5);
+    /// queries with all-MiniLM-L6-v2 (<c>rotor index quality</c>: retrieve for 90 % of answerable dev queries;
+    /// docs/BENCHMARKS-pipeline.md), MaxPassages capped at 5.</summary>
+    public static AdaptivePolicy Default { get; } = new(0.454f, 0.06f, 0.03f, 5);
 
     /// <summary>Decides from <paramref name="scores"/> (best first) and, when given, the model's confidence.</summary>
     public AdaptiveDecision Decide(IReadOnlyList<float> scores, double? modelConfidence = null)
@@ -157,13 +158,19 @@ public static class AdaptiveCalibration
         => Evaluate(new AdaptivePolicy(-2f, 2f, 2f, k), rankings);
 
     /// <summary>Fits the policy on <paramref name="dev"/>; <paramref name="maxPassages"/> caps the count.</summary>
-    public static AdaptivePolicy Calibrate(IReadOnlyList<JudgedRanking> dev, int maxPassages = 10)
+    /// <param name="dev">Judged rankings of the development queries.</param>
+    /// <param name="maxPassages">Most passages the policy may take.</param>
+    /// <param name="targetRetrieveRate">Null: the retrieve threshold maximizes balanced accuracy. A rate in (0, 1]: the
+    /// highest threshold that still retrieves for at least this share of answerable dev queries (a skipped answer costs
+    /// more than a few unneeded passages).</param>
+    public static AdaptivePolicy Calibrate(IReadOnlyList<JudgedRanking> dev, int maxPassages = 10, double? targetRetrieveRate = null)
     {
         var answerable = dev.Where(r => r.RelevantTotal > 0 && r.Scores.Length > 0).ToList();
         if (answerable.Count == 0) throw new ArgumentException("no development ranking has a relevant document", nameof(dev));
         // 1. Retrieve or not: the top score of answerable vs unanswerable rankings; threshold at the best balanced accuracy.
         var pos = answerable.Select(r => r.Scores[0]).ToArray();
         var neg = answerable.Select(r => r.WithoutRelevant().Scores.FirstOrDefault(float.NegativeInfinity)).ToArray();
+        if (targetRetrieveRate is double r && !(r > 0 && r <= 1)) throw new ArgumentOutOfRangeException(nameof(targetRetrieveRate), r, "target retrieve rate must be in (0, 1]");
         float bestT = 0; double bestAcc = -1;
         // Candidate thresholds are the observed top scores; the one chosen is moved halfway down to the next lower
         // observed score (same accuracy on dev, a margin on both sides for unseen queries).
@@ -172,7 +179,11 @@ public static class AdaptiveCalibration
         {
             float t = cands[i];
             double acc = (pos.Count(s => s >= t) / (double)pos.Length + neg.Count(s => s < t) / (double)neg.Length) / 2;
-            if (acc > bestAcc) { bestAcc = acc; bestT = i > 0 ? (cands[i - 1] + t) / 2 : t; }
+            if (targetRetrieveRate is double rate)
+            {
+                if (pos.Count(x => x >= t) >= rate * pos.Length) bestT = i > 0 ? (cands[i - 1] + t) / 2 : t;
+            }
+            else if (acc > bestAcc) { bestAcc = acc; bestT = i > 0 ? (cands[i - 1] + t) / 2 : t; }
         }
         // 2. How many: drop-from-top and gap thresholds at the best mean F1 (the retrieve threshold fixed).
         float[] drops = [.. Enumerable.Range(1, 20).Select(i => i * 0.01f), 0.25f, 0.3f, 2f];

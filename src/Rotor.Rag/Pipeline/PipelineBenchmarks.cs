@@ -17,8 +17,10 @@ namespace Rotor.Rag.Pipeline;
 /// <param name="Test">The policy on the held-out split.</param>
 /// <param name="FixedTest">Fixed-k baselines (k = 1, 3, 5, 10) on the held-out split.</param>
 /// <param name="CountOnlyTest">The policy's count rule alone (always retrieving) on the held-out split: comparable with the fixed-k rows.</param>
+/// <param name="Balanced">The policy whose retrieve threshold maximizes balanced accuracy on dev instead (for comparison; null when that is <paramref name="Policy"/>).</param>
+/// <param name="BalancedTest">It on the held-out split.</param>
 public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, int TestQueries, AdaptiveScores Dev, AdaptiveScores Test,
-    IReadOnlyList<(int K, AdaptiveScores Scores)> FixedTest, AdaptiveScores CountOnlyTest)
+    IReadOnlyList<(int K, AdaptiveScores Scores)> FixedTest, AdaptiveScores CountOnlyTest, AdaptivePolicy? Balanced = null, AdaptiveScores? BalancedTest = null)
 {
     /// <summary>A plain-text table.</summary>
     public string ToTable()
@@ -32,6 +34,10 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
         Row("adaptive", "dev", Dev);
         Row("adaptive", "test", Test);
         Row("count rule only", "test", CountOnlyTest);
+        if (Balanced is not null && BalancedTest is not null)
+        {
+            Row($"balanced (>={Balanced.MinTopScore:F3})", "test", BalancedTest);
+        }
         foreach (var (k, s) in FixedTest) Row($"fixed k={k}", "test", s);
         return sw.ToString();
     }
@@ -58,6 +64,11 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
         Put("adaptive.dev", Dev);
         Put("adaptive.test", Test);
         Put("adaptive-count-only.test", CountOnlyTest);
+        if (Balanced is not null && BalancedTest is not null)
+        {
+            o["adaptive-balanced.min-top-score"] = Math.Round(Balanced.MinTopScore, 4);
+            Put("adaptive-balanced.test", BalancedTest);
+        }
         foreach (var (k, s) in FixedTest) Put($"fixed-{k}.test", s);
     }
 }
@@ -78,10 +89,12 @@ public static class PipelineBenchmarks
 {
     /// <summary>
     /// Dense rankings (top <paramref name="depth"/> by <paramref name="searcher"/>) of every judged query, split in two
-    /// halves by query order: the first fits an <see cref="AdaptivePolicy"/>, the second scores it beside fixed-k baselines.
+    /// halves by query order: the first fits an <see cref="AdaptivePolicy"/> (retrieve threshold for
+    /// <paramref name="targetRetrieveRate"/> of answerable queries, or at the best balanced accuracy when null), the
+    /// second scores it beside fixed-k baselines.
     /// </summary>
     public static AdaptiveStudyReport AdaptiveStudy(IDenseSearcher searcher, IReadOnlyList<string> documentIds, IReadOnlyList<Query> queries,
-        float[] queryVectors, IReadOnlyDictionary<string, Dictionary<string, int>> qrels, int depth = 100, int maxPassages = 10)
+        float[] queryVectors, IReadOnlyDictionary<string, Dictionary<string, int>> qrels, int depth = 100, int maxPassages = 10, double? targetRetrieveRate = 0.9)
     {
         int d = searcher.Dimensions;
         var rankings = new List<JudgedRanking>();
@@ -98,10 +111,11 @@ public static class PipelineBenchmarks
         int half = rankings.Count / 2;
         var dev = rankings.Take(half).ToList();
         var test = rankings.Skip(half).ToList();
-        var policy = AdaptiveCalibration.Calibrate(dev, maxPassages);
+        var policy = AdaptiveCalibration.Calibrate(dev, maxPassages, targetRetrieveRate);
+        var balanced = targetRetrieveRate is null ? null : AdaptiveCalibration.Calibrate(dev, maxPassages);
         return new AdaptiveStudyReport(policy, dev.Count, test.Count, AdaptiveCalibration.Evaluate(policy, dev), AdaptiveCalibration.Evaluate(policy, test),
             [.. new[] { 1, 3, 5, 10 }.Select(k => (k, AdaptiveCalibration.EvaluateFixed(k, test)))],
-            AdaptiveCalibration.Evaluate(policy with { MinTopScore = -2f }, test));
+            AdaptiveCalibration.Evaluate(policy with { MinTopScore = -2f }, test), balanced, balanced is null ? null : AdaptiveCalibration.Evaluate(balanced, test));
     }
 
     /// <summary>
