@@ -25,7 +25,7 @@ internal static class SearchCommand
         var policy = new Option<string?>("--policy") { Description = "Adaptive policy file (default: INDEX/adaptive.json if present, else built-in thresholds)" };
         var queries = new Option<string?>("--queries") { Description = "Many questions: JSON lines {\"_id\",\"text\"}" };
         var json = new Option<string?>("--json") { Description = "With --queries: write one JSON object a query (ranked ids, titles, texts, scores) to this file" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: 1 for one question, which is fastest for a short text, one a processor for --queries)", DefaultValueFactory = _ => 0 };
         var noVerify = new Option<bool>("--no-verify") { Description = "Skip the SHA-256 check of the index files on open (sizes are still checked)" };
         var cmd = new Command("search", "Search a RAG index: top passages with title, section and score");
         cmd.Arguments.Add(index); cmd.Arguments.Add(question);
@@ -39,7 +39,9 @@ internal static class SearchCommand
             int k = pr.GetValue(top);
             if (k <= 0) throw new RotorException($"--top is {k}, must be positive");
             var m = pr.GetValue(mode);
-            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads) });
+            int t = pr.GetValue(threads);
+            if (t == 0 && q is not null) t = 1;
+            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = t });
             var open = Stopwatch.StartNew();
             using var rag = RagIndex.Open(dir, embedder, verifyChecksums: !pr.GetValue(noVerify));
             Console.Error.WriteLine($"opened {dir}: {rag.Passages.Count:N0} passages, {rag.Manifest.Code} vectors (rescore x{rag.Manifest.RescoreFactor}), in {open.Elapsed.TotalSeconds:F1} s");
