@@ -25,17 +25,18 @@ internal static class SearchCommand
         var policy = new Option<string?>("--policy") { Description = "Adaptive policy file (default: INDEX/adaptive.json if present, else built-in thresholds)" };
         var queries = new Option<string?>("--queries") { Description = "Many questions: JSON lines {\"_id\",\"text\"}" };
         var json = new Option<string?>("--json") { Description = "With --queries: write one JSON object a query (ranked ids, titles, texts, scores) to this file" };
+        var qrels = new Option<string?>("--qrels") { Description = "With --queries: BEIR judgements (TSV) to score the results by document id (nDCG@10, Recall@10/@100, MRR@10)" };
         var threads = new Option<int>("--threads") { Description = "Embedding threads (0: 1 for one question, which is fastest for a short text, one a processor for --queries)", DefaultValueFactory = _ => 0 };
         var noVerify = new Option<bool>("--no-verify") { Description = "Skip the SHA-256 check of the index files on open (sizes are still checked)" };
         var cmd = new Command("search", "Search a RAG index: top passages with title, section and score");
         cmd.Arguments.Add(index); cmd.Arguments.Add(question);
-        foreach (var o in new Option[] { top, mode, candidates, adaptive, policy, queries, json, threads, noVerify }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { top, mode, candidates, adaptive, policy, queries, json, qrels, threads, noVerify }) cmd.Options.Add(o);
         cmd.SetAction(pr => IndexSourceCommands.Guard(() =>
         {
             string dir = pr.GetValue(index)!;
             string? q = pr.GetValue(question), qfile = pr.GetValue(queries);
             if ((q is null) == (qfile is null)) throw new RotorException("give either a question or --queries FILE");
-            if (pr.GetValue(json) is not null && qfile is null) throw new RotorException("--json goes with --queries");
+            if ((pr.GetValue(json) is not null || pr.GetValue(qrels) is not null) && qfile is null) throw new RotorException("--json and --qrels go with --queries");
             int k = pr.GetValue(top);
             if (k <= 0) throw new RotorException($"--top is {k}, must be positive");
             var m = pr.GetValue(mode);
@@ -52,7 +53,7 @@ internal static class SearchCommand
                 pol = file is null ? AdaptivePolicy.Default : AdaptivePolicy.Load(file);
             }
             if (q is not null) One(rag, q, k, m, pr.GetValue(candidates), pol);
-            else Many(rag, embedder, qfile!, pr.GetValue(json), k, m, pr.GetValue(candidates), pol);
+            else Many(rag, embedder, qfile!, pr.GetValue(json), pr.GetValue(qrels), k, m, pr.GetValue(candidates), pol);
             return 0;
         }));
         return cmd;
@@ -85,7 +86,18 @@ internal static class SearchCommand
         }
     }
 
-    private static void Many(RagIndex rag, SentenceEmbedder embedder, string file, string? jsonOut, int k, RetrievalMode mode, int candidates, AdaptivePolicy? policy)
+    // Scores ranked passages by their documents: a document counts at the rank of its first passage.
+    private static void Score(List<(Query Q, RagSearchResult R)> results, Dictionary<string, Dictionary<string, int>> qrels, RetrievalMode mode, int k)
+    {
+        var rankings = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        foreach (var (q, r) in results)
+            if (qrels.ContainsKey(q.Id)) rankings[q.Id] = r.Hits.Select(h => h.Passage.DocumentId).Distinct().ToList();
+        if (rankings.Count == 0) throw new RotorException("none of the queries has judgements in --qrels");
+        var s = Rotor.Rag.Evaluation.MethodScores.Compute(mode.ToString().ToLowerInvariant(), rankings, qrels, 0);
+        Console.WriteLine($"scored {rankings.Count} judged queries (top {k} passages, by document): nDCG@10 {s.Ndcg10:F4}, Recall@10 {s.Recall10:F4}, Recall@100 {s.Recall100:F4}, MRR@10 {s.Mrr10:F4}");
+    }
+
+    private static void Many(RagIndex rag, SentenceEmbedder embedder, string file, string? jsonOut, string? qrelsFile, int k, RetrievalMode mode, int candidates, AdaptivePolicy? policy)
     {
         var qs = BeirReader.ReadQueries(file).ToList();
         var dup = qs.GroupBy(x => x.Id).FirstOrDefault(g => g.Count() > 1);
@@ -112,6 +124,7 @@ internal static class SearchCommand
                           $"search {searchSec:F1} s ({1000 * searchSec / Math.Max(1, qs.Count):F2} ms a query)");
         if (policy is not null)
             Console.WriteLine($"adaptive: retrieve for {results.Count(x => x.D!.Retrieve):N0} of {qs.Count:N0} queries, mean {results.Where(x => x.D!.Retrieve).Select(x => (double)x.D!.Count).DefaultIfEmpty(0).Average():F2} passages");
+        if (qrelsFile is not null) Score(results.Select(x => (x.Q, x.R)).ToList(), BeirReader.ReadQrels(qrelsFile), mode, k);
         if (jsonOut is null)
         {
             foreach (var (query, r, _) in results.Take(10))
