@@ -12,11 +12,21 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        // index wiki|docs|jsonl: the resumable RAG index directories of Rotor.Rag.Pipeline (docs/PIPELINE.md). They
+        // take the name 'wiki' that WikiIndexCommand (a single .rix + passages file) had; see the pipeline branch's report.
         root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
         root.Subcommands.Add(SearchCommand.Create());
+        var eval = new Command("eval", "Evaluations");
+        eval.Subcommands.Add(EvalRetrievalCommand.Create());
+        eval.Subcommands.Add(EvalEmbeddingCommand.Create());
+        root.Subcommands.Add(eval);
+        root.Subcommands.Add(RagCommand.Create());
+        root.Subcommands.Add(CudaCommands.CreateSelftest());
+        root.Subcommands.Add(CudaCommands.CreateBench());
         try
         {
-            return root.Parse(args).Invoke();
+            // Rotor's own errors print one line (no stack trace) and exit 2.
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (RotorException e)
         {

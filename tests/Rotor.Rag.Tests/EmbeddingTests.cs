@@ -144,6 +144,14 @@ public sealed class EmbeddingTests(MiniLmFixture fixture, ITestOutputHelper outp
     }
 
     [Fact]
+    public void TimingsDoNotOverflowOnLongRuns()
+    {
+        long ticks = 3600L * System.Diagnostics.Stopwatch.Frequency; // an hour in the model
+        Assert.Equal(3600.0, SentenceEmbedder.StopwatchTicksToTimeSpan(ticks).TotalSeconds, 6);
+        Assert.Equal(0.5, SentenceEmbedder.StopwatchTicksToTimeSpan(System.Diagnostics.Stopwatch.Frequency / 2).TotalSeconds, 6);
+    }
+
+    [Fact]
     public void LongTextIsCutToMaxTokens()
     {
         string longText = string.Join(" ", Enumerable.Repeat("retrieval", 600));

@@ -125,6 +125,16 @@ public sealed class WikiDumpTests(ITestOutputHelper output)
     }
 
     [WikiSampleFact]
+    public void ParallelCleaningKeepsDumpOrderAndText()
+    {
+        var serial = WikiDumpReader.ReadArticles(TestPaths.WikiSample!, threads: 1).ToList();
+        var parallel = WikiDumpReader.ReadArticles(TestPaths.WikiSample!, threads: 3).ToList();
+        Assert.Equal(serial.Select(d => d.Id), parallel.Select(d => d.Id));
+        Assert.Equal(serial.Select(d => d.FullText), parallel.Select(d => d.FullText));
+        Assert.Equal(serial.Select(d => d.Id), s_articles.Value.Select(d => d.Id));
+    }
+
+    [WikiSampleFact]
     public void PassagesAreAboutAHundredWordsWithTitles()
     {
         var splitter = new PassageSplitter(100);

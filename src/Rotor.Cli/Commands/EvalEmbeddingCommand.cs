@@ -21,7 +21,7 @@ internal static class EvalEmbeddingCommand
         var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 };
         var cmd = new Command("embedding", "Measure all-MiniLM-L6-v2 embedding throughput and where the time goes");
         foreach (var o in new Option[] { corpus, passages, count, threads, batch }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var c = parseResult.GetValue(corpus);
             var p = parseResult.GetValue(passages);
@@ -52,7 +52,7 @@ internal static class EvalEmbeddingCommand
                 Console.WriteLine($"{t,7} {texts.Count / secs,9:F1} {tokens / secs,9:F0} {tokens,9} {padded,9} {tok,8:F2}s {model,8:F2}s {pool,8:F2}s");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 }

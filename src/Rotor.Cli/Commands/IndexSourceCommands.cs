@@ -133,7 +133,7 @@ internal static class IndexSourceCommands
             var judged = qs.Where(q => judgements.ContainsKey(q.Id)).ToList();
             if (pr.GetValue(limit) > 0) judged = judged.Take(pr.GetValue(limit)).ToList();
             var qv = Embed(embedder, judged.Select(q => q.Text).ToList());
-            var searcher = IndexDenseSearcher.FromVectors(vectors, embedder.Dimensions, CodeKind.Ternary, 10);
+            var searcher = Rotor.Rag.Pipeline.IndexDenseSearcher.FromVectors(vectors, embedder.Dimensions, CodeKind.Ternary, 10);
             var study = PipelineBenchmarks.AdaptiveStudy(searcher, docs.Select(d => d.Id).ToList(), judged, qv, judgements,
                 targetRetrieveRate: pr.GetValue(rate) > 0 ? pr.GetValue(rate) : null);
             searcher.Index.Dispose();

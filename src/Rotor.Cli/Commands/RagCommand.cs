@@ -30,7 +30,7 @@ internal static class RagCommand
         var words = new Option<int>("--words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 };
         var cmd = new Command("ingest", "Split a corpus into passages of about --words words that carry their title and section");
         foreach (var o in new Option[] { wiki, folder, beir, output, words }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var w = parseResult.GetValue(wiki);
             var f = parseResult.GetValue(folder);
@@ -56,7 +56,7 @@ internal static class RagCommand
             if (w is not null)
                 Console.WriteLine($"dump: {stats.Pages:N0} pages, {stats.Redirects:N0} redirects, {stats.OtherNamespace:N0} in other namespaces, {stats.Articles:N0} articles");
             return 0;
-        });
+        }));
         return cmd;
     }
 
@@ -65,17 +65,38 @@ internal static class RagCommand
         var query = new Argument<string>("query") { Description = "What to look for" };
         var passages = new Option<FileInfo?>("--passages") { Description = "Passages file from 'rotor rag ingest' (default: the bundled demo corpus)" };
         var k = new Option<int>("--k") { Description = "Passages to show", DefaultValueFactory = _ => 5 };
+        var indexFile = new Option<FileInfo?>("--index") { Description = "Index from 'rotor index wiki' for the dense side (needs --passages: its passages file); else the passages are embedded now" };
         var mode = new Option<RetrievalMode>("--mode") { Description = "Hybrid, Dense or Lexical", DefaultValueFactory = _ => RetrievalMode.Hybrid };
         var cmd = new Command("search", "Embed the passages, index them with BM25 in memory and show the best ones for a query");
         cmd.Arguments.Add(query);
-        foreach (var o in new Option[] { passages, k, mode }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        foreach (var o in new Option[] { passages, indexFile, k, mode }) cmd.Options.Add(o);
+        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
         {
             var file = parseResult.GetValue(passages);
             IReadOnlyList<Passage> list = file is null ? DemoCorpus.Passages : PassageFile.Read(file.FullName).ToList();
             using var embedder = SentenceEmbedder.CreateMiniLm();
-            Console.Error.WriteLine($"embedding {list.Count:N0} passages with {embedder.ModelId}");
-            using var retriever = Retriever.BuildInMemoryAsync(list, embedder).GetAwaiter().GetResult();
+            Retriever retriever;
+            IDisposable? denseOwner = null;
+            if (parseResult.GetValue(indexFile) is { } ix)
+            {
+                if (file is null) throw new RotorException("--index needs --passages, the passages file written with the index");
+                var ordinal = new Dictionary<string, int>(list.Count, StringComparer.Ordinal);
+                for (int i = 0; i < list.Count; i++) ordinal[list[i].Id] = i;
+                var index = Rotor.Index.VectorIndex.Open(ix.FullName);
+                if (index.Count != list.Count)
+                    throw new RotorException($"{ix.FullName} holds {index.Count:N0} records but {file.FullName} has {list.Count:N0} passages: not made together");
+                Console.Error.WriteLine($"dense: {ix.FullName} ({index.Options.Code}, {index.Options.Structure}); BM25 over {list.Count:N0} passages in memory");
+                var dense = new IndexDenseSearcher(index, key => ordinal.TryGetValue(key, out int o) ? o : null, ownsIndex: true);
+                denseOwner = dense;
+                retriever = new Retriever(list, embedder, dense, Bm25Index.BuildInMemory(list.Select(p => p.IndexText)), ownsLexical: true);
+            }
+            else
+            {
+                Console.Error.WriteLine($"embedding {list.Count:N0} passages with {embedder.ModelId}");
+                retriever = Retriever.BuildInMemoryAsync(list, embedder).GetAwaiter().GetResult();
+            }
+            using var _ = retriever;
+            using var __ = denseOwner;
             var hits = retriever.RetrieveAsync(parseResult.GetValue(query)!, parseResult.GetValue(k), parseResult.GetValue(mode)).GetAwaiter().GetResult();
             foreach (var h in hits)
             {
@@ -84,7 +105,7 @@ internal static class RagCommand
                 Console.WriteLine($"        {h.Passage.Text}");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 }

@@ -52,12 +52,21 @@ public static class WikiDumpReader
         return ReadPagesCore(path, stats);
     }
 
-    /// <summary>Articles only (namespace 0, no redirects), as clean sectioned documents (see <see cref="WikiText"/>).</summary>
-    public static IEnumerable<Document> ReadArticles(string path, WikiDumpStats? stats = null)
+    /// <summary>
+    /// Articles only (namespace 0, no redirects), as clean sectioned documents (see <see cref="WikiText"/>), in dump
+    /// order. The dump is read on one thread while <paramref name="threads"/> threads clean the wikitext.
+    /// </summary>
+    /// <param name="path">A .xml or .bz2 file.</param>
+    /// <param name="stats">Updated as pages are read.</param>
+    /// <param name="threads">Threads cleaning wikitext; 0 means one a processor.</param>
+    public static IEnumerable<Document> ReadArticles(string path, WikiDumpStats? stats = null, int threads = 0)
     {
-        foreach (var page in ReadPages(path, stats))
-            if (page.IsArticle)
-                yield return new Document(page.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), page.Title, WikiText.ToSections(page.Wikitext));
+        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be 0 (one a processor) or positive");
+        var articles = ReadPages(path, stats).Where(p => p.IsArticle);
+        static Document Clean(WikiPage page)
+            => new(page.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), page.Title, WikiText.ToSections(page.Wikitext));
+        if (threads == 1) return articles.Select(Clean);
+        return articles.AsParallel().AsOrdered().WithDegreeOfParallelism(threads == 0 ? Environment.ProcessorCount : threads).Select(Clean);
     }
 
     /// <summary>Opens a dump for reading, decompressing bzip2 when the file is bzip2.</summary>

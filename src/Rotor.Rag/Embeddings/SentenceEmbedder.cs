@@ -131,9 +131,12 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
     /// <summary>Time spent so far, by stage.</summary>
     public EmbeddingTimings Timings => new(
         Interlocked.Read(ref _texts), Interlocked.Read(ref _tokens), Interlocked.Read(ref _padded),
-        TimeSpan.FromTicks(Interlocked.Read(ref _tokenizeTicks) * TimeSpan.TicksPerSecond / Stopwatch.Frequency),
-        TimeSpan.FromTicks(Interlocked.Read(ref _modelTicks) * TimeSpan.TicksPerSecond / Stopwatch.Frequency),
-        TimeSpan.FromTicks(Interlocked.Read(ref _poolTicks) * TimeSpan.TicksPerSecond / Stopwatch.Frequency));
+        StopwatchTicksToTimeSpan(Interlocked.Read(ref _tokenizeTicks)),
+        StopwatchTicksToTimeSpan(Interlocked.Read(ref _modelTicks)),
+        StopwatchTicksToTimeSpan(Interlocked.Read(ref _poolTicks)));
+
+    // Through double: ticks * TimeSpan.TicksPerSecond overflows a long past 922 s when the Stopwatch counts nanoseconds.
+    internal static TimeSpan StopwatchTicksToTimeSpan(long ticks) => TimeSpan.FromSeconds((double)ticks / Stopwatch.Frequency);
 
     /// <summary>Token ids of <paramref name="text"/> as the model sees them: [CLS] ... [SEP], cut to <see cref="SentenceEmbedderOptions.MaxTokens"/>.</summary>
     public int[] Tokenize(string text)

@@ -68,9 +68,9 @@ public sealed record RetrievalReport(int CorpusDocuments, int Queries, IReadOnly
     {
         var sw = new StringWriter(CultureInfo.InvariantCulture);
         sw.WriteLine($"corpus {CorpusDocuments:N0} documents, {Queries} queries with judgements");
-        sw.WriteLine($"{"method",-12} {"nDCG@10",8} {"R@10",8} {"R@100",8} {"MRR@10",8} {"q/s",8}");
+        sw.WriteLine($"{"method",-24} {"nDCG@10",8} {"R@10",8} {"R@100",8} {"MRR@10",8} {"q/s",8}");
         foreach (var m in Methods)
-            sw.WriteLine($"{m.Method,-12} {m.Ndcg10,8:F4} {m.Recall10,8:F4} {m.Recall100,8:F4} {m.Mrr10,8:F4} {m.QueriesPerSecond,8:F1}");
+            sw.WriteLine($"{m.Method,-24} {m.Ndcg10,8:F4} {m.Recall10,8:F4} {m.Recall100,8:F4} {m.Mrr10,8:F4} {m.QueriesPerSecond,8:F1}");
         var t = EmbeddingTimings;
         if (EmbeddingsFromCache) sw.WriteLine($"embedding: read from the cache in {EmbedSeconds:F1} s");
         else sw.WriteLine($"embedding: {PassagesPerSecond:F1} passages/s on {Threads} threads ({EmbedSeconds:F1} s; tokenize {t.Tokenize.TotalSeconds:F1} s, " +
