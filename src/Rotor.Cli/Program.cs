@@ -12,7 +12,10 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
-        root.Subcommands.Add(IndexCommand.Create(WikiIndexCommand.Create()));
+        // index wiki|docs|jsonl: the resumable RAG index directories of Rotor.Rag.Pipeline (docs/PIPELINE.md). They
+        // take the name 'wiki' that WikiIndexCommand (a single .rix + passages file) had; see the pipeline branch's report.
+        root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
+        root.Subcommands.Add(SearchCommand.Create());
         var eval = new Command("eval", "Evaluations");
         eval.Subcommands.Add(EvalRetrievalCommand.Create());
         eval.Subcommands.Add(EvalEmbeddingCommand.Create());

@@ -56,6 +56,10 @@ internal static class DemoCommand
         double ms = Bench.Timer.MedianMs(() => one.MatMul(w, v, y, q), budgetMs: 200);
         o.WriteLine($"benchmark: matrix-vector 2048x2048, 1 thread: {ms * 1000:F1} us (prototype: 180.36 ms, {180.36 / ms:N0}x faster)");
         o.WriteLine("           more: rotor bench (GEMV/GEMM on BitNet shapes, hot and cold, against bitnet.cpp and the memory limit)");
+        o.WriteLine();
+
+        // 3. Retrieval: the bundled demo passages in a ternary vector index + BM25, two questions, adaptive decisions.
+        Rotor.Rag.Pipeline.DemoRetrieval.Run(o);
     }
 
     private static string Mib(long bytes) => $"{bytes / 1048576.0:F2} MiB";
