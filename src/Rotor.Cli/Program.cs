@@ -12,8 +12,6 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
-        // index wiki|docs|jsonl: the resumable RAG index directories of Rotor.Rag.Pipeline (docs/PIPELINE.md). They
-        // take the name 'wiki' that WikiIndexCommand (a single .rix + passages file) had; see the pipeline branch's report.
         root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
         root.Subcommands.Add(SearchCommand.Create());
         var eval = new Command("eval", "Evaluations");
