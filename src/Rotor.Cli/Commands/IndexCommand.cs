@@ -205,8 +205,16 @@ internal static class IndexCommand
 
     private static float[] ParseVector(string json)
     {
-        try { return System.Text.Json.JsonSerializer.Deserialize<float[]>(json) ?? throw new RotorException("--query is null"); }
-        catch (System.Text.Json.JsonException e) { throw new RotorException($"--query is not a JSON array of numbers: {e.Message}", e); }
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(json);
+            if (doc.RootElement.ValueKind != System.Text.Json.JsonValueKind.Array) throw new RotorException("--query is not a JSON array of numbers");
+            return doc.RootElement.EnumerateArray().Select(e => e.GetSingle()).ToArray();
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+        {
+            throw new RotorException($"--query is not a JSON array of numbers: {e.Message}", e);
+        }
     }
 
     private static string FormatFields(IReadOnlyDictionary<string, object>? fields) =>

@@ -185,7 +185,7 @@ internal static class IndexSourceCommands
             {
                 var arr = new JsonArray();
                 foreach (var r in rows)
-                    arr.Add(new JsonObject
+                    arr.Add((JsonNode)new JsonObject
                     {
                         ["name"] = r.Name, ["vectors"] = r.Count, ["build-seconds"] = Math.Round(r.BuildSeconds, 3),
                         ["search-p50-ms"] = Math.Round(r.SearchP50, 3), ["search-p95-ms"] = Math.Round(r.SearchP95, 3),

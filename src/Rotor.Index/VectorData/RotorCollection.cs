@@ -29,13 +29,11 @@ public sealed class RotorCollection<TKey, TRecord> : VectorStoreCollection<TKey,
     private readonly string _distance;
     private readonly IndexStructure _structure;
 
-    internal RotorCollection(RotorVectorStore store, string name, VectorStoreCollectionDefinition? definition, bool dynamic)
+    internal RotorCollection(RotorVectorStore store, string name, VectorStoreCollectionDefinition? definition, CollectionModel model)
     {
         _store = store;
         Name = RotorVectorStore.CheckName(name);
-        _model = dynamic
-            ? new RotorModelBuilder().BuildDynamic(definition!, defaultEmbeddingGenerator: null)
-            : new RotorModelBuilder().Build(typeof(TRecord), typeof(TKey), definition, defaultEmbeddingGenerator: null);
+        _model = model;
         _vector = _model.VectorProperty;
         var keyType = _model.KeyProperty.Type;
         if (keyType != typeof(string) && keyType != typeof(Guid) && keyType != typeof(int) && keyType != typeof(long))

@@ -44,18 +44,20 @@ public sealed partial class RotorVectorStore : VectorStore
     internal VectorStoreMetadata Metadata { get; }
 
     /// <inheritdoc/>
+    [System.Diagnostics.CodeAnalysis.RequiresUnreferencedCode("Typed collections map records by reflection; use GetDynamicCollection when trimming.")]
+    [System.Diagnostics.CodeAnalysis.RequiresDynamicCode("Typed collections map records by reflection; use GetDynamicCollection with native AOT.")]
     public override VectorStoreCollection<TKey, TRecord> GetCollection<TKey, TRecord>(string name, VectorStoreCollectionDefinition? definition = null)
     {
         if (typeof(TRecord) == typeof(Dictionary<string, object?>))
             throw new ArgumentException("use GetDynamicCollection for Dictionary<string, object?> records");
-        return new RotorCollection<TKey, TRecord>(this, name, definition, dynamic: false);
+        return new RotorCollection<TKey, TRecord>(this, name, definition, new RotorModelBuilder().Build(typeof(TRecord), typeof(TKey), definition, defaultEmbeddingGenerator: null));
     }
 
     /// <inheritdoc/>
     public override VectorStoreCollection<object, Dictionary<string, object?>> GetDynamicCollection(string name, VectorStoreCollectionDefinition definition)
     {
         ArgumentNullException.ThrowIfNull(definition);
-        return new RotorCollection<object, Dictionary<string, object?>>(this, name, definition, dynamic: true);
+        return new RotorCollection<object, Dictionary<string, object?>>(this, name, definition, new RotorModelBuilder().BuildDynamic(definition, defaultEmbeddingGenerator: null));
     }
 
     /// <inheritdoc/>
