@@ -12,6 +12,7 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(TrainCommands.CreateTrain()); root.Subcommands.Add(TrainCommands.CreateEval()); root.Subcommands.Add(TrainCommands.CreatePredict());
         try
         {
             return root.Parse(args).Invoke();
