@@ -101,9 +101,10 @@ public sealed class Trainer : IDisposable
     /// Trains from the current position to the end of the run, or until <paramref name="cancel"/> fires (then it
     /// stops after the current step; the position is kept for a checkpoint). Calls <paramref name="progress"/> about
     /// twice a second and <paramref name="epochDone"/> after each epoch (with the test accuracy when a test set is given).
+    /// <paramref name="stopAtStep"/> stops the run, resumably, once the optimizer has taken that many steps.
     /// </summary>
     public List<EpochResult> Train(ImageDataset train, ImageDataset? test = null, Action<TrainProgress>? progress = null,
-        Action<EpochResult>? epochDone = null, CancellationToken cancel = default)
+        Action<EpochResult>? epochDone = null, CancellationToken cancel = default, long stopAtStep = long.MaxValue)
     {
         ArgumentNullException.ThrowIfNull(train);
         if (train.ImageSize * ImageShape.C != Network.InputSize && train.ImageSize != Network.InputSize)
@@ -125,7 +126,7 @@ public sealed class Trainer : IDisposable
             long lastReport = 0;
             while (BatchInEpoch < batches)
             {
-                if (cancel.IsCancellationRequested) return results;
+                if (cancel.IsCancellationRequested || Optimizer.Step >= stopAtStep) return results;
                 int start = BatchInEpoch * batchSize, b = Math.Min(batchSize, count - start);
                 Span<float> input = Network.Input;
                 for (int r = 0; r < b; r++)
