@@ -14,11 +14,21 @@ namespace Rotor.Training;
 public sealed class AdamW
 {
     private readonly Parameter[] _params;
+    private readonly (int Param, int Start, int Length)[] _chunks;   // work items of about 32K values
+    private readonly UpdateJob _job;
+    private readonly TrainContext? _context;
 
     /// <summary>An optimizer over <paramref name="parameters"/> with zeroed moments.</summary>
-    public AdamW(IReadOnlyList<Parameter> parameters, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f)
+    /// <remarks>With a <paramref name="context"/>, updates are spread over its threads (the result is the same).</remarks>
+    public AdamW(IReadOnlyList<Parameter> parameters, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f, TrainContext? context = null)
     {
         _params = parameters.ToArray();
+        _context = context;
+        var chunks = new List<(int, int, int)>();
+        for (int p = 0; p < _params.Length; p++)
+            for (int s = 0; s < _params[p].Value.Length; s += 32768) chunks.Add((p, s, Math.Min(32768, _params[p].Value.Length - s)));
+        _chunks = chunks.ToArray();
+        _job = new UpdateJob(this);
         if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) throw new RotorException($"AdamW betas ({beta1}, {beta2}) must be in [0, 1)");
         if (!(eps > 0) || !(weightDecay >= 0)) throw new RotorException($"AdamW eps {eps} must be positive and weight decay {weightDecay} non-negative");
         Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
@@ -47,18 +57,31 @@ public sealed class AdamW
     public void Update(float lr)
     {
         Step++;
-        float bc1 = 1f - MathF.Pow(Beta1, Step), bc2 = 1f - MathF.Pow(Beta2, Step);
-        float stepSize = lr / bc1, invSqrtBc2 = 1f / MathF.Sqrt(bc2);
-        for (int pi = 0; pi < _params.Length; pi++)
+        _job.Lr = lr;
+        _job.Bc1 = 1f - MathF.Pow(Beta1, Step);
+        _job.Bc2 = 1f - MathF.Pow(Beta2, Step);
+        long total = _params.Sum(p => (long)p.Value.Length);
+        if (_context is not null && _context.Threads > 1 && total > 65536) _context.Pool.Run(_job, _chunks.Length);
+        else for (int c = 0; c < _chunks.Length; c++) _job.Execute(c);
+    }
+
+    private sealed class UpdateJob(AdamW opt) : Threading.IParallelWork
+    {
+        public float Lr, Bc1, Bc2;
+
+        public void Execute(int task)
         {
-            Parameter p = _params[pi];
-            float decay = p.Decay ? 1f - lr * WeightDecay : 1f;
-            Span<float> w = p.Value, g = p.Grad, m = M[pi], v = V[pi];
+            var (pi, start, length) = opt._chunks[task];
+            Parameter p = opt._params[pi];
+            float beta1 = opt.Beta1, beta2 = opt.Beta2, eps = opt.Eps;
+            float stepSize = Lr / Bc1, invSqrtBc2 = 1f / MathF.Sqrt(Bc2);
+            float decay = p.Decay ? 1f - Lr * opt.WeightDecay : 1f;
+            Span<float> w = p.Value.AsSpan(start, length), g = p.Grad.AsSpan(start, length), m = opt.M[pi].AsSpan(start, length), v = opt.V[pi].AsSpan(start, length);
             int i = 0;
             if (Vector256.IsHardwareAccelerated)
             {
-                Vector256<float> b1 = Vector256.Create(Beta1), b1c = Vector256.Create(1 - Beta1), b2 = Vector256.Create(Beta2), b2c = Vector256.Create(1 - Beta2);
-                Vector256<float> vd = Vector256.Create(decay), vs = Vector256.Create(stepSize), vib = Vector256.Create(invSqrtBc2), ve = Vector256.Create(Eps);
+                Vector256<float> b1 = Vector256.Create(beta1), b1c = Vector256.Create(1 - beta1), b2 = Vector256.Create(beta2), b2c = Vector256.Create(1 - beta2);
+                Vector256<float> vd = Vector256.Create(decay), vs = Vector256.Create(stepSize), vib = Vector256.Create(invSqrtBc2), ve = Vector256.Create(eps);
                 for (; i + 8 <= w.Length; i += 8)
                 {
                     Vector256<float> gi = Vector256.Create(g.Slice(i, 8));
@@ -72,10 +95,10 @@ public sealed class AdamW
             for (; i < w.Length; i++)
             {
                 float gi = g[i];
-                float mi = Beta1 * m[i] + (1 - Beta1) * gi;
-                float vi = Beta2 * v[i] + (1 - Beta2) * (gi * gi);
+                float mi = beta1 * m[i] + (1 - beta1) * gi;
+                float vi = beta2 * v[i] + (1 - beta2) * (gi * gi);
                 float wi = w[i] * decay;
-                wi -= stepSize * mi / (MathF.Sqrt(vi) * invSqrtBc2 + Eps);
+                wi -= stepSize * mi / (MathF.Sqrt(vi) * invSqrtBc2 + eps);
                 m[i] = mi; v[i] = vi; w[i] = wi;
             }
         }

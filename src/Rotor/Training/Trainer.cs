@@ -54,7 +54,7 @@ public sealed class Trainer : IDisposable
         Config = config;
         Network = network;
         OwnsContext = ownsContext;
-        Optimizer = new AdamW(network.Parameters, config.Beta1, config.Beta2, 1e-8f, config.WeightDecay);
+        Optimizer = new AdamW(network.Parameters, config.Beta1, config.Beta2, 1e-8f, config.WeightDecay, network.Context);
         _labels = new byte[config.BatchSize];
     }
 
