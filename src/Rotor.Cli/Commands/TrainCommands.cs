@@ -34,7 +34,7 @@ internal static class TrainCommands
         var limit = new Option<int?>("--limit") { Description = "Use only the first N training images (quick runs)" };
         foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, format, threads, limit })
             cmd.Options.Add(o);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => Guard(() =>
         {
             string dir = r.GetValue(data)!;
             int t = r.GetValue(threads) ?? CpuBackend.DefaultThreads();
@@ -112,8 +112,19 @@ internal static class TrainCommands
                     Console.WriteLine($"no deployable ternary model for this run ({(trainer.Config.Ternary ? $"act_bits {trainer.Config.ActBits} has no inference kernel" : "float twin")}); evaluate the checkpoint: rotor eval {ckptPath} --data {dir}");
             }
             return 0;
-        });
+        }));
         return cmd;
+    }
+
+    /// <summary>Runs a command body; a <see cref="RotorException"/> (bad input) becomes one line on stderr and exit code 2.</summary>
+    private static int Guard(Func<int> body)
+    {
+        try { return body(); }
+        catch (RotorException e)
+        {
+            Console.Error.WriteLine($"rotor: {e.Message}");
+            return 2;
+        }
     }
 
     private static string Eta(TimeSpan t) => t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"m\:ss", CultureInfo.InvariantCulture);
@@ -126,7 +137,7 @@ internal static class TrainCommands
         var json = new Option<string?>("--json") { Description = "Also write {\"accuracy\": fraction, \"confusion\": [[...]], ...} to this file" };
         var threads = new Option<int?>("--threads") { Description = "Threads for a training checkpoint (default ROTOR_THREADS, else all processors)" };
         cmd.Arguments.Add(modelArg); cmd.Options.Add(data); cmd.Options.Add(json); cmd.Options.Add(threads);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => Guard(() =>
         {
             string path = r.GetValue(modelArg)!, dir = r.GetValue(data)!;
             ImageDataset test = ImageDataset.LoadSplit(dir, train: false);
@@ -182,7 +193,7 @@ internal static class TrainCommands
                 Console.WriteLine($"wrote {jsonPath}");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 
@@ -199,7 +210,7 @@ internal static class TrainCommands
         var images = new Argument<string[]>("IMAGE") { Description = "image.png, image.pgm, or t10k-images-idx3-ubyte.gz:17", Arity = ArgumentArity.OneOrMore };
         var top = new Option<int>("--top") { Description = "Classes to show an image", DefaultValueFactory = _ => 3 };
         cmd.Arguments.Add(modelArg); cmd.Arguments.Add(images); cmd.Options.Add(top);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => Guard(() =>
         {
             DeployedModel m = DeployedModel.Load(r.GetValue(modelArg)!);
             var (h, w, c) = m.ImageShape;
@@ -217,7 +228,7 @@ internal static class TrainCommands
                 Console.WriteLine($"{spec}: class {ranked[0]} ({p[ranked[0]]:P1})   top: {string.Join(", ", ranked.Select(i => $"{i} {p[i]:P1}"))}");
             }
             return 0;
-        });
+        }));
         return cmd;
     }
 

@@ -19,7 +19,8 @@ internal sealed unsafe class Im2ColSource : IRowSource
 
     public int Rows => _transposed ? _k * _k * _c : _batch * _oh * _ow;
     public int K => _transposed ? _batch * _oh * _ow : _k * _k * _c;
-    public int SliceK => _transposed ? Sgemm.KC : _k * _c;
+    // One kernel row a slice, read in place; when a kernel row is short (few channels), the whole K packed at once.
+    public int SliceK => _transposed ? Sgemm.KC : _k * _c >= 64 ? _k * _c : Math.Min(K, 512);
 
     /// <summary>Points at padded images x (B, Hp, Wp, C); kernel k.</summary>
     public Im2ColSource Set(float* x, int batch, int hp, int wp, int c, int k, bool transposed)
@@ -49,7 +50,7 @@ internal sealed unsafe class Im2ColSource : IRowSource
     public bool TryRows(int r0, int rows, int k0, int kc, float** ptrs)
     {
         int run = _k * _c;
-        if (_transposed || kc != run || k0 % run != 0) return false;
+        if (_transposed || run < 64 || kc != run || k0 % run != 0) return false;
         long off = (long)(k0 / run) * _w * _c;
         for (int i = 0; i < rows; i++) ptrs[i] = Origin(r0 + i) + off;
         return true;

@@ -143,7 +143,7 @@ internal sealed unsafe class Sgemm
         int threads = work < (1L << 18) ? 1 : _pool.Threads;
         int slices = (k + slice - 1) / slice;
 
-        if (threads > 1 && mStrips < 4 * threads && slices >= 4 * threads)
+        if (threads > 1 && (long)m * n <= 1L << 18 && slices >= 8 * threads)
         {
             SplitK(a, b, c, ldc, accumulate, threads, slice);
             return;
