@@ -28,11 +28,12 @@ internal static class TrainCommands
         var fp = new Option<bool>("--float") { Description = "Train the float twin (float weights and activations) for comparison" };
         var actBits = new Option<int>("--act-bits") { Description = "Activation bits of the ternary layers (8 as BitNet b1.58; 0 = float)", DefaultValueFactory = _ => 8 };
         var dropout = new Option<float>("--dropout") { Description = "Dropout before the hidden linear layers", DefaultValueFactory = _ => 0f };
+        var smooth = new Option<float>("--label-smoothing") { Description = "Label smoothing of the cross-entropy target", DefaultValueFactory = _ => 0f };
         var norm = new Option<bool>("--norm") { Description = "RMSNorm before each MLP linear layer but the first" };
         var format = new Option<string>("--format") { Description = "Packed weight format of the deployable model: t2 (2 bits) or t1.6 (1.6 bits)", DefaultValueFactory = _ => "t2" };
         var threads = new Option<int?>("--threads") { Description = "Threads (default ROTOR_THREADS, else all processors)" };
         var limit = new Option<int?>("--limit") { Description = "Use only the first N training images (quick runs)" };
-        foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, format, threads, limit })
+        foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, smooth, format, threads, limit })
             cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
@@ -55,7 +56,7 @@ internal static class TrainCommands
                 {
                     Model = m, Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), Lr = r.GetValue(lr) ?? (m == "cnn" ? 1e-3f : 2e-3f),
                     WeightDecay = r.GetValue(wd), Seed = r.GetValue(seed), Hidden = r.GetValue(hidden), Ternary = !isFloat,
-                    ActBits = isFloat ? 0 : r.GetValue(actBits), Dropout = r.GetValue(dropout), Norm = r.GetValue(norm),
+                    ActBits = isFloat ? 0 : r.GetValue(actBits), Dropout = r.GetValue(dropout), Norm = r.GetValue(norm), LabelSmoothing = r.GetValue(smooth),
                 };
                 config.Validate();
                 trainer = new Trainer(config, train.Rows, train.Cols, 1, train.Classes, t);

@@ -37,6 +37,8 @@ public sealed record TrainConfig
     public float Dropout { get; init; } = 0f;
     /// <summary>RMSNorm before each linear layer but the first (MLP only).</summary>
     public bool Norm { get; init; } = false;
+    /// <summary>Label smoothing of the cross-entropy target: (1 - e) one-hot + e / classes.</summary>
+    public float LabelSmoothing { get; init; } = 0f;
 
     /// <summary>Checks the values; throws naming the first bad one.</summary>
     public void Validate()
@@ -48,6 +50,7 @@ public sealed record TrainConfig
         if (!(Lr > 0) || !float.IsFinite(Lr)) throw new RotorException($"lr = {Lr}, expected a positive number");
         if (!(WarmupFraction >= 0 && WarmupFraction < 1)) throw new RotorException($"warmup = {WarmupFraction}, expected a share in [0, 1)");
         if (!(Dropout >= 0 && Dropout < 1)) throw new RotorException($"dropout = {Dropout}, expected [0, 1)");
+        if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) throw new RotorException($"label smoothing = {LabelSmoothing}, expected [0, 1)");
         if (ActBits != 0 && (ActBits < 2 || ActBits > 16)) throw new RotorException($"act_bits = {ActBits}, expected 0 or 2..16");
     }
 
@@ -62,7 +65,7 @@ public sealed record TrainConfig
             w.WriteNumber("batch", BatchSize); w.WriteNumber("lr", Lr); w.WriteNumber("min_lr_factor", MinLrFactor);
             w.WriteNumber("warmup", WarmupFraction); w.WriteNumber("weight_decay", WeightDecay); w.WriteNumber("beta1", Beta1);
             w.WriteNumber("beta2", Beta2); w.WriteNumber("seed", Seed); w.WriteBoolean("ternary", Ternary);
-            w.WriteNumber("act_bits", ActBits); w.WriteNumber("dropout", Dropout); w.WriteBoolean("norm", Norm);
+            w.WriteNumber("act_bits", ActBits); w.WriteNumber("dropout", Dropout); w.WriteBoolean("norm", Norm); w.WriteNumber("label_smoothing", LabelSmoothing);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());
@@ -83,6 +86,7 @@ public sealed record TrainConfig
                 Lr = F("lr"), MinLrFactor = F("min_lr_factor"), WarmupFraction = F("warmup"), WeightDecay = F("weight_decay"),
                 Beta1 = F("beta1"), Beta2 = F("beta2"), Seed = I("seed"), Ternary = r.GetProperty("ternary").GetBoolean(),
                 ActBits = I("act_bits"), Dropout = F("dropout"), Norm = r.GetProperty("norm").GetBoolean(),
+                LabelSmoothing = r.TryGetProperty("label_smoothing", out JsonElement ls) ? ls.GetSingle() : 0f,
             };
             c.Validate();
             return c;
@@ -137,5 +141,5 @@ public sealed record TrainConfig
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Model}{(Model == "mlp" ? $" hidden {Hidden}" : "")}, {(Ternary ? "ternary" : "float")} weights, {(ActBits > 0 ? $"{ActBits}-bit" : "float")} activations, {Epochs} epochs, batch {BatchSize}, AdamW lr {Lr} wd {WeightDecay}, warm-up {WarmupFraction:P0} + cosine, seed {Seed}{(Dropout > 0 ? $", dropout {Dropout}" : "")}{(Norm ? ", rmsnorm" : "")}");
+        $"{Model}{(Model == "mlp" ? $" hidden {Hidden}" : "")}, {(Ternary ? "ternary" : "float")} weights, {(ActBits > 0 ? $"{ActBits}-bit" : "float")} activations, {Epochs} epochs, batch {BatchSize}, AdamW lr {Lr} wd {WeightDecay}, warm-up {WarmupFraction:P0} + cosine, seed {Seed}{(Dropout > 0 ? $", dropout {Dropout}" : "")}{(Norm ? ", rmsnorm" : "")}{(LabelSmoothing > 0 ? $", label smoothing {LabelSmoothing}" : "")}");
 }

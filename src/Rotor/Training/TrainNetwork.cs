@@ -89,7 +89,8 @@ public sealed class TrainNetwork : IDisposable
 
     /// <summary>Mean softmax cross-entropy of the last forward pass against <paramref name="labels"/>, the number of rows
     /// whose largest logit is the label, and dLoss/dlogits = (softmax - onehot) / B kept for <see cref="Backward(int)"/>.</summary>
-    public (double Loss, int Correct) Loss(ReadOnlySpan<byte> labels, int batch)
+    /// <remarks>With <paramref name="smoothing"/> e the target is (1 - e) one-hot + e / classes.</remarks>
+    public (double Loss, int Correct) Loss(ReadOnlySpan<byte> labels, int batch, float smoothing = 0f)
     {
         if (labels.Length < batch) throw new ArgumentException($"{labels.Length} labels for a batch of {batch}");
         int n = Classes;
@@ -107,9 +108,21 @@ public sealed class TrainNetwork : IDisposable
             TensorPrimitives.Subtract(z, max, g);
             TensorPrimitives.Exp(g, g);
             float sum = TensorPrimitives.Sum(g);
-            loss += Math.Log(sum) - (z[label] - max);
-            TensorPrimitives.Multiply(g, invB / sum, g);
-            g[label] -= invB;
+            double logSum = Math.Log(sum);
+            loss += (1 - smoothing) * (logSum - (z[label] - max));
+            if (smoothing > 0)
+            {
+                // - sum_j (e / n) log p_j = e * (logSum - mean_j (z_j - max))
+                loss += smoothing * (logSum - (TensorPrimitives.Sum(z) / n - max));
+                TensorPrimitives.Multiply(g, invB / sum, g);
+                TensorPrimitives.Subtract(g, smoothing * invB / n, g);
+                g[label] -= (1 - smoothing) * invB;
+            }
+            else
+            {
+                TensorPrimitives.Multiply(g, invB / sum, g);
+                g[label] -= invB;
+            }
         }
         return (loss / batch, correct);
     }

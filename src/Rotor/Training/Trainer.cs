@@ -137,7 +137,7 @@ public sealed class Trainer : IDisposable
                 }
                 float lr = schedule.At(Optimizer.Step);
                 Network.Forward(b, training: true, stepSeed: (ulong)Optimizer.Step ^ ((ulong)(uint)Config.Seed << 40));
-                var (loss, ok) = Network.Loss(_labels, b);
+                var (loss, ok) = Network.Loss(_labels, b, Config.LabelSmoothing);
                 if (!double.IsFinite(loss)) throw new RotorException($"training diverged: loss is {loss} at step {Optimizer.Step} (epoch {Epoch + 1}); lower the learning rate (now {lr})");
                 Network.Backward(b);
                 Optimizer.Update(lr);

@@ -179,8 +179,10 @@ public class LayerGradientTests
     [Fact]
     public void MaxPoolScalarChannels() => CheckGradients(new MaxPool2dLayer(3, 4, 4, 2), 2, 71, eps: 1e-3f);
 
-    [Fact]
-    public void WholeNetworkWithSoftmaxCrossEntropy()
+    [Theory]
+    [InlineData(0f)]
+    [InlineData(0.1f)]
+    public void WholeNetworkWithSoftmaxCrossEntropy(float smoothing)
     {
         // Loss() computes mean cross-entropy and its gradient; check every parameter through the whole network.
         var rng = new Random(8);
@@ -192,7 +194,7 @@ public class LayerGradientTests
         double L()
         {
             net.Forward(x, 6, training: false);
-            return net.Loss(labels, 6).Loss;
+            return net.Loss(labels, 6, smoothing).Loss;
         }
         L(); net.Backward(6);
         foreach (Parameter p in net.Parameters)
