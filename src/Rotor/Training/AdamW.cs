@@ -60,8 +60,7 @@ public sealed class AdamW
         _job.Lr = lr;
         _job.Bc1 = 1f - MathF.Pow(Beta1, Step);
         _job.Bc2 = 1f - MathF.Pow(Beta2, Step);
-        long total = _params.Sum(p => (long)p.Value.Length);
-        if (_context is not null && _context.Threads > 1 && total > 65536) _context.Pool.Run(_job, _chunks.Length);
+        if (_context is not null && _context.Threads > 1 && _chunks.Length > 1) _context.Pool.Run(_job, _chunks.Length);
         else for (int c = 0; c < _chunks.Length; c++) _job.Execute(c);
     }
 

@@ -198,6 +198,29 @@ public class CheckpointTests
 
 public class EndToEndTests
 {
+    [Theory]
+    [InlineData("mlp")]
+    [InlineData("cnn")]
+    public void ATrainingStepAllocatesNothingOnceBuffersExist(string model)
+    {
+        var config = new TrainConfig { Model = model, Hidden = 64, BatchSize = 16, Dropout = 0.1f, Norm = model == "mlp" };
+        using var net = new TrainNetwork(config.BuildLayers(28, 28, 1, 10), 16, new TrainContext(2));
+        var opt = new AdamW(net.Parameters, context: net.Context);
+        TestData.Floats(16 * 784, 1).CopyTo(net.Input);
+        byte[] labels = Enumerable.Range(0, 16).Select(i => (byte)(i % 10)).ToArray();
+        void Step(int s)
+        {
+            net.Forward(16, training: true, stepSeed: (ulong)s);
+            net.Loss(labels, 16);
+            net.Backward(16);
+            opt.Update(1e-3f);
+        }
+        for (int s = 0; s < 3; s++) Step(s);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int s = 3; s < 8; s++) Step(s);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
     [Fact]
     public void TernaryMlpOnCommittedMnistDigitsBeatsChanceByFarAndCnnLearns()
     {
