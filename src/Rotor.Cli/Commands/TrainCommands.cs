@@ -95,7 +95,7 @@ internal static class TrainCommands
                     if (live) Console.Error.WriteLine();
                     Checkpoint.Save(trainer, ckptPath);
                     Console.WriteLine($"interrupted at epoch {trainer.Epoch + 1}, batch {trainer.BatchInEpoch} (step {trainer.Optimizer.Step}); state saved to {ckptPath}");
-                    Console.WriteLine($"continue with: rotor train --data {dir} --resume {ckptPath}");
+                    Console.WriteLine($"continue with: rotor train --data {dir} --resume {ckptPath}{(r.GetValue(limit) is int lim ? $" --limit {lim}" : "")}");
                     return 130;
                 }
                 Checkpoint.Save(trainer, ckptPath);
