@@ -12,6 +12,9 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(IndexCommand.Create());
+        root.Subcommands.Add(CudaCommands.CreateSelftest());
+        root.Subcommands.Add(CudaCommands.CreateBench());
         root.Subcommands.Add(TrainCommands.CreateTrain()); root.Subcommands.Add(TrainCommands.CreateEval()); root.Subcommands.Add(TrainCommands.CreatePredict());
         try
         {

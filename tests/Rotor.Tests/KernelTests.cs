@@ -71,14 +71,14 @@ public class KernelTests
     public void GemmHandlesExtremeValuesAcrossAccumulatorChunks(KernelPath path)
     {
         // all weights +1 and all activations 127: the largest int16 partial sums; 18 blocks cross every chunk size.
-        int n = 6, k = 18 * 256 - 5, m = 5;
+        int n = 6, k = 18 * 256 - 5, m = 9;
         var wt = Enumerable.Repeat((sbyte)1, n * k).ToArray();
         for (int j = 0; j < k; j += 2) wt[k + j] = -1; // row 1 alternates
         var w = TernaryMatrix.FromTrits(wt, n, k, [1f]);
         var xq = Enumerable.Repeat((sbyte)127, m * k).ToArray();
         for (int j = 0; j < k; j++) xq[k + j] = -127;
         var qa = new QuantizedActivations(m, k);
-        qa.SetQuantized(xq, [1f, 1f, 1f, 1f, 1f]);
+        qa.SetQuantized(xq, Enumerable.Repeat(1f, m).ToArray());
         float[] y = Run(path, 1, w, qa, null);
         Assert.Equal(127f * k, y[0]);
         Assert.Equal(-127f * k, y[n]);

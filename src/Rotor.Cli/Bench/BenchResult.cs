@@ -7,6 +7,7 @@ internal sealed record BenchResult
 {
     [JsonPropertyName("name")] public required string Name { get; init; }
     [JsonPropertyName("median_ms")] public required double MedianMs { get; init; }
+    [JsonPropertyName("min_ms")] public double? MinMs { get; init; }
     [JsonPropertyName("gflops")] public double? Gflops { get; init; }
     [JsonPropertyName("weight_gbps")] public double? WeightGbps { get; init; }
     [JsonPropertyName("roofline_fraction")] public double? RooflineFraction { get; init; }

@@ -6,7 +6,11 @@ namespace Rotor.Cli.Bench;
 /// after one warm-up run.</summary>
 internal static class Timer
 {
-    public static double MedianMs(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000)
+    public static double MedianMs(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000) =>
+        Measure(run, minReps, budgetMs, maxReps).Median;
+
+    /// <summary>Median and minimum of the runs (the minimum is the least disturbed by other processes).</summary>
+    public static (double Median, double Min) Measure(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000)
     {
         run();
         var times = new List<double>();
@@ -18,6 +22,6 @@ internal static class Timer
             times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
         times.Sort();
-        return times[times.Count / 2];
+        return (times[times.Count / 2], times[0]);
     }
 }

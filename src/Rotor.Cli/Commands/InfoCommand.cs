@@ -17,6 +17,7 @@ internal static class InfoCommand
             Console.WriteLine($"processors   {Environment.ProcessorCount}");
             Console.WriteLine($"kernels      supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)");
             Console.WriteLine($"threads      {CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)");
+            Console.WriteLine(CudaCommands.InfoLine());
             return 0;
         });
         return cmd;

@@ -1,0 +1,1045 @@
+// rotor_cuda.cu: the CUDA kernels of Rotor's ternary backend, and the C API of rotor_cuda.h around them.
+//
+// Legend: n = weight rows (output features), m = activation rows (batch), K = columns = k_blocks * 256.
+// g = lane / 4 (group) and t = lane % 4 (thread in group), as in the PTX fragment tables of mma.m16n8k32.
+//
+// The one idea every product kernel shares: the I2_256 layout already is an int8 tensor-core operand once its bit
+// pairs are split. Take the 16 bytes 16t..16t+15 of a 64-byte block (one uint4): word w of it, shifted right by 2q and
+// masked with 0x03030303, is four int8 codes (w + 1, in 0..2) of the consecutive columns 64q + 16t + 4w + 0..3.
+// mma.m16n8k32 wants from thread (g, t) exactly four consecutive k of row g per A register and four consecutive k of
+// column g per B register, so with the k order of one mma chosen as
+//     a0/b0 <- columns 64q + 16t + 8h + 0..3,   a2/b1 <- columns 64q + 16t + 8h + 4..7     (h = 0, 1; q = 0..3)
+// eight mmas cover a 256-column block, A comes from one 128-bit weight load per row and B from one 128-bit load of
+// x[64q + 16t .. +15] per activation row, with no shuffle and no decode table. The sum is over codes (w + 1);
+// the epilogue subtracts the activation row's int8 sum, as GemmArgs.Store does on the CPU.
+#include "rotor_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------------------------
+
+thread_local char t_error[1024];
+
+int fail(int code, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_error, sizeof t_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int cuda_fail(cudaError_t e, const char* what) {
+    return fail((int)e, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+#define CK(call)                                                  \
+    do {                                                          \
+        cudaError_t e_ = (call);                                  \
+        if (e_ != cudaSuccess) return cuda_fail(e_, #call);       \
+    } while (0)
+
+// The current device is per thread: a call from another thread (a finalizer, a worker) must first select ours.
+// cudaSetDevice only when it differs, so that calls made during a graph capture stay capture-safe.
+#define USE_DEVICE()                                                                        \
+    do {                                                                                    \
+        int cur_ = -1;                                                                      \
+        if (g_device >= 0 && (cudaGetDevice(&cur_) != cudaSuccess || cur_ != g_device)) {  \
+            cudaError_t e_ = cudaSetDevice(g_device);                                       \
+            if (e_ != cudaSuccess) return cuda_fail(e_, "cudaSetDevice");                   \
+        }                                                                                   \
+    } while (0)
+
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+int g_device = -1;   // the device chosen by rotor_cuda_init; made current on any thread that calls in
+int g_sms = 0;       // multiprocessors of the device chosen by rotor_cuda_init
+bool g_pdl = false;  // launch with programmatic stream serialization (sm_90 and newer; rotor_cuda_set_pdl)
+
+// Launches kernel(args...) on s, as a programmatic dependent launch when g_pdl is set: the kernel may start while
+// the previous one on the stream finishes, and every kernel here calls pdl_wait() before it touches data that an
+// earlier kernel writes or reads.
+template <typename... P, typename... A>
+int launch_with(bool pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what,
+                A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
+    return e == cudaSuccess ? 0 : cuda_fail(e, what);
+}
+template <typename... P, typename... A>
+int launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+    return launch_with(g_pdl, kernel, grid, block, smem, s, what, args...);
+}
+template <typename... P, typename... A>
+int launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, const char* what, A... args) {
+    return launch_with(false, kernel, grid, block, smem, s, what, args...);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Device helpers
+// ---------------------------------------------------------------------------------------------------------------
+
+constexpr unsigned kCodeMask = 0x03030303u;
+
+// Codes of bit pair q of four packed bytes: byte e of the result is the code of byte e's column + 64q.
+__device__ __forceinline__ unsigned slice(unsigned w, int q) { return (w >> (2 * q)) & kCodeMask; }
+
+// D = A * B + D, A 16x32 s8 (row), B 32x8 s8 (col), D 16x8 s32.
+__device__ __forceinline__ void mma_s8(int (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                       unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// A 128-bit load that bypasses L1: GEMV weights are read exactly once.
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+// Programmatic dependent launch (sm_90): wait for the previous kernel on the stream to finish and flush; allow the
+// next one to be scheduled. Both are no-ops for a normal launch and on older GPUs.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ float apply_act(float v, int act) {
+    if (act == ROTOR_ACT_RELU) return v > 0.f ? v : 0.f;                       // max(v, +0)
+    if (act == ROTOR_ACT_SIGN) return v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f);  // MathF.Sign
+    return v;
+}
+
+// GemmArgs.Store with one rounding per operation (no FMA contraction), then the activation.
+__device__ __forceinline__ void store_y(const rotor_gemm_args& a, int i, int r, int dot) {
+    if (i >= a.m || r >= a.n) return;
+    float v = __fmul_rn(__fmul_rn(__int2float_rn(dot - a.x_sum[i]), a.x_scale[i]),
+                        a.w_scale[(size_t)r * a.w_scale_stride]);
+    if (a.bias != nullptr) v = __fadd_rn(v, a.bias[r]);
+    a.y[(size_t)i * a.y_stride + r] = apply_act(v, a.act);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ int warp_sum(int v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Block reductions for blocks of up to 1024 threads; every thread gets the result.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, Op op, T* scratch /* 32 */) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    v = op(v);
+    __syncthreads();  // scratch may still be read by an earlier reduction
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    T r = scratch[0];
+    for (int w = 1; w < warps; w++) r = op.combine(r, scratch[w]);
+    return r;
+}
+struct MaxOp {
+    __device__ float operator()(float v) const { return warp_max(v); }
+    __device__ float combine(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumIntOp {
+    __device__ int operator()(int v) const { return warp_sum(v); }
+    __device__ int combine(int a, int b) const { return a + b; }
+};
+struct SumFloatOp {
+    __device__ float operator()(float v) const { return warp_sum(v); }
+    __device__ float combine(float a, float b) const { return a + b; }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// GEMV, m <= 8 * NT (<= 64): a CTA owns 16 weight rows; its WARPS warps split the K blocks (warp w takes blocks
+// w, w + WARPS, ...), U blocks a step with all their weight loads issued first, each warp holding a 16 x 8NT int32
+// tile in registers; the tiles are added in shared memory at the end. Weights stream from DRAM once with 128-bit
+// loads that skip L1; x (a few KB) is read through L1. The first weight loads are issued before the wait on the
+// previous kernel (programmatic dependent launch): they do not depend on it.
+// ---------------------------------------------------------------------------------------------------------------
+
+template <int NT>
+__device__ __forceinline__ void gemv_block(int (&acc)[NT][4], uint4 wa, uint4 wb, const int8_t* const (&xr)[NT],
+                                           const bool (&xok)[NT], int kb) {
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const unsigned a0 = slice(wa.x, q), a1 = slice(wa.y, q), a2 = slice(wa.z, q), a3 = slice(wa.w, q);
+        const unsigned b0 = slice(wb.x, q), b1 = slice(wb.y, q), b2 = slice(wb.z, q), b3 = slice(wb.w, q);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            uint4 xv = make_uint4(0, 0, 0, 0);
+            if (xok[j]) xv = __ldg(reinterpret_cast<const uint4*>(xr[j] + (size_t)kb * 256 + 64 * q));
+            mma_s8(acc[j], a0, b0, a1, b1, xv.x, xv.y);  // columns 64q + 16t + 0..7
+            mma_s8(acc[j], a2, b2, a3, b3, xv.z, xv.w);  // columns 64q + 16t + 8..15
+        }
+    }
+}
+
+// The epilogue's operands of one output, loaded before the main loop so that no load waits at the end.
+struct Epilogue {
+    float xs, ws, b;
+    int xsum;
+    float* dst;
+};
+
+__device__ __forceinline__ Epilogue epilogue_load(const rotor_gemm_args& a, int i, int r) {
+    Epilogue e{0.f, 0.f, 0.f, 0, nullptr};
+    if (i < a.m && r < a.n) {
+        e.xs = a.x_scale[i];
+        e.xsum = a.x_sum[i];
+        e.ws = a.w_scale[(size_t)r * a.w_scale_stride];
+        e.b = a.bias != nullptr ? a.bias[r] : 0.f;
+        e.dst = a.y + (size_t)i * a.y_stride + r;
+    }
+    return e;
+}
+
+__device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const Epilogue& e, int dot) {
+    if (e.dst == nullptr) return;
+    float v = __fmul_rn(__fmul_rn(__int2float_rn(dot - e.xsum), e.xs), e.ws);
+    if (a.bias != nullptr) v = __fadd_rn(v, e.b);
+    *e.dst = apply_act(v, a.act);
+}
+
+template <int NT, int WARPS, int U, int MIN_BLOCKS>
+__global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
+    constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
+    constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
+    static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16;
+    // Rows past n are clamped to the last row: computed, never stored.
+    const uint8_t* wA = a.w + (size_t)min(r0 + g, a.n - 1) * a.row_bytes + 16 * t;
+    const uint8_t* wB = a.w + (size_t)min(r0 + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    const int8_t* xr[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int i = 8 * j + g;
+        xok[j] = i < a.m;
+        xr[j] = a.x + (size_t)(xok[j] ? i : 0) * a.x_stride + 16 * t;
+    }
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+
+    // idx -> (j, c, lane'): c0 (row g', col 2t'), c1 (g', 2t' + 1), c2 (g' + 8, 2t'), c3 (g' + 8, 2t' + 1)
+    auto out_row = [&](int idx) { return r0 + ((idx & 31) >> 2) + ((idx >> 5) & 3) / 2 * 8; };
+    auto out_col = [&](int idx) { return 8 * (idx >> 7) + 2 * (idx & 3) + (((idx >> 5) & 3) & 1); };
+
+    Epilogue ep[kPer];
+    for (int kb0 = warp; kb0 < a.k_blocks; kb0 += WARPS * U) {
+        uint4 wa[U], wb[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int kb = kb0 + u * WARPS;
+            wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+            if (kb < a.k_blocks) {
+                wa[u] = ld_stream(wA + (size_t)kb * 64);
+                wb[u] = ld_stream(wB + (size_t)kb * 64);
+            }
+        }
+        if (kb0 == warp) pdl_wait();  // x, its scales and y belong to the previous kernel
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (kb0 + u * WARPS < a.k_blocks) gemv_block<NT>(acc, wa[u], wb[u], xr, xok, kb0 + u * WARPS);
+    }
+    pdl_wait();     // for warps that had no block
+    pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
+#pragma unroll
+    for (int p = 0; p < kPer; p++) {
+        const int idx = threadIdx.x + p * 32 * WARPS;
+        ep[p] = epilogue_load(a, out_col(idx), out_row(idx));
+    }
+
+    // [warp][j][c][lane]: consecutive lanes hit consecutive banks.
+    __shared__ int red[WARPS][NT][4][32];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
+    __syncthreads();
+#pragma unroll
+    for (int p = 0; p < kPer; p++) {
+        const int idx = threadIdx.x + p * 32 * WARPS;
+        const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+        int s = 0;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) s += red[w][j][c][ln];
+        epilogue_store(a, ep[p], s);
+    }
+}
+
+// The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
+// dominate, and this form keeps them all in flight.
+constexpr int kGemvWarps = 8;
+
+template <int NT>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16;
+    // Rows past n are clamped to the last row: computed, never stored.
+    const uint8_t* wA = a.w + (size_t)min(r0 + g, a.n - 1) * a.row_bytes + 16 * t;
+    const uint8_t* wB = a.w + (size_t)min(r0 + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    int kb = warp;
+    // (pa, pb) always hold block kb once kb < k_blocks: the first is loaded before waiting on the previous kernel.
+    uint4 pa = make_uint4(0, 0, 0, 0), pb = pa;
+    if (kb < a.k_blocks) {
+        pa = ld_stream(wA + (size_t)kb * 64);
+        pb = ld_stream(wB + (size_t)kb * 64);
+    }
+    pdl_wait();  // x and its scales come from the previous kernel
+    const int8_t* xr[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int i = 8 * j + g;
+        xok[j] = i < a.m;
+        xr[j] = a.x + (size_t)(xok[j] ? i : 0) * a.x_stride + 16 * t;
+    }
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+
+    // Two blocks a step, and the first block of the next step loaded before this one's mmas.
+    for (; kb + kGemvWarps < a.k_blocks; kb += 2 * kGemvWarps) {
+        const uint4 wa0 = pa, wb0 = pb;
+        const uint4 wa1 = ld_stream(wA + (size_t)(kb + kGemvWarps) * 64);
+        const uint4 wb1 = ld_stream(wB + (size_t)(kb + kGemvWarps) * 64);
+        if (kb + 2 * kGemvWarps < a.k_blocks) {
+            pa = ld_stream(wA + (size_t)(kb + 2 * kGemvWarps) * 64);
+            pb = ld_stream(wB + (size_t)(kb + 2 * kGemvWarps) * 64);
+        }
+        gemv_block<NT>(acc, wa0, wb0, xr, xok, kb);
+        gemv_block<NT>(acc, wa1, wb1, xr, xok, kb + kGemvWarps);
+    }
+    if (kb < a.k_blocks) gemv_block<NT>(acc, pa, pb, xr, xok, kb);
+
+    pdl_trigger();  // weights are in: let the next kernel start streaming its own
+    // [warp][j][c][lane]: consecutive lanes hit consecutive banks.
+    __shared__ int red[kGemvWarps][NT][4][32];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
+        const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+        int s = 0;
+#pragma unroll
+        for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+        // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+        const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
+        store_y(a, i, row, s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tiled GEMM: a CTA of WW x WX warps owns BN = WW * 16 * MT weight rows and BM = WX * 8 * NT activation rows.
+// Each K block (256 columns), copied by cp.async into a STAGES-deep ring of shared memory:
+//   x: BM rows x 256 int8, 16-byte chunk c of row r at r * 256 + 16 * (c ^ 4 * (r & 1)) (rows g and g + 1 of one
+//      128-bit read phase land 64 bytes apart: no bank conflict);
+//   w: BN rows x 64 packed bytes (16 rows x 64 B a warp read: conflict-free as is).
+// A warp decodes its packed weights once per bit pair q in registers (shift + mask) and reuses them for NT mmas.
+// ---------------------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ int x_offset(int r, int c) { return r * 256 + 16 * (c ^ ((r & 1) << 2)); }
+
+template <int WW_, int WX_, int MT_, int NT_, int STAGES_, int MIN_BLOCKS_>
+struct TileConfig {
+    static constexpr int WW = WW_, WX = WX_, MT = MT_, NT = NT_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int kThreads = 32 * WW * WX;
+    static constexpr int BN = WW * 16 * MT;
+    static constexpr int BM = WX * 8 * NT;
+    static constexpr int kXBytes = BM * 256;
+    static constexpr int kWBytes = BN * 64;
+    static constexpr int kStageBytes = kXBytes + kWBytes;
+    static constexpr int kSmem = STAGES * kStageBytes;
+};
+
+// The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + i (rotor_cuda.h).
+using Tile0 = TileConfig<4, 2, 2, 8, 2, 2>;  // 128 x 128, 256 threads, 80 KB
+using Tile1 = TileConfig<8, 2, 2, 8, 3, 1>;  // 256 x 128, 512 threads, 144 KB
+using Tile2 = TileConfig<4, 2, 1, 8, 3, 2>;  // 64 x 128, 256 threads, 108 KB: more CTAs for small products
+static_assert(Tile0::kSmem == 80 * 1024, "tile 0 stage size");
+static_assert(Tile1::kSmem == 144 * 1024, "tile 1 stage size");
+
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor_gemm_args a) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    pdl_trigger();  // the kernel after this one may be scheduled early; it waits for this one to end
+    pdl_wait();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wx = warp % C::WX, ww = warp / C::WX;
+    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+
+    auto load_stage = [&](int kb, int s) {
+        unsigned char* xs = smem + s * C::kStageBytes;
+        unsigned char* ws = xs + C::kXBytes;
+        for (int id = tid; id < C::BM * 16; id += C::kThreads) {
+            const int r = id >> 4, c = id & 15, i = m0 + r;
+            const bool ok = i < a.m;
+            cp_async16(xs + x_offset(r, c), a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 16 * c, ok);
+        }
+        for (int id = tid; id < C::BN * 4; id += C::kThreads) {
+            const int r = id >> 2, c = id & 3, row = n0 + r;
+            const bool ok = row < a.n;
+            cp_async16(ws + r * 64 + 16 * c, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
+        }
+    };
+
+    int acc[C::MT][C::NT][4];
+#pragma unroll
+    for (int i = 0; i < C::MT; i++)
+#pragma unroll
+        for (int j = 0; j < C::NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
+
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; s++) {
+        if (s < a.k_blocks) load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < a.k_blocks; kb++) {
+        cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
+        __syncthreads();                 // ... and everyone's; and stage (kb - 1) % STAGES is no longer read
+        {
+            const int nk = kb + C::STAGES - 1;
+            if (nk < a.k_blocks) load_stage(nk, nk % C::STAGES);
+            cp_async_commit();
+        }
+        const unsigned char* xs = smem + (kb % C::STAGES) * C::kStageBytes;
+        const unsigned char* ws = xs + C::kXBytes;
+        uint4 wr[C::MT][2];
+#pragma unroll
+        for (int i = 0; i < C::MT; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                wr[i][h] = *reinterpret_cast<const uint4*>(ws + (ww * 16 * C::MT + 16 * i + g + 8 * h) * 64 + 16 * t);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            unsigned af[C::MT][8];  // [i][word + 4 * (row half)]
+#pragma unroll
+            for (int i = 0; i < C::MT; i++) {
+                af[i][0] = slice(wr[i][0].x, q); af[i][1] = slice(wr[i][0].y, q);
+                af[i][2] = slice(wr[i][0].z, q); af[i][3] = slice(wr[i][0].w, q);
+                af[i][4] = slice(wr[i][1].x, q); af[i][5] = slice(wr[i][1].y, q);
+                af[i][6] = slice(wr[i][1].z, q); af[i][7] = slice(wr[i][1].w, q);
+            }
+#pragma unroll
+            for (int j = 0; j < C::NT; j++) {
+                const int r = wx * 8 * C::NT + 8 * j + g;
+                const uint4 xv = *reinterpret_cast<const uint4*>(xs + x_offset(r, 4 * q + t));
+#pragma unroll
+                for (int i = 0; i < C::MT; i++) {
+                    mma_s8(acc[i][j], af[i][0], af[i][4], af[i][1], af[i][5], xv.x, xv.y);
+                    mma_s8(acc[i][j], af[i][2], af[i][6], af[i][3], af[i][7], xv.z, xv.w);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < C::MT; i++)
+#pragma unroll
+        for (int j = 0; j < C::NT; j++) {
+            const int row = n0 + ww * 16 * C::MT + 16 * i + g, col = m0 + wx * 8 * C::NT + 8 * j + 2 * t;
+            store_y(a, col, row, acc[i][j][0]);
+            store_y(a, col + 1, row, acc[i][j][1]);
+            store_y(a, col, row + 8, acc[i][j][2]);
+            store_y(a, col + 1, row + 8, acc[i][j][3]);
+        }
+}
+
+template <class C>
+int launch_tiled(const rotor_gemm_args& a, cudaStream_t s) {
+    const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
+    if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
+    // Not a programmatic dependent launch: measured slower on H200 for these multi-wave kernels.
+    return launch_plain(tiled_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "tiled_kernel", a);
+}
+
+template <class C>
+long long tiles(const rotor_gemm_args& a) {
+    return (long long)((a.m + C::BM - 1) / C::BM) * ((a.n + C::BN - 1) / C::BN);
+}
+
+template <class C>
+int prepare_tiled() {
+    CK(cudaFuncSetAttribute(tiled_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    return 0;
+}
+
+template <int NT, int WARPS, int U, int MIN_BLOCKS>
+int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
+    return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
+}
+
+template <int NT>
+int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
+    return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
+}
+
+int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
+    // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
+    if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
+    if (a.m <= 16) return launch_gemv_wide<2>(a, s);
+    if (a.m <= 32) return launch_gemv_wide<4>(a, s);
+    return launch_gemv_wide<8>(a, s);
+}
+
+int check_gemm(const rotor_gemm_args* a, int path) {
+    if (a == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm: args is NULL");
+    if (a->w == nullptr || a->x == nullptr || a->x_scale == nullptr || a->x_sum == nullptr || a->w_scale == nullptr ||
+        a->y == nullptr)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: a required pointer (w, x, x_scale, x_sum, w_scale, y) is NULL");
+    if (a->n <= 0 || a->m <= 0 || a->k_blocks <= 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: n = %d, m = %d, k_blocks = %d must be positive", a->n, a->m, a->k_blocks);
+    if (a->row_bytes < a->k_blocks * 64 || a->row_bytes % 16 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: row_bytes = %d, expected a multiple of 16 and at least k_blocks * 64 = %d",
+                    a->row_bytes, a->k_blocks * 64);
+    if (a->x_stride < a->k_blocks * 256 || a->x_stride % 16 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: x_stride = %d, expected a multiple of 16 and at least k_blocks * 256 = %d",
+                    a->x_stride, a->k_blocks * 256);
+    if (a->y_stride < a->n) return fail(ROTOR_CUDA_EINVAL, "gemm: y_stride = %d < n = %d", a->y_stride, a->n);
+    if (a->w_scale_stride != 0 && a->w_scale_stride != 1)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: w_scale_stride = %d, expected 0 or 1", a->w_scale_stride);
+    if (a->act < ROTOR_ACT_NONE || a->act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "gemm: act = %d", a->act);
+    if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
+    if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2)))
+        return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
+    return 0;
+}
+
+int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
+    if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s);
+    switch (path) {
+        case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 1: return launch_tiled<Tile1>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 2: return launch_tiled<Tile2>(a, s);
+        default: break;
+    }
+    // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
+    // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
+    if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);
+    return launch_tiled<Tile2>(a, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Float product (ActivationMode.Float): a warp a weight row, up to 4 activation rows a CTA row; lane j reads
+// bytes j and j + 32 of every block, i.e. columns 64q + j (+ 32). Plain float sums: compared with a tolerance.
+// ---------------------------------------------------------------------------------------------------------------
+
+__global__ void __launch_bounds__(256) gemm_f32_kernel(const uint8_t* w, int row_bytes, int k_blocks, int n,
+                                                       const float* x, int cols, int x_stride, int m,
+                                                       const float* w_scale, int w_scale_stride, const float* bias,
+                                                       float* y, int y_stride, int act) {
+    pdl_trigger();
+    pdl_wait();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * 8 + warp, i0 = blockIdx.y * 4;
+    if (r >= n) return;
+    const uint8_t* wr = w + (size_t)r * row_bytes;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int b = 0; b < k_blocks; b++)
+        for (int half = 0; half < 2; half++) {
+            const int j = lane + 32 * half;
+            const unsigned byte = wr[b * 64 + j];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int c = 256 * b + 64 * q + j;
+                const int wv = (int)((byte >> (2 * q)) & 3u) - 1;
+                if (c >= cols || wv == 0) continue;
+#pragma unroll
+                for (int ii = 0; ii < 4; ii++)
+                    if (i0 + ii < m) {
+                        const float xv = x[(size_t)(i0 + ii) * x_stride + c];
+                        acc[ii] += wv > 0 ? xv : -xv;
+                    }
+            }
+        }
+#pragma unroll
+    for (int ii = 0; ii < 4; ii++) {
+        const float s = warp_sum(acc[ii]);
+        if (lane == 0 && i0 + ii < m) {
+            float v = __fmul_rn(s, w_scale[(size_t)r * w_scale_stride]);
+            if (bias != nullptr) v = __fadd_rn(v, bias[r]);
+            y[(size_t)(i0 + ii) * y_stride + r] = apply_act(v, act);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Quantization, formats, elementwise
+// ---------------------------------------------------------------------------------------------------------------
+
+// One CTA a row. Same operations as QuantizedActivations.QuantizeRow: inv = 127 / amax, rint(x * inv) (half to
+// even), clamp to +-127; scale = amax / 127. Writes 4 bytes a thread a step (q_stride is a multiple of 4).
+__global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols, int x_stride, int8_t* q, int q_stride,
+                                                        float* scale, int* sum) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ float fscratch[32];
+    __shared__ int iscratch[32];
+    const float* xr = x + (size_t)blockIdx.x * x_stride;
+    int8_t* qr = q + (size_t)blockIdx.x * q_stride;
+    float amax = 0.f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) amax = fmaxf(amax, fabsf(xr[j]));
+    amax = block_reduce(amax, MaxOp{}, fscratch);
+    const float inv = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
+    int s = 0;
+    for (int j = 4 * threadIdx.x; j < q_stride; j += 4 * blockDim.x) {
+        unsigned packed = 0;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int v = 0;
+            if (j + e < cols && amax != 0.f) v = (int)fminf(fmaxf(rintf(__fmul_rn(xr[j + e], inv)), -127.f), 127.f);
+            s += v;
+            packed |= (unsigned)(v & 0xff) << (8 * e);
+        }
+        *reinterpret_cast<unsigned*>(qr + j) = packed;
+    }
+    s = block_reduce(s, SumIntOp{}, iscratch);
+    if (threadIdx.x == 0) {
+        scale[blockIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        sum[blockIdx.x] = s;
+    }
+}
+
+// One thread a packed byte.
+__global__ void pack_i2_kernel(const int8_t* trits, int rows, int cols, uint8_t* packed, int row_bytes, int* invalid) {
+    pdl_trigger();
+    pdl_wait();
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)rows * row_bytes) return;
+    const int r = (int)(idx / row_bytes), bi = (int)(idx % row_bytes), b = bi >> 6, j = bi & 63;
+    unsigned byte = 0;
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const int c = 256 * b + 64 * q + j;
+        int v = 0;
+        if (c < cols) {
+            v = trits[(size_t)r * cols + c];
+            if (v < -1 || v > 1) {
+                atomicAdd(invalid, 1);
+                v = 0;
+            }
+        }
+        byte |= (unsigned)(v + 1) << (2 * q);
+    }
+    packed[idx] = (uint8_t)byte;
+}
+
+// One thread a trit.
+__global__ void unpack_i2_kernel(const uint8_t* packed, int rows, int cols, int row_bytes, int8_t* trits) {
+    pdl_trigger();
+    pdl_wait();
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)rows * cols) return;
+    const int r = (int)(idx / cols), c = (int)(idx % cols);
+    const int b = c >> 8, within = c & 255, q = within >> 6, j = within & 63;
+    trits[idx] = (int8_t)((int)((packed[(size_t)r * row_bytes + b * 64 + j] >> (2 * q)) & 3u) - 1);
+}
+
+__global__ void activation_kernel(const float* x, float* y, int64_t count, int act) {
+    pdl_trigger();
+    pdl_wait();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = apply_act(x[i], act);
+}
+
+// One CTA a row: y = exp(x - max) / sum exp(x - max).
+__global__ void __launch_bounds__(256) softmax_kernel(const float* x, float* y, int cols) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * cols;
+    float* yr = y + (size_t)blockIdx.x * cols;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, xr[j]);
+    mx = block_reduce(mx, MaxOp{}, scratch);
+    float s = 0.f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) s += expf(xr[j] - mx);
+    s = block_reduce(s, SumFloatOp{}, scratch);
+    const float inv = 1.f / s;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = expf(xr[j] - mx) * inv;
+}
+
+bool pdl_disabled() {
+    const char* v = getenv("ROTOR_CUDA_PDL");
+    return v != nullptr && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
+}
+
+int grid_for(size_t items, int threads) { return (int)std::min<size_t>((items + threads - 1) / threads, 1u << 30); }
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------------------------
+// C API
+// -------------------------------------------------------------------------------------------------------------------
+
+extern "C" {
+
+ROTOR_API int rotor_cuda_abi(void) { return ROTOR_CUDA_ABI; }
+
+ROTOR_API int rotor_cuda_last_error(char* buf, int len) {
+    if (buf == nullptr || len <= 0) return ROTOR_CUDA_EINVAL;
+    snprintf(buf, (size_t)len, "%s", t_error);
+    return 0;
+}
+
+ROTOR_API int rotor_cuda_device_count(int* count) {
+    if (count == nullptr) return fail(ROTOR_CUDA_EINVAL, "device_count: count is NULL");
+    *count = 0;
+    CK(cudaGetDeviceCount(count));
+    return 0;
+}
+
+ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_major, int* cc_minor, int* sms,
+                              int64_t* global_mem, int* driver_version, int* runtime_version) {
+    int count = 0;
+    CK(cudaGetDeviceCount(&count));
+    if (device < 0 || device >= count) return fail(ROTOR_CUDA_EINVAL, "device %d does not exist (%d devices)", device, count);
+    CK(cudaSetDevice(device));
+    g_device = device;
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, device));
+    if (name != nullptr && name_len > 0) snprintf(name, (size_t)name_len, "%s", p.name);
+    if (cc_major) *cc_major = p.major;
+    if (cc_minor) *cc_minor = p.minor;
+    if (sms) *sms = p.multiProcessorCount;
+    if (global_mem) *global_mem = (int64_t)p.totalGlobalMem;
+    if (driver_version) CK(cudaDriverGetVersion(driver_version));
+    if (runtime_version) CK(cudaRuntimeGetVersion(runtime_version));
+    g_sms = p.multiProcessorCount;
+    if (p.major < 8)
+        return fail(ROTOR_CUDA_EINVAL, "%s has compute capability %d.%d; the int8 mma kernels need 8.0 or newer", p.name,
+                    p.major, p.minor);
+    // Fails with cudaErrorNoKernelImageForDevice when the library was not built for this architecture.
+    cudaFuncAttributes fa;
+    CK(cudaFuncGetAttributes(&fa, gemv_kernel<1, 4, 4, 8>));
+    g_pdl = p.major >= 9 && !pdl_disabled();
+    int r;
+    if ((r = prepare_tiled<Tile0>()) != 0) return r;
+    if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
+    if ((r = prepare_tiled<Tile2>()) != 0) return r;
+    return 0;
+}
+
+ROTOR_API int rotor_cuda_set_pdl(int on) {
+    USE_DEVICE();
+    int major = 0, dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    g_pdl = on != 0 && major >= 9;
+    return g_pdl ? 1 : 0;
+}
+
+ROTOR_API int rotor_cuda_malloc(void** d_ptr, size_t bytes) {
+    USE_DEVICE();
+    if (d_ptr == nullptr) return fail(ROTOR_CUDA_EINVAL, "malloc: d_ptr is NULL");
+    *d_ptr = nullptr;
+    if (bytes == 0) bytes = 1;
+    cudaError_t e = cudaMalloc(d_ptr, bytes);
+    if (e != cudaSuccess) return fail((int)e, "cudaMalloc(%zu bytes): %s (%s)", bytes, cudaGetErrorName(e), cudaGetErrorString(e));
+    return 0;
+}
+ROTOR_API int rotor_cuda_free(void* d_ptr) {
+    USE_DEVICE();
+    CK(cudaFree(d_ptr));
+    return 0;
+}
+ROTOR_API int rotor_cuda_host_alloc(void** h_ptr, size_t bytes) {
+    USE_DEVICE();
+    if (h_ptr == nullptr) return fail(ROTOR_CUDA_EINVAL, "host_alloc: h_ptr is NULL");
+    *h_ptr = nullptr;
+    if (bytes == 0) bytes = 1;
+    cudaError_t e = cudaMallocHost(h_ptr, bytes);
+    if (e != cudaSuccess) return fail((int)e, "cudaMallocHost(%zu bytes): %s (%s)", bytes, cudaGetErrorName(e), cudaGetErrorString(e));
+    return 0;
+}
+ROTOR_API int rotor_cuda_host_free(void* h_ptr) {
+    USE_DEVICE();
+    CK(cudaFreeHost(h_ptr));
+    return 0;
+}
+ROTOR_API int rotor_cuda_memcpy_h2d(void* d_dst, const void* h_src, size_t bytes, void* stream) {
+    USE_DEVICE();
+    CK(cudaMemcpyAsync(d_dst, h_src, bytes, cudaMemcpyHostToDevice, as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_memcpy_d2h(void* h_dst, const void* d_src, size_t bytes, void* stream) {
+    USE_DEVICE();
+    CK(cudaMemcpyAsync(h_dst, d_src, bytes, cudaMemcpyDeviceToHost, as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_memcpy_d2d(void* d_dst, const void* d_src, size_t bytes, void* stream) {
+    USE_DEVICE();
+    CK(cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_memset(void* d_ptr, int value, size_t bytes, void* stream) {
+    USE_DEVICE();
+    CK(cudaMemsetAsync(d_ptr, value, bytes, as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_stream_create(void** stream) {
+    USE_DEVICE();
+    if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "stream_create: stream is NULL");
+    cudaStream_t s = nullptr;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    *stream = s;
+    return 0;
+}
+ROTOR_API int rotor_cuda_stream_destroy(void* stream) {
+    USE_DEVICE();
+    CK(cudaStreamDestroy(as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_stream_sync(void* stream) {
+    USE_DEVICE();
+    CK(cudaStreamSynchronize(as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_event_create(void** event) {
+    USE_DEVICE();
+    if (event == nullptr) return fail(ROTOR_CUDA_EINVAL, "event_create: event is NULL");
+    cudaEvent_t e = nullptr;
+    CK(cudaEventCreate(&e));
+    *event = e;
+    return 0;
+}
+ROTOR_API int rotor_cuda_event_destroy(void* event) {
+    USE_DEVICE();
+    CK(cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_event_record(void* event, void* stream) {
+    USE_DEVICE();
+    CK(cudaEventRecord(static_cast<cudaEvent_t>(event), as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_event_elapsed_ms(void* start, void* end, float* ms) {
+    USE_DEVICE();
+    if (ms == nullptr) return fail(ROTOR_CUDA_EINVAL, "event_elapsed_ms: ms is NULL");
+    CK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
+    CK(cudaEventElapsedTime(ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_graph_begin(void* stream) {
+    USE_DEVICE();
+    if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "graph_begin: the default stream cannot be captured");
+    CK(cudaStreamBeginCapture(as_stream(stream), cudaStreamCaptureModeThreadLocal));
+    return 0;
+}
+ROTOR_API int rotor_cuda_graph_end(void* stream, void** graph_exec) {
+    USE_DEVICE();
+    if (graph_exec == nullptr) return fail(ROTOR_CUDA_EINVAL, "graph_end: graph_exec is NULL");
+    *graph_exec = nullptr;
+    cudaGraph_t graph = nullptr;
+    CK(cudaStreamEndCapture(as_stream(stream), &graph));
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) return cuda_fail(e, "cudaGraphInstantiateWithFlags");
+    *graph_exec = exec;
+    return 0;
+}
+ROTOR_API int rotor_cuda_graph_launch(void* graph_exec, void* stream) {
+    USE_DEVICE();
+    CK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), as_stream(stream)));
+    return 0;
+}
+ROTOR_API int rotor_cuda_graph_destroy(void* graph_exec) {
+    USE_DEVICE();
+    CK(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)));
+    return 0;
+}
+
+ROTOR_API int rotor_cuda_pack_i2(const int8_t* d_trits, int rows, int cols, uint8_t* d_packed, int row_bytes,
+                                 int* d_invalid, void* stream) {
+    USE_DEVICE();
+    if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "pack_i2: %dx%d, dimensions must be positive", rows, cols);
+    if (row_bytes != (cols + 255) / 256 * 64)
+        return fail(ROTOR_CUDA_EINVAL, "pack_i2: row_bytes = %d, expected %d for %d columns", row_bytes, (cols + 255) / 256 * 64, cols);
+    if (d_trits == nullptr || d_packed == nullptr || d_invalid == nullptr) return fail(ROTOR_CUDA_EINVAL, "pack_i2: NULL pointer");
+    const size_t total = (size_t)rows * row_bytes;
+    return launch(pack_i2_kernel, dim3(grid_for(total, 256)), dim3(256), 0, as_stream(stream), "pack_i2_kernel", d_trits, rows, cols,
+                  d_packed, row_bytes, d_invalid);
+}
+
+ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, int row_bytes, int8_t* d_trits,
+                                   void* stream) {
+    USE_DEVICE();
+    if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: %dx%d, dimensions must be positive", rows, cols);
+    if (row_bytes < (cols + 255) / 256 * 64) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: row_bytes = %d too small for %d columns", row_bytes, cols);
+    if (d_trits == nullptr || d_packed == nullptr) return fail(ROTOR_CUDA_EINVAL, "unpack_i2: NULL pointer");
+    const size_t total = (size_t)rows * cols;
+    return launch(unpack_i2_kernel, dim3(grid_for(total, 256)), dim3(256), 0, as_stream(stream), "unpack_i2_kernel", d_packed, rows,
+                  cols, row_bytes, d_trits);
+}
+
+ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_stride, int8_t* d_q, int q_stride,
+                                  float* d_scale, int32_t* d_sum, void* stream) {
+    USE_DEVICE();
+    if (m <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "quantize: m = %d, cols = %d must be positive", m, cols);
+    if (x_stride < cols || q_stride < cols || q_stride % 4 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "quantize: x_stride = %d, q_stride = %d for %d columns (q_stride a multiple of 4)", x_stride, q_stride, cols);
+    if (d_x == nullptr || d_q == nullptr || d_scale == nullptr || d_sum == nullptr) return fail(ROTOR_CUDA_EINVAL, "quantize: NULL pointer");
+    return launch(quantize_kernel, dim3(m), dim3(256), 0, as_stream(stream), "quantize_kernel", d_x, cols, x_stride, d_q, q_stride,
+                  d_scale, d_sum);
+}
+
+ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream) {
+    USE_DEVICE();
+    int r = check_gemm(args, path);
+    return r != 0 ? r : launch_gemm(*args, path, as_stream(stream));
+}
+
+ROTOR_API int rotor_cuda_gemm_f32(const uint8_t* d_w, int row_bytes, int k_blocks, int n, const float* d_x, int cols,
+                                  int x_stride, int m, const float* d_w_scale, int w_scale_stride, const float* d_bias,
+                                  float* d_y, int y_stride, int act, void* stream) {
+    USE_DEVICE();
+    if (n <= 0 || m <= 0 || cols <= 0 || k_blocks * 256 < cols || row_bytes < k_blocks * 64 || x_stride < cols || y_stride < n)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_f32: n = %d, m = %d, cols = %d, k_blocks = %d, row_bytes = %d, x_stride = %d, y_stride = %d",
+                    n, m, cols, k_blocks, row_bytes, x_stride, y_stride);
+    if (d_w == nullptr || d_x == nullptr || d_w_scale == nullptr || d_y == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm_f32: NULL pointer");
+    if (m > 4 * 65535) return fail(ROTOR_CUDA_EINVAL, "gemm_f32: m = %d is more than %d", m, 4 * 65535);
+    const dim3 grid((n + 7) / 8, (m + 3) / 4);
+    return launch(gemm_f32_kernel, grid, dim3(256), 0, as_stream(stream), "gemm_f32_kernel", d_w, row_bytes, k_blocks, n, d_x, cols,
+                  x_stride, m, d_w_scale, w_scale_stride, d_bias, d_y, y_stride, act);
+}
+
+ROTOR_API int rotor_cuda_activation(const float* d_x, float* d_y, int64_t count, int act, void* stream) {
+    USE_DEVICE();
+    if (count <= 0 || act < ROTOR_ACT_NONE || act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "activation: count = %lld, act = %d", (long long)count, act);
+    return launch(activation_kernel, dim3((unsigned)std::min<int64_t>((count + 255) / 256, 4096)), dim3(256), 0, as_stream(stream),
+                  "activation_kernel", d_x, d_y, count, act);
+}
+
+ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int cols, void* stream) {
+    USE_DEVICE();
+    if (rows <= 0 || cols <= 0) return fail(ROTOR_CUDA_EINVAL, "softmax: %dx%d", rows, cols);
+    return launch(softmax_kernel, dim3(rows), dim3(256), 0, as_stream(stream), "softmax_kernel", d_x, d_y, cols);
+}
+
+ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us, void* stream) {
+    USE_DEVICE();
+    int r = check_gemm(args, path);
+    if (r != 0) return r;
+    if (inner <= 0 || reps <= 0 || us == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: inner = %d, reps = %d", inner, reps);
+    if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: needs a stream of its own (graphs cannot capture the default stream)");
+    cudaStream_t s = as_stream(stream);
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int k = 0; k < inner && r == 0; k++) r = launch_gemm(*args, path, s);
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(s, &graph);
+    if (r != 0) { if (graph) cudaGraphDestroy(graph); return r; }
+    if (e != cudaSuccess) return cuda_fail(e, "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) return cuda_fail(e, "cudaGraphInstantiateWithFlags");
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    if (e == cudaSuccess) e = cudaGraphLaunch(exec, s);  // warm-up
+    for (int k = 0; k < reps && e == cudaSuccess; k++) {
+        float ms = 0;
+        e = cudaEventRecord(e0, s);
+        if (e == cudaSuccess) e = cudaGraphLaunch(exec, s);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, s);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        us[k] = ms * 1000.f / inner;
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaGraphExecDestroy(exec);
+    return e == cudaSuccess ? 0 : cuda_fail(e, "bench_gemm replay");
+}
+
+ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream) {
+    USE_DEVICE();
+    if (bytes == 0 || reps <= 0 || gbps == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_copy: bytes = %zu, reps = %d", bytes, reps);
+    void *a = nullptr, *b = nullptr;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    cudaStream_t s = as_stream(stream);
+    std::vector<double> v;
+    cudaError_t e = cudaMalloc(&a, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&b, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(a, 1, bytes, s);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s);  // warm-up
+    for (int k = 0; k < reps && e == cudaSuccess; k++) {
+        float ms = 0;
+        e = cudaEventRecord(e0, s);
+        if (e == cudaSuccess) e = cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, s);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        if (e == cudaSuccess) v.push_back(2.0 * (double)bytes / (ms * 1e-3) / 1e9);
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (a) cudaFree(a);
+    if (b) cudaFree(b);
+    if (e != cudaSuccess) return cuda_fail(e, "bench_copy");
+    std::sort(v.begin(), v.end());
+    *gbps = v[v.size() / 2];
+    return 0;
+}
+
+}  // extern "C"

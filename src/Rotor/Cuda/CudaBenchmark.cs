@@ -1,0 +1,161 @@
+using System.Text.Json;
+using Rotor.Kernels;
+
+namespace Rotor.Cuda;
+
+/// <summary>One timed product.</summary>
+/// <param name="N">Weight rows.</param>
+/// <param name="K">Columns.</param>
+/// <param name="M">Activation rows.</param>
+/// <param name="Path">Kernel (auto, gemv, tiled...).</param>
+/// <param name="Us">Median microseconds a product (CUDA events around a graph of repeated launches).</param>
+/// <param name="WeightGBps">Packed weight bytes (n * k / 4) / time, in GB/s.</param>
+/// <param name="Tops">2 * m * n * k / time, in tera-operations a second.</param>
+internal sealed record GemmTiming(int N, int K, int M, string Path, double Us, double WeightGBps, double Tops);
+
+/// <summary>The network benchmark: its shape, kernels a pass, and median microseconds of a graph replay on device
+/// data with and without programmatic dependent launch, with the host copies in the graph, and of Forward on the
+/// host clock.</summary>
+internal sealed record NetworkTiming(int Layers, int Width, int Batch, int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs);
+
+/// <summary>The GPU benchmark behind <c>rotor bench-cuda</c>: products on the BitNet shapes, copy bandwidth, a whole
+/// network as one CUDA graph.</summary>
+internal static unsafe class CudaBenchmark
+{
+    public static readonly (int N, int K)[] Shapes = [(2560, 2560), (6912, 2560), (2560, 6912), (4096, 4096), (16384, 4096)];
+    public static readonly int[] Ms = [1, 8, 32, 128, 512, 2048];
+
+    /// <summary>Median device-to-device copy bandwidth (bytes read + written) of a 1 GiB buffer, in GB/s.</summary>
+    public static double CopyGBps(CudaBackend gpu)
+    {
+        double g;
+        Native.Check(Native.rotor_cuda_bench_copy((nuint)(1UL << 30), 20, &g, gpu.Stream.Pointer), "copy benchmark");
+        return g;
+    }
+
+    /// <summary>Times every shape and m; with <paramref name="allPaths"/> also each forced kernel.</summary>
+    public static List<GemmTiming> Products(CudaBackend gpu, (int N, int K)[] shapes, int[] ms, bool allPaths, Action<GemmTiming>? progress = null)
+    {
+        var results = new List<GemmTiming>();
+        foreach (var (n, k) in shapes)
+        {
+            var w = TernaryMatrix.FromTrits(CudaSelfTest.Trits(n * k, n + k), n, k, [0.5f]);
+            lock (gpu.Gate)
+            {
+                DeviceMatrix d = gpu.Resident(w);
+                int maxM = ms.Max();
+                int padded = w.PaddedCols;
+                using var xq = new DeviceBuffer((long)maxM * padded);
+                using var sc = new DeviceBuffer(maxM * 4);
+                using var su = new DeviceBuffer(maxM * 4);
+                using var y = new DeviceBuffer((long)maxM * n * 4);
+                // Random int8 activations: the product's speed does not depend on the values, but zeros would flatter.
+                var q = new sbyte[(long)maxM * padded];
+                new Random(k).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(q.AsSpan()));
+                for (int i = 0; i < q.Length; i++) if (q[i] == -128) q[i] = 127;
+                xq.Upload<sbyte>(q, gpu.Stream);
+                sc.Upload<float>(Enumerable.Repeat(0.01f, maxM).ToArray(), gpu.Stream);
+                su.Upload<int>(new int[maxM], gpu.Stream);
+                foreach (int m in ms)
+                {
+                    // "auto": launched back to back with programmatic dependent launch where the GPU has it (each
+                    // product streams weights while the previous one finishes, as the layers of a model do);
+                    // "auto-nopdl": each launch waits for the previous one to end.
+                    var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
+                    if (allPaths)
+                        foreach (CudaPath p in m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 })
+                            paths.Add((p, true, p.ToString().ToLowerInvariant()));
+                    foreach (var (p, pdl, label) in paths)
+                    {
+                        string name = label;
+                        GemmArgsNative a = CudaBackend.Args(d, xq.Pointer, padded, sc.Pointer, su.Pointer, m, 0, y.Pointer, n, CudaActivation.None);
+                        bool on = SetPdl(pdl);
+                        double us;
+                        try { us = Time(gpu, a, p); }
+                        finally { SetPdl(true); }
+                        if (pdl && !on && name == "auto") name = "auto (no pdl on this gpu)";
+                        double bytes = (double)n * k / 4;
+                        var t = new GemmTiming(n, k, m, name, us, bytes / (us * 1e-6) / 1e9, 2.0 * m * n * k / (us * 1e-6) / 1e12);
+                        results.Add(t); progress?.Invoke(t);
+                    }
+                }
+            }
+            gpu.Evict(w);
+        }
+        return results;
+    }
+
+    /// <summary>Turns programmatic dependent launch on or off for later launches; returns whether it is on.</summary>
+    internal static bool SetPdl(bool on)
+    {
+        int rc = Native.rotor_cuda_set_pdl(on ? 1 : 0);
+        if (rc < 0 || rc > 1) Native.Check(rc, "setting programmatic dependent launch");
+        return rc == 1;
+    }
+
+    // A first short run sizes the graph to about 2 ms of work; then the median of 15 replays.
+    private static double Time(CudaBackend gpu, GemmArgsNative a, CudaPath path)
+    {
+        var us = new float[15];
+        fixed (float* u = us)
+        {
+            Native.Check(Native.rotor_cuda_bench_gemm(&a, (int)path, 2, 3, u, gpu.Stream.Pointer), "benchmark");
+            double est = Math.Max(0.5, us.Take(3).Order().ElementAt(1));
+            int inner = (int)Math.Clamp(2000 / est, 1, 500);
+            Native.Check(Native.rotor_cuda_bench_gemm(&a, (int)path, inner, us.Length, u, gpu.Stream.Pointer), "benchmark");
+        }
+        Array.Sort(us);
+        return us[us.Length / 2];
+    }
+
+    /// <summary>The network benchmark: <paramref name="layers"/> x TernaryLinear 2048->2048 (+bias, ReLU between),
+    /// batch <paramref name="batch"/>, one CUDA graph. Returns (kernels, device-only replay us, the same without
+    /// programmatic dependent launch, replay with host copies us, Forward on the host clock us).</summary>
+    public static NetworkTiming Network(CudaBackend gpu, int layers, int batch)
+    {
+        var net = CudaSelfTest.Net2048(layers, CpuBackend.Default);
+        double noPdl;
+        SetPdl(false);
+        try
+        {
+            using var g0 = new CudaNetwork(net, gpu, batch);
+            noPdl = g0.TimeReplayUs(batch, copies: false, reps: 201);
+        }
+        finally { SetPdl(true); }
+        using var g = new CudaNetwork(net, gpu, batch);
+        double dev = g.TimeReplayUs(batch, copies: false, reps: 201);
+        double cp = g.TimeReplayUs(batch, copies: true, reps: 201);
+        double host = g.TimeForwardUs(batch, 201);
+        return new NetworkTiming(layers, 2048, batch, g.Kernels, dev, noPdl, cp, host);
+    }
+
+    /// <summary>The results as JSON for bench/cuda/cublas_ref.py.</summary>
+    public static string Json(CudaAvailability dev, double copyGBps, List<GemmTiming> products, NetworkTiming? net)
+    {
+        using var ms = new MemoryStream();
+        using (var j = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            j.WriteStartObject();
+            j.WriteString("gpu", dev.DeviceName);
+            j.WriteNumber("copy_gbps", copyGBps);
+            if (net is not null)
+            {
+                j.WriteStartObject("network");
+                j.WriteNumber("layers", net.Layers); j.WriteNumber("width", net.Width); j.WriteNumber("batch", net.Batch); j.WriteNumber("kernels", net.Kernels);
+                j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("device_no_pdl_us", net.NoPdlUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
+                j.WriteEndObject();
+            }
+            j.WriteStartArray("products");
+            foreach (GemmTiming p in products)
+            {
+                j.WriteStartObject();
+                j.WriteNumber("n", p.N); j.WriteNumber("k", p.K); j.WriteNumber("m", p.M); j.WriteString("path", p.Path);
+                j.WriteNumber("us", p.Us); j.WriteNumber("gbps", p.WeightGBps); j.WriteNumber("tops", p.Tops);
+                j.WriteEndObject();
+            }
+            j.WriteEndArray();
+            j.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(ms.ToArray());
+    }
+}

@@ -1,0 +1,127 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Rotor.Cuda;
+
+/// <summary>Mirror of <c>rotor_gemm_args</c> in native/cuda/rotor_cuda.h (88 bytes; field order is the ABI).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct GemmArgsNative
+{
+    public nint W;          // const uint8_t*  (n, rowBytes) I2_256
+    public nint X;          // const int8_t*   (m, xStride)
+    public nint XScale;     // const float*    (m)
+    public nint XSum;       // const int32_t*  (m)
+    public nint WScale;     // const float*    (1 or n)
+    public nint Bias;       // const float*    (n) or 0
+    public nint Y;          // float*          (m, yStride)
+    public int RowBytes;
+    public int KBlocks;
+    public int N;
+    public int XStride;
+    public int M;
+    public int WScaleStride;
+    public int YStride;
+    public int Act;
+}
+
+/// <summary>Product kernel choice, <c>rotor_path</c> of rotor_cuda.h.</summary>
+internal enum CudaPath
+{
+    Auto = 0,
+    Gemv = 1,
+    Tiled = 2,
+    Tiled128x128 = 16,
+    Tiled256x128 = 17,
+    Tiled64x128 = 18,
+}
+
+/// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
+/// or an error code; <see cref="Check"/> turns a failure into a <see cref="CudaException"/> with the library's message.</summary>
+internal static partial class Native
+{
+    public const string Library = "rotor_cuda";
+    public const int Abi = 1;
+    public const int EInval = -1;
+
+    static Native()
+    {
+        try { NativeLibrary.SetDllImportResolver(typeof(Native).Assembly, Resolve); }
+        catch (InvalidOperationException) { /* another part of Rotor set a resolver: default probing applies */ }
+    }
+
+    /// <summary>Finds the library: <c>ROTOR_CUDA_LIB</c> (a file), then beside the application, then the system's
+    /// search path (LD_LIBRARY_PATH, ldconfig).</summary>
+    private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? path)
+    {
+        if (name != Library) return 0;
+        string? env = Environment.GetEnvironmentVariable("ROTOR_CUDA_LIB");
+        if (!string.IsNullOrWhiteSpace(env))
+            return NativeLibrary.TryLoad(env, out nint h) ? h : throw new DllNotFoundException($"ROTOR_CUDA_LIB={env} could not be loaded (missing file, or libcuda not installed)");
+        foreach (string file in FileNames())
+        {
+            string p = Path.Combine(AppContext.BaseDirectory, file);
+            if (File.Exists(p) && NativeLibrary.TryLoad(p, out nint h)) return h;
+        }
+        foreach (string file in FileNames())
+            if (NativeLibrary.TryLoad(file, out nint h)) return h;
+        return 0;
+    }
+
+    internal static string[] FileNames() =>
+        OperatingSystem.IsWindows() ? ["rotor_cuda.dll"] : OperatingSystem.IsMacOS() ? ["librotor_cuda.dylib"] : ["librotor_cuda.so"];
+
+    /// <summary>Throws <see cref="CudaException"/> when <paramref name="rc"/> is not 0.</summary>
+    public static void Check(int rc, string what)
+    {
+        if (rc == 0) return;
+        throw new CudaException(rc, $"{what}: {LastError()}");
+    }
+
+    /// <summary>The calling thread's last failure message from the library.</summary>
+    public static unsafe string LastError()
+    {
+        byte* buf = stackalloc byte[1024];
+        if (rotor_cuda_last_error(buf, 1024) != 0) return "(no message)";
+        return Marshal.PtrToStringUTF8((nint)buf) ?? "(no message)";
+    }
+
+    [LibraryImport(Library)] public static partial int rotor_cuda_abi();
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_last_error(byte* buf, int len);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_device_count(int* count);
+    [LibraryImport(Library)]
+    public static unsafe partial int rotor_cuda_init(int device, byte* name, int nameLen, int* ccMajor, int* ccMinor, int* sms,
+        long* globalMem, int* driverVersion, int* runtimeVersion);
+
+    [LibraryImport(Library)] public static partial int rotor_cuda_set_pdl(int on);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_malloc(nint* ptr, nuint bytes);
+    [LibraryImport(Library)] public static partial int rotor_cuda_free(nint ptr);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_host_alloc(nint* ptr, nuint bytes);
+    [LibraryImport(Library)] public static partial int rotor_cuda_host_free(nint ptr);
+    [LibraryImport(Library)] public static partial int rotor_cuda_memcpy_h2d(nint dst, nint src, nuint bytes, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_memcpy_d2h(nint dst, nint src, nuint bytes, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_memcpy_d2d(nint dst, nint src, nuint bytes, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_memset(nint ptr, int value, nuint bytes, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_stream_create(nint* stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_stream_destroy(nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_stream_sync(nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_event_create(nint* ev);
+    [LibraryImport(Library)] public static partial int rotor_cuda_event_destroy(nint ev);
+    [LibraryImport(Library)] public static partial int rotor_cuda_event_record(nint ev, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_event_elapsed_ms(nint start, nint end, float* ms);
+    [LibraryImport(Library)] public static partial int rotor_cuda_graph_begin(nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_graph_end(nint stream, nint* graphExec);
+    [LibraryImport(Library)] public static partial int rotor_cuda_graph_launch(nint graphExec, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_graph_destroy(nint graphExec);
+
+    [LibraryImport(Library)] public static partial int rotor_cuda_pack_i2(nint trits, int rows, int cols, nint packed, int rowBytes, nint invalid, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_unpack_i2(nint packed, int rows, int cols, int rowBytes, nint trits, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_quantize(nint x, int m, int cols, int xStride, nint q, int qStride, nint scale, nint sum, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm(GemmArgsNative* args, int path, nint stream);
+    [LibraryImport(Library)]
+    public static partial int rotor_cuda_gemm_f32(nint w, int rowBytes, int kBlocks, int n, nint x, int cols, int xStride, int m,
+        nint wScale, int wScaleStride, nint bias, nint y, int yStride, int act, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_activation(nint x, nint y, long count, int act, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_softmax(nint x, nint y, int rows, int cols, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_gemm(GemmArgsNative* args, int path, int inner, int reps, float* us, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_copy(nuint bytes, int reps, double* gbps, nint stream);
+}

@@ -1,0 +1,119 @@
+using System.Buffers.Binary;
+using Xunit;
+
+namespace Rotor.Index.Tests;
+
+public class PersistenceTests
+{
+    private static VectorIndex Build(CodeKind kind, IndexStructure structure, int n = 700, int d = 40)
+    {
+        var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = kind, Structure = structure, Metric = Metric.Cosine });
+        index.Add(TestData.Records(n, d, 6));
+        index.Delete("k5"); index.Delete("k6");
+        return index;
+    }
+
+    public static TheoryData<CodeKind, IndexStructure, bool> Cases()
+    {
+        var t = new TheoryData<CodeKind, IndexStructure, bool>();
+        foreach (var k in Enum.GetValues<CodeKind>()) foreach (var s in Enum.GetValues<IndexStructure>()) t.Add(k, s, k == CodeKind.Ternary);
+        t.Add(CodeKind.Ternary, IndexStructure.Flat, false);
+        return t;
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void RoundTripGivesTheSameResults(CodeKind kind, IndexStructure structure, bool map)
+    {
+        string path = Path.Combine(TestData.TempDir(), "a.rix");
+        using var index = Build(kind, structure);
+        index.Save(path);
+        using var loaded = VectorIndex.Open(path, memoryMap: map);
+        Assert.Equal(index.Options, loaded.Options);
+        Assert.Equal(index.Count, loaded.Count);
+        Assert.Equal(map, loaded.Stats.MemoryMapped);
+        Assert.Null(loaded.Get("k5"));
+        Assert.Equal(index.Get("k9")!.Vector.ToArray(), loaded.Get("k9")!.Vector.ToArray());
+        Assert.Equal(index.Get("k9")!.Fields, loaded.Get("k9")!.Fields);
+        for (int qi = 0; qi < 5; qi++)
+        {
+            float[] q = TestData.Query(40, qi);
+            var a = index.Search(q, 15, new SearchOptions { RescoreFactor = kind == CodeKind.Float32 ? 0 : 3 });
+            var b = loaded.Search(q, 15, new SearchOptions { RescoreFactor = kind == CodeKind.Float32 ? 0 : 3 });
+            Assert.Equal(a.Select(h => (h.Key, h.Score)), b.Select(h => (h.Key, h.Score)));
+        }
+        // A loaded (mapped) index accepts writes: the mapping is copied on first write.
+        loaded.Add([new IndexRecord("new", TestData.Query(40, 99))]);
+        Assert.Equal("new", loaded.Search(TestData.Query(40, 99), 1)[0].Key);
+        loaded.Save(path); // over the file it maps
+        using var again = VectorIndex.Open(path);
+        Assert.Equal(index.Count + 1, again.Count);
+    }
+
+    [Fact]
+    public void InterruptedSaveKeepsTheOldFile()
+    {
+        string dir = TestData.TempDir(), path = Path.Combine(dir, "a.rix");
+        using var index = Build(CodeKind.Ternary, IndexStructure.Hnsw);
+        index.Save(path);
+        byte[] before = File.ReadAllBytes(path);
+        index.Add([new IndexRecord("later", TestData.Query(40, 1))]);
+        IndexFile.BeforeRename = tmp =>
+        {
+            Assert.True(File.Exists(tmp));
+            throw new IOException("injected fault between write and rename");
+        };
+        try { Assert.Throws<IOException>(() => index.Save(path)); }
+        finally { IndexFile.BeforeRename = null; }
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Single(Directory.GetFiles(dir)); // the temporary file was removed
+        using var old = VectorIndex.Open(path);
+        Assert.Equal(index.Count - 1, old.Count);
+        Assert.Null(old.Get("later"));
+    }
+
+    [Fact]
+    public void AKilledSaveLeavesATempFileThatIsIgnored()
+    {
+        // What a process killed mid-write leaves behind: a partial temporary file beside the intact old file.
+        string dir = TestData.TempDir(), path = Path.Combine(dir, "a.rix");
+        using var index = Build(CodeKind.Int8, IndexStructure.Flat);
+        index.Save(path);
+        byte[] full = File.ReadAllBytes(path);
+        File.WriteAllBytes(Path.Combine(dir, ".a.rix.123.tmp"), full.AsSpan(0, full.Length / 2).ToArray());
+        using var old = VectorIndex.Open(path);
+        Assert.Equal(index.Count, old.Count);
+        var e = Assert.Throws<RotorException>(() => VectorIndex.Open(Path.Combine(dir, ".a.rix.123.tmp")));
+        Assert.Contains("truncated", e.Message);
+    }
+
+    [Fact]
+    public void TruncatedAndCorruptFilesAreRejected()
+    {
+        string dir = TestData.TempDir(), path = Path.Combine(dir, "a.rix");
+        using (var index = Build(CodeKind.Ternary, IndexStructure.Hnsw)) index.Save(path);
+        byte[] good = File.ReadAllBytes(path);
+
+        void Expect(byte[] bytes, string words)
+        {
+            string p = Path.Combine(dir, "bad.rix");
+            File.WriteAllBytes(p, bytes);
+            var e = Assert.Throws<RotorException>(() => VectorIndex.Open(p));
+            Assert.Contains(words, e.Message);
+            Assert.Contains("bad.rix", e.Message);
+        }
+
+        Expect(good[..100], "truncated");
+        Expect(good[..(good.Length - 5000)], "truncated");
+        var magic = (byte[])good.Clone(); magic[0] = (byte)'X';
+        Expect(magic, "not a Rotor index");
+        var version = (byte[])good.Clone(); BinaryPrimitives.WriteUInt32LittleEndian(version.AsSpan(8), 99);
+        Expect(version, "version 99");
+        var header = (byte[])good.Clone(); header[20] ^= 1;
+        Expect(header, "header checksum");
+        var body = (byte[])good.Clone(); body[IndexFile.HeaderBytes + 10] ^= 0x40;
+        Expect(body, "checksum mismatch in section Codes");
+        var tail = (byte[])good.Clone(); tail[^10] ^= 0x01;
+        Expect(tail, "checksum mismatch");
+        Assert.Contains("does not exist", Assert.Throws<RotorException>(() => VectorIndex.Open(Path.Combine(dir, "none.rix"))).Message);
+    }
+}

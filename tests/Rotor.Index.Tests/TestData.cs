@@ -1,0 +1,25 @@
+namespace Rotor.Index.Tests;
+
+internal static class TestData
+{
+    public static List<IndexRecord> Records(int n, int d, int seed, int clusters = 20)
+    {
+        float[] data = SyntheticVectors.Clustered(n, d, clusters, seed);
+        var list = new List<IndexRecord>(n);
+        for (int i = 0; i < n; i++)
+            list.Add(new IndexRecord($"k{i}", data.AsMemory(i * d, d), new Dictionary<string, object>
+            {
+                ["n"] = i, ["parity"] = i % 2 == 0 ? "even" : "odd", ["x"] = i * 0.5, ["flag"] = i % 3 == 0,
+            }));
+        return list;
+    }
+
+    public static float[] Query(int d, int seed) => SyntheticVectors.Clustered(1, d, 20, seed);
+
+    public static string TempDir()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "rotor-index-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+}

@@ -1,0 +1,58 @@
+using Xunit;
+
+namespace Rotor.Rag.Tests;
+
+/// <summary>Where test data lives: the repository root is the folder holding Rotor.sln above the test assembly;
+/// shared data is ../shared/data from there.</summary>
+internal static class TestPaths
+{
+    public static readonly string? RepoRoot = FindRepoRoot();
+
+    public static string? SharedData => RepoRoot is null ? null : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
+
+    public static string? WikiSample => Existing(SharedData, "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2");
+
+    public static string? SciFact => SharedData is { } d && Directory.Exists(Path.Combine(d, "beir-scifact")) ? Path.Combine(d, "beir-scifact") : null;
+
+    public static string Reference(string name) => Path.Combine(AppContext.BaseDirectory, "Reference", name);
+
+    private static string? Existing(string? dir, string file)
+        => dir is not null && File.Exists(Path.Combine(dir, file)) ? Path.Combine(dir, file) : null;
+
+    private static string? FindRepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "Rotor.sln"))) return d.FullName;
+        return null;
+    }
+
+    /// <summary>A fresh empty folder under the temp folder, removed by the caller.</summary>
+    public static string TempDir()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "rotor-rag-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+}
+
+/// <summary>A fact that skips, saying why, when the Wikipedia dump sample is absent.</summary>
+public sealed class WikiSampleFactAttribute : FactAttribute
+{
+    /// <summary>Sets Skip when the sample is missing.</summary>
+    public WikiSampleFactAttribute()
+    {
+        if (TestPaths.WikiSample is null)
+            Skip = $"Wikipedia dump sample not found under {TestPaths.SharedData ?? "../shared/data (no Rotor.sln above the test assembly)"}";
+    }
+}
+
+/// <summary>A fact that skips, saying why, when BEIR SciFact is absent.</summary>
+public sealed class SciFactFactAttribute : FactAttribute
+{
+    /// <summary>Sets Skip when the data set is missing.</summary>
+    public SciFactFactAttribute()
+    {
+        if (TestPaths.SciFact is null)
+            Skip = $"BEIR SciFact not found under {TestPaths.SharedData ?? "../shared/data (no Rotor.sln above the test assembly)"}/beir-scifact";
+    }
+}
