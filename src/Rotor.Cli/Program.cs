@@ -21,6 +21,7 @@ public static class Program
         root.Subcommands.Add(RagCommand.Create());
         root.Subcommands.Add(CudaCommands.CreateSelftest());
         root.Subcommands.Add(CudaCommands.CreateBench());
+        root.Subcommands.Add(TrainCommands.CreateTrain()); root.Subcommands.Add(TrainCommands.CreateEval()); root.Subcommands.Add(TrainCommands.CreatePredict());
         try
         {
             // Rotor's own errors print one line (no stack trace) and exit 2.
