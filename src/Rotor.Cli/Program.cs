@@ -14,14 +14,16 @@ public static class Program
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
         root.Subcommands.Add(SearchCommand.Create());
-        var eval = new Command("eval", "Evaluations");
+        // eval MODEL --data DIR evaluates a trained model; eval retrieval|embedding are its subcommands.
+        var eval = TrainCommands.CreateEval();
         eval.Subcommands.Add(EvalRetrievalCommand.Create());
         eval.Subcommands.Add(EvalEmbeddingCommand.Create());
         root.Subcommands.Add(eval);
         root.Subcommands.Add(RagCommand.Create());
         root.Subcommands.Add(CudaCommands.CreateSelftest());
         root.Subcommands.Add(CudaCommands.CreateBench());
-        root.Subcommands.Add(TrainCommands.CreateTrain()); root.Subcommands.Add(TrainCommands.CreateEval()); root.Subcommands.Add(TrainCommands.CreatePredict());
+        root.Subcommands.Add(TrainCommands.CreateTrain());
+        root.Subcommands.Add(TrainCommands.CreatePredict());
         try
         {
             // Rotor's own errors print one line (no stack trace) and exit 2.
