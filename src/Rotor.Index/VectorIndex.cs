@@ -95,7 +95,7 @@ public sealed unsafe class VectorIndex : IDisposable
             seen[r.Key] = i;
             var row = rows.AsSpan(i * d, d);
             r.Vector.Span.CopyTo(row);
-            Validation.Finite(row, $"vector of record '{r.Key}'");
+            Check.Finite(row, $"vector of record '{r.Key}'");
             if (Options.Metric == Metric.Cosine)
             {
                 float norm = TensorPrimitives.Norm(row);
@@ -250,7 +250,7 @@ public sealed unsafe class VectorIndex : IDisposable
         options ??= SearchOptions.Default;
         ArgumentOutOfRangeException.ThrowIfNegative(k);
         if (query.Length != Options.Dimensions) throw new RotorException($"query has {query.Length} dimensions, the index has {Options.Dimensions}");
-        Validation.Finite(query, "query");
+        Check.Finite(query, "query");
         bool rescore = options.RescoreFactor > 1 && Options.Code != CodeKind.Float32;
         if (rescore && !_store.HasFull) throw new RotorException("rescoring needs the full-precision vectors: create the index with KeepFullPrecision");
         var q = new PreparedQuery(Layout, Options.Metric, query);
