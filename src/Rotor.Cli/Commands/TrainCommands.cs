@@ -32,8 +32,11 @@ internal static class TrainCommands
         var norm = new Option<bool>("--norm") { Description = "RMSNorm before each MLP linear layer but the first" };
         var format = new Option<string>("--format") { Description = "Packed weight format of the deployable model: t2 (2 bits) or t1.6 (1.6 bits)", DefaultValueFactory = _ => "t2" };
         var threads = new Option<int?>("--threads") { Description = "Threads (default ROTOR_THREADS, else all processors)" };
+        var teacher = new Option<string?>("--teacher") { Description = "Distil from this training checkpoint (e.g. the float twin's .ckpt.safetensors)" };
+        var distillWeight = new Option<float>("--distill-weight") { Description = "Share of the loss from the teacher's soft targets", DefaultValueFactory = _ => 0.5f };
+        var distillTemp = new Option<float>("--distill-temperature") { Description = "Softmax temperature of the distillation term", DefaultValueFactory = _ => 2f };
         var limit = new Option<int?>("--limit") { Description = "Use only the first N training images (quick runs)" };
-        foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, smooth, format, threads, limit })
+        foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, smooth, format, threads, limit, teacher, distillWeight, distillTemp })
             cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
@@ -57,6 +60,7 @@ internal static class TrainCommands
                     Model = m, Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), Lr = r.GetValue(lr) ?? (m == "cnn" ? 1e-3f : 2e-3f),
                     WeightDecay = r.GetValue(wd), Seed = r.GetValue(seed), Hidden = r.GetValue(hidden), Ternary = !isFloat,
                     ActBits = isFloat ? 0 : r.GetValue(actBits), Dropout = r.GetValue(dropout), Norm = r.GetValue(norm), LabelSmoothing = r.GetValue(smooth),
+                    Teacher = r.GetValue(teacher) is string tp ? Path.GetFullPath(tp) : null, DistillWeight = r.GetValue(distillWeight), DistillTemperature = r.GetValue(distillTemp),
                 };
                 config.Validate();
                 trainer = new Trainer(config, train.Rows, train.Cols, 1, train.Classes, t);

@@ -72,6 +72,21 @@ public static class Checkpoint
         return trainer;
     }
 
+    /// <summary>The network of a training checkpoint (its latent parameters only, no optimizer state) on
+    /// <paramref name="context"/>, for batches of up to <paramref name="capacity"/> rows: a distillation teacher.</summary>
+    /// <exception cref="RotorException">Not a training checkpoint, corrupt, or tensors that do not fit the architecture.</exception>
+    public static TrainNetwork LoadNetwork(string path, TrainContext context, int capacity)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        SafeTensorFile f = SafeTensors.Read(path);
+        if (!f.Metadata.TryGetValue("rotor.kind", out string? kind) || kind != TrainStateKind)
+            throw new RotorException($"{path}: not a Rotor training checkpoint (__metadata__ rotor.kind is '{kind ?? "absent"}', expected '{TrainStateKind}')");
+        List<LayerSpec> specs = LayerSpec.ParseJson(f.Meta("rotor.arch"), path);
+        var net = new TrainNetwork(specs.Select(TrainLayer.FromSpec).ToList(), capacity, context);
+        foreach (Parameter p in net.Parameters) Fill(f, p.Name, p, p.Value);
+        return net;
+    }
+
     private static void Fill(SafeTensorFile f, string name, Parameter p, float[] dst)
     {
         SafeTensor t = f.Get(name);

@@ -39,6 +39,12 @@ public sealed record TrainConfig
     public bool Norm { get; init; } = false;
     /// <summary>Label smoothing of the cross-entropy target: (1 - e) one-hot + e / classes.</summary>
     public float LabelSmoothing { get; init; } = 0f;
+    /// <summary>Training checkpoint of a teacher network (usually the float twin) to distil from; null: no distillation.</summary>
+    public string? Teacher { get; init; }
+    /// <summary>Share of the loss that is the distillation term: (1 - a) CE(labels) + a T^2 KL(teacher_T || student_T).</summary>
+    public float DistillWeight { get; init; } = 0.5f;
+    /// <summary>Softmax temperature T of the distillation term.</summary>
+    public float DistillTemperature { get; init; } = 2f;
 
     /// <summary>Checks the values; throws naming the first bad one.</summary>
     public void Validate()
@@ -51,6 +57,9 @@ public sealed record TrainConfig
         if (!(WarmupFraction >= 0 && WarmupFraction < 1)) throw new RotorException($"warmup = {WarmupFraction}, expected a share in [0, 1)");
         if (!(Dropout >= 0 && Dropout < 1)) throw new RotorException($"dropout = {Dropout}, expected [0, 1)");
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) throw new RotorException($"label smoothing = {LabelSmoothing}, expected [0, 1)");
+        if (!(DistillWeight >= 0 && DistillWeight <= 1)) throw new RotorException($"distill weight = {DistillWeight}, expected a share in [0, 1]");
+        if (!(DistillTemperature > 0) || !float.IsFinite(DistillTemperature)) throw new RotorException($"distill temperature = {DistillTemperature}, expected a positive number");
+        if (Teacher is not null && Teacher.Length == 0) throw new RotorException("teacher path is empty");
         if (ActBits != 0 && (ActBits < 2 || ActBits > 16)) throw new RotorException($"act_bits = {ActBits}, expected 0 or 2..16");
     }
 
@@ -66,6 +75,7 @@ public sealed record TrainConfig
             w.WriteNumber("warmup", WarmupFraction); w.WriteNumber("weight_decay", WeightDecay); w.WriteNumber("beta1", Beta1);
             w.WriteNumber("beta2", Beta2); w.WriteNumber("seed", Seed); w.WriteBoolean("ternary", Ternary);
             w.WriteNumber("act_bits", ActBits); w.WriteNumber("dropout", Dropout); w.WriteBoolean("norm", Norm); w.WriteNumber("label_smoothing", LabelSmoothing);
+            if (Teacher is not null) { w.WriteString("teacher", Teacher); w.WriteNumber("distill_weight", DistillWeight); w.WriteNumber("distill_temperature", DistillTemperature); }
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());
@@ -87,6 +97,9 @@ public sealed record TrainConfig
                 Beta1 = F("beta1"), Beta2 = F("beta2"), Seed = I("seed"), Ternary = r.GetProperty("ternary").GetBoolean(),
                 ActBits = I("act_bits"), Dropout = F("dropout"), Norm = r.GetProperty("norm").GetBoolean(),
                 LabelSmoothing = r.TryGetProperty("label_smoothing", out JsonElement ls) ? ls.GetSingle() : 0f,
+                Teacher = r.TryGetProperty("teacher", out JsonElement te) ? te.GetString() : null,
+                DistillWeight = r.TryGetProperty("distill_weight", out JsonElement dw) ? dw.GetSingle() : 0.5f,
+                DistillTemperature = r.TryGetProperty("distill_temperature", out JsonElement dt) ? dt.GetSingle() : 2f,
             };
             c.Validate();
             return c;
@@ -141,5 +154,5 @@ public sealed record TrainConfig
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Model}{(Model == "mlp" ? $" hidden {Hidden}" : "")}, {(Ternary ? "ternary" : "float")} weights, {(ActBits > 0 ? $"{ActBits}-bit" : "float")} activations, {Epochs} epochs, batch {BatchSize}, AdamW lr {Lr} wd {WeightDecay}, warm-up {WarmupFraction:P0} + cosine, seed {Seed}{(Dropout > 0 ? $", dropout {Dropout}" : "")}{(Norm ? ", rmsnorm" : "")}{(LabelSmoothing > 0 ? $", label smoothing {LabelSmoothing}" : "")}");
+        $"{Model}{(Model == "mlp" ? $" hidden {Hidden}" : "")}, {(Ternary ? "ternary" : "float")} weights, {(ActBits > 0 ? $"{ActBits}-bit" : "float")} activations, {Epochs} epochs, batch {BatchSize}, AdamW lr {Lr} wd {WeightDecay}, warm-up {WarmupFraction:P0} + cosine, seed {Seed}{(Dropout > 0 ? $", dropout {Dropout}" : "")}{(Norm ? ", rmsnorm" : "")}{(LabelSmoothing > 0 ? $", label smoothing {LabelSmoothing}" : "")}{(Teacher is not null ? $", distilled from {Path.GetFileName(Teacher)} (weight {DistillWeight}, T {DistillTemperature})" : "")}");
 }

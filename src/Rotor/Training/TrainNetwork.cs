@@ -5,7 +5,7 @@ namespace Rotor.Training;
 /// <summary>
 /// Layers trained together: keeps every layer's input and output for a batch of up to <see cref="Capacity"/> rows,
 /// the gradient of the loss with respect to the logits, and two ping-pong gradient buffers, all allocated once.
-/// Forward, <see cref="Loss"/> (softmax cross-entropy) and <see cref="Backward(int)"/> then allocate nothing.
+/// Forward, <see cref="Loss(ReadOnlySpan{byte}, int, float)"/> (softmax cross-entropy) and <see cref="Backward(int)"/> then allocate nothing.
 /// </summary>
 public sealed class TrainNetwork : IDisposable
 {
@@ -127,7 +127,52 @@ public sealed class TrainNetwork : IDisposable
         return (loss / batch, correct);
     }
 
-    /// <summary>Back-propagates the gradient kept by <see cref="Loss"/>; fills every parameter's gradient.</summary>
+    /// <summary>
+    /// Knowledge distillation: <c>(1 - a) CE(labels, smoothing) + a T^2 KL(softmax(t / T) || softmax(z / T))</c> per row,
+    /// averaged over the batch, with <c>t</c> = <paramref name="teacherLogits"/> (B, Classes) and <c>z</c> the logits of the
+    /// last forward pass (Hinton et al. 2015; the T^2 keeps the soft term's gradient on the scale of the hard one).
+    /// Keeps dLoss/dlogits = (1 - a) (softmax(z) - target) / B + a T (softmax(z / T) - softmax(t / T)) / B.
+    /// </summary>
+    public (double Loss, int Correct) Loss(ReadOnlySpan<byte> labels, int batch, float smoothing, ReadOnlySpan<float> teacherLogits, float alpha, float temperature)
+    {
+        int n = Classes;
+        if (teacherLogits.Length < batch * n) throw new ArgumentException($"{teacherLogits.Length} teacher logits for a batch of {batch} x {n} classes", nameof(teacherLogits));
+        if (!(alpha >= 0 && alpha <= 1)) throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "expected a share in [0, 1]");
+        if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "expected a positive temperature");
+        var (hard, correct) = Loss(labels, batch, smoothing);
+        TensorPrimitives.Multiply(_dlogits.AsSpan(0, batch * n), 1 - alpha, _dlogits.AsSpan(0, batch * n));
+        Span<float> ps = stackalloc float[n], pt = stackalloc float[n];
+        float invT = 1f / temperature, coef = alpha * temperature / batch;
+        double soft = 0;
+        for (int b = 0; b < batch; b++)
+        {
+            ReadOnlySpan<float> z = _acts[^1].AsSpan(b * n, n), t = teacherLogits.Slice(b * n, n);
+            double lse_s = LogSoftmax(z, invT, ps), lse_t = LogSoftmax(t, invT, pt);
+            // KL(pt || ps) = sum pt (log pt - log ps); ps/pt hold the shifted, scaled logits, then the probabilities.
+            double kl = 0;
+            for (int j = 0; j < n; j++)
+            {
+                double lpt = pt[j] - lse_t, lps = ps[j] - lse_s, q = Math.Exp(lpt);
+                kl += q * (lpt - lps);
+                _dlogits[b * n + j] += coef * (float)(Math.Exp(lps) - q);
+            }
+            soft += kl;
+        }
+        return ((1 - alpha) * hard + alpha * temperature * temperature * soft / batch, correct);
+    }
+
+    // Writes (x - max) / T into dst and returns log(sum exp(dst)).
+    private static double LogSoftmax(ReadOnlySpan<float> x, float invT, Span<float> dst)
+    {
+        float max = TensorPrimitives.Max(x);
+        TensorPrimitives.Subtract(x, max, dst);
+        TensorPrimitives.Multiply(dst, invT, dst);
+        double sum = 0;
+        foreach (float v in dst) sum += Math.Exp(v);
+        return Math.Log(sum);
+    }
+
+    /// <summary>Back-propagates the gradient kept by <see cref="Loss(ReadOnlySpan{byte}, int, float)"/>; fills every parameter's gradient.</summary>
     public void Backward(int batch) => Backward(_dlogits.AsSpan(0, batch * Classes), batch);
 
     /// <summary>Back-propagates dLoss/dlogits = <paramref name="dlogits"/> (B, Classes).</summary>

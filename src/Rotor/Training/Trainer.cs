@@ -56,7 +56,19 @@ public sealed class Trainer : IDisposable
         OwnsContext = ownsContext;
         Optimizer = new AdamW(network.Parameters, config.Beta1, config.Beta2, 1e-8f, config.WeightDecay, network.Context);
         _labels = new byte[config.BatchSize];
+        if (config.Teacher is not null)
+        {
+            Teacher = Checkpoint.LoadNetwork(config.Teacher, network.Context, config.BatchSize);
+            if (Teacher.InputSize != network.InputSize || Teacher.Classes != network.Classes)
+            {
+                Teacher.Dispose();
+                throw new RotorException($"{config.Teacher}: the teacher takes {Teacher.InputSize} values and gives {Teacher.Classes} classes, the network {network.InputSize} and {network.Classes}");
+            }
+        }
     }
+
+    /// <summary>The distillation teacher loaded from <see cref="TrainConfig.Teacher"/>, or null.</summary>
+    public TrainNetwork? Teacher { get; }
 
     private bool OwnsContext { get; }
     /// <summary>The run's settings.</summary>
@@ -137,7 +149,10 @@ public sealed class Trainer : IDisposable
                 }
                 float lr = schedule.At(Optimizer.Step);
                 Network.Forward(b, training: true, stepSeed: (ulong)Optimizer.Step ^ ((ulong)(uint)Config.Seed << 40));
-                var (loss, ok) = Network.Loss(_labels, b, Config.LabelSmoothing);
+                var (loss, ok) = Teacher is null
+                    ? Network.Loss(_labels, b, Config.LabelSmoothing)
+                    : Network.Loss(_labels, b, Config.LabelSmoothing, Teacher.Forward(Network.Input[..(b * Network.InputSize)], b, training: false),
+                        Config.DistillWeight, Config.DistillTemperature);
                 if (!double.IsFinite(loss)) throw new RotorException($"training diverged: loss is {loss} at step {Optimizer.Step} (epoch {Epoch + 1}); lower the learning rate (now {lr})");
                 Network.Backward(b);
                 Optimizer.Update(lr);
@@ -218,6 +233,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Stops the worker threads.</summary>
     public void Dispose()
     {
+        Teacher?.Dispose();
         if (OwnsContext) Network.Context.Dispose();
     }
 }

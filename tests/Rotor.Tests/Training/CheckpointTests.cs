@@ -111,6 +111,42 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void DistilledRunUsesItsTeacherAndResumesBitExactly()
+    {
+        var (train, _) = ImageDataset.LoadFolder(TrainingData.MnistNpm);
+        train = train.Take(300);
+        string teacherPath = TrainingData.TempFile("teacher.safetensors"), path = TrainingData.TempFile("student.safetensors");
+        try
+        {
+            using (var teacher = new Trainer(Small(1) with { Ternary = false, ActBits = 0, Dropout = 0 }, 28, 28, 1, 10, threads: 1))
+            {
+                teacher.Train(train);
+                Checkpoint.Save(teacher, teacherPath);
+            }
+            TrainConfig config = Small() with { Teacher = teacherPath, DistillWeight = 0.6f, DistillTemperature = 3f };
+            float[][] straight, plain;
+            using (var a = new Trainer(config, 28, 28, 1, 10, threads: 2)) { Assert.NotNull(a.Teacher); a.Train(train); straight = Weights(a); }
+            using (var p = new Trainer(Small(), 28, 28, 1, 10, threads: 2)) { p.Train(train); plain = Weights(p); }
+            Assert.NotEqual(plain, straight);   // the teacher changes the run
+            using (var c = new Trainer(config, 28, 28, 1, 10, threads: 2))
+            {
+                c.Train(train, stopAtStep: 5);
+                Checkpoint.Save(c, path);
+            }
+            using Trainer d = Checkpoint.Load(path, threads: 1);
+            Assert.Equal(config, d.Config);
+            Assert.NotNull(d.Teacher);
+            d.Train(train);
+            Assert.Equal(straight, Weights(d));
+            // A teacher of another shape is refused, naming the file.
+            using (var wide = new Trainer(new TrainConfig { Hidden = 8, Ternary = false, ActBits = 0 }, 14, 14, 1, 10, threads: 1))
+                Checkpoint.Save(wide, teacherPath);
+            Assert.Contains(teacherPath, Assert.Throws<RotorException>(() => new Trainer(config, 28, 28, 1, 10, threads: 1)).Message);
+        }
+        finally { File.Delete(teacherPath); File.Delete(path); }
+    }
+
+    [Fact]
     public void CheckpointRoundTripIsBitExactAndChecksTheData()
     {
         var (train, _) = ImageDataset.LoadFolder(TrainingData.MnistNpm);

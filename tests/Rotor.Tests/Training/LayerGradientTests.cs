@@ -212,4 +212,62 @@ public class LayerGradientTests
             }
         }
     }
+
+    [Theory]
+    [InlineData(0.5f, 2f, 0f)]
+    [InlineData(1f, 4f, 0.1f)]
+    [InlineData(0.3f, 1f, 0f)]
+    [InlineData(0f, 1f, 0f)]
+    public void DistillationLossGradientMatchesFiniteDifferences(float alpha, float temperature, float smoothing)
+    {
+        var rng = new Random(11);
+        var d1 = new TernaryDense(10, 12, true, false, 0); d1.Initialize(rng);
+        var d2 = new TernaryDense(12, 7, true, false, 0); d2.Initialize(rng);
+        // RMSNorm rather than ReLU between the layers: smooth, so finite differences never straddle a kink.
+        using var net = new TrainNetwork([d1, new RmsNormLayer(12), d2], 5, new TrainContext(1));
+        float[] x = TestData.Floats(5 * 10, 3);
+        float[] teacher = TestData.Floats(5 * 7, 4);
+        for (int i = 0; i < teacher.Length; i++) teacher[i] *= 3;
+        byte[] labels = [6, 0, 3, 2, 5];
+        double L()
+        {
+            net.Forward(x, 5, training: false);
+            return net.Loss(labels, 5, smoothing, teacher, alpha, temperature).Loss;
+        }
+        L(); net.Backward(5);
+        foreach (Parameter p in net.Parameters)
+        {
+            var g = (float[])p.Grad.Clone();
+            for (int s = 0; s < 6; s++)
+            {
+                int i = rng.Next(p.Value.Length);
+                float keep = p.Value[i];
+                p.Value[i] = keep + 1e-2f; double up = L();
+                p.Value[i] = keep - 1e-2f; double down = L();
+                p.Value[i] = keep;
+                double fd = (up - down) / 2e-2;
+                Assert.True(Math.Abs(fd - g[i]) < 2e-3 + 2e-2 * Math.Abs(fd), $"{p.Name}[{i}]: backward {g[i]}, finite difference {fd}");
+            }
+        }
+    }
+
+    [Fact]
+    public void DistillationFromTheStudentItselfAddsNothing()
+    {
+        // KL(p || p) = 0 with a zero gradient: the loss and gradient equal (1 - a) times the plain cross-entropy's.
+        var rng = new Random(12);
+        var d = new TernaryDense(9, 6, true, false, 0); d.Initialize(rng);
+        using var net = new TrainNetwork([d], 4, new TrainContext(1));
+        float[] x = TestData.Floats(4 * 9, 5);
+        byte[] labels = [1, 5, 0, 2];
+        float[] logits = net.Forward(x, 4, training: false).ToArray();
+        var (plain, _) = net.Loss(labels, 4);
+        net.Backward(4);
+        float[] g = (float[])d.Weight.Grad.Clone();
+        net.Forward(x, 4, training: false);
+        var (kd, _) = net.Loss(labels, 4, 0f, logits, 0.25f, 3f);
+        net.Backward(4);
+        Assert.Equal(0.75 * plain, kd, 6);
+        for (int i = 0; i < g.Length; i++) Assert.Equal(0.75f * g[i], d.Weight.Grad[i], 5);
+    }
 }
