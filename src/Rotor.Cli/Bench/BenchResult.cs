@@ -13,6 +13,7 @@ internal sealed record BenchResult
     [JsonPropertyName("roofline_fraction")] public double? RooflineFraction { get; init; }
     [JsonPropertyName("seed_ms")] public double? SeedMs { get; init; }
     [JsonPropertyName("threads")] public int? Threads { get; init; }
+    [JsonPropertyName("compute_scaling")] public double? Scaling { get; init; }
     [JsonPropertyName("cache")] public string? Cache { get; init; }
     [JsonPropertyName("reference_us")] public double? ReferenceUs { get; init; }
     [JsonPropertyName("reference")] public string? Reference { get; init; }

@@ -82,6 +82,12 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
         double one = MemoryBandwidth.ReadGbps(1);
         double all = maxThreads > 1 ? MemoryBandwidth.ReadGbps(maxThreads) : one;
         log.WriteLine($"== Memory read bandwidth: {one:F1} GB/s with 1 thread, {all:F1} GB/s with {maxThreads} ==");
+        if (maxThreads > 1)
+        {
+            double scaling = ComputeScaling.Measure(maxThreads);
+            log.WriteLine($"== Compute scaling, 1 -> {maxThreads} threads: {scaling:F2}x ({maxThreads}.00 = {maxThreads} full cores; near 1 = shared physical core or a busy neighbour) ==");
+            Add(new BenchResult { Name = $"compute scaling t={maxThreads}", MedianMs = 0, Threads = maxThreads, Scaling = scaling });
+        }
         log.WriteLine();
         Add(new BenchResult { Name = "memory read bandwidth t=1", MedianMs = 0, WeightGbps = one, Threads = 1 });
         Add(new BenchResult { Name = $"memory read bandwidth t={maxThreads}", MedianMs = 0, WeightGbps = all, Threads = maxThreads });
