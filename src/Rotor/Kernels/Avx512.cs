@@ -43,7 +43,11 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int DotCodes(byte* w, sbyte* x, int kBlocks)
+    public static int DotCodes(byte* w, sbyte* x, int kBlocks) => Vector512.Sum(DotAcc(w, x, kBlocks));
+
+    /// <summary>The dot product of one row as 16 int32 lanes still to be summed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> DotAcc(byte* w, sbyte* x, int kBlocks)
     {
         Vector512<int> acc = Vector512<int>.Zero;
         for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
@@ -53,7 +57,20 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             for (int kb = kb0; kb < end; kb++) a += Block(w + kb * 64, x + kb * 256);
             acc += Widen(a);
         }
-        return Vector512.Sum(acc);
+        return acc;
+    }
+
+    /// <summary>The four lane sums of <paramref name="a"/>..<paramref name="d"/>, in that order: one reduction tree for
+    /// four rows (about 3 operations a row against 11 for a separate <see cref="Vector512.Sum{T}(Vector512{T})"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Sum4(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d)
+    {
+        Vector256<int> a8 = a.GetLower() + a.GetUpper(), b8 = b.GetLower() + b.GetUpper();
+        Vector256<int> c8 = c.GetLower() + c.GetUpper(), d8 = d.GetLower() + d.GetUpper();
+        // hadd(a, b) = a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7 (per 128-bit lane)
+        Vector256<int> ab = Avx2.HorizontalAdd(a8, b8), cd = Avx2.HorizontalAdd(c8, d8);
+        Vector256<int> abcd = Avx2.HorizontalAdd(ab, cd);   // a(0..3) b(0..3) c(0..3) d(0..3) | a(4..7) b(4..7) c(4..7) d(4..7)
+        return abcd.GetLower() + abcd.GetUpper();
     }
 
     /// <summary>One weight row against four activation rows: each block is unpacked once for the four.</summary>
@@ -184,10 +201,20 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             // GEMV: one row after another, so that W streams linearly from memory. Interleaving four rows (x loaded
             // once for four) was 10% faster with W in cache but half as fast from DRAM, where the hardware
             // prefetcher lost the four short streams even with software prefetches.
+            // Four rows' sums are reduced together (the rows are still read one after another).
             for (int i = 0; i < a.M; i++)
             {
                 sbyte* x = a.X + (long)i * a.XStride;
-                for (int r = r0; r < r1; r++) a.Store(i, r, DotCodes(a.W + (long)r * a.RowBytes, x, a.KBlocks));
+                int r = r0;
+                for (; r + 4 <= r1; r += 4)
+                {
+                    byte* w = a.W + (long)r * a.RowBytes;
+                    Vector512<int> d0 = DotAcc(w, x, a.KBlocks), d1 = DotAcc(w + a.RowBytes, x, a.KBlocks);
+                    Vector512<int> d2 = DotAcc(w + 2L * a.RowBytes, x, a.KBlocks), d3 = DotAcc(w + 3L * a.RowBytes, x, a.KBlocks);
+                    Vector128<int> sums = Sum4(d0, d1, d2, d3);
+                    a.Store(i, r, sums[0]); a.Store(i, r + 1, sums[1]); a.Store(i, r + 2, sums[2]); a.Store(i, r + 3, sums[3]);
+                }
+                for (; r < r1; r++) a.Store(i, r, DotCodes(a.W + (long)r * a.RowBytes, x, a.KBlocks));
             }
             return;
         }
