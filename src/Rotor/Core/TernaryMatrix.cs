@@ -55,7 +55,7 @@ public sealed unsafe class TernaryMatrix
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"a ternary matrix needs positive dimensions, got {rows}x{cols}");
         Rows = rows; Cols = cols; ScaleMode = mode;
         PaddedCols = (int)(((long)cols + BlockCols - 1) / BlockCols * BlockCols);
-        _data = new AlignedArray<byte>((long)rows * RowBytes);
+        _data = new AlignedArray<byte>((long)rows * RowBytes, hugePages: true);
         _scales = new float[mode == ScaleMode.PerRow ? rows : 1];
         _data.Span.Fill(0x55); // code 1 (w = 0) in every pair, padding included
     }

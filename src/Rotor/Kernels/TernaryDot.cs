@@ -12,8 +12,11 @@ public static unsafe class TernaryDot
         sbyte[] buf = new sbyte[w.PaddedCols];
         int sum = 0;
         for (int j = 0; j < x.Length; j++) { buf[j] = x[j]; sum += x[j]; }
+        int dot;
         fixed (sbyte* xp = buf)
-            return TernaryGemm.DotKernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
+            dot = TernaryGemm.DotKernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
+        GC.KeepAlive(w);
+        return dot;
     }
 
     /// <summary><c>sum_j W[row, j] * x[j]</c> for float <paramref name="x"/> of length w.Cols (no scales applied).</summary>
@@ -24,7 +27,10 @@ public static unsafe class TernaryDot
         Check.Length(x.Length, w.Cols, nameof(x));
         float[] buf = new float[w.PaddedCols];
         x.CopyTo(buf);
+        float dot;
         fixed (float* xp = buf)
-            return TernaryGemm.DotF32Kernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);
+            dot = TernaryGemm.DotF32Kernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);
+        GC.KeepAlive(w);
+        return dot;
     }
 }

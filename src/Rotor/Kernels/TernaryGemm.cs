@@ -105,10 +105,14 @@ internal static unsafe class TernaryGemm
             };
             job.Kernel = GemmKernel(path);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
-            if (!parallel) { job.Kernel(job.Args, 0, n); return; }
-            (int tasks, job.RowsPerTask) = Split(n, pool.Threads);
-            pool.Run(job, tasks);
+            if (!parallel) job.Kernel(job.Args, 0, n);
+            else
+            {
+                (int tasks, job.RowsPerTask) = Split(n, pool.Threads);
+                pool.Run(job, tasks);
+            }
         }
+        GC.KeepAlive(w); GC.KeepAlive(x);   // their buffers were handed to the kernel as pointers
     }
 
     public static void GemmF32(TernaryMatrix w, ReadOnlySpan<float> xPadded, int m, int xStride, Span<float> y, ReadOnlySpan<float> bias, KernelPath path, WorkerPool pool)
@@ -124,9 +128,13 @@ internal static unsafe class TernaryGemm
             };
             job.Dot = DotF32Kernel(path);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
-            if (!parallel) { job.RowsPerTask = n; job.Execute(0); return; }
-            (int tasks, job.RowsPerTask) = Split(n, pool.Threads);
-            pool.Run(job, tasks);
+            if (!parallel) { job.RowsPerTask = n; job.Execute(0); }
+            else
+            {
+                (int tasks, job.RowsPerTask) = Split(n, pool.Threads);
+                pool.Run(job, tasks);
+            }
         }
+        GC.KeepAlive(w);
     }
 }

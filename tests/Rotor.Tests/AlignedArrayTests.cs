@@ -1,0 +1,58 @@
+using Rotor.Kernels;
+
+namespace Rotor.Tests;
+
+public unsafe class AlignedArrayTests
+{
+    [Fact]
+    public void SmallBuffersAre64ByteAlignedAndZeroed()
+    {
+        foreach (long n in new long[] { 0, 1, 63, 64, 1000, 65 * 1024 })
+        {
+            var a = new AlignedArray<byte>(n, hugePages: true);   // under the threshold: a pinned array
+            Assert.False(a.IsNative);
+            Assert.Equal(0, (long)a.Pointer % AlignedArray<byte>.Alignment);
+            Assert.Equal(n, a.Span.Length);
+            Assert.True(a.Span.IndexOfAnyExcept((byte)0) < 0);
+        }
+    }
+
+    [Fact]
+    public void LargeWeightMatricesUseHugePageAlignedNativeMemoryAndGiveTheSameResults()
+    {
+        // 2,048 x 8,192 trits = 4 MiB of codes: at the huge-page threshold.
+        int n = 2048, k = 8192;
+        sbyte[] t = TestData.Trits(n * k, 5);
+        var w = TernaryMatrix.FromTrits(t, n, k, [0.5f]);
+        var a = new AlignedArray<byte>(AlignedArray<byte>.HugePageThreshold, hugePages: true);
+        bool wanted = Environment.GetEnvironmentVariable("ROTOR_HUGEPAGES") != "0";
+        Assert.Equal(wanted, a.IsNative);
+        if (wanted) Assert.Equal(0, (long)a.Pointer % (2 << 20));
+        Assert.True(a.Span.IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(t, w.ToTrits());
+        var x = TestData.Int8(3 * k, 6);
+        var qa = new QuantizedActivations(3, k);
+        qa.SetQuantized(x, [0.1f, 0.2f, 0.3f]);
+        var expected = new float[3 * n];
+        var actual = new float[3 * n];
+        using (var reference = new CpuBackend(1, KernelPath.Reference)) reference.MatMul(w, qa, expected);
+        using (var fast = new CpuBackend(2)) fast.MatMul(w, qa, actual);
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void DroppedNativeBuffersAreFreed()
+    {
+        // 64 buffers of 8 MiB = 512 MiB if nothing were freed; the finalizers give the memory back.
+        GC.Collect(); GC.WaitForPendingFinalizers();
+        long before = Environment.WorkingSet;
+        for (int i = 0; i < 64; i++)
+        {
+            var a = new AlignedArray<byte>(8L << 20, hugePages: true);
+            a.Span[^1] = 1;
+            if (i % 8 == 7) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        }
+        GC.Collect(); GC.WaitForPendingFinalizers();
+        Assert.True(Environment.WorkingSet < before + (256L << 20), $"working set {Environment.WorkingSet >> 20} MiB after freeing");
+    }
+}
