@@ -488,16 +488,33 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor
     }
     cp_async_wait<0>();
 
+    // Operands per weight row pair, then per activation column pair; the accumulators are only ever indexed by
+    // unrolled loop counters, so they stay in registers.
+    const bool bias = a.bias != nullptr;
 #pragma unroll
-    for (int i = 0; i < C::MT; i++)
+    for (int i = 0; i < C::MT; i++) {
+        const int row = n0 + ww * 16 * C::MT + 16 * i + g;
+        const int r0 = min(row, a.n - 1), r1 = min(row + 8, a.n - 1);
+        const float ws0 = a.w_scale[(size_t)r0 * a.w_scale_stride], ws1 = a.w_scale[(size_t)r1 * a.w_scale_stride];
+        const float b0 = bias ? a.bias[r0] : 0.f, b1 = bias ? a.bias[r1] : 0.f;
 #pragma unroll
         for (int j = 0; j < C::NT; j++) {
-            const int row = n0 + ww * 16 * C::MT + 16 * i + g, col = m0 + wx * 8 * C::NT + 8 * j + 2 * t;
-            store_y(a, col, row, acc[i][j][0]);
-            store_y(a, col + 1, row, acc[i][j][1]);
-            store_y(a, col, row + 8, acc[i][j][2]);
-            store_y(a, col + 1, row + 8, acc[i][j][3]);
+            const int col = m0 + wx * 8 * C::NT + 8 * j + 2 * t;
+            const int c0 = min(col, a.m - 1), c1 = min(col + 1, a.m - 1);
+            const float xs0 = a.x_scale[c0], xs1 = a.x_scale[c1];
+            const int xm0 = a.x_sum[c0], xm1 = a.x_sum[c1];
+            float v[4];
+            v[0] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][0] - xm0), xs0), ws0);
+            v[1] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][1] - xm1), xs1), ws0);
+            v[2] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][2] - xm0), xs0), ws1);
+            v[3] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][3] - xm1), xs1), ws1);
+            if (bias) { v[0] = __fadd_rn(v[0], b0); v[1] = __fadd_rn(v[1], b0); v[2] = __fadd_rn(v[2], b1); v[3] = __fadd_rn(v[3], b1); }
+            if (row < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row] = apply_act(v[0], a.act);
+            if (row < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row] = apply_act(v[1], a.act);
+            if (row + 8 < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row + 8] = apply_act(v[2], a.act);
+            if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
         }
+    }
 }
 
 template <class C>
