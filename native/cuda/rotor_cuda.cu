@@ -239,8 +239,10 @@ __device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const E
     *e.dst = apply_act(v, a.act);
 }
 
-template <int NT, int WARPS, int U, int MIN_BLOCKS>
+// EARLY: let the next kernel launch at entry instead of once this CTA's weights are in.
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
+    if constexpr (EARLY) pdl_trigger();
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
     constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
     static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
@@ -282,8 +284,8 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
         for (int u = 0; u < U; u++)
             if (kb0 + u * WARPS < a.k_blocks) gemv_block<NT>(acc, wa[u], wb[u], xr, xok, kb0 + u * WARPS);
     }
-    pdl_wait();     // for warps that had no block
-    pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
+    pdl_wait();  // for warps that had no block
+    if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
 #pragma unroll
     for (int p = 0; p < kPer; p++) {
         const int idx = threadIdx.x + p * 32 * WARPS;
@@ -536,6 +538,293 @@ int prepare_tiled() {
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
+// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N).
+// A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B (x) comes
+// from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
+// STAGES-deep ring:
+//   x: BM rows x 256 int8 in the canonical K-major layout without swizzle: 8-row x 16-byte core matrices of 128
+//      contiguous bytes, chunk c (16 columns) of row r at (c * BM / 8 + r / 8) * 128 + (r % 8) * 16, so one k32
+//      step of wgmma reads two chunks: leading byte offset (next 16 columns) 16 * BM, stride byte offset (next 8
+//      rows) 128;
+//   w: 128 rows x 64 packed bytes at a row stride of 80 bytes (the 8 rows of a warp's 32-bit reads hit 8 disjoint
+//      groups of 4 banks).
+// In natural column order, the A fragment of thread (g, t) for k32 step s = 2q + h is, per row (g and g + 8 of its
+// warp's 16), word 8h + t (a0/a1) and word 8h + 4 + t (a2/a3) of the row's 64 packed bytes, sliced at bit pair q:
+// the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
+// LAG wgmma groups are left in flight at the end of a K block (0 or 1); the copy of block kb + STAGES - 1 - LAG is
+// issued once the block that used its stage is no longer read.
+// ---------------------------------------------------------------------------------------------------------------
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ROTOR_WGMMA 1
+#else
+#define ROTOR_WGMMA 0
+#endif
+
+#if ROTOR_WGMMA  // the helpers exist only where wgmma does
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Matrix descriptor, no swizzle: start address, leading and stride byte offsets, each in 16-byte units.
+__device__ __forceinline__ uint64_t wg_desc(unsigned saddr, unsigned lbo, unsigned sbo) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32);
+}
+
+__device__ __forceinline__ void wg_fence() {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async (generic proxy) writes become visible to wgmma (async proxy) reads.
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps the compiler from moving accesses of the accumulators across the asynchronous wgmma.
+template <int R>
+__device__ __forceinline__ void fence_regs(int (&d)[R]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// D (64 x 128, s32) += A (64 x 32 s8, registers) * B (128 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, {%64, %65, %66, %67}, %68, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
+// D (64 x 256, s32) += A (64 x 32 s8, registers) * B (256 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n256(int (&d)[128], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, {%128, %129, %130, %131}, %132, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
+          "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+          "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
+          "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
+          "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
+          "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
+          "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
+          "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
+          "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    static_assert(N == 128 || N == 256, "wgmma N");
+    if constexpr (N == 128) wgmma_rs_n128(d, a0, a1, a2, a3, db);
+    else wgmma_rs_n256(d, a0, a1, a2, a3, db);
+}
+#endif  // ROTOR_WGMMA
+
+template <int BM_, int STAGES_, int LAG_, int MIN_BLOCKS_>
+struct WgConfig {
+    static constexpr int BM = BM_, STAGES = STAGES_, LAG = LAG_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int BN = 128, kThreads = 256, kWStride = 80;
+    static constexpr int kXBytes = BM * 256;
+    static constexpr int kWBytes = BN * kWStride;
+    static constexpr int kStageBytes = kXBytes + kWBytes;
+    static constexpr int kSmem = STAGES * kStageBytes;
+    static constexpr int kAhead = STAGES - 1 - LAG;  // blocks copied ahead of the one being multiplied
+    static_assert(kAhead >= 1 && (LAG == 0 || LAG == 1), "pipeline depth");
+    static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
+};
+
+// The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i (rotor_cuda.h).
+using Wg0 = WgConfig<256, 3, 1, 1>;  // 128 x 256, 222 KB, one block ahead
+using Wg1 = WgConfig<256, 3, 0, 1>;  // 128 x 256, 222 KB, two blocks ahead, no wgmma left in flight between blocks
+using Wg2 = WgConfig<128, 5, 1, 1>;  // 128 x 128, 210 KB, three blocks ahead
+using Wg3 = WgConfig<128, 2, 0, 2>;  // 128 x 128, 84 KB, two CTAs a multiprocessor
+constexpr int kWgConfigs = 4;
+
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
+#if ROTOR_WGMMA
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+
+    auto load_stage = [&](int kb, int s) {
+        unsigned char* xs = smem + s * C::kStageBytes;
+        unsigned char* ws = xs + C::kXBytes;
+        // 8 consecutive threads: chunk c of 8 consecutive rows, one core matrix (128 contiguous bytes).
+        for (int id = tid; id < C::BM * 16; id += C::kThreads) {
+            const int r = (id & 7) + ((id >> 7) << 3), c = (id >> 3) & 15, i = m0 + r;
+            const bool ok = i < a.m;
+            cp_async16(xs + (c * (C::BM / 8) + (r >> 3)) * 128 + (r & 7) * 16,
+                       a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 16 * c, ok);
+        }
+        for (int id = tid; id < C::BN * 4; id += C::kThreads) {
+            const int r = id >> 2, c = id & 3, row = n0 + r;
+            const bool ok = row < a.n;
+            cp_async16(ws + r * C::kWStride + 16 * c, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
+        }
+    };
+
+    int acc[C::BM / 2];
+#pragma unroll
+    for (int i = 0; i < C::BM / 2; i++) acc[i] = 0;
+
+#pragma unroll
+    for (int s = 0; s < C::kAhead; s++) {
+        if (s < a.k_blocks) load_stage(s, s);
+        cp_async_commit();
+    }
+    const int wrow = 64 * wg + 16 * wl + g;  // this thread's first weight row in the tile (the second is + 8)
+    for (int kb = 0; kb < a.k_blocks; kb++) {
+        cp_async_wait<C::kAhead - 1>();  // block kb has landed (this thread's copies) ...
+        fence_proxy_async();             // ... is visible to wgmma ...
+        __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+        {
+            const int nk = kb + C::kAhead;
+            if (nk < a.k_blocks) load_stage(nk, nk % C::STAGES);
+            cp_async_commit();
+        }
+        const unsigned char* xs = smem + (kb % C::STAGES) * C::kStageBytes;
+        const unsigned char* w0 = xs + C::kXBytes + wrow * C::kWStride + 4 * t;
+        const unsigned char* w1 = w0 + 8 * C::kWStride;
+        unsigned p0[4], p1[4];  // words t + 4i of rows wrow and wrow + 8
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            p0[i] = *reinterpret_cast<const unsigned*>(w0 + 16 * i);
+            p1[i] = *reinterpret_cast<const unsigned*>(w1 + 16 * i);
+        }
+        // All A fragments of the block before the first wgmma: no register of a wgmma is written inside the
+        // stage (ptxas would serialize the wgmmas).
+        unsigned af[8][4];
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+            const int q = s >> 1, h = s & 1;
+            af[s][0] = slice(p0[2 * h], q);
+            af[s][1] = slice(p1[2 * h], q);
+            af[s][2] = slice(p0[2 * h + 1], q);
+            af[s][3] = slice(p1[2 * h + 1], q);
+        }
+        const unsigned xbase = smem_u32(xs);
+        wg_fence();
+        fence_regs(acc);
+#pragma unroll
+        for (int s = 0; s < 8; s++)
+            wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc(xbase + s * 32 * C::BM, 16 * C::BM, 128));
+        wg_commit();
+        fence_regs(acc);
+        wg_wait<C::LAG>();
+    }
+    wg_wait<0>();
+    fence_regs(acc);
+    cp_async_wait<0>();
+
+    // acc[4j + e]: weight row wrow + 8 (e >> 1), activation row 8j + 2t + (e & 1) of the tile.
+    const bool bias = a.bias != nullptr;
+    const int row = n0 + wrow;
+    const int r0 = min(row, a.n - 1), r1 = min(row + 8, a.n - 1);
+    const float ws0 = a.w_scale[(size_t)r0 * a.w_scale_stride], ws1 = a.w_scale[(size_t)r1 * a.w_scale_stride];
+    const float b0 = bias ? a.bias[r0] : 0.f, b1 = bias ? a.bias[r1] : 0.f;
+#pragma unroll
+    for (int j = 0; j < C::BM / 8; j++) {
+        const int col = m0 + 8 * j + 2 * t;
+        const int c0 = min(col, a.m - 1), c1 = min(col + 1, a.m - 1);
+        const float xs0 = a.x_scale[c0], xs1 = a.x_scale[c1];
+        const int xm0 = a.x_sum[c0], xm1 = a.x_sum[c1];
+        float v[4];
+        v[0] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 0] - xm0), xs0), ws0);
+        v[1] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 1] - xm1), xs1), ws0);
+        v[2] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 2] - xm0), xs0), ws1);
+        v[3] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 3] - xm1), xs1), ws1);
+        if (bias) { v[0] = __fadd_rn(v[0], b0); v[1] = __fadd_rn(v[1], b0); v[2] = __fadd_rn(v[2], b1); v[3] = __fadd_rn(v[3], b1); }
+        if (row < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row] = apply_act(v[0], a.act);
+        if (row < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row] = apply_act(v[1], a.act);
+        if (row + 8 < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row + 8] = apply_act(v[2], a.act);
+        if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
+    }
+#endif
+}
+
+// 1 in the sm_90a image (wgmma compiled in), 0 in every other.
+__global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
+
+bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
+
+template <class C>
+int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
+    const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
+    if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
+    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+}
+
+template <class C>
+int prepare_wgmma() {
+    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    return 0;
+}
+
+// Sets g_wgmma: true when the device is 9.0 and runs the sm_90a code of this library.
+int probe_wgmma(const cudaDeviceProp& p) {
+    g_wgmma = false;
+    const char* off = getenv("ROTOR_CUDA_WGMMA");
+    if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
+    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg0::kSmem) return 0;
+    int* d = nullptr;
+    int h = 0;
+    CK(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = cudaMemset(d, 0, sizeof(int));
+    if (e == cudaSuccess) {
+        wgmma_probe_kernel<<<1, 1>>>(d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return cuda_fail(e, "wgmma probe");
+    if (h != 1) return 0;
+    int r;
+    if ((r = prepare_wgmma<Wg0>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg1>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg2>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg3>()) != 0) return r;
+    g_wgmma = true;
+    return 0;
+}
+
 template <int NT, int WARPS, int U, int MIN_BLOCKS>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
@@ -574,7 +863,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -585,7 +874,16 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 1: return launch_tiled<Tile1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 2: return launch_tiled<Tile2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 3: return launch_wgmma<Wg0>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
         default: break;
+    }
+    if (g_wgmma) {
+        // 128 x 256 tiles once there are two waves of them, else 128 x 128 (more CTAs for small products).
+        if (tiles<Wg0>(a) >= 2LL * g_sms) return launch_wgmma<Wg0>(a, s);
+        return launch_wgmma<Wg2>(a, s);
     }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
@@ -791,7 +1089,15 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
-    return 0;
+    return probe_wgmma(p);
+}
+
+ROTOR_API int rotor_cuda_path_supported(int path) {
+    if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
+    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
+                   (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
+               ? 1
+               : 0;
 }
 
 ROTOR_API int rotor_cuda_set_pdl(int on) {

@@ -170,6 +170,8 @@ internal static unsafe class CudaSelfTest
         CudaPath[] paths = m <= 64
             ? [CudaPath.Auto, CudaPath.Gemv, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128];
+        // The wgmma kernels on every m (auto takes them for m > 64 only), where the device has them.
+        paths = [.. paths, .. CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)];
         foreach (CudaPath p in paths)
         {
             got.AsSpan().Fill(float.NaN);
@@ -196,7 +198,7 @@ internal static unsafe class CudaSelfTest
         CudaPath.Tiled128x128 => "tiled128x128",
         CudaPath.Tiled256x128 => "tiled256x128",
         CudaPath.Tiled64x128 => "tiled64x128",
-        _ => p.ToString(),
+        _ => p.ToString().ToLowerInvariant(),
     };
 
     private static string Detail(TernaryMatrix w, float[] bias, CudaActivation act) =>
