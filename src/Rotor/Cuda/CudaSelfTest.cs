@@ -24,9 +24,11 @@ internal sealed record CheckResult(string Kernel, string Shape, string Detail, l
 /// </summary>
 internal static unsafe class CudaSelfTest
 {
-    // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles.
+    // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles;
+    // 8500 rows give the GEMV a grid of 4 CTAs a multiprocessor or more on up to 132 multiprocessors (its early
+    // launch of the next kernel).
     private static readonly (int N, int K)[] s_shapes =
-        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500)];
+        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300)];
     private static readonly int[] s_ms = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 129, 300];
 
     /// <summary>Runs every GPU check on <paramref name="gpu"/>; <paramref name="quick"/> takes a subset of shapes.</summary>
