@@ -573,6 +573,14 @@ __device__ __forceinline__ uint64_t wg_desc(unsigned saddr, unsigned lbo, unsign
     return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32);
 }
 
+// Matrix descriptor, K-major with 128-byte swizzle: rows of 128 bytes whose 16-byte chunk c sits at c ^ (row % 8),
+// 8-row groups 1024 bytes apart (the stride byte offset); the leading byte offset is unused (1). The start address
+// may point inside a row (the k32 steps of a 128-byte row): the swizzle is applied to the final address bits, so
+// the 8-row atoms must be 1024-byte aligned.
+__device__ __forceinline__ uint64_t wg_desc_sw128(unsigned saddr) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
 __device__ __forceinline__ void wg_fence() {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -661,9 +669,10 @@ __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned 
 }
 #endif  // ROTOR_WGMMA
 
-template <int BM_, int STAGES_, int LAG_, int MIN_BLOCKS_>
+template <int BM_, int STAGES_, int LAG_, int MIN_BLOCKS_, bool SW128_ = true>
 struct WgConfig {
     static constexpr int BM = BM_, STAGES = STAGES_, LAG = LAG_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr bool SW128 = SW128_;  // x in the 128-byte swizzled layout, else in the one without swizzle
     static constexpr int BN = 128, kThreads = 256, kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
@@ -672,31 +681,42 @@ struct WgConfig {
     static constexpr int kAhead = STAGES - 1 - LAG;  // blocks copied ahead of the one being multiplied
     static_assert(kAhead >= 1 && (LAG == 0 || LAG == 1), "pipeline depth");
     static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
+    static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
 // The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i (rotor_cuda.h).
-using Wg0 = WgConfig<256, 3, 1, 1>;  // 128 x 256, 222 KB, one block ahead
-using Wg1 = WgConfig<256, 3, 0, 1>;  // 128 x 256, 222 KB, two blocks ahead, no wgmma left in flight between blocks
-using Wg2 = WgConfig<128, 5, 1, 1>;  // 128 x 128, 210 KB, three blocks ahead
-using Wg3 = WgConfig<128, 2, 0, 2>;  // 128 x 128, 84 KB, two CTAs a multiprocessor
+using Wg0 = WgConfig<256, 3, 1, 1>;         // 128 x 256, 222 KB, one block ahead
+using Wg1 = WgConfig<256, 3, 1, 1, false>;  // the same, x without swizzle
+using Wg2 = WgConfig<128, 5, 1, 1>;         // 128 x 128, 210 KB, three blocks ahead
+using Wg3 = WgConfig<128, 2, 0, 2>;         // 128 x 128, 84 KB, two CTAs a multiprocessor
 constexpr int kWgConfigs = 4;
 
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
-    extern __shared__ __align__(128) unsigned char smem[];
+    extern __shared__ __align__(1024) unsigned char smem[];
     const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
 
     auto load_stage = [&](int kb, int s) {
         unsigned char* xs = smem + s * C::kStageBytes;
         unsigned char* ws = xs + C::kXBytes;
-        // 8 consecutive threads: chunk c of 8 consecutive rows, one core matrix (128 contiguous bytes).
-        for (int id = tid; id < C::BM * 16; id += C::kThreads) {
-            const int r = (id & 7) + ((id >> 7) << 3), c = (id >> 3) & 15, i = m0 + r;
-            const bool ok = i < a.m;
-            cp_async16(xs + (c * (C::BM / 8) + (r >> 3)) * 128 + (r & 7) * 16,
-                       a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 16 * c, ok);
+        if constexpr (C::SW128) {
+            // 8 consecutive threads: the 8 chunks of one row's half block, 128 contiguous bytes either side.
+            for (int id = tid; id < C::BM * 16; id += C::kThreads) {
+                const int cc = id & 7, r = (id >> 3) % C::BM, half = (id >> 3) / C::BM, i = m0 + r;
+                const bool ok = i < a.m;
+                cp_async16(xs + half * C::BM * 128 + r * 128 + ((cc ^ (r & 7)) << 4),
+                           a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 128 * half + 16 * cc, ok);
+            }
+        } else {
+            // 8 consecutive threads: chunk c of 8 consecutive rows, one core matrix (128 contiguous bytes).
+            for (int id = tid; id < C::BM * 16; id += C::kThreads) {
+                const int r = (id & 7) + ((id >> 7) << 3), c = (id >> 3) & 15, i = m0 + r;
+                const bool ok = i < a.m;
+                cp_async16(xs + (c * (C::BM / 8) + (r >> 3)) * 128 + (r & 7) * 16,
+                           a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 16 * c, ok);
+            }
         }
         for (int id = tid; id < C::BN * 4; id += C::kThreads) {
             const int r = id >> 2, c = id & 3, row = n0 + r;
@@ -750,7 +770,9 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         fence_regs(acc);
 #pragma unroll
         for (int s = 0; s < 8; s++)
-            wgmma_rs<C::BM>(acc, cur[s][0], cur[s][1], cur[s][2], cur[s][3], wg_desc(xbase + s * 32 * C::BM, 16 * C::BM, 128));
+            wgmma_rs<C::BM>(acc, cur[s][0], cur[s][1], cur[s][2], cur[s][3],
+                            C::SW128 ? wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32)
+                                     : wg_desc(xbase + s * 32 * C::BM, 16 * C::BM, 128));
         wg_commit();
         fence_regs(acc);
         wg_wait<C::LAG>();
