@@ -694,7 +694,8 @@ constexpr int kWgConfigs = 4;
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
-    extern __shared__ __align__(1024) unsigned char smem[];
+    extern __shared__ __align__(1024) unsigned char wg_smem[];
+    unsigned char* const smem = wg_smem;
     const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
 
