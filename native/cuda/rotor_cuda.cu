@@ -540,21 +540,24 @@ int prepare_tiled() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
-// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N).
-// A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B (x) comes
-// from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
-// STAGES-deep ring:
-//   x: BM rows x 256 int8 in the canonical K-major layout without swizzle: 8-row x 16-byte core matrices of 128
-//      contiguous bytes, chunk c (16 columns) of row r at (c * BM / 8 + r / 8) * 128 + (r % 8) * 16, so one k32
-//      step of wgmma reads two chunks: leading byte offset (next 16 columns) 16 * BM, stride byte offset (next 8
-//      rows) 128;
+// A CTA of two consumer warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the
+// wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
+// (x) comes from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
+// STAGES-deep ring of shared memory:
+//   x: BM rows x 256 int8, K-major with 128-byte swizzle: half block h (128 columns) of row r at h * BM * 128 +
+//      r * 128, its 16-byte chunk c at (c ^ (r % 8)) * 16 (the canonical layout without swizzle ran 1.6x slower);
 //   w: 128 rows x 64 packed bytes at a row stride of 80 bytes (the 8 rows of a warp's 32-bit reads hit 8 disjoint
 //      groups of 4 banks).
 // In natural column order, the A fragment of thread (g, t) for k32 step s = 2q + h is, per row (g and g + 8 of its
 // warp's 16), word 8h + t (a0/a1) and word 8h + 4 + t (a2/a3) of the row's 64 packed bytes, sliced at bit pair q:
 // the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
-// LAG wgmma groups are left in flight at the end of a K block (0 or 1); the copy of block kb + STAGES - 1 - LAG is
-// issued once the block that used its stage is no longer read.
+// A warpgroup waits for its wgmmas at the end of every block: registers that feed a wgmma may not be written while
+// any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513). The tensor cores stay busy
+// through the other warpgroups instead:
+//   WS (warp-specialized): a 9th warp copies the blocks, signalling a "full" mbarrier a stage; each consumer
+//      warpgroup runs on its own and releases a stage through an "empty" mbarrier, so the two drift apart and one
+//      multiplies while the other decodes;
+//   otherwise all 8 warps copy and multiply in step (cp.async groups and __syncthreads), two CTAs a multiprocessor.
 // ---------------------------------------------------------------------------------------------------------------
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -566,11 +569,6 @@ int prepare_tiled() {
 #if ROTOR_WGMMA  // the helpers exist only where wgmma does
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// Matrix descriptor, no swizzle: start address, leading and stride byte offsets, each in 16-byte units.
-__device__ __forceinline__ uint64_t wg_desc(unsigned saddr, unsigned lbo, unsigned sbo) {
-    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32);
 }
 
 // Matrix descriptor, K-major with 128-byte swizzle: rows of 128 bytes whose 16-byte chunk c sits at c ^ (row % 8),
@@ -594,11 +592,6 @@ __device__ __forceinline__ void wg_wait() {
 // cp.async (generic proxy) writes become visible to wgmma (async proxy) reads.
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// Keeps a set of A fragments alive (in its registers) up to this point.
-__device__ __forceinline__ void fence_frag(unsigned (&f)[8][4]) {
-#pragma unroll
-    for (int i = 0; i < 8; i++) asm volatile("" : "+r"(f[i][0]), "+r"(f[i][1]), "+r"(f[i][2]), "+r"(f[i][3])::"memory");
 }
 // Keeps the compiler from moving accesses of the accumulators across the asynchronous wgmma.
 template <int R>
@@ -669,130 +662,84 @@ __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned 
 }
 #endif  // ROTOR_WGMMA
 
-template <int BM_, int STAGES_, int LAG_, int MIN_BLOCKS_, bool SW128_ = true>
+template <int BM_, int STAGES_, int MIN_BLOCKS_, bool WS_>
 struct WgConfig {
-    static constexpr int BM = BM_, STAGES = STAGES_, LAG = LAG_, MIN_BLOCKS = MIN_BLOCKS_;
-    static constexpr bool SW128 = SW128_;  // x in the 128-byte swizzled layout, else in the one without swizzle
-    static constexpr int BN = 128, kThreads = 256, kWStride = 80;
+    static constexpr int BM = BM_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr bool WS = WS_;
+    static constexpr int BN = 128, kKWarps = 8, kThreads = 32 * kKWarps + (WS ? 32 : 0), kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
-    static constexpr int kSmem = STAGES * kStageBytes;
-    static constexpr int kAhead = STAGES - 1 - LAG;  // blocks copied ahead of the one being multiplied
-    static_assert(kAhead >= 1 && (LAG == 0 || LAG == 1), "pipeline depth");
-    static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
+    static constexpr int kSmem = STAGES * kStageBytes + (WS ? 2 * STAGES * 8 : 0);  // + full and empty mbarriers
+    static_assert(STAGES >= 2, "pipeline depth");
+    static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
 // The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i (rotor_cuda.h).
-using Wg0 = WgConfig<256, 3, 1, 1>;         // 128 x 256, 222 KB, one block ahead
-using Wg1 = WgConfig<256, 3, 1, 1, false>;  // the same, x without swizzle
-using Wg2 = WgConfig<128, 5, 1, 1>;         // 128 x 128, 210 KB, three blocks ahead
-using Wg3 = WgConfig<128, 2, 0, 2>;         // 128 x 128, 84 KB, two CTAs a multiprocessor
+using Wg0 = WgConfig<256, 3, 1, true>;   // 128 x 256, warp-specialized, 222 KB
+using Wg1 = WgConfig<128, 5, 1, true>;   // 128 x 128, warp-specialized, 210 KB
+using Wg2 = WgConfig<128, 2, 2, true>;   // 128 x 128, warp-specialized, 84 KB: two CTAs a multiprocessor
+using Wg3 = WgConfig<128, 2, 2, false>;  // 128 x 128, in step, 84 KB: two CTAs a multiprocessor
 constexpr int kWgConfigs = 4;
 
-template <class C>
-__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
-    extern __shared__ __align__(1024) unsigned char wg_smem[];
-    unsigned char* const smem = wg_smem;
-    const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
-
-    auto load_stage = [&](int kb, int s) {
-        unsigned char* xs = smem + s * C::kStageBytes;
-        unsigned char* ws = xs + C::kXBytes;
-        if constexpr (C::SW128) {
-            // 8 consecutive threads: the 8 chunks of one row's half block, 128 contiguous bytes either side.
-            for (int id = tid; id < C::BM * 16; id += C::kThreads) {
-                const int cc = id & 7, r = (id >> 3) % C::BM, half = (id >> 3) / C::BM, i = m0 + r;
-                const bool ok = i < a.m;
-                cp_async16(xs + half * C::BM * 128 + r * 128 + ((cc ^ (r & 7)) << 4),
-                           a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 128 * half + 16 * cc, ok);
-            }
-        } else {
-            // 8 consecutive threads: chunk c of 8 consecutive rows, one core matrix (128 contiguous bytes).
-            for (int id = tid; id < C::BM * 16; id += C::kThreads) {
-                const int r = (id & 7) + ((id >> 7) << 3), c = (id >> 3) & 15, i = m0 + r;
-                const bool ok = i < a.m;
-                cp_async16(xs + (c * (C::BM / 8) + (r >> 3)) * 128 + (r & 7) * 16,
-                           a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 16 * c, ok);
-            }
-        }
-        for (int id = tid; id < C::BN * 4; id += C::kThreads) {
-            const int r = id >> 2, c = id & 3, row = n0 + r;
-            const bool ok = row < a.n;
-            cp_async16(ws + r * C::kWStride + 16 * c, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
-        }
-    };
-
-    int acc[C::BM / 2];
-#pragma unroll
-    for (int i = 0; i < C::BM / 2; i++) acc[i] = 0;
-
-#pragma unroll
-    for (int s = 0; s < C::kAhead; s++) {
-        if (s < a.k_blocks) load_stage(s, s);
-        cp_async_commit();
+// Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
+template <class C>
+__device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char* st, int kb, int m0, int n0, int first,
+                                        int count) {
+    // 8 consecutive threads: the 8 chunks of one row's half block, 128 contiguous bytes either side.
+    for (int id = first; id < C::BM * 16; id += count) {
+        const int cc = id & 7, r = (id >> 3) % C::BM, half = (id >> 3) / C::BM, i = m0 + r;
+        const bool ok = i < a.m;
+        cp_async16(st + half * C::BM * 128 + r * 128 + ((cc ^ (r & 7)) << 4),
+                   a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 128 * half + 16 * cc, ok);
     }
-    const int wrow = 64 * wg + 16 * wl + g;  // this thread's first weight row in the tile (the second is + 8)
-    // One K block; cur receives its A fragments. With LAG = 1 the wgmmas of the previous block still read prev's
-    // registers until the wait at the end of this step, and ptxas does not track that: prev is kept alive (and so
-    // apart from cur) by naming it after the wait. The K loop alternates two fragment sets.
-    auto step = [&](int kb, unsigned (&cur)[8][4], unsigned (&prev)[8][4]) {
-        cp_async_wait<C::kAhead - 1>();  // block kb has landed (this thread's copies) ...
-        fence_proxy_async();             // ... is visible to wgmma ...
-        __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
-        {
-            const int nk = kb + C::kAhead;
-            if (nk < a.k_blocks) load_stage(nk, nk % C::STAGES);
-            cp_async_commit();
-        }
-        const unsigned char* xs = smem + (kb % C::STAGES) * C::kStageBytes;
-        const unsigned char* w0 = xs + C::kXBytes + wrow * C::kWStride + 4 * t;
-        const unsigned char* w1 = w0 + 8 * C::kWStride;
-        unsigned p0[4], p1[4];  // words t + 4i of rows wrow and wrow + 8
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            p0[i] = *reinterpret_cast<const unsigned*>(w0 + 16 * i);
-            p1[i] = *reinterpret_cast<const unsigned*>(w1 + 16 * i);
-        }
-        // All A fragments of the block before the first wgmma: no register of a wgmma is written inside the stage.
-#pragma unroll
-        for (int s = 0; s < 8; s++) {
-            const int q = s >> 1, h = s & 1;
-            cur[s][0] = slice(p0[2 * h], q);
-            cur[s][1] = slice(p1[2 * h], q);
-            cur[s][2] = slice(p0[2 * h + 1], q);
-            cur[s][3] = slice(p1[2 * h + 1], q);
-        }
-        const unsigned xbase = smem_u32(xs);
-        wg_fence();
-        fence_regs(acc);
-#pragma unroll
-        for (int s = 0; s < 8; s++)
-            wgmma_rs<C::BM>(acc, cur[s][0], cur[s][1], cur[s][2], cur[s][3],
-                            C::SW128 ? wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32)
-                                     : wg_desc(xbase + s * 32 * C::BM, 16 * C::BM, 128));
-        wg_commit();
-        fence_regs(acc);
-        wg_wait<C::LAG>();
-        if constexpr (C::LAG > 0) fence_frag(prev);
-    };
-    unsigned fa[8][4], fb[8][4];
-#pragma unroll
-    for (int s = 0; s < 8; s++) fa[s][0] = fa[s][1] = fa[s][2] = fa[s][3] = fb[s][0] = fb[s][1] = fb[s][2] = fb[s][3] = 0;
-    for (int kb = 0; kb < a.k_blocks; kb += 2) {
-        step(kb, fa, fb);
-        if (kb + 1 < a.k_blocks) step(kb + 1, fb, fa);
+    unsigned char* ws = st + C::kXBytes;
+    for (int id = first; id < C::BN * 4; id += count) {
+        const int r = id >> 2, c = id & 3, row = n0 + r;
+        const bool ok = row < a.n;
+        cp_async16(ws + r * C::kWStride + 16 * c, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
     }
+}
+
+// One K block of one consumer warpgroup: A fragments from the packed rows wrow, wrow + 8 of the stage, 8 wgmmas,
+// and the wait for them (see above).
+template <class C>
+__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
+    const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
+    const unsigned char* w1 = w0 + 8 * C::kWStride;
+    unsigned p0[4], p1[4];  // words t + 4i of rows wrow and wrow + 8
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        p0[i] = *reinterpret_cast<const unsigned*>(w0 + 16 * i);
+        p1[i] = *reinterpret_cast<const unsigned*>(w1 + 16 * i);
+    }
+    unsigned af[8][4];
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s >> 1, h = s & 1;
+        af[s][0] = slice(p0[2 * h], q);
+        af[s][1] = slice(p1[2 * h], q);
+        af[s][2] = slice(p0[2 * h + 1], q);
+        af[s][3] = slice(p1[2 * h + 1], q);
+    }
+    const unsigned xbase = smem_u32(st);
+    wg_fence();
+    fence_regs(acc);
+#pragma unroll
+    for (int s = 0; s < 8; s++)
+        wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
+    wg_commit();
+    fence_regs(acc);
     wg_wait<0>();
     fence_regs(acc);
-    cp_async_wait<0>();
+}
 
-    // acc[4j + e]: weight row wrow + 8 (e >> 1), activation row 8j + 2t + (e & 1) of the tile.
+// acc[4j + e]: weight row wrow + 8 (e >> 1), activation row 8j + 2t + (e & 1) of the tile.
+template <class C>
+__device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int (&acc)[C::BM / 2], int m0, int row, int t) {
     const bool bias = a.bias != nullptr;
-    const int row = n0 + wrow;
     const int r0 = min(row, a.n - 1), r1 = min(row + 8, a.n - 1);
     const float ws0 = a.w_scale[(size_t)r0 * a.w_scale_stride], ws1 = a.w_scale[(size_t)r1 * a.w_scale_stride];
     const float b0 = bias ? a.bias[r0] : 0.f, b1 = bias ? a.bias[r1] : 0.f;
@@ -813,6 +760,89 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         if (row + 8 < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row + 8] = apply_act(v[2], a.act);
         if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
     }
+}
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Arrives on bar once all of this thread's earlier cp.async copies have landed (without raising its expected count).
+__device__ __forceinline__ void mbar_arrive_cp_async(unsigned bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of bar with the given parity has completed.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done = 0;
+    do {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+#endif  // ROTOR_WGMMA
+
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
+#if ROTOR_WGMMA
+    extern __shared__ __align__(1024) unsigned char wg_smem[];
+    unsigned char* const smem = wg_smem;
+    const int tid = threadIdx.x, lane = tid & 31, t = lane & 3;
+    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+    // This thread's first weight row in the tile (the second is + 8): warpgroup tid / 128, warp, group g.
+    const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
+    int acc[C::BM / 2];
+#pragma unroll
+    for (int i = 0; i < C::BM / 2; i++) acc[i] = 0;
+
+    if constexpr (C::WS) {
+        const unsigned full0 = smem_u32(smem + C::STAGES * C::kStageBytes), empty0 = full0 + 8 * C::STAGES;
+        if (tid == 0) {
+            for (int s = 0; s < C::STAGES; s++) {
+                mbar_init(full0 + 8 * s, 32);                // the copy warp's 32 lanes
+                mbar_init(empty0 + 8 * s, 32 * C::kKWarps);  // every consumer thread
+            }
+            asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        }
+        __syncthreads();
+        if (tid >= 32 * C::kKWarps) {  // the copy warp
+            for (int kb = 0; kb < a.k_blocks; kb++) {
+                const int s = kb % C::STAGES;
+                if (kb >= C::STAGES) mbar_wait(empty0 + 8 * s, (kb / C::STAGES - 1) & 1);
+                wg_load<C>(a, smem + s * C::kStageBytes, kb, m0, n0, lane, 32);
+                mbar_arrive_cp_async(full0 + 8 * s);
+            }
+            asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its thread
+            return;
+        }
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            const int s = kb % C::STAGES;
+            mbar_wait(full0 + 8 * s, (kb / C::STAGES) & 1);
+            fence_proxy_async();  // the copies, made by another thread, are visible to this thread's wgmmas
+            wg_block<C>(acc, smem + s * C::kStageBytes, wrow, t);
+            mbar_arrive(empty0 + 8 * s);
+        }
+    } else {
+#pragma unroll
+        for (int s = 0; s < C::STAGES - 1; s++) {
+            if (s < a.k_blocks) wg_load<C>(a, smem + s * C::kStageBytes, s, m0, n0, tid, C::kThreads);
+            cp_async_commit();
+        }
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
+            fence_proxy_async();             // ... is visible to wgmma ...
+            __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+            const int nk = kb + C::STAGES - 1;
+            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+            cp_async_commit();
+            wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
+        }
+        cp_async_wait<0>();
+    }
+    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
 #endif
 }
 
@@ -921,11 +951,7 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
         default: break;
     }
-    if (g_wgmma) {
-        // 128 x 256 tiles once there are two waves of them, else 128 x 128 (more CTAs for small products).
-        if (tiles<Wg0>(a) >= 2LL * g_sms) return launch_wgmma<Wg0>(a, s);
-        return launch_wgmma<Wg2>(a, s);
-    }
+    if (g_wgmma) return launch_wgmma<Wg3>(a, s);
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
     if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);
