@@ -540,8 +540,8 @@ int prepare_tiled() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
-// A CTA of two consumer warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the
-// wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
+// A CTA of two warpgroups owns BN = 128 * MT weight rows (MT tiles of 64 a warpgroup: the wgmma M) x BM activation
+// rows (the wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
 // (x) comes from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
 // STAGES-deep ring of shared memory:
 //   x: BM rows x 256 int8, K-major with 128-byte swizzle: half block h (128 columns) of row r at h * BM * 128 +
@@ -552,12 +552,11 @@ int prepare_tiled() {
 // warp's 16), word 8h + t (a0/a1) and word 8h + 4 + t (a2/a3) of the row's 64 packed bytes, sliced at bit pair q:
 // the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
 // A warpgroup waits for its wgmmas at the end of every block: registers that feed a wgmma may not be written while
-// any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513). The tensor cores stay busy
-// through the other warpgroups instead:
-//   WS (warp-specialized): a 9th warp copies the blocks, signalling a "full" mbarrier a stage; each consumer
-//      warpgroup runs on its own and releases a stage through an "empty" mbarrier, so the two drift apart and one
-//      multiplies while the other decodes;
-//   otherwise all 8 warps copy and multiply in step (cp.async groups and __syncthreads), two CTAs a multiprocessor.
+// any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513), so the tensor cores are
+// kept busy by the other CTA of the multiprocessor (MIN_BLOCKS 2) or by deeper tiles (MT 2). All 8 warps copy and
+// multiply in step (cp.async groups and __syncthreads). At m = 2048 the products are bound by L2 -> SM traffic:
+// x (1 byte an element) is read once per weight tile, so MT 2 halves it. (A variant with one copy warp and
+// mbarriers was slower: a warp cannot issue cp.async fast enough to feed two warpgroups.)
 // ---------------------------------------------------------------------------------------------------------------
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -598,6 +597,21 @@ template <int R>
 __device__ __forceinline__ void fence_regs(int (&d)[R]) {
 #pragma unroll
     for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// D (64 x 64, s32) += A (64 x 32 s8, registers) * B (64 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n64(int (&d)[32], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, {%32, %33, %34, %35}, %36, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
 }
 
 // D (64 x 128, s32) += A (64 x 32 s8, registers) * B (128 x 32 s8, K-major in shared memory, descriptor db).
@@ -656,31 +670,31 @@ __device__ __forceinline__ void wgmma_rs_n256(int (&d)[128], unsigned a0, unsign
 
 template <int N>
 __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    static_assert(N == 128 || N == 256, "wgmma N");
-    if constexpr (N == 128) wgmma_rs_n128(d, a0, a1, a2, a3, db);
+    static_assert(N == 64 || N == 128 || N == 256, "wgmma N");
+    if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
+    else if constexpr (N == 128) wgmma_rs_n128(d, a0, a1, a2, a3, db);
     else wgmma_rs_n256(d, a0, a1, a2, a3, db);
 }
 #endif  // ROTOR_WGMMA
 
-template <int BM_, int STAGES_, int MIN_BLOCKS_, bool WS_>
+template <int BM_, int MT_, int STAGES_, int MIN_BLOCKS_>
 struct WgConfig {
-    static constexpr int BM = BM_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
-    static constexpr bool WS = WS_;
-    static constexpr int BN = 128, kKWarps = 8, kThreads = 32 * kKWarps + (WS ? 32 : 0), kWStride = 80;
+    static constexpr int BM = BM_, MT = MT_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int BN = 128 * MT, kThreads = 256, kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
-    static constexpr int kSmem = STAGES * kStageBytes + (WS ? 2 * STAGES * 8 : 0);  // + full and empty mbarriers
-    static_assert(STAGES >= 2, "pipeline depth");
+    static constexpr int kSmem = STAGES * kStageBytes;
+    static_assert(STAGES >= 2 && (MT == 1 || MT == 2), "pipeline depth, tiles a warpgroup");
     static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
-// The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i (rotor_cuda.h).
-using Wg0 = WgConfig<256, 3, 1, true>;   // 128 x 256, warp-specialized, 222 KB
-using Wg1 = WgConfig<128, 5, 1, true>;   // 128 x 128, warp-specialized, 210 KB
-using Wg2 = WgConfig<128, 2, 2, true>;   // 128 x 128, warp-specialized, 84 KB: two CTAs a multiprocessor
-using Wg3 = WgConfig<128, 2, 2, false>;  // 128 x 128, in step, 84 KB: two CTAs a multiprocessor
+// The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
+using Wg0 = WgConfig<128, 2, 4, 1>;  // 256 x 128, 208 KB
+using Wg1 = WgConfig<128, 1, 2, 2>;  // 128 x 128, 84 KB: two CTAs a multiprocessor
+using Wg2 = WgConfig<256, 1, 3, 1>;  // 128 x 256, 222 KB
+using Wg3 = WgConfig<64, 2, 4, 1>;   // 256 x 64, 144 KB
 constexpr int kWgConfigs = 4;
 
 #if ROTOR_WGMMA
@@ -703,40 +717,49 @@ __device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char*
     }
 }
 
-// One K block of one consumer warpgroup: A fragments from the packed rows wrow, wrow + 8 of the stage, 8 wgmmas,
-// and the wait for them (see above).
+// One K block of one warpgroup: A fragments of its MT tiles (packed rows wrow + 64 i and + 8 of the stage), 8 MT
+// wgmmas, and the wait for them (see above).
 template <class C>
-__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
-    const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
-    const unsigned char* w1 = w0 + 8 * C::kWStride;
-    unsigned p0[4], p1[4];  // words t + 4i of rows wrow and wrow + 8
+__device__ __forceinline__ void wg_block(int (&acc)[C::MT][C::BM / 2], const unsigned char* st, int wrow, int t) {
+    unsigned af[C::MT][8][4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        p0[i] = *reinterpret_cast<const unsigned*>(w0 + 16 * i);
-        p1[i] = *reinterpret_cast<const unsigned*>(w1 + 16 * i);
-    }
-    unsigned af[8][4];
+    for (int i = 0; i < C::MT; i++) {
+        const unsigned char* w0 = st + C::kXBytes + (wrow + 64 * i) * C::kWStride + 4 * t;
+        const unsigned char* w1 = w0 + 8 * C::kWStride;
+        unsigned p0[4], p1[4];  // words t + 4j of rows wrow + 64 i and + 8
 #pragma unroll
-    for (int s = 0; s < 8; s++) {
-        const int q = s >> 1, h = s & 1;
-        af[s][0] = slice(p0[2 * h], q);
-        af[s][1] = slice(p1[2 * h], q);
-        af[s][2] = slice(p0[2 * h + 1], q);
-        af[s][3] = slice(p1[2 * h + 1], q);
+        for (int j = 0; j < 4; j++) {
+            p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * j);
+            p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
+        }
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+            const int q = s >> 1, h = s & 1;
+            af[i][s][0] = slice(p0[2 * h], q);
+            af[i][s][1] = slice(p1[2 * h], q);
+            af[i][s][2] = slice(p0[2 * h + 1], q);
+            af[i][s][3] = slice(p1[2 * h + 1], q);
+        }
     }
     const unsigned xbase = smem_u32(st);
     wg_fence();
-    fence_regs(acc);
+#pragma unroll
+    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
 #pragma unroll
     for (int s = 0; s < 8; s++)
-        wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
+#pragma unroll
+        for (int i = 0; i < C::MT; i++)
+            wgmma_rs<C::BM>(acc[i], af[i][s][0], af[i][s][1], af[i][s][2], af[i][s][3],
+                            wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
     wg_commit();
-    fence_regs(acc);
+#pragma unroll
+    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
     wg_wait<0>();
-    fence_regs(acc);
+#pragma unroll
+    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
 }
 
-// acc[4j + e]: weight row wrow + 8 (e >> 1), activation row 8j + 2t + (e & 1) of the tile.
+// acc[4j + e]: weight row `row` + 8 (e >> 1), activation row m0 + 8j + 2t + (e & 1).
 template <class C>
 __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int (&acc)[C::BM / 2], int m0, int row, int t) {
     const bool bias = a.bias != nullptr;
@@ -761,28 +784,6 @@ __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int 
         if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
     }
 }
-
-__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-// Arrives on bar once all of this thread's earlier cp.async copies have landed (without raising its expected count).
-__device__ __forceinline__ void mbar_arrive_cp_async(unsigned bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(unsigned bar) {
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-// Waits until the phase of bar with the given parity has completed.
-__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-    unsigned done = 0;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
-}
 #endif  // ROTOR_WGMMA
 
 template <class C>
@@ -792,57 +793,31 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
     unsigned char* const smem = wg_smem;
     const int tid = threadIdx.x, lane = tid & 31, t = lane & 3;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
-    // This thread's first weight row in the tile (the second is + 8): warpgroup tid / 128, warp, group g.
-    const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
-    int acc[C::BM / 2];
+    // This thread's first weight row in the tile (the others are + 8, + 64, + 72): warpgroup, warp, group g.
+    const int wrow = 64 * C::MT * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
+    int acc[C::MT][C::BM / 2];
 #pragma unroll
-    for (int i = 0; i < C::BM / 2; i++) acc[i] = 0;
+    for (int i = 0; i < C::MT; i++)
+#pragma unroll
+        for (int j = 0; j < C::BM / 2; j++) acc[i][j] = 0;
 
-    if constexpr (C::WS) {
-        const unsigned full0 = smem_u32(smem + C::STAGES * C::kStageBytes), empty0 = full0 + 8 * C::STAGES;
-        if (tid == 0) {
-            for (int s = 0; s < C::STAGES; s++) {
-                mbar_init(full0 + 8 * s, 32);                // the copy warp's 32 lanes
-                mbar_init(empty0 + 8 * s, 32 * C::kKWarps);  // every consumer thread
-            }
-            asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        }
-        __syncthreads();
-        if (tid >= 32 * C::kKWarps) {  // the copy warp
-            for (int kb = 0; kb < a.k_blocks; kb++) {
-                const int s = kb % C::STAGES;
-                if (kb >= C::STAGES) mbar_wait(empty0 + 8 * s, (kb / C::STAGES - 1) & 1);
-                wg_load<C>(a, smem + s * C::kStageBytes, kb, m0, n0, lane, 32);
-                mbar_arrive_cp_async(full0 + 8 * s);
-            }
-            asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its thread
-            return;
-        }
-        for (int kb = 0; kb < a.k_blocks; kb++) {
-            const int s = kb % C::STAGES;
-            mbar_wait(full0 + 8 * s, (kb / C::STAGES) & 1);
-            fence_proxy_async();  // the copies, made by another thread, are visible to this thread's wgmmas
-            wg_block<C>(acc, smem + s * C::kStageBytes, wrow, t);
-            mbar_arrive(empty0 + 8 * s);
-        }
-    } else {
 #pragma unroll
-        for (int s = 0; s < C::STAGES - 1; s++) {
-            if (s < a.k_blocks) wg_load<C>(a, smem + s * C::kStageBytes, s, m0, n0, tid, C::kThreads);
-            cp_async_commit();
-        }
-        for (int kb = 0; kb < a.k_blocks; kb++) {
-            cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
-            fence_proxy_async();             // ... is visible to wgmma ...
-            __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
-            const int nk = kb + C::STAGES - 1;
-            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
-            cp_async_commit();
-            wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
-        }
-        cp_async_wait<0>();
+    for (int s = 0; s < C::STAGES - 1; s++) {
+        if (s < a.k_blocks) wg_load<C>(a, smem + s * C::kStageBytes, s, m0, n0, tid, C::kThreads);
+        cp_async_commit();
     }
-    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
+    for (int kb = 0; kb < a.k_blocks; kb++) {
+        cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
+        fence_proxy_async();             // ... is visible to wgmma ...
+        __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+        const int nk = kb + C::STAGES - 1;
+        if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+        cp_async_commit();
+        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int i = 0; i < C::MT; i++) wg_epilogue<C>(a, acc[i], m0, n0 + wrow + 64 * i, t);
 #endif
 }
 
@@ -870,7 +845,7 @@ int probe_wgmma(const cudaDeviceProp& p) {
     g_wgmma = false;
     const char* off = getenv("ROTOR_CUDA_WGMMA");
     if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
-    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg0::kSmem) return 0;
+    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;
     int* d = nullptr;
     int h = 0;
     CK(cudaMalloc(&d, sizeof(int)));
@@ -951,7 +926,7 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
         default: break;
     }
-    if (g_wgmma) return launch_wgmma<Wg3>(a, s);
+    if (g_wgmma) return launch_wgmma<Wg1>(a, s);
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
     if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);

@@ -33,14 +33,14 @@ internal enum CudaPath
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
-    /// <summary>wgmma (sm_90a) 128 weight rows x 256 activation rows, a copy warp and two consumer warpgroups.</summary>
-    Wgmma128x256 = 19,
-    /// <summary>wgmma 128 x 128, a copy warp, five stages.</summary>
+    /// <summary>wgmma (sm_90a) 256 weight rows x 128 activation rows.</summary>
+    Wgmma256x128 = 19,
+    /// <summary>wgmma 128 x 128, two CTAs a multiprocessor.</summary>
     Wgmma128x128 = 20,
-    /// <summary>wgmma 128 x 128, a copy warp, two stages, two CTAs a multiprocessor.</summary>
-    Wgmma128x128Dual = 21,
-    /// <summary>wgmma 128 x 128, all warps copy and multiply in step, two CTAs a multiprocessor.</summary>
-    Wgmma128x128Step = 22,
+    /// <summary>wgmma 128 x 256.</summary>
+    Wgmma128x256 = 21,
+    /// <summary>wgmma 256 x 64.</summary>
+    Wgmma256x64 = 22,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
