@@ -614,6 +614,24 @@ __device__ __forceinline__ void wgmma_rs_n64(int (&d)[32], unsigned a0, unsigned
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
 }
 
+// D (64 x 96, s32) += A (64 x 32 s8, registers) * B (96 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n96(int (&d)[48], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n96k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+        "}, {%48, %49, %50, %51}, %52, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
 // D (64 x 128, s32) += A (64 x 32 s8, registers) * B (128 x 32 s8, K-major in shared memory, descriptor db).
 __device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
     asm volatile(
@@ -670,70 +688,11 @@ __device__ __forceinline__ void wgmma_rs_n256(int (&d)[128], unsigned a0, unsign
 
 template <int N>
 __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma N");
+    static_assert(N == 64 || N == 96 || N == 128 || N == 256, "wgmma N");
     if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
+    else if constexpr (N == 96) wgmma_rs_n96(d, a0, a1, a2, a3, db);
     else if constexpr (N == 128) wgmma_rs_n128(d, a0, a1, a2, a3, db);
     else wgmma_rs_n256(d, a0, a1, a2, a3, db);
-}
-// D (64 x 128, s32) += A (64 x 32 s8, shared memory, descriptor da) * B (128 x 32 s8, descriptor db).
-__device__ __forceinline__ void wgmma_ss_n128(int (&d)[64], uint64_t da, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-        "}, %64, %65, p;\n}\n"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
-        : "l"(da), "l"(db), "r"(1));  // scale-d = 1: D += A * B
-}
-
-// D (64 x 256, s32) += A (64 x 32 s8, shared memory, descriptor da) * B (256 x 32 s8, descriptor db).
-__device__ __forceinline__ void wgmma_ss_n256(int (&d)[128], uint64_t da, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-        "}, %128, %129, p;\n}\n"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
-          "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
-          "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
-          "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
-          "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
-          "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
-          "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
-          "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
-          "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
-        : "l"(da), "l"(db), "r"(1));  // scale-d = 1: D += A * B
-}
-
-template <int N>
-__device__ __forceinline__ void wgmma_ss(int (&d)[N / 2], uint64_t da, uint64_t db) {
-    static_assert(N == 128 || N == 256, "wgmma N");
-    if constexpr (N == 128) wgmma_ss_n128(d, da, db);
-    else wgmma_ss_n256(d, da, db);
 }
 #endif  // ROTOR_WGMMA
 
@@ -741,7 +700,6 @@ template <int BM_, int MT_, int STAGES_, int MIN_BLOCKS_>
 struct WgConfig {
     static constexpr int BM = BM_, MT = MT_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int BN = 128 * MT, kThreads = 256, kWStride = 80;
-    static constexpr bool kAInSmem = false;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
@@ -751,26 +709,10 @@ struct WgConfig {
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
-// Both operands from shared memory (see wgmma_ss_kernel): 128 weight rows x BM activation rows.
-template <int BM_, int STAGES_>
-struct SsConfig {
-    static constexpr int BM = BM_, STAGES = STAGES_;
-    static constexpr int BN = 128, kThreads = 256;
-    static constexpr bool kAInSmem = true;
-    static constexpr int kXBytes = BM * 256;
-    static constexpr int kWBytes = BN * 64;
-    static constexpr int kStageBytes = kXBytes + kWBytes;
-    static constexpr int kABytes = BN * 256;  // one decoded A tile
-    static constexpr int kSmem = STAGES * kStageBytes + 2 * kABytes;
-    static_assert(STAGES >= 2, "pipeline depth");
-    static_assert(kSmem <= 227 * 1024, "shared memory");
-    static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
-};
-
 // The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
-using Wg0 = SsConfig<128, 4>;        // 128 x 128, A from shared memory, 224 KB
-using Wg1 = WgConfig<128, 1, 2, 2>;  // 128 x 128, 84 KB: two CTAs a multiprocessor
-using Wg2 = SsConfig<256, 2>;        // 128 x 256, A from shared memory, 208 KB
+using Wg0 = WgConfig<128, 1, 2, 2>;  // 128 x 128, 84 KB: two CTAs a multiprocessor
+using Wg1 = WgConfig<96, 1, 3, 2>;   // 128 x 96, 96 KB: two CTAs a multiprocessor, two blocks ahead
+using Wg2 = WgConfig<64, 1, 4, 2>;   // 128 x 64, 104 KB: two CTAs a multiprocessor, three blocks ahead
 using Wg3 = WgConfig<64, 2, 4, 1>;   // 256 x 64, 144 KB
 constexpr int kWgConfigs = 4;
 
@@ -794,8 +736,8 @@ __device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char*
     }
 }
 
-// One K block of one warpgroup: A fragments of its MT tiles (packed rows wrow + 64 i and + 8 of the stage), 8 MT
-// wgmmas, and the wait for them (see above).
+// One K block of one warpgroup: A fragments of its MT tiles (packed rows wrow + 64 i and + 8 of the stage) and its
+// 8 MT wgmmas, committed as one group; the caller waits for them (see above).
 template <class C>
 __device__ __forceinline__ void wg_block(int (&acc)[C::MT][C::BM / 2], const unsigned char* st, int wrow, int t) {
     unsigned af[C::MT][8][4];
@@ -829,9 +771,6 @@ __device__ __forceinline__ void wg_block(int (&acc)[C::MT][C::BM / 2], const uns
             wgmma_rs<C::BM>(acc[i], af[i][s][0], af[i][s][1], af[i][s][2], af[i][s][3],
                             wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
     wg_commit();
-#pragma unroll
-    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
-    wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
 }
@@ -887,10 +826,14 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
         fence_proxy_async();             // ... is visible to wgmma ...
         __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
+        // The next copy is issued while the wgmmas run.
         const int nk = kb + C::STAGES - 1;
         if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
         cp_async_commit();
-        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
+        wg_wait<0>();
+#pragma unroll
+        for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
     }
     cp_async_wait<0>();
 #pragma unroll
@@ -898,102 +841,9 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
 #endif
 }
 
-// The same product with A decoded into shared memory as well (wgmma with both operands as descriptors), so that a
-// block's wgmmas run while the next block is decoded (nothing a wgmma reads sits in registers). A tiles: two
-// buffers of 128 rows x 256 int8 in the swizzled layout of x. Per K block kb, all threads in step: issue the
-// wgmmas of kb; wait for those of kb - 1 (their stage and A buffer are free); copy block kb + STAGES - 1; decode
-// block kb + 1, whose packed weights each thread copied itself; barrier.
-template <class C>
-__global__ void __launch_bounds__(C::kThreads, 1) wgmma_ss_kernel(rotor_gemm_args a) {
-#if ROTOR_WGMMA
-    extern __shared__ __align__(1024) unsigned char wg_smem[];
-    unsigned char* const smem = wg_smem;
-    unsigned char* const abuf = smem + C::STAGES * C::kStageBytes;
-    const int tid = threadIdx.x, lane = tid & 31, t = lane & 3, wg = tid >> 7;
-    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
-    const int wrow = 64 * wg + 16 * ((tid >> 5) & 3) + (lane >> 2);
-
-    auto load = [&](int kb) {
-        unsigned char* st = smem + (kb % C::STAGES) * C::kStageBytes;
-        for (int id = tid; id < C::BM * 16; id += C::kThreads) {
-            const int cc = id & 7, r = (id >> 3) % C::BM, half = (id >> 3) / C::BM, i = m0 + r;
-            const bool ok = i < a.m;
-            cp_async16(st + half * C::BM * 128 + r * 128 + ((cc ^ (r & 7)) << 4),
-                       a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 128 * half + 16 * cc, ok);
-        }
-        // Packed chunk id: row id / 4, 16-byte group id % 4; decode() reads back exactly these.
-        for (int id = tid; id < C::BN * 4; id += C::kThreads) {
-            const int r = id >> 2, c = id & 3, row = n0 + r;
-            const bool ok = row < a.n;
-            cp_async16(st + C::kXBytes + id * 16, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
-        }
-    };
-    // Group g of a packed row, sliced at bit pair q, is the 16 codes of chunk 4q + g (columns 64q + 16g ..).
-    auto decode = [&](int kb, unsigned char* at) {
-        const unsigned char* st = smem + (kb % C::STAGES) * C::kStageBytes + C::kXBytes;
-        for (int id = tid; id < C::BN * 4; id += C::kThreads) {
-            const int r = id >> 2, g4 = id & 3;
-            const uint4 v = *reinterpret_cast<const uint4*>(st + id * 16);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const int c = 4 * (q & 1) + g4;  // chunk within half q / 2
-                *reinterpret_cast<uint4*>(at + (q >> 1) * C::BN * 128 + r * 128 + ((c ^ (r & 7)) << 4)) =
-                    make_uint4(slice(v.x, q), slice(v.y, q), slice(v.z, q), slice(v.w, q));
-            }
-        }
-    };
-
-    int acc[C::BM / 2];
-#pragma unroll
-    for (int i = 0; i < C::BM / 2; i++) acc[i] = 0;
-#pragma unroll
-    for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < a.k_blocks) load(s);
-        cp_async_commit();
-    }
-    cp_async_wait<C::STAGES - 2>();  // block 0 (this thread's copies)
-    decode(0, abuf);
-    fence_proxy_async();
-    __syncthreads();
-    for (int kb = 0; kb < a.k_blocks; kb++) {
-        const unsigned xa = smem_u32(smem + (kb % C::STAGES) * C::kStageBytes);
-        const unsigned aa = smem_u32(abuf + (kb & 1) * C::kABytes) + 64 * wg * 128;
-        wg_fence();
-        fence_regs(acc);
-#pragma unroll
-        for (int s = 0; s < 8; s++)
-            wgmma_ss<C::BM>(acc, wg_desc_sw128(aa + (s >> 2) * C::BN * 128 + (s & 3) * 32),
-                            wg_desc_sw128(xa + (s >> 2) * C::BM * 128 + (s & 3) * 32));
-        wg_commit();
-        fence_regs(acc);
-        if (kb + 1 < a.k_blocks) {
-            wg_wait<1>();     // this warpgroup's wgmmas of kb - 1 are done ...
-            fence_regs(acc);
-            __syncthreads();  // ... and the other's: stage (kb - 1) % STAGES and A buffer (kb + 1) % 2 are free
-            if (kb + C::STAGES - 1 < a.k_blocks) load(kb + C::STAGES - 1);
-            cp_async_commit();
-            cp_async_wait<C::STAGES - 2>();  // block kb + 1 (this thread's copies)
-            decode(kb + 1, abuf + ((kb + 1) & 1) * C::kABytes);
-            fence_proxy_async();
-            __syncthreads();  // everyone's copies of x and decoded A of kb + 1
-        }
-    }
-    wg_wait<0>();
-    fence_regs(acc);
-    cp_async_wait<0>();
-    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
-#endif
-}
-
 // 1 in the sm_90a image (wgmma compiled in), 0 in every other.
 __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
-// The kernel of a configuration: WgConfig -> wgmma_kernel (A in registers), SsConfig -> wgmma_ss_kernel.
-template <class C>
-constexpr auto wg_kernel() {
-    if constexpr (C::kAInSmem) return wgmma_ss_kernel<C>;
-    else return wgmma_kernel<C>;
-}
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
 
@@ -1002,12 +852,12 @@ int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
     if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    return launch_plain(wg_kernel<C>(), grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
 }
 
 template <class C>
 int prepare_wgmma() {
-    CK(cudaFuncSetAttribute(wg_kernel<C>(), cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
 
@@ -1097,7 +947,7 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
         default: break;
     }
-    if (g_wgmma) return launch_wgmma<Wg1>(a, s);
+    if (g_wgmma) return launch_wgmma<Wg0>(a, s);
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
     if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);

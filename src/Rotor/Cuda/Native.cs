@@ -33,13 +33,13 @@ internal enum CudaPath
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
-    /// <summary>wgmma (sm_90a) 128 weight rows x 128 activation rows, weights decoded into shared memory.</summary>
-    WgmmaSmem128x128 = 19,
-    /// <summary>wgmma 128 x 128, weights decoded into registers, two CTAs a multiprocessor.</summary>
-    Wgmma128x128 = 20,
-    /// <summary>wgmma 128 x 256, weights decoded into shared memory.</summary>
-    WgmmaSmem128x256 = 21,
-    /// <summary>wgmma 256 x 64, weights decoded into registers.</summary>
+    /// <summary>wgmma (sm_90a) 128 weight rows x 128 activation rows, two CTAs a multiprocessor.</summary>
+    Wgmma128x128 = 19,
+    /// <summary>wgmma 128 x 96, two CTAs a multiprocessor, three stages.</summary>
+    Wgmma128x96 = 20,
+    /// <summary>wgmma 128 x 64, two CTAs a multiprocessor, four stages.</summary>
+    Wgmma128x64 = 21,
+    /// <summary>wgmma 256 x 64, one CTA a multiprocessor.</summary>
     Wgmma256x64 = 22,
 }
 
