@@ -696,25 +696,31 @@ __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned 
 }
 #endif  // ROTOR_WGMMA
 
-template <int BM_, int MT_, int STAGES_, int MIN_BLOCKS_>
+// LATE_COPY: the next block's copies are issued after this block's wgmmas (overlapping them) rather than before
+// (fewer registers live across the wgmmas).
+template <int BM_, int MT_, int STAGES_, int MIN_BLOCKS_, bool LATE_COPY_ = false>
 struct WgConfig {
     static constexpr int BM = BM_, MT = MT_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr bool LATE_COPY = LATE_COPY_;
     static constexpr int BN = 128 * MT, kThreads = 256, kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
     static constexpr int kSmem = STAGES * kStageBytes;
     static_assert(STAGES >= 2 && (MT == 1 || MT == 2), "pipeline depth, tiles a warpgroup");
+    static_assert(!LATE_COPY || MIN_BLOCKS == 2, "late copies are measured for the two-CTA tiles only");
     static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
 // The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
-using Wg0 = WgConfig<128, 1, 2, 2>;  // 128 x 128, 84 KB: two CTAs a multiprocessor
-using Wg1 = WgConfig<96, 1, 3, 2>;   // 128 x 96, 96 KB: two CTAs a multiprocessor, two blocks ahead
-using Wg2 = WgConfig<64, 1, 4, 2>;   // 128 x 64, 104 KB: two CTAs a multiprocessor, three blocks ahead
-using Wg3 = WgConfig<64, 2, 4, 1>;   // 256 x 64, 144 KB
-constexpr int kWgConfigs = 4;
+using Wg0 = WgConfig<128, 1, 2, 2>;       // 128 x 128, 84 KB: two CTAs a multiprocessor
+using Wg1 = WgConfig<96, 1, 3, 2>;        // 128 x 96, 96 KB: two CTAs a multiprocessor, two blocks ahead
+using Wg2 = WgConfig<64, 1, 4, 2>;        // 128 x 64, 104 KB: two CTAs a multiprocessor, three blocks ahead
+using Wg3 = WgConfig<64, 2, 4, 1>;        // 256 x 64, 144 KB
+using Wg4 = WgConfig<96, 1, 3, 2, true>;  // Wg1 with the copies after the wgmmas
+using Wg5 = WgConfig<64, 1, 4, 2, true>;  // Wg2 with the copies after the wgmmas
+constexpr int kWgConfigs = 6;
 
 #if ROTOR_WGMMA
 // Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
@@ -826,11 +832,16 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
         fence_proxy_async();             // ... is visible to wgmma ...
         __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
-        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
-        // The next copy is issued while the wgmmas run.
         const int nk = kb + C::STAGES - 1;
-        if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
-        cp_async_commit();
+        if (!C::LATE_COPY) {
+            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+            cp_async_commit();
+        }
+        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
+        if (C::LATE_COPY) {
+            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+            cp_async_commit();
+        }
         wg_wait<0>();
 #pragma unroll
         for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
@@ -884,6 +895,8 @@ int probe_wgmma(const cudaDeviceProp& p) {
     if ((r = prepare_wgmma<Wg1>()) != 0) return r;
     if ((r = prepare_wgmma<Wg2>()) != 0) return r;
     if ((r = prepare_wgmma<Wg3>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg4>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg5>()) != 0) return r;
     g_wgmma = true;
     return 0;
 }
@@ -945,6 +958,8 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 7: return launch_wgmma<Wg4>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 8: return launch_wgmma<Wg5>(a, s);
         default: break;
     }
     if (g_wgmma) return launch_wgmma<Wg0>(a, s);
