@@ -540,8 +540,7 @@ int prepare_tiled() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
-// A CTA of two warpgroups owns BN = 128 * MT weight rows (MT tiles of 64 a warpgroup: the wgmma M) x BM activation
-// rows (the wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
+// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
 // (x) comes from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
 // STAGES-deep ring of shared memory:
 //   x: BM rows x 256 int8, K-major with 128-byte swizzle: half block h (128 columns) of row r at h * BM * 128 +
@@ -553,10 +552,12 @@ int prepare_tiled() {
 // the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
 // A warpgroup waits for its wgmmas at the end of every block: registers that feed a wgmma may not be written while
 // any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513), so the tensor cores are
-// kept busy by the other CTA of the multiprocessor (MIN_BLOCKS 2) or by deeper tiles (MT 2). All 8 warps copy and
-// multiply in step (cp.async groups and __syncthreads). At m = 2048 the products are bound by L2 -> SM traffic:
-// x (1 byte an element) is read once per weight tile, so MT 2 halves it. (A variant with one copy warp and
-// mbarriers was slower: a warp cannot issue cp.async fast enough to feed two warpgroups.)
+// kept busy by the other CTA of the multiprocessor (two CTAs of 256 threads, 128 registers a thread). All 8 warps
+// copy and multiply in step (cp.async groups and __syncthreads). The tile height BM trades waves against work a
+// CTA: 128 for large grids, 96 and 64 (more stages) for the others (launch_gemm). Measured slower on H100 and
+// removed: 128-byte-swizzle-free x (1.6x), a copy warp with mbarriers (one warp cannot issue cp.async fast enough),
+// A decoded into shared memory to overlap blocks (smem-bound, 529 against 774 TOPS), 256 weight rows a CTA (one
+// CTA a multiprocessor: nothing hides the per-block barrier).
 // ---------------------------------------------------------------------------------------------------------------
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -653,74 +654,38 @@ __device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigne
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
 }
 
-// D (64 x 256, s32) += A (64 x 32 s8, registers) * B (256 x 32 s8, K-major in shared memory, descriptor db).
-__device__ __forceinline__ void wgmma_rs_n256(int (&d)[128], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-        "}, {%128, %129, %130, %131}, %132, p;\n}\n"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
-          "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
-          "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
-          "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
-          "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
-          "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
-          "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
-          "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
-          "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
-}
-
 template <int N>
 __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    static_assert(N == 64 || N == 96 || N == 128 || N == 256, "wgmma N");
+    static_assert(N == 64 || N == 96 || N == 128, "wgmma N");
     if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
     else if constexpr (N == 96) wgmma_rs_n96(d, a0, a1, a2, a3, db);
-    else if constexpr (N == 128) wgmma_rs_n128(d, a0, a1, a2, a3, db);
-    else wgmma_rs_n256(d, a0, a1, a2, a3, db);
+    else wgmma_rs_n128(d, a0, a1, a2, a3, db);
 }
 #endif  // ROTOR_WGMMA
 
 // LATE_COPY: the next block's copies are issued after this block's wgmmas (overlapping them) rather than before
 // (fewer registers live across the wgmmas).
-template <int BM_, int MT_, int STAGES_, int MIN_BLOCKS_, bool LATE_COPY_ = false>
+template <int BM_, int STAGES_, bool LATE_COPY_>
 struct WgConfig {
-    static constexpr int BM = BM_, MT = MT_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int BM = BM_, STAGES = STAGES_, MIN_BLOCKS = 2;
     static constexpr bool LATE_COPY = LATE_COPY_;
-    static constexpr int BN = 128 * MT, kThreads = 256, kWStride = 80;
+    static constexpr int BN = 128, kThreads = 256, kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
     static constexpr int kSmem = STAGES * kStageBytes;
-    static_assert(STAGES >= 2 && (MT == 1 || MT == 2), "pipeline depth, tiles a warpgroup");
-    static_assert(!LATE_COPY || MIN_BLOCKS == 2, "late copies are measured for the two-CTA tiles only");
+    static_assert(STAGES >= 2, "pipeline depth");
+    static_assert(!LATE_COPY || STAGES >= 3, "copies issued after the wgmmas have less time to land: 3+ stages");
     static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
 // The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
-using Wg0 = WgConfig<128, 1, 2, 2>;       // 128 x 128, 84 KB: two CTAs a multiprocessor
-using Wg1 = WgConfig<96, 1, 3, 2>;        // 128 x 96, 96 KB: two CTAs a multiprocessor, two blocks ahead
-using Wg2 = WgConfig<64, 1, 4, 2>;        // 128 x 64, 104 KB: two CTAs a multiprocessor, three blocks ahead
-using Wg3 = WgConfig<64, 2, 4, 1>;        // 256 x 64, 144 KB
-using Wg4 = WgConfig<96, 1, 3, 2, true>;  // Wg1 with the copies after the wgmmas
-using Wg5 = WgConfig<64, 1, 4, 2, true>;  // Wg2 with the copies after the wgmmas
-constexpr int kWgConfigs = 6;
+// Copies after the wgmmas measured 0-6% faster for 96 and 64; for 128 they cost a spill (2% slower).
+using Wg0 = WgConfig<128, 2, false>;  // 128 x 128, 84 KB, one block ahead
+using Wg1 = WgConfig<96, 3, true>;    // 128 x 96, 96 KB, two blocks ahead
+using Wg2 = WgConfig<64, 4, true>;    // 128 x 64, 104 KB, three blocks ahead
+constexpr int kWgConfigs = 3;
 
 #if ROTOR_WGMMA
 // Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
@@ -742,43 +707,35 @@ __device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char*
     }
 }
 
-// One K block of one warpgroup: A fragments of its MT tiles (packed rows wrow + 64 i and + 8 of the stage) and its
-// 8 MT wgmmas, committed as one group; the caller waits for them (see above).
+// One K block of one warpgroup: the A fragments (packed rows wrow and wrow + 8 of the stage) and 8 wgmmas, committed
+// as one group; the caller waits for them (see above).
 template <class C>
-__device__ __forceinline__ void wg_block(int (&acc)[C::MT][C::BM / 2], const unsigned char* st, int wrow, int t) {
-    unsigned af[C::MT][8][4];
+__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
+    const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
+    const unsigned char* w1 = w0 + 8 * C::kWStride;
+    unsigned p0[4], p1[4];  // words t + 4j of rows wrow and wrow + 8
 #pragma unroll
-    for (int i = 0; i < C::MT; i++) {
-        const unsigned char* w0 = st + C::kXBytes + (wrow + 64 * i) * C::kWStride + 4 * t;
-        const unsigned char* w1 = w0 + 8 * C::kWStride;
-        unsigned p0[4], p1[4];  // words t + 4j of rows wrow + 64 i and + 8
+    for (int j = 0; j < 4; j++) {
+        p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * j);
+        p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
+    }
+    unsigned af[8][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * j);
-            p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
-        }
-#pragma unroll
-        for (int s = 0; s < 8; s++) {
-            const int q = s >> 1, h = s & 1;
-            af[i][s][0] = slice(p0[2 * h], q);
-            af[i][s][1] = slice(p1[2 * h], q);
-            af[i][s][2] = slice(p0[2 * h + 1], q);
-            af[i][s][3] = slice(p1[2 * h + 1], q);
-        }
+    for (int s = 0; s < 8; s++) {
+        const int q = s >> 1, h = s & 1;
+        af[s][0] = slice(p0[2 * h], q);
+        af[s][1] = slice(p1[2 * h], q);
+        af[s][2] = slice(p0[2 * h + 1], q);
+        af[s][3] = slice(p1[2 * h + 1], q);
     }
     const unsigned xbase = smem_u32(st);
     wg_fence();
-#pragma unroll
-    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
+    fence_regs(acc);
 #pragma unroll
     for (int s = 0; s < 8; s++)
-#pragma unroll
-        for (int i = 0; i < C::MT; i++)
-            wgmma_rs<C::BM>(acc[i], af[i][s][0], af[i][s][1], af[i][s][2], af[i][s][3],
-                            wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
+        wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
     wg_commit();
-#pragma unroll
-    for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
+    fence_regs(acc);
 }
 
 // acc[4j + e]: weight row `row` + 8 (e >> 1), activation row m0 + 8j + 2t + (e & 1).
@@ -815,13 +772,11 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
     unsigned char* const smem = wg_smem;
     const int tid = threadIdx.x, lane = tid & 31, t = lane & 3;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
-    // This thread's first weight row in the tile (the others are + 8, + 64, + 72): warpgroup, warp, group g.
-    const int wrow = 64 * C::MT * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
-    int acc[C::MT][C::BM / 2];
+    // This thread's first weight row in the tile (the second is + 8): warpgroup, warp, group g.
+    const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
+    int acc[C::BM / 2];
 #pragma unroll
-    for (int i = 0; i < C::MT; i++)
-#pragma unroll
-        for (int j = 0; j < C::BM / 2; j++) acc[i][j] = 0;
+    for (int j = 0; j < C::BM / 2; j++) acc[j] = 0;
 
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) {
@@ -843,12 +798,10 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
             cp_async_commit();
         }
         wg_wait<0>();
-#pragma unroll
-        for (int i = 0; i < C::MT; i++) fence_regs(acc[i]);
+        fence_regs(acc);
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int i = 0; i < C::MT; i++) wg_epilogue<C>(a, acc[i], m0, n0 + wrow + 64 * i, t);
+    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
 #endif
 }
 
@@ -877,7 +830,7 @@ int probe_wgmma(const cudaDeviceProp& p) {
     g_wgmma = false;
     const char* off = getenv("ROTOR_CUDA_WGMMA");
     if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
-    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;
+    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;  // the largest
     int* d = nullptr;
     int h = 0;
     CK(cudaMalloc(&d, sizeof(int)));
@@ -894,9 +847,7 @@ int probe_wgmma(const cudaDeviceProp& p) {
     if ((r = prepare_wgmma<Wg0>()) != 0) return r;
     if ((r = prepare_wgmma<Wg1>()) != 0) return r;
     if ((r = prepare_wgmma<Wg2>()) != 0) return r;
-    if ((r = prepare_wgmma<Wg3>()) != 0) return r;
-    if ((r = prepare_wgmma<Wg4>()) != 0) return r;
-    if ((r = prepare_wgmma<Wg5>()) != 0) return r;
+
     g_wgmma = true;
     return 0;
 }
@@ -957,12 +908,17 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 3: return launch_wgmma<Wg0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
-        case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
-        case ROTOR_PATH_TILED_CFG0 + 7: return launch_wgmma<Wg4>(a, s);
-        case ROTOR_PATH_TILED_CFG0 + 8: return launch_wgmma<Wg5>(a, s);
+
         default: break;
     }
-    if (g_wgmma) return launch_wgmma<Wg0>(a, s);
+    if (g_wgmma) {
+        // Estimated time: waves of two CTAs a multiprocessor times the work of a CTA (BM), over the efficiency of
+        // the tile (measured on H100 with full waves: 128: 1, 96: 0.92, 64: 0.83) -> weights 128, 104, 77.
+        auto cost = [&](long long tiles, long long weight) { return (tiles + 2LL * g_sms - 1) / (2LL * g_sms) * weight; };
+        const long long c0 = cost(tiles<Wg0>(a), 128), c1 = cost(tiles<Wg1>(a), 104), c2 = cost(tiles<Wg2>(a), 77);
+        if (c0 <= c1 && c0 <= c2) return launch_wgmma<Wg0>(a, s);
+        return c1 <= c2 ? launch_wgmma<Wg1>(a, s) : launch_wgmma<Wg2>(a, s);
+    }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
     if (tiles<Tile0>(a) * 2 >= 7LL * g_sms) return launch_tiled<Tile0>(a, s);

@@ -28,8 +28,7 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // Product kernels. AUTO: GEMV for m <= 64, else the wgmma kernel where the device has it (compute capability 9.0
 // and the library's sm_90a code), else the mma.sync tiled kernel, each with the tile that suits the grid.
 // TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
-// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64 (two CTAs a multiprocessor
-// each), 6: 256x64, 7 and 8: 4 and 5 with the next block's copies issued after the wgmmas; for benchmarks and tests.
+// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64; for benchmarks and tests.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_TILED_CFG0 = 16 };
 
 // One ternary x int8 product, the epilogue of src/Rotor/Kernels/GemmArgs.cs with an activation after it:

@@ -39,12 +39,6 @@ internal enum CudaPath
     Wgmma128x96 = 20,
     /// <summary>wgmma 128 x 64, two CTAs a multiprocessor, four stages.</summary>
     Wgmma128x64 = 21,
-    /// <summary>wgmma 256 x 64, one CTA a multiprocessor.</summary>
-    Wgmma256x64 = 22,
-    /// <summary>wgmma 128 x 96 with the next block's copies issued after the wgmmas.</summary>
-    Wgmma128x96Late = 23,
-    /// <summary>wgmma 128 x 64 with the next block's copies issued after the wgmmas.</summary>
-    Wgmma128x64Late = 24,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
