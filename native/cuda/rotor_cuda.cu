@@ -912,10 +912,14 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         default: break;
     }
     if (g_wgmma) {
-        // Estimated time: waves of two CTAs a multiprocessor times the work of a CTA (BM), over the efficiency of
-        // the tile (measured on H100 with full waves: 128: 1, 96: 0.92, 64: 0.83) -> weights 128, 104, 77.
-        auto cost = [&](long long tiles, long long weight) { return (tiles + 2LL * g_sms - 1) / (2LL * g_sms) * weight; };
-        const long long c0 = cost(tiles<Wg0>(a), 128), c1 = cost(tiles<Wg1>(a), 104), c2 = cost(tiles<Wg2>(a), 77);
+        // The time of the busiest multiprocessor: k = ceil(tiles / SMs) CTAs, run two at a time, a pair taking 1.35
+        // times as long as one CTA alone; one CTA alone per K block takes 100 : 75 : 58 for BM 128 : 96 : 64
+        // (measured on H100 from m = 128 and 512).
+        auto cost = [&](long long tiles, long long alone) {
+            const long long k = (tiles + g_sms - 1) / g_sms;
+            return (k / 2 * 135 + k % 2 * 100) * alone;
+        };
+        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58);
         if (c0 <= c1 && c0 <= c2) return launch_wgmma<Wg0>(a, s);
         return c1 <= c2 ? launch_wgmma<Wg1>(a, s) : launch_wgmma<Wg2>(a, s);
     }
