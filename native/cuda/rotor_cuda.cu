@@ -540,8 +540,9 @@ int prepare_tiled() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
-// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N). A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B
-// (x) comes from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
+// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N).
+// A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B (x) comes
+// from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
 // STAGES-deep ring of shared memory:
 //   x: BM rows x 256 int8, K-major with 128-byte swizzle: half block h (128 columns) of row r at h * BM * 128 +
 //      r * 128, its 16-byte chunk c at (c ^ (r % 8)) * 16 (the canonical layout without swizzle ran 1.6x slower);
@@ -555,7 +556,7 @@ int prepare_tiled() {
 // kept busy by the other CTA of the multiprocessor (two CTAs of 256 threads, 128 registers a thread). All 8 warps
 // copy and multiply in step (cp.async groups and __syncthreads). The tile height BM trades waves against work a
 // CTA: 128 for large grids, 96 and 64 (more stages) for the others (launch_gemm). Measured slower on H100 and
-// removed: 128-byte-swizzle-free x (1.6x), a copy warp with mbarriers (one warp cannot issue cp.async fast enough),
+// removed: x without the swizzle (1.6x), a copy warp with mbarriers (one warp cannot issue cp.async fast enough),
 // A decoded into shared memory to overlap blocks (smem-bound, 529 against 774 TOPS), 256 weight rows a CTA (one
 // CTA a multiprocessor: nothing hides the per-block barrier).
 // ---------------------------------------------------------------------------------------------------------------
@@ -681,7 +682,7 @@ struct WgConfig {
 };
 
 // The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
-// Copies after the wgmmas measured 0-6% faster for 96 and 64; for 128 they cost a spill (2% slower).
+// Copies after the wgmmas measured 0-6% faster for 96 and 64; for 128 they cost a spill (5% slower).
 using Wg0 = WgConfig<128, 2, false>;  // 128 x 128, 84 KB, one block ahead
 using Wg1 = WgConfig<96, 3, true>;    // 128 x 96, 96 KB, two blocks ahead
 using Wg2 = WgConfig<64, 4, true>;    // 128 x 64, 104 KB, three blocks ahead

@@ -89,6 +89,7 @@ public sealed unsafe class CudaBackend : ITernaryBackend, IDisposable
 
     /// <summary>The wgmma kernel configurations, each forced by its own path.</summary>
     internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64];
+
     internal Lock Gate => _gate;
 
     /// <summary>Bytes of weights and scales currently resident on the device.</summary>
