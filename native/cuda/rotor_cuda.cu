@@ -711,15 +711,18 @@ __device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char*
 // One K block of one warpgroup: the A fragments (packed rows wrow and wrow + 8 of the stage) and 8 wgmmas, committed
 // as one group; the caller waits for them (see above).
 template <class C>
-__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
+__device__ __forceinline__ void wg_words(unsigned (&p0)[4], unsigned (&p1)[4], const unsigned char* st, int wrow, int t) {
     const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
     const unsigned char* w1 = w0 + 8 * C::kWStride;
-    unsigned p0[4], p1[4];  // words t + 4j of rows wrow and wrow + 8
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * j);
         p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
     }
+}
+template <class C>
+__device__ __forceinline__ void wg_issue(int (&acc)[C::BM / 2], const unsigned char* st, const unsigned (&p0)[4],
+                                         const unsigned (&p1)[4]) {
     unsigned af[8][4];
 #pragma unroll
     for (int s = 0; s < 8; s++) {
@@ -737,6 +740,12 @@ __device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned c
         wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
     wg_commit();
     fence_regs(acc);
+}
+template <class C>
+__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
+    unsigned p0[4], p1[4];  // words t + 4j of rows wrow and wrow + 8
+    wg_words<C>(p0, p1, st, wrow, t);
+    wg_issue<C>(acc, st, p0, p1);
 }
 
 // acc[4j + e]: weight row `row` + 8 (e >> 1), activation row m0 + 8j + 2t + (e & 1).
@@ -766,7 +775,9 @@ __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int 
 }
 #endif  // ROTOR_WGMMA
 
-template <class C>
+// OVERLAP: the barrier, the next copies and the next block's packed words all happen while this block's wgmmas run
+// (only the 32 slices sit between a block's wait and the next block's wgmmas).
+template <class C, bool OVERLAP>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
     extern __shared__ __align__(1024) unsigned char wg_smem[];
@@ -784,6 +795,37 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         if (s < a.k_blocks) wg_load<C>(a, smem + s * C::kStageBytes, s, m0, n0, tid, C::kThreads);
         cp_async_commit();
     }
+    if constexpr (OVERLAP) {
+        cp_async_wait<C::STAGES - 2>();  // block 0
+        fence_proxy_async();
+        __syncthreads();
+        unsigned p0[4], p1[4];
+        wg_words<C>(p0, p1, smem, wrow, t);
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            wg_issue<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, p0, p1);
+            if (kb + 1 < a.k_blocks) {
+                const unsigned char* next = smem + ((kb + 1) % C::STAGES) * C::kStageBytes;
+                if constexpr (C::STAGES == 2) {
+                    __syncthreads();  // every warpgroup's wgmmas of kb - 1 are done: stage (kb + 1) % 2 is free
+                    wg_load<C>(a, smem + ((kb + 1) % 2) * C::kStageBytes, kb + 1, m0, n0, tid, C::kThreads);
+                    cp_async_commit();
+                    cp_async_wait<0>();
+                    fence_proxy_async();
+                    __syncthreads();  // everyone's copies of kb + 1
+                } else {
+                    cp_async_wait<C::STAGES - 3>();  // block kb + 1 (this thread's copies)
+                    fence_proxy_async();
+                    __syncthreads();  // everyone's copies of kb + 1; every wgmma of kb - 1 done: its stage is free
+                    const int nk = kb + C::STAGES - 1;
+                    if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+                    cp_async_commit();
+                }
+                wg_words<C>(p0, p1, next, wrow, t);
+            }
+            wg_wait<0>();
+            fence_regs(acc);
+        }
+    } else {
     for (int kb = 0; kb < a.k_blocks; kb++) {
         cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
         fence_proxy_async();             // ... is visible to wgmma ...
@@ -801,6 +843,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         wg_wait<0>();
         fence_regs(acc);
     }
+    }
     cp_async_wait<0>();
     wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
 #endif
@@ -811,24 +854,29 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
+bool g_wgmma_overlap = false;  // ROTOR_CUDA_WGMMA_OVERLAP=1: the OVERLAP form (measurement)
 
 template <class C>
 int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
     if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+    if (g_wgmma_overlap) return launch_plain(wgmma_kernel<C, true>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+    return launch_plain(wgmma_kernel<C, false>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
 }
 
 template <class C>
 int prepare_wgmma() {
-    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(wgmma_kernel<C, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(wgmma_kernel<C, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
 
 // Sets g_wgmma: true when the device is 9.0 and runs the sm_90a code of this library.
 int probe_wgmma(const cudaDeviceProp& p) {
     g_wgmma = false;
+    const char* ov = getenv("ROTOR_CUDA_WGMMA_OVERLAP");
+    g_wgmma_overlap = ov != nullptr && strcmp(ov, "1") == 0;
     const char* off = getenv("ROTOR_CUDA_WGMMA");
     if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
     if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;  // the largest
