@@ -553,8 +553,9 @@ int prepare_tiled() {
 // the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
 // A warpgroup waits for its wgmmas at the end of every block: registers that feed a wgmma may not be written while
 // any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513), so the tensor cores are
-// kept busy by the other CTA of the multiprocessor (two CTAs of 256 threads, 128 registers a thread). All 8 warps
-// copy and multiply in step (cp.async groups and __syncthreads). The tile height BM trades waves against work a
+// kept busy by the other CTA of the multiprocessor (two CTAs of 256 threads, 128 registers a thread) and, with 3+
+// stages, by doing everything else of the next block while the wgmmas run (see wgmma_kernel). All 8 warps copy and
+// multiply (cp.async groups and __syncthreads). The tile height BM trades waves against work a
 // CTA: 128 for large grids, 96 and 64 (more stages) for the others (launch_gemm). Measured slower on H100 and
 // removed: x without the swizzle (1.6x), a copy warp with mbarriers (one warp cannot issue cp.async fast enough),
 // A decoded into shared memory to overlap blocks (smem-bound, 529 against 774 TOPS), 256 weight rows a CTA (one
@@ -664,28 +665,23 @@ __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned 
 }
 #endif  // ROTOR_WGMMA
 
-// LATE_COPY: the next block's copies are issued after this block's wgmmas (overlapping them) rather than before
-// (fewer registers live across the wgmmas).
-template <int BM_, int STAGES_, bool LATE_COPY_>
+template <int BM_, int STAGES_>
 struct WgConfig {
     static constexpr int BM = BM_, STAGES = STAGES_, MIN_BLOCKS = 2;
-    static constexpr bool LATE_COPY = LATE_COPY_;
     static constexpr int BN = 128, kThreads = 256, kWStride = 80;
     static constexpr int kXBytes = BM * 256;
     static constexpr int kWBytes = BN * kWStride;
     static constexpr int kStageBytes = kXBytes + kWBytes;
     static constexpr int kSmem = STAGES * kStageBytes;
     static_assert(STAGES >= 2, "pipeline depth");
-    static_assert(!LATE_COPY || STAGES >= 3, "copies issued after the wgmmas have less time to land: 3+ stages");
     static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
     static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
 };
 
 // The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
-// Copies after the wgmmas measured 0-6% faster for 96 and 64; for 128 they cost a spill (5% slower).
-using Wg0 = WgConfig<128, 2, false>;  // 128 x 128, 84 KB, one block ahead
-using Wg1 = WgConfig<96, 3, true>;    // 128 x 96, 96 KB, two blocks ahead
-using Wg2 = WgConfig<64, 4, true>;    // 128 x 64, 104 KB, three blocks ahead
+using Wg0 = WgConfig<128, 2>;  // 128 x 128, 84 KB, one block ahead
+using Wg1 = WgConfig<96, 3>;   // 128 x 96, 96 KB, two blocks ahead
+using Wg2 = WgConfig<64, 4>;   // 128 x 64, 104 KB, three blocks ahead
 constexpr int kWgConfigs = 3;
 
 #if ROTOR_WGMMA
@@ -708,8 +704,7 @@ __device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char*
     }
 }
 
-// One K block of one warpgroup: the A fragments (packed rows wrow and wrow + 8 of the stage) and 8 wgmmas, committed
-// as one group; the caller waits for them (see above).
+// The packed words a thread needs of one K block: words t + 4j of rows wrow and wrow + 8 of the stage.
 template <class C>
 __device__ __forceinline__ void wg_words(unsigned (&p0)[4], unsigned (&p1)[4], const unsigned char* st, int wrow, int t) {
     const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
@@ -720,6 +715,9 @@ __device__ __forceinline__ void wg_words(unsigned (&p0)[4], unsigned (&p1)[4], c
         p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
     }
 }
+
+// One K block of one warpgroup: the A fragments sliced from the packed words, and 8 wgmmas committed as one group;
+// the caller waits for them (see above).
 template <class C>
 __device__ __forceinline__ void wg_issue(int (&acc)[C::BM / 2], const unsigned char* st, const unsigned (&p0)[4],
                                          const unsigned (&p1)[4]) {
@@ -740,12 +738,6 @@ __device__ __forceinline__ void wg_issue(int (&acc)[C::BM / 2], const unsigned c
         wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
     wg_commit();
     fence_regs(acc);
-}
-template <class C>
-__device__ __forceinline__ void wg_block(int (&acc)[C::BM / 2], const unsigned char* st, int wrow, int t) {
-    unsigned p0[4], p1[4];  // words t + 4j of rows wrow and wrow + 8
-    wg_words<C>(p0, p1, st, wrow, t);
-    wg_issue<C>(acc, st, p0, p1);
 }
 
 // acc[4j + e]: weight row `row` + 8 (e >> 1), activation row m0 + 8j + 2t + (e & 1).
@@ -775,9 +767,12 @@ __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int 
 }
 #endif  // ROTOR_WGMMA
 
-// OVERLAP: the barrier, the next copies and the next block's packed words all happen while this block's wgmmas run
-// (only the 32 slices sit between a block's wait and the next block's wgmmas).
-template <class C, bool OVERLAP>
+// With 3 or more stages the barrier, the copies of a later block and the next block's packed words all happen while
+// a block's wgmmas run: only the 32 slices sit between a block's wait and the next block's wgmmas. With 2 (the
+// 128-row tile: two CTAs have the shared memory for no more) the stage to refill is free only once the previous
+// block's wgmmas are done, so everything runs in step (the overlapped form with two barriers a block measured 7-12%
+// slower there, the in-step form 2-5% slower for the 96- and 64-row tiles).
+template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
     extern __shared__ __align__(1024) unsigned char wg_smem[];
@@ -786,63 +781,50 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
     // This thread's first weight row in the tile (the second is + 8): warpgroup, warp, group g.
     const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
+    auto stage = [&](int kb) { return smem + (kb % C::STAGES) * C::kStageBytes; };
     int acc[C::BM / 2];
 #pragma unroll
     for (int j = 0; j < C::BM / 2; j++) acc[j] = 0;
 
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < a.k_blocks) wg_load<C>(a, smem + s * C::kStageBytes, s, m0, n0, tid, C::kThreads);
+        if (s < a.k_blocks) wg_load<C>(a, stage(s), s, m0, n0, tid, C::kThreads);
         cp_async_commit();
     }
-    if constexpr (OVERLAP) {
-        cp_async_wait<C::STAGES - 2>();  // block 0
-        fence_proxy_async();
-        __syncthreads();
-        unsigned p0[4], p1[4];
-        wg_words<C>(p0, p1, smem, wrow, t);
+    if constexpr (C::STAGES >= 3) {
+        cp_async_wait<C::STAGES - 2>();  // block 0 (this thread's copies) ...
+        fence_proxy_async();             // ... visible to wgmma ...
+        __syncthreads();                 // ... for everyone's copies
+        unsigned p0[4], p1[4];           // packed words t + 4j of rows wrow and wrow + 8 of the next block
+        wg_words<C>(p0, p1, stage(0), wrow, t);
         for (int kb = 0; kb < a.k_blocks; kb++) {
-            wg_issue<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, p0, p1);
+            wg_issue<C>(acc, stage(kb), p0, p1);
             if (kb + 1 < a.k_blocks) {
-                const unsigned char* next = smem + ((kb + 1) % C::STAGES) * C::kStageBytes;
-                if constexpr (C::STAGES == 2) {
-                    __syncthreads();  // every warpgroup's wgmmas of kb - 1 are done: stage (kb + 1) % 2 is free
-                    wg_load<C>(a, smem + ((kb + 1) % 2) * C::kStageBytes, kb + 1, m0, n0, tid, C::kThreads);
-                    cp_async_commit();
-                    cp_async_wait<0>();
-                    fence_proxy_async();
-                    __syncthreads();  // everyone's copies of kb + 1
-                } else {
-                    cp_async_wait<C::STAGES - 3>();  // block kb + 1 (this thread's copies)
-                    fence_proxy_async();
-                    __syncthreads();  // everyone's copies of kb + 1; every wgmma of kb - 1 done: its stage is free
-                    const int nk = kb + C::STAGES - 1;
-                    if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
-                    cp_async_commit();
-                }
-                wg_words<C>(p0, p1, next, wrow, t);
+                cp_async_wait<C::STAGES - 3>();  // block kb + 1 (this thread's copies)
+                fence_proxy_async();
+                __syncthreads();  // everyone's copies of kb + 1; every wgmma of kb - 1 done: its stage is free
+                const int nk = kb + C::STAGES - 1;
+                if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
+                cp_async_commit();
+                wg_words<C>(p0, p1, stage(kb + 1), wrow, t);
             }
             wg_wait<0>();
             fence_regs(acc);
         }
     } else {
-    for (int kb = 0; kb < a.k_blocks; kb++) {
-        cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
-        fence_proxy_async();             // ... is visible to wgmma ...
-        __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
-        const int nk = kb + C::STAGES - 1;
-        if (!C::LATE_COPY) {
-            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
+            fence_proxy_async();             // ... is visible to wgmma ...
+            __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+            const int nk = kb + C::STAGES - 1;
+            if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
             cp_async_commit();
+            unsigned p0[4], p1[4];
+            wg_words<C>(p0, p1, stage(kb), wrow, t);
+            wg_issue<C>(acc, stage(kb), p0, p1);
+            wg_wait<0>();
+            fence_regs(acc);
         }
-        wg_block<C>(acc, smem + (kb % C::STAGES) * C::kStageBytes, wrow, t);
-        if (C::LATE_COPY) {
-            if (nk < a.k_blocks) wg_load<C>(a, smem + (nk % C::STAGES) * C::kStageBytes, nk, m0, n0, tid, C::kThreads);
-            cp_async_commit();
-        }
-        wg_wait<0>();
-        fence_regs(acc);
-    }
     }
     cp_async_wait<0>();
     wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
@@ -854,29 +836,24 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
-bool g_wgmma_overlap = false;  // ROTOR_CUDA_WGMMA_OVERLAP=1: the OVERLAP form (measurement)
 
 template <class C>
 int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
     if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    if (g_wgmma_overlap) return launch_plain(wgmma_kernel<C, true>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
-    return launch_plain(wgmma_kernel<C, false>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
 }
 
 template <class C>
 int prepare_wgmma() {
-    CK(cudaFuncSetAttribute(wgmma_kernel<C, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-    CK(cudaFuncSetAttribute(wgmma_kernel<C, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
 
 // Sets g_wgmma: true when the device is 9.0 and runs the sm_90a code of this library.
 int probe_wgmma(const cudaDeviceProp& p) {
     g_wgmma = false;
-    const char* ov = getenv("ROTOR_CUDA_WGMMA_OVERLAP");
-    g_wgmma_overlap = ov != nullptr && strcmp(ov, "1") == 0;
     const char* off = getenv("ROTOR_CUDA_WGMMA");
     if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
     if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;  // the largest
