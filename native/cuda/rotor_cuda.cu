@@ -239,8 +239,10 @@ __device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const E
     *e.dst = apply_act(v, a.act);
 }
 
-template <int NT, int WARPS, int U, int MIN_BLOCKS>
+// EARLY: let the next kernel launch at entry instead of once this CTA's weights are in.
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
+    if constexpr (EARLY) pdl_trigger();
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
     constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
     static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
@@ -282,8 +284,8 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
         for (int u = 0; u < U; u++)
             if (kb0 + u * WARPS < a.k_blocks) gemv_block<NT>(acc, wa[u], wb[u], xr, xok, kb0 + u * WARPS);
     }
-    pdl_wait();     // for warps that had no block
-    pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
+    pdl_wait();  // for warps that had no block
+    if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
 #pragma unroll
     for (int p = 0; p < kPer; p++) {
         const int idx = threadIdx.x + p * 32 * WARPS;
@@ -488,16 +490,33 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) tiled_kernel(rotor
     }
     cp_async_wait<0>();
 
+    // Operands per weight row pair, then per activation column pair; the accumulators are only ever indexed by
+    // unrolled loop counters, so they stay in registers.
+    const bool bias = a.bias != nullptr;
 #pragma unroll
-    for (int i = 0; i < C::MT; i++)
+    for (int i = 0; i < C::MT; i++) {
+        const int row = n0 + ww * 16 * C::MT + 16 * i + g;
+        const int r0 = min(row, a.n - 1), r1 = min(row + 8, a.n - 1);
+        const float ws0 = a.w_scale[(size_t)r0 * a.w_scale_stride], ws1 = a.w_scale[(size_t)r1 * a.w_scale_stride];
+        const float b0 = bias ? a.bias[r0] : 0.f, b1 = bias ? a.bias[r1] : 0.f;
 #pragma unroll
         for (int j = 0; j < C::NT; j++) {
-            const int row = n0 + ww * 16 * C::MT + 16 * i + g, col = m0 + wx * 8 * C::NT + 8 * j + 2 * t;
-            store_y(a, col, row, acc[i][j][0]);
-            store_y(a, col + 1, row, acc[i][j][1]);
-            store_y(a, col, row + 8, acc[i][j][2]);
-            store_y(a, col + 1, row + 8, acc[i][j][3]);
+            const int col = m0 + wx * 8 * C::NT + 8 * j + 2 * t;
+            const int c0 = min(col, a.m - 1), c1 = min(col + 1, a.m - 1);
+            const float xs0 = a.x_scale[c0], xs1 = a.x_scale[c1];
+            const int xm0 = a.x_sum[c0], xm1 = a.x_sum[c1];
+            float v[4];
+            v[0] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][0] - xm0), xs0), ws0);
+            v[1] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][1] - xm1), xs1), ws0);
+            v[2] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][2] - xm0), xs0), ws1);
+            v[3] = __fmul_rn(__fmul_rn(__int2float_rn(acc[i][j][3] - xm1), xs1), ws1);
+            if (bias) { v[0] = __fadd_rn(v[0], b0); v[1] = __fadd_rn(v[1], b0); v[2] = __fadd_rn(v[2], b1); v[3] = __fadd_rn(v[3], b1); }
+            if (row < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row] = apply_act(v[0], a.act);
+            if (row < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row] = apply_act(v[1], a.act);
+            if (row + 8 < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row + 8] = apply_act(v[2], a.act);
+            if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
         }
+    }
 }
 
 template <class C>
@@ -519,9 +538,349 @@ int prepare_tiled() {
     return 0;
 }
 
-template <int NT, int WARPS, int U, int MIN_BLOCKS>
+// ---------------------------------------------------------------------------------------------------------------
+// Hopper GEMM (sm_90a only, chosen at run time on compute capability 9.0): wgmma.mma_async m64nBMk32 s8.
+// A CTA of two warpgroups owns 128 weight rows (64 a warpgroup: the wgmma M) x BM activation rows (the wgmma N).
+// A (weights) comes from registers, decoded from the packed bytes with the same shift + mask as above; B (x) comes
+// from shared memory through a matrix descriptor. Each K block (256 columns) is copied by cp.async into a
+// STAGES-deep ring of shared memory:
+//   x: BM rows x 256 int8, K-major with 128-byte swizzle: half block h (128 columns) of row r at h * BM * 128 +
+//      r * 128, its 16-byte chunk c at (c ^ (r % 8)) * 16 (the canonical layout without swizzle ran 1.6x slower);
+//   w: 128 rows x 64 packed bytes at a row stride of 80 bytes (the 8 rows of a warp's 32-bit reads hit 8 disjoint
+//      groups of 4 banks).
+// In natural column order, the A fragment of thread (g, t) for k32 step s = 2q + h is, per row (g and g + 8 of its
+// warp's 16), word 8h + t (a0/a1) and word 8h + 4 + t (a2/a3) of the row's 64 packed bytes, sliced at bit pair q:
+// the thread reads words t, t + 4, t + 8, t + 12 of two rows once per K block and slices them 8 times.
+// A warpgroup waits for its wgmmas at the end of every block: registers that feed a wgmma may not be written while
+// any wgmma of the warpgroup is in flight (ptxas serializes the wgmmas otherwise, C7513), so the tensor cores are
+// kept busy by the other CTA of the multiprocessor (two CTAs of 256 threads, 128 registers a thread) and, with 3+
+// stages, by doing everything else of the next block while the wgmmas run (see wgmma_kernel). All 8 warps copy and
+// multiply (cp.async groups and __syncthreads). The tile height BM trades waves against work a
+// CTA: 128 for large grids, 96 and 64 (more stages) for the others (launch_gemm). Measured slower on H100 and
+// removed: x without the swizzle (1.6x), a copy warp with mbarriers (one warp cannot issue cp.async fast enough),
+// A decoded into shared memory to overlap blocks (smem-bound, 529 against 774 TOPS), 256 weight rows a CTA (one
+// CTA a multiprocessor: nothing hides the per-block barrier).
+// ---------------------------------------------------------------------------------------------------------------
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ROTOR_WGMMA 1
+#else
+#define ROTOR_WGMMA 0
+#endif
+
+#if ROTOR_WGMMA  // the helpers exist only where wgmma does
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Matrix descriptor, K-major with 128-byte swizzle: rows of 128 bytes whose 16-byte chunk c sits at c ^ (row % 8),
+// 8-row groups 1024 bytes apart (the stride byte offset); the leading byte offset is unused (1). The start address
+// may point inside a row (the k32 steps of a 128-byte row): the swizzle is applied to the final address bits, so
+// the 8-row atoms must be 1024-byte aligned.
+__device__ __forceinline__ uint64_t wg_desc_sw128(unsigned saddr) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+__device__ __forceinline__ void wg_fence() {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async (generic proxy) writes become visible to wgmma (async proxy) reads.
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps the compiler from moving accesses of the accumulators across the asynchronous wgmma.
+template <int R>
+__device__ __forceinline__ void fence_regs(int (&d)[R]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// D (64 x 64, s32) += A (64 x 32 s8, registers) * B (64 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n64(int (&d)[32], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, {%32, %33, %34, %35}, %36, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
+// D (64 x 96, s32) += A (64 x 32 s8, registers) * B (96 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n96(int (&d)[48], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n96k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+        "}, {%48, %49, %50, %51}, %52, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
+// D (64 x 128, s32) += A (64 x 32 s8, registers) * B (128 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, {%64, %65, %66, %67}, %68, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+          "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+          "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+          "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    static_assert(N == 64 || N == 96 || N == 128, "wgmma N");
+    if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
+    else if constexpr (N == 96) wgmma_rs_n96(d, a0, a1, a2, a3, db);
+    else wgmma_rs_n128(d, a0, a1, a2, a3, db);
+}
+#endif  // ROTOR_WGMMA
+
+template <int BM_, int STAGES_>
+struct WgConfig {
+    static constexpr int BM = BM_, STAGES = STAGES_, MIN_BLOCKS = 2;
+    static constexpr int BN = 128, kThreads = 256, kWStride = 80;
+    static constexpr int kXBytes = BM * 256;
+    static constexpr int kWBytes = BN * kWStride;
+    static constexpr int kStageBytes = kXBytes + kWBytes;
+    static constexpr int kSmem = STAGES * kStageBytes;
+    static_assert(STAGES >= 2, "pipeline depth");
+    static_assert(kSmem <= 227 * 1024 && kSmem * MIN_BLOCKS <= 228 * 1024, "shared memory");
+    static_assert(kStageBytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
+};
+
+// The configurations (weight rows x activation rows), indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + i.
+using Wg0 = WgConfig<128, 2>;  // 128 x 128, 84 KB, one block ahead
+using Wg1 = WgConfig<96, 3>;   // 128 x 96, 96 KB, two blocks ahead
+using Wg2 = WgConfig<64, 4>;   // 128 x 64, 104 KB, three blocks ahead
+constexpr int kWgConfigs = 3;
+
+#if ROTOR_WGMMA
+// Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
+template <class C>
+__device__ __forceinline__ void wg_load(const rotor_gemm_args& a, unsigned char* st, int kb, int m0, int n0, int first,
+                                        int count) {
+    // 8 consecutive threads: the 8 chunks of one row's half block, 128 contiguous bytes either side.
+    for (int id = first; id < C::BM * 16; id += count) {
+        const int cc = id & 7, r = (id >> 3) % C::BM, half = (id >> 3) / C::BM, i = m0 + r;
+        const bool ok = i < a.m;
+        cp_async16(st + half * C::BM * 128 + r * 128 + ((cc ^ (r & 7)) << 4),
+                   a.x + (size_t)(ok ? i : 0) * a.x_stride + (size_t)kb * 256 + 128 * half + 16 * cc, ok);
+    }
+    unsigned char* ws = st + C::kXBytes;
+    for (int id = first; id < C::BN * 4; id += count) {
+        const int r = id >> 2, c = id & 3, row = n0 + r;
+        const bool ok = row < a.n;
+        cp_async16(ws + r * C::kWStride + 16 * c, a.w + (size_t)(ok ? row : 0) * a.row_bytes + (size_t)kb * 64 + 16 * c, ok);
+    }
+}
+
+// The packed words a thread needs of one K block: words t + 4j of rows wrow and wrow + 8 of the stage.
+template <class C>
+__device__ __forceinline__ void wg_words(unsigned (&p0)[4], unsigned (&p1)[4], const unsigned char* st, int wrow, int t) {
+    const unsigned char* w0 = st + C::kXBytes + wrow * C::kWStride + 4 * t;
+    const unsigned char* w1 = w0 + 8 * C::kWStride;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * j);
+        p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * j);
+    }
+}
+
+// One K block of one warpgroup: the A fragments sliced from the packed words, and 8 wgmmas committed as one group;
+// the caller waits for them (see above).
+template <class C>
+__device__ __forceinline__ void wg_issue(int (&acc)[C::BM / 2], const unsigned char* st, const unsigned (&p0)[4],
+                                         const unsigned (&p1)[4]) {
+    unsigned af[8][4];
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s >> 1, h = s & 1;
+        af[s][0] = slice(p0[2 * h], q);
+        af[s][1] = slice(p1[2 * h], q);
+        af[s][2] = slice(p0[2 * h + 1], q);
+        af[s][3] = slice(p1[2 * h + 1], q);
+    }
+    const unsigned xbase = smem_u32(st);
+    wg_fence();
+    fence_regs(acc);
+#pragma unroll
+    for (int s = 0; s < 8; s++)
+        wgmma_rs<C::BM>(acc, af[s][0], af[s][1], af[s][2], af[s][3], wg_desc_sw128(xbase + (s >> 2) * C::BM * 128 + (s & 3) * 32));
+    wg_commit();
+    fence_regs(acc);
+}
+
+// acc[4j + e]: weight row `row` + 8 (e >> 1), activation row m0 + 8j + 2t + (e & 1).
+template <class C>
+__device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int (&acc)[C::BM / 2], int m0, int row, int t) {
+    const bool bias = a.bias != nullptr;
+    const int r0 = min(row, a.n - 1), r1 = min(row + 8, a.n - 1);
+    const float ws0 = a.w_scale[(size_t)r0 * a.w_scale_stride], ws1 = a.w_scale[(size_t)r1 * a.w_scale_stride];
+    const float b0 = bias ? a.bias[r0] : 0.f, b1 = bias ? a.bias[r1] : 0.f;
+#pragma unroll
+    for (int j = 0; j < C::BM / 8; j++) {
+        const int col = m0 + 8 * j + 2 * t;
+        const int c0 = min(col, a.m - 1), c1 = min(col + 1, a.m - 1);
+        const float xs0 = a.x_scale[c0], xs1 = a.x_scale[c1];
+        const int xm0 = a.x_sum[c0], xm1 = a.x_sum[c1];
+        float v[4];
+        v[0] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 0] - xm0), xs0), ws0);
+        v[1] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 1] - xm1), xs1), ws0);
+        v[2] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 2] - xm0), xs0), ws1);
+        v[3] = __fmul_rn(__fmul_rn(__int2float_rn(acc[4 * j + 3] - xm1), xs1), ws1);
+        if (bias) { v[0] = __fadd_rn(v[0], b0); v[1] = __fadd_rn(v[1], b0); v[2] = __fadd_rn(v[2], b1); v[3] = __fadd_rn(v[3], b1); }
+        if (row < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row] = apply_act(v[0], a.act);
+        if (row < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row] = apply_act(v[1], a.act);
+        if (row + 8 < a.n && col < a.m) a.y[(size_t)col * a.y_stride + row + 8] = apply_act(v[2], a.act);
+        if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
+    }
+}
+#endif  // ROTOR_WGMMA
+
+// With 3 or more stages the barrier, the copies of a later block and the next block's packed words all happen while
+// a block's wgmmas run: only the 32 slices sit between a block's wait and the next block's wgmmas. With 2 (the
+// 128-row tile: two CTAs have the shared memory for no more) the stage to refill is free only once the previous
+// block's wgmmas are done, so everything runs in step (the overlapped form with two barriers a block measured 7-12%
+// slower there, the in-step form 2-5% slower for the 96- and 64-row tiles).
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
+#if ROTOR_WGMMA
+    extern __shared__ __align__(1024) unsigned char wg_smem[];
+    unsigned char* const smem = wg_smem;
+    const int tid = threadIdx.x, lane = tid & 31, t = lane & 3;
+    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+    // This thread's first weight row in the tile (the second is + 8): warpgroup, warp, group g.
+    const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
+    auto stage = [&](int kb) { return smem + (kb % C::STAGES) * C::kStageBytes; };
+    int acc[C::BM / 2];
+#pragma unroll
+    for (int j = 0; j < C::BM / 2; j++) acc[j] = 0;
+
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; s++) {
+        if (s < a.k_blocks) wg_load<C>(a, stage(s), s, m0, n0, tid, C::kThreads);
+        cp_async_commit();
+    }
+    if constexpr (C::STAGES >= 3) {
+        cp_async_wait<C::STAGES - 2>();  // block 0 (this thread's copies) ...
+        fence_proxy_async();             // ... visible to wgmma ...
+        __syncthreads();                 // ... for everyone's copies
+        unsigned p0[4], p1[4];           // packed words t + 4j of rows wrow and wrow + 8 of the next block
+        wg_words<C>(p0, p1, stage(0), wrow, t);
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            wg_issue<C>(acc, stage(kb), p0, p1);
+            if (kb + 1 < a.k_blocks) {
+                cp_async_wait<C::STAGES - 3>();  // block kb + 1 (this thread's copies)
+                fence_proxy_async();
+                __syncthreads();  // everyone's copies of kb + 1; every wgmma of kb - 1 done: its stage is free
+                const int nk = kb + C::STAGES - 1;
+                if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
+                cp_async_commit();
+                wg_words<C>(p0, p1, stage(kb + 1), wrow, t);
+            }
+            wg_wait<0>();
+            fence_regs(acc);
+        }
+    } else {
+        for (int kb = 0; kb < a.k_blocks; kb++) {
+            cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
+            fence_proxy_async();             // ... is visible to wgmma ...
+            __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
+            const int nk = kb + C::STAGES - 1;
+            if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
+            cp_async_commit();
+            unsigned p0[4], p1[4];
+            wg_words<C>(p0, p1, stage(kb), wrow, t);
+            wg_issue<C>(acc, stage(kb), p0, p1);
+            wg_wait<0>();
+            fence_regs(acc);
+        }
+    }
+    cp_async_wait<0>();
+    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
+#endif
+}
+
+// 1 in the sm_90a image (wgmma compiled in), 0 in every other.
+__global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
+
+
+bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
+
+template <class C>
+int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
+    const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
+    if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
+    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+}
+
+template <class C>
+int prepare_wgmma() {
+    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    return 0;
+}
+
+// Sets g_wgmma: true when the device is 9.0 and runs the sm_90a code of this library.
+int probe_wgmma(const cudaDeviceProp& p) {
+    g_wgmma = false;
+    const char* off = getenv("ROTOR_CUDA_WGMMA");
+    if (off != nullptr && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return 0;
+    if (p.major != 9 || p.minor != 0 || p.sharedMemPerBlockOptin < (size_t)Wg2::kSmem) return 0;  // the largest
+    int* d = nullptr;
+    int h = 0;
+    CK(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = cudaMemset(d, 0, sizeof(int));
+    if (e == cudaSuccess) {
+        wgmma_probe_kernel<<<1, 1>>>(d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return cuda_fail(e, "wgmma probe");
+    if (h != 1) return 0;
+    int r;
+    if ((r = prepare_wgmma<Wg0>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg1>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg2>()) != 0) return r;
+
+    g_wgmma = true;
+    return 0;
+}
+
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
-    return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
+    return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
 template <int NT>
@@ -531,6 +890,10 @@ int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
 
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
     // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
+    // A grid of 4 or more CTAs a multiprocessor (close to the 8 resident) lets the next kernel launch at entry: its
+    // CTAs then start as soon as slots free up (measured on H100: 16384x4096 from 6.59 to 6.11 us chained; smaller
+    // grids lose, 4096x4096 from 3.24 to 3.81 us).
+    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
@@ -557,7 +920,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -568,7 +931,23 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 1: return launch_tiled<Tile1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 2: return launch_tiled<Tile2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 3: return launch_wgmma<Wg0>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
+
         default: break;
+    }
+    if (g_wgmma) {
+        // The time of the busiest multiprocessor: k = ceil(tiles / SMs) CTAs, run two at a time, a pair taking 1.35
+        // times as long as one CTA alone; one CTA alone per K block takes 100 : 75 : 58 for BM 128 : 96 : 64
+        // (measured on H100 from m = 128 and 512).
+        auto cost = [&](long long tiles, long long alone) {
+            const long long k = (tiles + g_sms - 1) / g_sms;
+            return (k / 2 * 135 + k % 2 * 100) * alone;
+        };
+        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58);
+        if (c0 <= c1 && c0 <= c2) return launch_wgmma<Wg0>(a, s);
+        return c1 <= c2 ? launch_wgmma<Wg1>(a, s) : launch_wgmma<Wg2>(a, s);
     }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
@@ -774,7 +1153,15 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
-    return 0;
+    return probe_wgmma(p);
+}
+
+ROTOR_API int rotor_cuda_path_supported(int path) {
+    if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
+    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
+                   (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
+               ? 1
+               : 0;
 }
 
 ROTOR_API int rotor_cuda_set_pdl(int on) {

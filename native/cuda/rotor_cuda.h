@@ -21,13 +21,14 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 1        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 2        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
-// Product kernels. AUTO: GEMV for m <= 64, else the tiled kernel with the largest tile that still gives every
-// multiprocessor a CTA. TILED_CFG0 + i forces tile configuration i (0: 128x128, 1: 256x128, 2: 64x128 weight rows x
-// activation rows), for benchmarks and tests.
+// Product kernels. AUTO: GEMV for m <= 64, else the wgmma kernel where the device has it (compute capability 9.0
+// and the library's sm_90a code), else the mma.sync tiled kernel, each with the tile that suits the grid.
+// TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
+// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64; for benchmarks and tests.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_TILED_CFG0 = 16 };
 
 // One ternary x int8 product, the epilogue of src/Rotor/Kernels/GemmArgs.cs with an activation after it:
@@ -57,6 +58,8 @@ typedef struct rotor_gemm_args {
 ROTOR_API int rotor_cuda_abi(void);
 ROTOR_API int rotor_cuda_last_error(char* buf, int len);
 ROTOR_API int rotor_cuda_device_count(int* count);
+// 1 when rotor_cuda_gemm can run `path` on the device chosen by rotor_cuda_init, else 0.
+ROTOR_API int rotor_cuda_path_supported(int path);
 // Selects the device and prepares the kernels; name gets up to name_len bytes (NUL-terminated).
 ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_major, int* cc_minor, int* sms,
                               int64_t* global_mem, int* driver_version, int* runtime_version);

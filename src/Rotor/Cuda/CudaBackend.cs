@@ -82,6 +82,14 @@ public sealed unsafe class CudaBackend : ITernaryBackend, IDisposable
     public string Name => $"cuda {Device.DeviceName} sm_{Device.ComputeCapability}";
 
     internal CudaStream Stream => _stream;
+
+    /// <summary>Whether the library can run <paramref name="path"/> on this device (the wgmma kernels need
+    /// compute capability 9.0 and a library built for sm_90a).</summary>
+    internal static bool Supports(CudaPath path) => Native.rotor_cuda_path_supported((int)path) == 1;
+
+    /// <summary>The wgmma kernel configurations, each forced by its own path.</summary>
+    internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64];
+
     internal Lock Gate => _gate;
 
     /// <summary>Bytes of weights and scales currently resident on the device.</summary>

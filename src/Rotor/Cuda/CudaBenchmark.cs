@@ -63,7 +63,7 @@ internal static unsafe class CudaBenchmark
                     // "auto-nopdl": each launch waits for the previous one to end.
                     var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        foreach (CudaPath p in m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 })
+                        foreach (CudaPath p in m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
                             paths.Add((p, true, p.ToString().ToLowerInvariant()));
                     foreach (var (p, pdl, label) in paths)
                     {

@@ -33,6 +33,12 @@ internal enum CudaPath
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
+    /// <summary>wgmma (sm_90a) 128 weight rows x 128 activation rows, two CTAs a multiprocessor.</summary>
+    Wgmma128x128 = 19,
+    /// <summary>wgmma 128 x 96, two CTAs a multiprocessor, three stages.</summary>
+    Wgmma128x96 = 20,
+    /// <summary>wgmma 128 x 64, two CTAs a multiprocessor, four stages.</summary>
+    Wgmma128x64 = 21,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
@@ -40,7 +46,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 1;
+    public const int Abi = 2;
     public const int EInval = -1;
 
     static Native()
@@ -88,6 +94,7 @@ internal static partial class Native
     [LibraryImport(Library)] public static partial int rotor_cuda_abi();
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_last_error(byte* buf, int len);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_device_count(int* count);
+    [LibraryImport(Library)] public static partial int rotor_cuda_path_supported(int path);
     [LibraryImport(Library)]
     public static unsafe partial int rotor_cuda_init(int device, byte* name, int nameLen, int* ccMajor, int* ccMinor, int* sms,
         long* globalMem, int* driverVersion, int* runtimeVersion);
