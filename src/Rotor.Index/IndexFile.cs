@@ -13,7 +13,11 @@ namespace Rotor.Index;
 internal static unsafe class IndexFile
 {
     public static ReadOnlySpan<byte> Magic => "ROTORIDX"u8;
-    public const int Version = 1;
+    /// <summary>The version written. 2 stores ternary codes as non-zero mask + sign planes; version 1 (+1 plane, -1 plane)
+    /// is still read, its ternary codes converted while loading (docs/INDEX_FORMAT.md).</summary>
+    public const int Version = 2;
+    /// <summary>The oldest version read.</summary>
+    public const int OldestVersion = 1;
     public const int HeaderBytes = 4096;
     public const int Align = 4096;
     public const int MaxSections = 16;
@@ -212,7 +216,8 @@ internal static unsafe class IndexFile
         var hs = (ReadOnlySpan<byte>)header;
         if (!hs[..8].SequenceEqual(Magic)) throw new RotorException($"{path} is not a Rotor index file: magic is '{Encoding.ASCII.GetString(hs[..8])}', expected 'ROTORIDX'");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(hs[8..]);
-        if (version != Version) throw new RotorException($"index file {path} has format version {version}; this build reads version {Version}");
+        if (version < OldestVersion || version > Version)
+            throw new RotorException($"index file {path} has format version {version}; this build reads versions {OldestVersion} to {Version}");
         ulong hsum = BinaryPrimitives.ReadUInt64LittleEndian(hs[HeaderChecksumOffset..]);
         if (XxHash3.HashToUInt64(hs[..HeaderChecksumOffset]) != hsum) throw new RotorException($"index file {path} is corrupt: header checksum mismatch");
         long expectLength = (long)BinaryPrimitives.ReadUInt64LittleEndian(hs[72..]);
@@ -247,6 +252,9 @@ internal static unsafe class IndexFile
 
         var layout = new CodeLayout(options.Code, options.Dimensions);
         bool map = memoryMap ?? fileLength >= DefaultMapThreshold;
+        // Version 1 ternary codes are converted in place, so they cannot stay mapped.
+        bool convertV1 = version == 1 && options.Code == CodeKind.Ternary;
+        if (convertV1) map = false;
         var mapped = new MappedFile(path, fileLength);
         try
         {
@@ -283,6 +291,7 @@ internal static unsafe class IndexFile
             }
 
             var codes = Buffer(Section.Codes, (long)slots * layout.Bytes);
+            if (convertV1) ConvertTernaryV1(codes.Pointer, layout.Words, slots);
             NativeBuffer? full = options.KeepFullPrecision && options.Code != CodeKind.Float32 ? Buffer(Section.Full, (long)slots * options.Dimensions * 4) : null;
             var scales = new float[Math.Max(16, slots)];
             MemoryMarshal.Cast<byte, float>(Small(Section.Scales, slots * 4L)).CopyTo(scales);
@@ -306,6 +315,14 @@ internal static unsafe class IndexFile
             throw new RotorException($"index file {path} is corrupt: {e.Message}", e);
         }
         finally { mapped.Release(); }
+    }
+
+    /// <summary>Version 1 ternary code [+1 plane][-1 plane] to version 2 [non-zero mask][sign]: mask = p | m, sign = m.</summary>
+    internal static void ConvertTernaryV1(byte* codes, int words, int slots)
+    {
+        ulong* w = (ulong*)codes;
+        for (long s = 0; s < slots; s++, w += 2 * words)
+            for (int i = 0; i < words; i++) w[i] |= w[words + i];
     }
 
     private static List<string> DecodeKeys(ReadOnlySpan<byte> data, int slots, string path)

@@ -6,11 +6,14 @@ namespace Rotor.Index.Tests;
 /// <summary>Every scan kernel against <see cref="CodeLayout.RawReference"/> on random vectors, odd sizes and tails.</summary>
 public unsafe class KernelTests
 {
+    // Plane widths W = 1, 1, 1, 1, 2, 2, 4, 4, 5, 6, 8, 10, 12, 16: every unrolled ternary kernel, the generic one and tails.
+    private static readonly int[] Dims = [1, 7, 63, 64, 65, 100, 200, 256, 320, 384, 512, 640, 768, 1000];
+
     public static TheoryData<CodeKind, int> Cases()
     {
         var t = new TheoryData<CodeKind, int>();
         foreach (var k in Enum.GetValues<CodeKind>())
-            foreach (int d in new[] { 1, 7, 63, 64, 65, 100, 384, 1000 }) t.Add(k, d);
+            foreach (int d in Dims) t.Add(k, d);
         return t;
     }
 
@@ -44,6 +47,48 @@ public unsafe class KernelTests
                 }
             }
         }
+    }
+
+    public static TheoryData<int> TernaryDims()
+    {
+        var t = new TheoryData<int>();
+        foreach (int d in Dims) t.Add(d);
+        return t;
+    }
+
+    [Theory, MemberData(nameof(TernaryDims))]
+    public void TernaryUnrolledAndGenericKernelsAgree(int dims)
+    {
+        // Sparse and dense codes (thresholds of 0.1 to 2 sigma) so that both popcounts vary widely.
+        var layout = new CodeLayout(CodeKind.Ternary, dims);
+        var rng = new Random(1000 + dims);
+        const int count = 13;
+        var codes = new byte[count * layout.Bytes];
+        var v = new float[dims];
+        for (int i = 0; i < count; i++)
+        {
+            for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng) * (1 + (i % 3));
+            layout.Encode(v, codes.AsSpan(i * layout.Bytes, layout.Bytes));
+        }
+        var q = new byte[layout.Bytes];
+        for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng);
+        layout.Encode(v, q);
+        var fast = new float[count];
+        var generic = new float[count];
+        fixed (byte* qp = q, cp = codes) fixed (float* fp = fast, gp = generic)
+        {
+            ScanKernels.Ternary((ulong*)qp, (ulong*)cp, layout.Words, count, fp);
+            ScanKernels.TernaryGeneric((ulong*)qp, (ulong*)cp, layout.Words, count, gp);
+            for (int i = 0; i < count; i++)
+            {
+                float expect = layout.RawReference(q, codes.AsSpan(i * layout.Bytes, layout.Bytes));
+                Assert.Equal(expect, fast[i]);
+                Assert.Equal(expect, generic[i]);
+                Assert.Equal(expect, ScanKernels.TernaryOne((ulong*)qp, (ulong*)(cp + i * layout.Bytes), layout.Words));
+            }
+        }
+        // The code against itself: the number of non-zero trits.
+        fixed (byte* qp = q) Assert.Equal(layout.RawReference(q, q), ScanKernels.TernaryOne((ulong*)qp, (ulong*)qp, layout.Words));
     }
 
     [Theory]
@@ -87,10 +132,17 @@ public unsafe class KernelTests
         var decoded = new float[v.Length];
         layout.Decode(code, 1f, decoded);
         for (int j = 0; j < v.Length; j++) Assert.Equal(trits[j], (sbyte)decoded[j]);
-        // Planes are disjoint and bits past D are zero.
+        // Sign bits lie under the mask, and bits past D are zero in both planes.
         var w = MemoryMarshal.Cast<byte, ulong>(code);
-        for (int i = 0; i < layout.Words; i++) Assert.Equal(0UL, w[i] & w[layout.Words + i]);
+        for (int i = 0; i < layout.Words; i++) Assert.Equal(0UL, w[layout.Words + i] & ~w[i]);
         Assert.Equal(0UL, w[layout.Words - 1] >> (v.Length & 63));
+        Assert.Equal(0UL, w[2 * layout.Words - 1] >> (v.Length & 63));
+        for (int j = 0; j < v.Length; j++)
+        {
+            bool nonZero = (w[j >> 6] >> (j & 63) & 1) != 0, negative = (w[layout.Words + (j >> 6)] >> (j & 63) & 1) != 0;
+            Assert.Equal(trits[j] != 0, nonZero);
+            Assert.Equal(trits[j] < 0, negative);
+        }
     }
 
     [Fact]
