@@ -31,6 +31,9 @@ internal static unsafe class IndexFile
 
     /// <summary>Test hook: runs after the temporary file is written and flushed, before the rename.</summary>
     internal static Action<string>? BeforeRename;
+    /// <summary>Test hook: runs once the temporary file is created, before its first byte is written (the killed-save
+    /// test's child process announces the write here, so that a kill can land inside it).</summary>
+    internal static Action<string>? TempCreated;
 
     // ---- save ---------------------------------------------------------------------------------------------------
 
@@ -39,11 +42,14 @@ internal static unsafe class IndexFile
         path = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(path)!;
         Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string name = Path.GetFileName(path);
+        DeleteStaleTemps(dir, name);
+        string tmp = Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20))
             {
+                TempCreated?.Invoke(tmp);
                 WriteTo(index, fs);
                 fs.Flush(flushToDisk: true);
             }
@@ -55,6 +61,38 @@ internal static unsafe class IndexFile
             try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
+    }
+
+    /// <summary>Deletes temporary files <c>.NAME.PID.GUID.tmp</c> of <paramref name="name"/> left by processes that no
+    /// longer run (killed in the middle of a save). Temporaries of this process or of a live one are kept: they may
+    /// belong to a save in progress. Readers never look at temporaries, so this is tidying, not recovery.</summary>
+    internal static void DeleteStaleTemps(string dir, string name)
+    {
+        string prefix = "." + name + ".";
+        IEnumerable<string> files;
+        try { files = Directory.EnumerateFiles(dir, ".*.tmp").ToList(); }
+        catch (IOException) { return; }
+        catch (UnauthorizedAccessException) { return; }
+        foreach (string file in files)
+        {
+            string f = Path.GetFileName(file);
+            if (!f.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            string[] rest = f[prefix.Length..].Split('.');
+            if (rest.Length != 3 || rest[2] != "tmp" || !int.TryParse(rest[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || ProcessRuns(pid)) continue;
+            try { File.Delete(file); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool ProcessRuns(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }     // no such process
+        catch (InvalidOperationException) { return false; }
     }
 
     private static void WriteTo(VectorIndex index, FileStream fs)
