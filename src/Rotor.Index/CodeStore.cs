@@ -41,6 +41,10 @@ internal sealed unsafe class CodeStore : IDisposable
         return new ReadOnlySpan<float>(Full.Pointer + (long)slot * d * 4, d);
     }
 
+    /// <summary>The first float of a slot's kept vector (the code for Float32); only when <see cref="HasFull"/>.</summary>
+    public float* FullPointer(int slot)
+        => Layout.Kind == CodeKind.Float32 ? (float*)Code(slot) : (float*)(Full!.Pointer + (long)slot * Layout.Dimensions * 4);
+
     /// <summary>The vector of a slot: full precision when kept, else decoded from the code.</summary>
     public float[] Vector(int slot)
     {

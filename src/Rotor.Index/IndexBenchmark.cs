@@ -35,9 +35,12 @@ public static class IndexBenchmark
         var rows = new List<string[]>();
         string[][]? groundTruth = null;
         double floatScanMs = 0;
+        VectorIndex? floatIndex = null, ternaryIndex = null;
         foreach (var kind in new[] { CodeKind.Float32, CodeKind.Int8, CodeKind.Ternary, CodeKind.Binary })
         {
-            using var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = kind, KeepFullPrecision = kind != CodeKind.Float32 });
+            // The float32 and ternary indexes stay for the side-by-side scan comparison below.
+            using var owned = kind is CodeKind.Float32 or CodeKind.Ternary ? null : new Holder();
+            var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = kind, KeepFullPrecision = kind != CodeKind.Float32 });
             long before = GC.GetTotalMemory(true);
             sw.Restart();
             AddAll(index, data, n, d, output);
@@ -47,6 +50,9 @@ public static class IndexBenchmark
             var (ms1, min1) = Latency(index, queries, latencyQueries, k, 1);
             var (msAll, _) = Latency(index, queries, latencyQueries, k, 0);
             var results = queries.Select(q => index.Search(q, k, new SearchOptions { IncludeFields = false }).Select(h => h.Key).ToArray()).ToArray();
+            if (owned is not null) owned.Index = index;
+            else if (kind == CodeKind.Float32) floatIndex = index;
+            else ternaryIndex = index;
             if (kind == CodeKind.Float32) { groundTruth = results; floatScanMs = ms1; }
             double recall = Recall(results, groundTruth!, k);
             string rescored = "-";
@@ -63,6 +69,8 @@ public static class IndexBenchmark
         output.WriteLine("|---|---|---|---|---|---|---|---|");
         foreach (var r in rows) output.WriteLine("| " + string.Join(" | ", r) + " |");
         output.WriteLine();
+        CompareScans(floatIndex!, ternaryIndex!, queries, Math.Min(nq, 40), k, output);
+        floatIndex!.Dispose(); ternaryIndex!.Dispose();
 
         int nh = s.HnswCount > 0 ? Math.Min(s.HnswCount, n) : n;
         var hnswSettings = new HnswSettings(M: 32, EfConstruction: 100, EfSearch: 64);
@@ -90,20 +98,115 @@ public static class IndexBenchmark
             output.WriteLine();
             output.WriteLine($"Queries/s on one thread, load average {LoadAverage()}:");
             output.WriteLine();
-            output.WriteLine("| efSearch | rescore | queries/s (1 thread) | recall@10 vs exact ternary | recall@10 vs exact float32 |");
-            output.WriteLine("|---|---|---|---|---|");
+            output.WriteLine("| efSearch | rescore | queries/s (1 thread) | us/query: median (min) | recall@10 vs exact ternary | recall@10 vs exact float32 |");
+            output.WriteLine("|---|---|---|---|---|---|");
             foreach (int ef in new[] { 32, 64, 128, 256 })
                 foreach (int rf in new[] { 0, 4 })
                 {
                     var opt = new SearchOptions { EfSearch = ef, RescoreFactor = rf, IncludeFields = false };
                     var res = new string[nq][];
                     for (int q = 0; q < Math.Min(nq, 20); q++) h.Search(queries[q], k, opt); // warm-up
-                    sw.Restart();
-                    for (int q = 0; q < nq; q++) res[q] = h.Search(queries[q], k, opt).Select(x => x.Key).ToArray();
-                    double qps = nq / sw.Elapsed.TotalSeconds;
-                    output.WriteLine($"| {ef} | {(rf > 1 ? $"x{rf}" : "no")} | {qps:F0} | {Recall(res, exactTernary, k):F3} | {Recall(res, exactFloat, k):F3} |");
+                    var us = new double[nq];
+                    var total = Stopwatch.StartNew();
+                    for (int q = 0; q < nq; q++)
+                    {
+                        long t0 = Stopwatch.GetTimestamp();
+                        var hits = h.Search(queries[q], k, opt);
+                        us[q] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+                        res[q] = hits.Select(x => x.Key).ToArray();
+                    }
+                    double qps = nq / total.Elapsed.TotalSeconds;
+                    Array.Sort(us);
+                    output.WriteLine($"| {ef} | {(rf > 1 ? $"x{rf}" : "no")} | {qps:F0} | {us[nq / 2]:F0} ({us[0]:F0}) | {Recall(res, exactTernary, k):F3} | {Recall(res, exactFloat, k):F3} |");
                 }
+            output.WriteLine();
+            RescoreCost(h, queries, k, output);
         }
+    }
+
+    private sealed class Holder : IDisposable
+    {
+        public VectorIndex? Index;
+        public void Dispose() => Index?.Dispose();
+    }
+
+    /// <summary>Exact scans of the same queries on one thread, float32 and ternary alternating query by query, so that
+    /// both see the same machine load: medians, minimums and the median of the per-query speed ratios.</summary>
+    private static void CompareScans(VectorIndex f, VectorIndex t, float[][] queries, int count, int k, TextWriter output)
+    {
+        var opt = new SearchOptions { Threads = 1, IncludeFields = false, Exact = true };
+        f.Search(queries[0], k, opt); t.Search(queries[0], k, opt);
+        var tf = new double[count]; var tt = new double[count]; var ratio = new double[count];
+        for (int q = 0; q < count; q++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            f.Search(queries[q], k, opt);
+            tf[q] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            t0 = Stopwatch.GetTimestamp();
+            t.Search(queries[q], k, opt);
+            tt[q] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            ratio[q] = tf[q] / tt[q];
+        }
+        Array.Sort(tf); Array.Sort(tt); Array.Sort(ratio);
+        output.WriteLine($"Exact scan side by side ({count} queries, 1 thread, float32 and ternary alternating; load average {LoadAverage()}):");
+        output.WriteLine($"  float32 median {tf[count / 2]:F2} ms (min {tf[0]:F2}), ternary median {tt[count / 2]:F2} ms (min {tt[0]:F2}); " +
+                         $"ratio of medians {tf[count / 2] / tt[count / 2]:F1}x, of minimums {tf[0] / tt[0]:F1}x, median of per-query ratios {ratio[count / 2]:F1}x");
+        output.WriteLine();
+    }
+
+    /// <summary>Where the time of rescoring goes: search with and without rescoring alternating query by query; the
+    /// rescoring of 4k candidates alone with and without prefetching; and the same on the index saved and reopened
+    /// memory-mapped, first touch (page faults) and again.</summary>
+    private static void RescoreCost(VectorIndex h, float[][] queries, int k, TextWriter output)
+    {
+        int nq = queries.Length, want = 4 * k;
+        var plain = new SearchOptions { EfSearch = 64, IncludeFields = false };
+        var rescored = plain with { RescoreFactor = 4 };
+        var cands = queries.Select(q => h.Search(q, want, plain with { EfSearch = Math.Max(64, want) }).Select(x => int.Parse(x.Key, System.Globalization.CultureInfo.InvariantCulture)).ToArray()).ToArray();
+        var a = new double[nq]; var b = new double[nq];
+        for (int q = 0; q < nq; q++)
+            for (int pass = 0; pass < 2; pass++)
+            {
+                // The second search of a query finds the graph nodes in cache: alternate which one goes first.
+                bool withRescore = (pass == 0) == (q % 2 == 1);
+                long t0 = Stopwatch.GetTimestamp();
+                h.Search(queries[q], k, withRescore ? rescored : plain);
+                (withRescore ? b : a)[q] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+            }
+        Array.Sort(a); Array.Sort(b);
+        output.WriteLine($"Rescoring cost at efSearch 64 (alternating, {nq} queries, load average {LoadAverage()}): search {a[nq / 2]:F0} us median ({a[0]:F0} min), " +
+                         $"search + rescore x4 {b[nq / 2]:F0} us ({b[0]:F0})");
+        output.WriteLine($"  rescoring {want} candidates alone, in memory: {RescoreOnly(h, queries, cands, k)}");
+        string file = Path.Combine(Path.GetTempPath(), $"rotor-bench-{Environment.ProcessId}.rix");
+        try
+        {
+            var sw = Stopwatch.StartNew();
+            h.Save(file);
+            using var m = VectorIndex.Open(file, memoryMap: true, verifyChecksums: false);
+            output.WriteLine($"  saved and reopened memory-mapped in {sw.Elapsed.TotalSeconds:F1} s; rescoring alone, first touch then again:");
+            output.WriteLine($"    first {RescoreOnly(m, queries, cands, k, warm: false)}");
+            output.WriteLine($"    again {RescoreOnly(m, queries, cands, k)}");
+        }
+        finally { File.Delete(file); }
+    }
+
+    private static string RescoreOnly(VectorIndex h, float[][] queries, int[][] cands, int k, bool warm = true)
+    {
+        var with = new List<double>(); var without = new List<double>();
+        if (warm) for (int q = 0; q < queries.Length; q++) h.RescoreForBenchmark(queries[q], cands[q], k, prefetch: false);
+        for (int q = 0; q < queries.Length; q++)
+        {
+            // Warm: both ways, in alternating order. First touch: one way per query (even queries with prefetch).
+            for (int pass = 0; pass < (warm ? 2 : 1); pass++)
+            {
+                bool pf = (pass == 0) == (q % 2 == 0);
+                long t0 = Stopwatch.GetTimestamp();
+                h.RescoreForBenchmark(queries[q], cands[q], k, pf);
+                (pf ? with : without).Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+            }
+        }
+        with.Sort(); without.Sort();
+        return $"with prefetch {with[with.Count / 2]:F1} us median ({with[0]:F1} min), without {without[without.Count / 2]:F1} us ({without[0]:F1}); load average {LoadAverage()}";
     }
 
     private static void AddAll(VectorIndex index, ReadOnlyMemory<float> data, int n, int d, TextWriter output)
