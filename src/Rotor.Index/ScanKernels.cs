@@ -199,6 +199,115 @@ internal static unsafe class ScanKernels
                     + Dot4(c + 8, q + 8, c + 24, q + 24) + Dot4(c + 12, q + 12, c + 28, q + 28);
     }
 
+    // Asymmetric ternary (an option of the search, not of the file): the query is kept as int8, q8 in [-127, 127],
+    // and raw = sum_j q8_j t_j with t_j = m_j (1 - 2 s_j) from the code's mask and sign planes. Nothing is unpacked:
+    // the query is stored bit-transposed, planes[k * B + b] = q8[8 b + k] (B = 8 W bytes a plane), so that bit k of
+    // byte b of a code plane meets its query value in lane b of plane k:
+    //   raw = sum_k sum_b ((m_b >> k) & 1) * planes[k][b]  -  2 sum_k sum_b ((s_b >> k) & 1) * planes[k][b]
+    // with vpmaddubsw (unsigned 0/1 times signed int8, pairs summed to int16). Per lane and chunk the int16 sums stay
+    // within 8 * 254 for each term and 3 * 8 * 254 = 6096 combined, then widen to int32 (vpmaddwd by ones).
+
+    /// <summary>The bit-transposed int8 query of the asymmetric kernels: <c>planes[k * 8W + b] = q8[8 b + k]</c>
+    /// (zero past D). <paramref name="planes"/> holds 64 W bytes.</summary>
+    public static void TransposeQuery(ReadOnlySpan<sbyte> q8, int words, Span<sbyte> planes)
+    {
+        int bytes = 8 * words;
+        planes[..(8 * bytes)].Clear();
+        for (int j = 0; j < q8.Length; j++) planes[(j & 7) * bytes + (j >> 3)] = q8[j];
+    }
+
+    /// <summary>Asymmetric raw scores of <paramref name="count"/> ternary codes: AVX2 when supported, else scalar.</summary>
+    public static void TernaryAsym(sbyte* planes, ulong* codes, int words, int count, float* dest)
+    {
+        if (Avx2.IsSupported) TernaryAsymAvx2(planes, codes, words, count, dest);
+        else TernaryAsymScalar(planes, codes, words, count, dest);
+    }
+
+    /// <summary>Asymmetric raw score of one code.</summary>
+    public static float TernaryAsymOne(sbyte* planes, ulong* code, int words)
+    {
+        float r;
+        TernaryAsym(planes, code, words, 1, &r);
+        return r;
+    }
+
+    /// <summary>Asymmetric, scalar: bit by bit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TernaryAsymScalar(sbyte* planes, ulong* codes, int words, int count, float* dest)
+    {
+        int bytes = 8 * words;
+        for (int i = 0; i < count; i++)
+        {
+            byte* m = (byte*)(codes + (long)i * 2 * words), s = m + bytes;
+            dest[i] = AsymBytes(planes, bytes, m, s, 0, bytes);
+        }
+    }
+
+    /// <summary>Bytes [b0, b1) of a code's planes against the transposed query, scalar.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int AsymBytes(sbyte* planes, int bytes, byte* m, byte* s, int b0, int b1)
+    {
+        int sum = 0;
+        for (int b = b0; b < b1; b++)
+        {
+            int mb = m[b], sb = s[b];
+            for (int k = 0; k < 8; k++)
+                sum += ((mb >> k) & 1) * (1 - 2 * ((sb >> k) & 1)) * planes[k * bytes + b];
+        }
+        return sum;
+    }
+
+    /// <summary>Asymmetric with AVX2: 32 plane bytes (256 dimensions) a step, then 16 (SSSE3), then scalar bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TernaryAsymAvx2(sbyte* planes, ulong* codes, int words, int count, float* dest)
+    {
+        int bytes = 8 * words;
+        var one = Vector256.Create((byte)1);
+        var one16 = Vector256.Create((short)1);
+        var oneX = Vector128.Create((byte)1);
+        var one16X = Vector128.Create((short)1);
+        for (int i = 0; i < count; i++)
+        {
+            byte* m = (byte*)(codes + (long)i * 2 * words), s = m + bytes;
+            var acc = Vector256<int>.Zero;
+            int b = 0;
+            for (; b + 32 <= bytes; b += 32)
+            {
+                var vm = Vector256.Load(m + b).AsUInt16();
+                var vs = Vector256.Load(s + b).AsUInt16() & vm; // sign bits count only under the mask
+                Vector256<short> a = Vector256<short>.Zero, n = Vector256<short>.Zero;
+                sbyte* pk = planes + b;
+                for (int k = 0; k < 8; k++, pk += bytes)
+                {
+                    var x = Vector256.Load(pk);
+                    a += Avx2.MultiplyAddAdjacent(vm.AsByte() & one, x);
+                    n += Avx2.MultiplyAddAdjacent(vs.AsByte() & one, x);
+                    vm = Avx2.ShiftRightLogical(vm, 1);
+                    vs = Avx2.ShiftRightLogical(vs, 1);
+                }
+                acc += Avx2.MultiplyAddAdjacent(a - n - n, one16);
+            }
+            int sum = Vector256.Sum(acc);
+            for (; b + 16 <= bytes; b += 16)
+            {
+                var vm = Vector128.Load(m + b).AsUInt16();
+                var vs = Vector128.Load(s + b).AsUInt16() & vm;
+                Vector128<short> a = Vector128<short>.Zero, n = Vector128<short>.Zero;
+                sbyte* pk = planes + b;
+                for (int k = 0; k < 8; k++, pk += bytes)
+                {
+                    var x = Vector128.Load(pk);
+                    a += Ssse3.MultiplyAddAdjacent(vm.AsByte() & oneX, x);
+                    n += Ssse3.MultiplyAddAdjacent(vs.AsByte() & oneX, x);
+                    vm = Sse2.ShiftRightLogical(vm, 1);
+                    vs = Sse2.ShiftRightLogical(vs, 1);
+                }
+                sum += Vector128.Sum(Sse2.MultiplyAddAdjacent(a - n - n, one16X));
+            }
+            dest[i] = sum + AsymBytes(planes, bytes, m, s, b, bytes);
+        }
+    }
+
     /// <summary>Binary: D - 2 * Hamming distance, four codes a loop.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Binary(ulong* q, ulong* codes, int words, int dims, int count, float* dest)

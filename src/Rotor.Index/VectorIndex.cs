@@ -253,7 +253,7 @@ public sealed unsafe class VectorIndex : IDisposable
         Check.Finite(query, "query");
         bool rescore = options.RescoreFactor > 1 && Options.Code != CodeKind.Float32;
         if (rescore && !_store.HasFull) throw new RotorException("rescoring needs the full-precision vectors: create the index with KeepFullPrecision");
-        var q = new PreparedQuery(Layout, Options.Metric, query);
+        var q = new PreparedQuery(Layout, Options.Metric, query, options.Int8Query);
         using var _ = Read();
         if (k == 0 || _slotOf.Count == 0) return [];
         int want = rescore ? k * options.RescoreFactor : k;
@@ -266,8 +266,8 @@ public sealed unsafe class VectorIndex : IDisposable
         {
             int ef = Math.Max(want, options.EfSearch > 0 ? options.EfSearch : Options.Hnsw.EfSearch);
             List<(float Sim, int Node)> found;
-            fixed (byte* qc = q.Code)
-                found = _graph!.Search(qc, q.Scale, q.Norm2, ef, allowed ?? _deleted, bitsAllow: allowed is not null);
+            fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes)
+                found = _graph!.Search(qc, planes, q.Planes is null ? q.Scale : q.Int8Scale, q.Norm2, ef, allowed ?? _deleted, bitsAllow: allowed is not null);
             // Graph similarity for L2 includes -||q||^2; convert to the scan key (2 q.v - ||v||^2).
             cands = found.Take(want).Select(f => (Options.Metric == Metric.L2 ? f.Sim + q.Norm2 : f.Sim, f.Node)).ToArray();
         }
@@ -360,16 +360,17 @@ public sealed unsafe class VectorIndex : IDisposable
     {
         var top = new TopK(k);
         float* raw = stackalloc float[Chunk];
-        float qs = q.Scale;
+        float qs = q.Planes is null ? q.Scale : q.Int8Scale;
         bool l2 = Options.Metric == Metric.L2;
         float[] scales = _store.Scales, norms = _store.Norms;
         ulong[] del = _deleted;
-        fixed (byte* qc = q.Code)
+        fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes)
             for (int s0 = start; s0 < end; s0 += Chunk)
             {
                 int m = Math.Min(Chunk, end - s0);
                 var keys = new Span<float>(raw, m);
-                ScanKernels.Raw(Layout, qc, _store.Code(s0), m, raw);
+                if (planes != null) ScanKernels.TernaryAsym(planes, (ulong*)_store.Code(s0), Layout.Words, m, raw);
+                else ScanKernels.Raw(Layout, qc, _store.Code(s0), m, raw);
                 TensorPrimitives.Multiply(keys, scales.AsSpan(s0, m), keys);
                 TensorPrimitives.Multiply(keys, qs, keys);
                 if (l2)
@@ -402,16 +403,30 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>The oracle of <see cref="Search"/> for tests: every live slot scored by the scalar reference
     /// (<see cref="CodeLayout.RawReference"/>) and fully sorted.</summary>
-    internal (float Score, int Slot)[] ExactReference(ReadOnlySpan<float> query, int k, Filter? filter)
+    internal (float Score, int Slot)[] ExactReference(ReadOnlySpan<float> query, int k, Filter? filter, bool int8Query = false)
     {
-        var q = new PreparedQuery(Layout, Options.Metric, query);
+        var q = new PreparedQuery(Layout, Options.Metric, query, int8Query);
+        var trits = new float[Layout.Dimensions];
         using var _ = Read();
         var all = new List<(float Score, int Slot)>();
         for (int s = 0; s < _store.Count; s++)
         {
             if (IsDeleted(s) || (filter is not null && !filter.Matches(_fields[s]))) continue;
-            float raw = Layout.RawReference(q.Code.AsSpan(0, Layout.Bytes), new ReadOnlySpan<byte>(_store.Code(s), Layout.Bytes));
-            float d = raw * _store.Scales[s] * q.Scale;
+            var code = new ReadOnlySpan<byte>(_store.Code(s), Layout.Bytes);
+            float raw, d;
+            if (q.Int8 is { } q8)
+            {
+                Layout.Decode(code, 1f, trits);
+                int sum = 0;
+                for (int j = 0; j < trits.Length; j++) sum += q8[j] * (int)trits[j];
+                raw = sum;
+                d = raw * _store.Scales[s] * q.Int8Scale;
+            }
+            else
+            {
+                raw = Layout.RawReference(q.Code.AsSpan(0, Layout.Bytes), code);
+                d = raw * _store.Scales[s] * q.Scale;
+            }
             if (Options.Metric == Metric.L2) d = 2 * d - _store.Norms[s];
             all.Add((d, s));
         }

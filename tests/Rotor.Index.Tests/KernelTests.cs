@@ -68,7 +68,13 @@ public unsafe class KernelTests
         for (int i = 0; i < count; i++)
         {
             for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng) * (1 + (i % 3));
-            layout.Encode(v, codes.AsSpan(i * layout.Bytes, layout.Bytes));
+            var code = codes.AsSpan(i * layout.Bytes, layout.Bytes);
+            layout.Encode(v, code);
+            if (i % 4 == 3) // stray sign bits outside the mask, which the kernels ignore as the decoder does
+            {
+                var w = MemoryMarshal.Cast<byte, ulong>(code);
+                for (int x = 0; x < layout.Words; x++) w[layout.Words + x] |= (ulong)rng.NextInt64() & ~w[x] & ValidBits(dims, x);
+            }
         }
         var q = new byte[layout.Bytes];
         for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng);
@@ -90,6 +96,57 @@ public unsafe class KernelTests
         // The code against itself: the number of non-zero trits.
         fixed (byte* qp = q) Assert.Equal(layout.RawReference(q, q), ScanKernels.TernaryOne((ulong*)qp, (ulong*)qp, layout.Words));
     }
+
+    [Theory, MemberData(nameof(TernaryDims))]
+    public void AsymmetricKernelsMatchReference(int dims)
+    {
+        // The int8 query against ternary codes: AVX2 (32- and 16-byte steps, scalar tail) and scalar kernels against
+        // sum_j q8_j t_j on decoded trits. Query values include the extremes; some codes carry stray sign bits outside
+        // their mask (as a damaged or foreign file might), which every kernel must ignore as the decoder does.
+        var layout = new CodeLayout(CodeKind.Ternary, dims);
+        var rng = new Random(2000 + dims);
+        foreach (int count in new[] { 1, 3, 5, 17 })
+        {
+            var codes = new byte[count * layout.Bytes];
+            var v = new float[dims];
+            for (int i = 0; i < count; i++)
+            {
+                for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng) * (1 + (i % 3));
+                var code = codes.AsSpan(i * layout.Bytes, layout.Bytes);
+                layout.Encode(v, code);
+                if (i % 4 == 3)
+                {
+                    var w = MemoryMarshal.Cast<byte, ulong>(code);
+                    for (int x = 0; x < layout.Words; x++) w[layout.Words + x] |= (ulong)rng.NextInt64() & ~w[x] & ValidBits(dims, x);
+                }
+            }
+            var q8 = new sbyte[dims];
+            for (int j = 0; j < dims; j++) q8[j] = (sbyte)rng.Next(-127, 128);
+            q8[0] = 127; q8[dims - 1] = -127;
+            var planes = new sbyte[64 * layout.Words];
+            ScanKernels.TransposeQuery(q8, layout.Words, planes);
+            var scalar = new float[count];
+            var avx2 = new float[count];
+            var trits = new float[dims];
+            fixed (sbyte* pp = planes) fixed (byte* cp = codes) fixed (float* sp = scalar, ap = avx2)
+            {
+                ScanKernels.TernaryAsymScalar(pp, (ulong*)cp, layout.Words, count, sp);
+                if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) ScanKernels.TernaryAsymAvx2(pp, (ulong*)cp, layout.Words, count, ap);
+                else ScanKernels.TernaryAsymScalar(pp, (ulong*)cp, layout.Words, count, ap);
+                for (int i = 0; i < count; i++)
+                {
+                    layout.Decode(codes.AsSpan(i * layout.Bytes, layout.Bytes), 1f, trits);
+                    long expect = 0;
+                    for (int j = 0; j < dims; j++) expect += q8[j] * (long)trits[j];
+                    Assert.Equal(expect, (long)scalar[i]);
+                    Assert.Equal(expect, (long)avx2[i]);
+                    Assert.Equal(expect, (long)ScanKernels.TernaryAsymOne(pp, (ulong*)(cp + i * layout.Bytes), layout.Words));
+                }
+            }
+        }
+    }
+
+    private static ulong ValidBits(int dims, int word) => word < dims / 64 ? ulong.MaxValue : dims % 64 == 0 ? ulong.MaxValue : (1UL << (dims % 64)) - 1;
 
     [Theory]
     [InlineData(1)] [InlineData(31)] [InlineData(32)] [InlineData(33)] [InlineData(384)] [InlineData(999)]
