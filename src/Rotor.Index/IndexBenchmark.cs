@@ -64,6 +64,17 @@ public static class IndexBenchmark
             rows.Add([$"flat {kind}", $"{st.CodeBytesPerVector}", $"{build:F1} s", $"{ms1:F2}", $"{msAll:F2}", $"{floatScanMs / ms1:F1}x", $"{recall:F3}", rescored]);
             output.WriteLine($"# {kind}: built in {build:F1} s, scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {Environment.ProcessorCount} threads, recall {recall:F3}, rescored x4 {rescored}; load average {LoadAverage()}");
         }
+        {
+            // The same ternary codes scored against the query kept as int8 (asymmetric).
+            var t = ternaryIndex!;
+            var (ms1, min1) = Latency(t, queries, Math.Min(nq, 100), k, 1, int8Query: true);
+            var (msAll, _) = Latency(t, queries, Math.Min(nq, 100), k, 0, int8Query: true);
+            var opt = new SearchOptions { IncludeFields = false, Int8Query = true };
+            double recall = Recall(queries.Select(q => t.Search(q, k, opt).Select(h => h.Key).ToArray()).ToArray(), groundTruth!, k);
+            double rescored = Recall(queries.Select(q => t.Search(q, k, opt with { RescoreFactor = 4 }).Select(h => h.Key).ToArray()).ToArray(), groundTruth!, k);
+            rows.Insert(3, [$"flat Ternary, int8 query", $"{t.Stats.CodeBytesPerVector}", "(same index)", $"{ms1:F2}", $"{msAll:F2}", $"{floatScanMs / ms1:F1}x", $"{recall:F3}", $"{rescored:F3}"]);
+            output.WriteLine($"# Ternary, int8 query: scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {Environment.ProcessorCount} threads, recall {recall:F3}, rescored x4 {rescored:F3}; load average {LoadAverage()}");
+        }
         output.WriteLine();
         output.WriteLine("| index | bytes/vector (code) | build | scan ms/query, 1 thread | scan ms/query, all threads | speed vs float32 (1 thread) | recall@10 vs float32 exact | recall@10, rescored x4 |");
         output.WriteLine("|---|---|---|---|---|---|---|---|");
@@ -84,6 +95,7 @@ public static class IndexBenchmark
             var st = h.Stats;
             // Ground truths on the same nh vectors: exact ternary (the graph's own metric) and exact float32.
             string[][] exactTernary = queries.Select(q => h.Search(q, k, new SearchOptions { Exact = true, IncludeFields = false }).Select(x => x.Key).ToArray()).ToArray();
+            string[][] exactInt8 = queries.Select(q => h.Search(q, k, new SearchOptions { Exact = true, IncludeFields = false, Int8Query = true }).Select(x => x.Key).ToArray()).ToArray();
             string[][] exactFloat;
             if (nh == n) exactFloat = groundTruth!;
             else
@@ -98,12 +110,13 @@ public static class IndexBenchmark
             output.WriteLine();
             output.WriteLine($"Queries/s on one thread, load average {LoadAverage()}:");
             output.WriteLine();
-            output.WriteLine("| efSearch | rescore | queries/s (1 thread) | us/query: median (min) | recall@10 vs exact ternary | recall@10 vs exact float32 |");
-            output.WriteLine("|---|---|---|---|---|---|");
+            output.WriteLine("| query | efSearch | rescore | queries/s (1 thread) | us/query: median (min) | recall@10 vs exact scan, same scoring | recall@10 vs exact float32 |");
+            output.WriteLine("|---|---|---|---|---|---|---|");
+            foreach (bool int8Query in new[] { false, true })
             foreach (int ef in new[] { 32, 64, 128, 256 })
                 foreach (int rf in new[] { 0, 4 })
                 {
-                    var opt = new SearchOptions { EfSearch = ef, RescoreFactor = rf, IncludeFields = false };
+                    var opt = new SearchOptions { EfSearch = ef, RescoreFactor = rf, IncludeFields = false, Int8Query = int8Query };
                     var res = new string[nq][];
                     for (int q = 0; q < Math.Min(nq, 20); q++) h.Search(queries[q], k, opt); // warm-up
                     var us = new double[nq];
@@ -117,7 +130,7 @@ public static class IndexBenchmark
                     }
                     double qps = nq / total.Elapsed.TotalSeconds;
                     Array.Sort(us);
-                    output.WriteLine($"| {ef} | {(rf > 1 ? $"x{rf}" : "no")} | {qps:F0} | {us[nq / 2]:F0} ({us[0]:F0}) | {Recall(res, exactTernary, k):F3} | {Recall(res, exactFloat, k):F3} |");
+                    output.WriteLine($"| {(int8Query ? "int8" : "ternary")} | {ef} | {(rf > 1 ? $"x{rf}" : "no")} | {qps:F0} | {us[nq / 2]:F0} ({us[0]:F0}) | {Recall(res, int8Query ? exactInt8 : exactTernary, k):F3} | {Recall(res, exactFloat, k):F3} |");
                 }
             output.WriteLine();
             RescoreCost(h, queries, k, output);
@@ -135,8 +148,9 @@ public static class IndexBenchmark
     private static void CompareScans(VectorIndex f, VectorIndex t, float[][] queries, int count, int k, TextWriter output)
     {
         var opt = new SearchOptions { Threads = 1, IncludeFields = false, Exact = true };
-        f.Search(queries[0], k, opt); t.Search(queries[0], k, opt);
-        var tf = new double[count]; var tt = new double[count]; var ratio = new double[count];
+        var asym = opt with { Int8Query = true };
+        f.Search(queries[0], k, opt); t.Search(queries[0], k, opt); t.Search(queries[0], k, asym);
+        var tf = new double[count]; var tt = new double[count]; var ta = new double[count]; var ratio = new double[count];
         for (int q = 0; q < count; q++)
         {
             long t0 = Stopwatch.GetTimestamp();
@@ -145,12 +159,16 @@ public static class IndexBenchmark
             t0 = Stopwatch.GetTimestamp();
             t.Search(queries[q], k, opt);
             tt[q] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            t0 = Stopwatch.GetTimestamp();
+            t.Search(queries[q], k, asym);
+            ta[q] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             ratio[q] = tf[q] / tt[q];
         }
-        Array.Sort(tf); Array.Sort(tt); Array.Sort(ratio);
-        output.WriteLine($"Exact scan side by side ({count} queries, 1 thread, float32 and ternary alternating; load average {LoadAverage()}):");
-        output.WriteLine($"  float32 median {tf[count / 2]:F2} ms (min {tf[0]:F2}), ternary median {tt[count / 2]:F2} ms (min {tt[0]:F2}); " +
-                         $"ratio of medians {tf[count / 2] / tt[count / 2]:F1}x, of minimums {tf[0] / tt[0]:F1}x, median of per-query ratios {ratio[count / 2]:F1}x");
+        Array.Sort(tf); Array.Sort(tt); Array.Sort(ta); Array.Sort(ratio);
+        output.WriteLine($"Exact scan side by side ({count} queries, 1 thread; float32, ternary and ternary with int8 query alternating; load average {LoadAverage()}):");
+        output.WriteLine($"  float32 median {tf[count / 2]:F2} ms (min {tf[0]:F2}); ternary median {tt[count / 2]:F2} ms (min {tt[0]:F2}), " +
+                         $"ratio of medians {tf[count / 2] / tt[count / 2]:F1}x, of minimums {tf[0] / tt[0]:F1}x, median of per-query ratios {ratio[count / 2]:F1}x; " +
+                         $"ternary with int8 query median {ta[count / 2]:F2} ms (min {ta[0]:F2}), {tf[count / 2] / ta[count / 2]:F1}x float32");
         output.WriteLine();
     }
 
@@ -225,9 +243,9 @@ public static class IndexBenchmark
     }
 
     /// <summary>Median and minimum milliseconds a query (the machine is shared: the median resists other load).</summary>
-    private static (double Median, double Min) Latency(VectorIndex index, float[][] queries, int count, int k, int threads)
+    private static (double Median, double Min) Latency(VectorIndex index, float[][] queries, int count, int k, int threads, bool int8Query = false)
     {
-        var opt = new SearchOptions { Threads = threads, IncludeFields = false, Exact = true };
+        var opt = new SearchOptions { Threads = threads, IncludeFields = false, Exact = true, Int8Query = int8Query };
         index.Search(queries[0], k, opt);
         var times = new double[count];
         var sw = new Stopwatch();
