@@ -5,8 +5,10 @@ namespace Rotor.Index;
 /// <summary>
 /// The figures of docs/BENCHMARKS-index.md on clustered synthetic vectors (<see cref="SyntheticVectors"/>): for each
 /// code, bytes a vector, build time, single-thread and all-thread exact scan latency, recall@10 against the exact
-/// float32 ranking (with and without rescoring); then an HNSW graph over ternary codes: build time, graph bytes,
-/// queries a second and recall@10 for a few efSearch values.
+/// float32 ranking (with and without rescoring), the ternary codes with an int8 query too; float32 and ternary scans
+/// side by side (alternating query by query) and the kernels alone; then an HNSW graph over ternary codes: build time,
+/// graph bytes, queries a second, per-query latency and recall@10 for a few efSearch values, ternary or int8 query,
+/// with and without rescoring; and where the time of rescoring goes.
 /// </summary>
 public static class IndexBenchmark
 {
@@ -165,11 +167,46 @@ public static class IndexBenchmark
             ratio[q] = tf[q] / tt[q];
         }
         Array.Sort(tf); Array.Sort(tt); Array.Sort(ta); Array.Sort(ratio);
+        string kernels = KernelsAlone(f, t, queries[0]);
         output.WriteLine($"Exact scan side by side ({count} queries, 1 thread; float32, ternary and ternary with int8 query alternating; load average {LoadAverage()}):");
         output.WriteLine($"  float32 median {tf[count / 2]:F2} ms (min {tf[0]:F2}); ternary median {tt[count / 2]:F2} ms (min {tt[0]:F2}), " +
                          $"ratio of medians {tf[count / 2] / tt[count / 2]:F1}x, of minimums {tf[0] / tt[0]:F1}x, median of per-query ratios {ratio[count / 2]:F1}x; " +
                          $"ternary with int8 query median {ta[count / 2]:F2} ms (min {ta[0]:F2}), {tf[count / 2] / ta[count / 2]:F1}x float32");
+        output.WriteLine($"  {kernels}");
         output.WriteLine();
+    }
+
+    /// <summary>The scoring kernels alone over every code of the two indexes (no heap, no keys), minimum of 7 passes
+    /// each, passes alternating: ternary unrolled, ternary with a loop over words, ternary asymmetric, float32.</summary>
+    private static unsafe string KernelsAlone(VectorIndex f, VectorIndex t, float[] query)
+    {
+        const int chunk = 1024, passes = 7;
+        int n = t.Store.Count, words = t.Layout.Words, d = f.Layout.Dimensions;
+        var qt = new PreparedQuery(t.Layout, t.Options.Metric, query, int8Query: true);
+        var qf = new PreparedQuery(f.Layout, f.Options.Metric, query);
+        float* dest = stackalloc float[chunk];
+        var best = new double[4];
+        Array.Fill(best, double.MaxValue);
+        fixed (byte* qc = qt.Code, qfc = qf.Code) fixed (sbyte* planes = qt.Planes)
+            for (int pass = 0; pass < passes; pass++)
+                for (int kind = 0; kind < 4; kind++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    for (int s = 0; s < n; s += chunk)
+                    {
+                        int m = Math.Min(chunk, n - s);
+                        switch (kind)
+                        {
+                            case 0: ScanKernels.Ternary((ulong*)qc, (ulong*)t.Store.Code(s), words, m, dest); break;
+                            case 1: ScanKernels.TernaryGeneric((ulong*)qc, (ulong*)t.Store.Code(s), words, m, dest); break;
+                            case 2: ScanKernels.TernaryAsym(planes, (ulong*)t.Store.Code(s), words, m, dest); break;
+                            default: ScanKernels.Float32((float*)qfc, (float*)f.Store.Code(s), d, m, dest); break;
+                        }
+                    }
+                    best[kind] = Math.Min(best[kind], Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                }
+        return $"kernels alone over {n:N0} codes (minimum of {passes} alternating passes): ternary unrolled {best[0]:F2} ms, ternary with a loop over words {best[1]:F2} ms, " +
+               $"ternary int8 query {best[2]:F2} ms, float32 {best[3]:F2} ms ({best[3] / best[0]:F1}x the unrolled ternary); load average {LoadAverage()}";
     }
 
     /// <summary>Where the time of rescoring goes: search with and without rescoring alternating query by query; the
