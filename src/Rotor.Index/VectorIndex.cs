@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Rotor.Index;
 
@@ -354,7 +356,8 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>Scans slots [start, end) a chunk at a time: the kernel writes raw scores, keys are computed with
     /// vector multiplies (<c>raw * scale_i * scale_q</c>, then <c>2 d - ||v||^2</c> for L2, the same float operations in
-    /// the same order as <see cref="ExactReference"/>), and only lanes that can beat the heap's threshold are looked at.</summary>
+    /// the same order as <see cref="ExactReference"/>) in the same pass that compares them with the heap's threshold,
+    /// and only 8-lane groups that can beat it are looked at.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private TopK ScanRange(PreparedQuery q, int k, ulong[]? allowed, int start, int end)
     {
@@ -364,31 +367,37 @@ public sealed unsafe class VectorIndex : IDisposable
         bool l2 = Options.Metric == Metric.L2;
         float[] scales = _store.Scales, norms = _store.Norms;
         ulong[] del = _deleted;
-        fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes)
+        var qsv = Vector256.Create(qs);
+        fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes) fixed (float* sc = scales, nm = norms)
             for (int s0 = start; s0 < end; s0 += Chunk)
             {
                 int m = Math.Min(Chunk, end - s0);
-                var keys = new Span<float>(raw, m);
-                if (planes != null) ScanKernels.TernaryAsym(planes, (ulong*)_store.Code(s0), Layout.Words, m, raw);
-                else ScanKernels.Raw(Layout, qc, _store.Code(s0), m, raw);
-                TensorPrimitives.Multiply(keys, scales.AsSpan(s0, m), keys);
-                TensorPrimitives.Multiply(keys, qs, keys);
-                if (l2)
-                {
-                    TensorPrimitives.Multiply(keys, 2f, keys);
-                    TensorPrimitives.Subtract(keys, norms.AsSpan(s0, m), keys);
-                }
+                byte* codes = _store.Code(s0);
+                if (planes != null) ScanKernels.TernaryAsym(planes, (ulong*)codes, Layout.Words, m, raw);
+                else ScanKernels.Raw(Layout, qc, codes, m, raw);
+                // Keep the memory stream going while the keys of this chunk are made: the next chunk's first lines.
+                if (Sse.IsSupported && s0 + Chunk < end)
+                    for (int o = 0; o < 2048; o += 64) Sse.Prefetch0(codes + (long)m * Layout.Bytes + o);
+                // One pass: key = (raw * scale_i) * scale_q (then 2 key - ||v||^2 for L2), compared with the threshold.
                 float threshold = top.Threshold;
+                var thr = Vector256.Create(threshold);
                 int i = 0;
                 for (; i + 8 <= m; i += 8)
                 {
-                    if (!System.Runtime.Intrinsics.Vector256.GreaterThanOrEqualAny(System.Runtime.Intrinsics.Vector256.Load(raw + i), System.Runtime.Intrinsics.Vector256.Create(threshold)))
-                        continue;
+                    var key = Vector256.Load(raw + i) * Vector256.Load(sc + s0 + i) * qsv;
+                    if (l2) key = key * 2f - Vector256.Load(nm + s0 + i);
+                    if (!Vector256.GreaterThanOrEqualAny(key, thr)) continue;
+                    key.Store(raw + i);
                     for (int j = i; j < i + 8; j++)
                         if (raw[j] >= threshold && Offer(top, raw[j], s0 + j, allowed, del)) threshold = top.Threshold;
+                    thr = Vector256.Create(threshold);
                 }
                 for (; i < m; i++)
-                    if (raw[i] >= threshold && Offer(top, raw[i], s0 + i, allowed, del)) threshold = top.Threshold;
+                {
+                    float key = raw[i] * sc[s0 + i] * qs;
+                    if (l2) key = key * 2f - nm[s0 + i];
+                    if (key >= threshold && Offer(top, key, s0 + i, allowed, del)) threshold = top.Threshold;
+                }
             }
         return top;
     }
