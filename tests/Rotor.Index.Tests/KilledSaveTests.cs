@@ -187,8 +187,19 @@ public class KilledSaveTests(ITestOutputHelper output)
         {
             while (true)
             {
-                if (!lines.TryTake(out string? line, Silence))
-                    throw new TimeoutException($"the child said nothing for {Silence.TotalSeconds} s; stderr: {string.Join(" | ", errors)}");
+                string? line = null;
+                var silent = Stopwatch.StartNew();
+                while (!lines.TryTake(out line, TimeSpan.FromMilliseconds(200)))
+                {
+                    if (child.HasExited && lines.Count == 0)
+                    {
+                        child.WaitForExit(); // flush the rest of its output
+                        if (lines.TryTake(out line)) break;
+                        throw new InvalidOperationException($"the child exited with code {child.ExitCode} before it was killed; stderr: {string.Join(" | ", errors)}");
+                    }
+                    if (silent.Elapsed > Silence)
+                        throw new TimeoutException($"the child said nothing for {Silence.TotalSeconds} s; stderr: {string.Join(" | ", errors)}");
+                }
                 if (Handle(line, ref writing, ref committed, ref saveMs)) saves++;
                 if (atWrite && writing > committed && saves == target - 1)
                 {
