@@ -290,9 +290,8 @@ internal static unsafe class IndexFile
 
         var layout = new CodeLayout(options.Code, options.Dimensions);
         bool map = memoryMap ?? fileLength >= DefaultMapThreshold;
-        // Version 1 ternary codes are converted in place, so they cannot stay mapped.
+        // Version 1 ternary codes are converted in place, so they are copied, never mapped (the other sections may be).
         bool convertV1 = version == 1 && options.Code == CodeKind.Ternary;
-        if (convertV1) map = false;
         var mapped = new MappedFile(path, fileLength);
         try
         {
@@ -313,10 +312,10 @@ internal static unsafe class IndexFile
                 }
                 return s;
             }
-            NativeBuffer Buffer(Section id, long expected)
+            NativeBuffer Buffer(Section id, long expected, bool copy = false)
             {
                 var s = Need(id, expected);
-                if (map) return new NativeBuffer(mapped, s.Offset, s.Length);
+                if (map && !copy) return new NativeBuffer(mapped, s.Offset, s.Length);
                 var b = new NativeBuffer();
                 b.Reserve(s.Length); b.SetLength(s.Length);
                 System.Buffer.MemoryCopy(mapped.Pointer + s.Offset, b.Pointer, s.Length, s.Length);
@@ -328,7 +327,7 @@ internal static unsafe class IndexFile
                 return new ReadOnlySpan<byte>(mapped.Pointer + s.Offset, checked((int)s.Length));
             }
 
-            var codes = Buffer(Section.Codes, (long)slots * layout.Bytes);
+            var codes = Buffer(Section.Codes, (long)slots * layout.Bytes, copy: convertV1);
             if (convertV1) ConvertTernaryV1(codes.Pointer, layout.Words, slots);
             NativeBuffer? full = options.KeepFullPrecision && options.Code != CodeKind.Float32 ? Buffer(Section.Full, (long)slots * options.Dimensions * 4) : null;
             var scales = new float[Math.Max(16, slots)];

@@ -373,6 +373,13 @@ public sealed unsafe class VectorIndex : IDisposable
             {
                 int m = Math.Min(Chunk, end - s0);
                 byte* codes = _store.Code(s0);
+                // This chunk's scales (and norms) are read in one burst after the kernel: fetch them while it runs.
+                if (Sse.IsSupported)
+                    for (int o = 0; o < m; o += 16)
+                    {
+                        Sse.Prefetch0(sc + s0 + o);
+                        if (l2) Sse.Prefetch0(nm + s0 + o);
+                    }
                 if (planes != null) ScanKernels.TernaryAsym(planes, (ulong*)codes, Layout.Words, m, raw);
                 else ScanKernels.Raw(Layout, qc, codes, m, raw);
                 // Keep the memory stream going while the keys of this chunk are made: the next chunk's first lines.

@@ -118,7 +118,8 @@ public class PersistenceTests
         File.WriteAllBytes(old, AsVersion1(File.ReadAllBytes(path), index.Layout.Words));
         Assert.NotEqual(File.ReadAllBytes(path), File.ReadAllBytes(old));
         using var loaded = VectorIndex.Open(old, memoryMap: map);
-        Assert.False(loaded.Stats.MemoryMapped); // converted codes live in owned memory
+        Assert.False(loaded.Stats.MemoryMapped); // converted codes live in owned memory ...
+        if (map) Assert.True(loaded.Store.Full!.IsMapped); // ... the kept float32 vectors stay mapped
         Assert.Equal(index.Count, loaded.Count);
         for (int qi = 0; qi < 5; qi++)
         {
