@@ -127,7 +127,10 @@ internal static unsafe class ScanKernels
         {
             case 2: Ternary2(q, codes, count, dest); break;
             case 4: Ternary4(q, codes, count, dest); break;
-            case 6: Ternary6(q, codes, count, dest); break;
+            case 6:
+                if (Avx2.IsSupported) Ternary6Hybrid(q, codes, count, dest);
+                else Ternary6(q, codes, count, dest);
+                break;
             case 8: Ternary8(q, codes, count, dest); break;
             case 12: Ternary12(q, codes, count, dest); break;
             case 16: Ternary16(q, codes, count, dest); break;
@@ -174,6 +177,59 @@ internal static unsafe class ScanKernels
     public static void Ternary6(ulong* q, ulong* c, int count, float* dest)
     {
         for (int i = 0; i < count; i++, c += 12) dest[i] = Dot6(c, q, c + 6, q + 6);
+    }
+
+    // W = 6 with AVX2, two codes a step: the first by the scalar Dot6 (integer ALUs), the second by SIMD (vector
+    // ALUs), so that both kinds of execution units work at once. Scalar alone: 3.85 ms for 1M codes in cache, SIMD
+    // alone 4.54 ms, both interleaved 3.42 ms (4.5 against 4.9 ms streaming from memory; scratch program, same run).
+    // The SIMD code: A = [n0 n1 n2 n3], B = [n4 n5 s0 s1], C = [s2 s3 s4 s5] (3 loads of 32 bytes), x = n & qn,
+    // t = s ^ qs, y = t & x rearranged by lane permutes into xA = x0..x3, yA = y0..y3, Z = [x4 x5 y4 y5]; bytes are
+    // counted by the nibble table (vpshufb) and summed with weights +1 (x) and -2 (y) by vpmaddubsw: per int16 lane at
+    // most 3 * 2 * 8 * 2 = 96, no overflow.
+
+    private static ReadOnlySpan<byte> NibbleCounts => [0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> ByteCounts(Vector256<byte> v, Vector256<byte> table, Vector256<byte> low)
+        => Avx2.Shuffle(table, v & low) + Avx2.Shuffle(table, Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low);
+
+    /// <summary>W = 6 with AVX2: scalar and SIMD codes interleaved (see above).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Ternary6Hybrid(ulong* q, ulong* c, int count, float* dest)
+    {
+        var qa = Vector256.Load(q);                          // qn0..qn3
+        var qbn = Vector256.Create(q[4], q[5], 0, 0);        // qn4 qn5, zero where B holds signs
+        var qbs = Vector256.Create(0, 0, q[6], q[7]);        // qs0 qs1 under B's sign lanes
+        var qc = Vector256.Load(q + 8);                      // qs2..qs5
+        var table = Vector256.Create(Vector128.Create(NibbleCounts));
+        var low = Vector256.Create((byte)15);
+        var plus = Vector256.Create((sbyte)1);
+        var minus2 = Vector256.Create((sbyte)-2);
+        var mixed = Vector256.Create(Vector128.Create((sbyte)1), Vector128.Create((sbyte)-2));
+        int i = 0;
+        for (; i + 2 <= count; i += 2, c += 24)
+        {
+            dest[i] = Dot6(c, q, c + 6, q + 6);
+            byte* b = (byte*)(c + 12);
+            var A = Vector256.Load((ulong*)b);
+            var B = Vector256.Load((ulong*)(b + 32));
+            var C = Vector256.Load((ulong*)(b + 64));
+            var xA = A & qa;
+            var xB = B & qbn;                                            // x4 x5 0 0
+            var tC = C ^ qc;                                             // t2 t3 t4 t5
+            var yA = Avx2.Permute2x128(B ^ qbs, tC, 0x21) & xA;          // [t0 t1 t2 t3] & x0..x3
+            var yB = Avx2.Permute4x64(tC, 0b11_10_11_10) & xB;           // t4 t5 & x4 x5, then 0 0
+            var z = Avx2.Blend(xB.AsUInt32(), Avx2.Permute4x64(yB, 0b01_00_01_00).AsUInt32(), 0b1111_0000).AsByte();
+            var s = Avx2.MultiplyAddAdjacent(ByteCounts(xA.AsByte(), table, low), plus)
+                  + Avx2.MultiplyAddAdjacent(ByteCounts(yA.AsByte(), table, low), minus2)
+                  + Avx2.MultiplyAddAdjacent(ByteCounts(z, table, low), mixed);
+            var w = Avx2.MultiplyAddAdjacent(s, Vector256<short>.One);
+            var h = w.GetLower() + w.GetUpper();
+            h += Sse2.Shuffle(h, 0b01_00_11_10);
+            h += Sse2.Shuffle(h, 0b10_11_00_01);
+            dest[i + 1] = h.ToScalar();
+        }
+        for (; i < count; i++, c += 12) dest[i] = Dot6(c, q, c + 6, q + 6);
     }
 
     /// <summary>W = 8 (D 449..512).</summary>

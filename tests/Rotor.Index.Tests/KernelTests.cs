@@ -6,8 +6,8 @@ namespace Rotor.Index.Tests;
 /// <summary>Every scan kernel against <see cref="CodeLayout.RawReference"/> on random vectors, odd sizes and tails.</summary>
 public unsafe class KernelTests
 {
-    // Plane widths W = 1, 1, 1, 1, 2, 2, 4, 4, 5, 6, 8, 10, 12, 16: every unrolled ternary kernel, the generic one and tails.
-    private static readonly int[] Dims = [1, 7, 63, 64, 65, 100, 200, 256, 320, 384, 512, 640, 768, 1000];
+    // Plane widths W = 1, 1, 1, 1, 2, 2, 4, 4, 5, 6, 6, 8, 10, 12, 16: every unrolled ternary kernel, the generic one and tails.
+    private static readonly int[] Dims = [1, 7, 63, 64, 65, 100, 200, 256, 320, 330, 384, 512, 640, 768, 1000];
 
     public static TheoryData<CodeKind, int> Cases()
     {
@@ -62,7 +62,7 @@ public unsafe class KernelTests
         // Sparse and dense codes (thresholds of 0.1 to 2 sigma) so that both popcounts vary widely.
         var layout = new CodeLayout(CodeKind.Ternary, dims);
         var rng = new Random(1000 + dims);
-        const int count = 13;
+        const int count = 13; // odd: the hybrid W = 6 kernel ends on a scalar code
         var codes = new byte[count * layout.Bytes];
         var v = new float[dims];
         for (int i = 0; i < count; i++)
@@ -85,11 +85,29 @@ public unsafe class KernelTests
         {
             ScanKernels.Ternary((ulong*)qp, (ulong*)cp, layout.Words, count, fp);
             ScanKernels.TernaryGeneric((ulong*)qp, (ulong*)cp, layout.Words, count, gp);
+            var scalar6 = new float[count];
+            var hybrid6 = new float[count];
+            if (layout.Words == 6)
+                fixed (float* sp = scalar6, hp = hybrid6)
+                {
+                    ScanKernels.Ternary6((ulong*)qp, (ulong*)cp, count, sp);
+                    if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) ScanKernels.Ternary6Hybrid((ulong*)qp, (ulong*)cp, count, hp);
+                    else ScanKernels.Ternary6((ulong*)qp, (ulong*)cp, count, hp);
+                    // Every count 1..count through the hybrid: odd counts end on a scalar code.
+                    for (int c = 1; c <= count; c++)
+                    {
+                        var part = new float[c];
+                        fixed (float* pp = part)
+                            if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) ScanKernels.Ternary6Hybrid((ulong*)qp, (ulong*)cp, c, pp);
+                        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Equal(hybrid6.AsSpan(0, c).ToArray(), part);
+                    }
+                }
             for (int i = 0; i < count; i++)
             {
                 float expect = layout.RawReference(q, codes.AsSpan(i * layout.Bytes, layout.Bytes));
                 Assert.Equal(expect, fast[i]);
                 Assert.Equal(expect, generic[i]);
+                if (layout.Words == 6) { Assert.Equal(expect, scalar6[i]); Assert.Equal(expect, hybrid6[i]); }
                 Assert.Equal(expect, ScanKernels.TernaryOne((ulong*)qp, (ulong*)(cp + i * layout.Bytes), layout.Words));
             }
         }
