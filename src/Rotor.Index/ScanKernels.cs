@@ -17,8 +17,10 @@ namespace Rotor.Index;
 /// </code>
 /// The oracle is <see cref="CodeLayout.RawReference"/>. The popcount kernels use the scalar POPCNT instruction (.NET 10
 /// has no VPOPCNTQ intrinsic; a vpshufb nibble-table count needs 6 vector operations for 4 words where POPCNT needs 4),
-/// fully unrolled over the words of a code; they need no data transposition, so HNSW reads one code from 2 cache
-/// lines. Int8 uses AVX2 (vpsignb + vpmaddubsw) with a scalar fallback.
+/// fully unrolled over the words of a code; for W = 6 with AVX2 every second code is scored by a vpshufb kernel so
+/// that the vector units work beside the integer ones (<see cref="Ternary6Hybrid"/>). No data transposition: HNSW
+/// reads one code from 2 cache lines. The asymmetric ternary kernel (int8 query) and Int8 use AVX2 vpmaddubsw with
+/// scalar fallbacks.
 /// </summary>
 internal static unsafe class ScanKernels
 {
