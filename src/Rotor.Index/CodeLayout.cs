@@ -9,7 +9,8 @@ namespace Rotor.Index;
 /// <code>
 /// Float32  D floats                                        4 D bytes
 /// Int8     D sbytes in [-127, 127], x ~ scale * q          D bytes      scale = max|x| / 127
-/// Ternary  W words of the +1 plane, then W of the -1 plane 16 W bytes   scale = mean |x| over kept (TWN)
+/// Ternary  W words of the non-zero mask, then W of signs    16 W bytes   scale = mean |x| over kept (TWN)
+///          (sign bit set = -1, only where the mask bit is set)
 /// Binary   W words, bit j set where x[j] &gt; 0              8 W bytes    scale = mean |x|
 /// </code>
 /// Bits past D are zero. The per-vector scale is stored beside the code (see <see cref="CodeStore"/>), so that the
@@ -64,8 +65,8 @@ internal sealed class CodeLayout
                 var words = MemoryMarshal.Cast<byte, ulong>(code);
                 for (int j = 0; j < trits.Length; j++)
                 {
-                    if (trits[j] > 0) words[j >> 6] |= 1UL << (j & 63);
-                    else if (trits[j] < 0) words[Words + (j >> 6)] |= 1UL << (j & 63);
+                    if (trits[j] != 0) words[j >> 6] |= 1UL << (j & 63);
+                    if (trits[j] < 0) words[Words + (j >> 6)] |= 1UL << (j & 63);
                 }
                 return scale;
             }
@@ -96,7 +97,10 @@ internal sealed class CodeLayout
             {
                 var w = MemoryMarshal.Cast<byte, ulong>(code);
                 for (int j = 0; j < Dimensions; j++)
-                    v[j] = scale * ((int)(w[j >> 6] >> (j & 63) & 1) - (int)(w[Words + (j >> 6)] >> (j & 63) & 1));
+                {
+                    int nonZero = (int)(w[j >> 6] >> (j & 63) & 1), negative = (int)(w[Words + (j >> 6)] >> (j & 63) & 1);
+                    v[j] = scale * nonZero * (1 - 2 * negative);
+                }
                 break;
             }
             case CodeKind.Binary:
@@ -136,13 +140,5 @@ internal sealed class CodeLayout
                 return s;
             }
         }
-    }
-
-    /// <summary>Bits set in a ternary code (non-zero trits), for tests and stats.</summary>
-    public static int NonZeros(ReadOnlySpan<ulong> code)
-    {
-        int n = 0;
-        foreach (ulong w in code) n += BitOperations.PopCount(w);
-        return n;
     }
 }

@@ -41,6 +41,10 @@ internal sealed unsafe class CodeStore : IDisposable
         return new ReadOnlySpan<float>(Full.Pointer + (long)slot * d * 4, d);
     }
 
+    /// <summary>The first float of a slot's kept vector (the code for Float32); only when <see cref="HasFull"/>.</summary>
+    public float* FullPointer(int slot)
+        => Layout.Kind == CodeKind.Float32 ? (float*)Code(slot) : (float*)(Full!.Pointer + (long)slot * Layout.Dimensions * 4);
+
     /// <summary>The vector of a slot: full precision when kept, else decoded from the code.</summary>
     public float[] Vector(int slot)
     {
@@ -116,7 +120,7 @@ internal sealed unsafe class CodeStore : IDisposable
 /// <summary>A query prepared for one index: its float form and its code.</summary>
 internal sealed class PreparedQuery
 {
-    public PreparedQuery(CodeLayout layout, Metric metric, ReadOnlySpan<float> query)
+    public PreparedQuery(CodeLayout layout, Metric metric, ReadOnlySpan<float> query, bool int8Query = false)
     {
         Vector = query.ToArray();
         if (metric == Metric.Cosine)
@@ -127,7 +131,22 @@ internal sealed class PreparedQuery
         Norm2 = TensorPrimitives.Dot(Vector, Vector);
         Code = new byte[layout.Bytes + 64];
         Scale = layout.Encode(Vector, Code.AsSpan(0, layout.Bytes));
+        if (int8Query && layout.Kind == CodeKind.Ternary)
+        {
+            Int8 = new sbyte[layout.Dimensions];
+            Int8Scale = new CodeLayout(CodeKind.Int8, layout.Dimensions).Encode(Vector, MemoryMarshal.AsBytes(Int8.AsSpan()));
+            Planes = new sbyte[64 * layout.Words];
+            ScanKernels.TransposeQuery(Int8, layout.Words, Planes);
+        }
     }
+
+    /// <summary>For asymmetric ternary scoring (<see cref="SearchOptions.Int8Query"/>): the query as int8 (absmax / 127),
+    /// its scale, and its bit-transposed form for the kernels (<see cref="ScanKernels.TransposeQuery"/>); else null.</summary>
+    public sbyte[]? Int8 { get; }
+    /// <inheritdoc cref="Int8"/>
+    public float Int8Scale { get; }
+    /// <inheritdoc cref="Int8"/>
+    public sbyte[]? Planes { get; }
 
     /// <summary>The query as searched (unit length for cosine).</summary>
     public float[] Vector { get; }

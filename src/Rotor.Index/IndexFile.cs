@@ -13,7 +13,11 @@ namespace Rotor.Index;
 internal static unsafe class IndexFile
 {
     public static ReadOnlySpan<byte> Magic => "ROTORIDX"u8;
-    public const int Version = 1;
+    /// <summary>The version written. 2 stores ternary codes as non-zero mask + sign planes; version 1 (+1 plane, -1 plane)
+    /// is still read, its ternary codes converted while loading (docs/INDEX_FORMAT.md).</summary>
+    public const int Version = 2;
+    /// <summary>The oldest version read.</summary>
+    public const int OldestVersion = 1;
     public const int HeaderBytes = 4096;
     public const int Align = 4096;
     public const int MaxSections = 16;
@@ -27,6 +31,9 @@ internal static unsafe class IndexFile
 
     /// <summary>Test hook: runs after the temporary file is written and flushed, before the rename.</summary>
     internal static Action<string>? BeforeRename;
+    /// <summary>Test hook: runs once the temporary file is created, before its first byte is written (the killed-save
+    /// test's child process announces the write here, so that a kill can land inside it).</summary>
+    internal static Action<string>? TempCreated;
 
     // ---- save ---------------------------------------------------------------------------------------------------
 
@@ -35,11 +42,14 @@ internal static unsafe class IndexFile
         path = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(path)!;
         Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string name = Path.GetFileName(path);
+        DeleteStaleTemps(dir, name);
+        string tmp = Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20))
             {
+                TempCreated?.Invoke(tmp);
                 WriteTo(index, fs);
                 fs.Flush(flushToDisk: true);
             }
@@ -51,6 +61,38 @@ internal static unsafe class IndexFile
             try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
+    }
+
+    /// <summary>Deletes temporary files <c>.NAME.PID.GUID.tmp</c> of <paramref name="name"/> left by processes that no
+    /// longer run (killed in the middle of a save). Temporaries of this process or of a live one are kept: they may
+    /// belong to a save in progress. Readers never look at temporaries, so this is tidying, not recovery.</summary>
+    internal static void DeleteStaleTemps(string dir, string name)
+    {
+        string prefix = "." + name + ".";
+        IEnumerable<string> files;
+        try { files = Directory.EnumerateFiles(dir, ".*.tmp").ToList(); }
+        catch (IOException) { return; }
+        catch (UnauthorizedAccessException) { return; }
+        foreach (string file in files)
+        {
+            string f = Path.GetFileName(file);
+            if (!f.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            string[] rest = f[prefix.Length..].Split('.');
+            if (rest.Length != 3 || rest[2] != "tmp" || !int.TryParse(rest[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || ProcessRuns(pid)) continue;
+            try { File.Delete(file); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool ProcessRuns(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }     // no such process
+        catch (InvalidOperationException) { return false; }
     }
 
     private static void WriteTo(VectorIndex index, FileStream fs)
@@ -212,7 +254,8 @@ internal static unsafe class IndexFile
         var hs = (ReadOnlySpan<byte>)header;
         if (!hs[..8].SequenceEqual(Magic)) throw new RotorException($"{path} is not a Rotor index file: magic is '{Encoding.ASCII.GetString(hs[..8])}', expected 'ROTORIDX'");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(hs[8..]);
-        if (version != Version) throw new RotorException($"index file {path} has format version {version}; this build reads version {Version}");
+        if (version < OldestVersion || version > Version)
+            throw new RotorException($"index file {path} has format version {version}; this build reads versions {OldestVersion} to {Version}");
         ulong hsum = BinaryPrimitives.ReadUInt64LittleEndian(hs[HeaderChecksumOffset..]);
         if (XxHash3.HashToUInt64(hs[..HeaderChecksumOffset]) != hsum) throw new RotorException($"index file {path} is corrupt: header checksum mismatch");
         long expectLength = (long)BinaryPrimitives.ReadUInt64LittleEndian(hs[72..]);
@@ -247,6 +290,8 @@ internal static unsafe class IndexFile
 
         var layout = new CodeLayout(options.Code, options.Dimensions);
         bool map = memoryMap ?? fileLength >= DefaultMapThreshold;
+        // Version 1 ternary codes are converted in place, so they are copied, never mapped (the other sections may be).
+        bool convertV1 = version == 1 && options.Code == CodeKind.Ternary;
         var mapped = new MappedFile(path, fileLength);
         try
         {
@@ -267,10 +312,10 @@ internal static unsafe class IndexFile
                 }
                 return s;
             }
-            NativeBuffer Buffer(Section id, long expected)
+            NativeBuffer Buffer(Section id, long expected, bool copy = false)
             {
                 var s = Need(id, expected);
-                if (map) return new NativeBuffer(mapped, s.Offset, s.Length);
+                if (map && !copy) return new NativeBuffer(mapped, s.Offset, s.Length);
                 var b = new NativeBuffer();
                 b.Reserve(s.Length); b.SetLength(s.Length);
                 System.Buffer.MemoryCopy(mapped.Pointer + s.Offset, b.Pointer, s.Length, s.Length);
@@ -282,7 +327,8 @@ internal static unsafe class IndexFile
                 return new ReadOnlySpan<byte>(mapped.Pointer + s.Offset, checked((int)s.Length));
             }
 
-            var codes = Buffer(Section.Codes, (long)slots * layout.Bytes);
+            var codes = Buffer(Section.Codes, (long)slots * layout.Bytes, copy: convertV1);
+            if (convertV1) ConvertTernaryV1(codes.Pointer, layout.Words, slots);
             NativeBuffer? full = options.KeepFullPrecision && options.Code != CodeKind.Float32 ? Buffer(Section.Full, (long)slots * options.Dimensions * 4) : null;
             var scales = new float[Math.Max(16, slots)];
             MemoryMarshal.Cast<byte, float>(Small(Section.Scales, slots * 4L)).CopyTo(scales);
@@ -306,6 +352,14 @@ internal static unsafe class IndexFile
             throw new RotorException($"index file {path} is corrupt: {e.Message}", e);
         }
         finally { mapped.Release(); }
+    }
+
+    /// <summary>Version 1 ternary code [+1 plane][-1 plane] to version 2 [non-zero mask][sign]: mask = p | m, sign = m.</summary>
+    internal static void ConvertTernaryV1(byte* codes, int words, int slots)
+    {
+        ulong* w = (ulong*)codes;
+        for (long s = 0; s < slots; s++, w += 2 * words)
+            for (int i = 0; i < words; i++) w[i] |= w[words + i];
     }
 
     private static List<string> DecodeKeys(ReadOnlySpan<byte> data, int slots, string path)

@@ -97,6 +97,12 @@ public sealed record SearchOptions
     public bool Exact { get; init; }
     /// <summary>Threads for an exact scan (0: automatic, 1 for small indexes, all cores for large).</summary>
     public int Threads { get; init; }
+    /// <summary>Ternary indexes: score the codes against the query quantized to int8 (absmax / 127) instead of the
+    /// query's own ternary code (asymmetric distance, as FAISS does for its codes): only the stored vectors carry the
+    /// ternary error, so the ranking is closer to float32's, at about twice the cost of a code against a code
+    /// (AVX2 vpmaddubsw on the bit planes against a bit-transposed query; docs/INDEX.md). Used by exact scans and
+    /// HNSW traversal alike; ignored for other codes (int8 already scores int8 against int8).</summary>
+    public bool Int8Query { get; init; }
     /// <summary>Return each hit's stored fields.</summary>
     public bool IncludeFields { get; init; } = true;
     /// <summary>Return each hit's vector (full precision if kept, else decoded from the code).</summary>

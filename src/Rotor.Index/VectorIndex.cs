@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Rotor.Index;
 
@@ -253,7 +255,7 @@ public sealed unsafe class VectorIndex : IDisposable
         Check.Finite(query, "query");
         bool rescore = options.RescoreFactor > 1 && Options.Code != CodeKind.Float32;
         if (rescore && !_store.HasFull) throw new RotorException("rescoring needs the full-precision vectors: create the index with KeepFullPrecision");
-        var q = new PreparedQuery(Layout, Options.Metric, query);
+        var q = new PreparedQuery(Layout, Options.Metric, query, options.Int8Query);
         using var _ = Read();
         if (k == 0 || _slotOf.Count == 0) return [];
         int want = rescore ? k * options.RescoreFactor : k;
@@ -266,8 +268,8 @@ public sealed unsafe class VectorIndex : IDisposable
         {
             int ef = Math.Max(want, options.EfSearch > 0 ? options.EfSearch : Options.Hnsw.EfSearch);
             List<(float Sim, int Node)> found;
-            fixed (byte* qc = q.Code)
-                found = _graph!.Search(qc, q.Scale, q.Norm2, ef, allowed ?? _deleted, bitsAllow: allowed is not null);
+            fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes)
+                found = _graph!.Search(qc, planes, q.Planes is null ? q.Scale : q.Int8Scale, q.Norm2, ef, allowed ?? _deleted, bitsAllow: allowed is not null);
             // Graph similarity for L2 includes -||q||^2; convert to the scan key (2 q.v - ||v||^2).
             cands = found.Take(want).Select(f => (Options.Metric == Metric.L2 ? f.Sim + q.Norm2 : f.Sim, f.Node)).ToArray();
         }
@@ -293,14 +295,42 @@ public sealed unsafe class VectorIndex : IDisposable
         return (bits, n);
     }
 
+    /// <summary>Ranks candidates again by their kept float32 vectors. The vectors lie at random places of a large
+    /// (often memory-mapped) array, so each costs cache and TLB misses rather than arithmetic: the loop prefetches the
+    /// vector <see cref="RescoreLookahead"/> candidates ahead, so that their misses overlap the current dot product.</summary>
     private (float Score, int Slot)[] Rescore(PreparedQuery q, (float Score, int Slot)[] cands, int k)
     {
         var top = new TopK(k);
-        foreach (var (_, slot) in cands)
+        int bytes = Layout.Dimensions * 4;
+        for (int i = 0; i < Math.Min(RescoreLookahead, cands.Length); i++) PrefetchFull(cands[i].Slot, bytes);
+        for (int i = 0; i < cands.Length; i++)
         {
+            if (i + RescoreLookahead < cands.Length) PrefetchFull(cands[i + RescoreLookahead].Slot, bytes);
+            int slot = cands[i].Slot;
             float dot = TensorPrimitives.Dot(q.Vector, _store.FullVector(slot));
             top.Push(Options.Metric == Metric.L2 ? 2 * dot - _store.Norms[slot] : dot, slot);
         }
+        return top.ToSortedArray();
+    }
+
+    private const int RescoreLookahead = 4;
+
+    private void PrefetchFull(int slot, int bytes)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        byte* v = (byte*)_store.FullPointer(slot);
+        for (int o = 0; o < bytes; o += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(v + o);
+    }
+
+    /// <summary>For the benchmark: rescoring alone, of the given slots (no prefetch when <paramref name="prefetch"/> is false).</summary>
+    internal (float Score, int Slot)[] RescoreForBenchmark(ReadOnlySpan<float> query, int[] slots, int k, bool prefetch)
+    {
+        var q = new PreparedQuery(Layout, Options.Metric, query);
+        using var _ = Read();
+        var cands = slots.Select(s => (0f, s)).ToArray();
+        if (prefetch) return Rescore(q, cands, k);
+        var top = new TopK(k);
+        foreach (var (_, slot) in cands) top.Push(TensorPrimitives.Dot(q.Vector, _store.FullVector(slot)), slot);
         return top.ToSortedArray();
     }
 
@@ -326,40 +356,55 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>Scans slots [start, end) a chunk at a time: the kernel writes raw scores, keys are computed with
     /// vector multiplies (<c>raw * scale_i * scale_q</c>, then <c>2 d - ||v||^2</c> for L2, the same float operations in
-    /// the same order as <see cref="ExactReference"/>), and only lanes that can beat the heap's threshold are looked at.</summary>
+    /// the same order as <see cref="ExactReference"/>) in the same pass that compares them with the heap's threshold,
+    /// and only 8-lane groups that can beat it are looked at.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private TopK ScanRange(PreparedQuery q, int k, ulong[]? allowed, int start, int end)
     {
         var top = new TopK(k);
         float* raw = stackalloc float[Chunk];
-        float qs = q.Scale;
+        float qs = q.Planes is null ? q.Scale : q.Int8Scale;
         bool l2 = Options.Metric == Metric.L2;
         float[] scales = _store.Scales, norms = _store.Norms;
         ulong[] del = _deleted;
-        fixed (byte* qc = q.Code)
+        var qsv = Vector256.Create(qs);
+        fixed (byte* qc = q.Code) fixed (sbyte* planes = q.Planes) fixed (float* sc = scales, nm = norms)
             for (int s0 = start; s0 < end; s0 += Chunk)
             {
                 int m = Math.Min(Chunk, end - s0);
-                var keys = new Span<float>(raw, m);
-                ScanKernels.Raw(Layout, qc, _store.Code(s0), m, raw);
-                TensorPrimitives.Multiply(keys, scales.AsSpan(s0, m), keys);
-                TensorPrimitives.Multiply(keys, qs, keys);
-                if (l2)
-                {
-                    TensorPrimitives.Multiply(keys, 2f, keys);
-                    TensorPrimitives.Subtract(keys, norms.AsSpan(s0, m), keys);
-                }
+                byte* codes = _store.Code(s0);
+                // This chunk's scales (and norms) are read in one burst after the kernel: fetch them while it runs.
+                if (Sse.IsSupported)
+                    for (int o = 0; o < m; o += 16)
+                    {
+                        Sse.Prefetch0(sc + s0 + o);
+                        if (l2) Sse.Prefetch0(nm + s0 + o);
+                    }
+                if (planes != null) ScanKernels.TernaryAsym(planes, (ulong*)codes, Layout.Words, m, raw);
+                else ScanKernels.Raw(Layout, qc, codes, m, raw);
+                // Keep the memory stream going while the keys of this chunk are made: the next chunk's first lines.
+                if (Sse.IsSupported && s0 + Chunk < end)
+                    for (int o = 0; o < 2048; o += 64) Sse.Prefetch0(codes + (long)m * Layout.Bytes + o);
+                // One pass: key = (raw * scale_i) * scale_q (then 2 key - ||v||^2 for L2), compared with the threshold.
                 float threshold = top.Threshold;
+                var thr = Vector256.Create(threshold);
                 int i = 0;
                 for (; i + 8 <= m; i += 8)
                 {
-                    if (!System.Runtime.Intrinsics.Vector256.GreaterThanOrEqualAny(System.Runtime.Intrinsics.Vector256.Load(raw + i), System.Runtime.Intrinsics.Vector256.Create(threshold)))
-                        continue;
+                    var key = Vector256.Load(raw + i) * Vector256.Load(sc + s0 + i) * qsv;
+                    if (l2) key = key * 2f - Vector256.Load(nm + s0 + i);
+                    if (!Vector256.GreaterThanOrEqualAny(key, thr)) continue;
+                    key.Store(raw + i);
                     for (int j = i; j < i + 8; j++)
                         if (raw[j] >= threshold && Offer(top, raw[j], s0 + j, allowed, del)) threshold = top.Threshold;
+                    thr = Vector256.Create(threshold);
                 }
                 for (; i < m; i++)
-                    if (raw[i] >= threshold && Offer(top, raw[i], s0 + i, allowed, del)) threshold = top.Threshold;
+                {
+                    float key = raw[i] * sc[s0 + i] * qs;
+                    if (l2) key = key * 2f - nm[s0 + i];
+                    if (key >= threshold && Offer(top, key, s0 + i, allowed, del)) threshold = top.Threshold;
+                }
             }
         return top;
     }
@@ -374,16 +419,30 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>The oracle of <see cref="Search"/> for tests: every live slot scored by the scalar reference
     /// (<see cref="CodeLayout.RawReference"/>) and fully sorted.</summary>
-    internal (float Score, int Slot)[] ExactReference(ReadOnlySpan<float> query, int k, Filter? filter)
+    internal (float Score, int Slot)[] ExactReference(ReadOnlySpan<float> query, int k, Filter? filter, bool int8Query = false)
     {
-        var q = new PreparedQuery(Layout, Options.Metric, query);
+        var q = new PreparedQuery(Layout, Options.Metric, query, int8Query);
+        var trits = new float[Layout.Dimensions];
         using var _ = Read();
         var all = new List<(float Score, int Slot)>();
         for (int s = 0; s < _store.Count; s++)
         {
             if (IsDeleted(s) || (filter is not null && !filter.Matches(_fields[s]))) continue;
-            float raw = Layout.RawReference(q.Code.AsSpan(0, Layout.Bytes), new ReadOnlySpan<byte>(_store.Code(s), Layout.Bytes));
-            float d = raw * _store.Scales[s] * q.Scale;
+            var code = new ReadOnlySpan<byte>(_store.Code(s), Layout.Bytes);
+            float raw, d;
+            if (q.Int8 is { } q8)
+            {
+                Layout.Decode(code, 1f, trits);
+                int sum = 0;
+                for (int j = 0; j < trits.Length; j++) sum += q8[j] * (int)trits[j];
+                raw = sum;
+                d = raw * _store.Scales[s] * q.Int8Scale;
+            }
+            else
+            {
+                raw = Layout.RawReference(q.Code.AsSpan(0, Layout.Bytes), code);
+                d = raw * _store.Scales[s] * q.Scale;
+            }
             if (Options.Metric == Metric.L2) d = 2 * d - _store.Norms[s];
             all.Add((d, s));
         }

@@ -86,6 +86,54 @@ public class PersistenceTests
         Assert.Contains("truncated", e.Message);
     }
 
+    /// <summary>Rewrites a version 2 ternary file as version 1 ([+1 plane][-1 plane] codes), checksums included.</summary>
+    private static byte[] AsVersion1(byte[] v2, int words)
+    {
+        var b = (byte[])v2.Clone();
+        var hs = b.AsSpan(0, IndexFile.HeaderBytes);
+        int sections = (int)BinaryPrimitives.ReadUInt32LittleEndian(hs[68..]);
+        for (int i = 0; i < sections; i++)
+        {
+            var e = hs.Slice(IndexFile.SectionTableOffset + i * IndexFile.SectionEntryBytes, IndexFile.SectionEntryBytes);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(e) != (uint)IndexFile.Section.Codes) continue;
+            int off = (int)BinaryPrimitives.ReadUInt64LittleEndian(e[8..]), len = (int)BinaryPrimitives.ReadUInt64LittleEndian(e[16..]);
+            var w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(b.AsSpan(off, len));
+            for (int c = 0; c < w.Length; c += 2 * words)
+                for (int j = 0; j < words; j++) w[c + j] &= ~w[c + words + j]; // +1 plane = mask and not sign; -1 plane = sign
+            BinaryPrimitives.WriteUInt64LittleEndian(e[24..], System.IO.Hashing.XxHash3.HashToUInt64(b.AsSpan(off, len)));
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(hs[8..], 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(hs[IndexFile.HeaderChecksumOffset..], System.IO.Hashing.XxHash3.HashToUInt64(hs[..IndexFile.HeaderChecksumOffset]));
+        return b;
+    }
+
+    [Theory]
+    [InlineData(IndexStructure.Flat, true)]
+    [InlineData(IndexStructure.Hnsw, false)]
+    public void Version1TernaryFilesAreConvertedOnLoad(IndexStructure structure, bool map)
+    {
+        string dir = TestData.TempDir(), path = Path.Combine(dir, "v2.rix"), old = Path.Combine(dir, "v1.rix");
+        using var index = Build(CodeKind.Ternary, structure);
+        index.Save(path);
+        File.WriteAllBytes(old, AsVersion1(File.ReadAllBytes(path), index.Layout.Words));
+        Assert.NotEqual(File.ReadAllBytes(path), File.ReadAllBytes(old));
+        using var loaded = VectorIndex.Open(old, memoryMap: map);
+        Assert.False(loaded.Stats.MemoryMapped); // converted codes live in owned memory ...
+        if (map) Assert.True(loaded.Store.Full!.IsMapped); // ... the kept float32 vectors stay mapped
+        Assert.Equal(index.Count, loaded.Count);
+        for (int qi = 0; qi < 5; qi++)
+        {
+            float[] q = TestData.Query(40, qi);
+            var a = index.Search(q, 15);
+            var b = loaded.Search(q, 15);
+            Assert.Equal(a.Select(h => (h.Key, h.Score)), b.Select(h => (h.Key, h.Score)));
+        }
+        // Saving writes the current version, byte for byte what the original index writes.
+        string again = Path.Combine(dir, "again.rix");
+        loaded.Save(again);
+        Assert.Equal(File.ReadAllBytes(path), File.ReadAllBytes(again));
+    }
+
     [Fact]
     public void TruncatedAndCorruptFilesAreRejected()
     {
@@ -108,6 +156,8 @@ public class PersistenceTests
         Expect(magic, "not a Rotor index");
         var version = (byte[])good.Clone(); BinaryPrimitives.WriteUInt32LittleEndian(version.AsSpan(8), 99);
         Expect(version, "version 99");
+        BinaryPrimitives.WriteUInt32LittleEndian(version.AsSpan(8), 0);
+        Expect(version, "version 0");
         var header = (byte[])good.Clone(); header[20] ^= 1;
         Expect(header, "header checksum");
         var body = (byte[])good.Clone(); body[IndexFile.HeaderBytes + 10] ^= 0x40;

@@ -100,6 +100,58 @@ public class SearchTests(ITestOutputHelper output)
         Assert.True(recall >= 0.9, $"recall {recall:F3}");
     }
 
+    [Theory]
+    [InlineData(Metric.Cosine)]
+    [InlineData(Metric.Dot)]
+    [InlineData(Metric.L2)]
+    public void Int8QueryFlatSearchEqualsReference(Metric metric)
+    {
+        const int d = 200;
+        using var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = CodeKind.Ternary, Metric = metric });
+        index.Add(TestData.Records(2100, d, seed: 12));
+        for (int i = 0; i < 2100; i += 9) index.Delete($"k{i}");
+        for (int qi = 0; qi < 4; qi++)
+        {
+            float[] q = TestData.Query(d, 300 + qi);
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var got = index.Search(q, 20, new SearchOptions { Int8Query = true, Threads = threads });
+                var want = index.ExactReference(q, 20, null, int8Query: true);
+                Assert.Equal(want.Select(x => index.KeyOf(x.Slot)), got.Select(h => h.Key));
+            }
+        }
+    }
+
+    [Fact]
+    public void Int8QueryRanksCloserToFloat32AndWorksThroughHnsw()
+    {
+        const int d = 96, k = 10, n = 4000;
+        using var flat = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = CodeKind.Ternary });
+        using var graph = VectorIndex.Create(new VectorIndexOptions
+        {
+            Dimensions = d, Code = CodeKind.Ternary, Structure = IndexStructure.Hnsw, Hnsw = new HnswSettings(M: 12, EfConstruction: 100, EfSearch: 100),
+        });
+        using var exact = VectorIndex.Create(new VectorIndexOptions { Dimensions = d, Code = CodeKind.Float32 });
+        var recs = TestData.Records(n, d, 41, clusters: 30);
+        flat.Add(recs); graph.Add(recs); exact.Add(recs);
+        double symmetric = 0, asymmetric = 0, graphVsExact = 0;
+        const int queries = 30;
+        var opt = new SearchOptions { Int8Query = true };
+        for (int qi = 0; qi < queries; qi++)
+        {
+            float[] q = TestData.Query(d, 700 + qi);
+            var truth = exact.Search(q, k).Select(h => h.Key).ToHashSet();
+            symmetric += flat.Search(q, k).Count(h => truth.Contains(h.Key)) / (double)k;
+            asymmetric += flat.Search(q, k, opt).Count(h => truth.Contains(h.Key)) / (double)k;
+            var same = graph.ExactReference(q, k, null, int8Query: true).Select(x => graph.KeyOf(x.Slot)).ToHashSet();
+            graphVsExact += graph.Search(q, k, opt).Count(h => same.Contains(h.Key)) / (double)k;
+        }
+        symmetric /= queries; asymmetric /= queries; graphVsExact /= queries;
+        output.WriteLine($"recall@10 vs float32: ternary query {symmetric:F3}, int8 query {asymmetric:F3}; HNSW with int8 query vs its exact ranking {graphVsExact:F3}");
+        Assert.True(asymmetric > symmetric, $"int8 query {asymmetric:F3} did not beat the ternary query {symmetric:F3}");
+        Assert.True(graphVsExact >= 0.9, $"HNSW with int8 queries: recall {graphVsExact:F3} against the exact int8-query ranking");
+    }
+
     [Fact]
     public void HnswSkipsDeletedAndHonoursFilters()
     {
