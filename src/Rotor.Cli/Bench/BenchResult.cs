@@ -11,6 +11,7 @@ internal sealed record BenchResult
     [JsonPropertyName("gflops")] public double? Gflops { get; init; }
     [JsonPropertyName("weight_gbps")] public double? WeightGbps { get; init; }
     [JsonPropertyName("roofline_fraction")] public double? RooflineFraction { get; init; }
+    [JsonPropertyName("limit_gbps")] public double? LimitGbps { get; init; }
     [JsonPropertyName("seed_ms")] public double? SeedMs { get; init; }
     [JsonPropertyName("threads")] public int? Threads { get; init; }
     [JsonPropertyName("compute_scaling")] public double? Scaling { get; init; }

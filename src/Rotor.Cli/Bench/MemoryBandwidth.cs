@@ -24,6 +24,53 @@ internal static unsafe class MemoryBandwidth
         return bytes / (ms / 1000) / 1e9;
     }
 
+    /// <summary>
+    /// The memory limit measured at the same moments as a cold product: after each timed product, one read of a
+    /// <see cref="SampleBytes"/> slice of a buffer three times that size (so never in the 32 MiB L3) on the same number of
+    /// threads. Host noise on these machines moves the bandwidth by tens of percent within seconds; a cold product's share of
+    /// the limit is therefore its bandwidth over the median of these paired samples.
+    /// </summary>
+    internal sealed class Sampler(int threads)
+    {
+        public const long SampleBytes = 32L << 20;
+        private readonly byte[] _buf = Filled(3 * SampleBytes);
+        private readonly List<double> _gbps = [];
+        private int _next;
+        private long _sink;
+
+        public void Sample()
+        {
+            long from = (_next++ % 3) * SampleBytes;
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (threads == 1) _sink += Sum(_buf, from, SampleBytes);
+            else
+            {
+                long per = SampleBytes / threads / 64 * 64;
+                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                    t => Interlocked.Add(ref _sink, Sum(_buf, from + t * per, t == threads - 1 ? SampleBytes - t * per : per)));
+            }
+            _gbps.Add(SampleBytes / System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalSeconds / 1e9);
+        }
+
+        /// <summary>Median GB/s of the samples so far, then starts afresh.</summary>
+        public double TakeMedianGbps()
+        {
+            if (_gbps.Count == 0) throw new InvalidOperationException("no bandwidth sample taken");
+            _gbps.Sort();
+            double m = _gbps[_gbps.Count / 2];
+            _gbps.Clear();
+            return m;
+        }
+    }
+
+    private static byte[] Filled(long bytes)
+    {
+        var buf = GC.AllocateUninitializedArray<byte>((int)bytes, pinned: true);
+        new Random(1).NextBytes(buf.AsSpan(0, 4096));
+        for (long i = 4096; i < bytes; i += 4096) buf.AsSpan(0, 4096).CopyTo(buf.AsSpan((int)i, (int)Math.Min(4096, bytes - i)));
+        return buf;
+    }
+
     private static long Sum(byte[] buf, long from, long count)
     {
         fixed (byte* p0 = buf)

@@ -10,7 +10,8 @@ internal static class Timer
         Measure(run, minReps, budgetMs, maxReps).Median;
 
     /// <summary>Median and minimum of the runs (the minimum is the least disturbed by other processes).</summary>
-    public static (double Median, double Min) Measure(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000)
+    /// <remarks><paramref name="between"/>, when given, runs untimed after every timed run (a paired measurement).</remarks>
+    public static (double Median, double Min) Measure(Action run, int minReps = 5, double budgetMs = 300, int maxReps = 2000, Action? between = null)
     {
         run();
         var times = new List<double>();
@@ -20,6 +21,7 @@ internal static class Timer
             long t0 = Stopwatch.GetTimestamp();
             run();
             times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            between?.Invoke();
         }
         times.Sort();
         return (times[times.Count / 2], times[0]);

@@ -25,10 +25,10 @@ internal static class BenchCommand
             Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}, up to {pr.GetValue(threads)} threads, {Environment.ProcessorCount} processors");
             Console.WriteLine();
             if (!pr.GetValue(skip)) bench.Prototype();
-            var bw = bench.Bandwidth();
+            bench.Bandwidth();
             var shapeList = pr.GetValue(shapes) is { } s ? ParseShapes(s) : KernelBench.Shapes;
             var mList = pr.GetValue(ms)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(v => int.TryParse(v, out int m) && m > 0 ? m : throw new RotorException($"--m: '{v}' is not a positive batch size")).ToArray();
-            bench.Gemm(bw, shapeList, mList);
+            bench.Gemm(shapeList, mList);
             if (pr.GetValue(json) is { } f)
             {
                 AtomicFile.WriteAllText(f.FullName, JsonSerializer.Serialize(bench.Results, BenchJson.Default.ListBenchResult));
