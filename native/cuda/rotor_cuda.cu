@@ -310,6 +310,72 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
     }
 }
 
+// The GEMV for m <= 8 on large grids, persistent: a grid of at most kStreamCtas CTAs a multiprocessor, CTA c taking
+// the 16-row tiles c, c + grid, ... of equal count. A tile's K blocks are cut into steps of 4 warps x U blocks, and
+// the loads of the next step (of this tile or the CTA's next one) are issued before this step's mmas, so a thread
+// always has 2U 128-bit weight loads of each of its two rows in flight. It lets the next kernel launch at entry:
+// with 64 registers the multiprocessor holds 8 CTAs, 4 of this grid and 4 of the next, whose first weight loads,
+// issued before griddepcontrol.wait, keep DRAM busy through this grid's tail.
+constexpr int kStreamCtas = 4;
+
+template <int U>
+__global__ void __launch_bounds__(128, 2 * kStreamCtas) gemv_stream_kernel(rotor_gemm_args a, int tiles_per_cta) {
+    pdl_trigger();
+    constexpr int WARPS = 4, kStep = WARPS * U;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int tiles = (a.n + 15) / 16, steps = (a.k_blocks + kStep - 1) / kStep;
+    const int first = blockIdx.x * tiles_per_cta, last = min(first + tiles_per_cta, tiles);
+    // (tile, step) -> the U weight loads of rows 16 tile + g and + 8 (clamped to the last row: computed, not stored)
+    auto load = [&](uint4 (&wa)[U], uint4 (&wb)[U], int tile, int step) {
+        const uint8_t* wA = a.w + (size_t)min(16 * tile + g, a.n - 1) * a.row_bytes + 16 * t;
+        const uint8_t* wB = a.w + (size_t)min(16 * tile + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int kb = step * kStep + u * WARPS + warp;
+            wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+            if (kb < a.k_blocks) {
+                wa[u] = ld_stream(wA + (size_t)kb * 64);
+                wb[u] = ld_stream(wB + (size_t)kb * 64);
+            }
+        }
+    };
+    uint4 ca[U], cb[U];
+    if (first < last) load(ca, cb, first, 0);
+    pdl_wait();  // x, its scales and y belong to the previous kernel
+    const bool xok[1] = {g < a.m};
+    const int8_t* const xr[1] = {a.x + (size_t)(xok[0] ? g : 0) * a.x_stride + 16 * t};
+    __shared__ int red[WARPS][4][32];
+    int acc[1][4] = {{0, 0, 0, 0}};
+    for (int tile = first, step = 0; tile < last;) {
+        int ntile = tile, nstep = step + 1;
+        if (nstep == steps) { nstep = 0; ntile++; }
+        uint4 na[U], nb[U];
+        if (ntile < last) load(na, nb, ntile, nstep);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int kb = step * kStep + u * WARPS + warp;
+            if (kb < a.k_blocks) gemv_block<1>(acc, ca[u], cb[u], xr, xok, kb);
+        }
+        if (nstep == 0) {  // the tile is done: add the warps' 16 x 8 tiles, one result a thread
+#pragma unroll
+            for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[0][c];
+            __syncthreads();
+            const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
+            int sum = 0;
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) sum += red[w][c][ln];
+            // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+            store_y(a, 2 * (ln & 3) + (c & 1), 16 * tile + (ln >> 2) + (c >> 1) * 8, sum);
+            __syncthreads();  // red is written again for the next tile
+            acc[0][0] = acc[0][1] = acc[0][2] = acc[0][3] = 0;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) { ca[u] = na[u]; cb[u] = nb[u]; }
+        tile = ntile;
+        step = nstep;
+    }
+}
+
 // The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
 // dominate, and this form keeps them all in flight.
 constexpr int kGemvWarps = 8;
@@ -617,6 +683,23 @@ __device__ __forceinline__ void wgmma_rs_n64(int (&d)[32], unsigned a0, unsigned
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
 }
 
+// D (64 x 80, s32) += A (64 x 32 s8, registers) * B (80 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n80(int (&d)[40], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n80k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39"
+        "}, {%40, %41, %42, %43}, %44, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
 // D (64 x 96, s32) += A (64 x 32 s8, registers) * B (96 x 32 s8, K-major in shared memory, descriptor db).
 __device__ __forceinline__ void wgmma_rs_n96(int (&d)[48], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
     asm volatile(
@@ -658,8 +741,9 @@ __device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigne
 
 template <int N>
 __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    static_assert(N == 64 || N == 96 || N == 128, "wgmma N");
+    static_assert(N == 64 || N == 80 || N == 96 || N == 128, "wgmma N");
     if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
+    else if constexpr (N == 80) wgmma_rs_n80(d, a0, a1, a2, a3, db);
     else if constexpr (N == 96) wgmma_rs_n96(d, a0, a1, a2, a3, db);
     else wgmma_rs_n128(d, a0, a1, a2, a3, db);
 }
@@ -682,7 +766,8 @@ struct WgConfig {
 using Wg0 = WgConfig<128, 2>;  // 128 x 128, 84 KB, one block ahead
 using Wg1 = WgConfig<96, 3>;   // 128 x 96, 96 KB, two blocks ahead
 using Wg2 = WgConfig<64, 4>;   // 128 x 64, 104 KB, three blocks ahead
-constexpr int kWgConfigs = 3;
+using Wg3 = WgConfig<80, 3>;   // 128 x 80, 90 KB, two blocks ahead: 2048 / 80 = 25.6 tiles fill two waves of 2560 rows
+constexpr int kWgConfigs = 4;
 
 #if ROTOR_WGMMA
 // Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
@@ -836,6 +921,14 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
+// Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_STREAM=0 turn off (rotor_cuda_init): the
+// 128 x 80 wgmma tile, the persistent GEMV on large grids.
+bool g_auto_wg80 = true, g_auto_gemv_stream = true;
+
+bool env_off(const char* name) {
+    const char* v = getenv(name);
+    return v != nullptr && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
+}
 
 template <class C>
 int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
@@ -873,6 +966,7 @@ int probe_wgmma(const cudaDeviceProp& p) {
     if ((r = prepare_wgmma<Wg0>()) != 0) return r;
     if ((r = prepare_wgmma<Wg1>()) != 0) return r;
     if ((r = prepare_wgmma<Wg2>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg3>()) != 0) return r;
 
     g_wgmma = true;
     return 0;
@@ -888,12 +982,22 @@ int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
 }
 
+// The persistent GEMV (m <= 8): as many tiles a CTA as kStreamCtas CTAs a multiprocessor need, then as few CTAs
+// as that tile count needs.
+int launch_gemv_stream(const rotor_gemm_args& a, cudaStream_t s) {
+    if (a.m > 8) return fail(ROTOR_CUDA_EINVAL, "gemm: the streaming GEMV path takes m <= 8, got %d", a.m);
+    const int tiles = (a.n + 15) / 16, slots = kStreamCtas * g_sms;
+    const int per = (tiles + slots - 1) / slots, grid = (tiles + per - 1) / per;
+    return launch(gemv_stream_kernel<2>, dim3(grid), dim3(128), 0, s, "gemv_stream_kernel", a, per);
+}
+
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
     // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
     // A grid of 4 or more CTAs a multiprocessor (close to the 8 resident) lets the next kernel launch at entry: its
     // CTAs then start as soon as slots free up (measured on H100: 16384x4096 from 6.59 to 6.11 us chained; smaller
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
-    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms)
+        return g_auto_gemv_stream ? launch_gemv_stream(a, s) : launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
@@ -920,12 +1024,17 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
+    if (path == ROTOR_PATH_GEMV_STREAM && a->m > 8) return fail(ROTOR_CUDA_EINVAL, "gemm: the streaming GEMV path takes m <= 8, got %d", a->m);
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_STREAM && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
 
+// One CTA's time per K block with the 128 x 80 tile on the scale of the others' 100 : 75 : 58.
+constexpr int kWg80Alone = 66;
+
 int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
+    if (path == ROTOR_PATH_GEMV_STREAM) return launch_gemv_stream(a, s);
     if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s);
     switch (path) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
@@ -934,6 +1043,7 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 3: return launch_wgmma<Wg0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
 
         default: break;
     }
@@ -945,9 +1055,11 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
             const long long k = (tiles + g_sms - 1) / g_sms;
             return (k / 2 * 135 + k % 2 * 100) * alone;
         };
-        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58);
-        if (c0 <= c1 && c0 <= c2) return launch_wgmma<Wg0>(a, s);
-        return c1 <= c2 ? launch_wgmma<Wg1>(a, s) : launch_wgmma<Wg2>(a, s);
+        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58),
+                        c3 = g_auto_wg80 ? cost(tiles<Wg3>(a), kWg80Alone) : (1LL << 62);
+        if (c0 <= c1 && c0 <= c2 && c0 <= c3) return launch_wgmma<Wg0>(a, s);
+        if (c1 <= c2 && c1 <= c3) return launch_wgmma<Wg1>(a, s);
+        return c2 <= c3 ? launch_wgmma<Wg2>(a, s) : launch_wgmma<Wg3>(a, s);
     }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
@@ -1153,12 +1265,14 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
+    g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
+    g_auto_gemv_stream = !env_off("ROTOR_CUDA_GEMV_STREAM");
     return probe_wgmma(p);
 }
 
 ROTOR_API int rotor_cuda_path_supported(int path) {
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
-    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
+    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_GEMV_STREAM || path == ROTOR_PATH_TILED ||
                    (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
                ? 1
                : 0;
@@ -1362,14 +1476,21 @@ ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int col
 }
 
 ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us, void* stream) {
+    return rotor_cuda_bench_gemm_many(args, 1, path, inner, reps, us, stream);
+}
+
+ROTOR_API int rotor_cuda_bench_gemm_many(const rotor_gemm_args* args, int count, int path, int inner, int reps, float* us,
+                                         void* stream) {
     USE_DEVICE();
-    int r = check_gemm(args, path);
+    if (args == nullptr || count <= 0) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: %d products", count);
+    int r = 0;
+    for (int c = 0; c < count && r == 0; c++) r = check_gemm(args + c, path);
     if (r != 0) return r;
     if (inner <= 0 || reps <= 0 || us == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: inner = %d, reps = %d", inner, reps);
     if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: needs a stream of its own (graphs cannot capture the default stream)");
     cudaStream_t s = as_stream(stream);
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int k = 0; k < inner && r == 0; k++) r = launch_gemm(*args, path, s);
+    for (int k = 0; k < inner && r == 0; k++) r = launch_gemm(args[k % count], path, s);
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture(s, &graph);
     if (r != 0) { if (graph) cudaGraphDestroy(graph); return r; }
@@ -1395,6 +1516,16 @@ ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int i
     if (e1) cudaEventDestroy(e1);
     cudaGraphExecDestroy(exec);
     return e == cudaSuccess ? 0 : cuda_fail(e, "bench_gemm replay");
+}
+
+ROTOR_API int rotor_cuda_l2_bytes(int64_t* bytes) {
+    USE_DEVICE();
+    if (bytes == nullptr) return fail(ROTOR_CUDA_EINVAL, "l2_bytes: NULL");
+    int dev = 0, v = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev));
+    *bytes = v;
+    return 0;
 }
 
 ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream) {
