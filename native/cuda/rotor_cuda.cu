@@ -310,70 +310,71 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
     }
 }
 
-// The GEMV for m <= 8 on large grids, persistent: a grid of at most kStreamCtas CTAs a multiprocessor, CTA c taking
-// the 16-row tiles c, c + grid, ... of equal count. A tile's K blocks are cut into steps of 4 warps x U blocks, and
-// the loads of the next step (of this tile or the CTA's next one) are issued before this step's mmas, so a thread
-// always has 2U 128-bit weight loads of each of its two rows in flight. It lets the next kernel launch at entry:
-// with 64 registers the multiprocessor holds 8 CTAs, 4 of this grid and 4 of the next, whose first weight loads,
-// issued before griddepcontrol.wait, keep DRAM busy through this grid's tail.
-constexpr int kStreamCtas = 4;
+// The GEMV for m <= 8 with the weights brought in by bulk copies (sm_90, cp.async.bulk: the copy engine of the
+// multiprocessor, no registers, no per-thread requests): a CTA of 4 warps owns 16 weight rows, lanes 0..15 of warp
+// 0 each copy one row's k_blocks * 64 bytes into shared memory (row stride S = the row rounded to 64 mod 128 bytes,
+// so that the 128-bit reads of rows g and g + 1 fall on disjoint banks), completing on one mbarrier; then the warps
+// split the K blocks as gemv_kernel does, reading the words from shared memory. A CTA holds no weights in
+// registers, so 10 or more fit a multiprocessor and a grid of 16384 rows leaves slots for the next kernel, whose
+// copies start before griddepcontrol.wait. EARLY: let the next kernel launch at entry.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 12
+#define ROTOR_BULK 1
+#else
+#define ROTOR_BULK 0
+#endif
 
-template <int U>
-__global__ void __launch_bounds__(128, 2 * kStreamCtas) gemv_stream_kernel(rotor_gemm_args a, int tiles_per_cta) {
-    pdl_trigger();
-    constexpr int WARPS = 4, kStep = WARPS * U;
+__host__ __device__ constexpr int bulk_stride(int k_blocks) { return k_blocks * 64 + (k_blocks % 2 == 0 ? 64 : 0); }
+constexpr int kBulkMaxSmem = 48 * 1024;  // the default dynamic shared memory limit: K up to 47 blocks
+
+template <bool EARLY>
+__global__ void __launch_bounds__(128) gemv_bulk_kernel(rotor_gemm_args a) {
+#if ROTOR_BULK
+    if constexpr (EARLY) pdl_trigger();
+    extern __shared__ __align__(128) unsigned char gb_smem[];
+    __shared__ __align__(8) unsigned long long bar;
+    __shared__ int red[4][4][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int tiles = (a.n + 15) / 16, steps = (a.k_blocks + kStep - 1) / kStep;
-    const int first = blockIdx.x * tiles_per_cta, last = min(first + tiles_per_cta, tiles);
-    // (tile, step) -> the U weight loads of rows 16 tile + g and + 8 (clamped to the last row: computed, not stored)
-    auto load = [&](uint4 (&wa)[U], uint4 (&wb)[U], int tile, int step) {
-        const uint8_t* wA = a.w + (size_t)min(16 * tile + g, a.n - 1) * a.row_bytes + 16 * t;
-        const uint8_t* wB = a.w + (size_t)min(16 * tile + g + 8, a.n - 1) * a.row_bytes + 16 * t;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int kb = step * kStep + u * WARPS + warp;
-            wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
-            if (kb < a.k_blocks) {
-                wa[u] = ld_stream(wA + (size_t)kb * 64);
-                wb[u] = ld_stream(wB + (size_t)kb * 64);
-            }
+    const int r0 = blockIdx.x * 16, rows = min(16, a.n - r0), bytes = a.k_blocks * 64, S = bulk_stride(a.k_blocks);
+    const unsigned mb = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(mb) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (warp == 0) {
+        if (lane == 0)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(rows * bytes) : "memory");
+        __syncwarp();
+        if (lane < rows) {
+            const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(gb_smem + lane * S));
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                         ::"r"(dst), "l"(a.w + (size_t)(r0 + lane) * a.row_bytes), "r"(bytes), "r"(mb) : "memory");
         }
-    };
-    uint4 ca[U], cb[U];
-    if (first < last) load(ca, cb, first, 0);
+    }
     pdl_wait();  // x, its scales and y belong to the previous kernel
     const bool xok[1] = {g < a.m};
     const int8_t* const xr[1] = {a.x + (size_t)(xok[0] ? g : 0) * a.x_stride + 16 * t};
-    __shared__ int red[WARPS][4][32];
+    unsigned done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(mb) : "memory");
+    if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in
     int acc[1][4] = {{0, 0, 0, 0}};
-    for (int tile = first, step = 0; tile < last;) {
-        int ntile = tile, nstep = step + 1;
-        if (nstep == steps) { nstep = 0; ntile++; }
-        uint4 na[U], nb[U];
-        if (ntile < last) load(na, nb, ntile, nstep);
+    // Rows past n (never copied) are computed from whatever shared memory holds and never stored.
+    const unsigned char* wA = gb_smem + g * S + 16 * t;
+    const unsigned char* wB = wA + 8 * S;
+    for (int kb = warp; kb < a.k_blocks; kb += 4)
+        gemv_block<1>(acc, *reinterpret_cast<const uint4*>(wA + kb * 64), *reinterpret_cast<const uint4*>(wB + kb * 64), xr, xok, kb);
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int kb = step * kStep + u * WARPS + warp;
-            if (kb < a.k_blocks) gemv_block<1>(acc, ca[u], cb[u], xr, xok, kb);
-        }
-        if (nstep == 0) {  // the tile is done: add the warps' 16 x 8 tiles, one result a thread
+    for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[0][c];
+    __syncthreads();
+    const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
+    int sum = 0;
 #pragma unroll
-            for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[0][c];
-            __syncthreads();
-            const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
-            int sum = 0;
-#pragma unroll
-            for (int w = 0; w < WARPS; w++) sum += red[w][c][ln];
-            // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
-            store_y(a, 2 * (ln & 3) + (c & 1), 16 * tile + (ln >> 2) + (c >> 1) * 8, sum);
-            __syncthreads();  // red is written again for the next tile
-            acc[0][0] = acc[0][1] = acc[0][2] = acc[0][3] = 0;
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) { ca[u] = na[u]; cb[u] = nb[u]; }
-        tile = ntile;
-        step = nstep;
-    }
+    for (int w = 0; w < 4; w++) sum += red[w][c][ln];
+    // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+    store_y(a, 2 * (ln & 3) + (c & 1), r0 + (ln >> 2) + (c >> 1) * 8, sum);
+#endif
 }
 
 // The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
@@ -921,9 +922,10 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
-// Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_STREAM=0 turn off (rotor_cuda_init): the
-// 128 x 80 wgmma tile, the persistent GEMV on large grids.
-bool g_auto_wg80 = true, g_auto_gemv_stream = true;
+bool g_bulk = false;   // compute capability 9.0 or newer: cp.async.bulk (rotor_cuda_init)
+// Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
+// 128 x 80 wgmma tile, the bulk-copy GEMV on large grids.
+bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
 
 bool env_off(const char* name) {
     const char* v = getenv(name);
@@ -982,22 +984,48 @@ int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
 }
 
-// The persistent GEMV (m <= 8): as many tiles a CTA as kStreamCtas CTAs a multiprocessor need, then as few CTAs
-// as that tile count needs.
-int launch_gemv_stream(const rotor_gemm_args& a, cudaStream_t s) {
-    if (a.m > 8) return fail(ROTOR_CUDA_EINVAL, "gemm: the streaming GEMV path takes m <= 8, got %d", a.m);
-    const int tiles = (a.n + 15) / 16, slots = kStreamCtas * g_sms;
-    const int per = (tiles + slots - 1) / slots, grid = (tiles + per - 1) / per;
-    return launch(gemv_stream_kernel<2>, dim3(grid), dim3(128), 0, s, "gemv_stream_kernel", a, per);
+// The bulk-copy GEMV (m <= 8, sm_90, K up to 47 blocks): the next kernel may launch at entry where the grid has 4 or
+// more CTAs a multiprocessor, as for gemv_kernel.
+__global__ void bulk_probe_kernel(int* out) { *out = ROTOR_BULK; }
+
+// Sets g_bulk: true when the device runs an image of this library with the bulk-copy GEMV compiled in.
+int probe_bulk(const cudaDeviceProp& p) {
+    g_bulk = false;
+    if (p.major < 9) return 0;
+    int* d = nullptr;
+    int h = 0;
+    CK(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = cudaMemset(d, 0, sizeof(int));
+    if (e == cudaSuccess) {
+        bulk_probe_kernel<<<1, 1>>>(d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return cuda_fail(e, "bulk-copy probe");
+    g_bulk = h == 1;
+    return 0;
 }
 
-int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
+bool bulk_fits(const rotor_gemm_args& a) { return g_bulk && a.m <= 8 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem; }
+
+int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!bulk_fits(a))
+        return fail(ROTOR_CUDA_EINVAL, "gemm: the bulk-copy GEMV takes m <= 8 and k_blocks <= 47 on compute capability 9.0+, got m = %d, k_blocks = %d",
+                    a.m, a.k_blocks);
+    const int grid = (a.n + 15) / 16, smem = 16 * bulk_stride(a.k_blocks);
+    if (grid >= 4 * g_sms) return launch(gemv_bulk_kernel<true>, dim3(grid), dim3(128), smem, s, "gemv_bulk_kernel", a);
+    return launch(gemv_bulk_kernel<false>, dim3(grid), dim3(128), smem, s, "gemv_bulk_kernel", a);
+}
+
+// auto: may take the bulk-copy kernel (the GEMV path forces the register-load kernels).
+int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
     // A grid of 4 or more CTAs a multiprocessor (close to the 8 resident) lets the next kernel launch at entry: its
     // CTAs then start as soon as slots free up (measured on H100: 16384x4096 from 6.59 to 6.11 us chained; smaller
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
     if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms)
-        return g_auto_gemv_stream ? launch_gemv_stream(a, s) : launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+        return from_auto && g_auto_gemv_bulk && bulk_fits(a) ? launch_gemv_bulk(a, s) : launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
@@ -1024,8 +1052,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path == ROTOR_PATH_GEMV_STREAM && a->m > 8) return fail(ROTOR_CUDA_EINVAL, "gemm: the streaming GEMV path takes m <= 8, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_STREAM && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -1034,8 +1061,8 @@ int check_gemm(const rotor_gemm_args* a, int path) {
 constexpr int kWg80Alone = 66;
 
 int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
-    if (path == ROTOR_PATH_GEMV_STREAM) return launch_gemv_stream(a, s);
-    if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s);
+    if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
+    if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s, path == ROTOR_PATH_AUTO);
     switch (path) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 1: return launch_tiled<Tile1>(a, s);
@@ -1266,13 +1293,15 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
-    g_auto_gemv_stream = !env_off("ROTOR_CUDA_GEMV_STREAM");
+    g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
+    if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
 
 ROTOR_API int rotor_cuda_path_supported(int path) {
+    if (path == ROTOR_PATH_GEMV_BULK) return g_bulk ? 1 : 0;
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
-    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_GEMV_STREAM || path == ROTOR_PATH_TILED ||
+    return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
                    (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
                ? 1
                : 0;

@@ -26,8 +26,7 @@ internal static unsafe class CudaSelfTest
 {
     // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles;
     // 8500 rows give the GEMV a grid of 4 CTAs a multiprocessor or more on up to 132 multiprocessors (its early
-    // launch of the next kernel, the persistent GEMV with two tiles a CTA); 17000 x 2300 gives the persistent GEMV
-    // three tiles a CTA (on up to 176 multiprocessors), a half tile at the end and a last K step of one block.
+    // launch of the next kernel); 17000 x 2300 the same with a half tile at the end and 9 K blocks (one warp with 3).
     private static readonly (int N, int K)[] s_shapes =
         [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300), (17000, 2300)];
     private static readonly int[] s_ms = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 129, 300];
@@ -171,7 +170,7 @@ internal static unsafe class CudaSelfTest
         string shape = $"n={n} k={k} m={m}", detail = Detail(w, bias, act);
         var got = new float[(long)m * n];
         CudaPath[] paths = m <= 8
-            ? [CudaPath.Auto, CudaPath.Gemv, CudaPath.GemvStream, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
+            ? [CudaPath.Auto, CudaPath.Gemv, .. new[] { CudaPath.GemvBulk }.Where(CudaBackend.Supports), CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : m <= 64
             ? [CudaPath.Auto, CudaPath.Gemv, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128];
@@ -200,7 +199,7 @@ internal static unsafe class CudaSelfTest
     {
         CudaPath.Auto => "auto",
         CudaPath.Gemv => "gemv",
-        CudaPath.GemvStream => "gemv stream",
+        CudaPath.GemvBulk => "gemv bulk",
         CudaPath.Tiled128x128 => "tiled128x128",
         CudaPath.Tiled256x128 => "tiled256x128",
         CudaPath.Tiled64x128 => "tiled64x128",

@@ -30,8 +30,8 @@ internal enum CudaPath
     Auto = 0,
     Gemv = 1,
     Tiled = 2,
-    /// <summary>The persistent GEMV (m &lt;= 8) that auto takes for m &lt;= 8 on grids of 4 or more 16-row tiles a multiprocessor.</summary>
-    GemvStream = 3,
+    /// <summary>The GEMV with bulk-copied weights (m &lt;= 8, at most 47 K blocks, compute capability 9.0 or newer).</summary>
+    GemvBulk = 3,
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
