@@ -924,7 +924,7 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
 bool g_bulk = false;   // compute capability 9.0 or newer: cp.async.bulk (rotor_cuda_init)
 // Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
-// 128 x 80 wgmma tile, the bulk-copy GEMV on large grids.
+// 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
 bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
 
 bool env_off(const char* name) {
@@ -1024,8 +1024,10 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // A grid of 4 or more CTAs a multiprocessor (close to the 8 resident) lets the next kernel launch at entry: its
     // CTAs then start as soon as slots free up (measured on H100: 16384x4096 from 6.59 to 6.11 us chained; smaller
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
-    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms)
-        return from_auto && g_auto_gemv_bulk && bulk_fits(a) ? launch_gemv_bulk(a, s) : launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+    // Auto takes the bulk-copy kernel on the smaller grids, where it was faster back to back (H100 run 16: 4096x4096
+    // m = 1 from 3.30 to 3.03 us, from DRAM 4.12 to 3.72 us), not on 1024 tiles (5.91 against 6.35 us).
+    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
