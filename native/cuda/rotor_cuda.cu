@@ -383,59 +383,6 @@ __global__ void __launch_bounds__(128) gemv_bulk_kernel(rotor_gemm_args a) {
 #endif
 }
 
-// The bulk-copy GEMV for large grids, persistent: CTA c owns `per` consecutive 16-row tiles, copied into a ring of
-// two tile buffers, the copy of tile i + 1 issued before tile i is multiplied; a grid of kRingCtas CTAs a
-// multiprocessor leaves shared memory for as many CTAs of the next kernel, which launches at entry and copies its
-// first tiles while this one streams (one wave of 16-row tiles would finish nearly at once and leave DRAM idle
-// until the next kernel's copies arrive).
-constexpr int kRingCtas = 3;
-
-__global__ void __launch_bounds__(128) gemv_ring_kernel(rotor_gemm_args a, int per) {
-#if ROTOR_BULK
-    pdl_trigger();
-    extern __shared__ __align__(128) unsigned char gb_smem[];
-    __shared__ __align__(8) unsigned long long bars[2];
-    __shared__ int red[2][4][4][32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int S = bulk_stride(a.k_blocks), tiles = (a.n + 15) / 16;
-    const int first = blockIdx.x * per, last = min(first + per, tiles);
-    const unsigned mb0 = static_cast<unsigned>(__cvta_generic_to_shared(&bars[0]));
-    if (threadIdx.x == 0) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(mb0) : "memory");
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(mb0 + 8) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-    if (warp == 0) bulk_tile(a, gb_smem, mb0, first, S);
-    pdl_wait();  // x, its scales and y belong to the previous kernel
-    const bool xok[1] = {g < a.m};
-    const int8_t* const xr[1] = {a.x + (size_t)(xok[0] ? g : 0) * a.x_stride + 16 * t};
-    for (int tile = first; tile < last; tile++) {
-        const int i = tile - first, b = i & 1;
-        // Buffer b ^ 1 was last read by tile i - 1, which every thread finished before the barrier of its sums.
-        if (warp == 0 && tile + 1 < last) bulk_tile(a, gb_smem + (b ^ 1) * 16 * S, mb0 + 8 * (b ^ 1), tile + 1, S);
-        unsigned done = 0;
-        while (!done)
-            asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                         : "=r"(done) : "r"(mb0 + 8 * b), "r"((i >> 1) & 1) : "memory");
-        int acc[1][4] = {{0, 0, 0, 0}};
-        // Rows past n (never copied) are computed from whatever shared memory holds and never stored.
-        const unsigned char* wA = gb_smem + b * 16 * S + g * S + 16 * t;
-        const unsigned char* wB = wA + 8 * S;
-        for (int kb = warp; kb < a.k_blocks; kb += 4)
-            gemv_block<1>(acc, *reinterpret_cast<const uint4*>(wA + kb * 64), *reinterpret_cast<const uint4*>(wB + kb * 64), xr, xok, kb);
-#pragma unroll
-        for (int c = 0; c < 4; c++) red[b][warp][c][lane] = acc[0][c];
-        __syncthreads();  // red[b] written; the next tile's sums go to red[b ^ 1]
-        const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
-        int sum = 0;
-#pragma unroll
-        for (int w = 0; w < 4; w++) sum += red[b][w][c][ln];
-        store_y(a, 2 * (ln & 3) + (c & 1), 16 * tile + (ln >> 2) + (c >> 1) * 8, sum);
-    }
-#endif
-}
-
 // The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
 // dominate, and this form keeps them all in flight.
 constexpr int kGemvWarps = 8;
@@ -984,7 +931,7 @@ bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels ex
 bool g_bulk = false;   // compute capability 9.0 or newer: cp.async.bulk (rotor_cuda_init)
 // Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
 // 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
-bool g_auto_wg80 = true, g_auto_gemv_bulk = true, g_auto_gemv_ring = false;
+bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
 
 bool env_off(const char* name) {
     const char* v = getenv(name);
@@ -1063,25 +1010,14 @@ int probe_bulk(const cudaDeviceProp& p) {
     cudaFree(d);
     if (e != cudaSuccess) return cuda_fail(e, "bulk-copy probe");
     if (h != 1) return 0;
-    // Dynamic shared memory beyond the default 48 KB (with the static arrays): one tile, two for the ring.
+    // A tile of 48 KB and the static arrays exceed the default limit of 48 KB a CTA.
     CK(cudaFuncSetAttribute(gemv_bulk_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
     CK(cudaFuncSetAttribute(gemv_bulk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
-    CK(cudaFuncSetAttribute(gemv_ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * kBulkMaxSmem));
     g_bulk = true;
     return 0;
 }
 
 bool bulk_fits(const rotor_gemm_args& a) { return g_bulk && a.m <= 8 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem; }
-
-// The persistent form: per tiles a CTA for at most kRingCtas CTAs a multiprocessor, then as few CTAs as that needs.
-int launch_gemv_ring(const rotor_gemm_args& a, cudaStream_t s) {
-    if (!bulk_fits(a))
-        return fail(ROTOR_CUDA_EINVAL, "gemm: the bulk-copy GEMV takes m <= 8 and k_blocks <= 47 on compute capability 9.0+, got m = %d, k_blocks = %d",
-                    a.m, a.k_blocks);
-    const int tiles = (a.n + 15) / 16, slots = kRingCtas * g_sms;
-    const int per = (tiles + slots - 1) / slots, grid = (tiles + per - 1) / per;
-    return launch(gemv_ring_kernel, dim3(grid), dim3(128), 2 * 16 * bulk_stride(a.k_blocks), s, "gemv_ring_kernel", a, per);
-}
 
 int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
     if (!bulk_fits(a))
@@ -1100,8 +1036,7 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
     // Auto takes the bulk-copy kernel on the smaller grids, where it was faster back to back (H100 run 16: 4096x4096
     // m = 1 from 3.30 to 3.03 us, from DRAM 4.12 to 3.72 us), not on 1024 tiles (5.91 against 6.35 us).
-    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms)
-        return from_auto && g_auto_gemv_ring && bulk_fits(a) ? launch_gemv_ring(a, s) : launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
     if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
@@ -1129,7 +1064,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_RING && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -1139,7 +1074,6 @@ constexpr int kWg80Alone = 66;
 
 int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
     if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
-    if (path == ROTOR_PATH_GEMV_RING) return launch_gemv_ring(a, s);
     if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s, path == ROTOR_PATH_AUTO);
     switch (path) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
@@ -1372,13 +1306,12 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
     g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
-    g_auto_gemv_ring = getenv("ROTOR_CUDA_GEMV_RING") != nullptr && !env_off("ROTOR_CUDA_GEMV_RING");
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
 
 ROTOR_API int rotor_cuda_path_supported(int path) {
-    if (path == ROTOR_PATH_GEMV_BULK || path == ROTOR_PATH_GEMV_RING) return g_bulk ? 1 : 0;
+    if (path == ROTOR_PATH_GEMV_BULK) return g_bulk ? 1 : 0;
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
     return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
                    (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)

@@ -30,10 +30,9 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
 // (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64, 6: 128x80; for benchmarks
 // and tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute
-// capability 9.0 or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor; GEMV_RING
-// its persistent form with a ring of two tiles a CTA (the same limits; auto takes it only with ROTOR_CUDA_GEMV_RING=1).
+// capability 9.0 or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
-                  ROTOR_PATH_GEMV_RING = 4, ROTOR_PATH_TILED_CFG0 = 16 };
+                  ROTOR_PATH_TILED_CFG0 = 16 };
 
 // One ternary x int8 product, the epilogue of src/Rotor/Kernels/GemmArgs.cs with an activation after it:
 //   y[i, r] = act((float)(sum_j code[r, j] * x[i, j] - x_sum[i]) * x_scale[i] * w_scale[r * w_scale_stride] + bias[r])

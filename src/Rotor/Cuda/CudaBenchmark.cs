@@ -63,7 +63,7 @@ internal static unsafe class CudaBenchmark
                     // "auto-nopdl": each launch waits for the previous one to end.
                     var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvRing, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
+                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
                             paths.Add((p, true, p.ToString().ToLowerInvariant()));
                     foreach (var (p, pdl, label) in paths)
                     {
@@ -95,7 +95,7 @@ internal static unsafe class CudaBenchmark
                     {
                         var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "cold auto"), (CudaPath.Auto, false, "cold auto-nopdl") };
                         if (allPaths)
-                            foreach (CudaPath p in new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvRing }.Where(CudaBackend.Supports))
+                            foreach (CudaPath p in new[] { CudaPath.Gemv, CudaPath.GemvBulk }.Where(CudaBackend.Supports))
                             {
                                 paths.Add((p, true, "cold " + p.ToString().ToLowerInvariant()));
                                 paths.Add((p, false, "cold " + p.ToString().ToLowerInvariant() + "-nopdl"));

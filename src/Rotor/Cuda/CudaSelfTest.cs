@@ -170,7 +170,7 @@ internal static unsafe class CudaSelfTest
         string shape = $"n={n} k={k} m={m}", detail = Detail(w, bias, act);
         var got = new float[(long)m * n];
         CudaPath[] paths = m <= 8
-            ? [CudaPath.Auto, CudaPath.Gemv, .. new[] { CudaPath.GemvBulk, CudaPath.GemvRing }.Where(CudaBackend.Supports), CudaPath.Tiled128x128, CudaPath.Tiled64x128]
+            ? [CudaPath.Auto, CudaPath.Gemv, .. new[] { CudaPath.GemvBulk }.Where(CudaBackend.Supports), CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : m <= 64
             ? [CudaPath.Auto, CudaPath.Gemv, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128];
@@ -200,7 +200,6 @@ internal static unsafe class CudaSelfTest
         CudaPath.Auto => "auto",
         CudaPath.Gemv => "gemv",
         CudaPath.GemvBulk => "gemv bulk",
-        CudaPath.GemvRing => "gemv ring",
         CudaPath.Tiled128x128 => "tiled128x128",
         CudaPath.Tiled256x128 => "tiled256x128",
         CudaPath.Tiled64x128 => "tiled64x128",

@@ -32,8 +32,6 @@ internal enum CudaPath
     Tiled = 2,
     /// <summary>The GEMV with bulk-copied weights (m &lt;= 8, at most 47 K blocks, compute capability 9.0 or newer).</summary>
     GemvBulk = 3,
-    /// <summary>Its persistent form, two tiles in flight a CTA (the same limits).</summary>
-    GemvRing = 4,
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
