@@ -113,12 +113,20 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], unsigned a0, unsigned a1, un
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// A 128-bit load that bypasses L1: GEMV weights are read exactly once.
+// A 128-bit load that bypasses L1: GEMV weights are read exactly once. PF: with the L2 prefetch-size hint of 256
+// bytes, one warp's 64-byte piece of a row brings the row's next 192 bytes, which the CTA's other warps read at the
+// same time, into L2 with it (bigger DRAM requests).
+template <bool PF = false>
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+    if constexpr (PF)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
     return v;
 }
 
@@ -240,7 +248,7 @@ __device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const E
 }
 
 // EARLY: let the next kernel launch at entry instead of once this CTA's weights are in.
-template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false, bool PF = false>
 __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
     if constexpr (EARLY) pdl_trigger();
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
@@ -275,8 +283,8 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
             const int kb = kb0 + u * WARPS;
             wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
             if (kb < a.k_blocks) {
-                wa[u] = ld_stream(wA + (size_t)kb * 64);
-                wb[u] = ld_stream(wB + (size_t)kb * 64);
+                wa[u] = ld_stream<PF>(wA + (size_t)kb * 64);
+                wb[u] = ld_stream<PF>(wB + (size_t)kb * 64);
             }
         }
         if (kb0 == warp) pdl_wait();  // x, its scales and y belong to the previous kernel
@@ -932,6 +940,8 @@ bool g_bulk = false;   // compute capability 9.0 or newer: cp.async.bulk (rotor_
 // Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
 // 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
 bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
+// The register-load GEMV (m <= 8) with the L2 prefetch-size hint (ROTOR_CUDA_L2PF=1; an experiment, off by default).
+bool g_l2pf = false;
 
 bool env_off(const char* name) {
     const char* v = getenv(name);
@@ -982,6 +992,8 @@ int probe_wgmma(const cudaDeviceProp& p) {
 
 template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
+    if (g_l2pf)
+        return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY, true>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
@@ -1306,6 +1318,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
     g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
+    g_l2pf = getenv("ROTOR_CUDA_L2PF") != nullptr && !env_off("ROTOR_CUDA_L2PF");
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
