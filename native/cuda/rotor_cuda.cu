@@ -323,8 +323,9 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
 // 0 each copy one row's k_blocks * 64 bytes into shared memory (row stride S = the row rounded to 64 mod 128 bytes,
 // so that the 128-bit reads of rows g and g + 1 fall on disjoint banks), completing on one mbarrier; then the warps
 // split the K blocks as gemv_kernel does, reading the words from shared memory. A CTA holds no weights in
-// registers, so 10 or more fit a multiprocessor and a grid of 16384 rows leaves slots for the next kernel, whose
-// copies start before griddepcontrol.wait. EARLY: let the next kernel launch at entry.
+// registers (36 registers, 10 or more CTAs a multiprocessor); the copies start before griddepcontrol.wait. Faster
+// than gemv_kernel back to back on grids below 4 CTAs a multiprocessor, not above (launch_gemv). EARLY: let the
+// next kernel launch at entry.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 12
 #define ROTOR_BULK 1
 #else
@@ -936,7 +937,7 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
-bool g_bulk = false;   // compute capability 9.0 or newer: cp.async.bulk (rotor_cuda_init)
+bool g_bulk = false;   // the device runs an image with the bulk-copy GEMV (probe_bulk, from rotor_cuda_init)
 // Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
 // 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
 bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
@@ -1002,8 +1003,7 @@ int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
 }
 
-// The bulk-copy GEMV (m <= 8, sm_90, K up to 47 blocks): the next kernel may launch at entry where the grid has 4 or
-// more CTAs a multiprocessor, as for gemv_kernel.
+// 1 in an image with the bulk-copy GEMV compiled in (sm_90 and newer, CUDA 12 or newer), 0 in every other.
 __global__ void bulk_probe_kernel(int* out) { *out = ROTOR_BULK; }
 
 // Sets g_bulk: true when the device runs an image of this library with the bulk-copy GEMV compiled in.
@@ -1031,6 +1031,8 @@ int probe_bulk(const cudaDeviceProp& p) {
 
 bool bulk_fits(const rotor_gemm_args& a) { return g_bulk && a.m <= 8 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem; }
 
+// The bulk-copy GEMV (m <= 8, K up to 47 blocks): the next kernel may launch at entry where the grid has 4 or more
+// CTAs a multiprocessor, as for gemv_kernel.
 int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
     if (!bulk_fits(a))
         return fail(ROTOR_CUDA_EINVAL, "gemm: the bulk-copy GEMV takes m <= 8 and k_blocks <= 47 on compute capability 9.0+, got m = %d, k_blocks = %d",
