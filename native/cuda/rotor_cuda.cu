@@ -113,12 +113,20 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], unsigned a0, unsigned a1, un
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// A 128-bit load that bypasses L1: GEMV weights are read exactly once.
+// A 128-bit load that bypasses L1: GEMV weights are read exactly once. PF: with the L2 prefetch-size hint of 256
+// bytes, one warp's 64-byte piece of a row brings the row's next 192 bytes, which the CTA's other warps read at the
+// same time, into L2 with it (bigger DRAM requests).
+template <bool PF = false>
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+    if constexpr (PF)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
     return v;
 }
 
@@ -240,7 +248,7 @@ __device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const E
 }
 
 // EARLY: let the next kernel launch at entry instead of once this CTA's weights are in.
-template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false, bool PF = false>
 __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
     if constexpr (EARLY) pdl_trigger();
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
@@ -275,8 +283,8 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
             const int kb = kb0 + u * WARPS;
             wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
             if (kb < a.k_blocks) {
-                wa[u] = ld_stream(wA + (size_t)kb * 64);
-                wb[u] = ld_stream(wB + (size_t)kb * 64);
+                wa[u] = ld_stream<PF>(wA + (size_t)kb * 64);
+                wb[u] = ld_stream<PF>(wB + (size_t)kb * 64);
             }
         }
         if (kb0 == warp) pdl_wait();  // x, its scales and y belong to the previous kernel
@@ -308,6 +316,80 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
         for (int w = 0; w < WARPS; w++) s += red[w][j][c][ln];
         epilogue_store(a, ep[p], s);
     }
+}
+
+// The GEMV for m <= 8 with the weights brought in by bulk copies (sm_90, cp.async.bulk: the copy engine of the
+// multiprocessor, no registers, no per-thread requests): a CTA of 4 warps owns 16 weight rows, lanes 0..15 of warp
+// 0 each copy one row's k_blocks * 64 bytes into shared memory (row stride S = the row rounded to 64 mod 128 bytes,
+// so that the 128-bit reads of rows g and g + 1 fall on disjoint banks), completing on one mbarrier; then the warps
+// split the K blocks as gemv_kernel does, reading the words from shared memory. A CTA holds no weights in
+// registers (36 registers, 10 or more CTAs a multiprocessor); the copies start before griddepcontrol.wait. Faster
+// than gemv_kernel back to back on grids below 4 CTAs a multiprocessor, not above (launch_gemv). EARLY: let the
+// next kernel launch at entry.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 12
+#define ROTOR_BULK 1
+#else
+#define ROTOR_BULK 0
+#endif
+
+__host__ __device__ constexpr int bulk_stride(int k_blocks) { return k_blocks * 64 + (k_blocks % 2 == 0 ? 64 : 0); }
+constexpr int kBulkMaxSmem = 48 * 1024;  // a tile's shared memory at most: K up to 47 blocks
+
+#if ROTOR_BULK
+// Warp 0 copies rows 16 tile .. of the weights into buf (row stride S), completing on the mbarrier at mb.
+__device__ __forceinline__ void bulk_tile(const rotor_gemm_args& a, unsigned char* buf, unsigned mb, int tile, int S) {
+    const int lane = threadIdx.x & 31, r0 = tile * 16, rows = min(16, a.n - r0), bytes = a.k_blocks * 64;
+    if (lane == 0)
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(rows * bytes) : "memory");
+    __syncwarp();
+    if (lane < rows) {
+        const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(buf + lane * S));
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                     ::"r"(dst), "l"(a.w + (size_t)(r0 + lane) * a.row_bytes), "r"(bytes), "r"(mb) : "memory");
+    }
+}
+#endif
+
+template <bool EARLY>
+__global__ void __launch_bounds__(128) gemv_bulk_kernel(rotor_gemm_args a) {
+#if ROTOR_BULK
+    if constexpr (EARLY) pdl_trigger();
+    extern __shared__ __align__(128) unsigned char gb_smem[];
+    __shared__ __align__(8) unsigned long long bar;
+    __shared__ int red[4][4][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16, S = bulk_stride(a.k_blocks);
+    const unsigned mb = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(mb) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (warp == 0) bulk_tile(a, gb_smem, mb, blockIdx.x, S);
+    pdl_wait();  // x, its scales and y belong to the previous kernel
+    const bool xok[1] = {g < a.m};
+    const int8_t* const xr[1] = {a.x + (size_t)(xok[0] ? g : 0) * a.x_stride + 16 * t};
+    unsigned done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(mb) : "memory");
+    if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in
+    int acc[1][4] = {{0, 0, 0, 0}};
+    // Rows past n (never copied) are computed from whatever shared memory holds and never stored.
+    const unsigned char* wA = gb_smem + g * S + 16 * t;
+    const unsigned char* wB = wA + 8 * S;
+    for (int kb = warp; kb < a.k_blocks; kb += 4)
+        gemv_block<1>(acc, *reinterpret_cast<const uint4*>(wA + kb * 64), *reinterpret_cast<const uint4*>(wB + kb * 64), xr, xok, kb);
+#pragma unroll
+    for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[0][c];
+    __syncthreads();
+    const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
+    int sum = 0;
+#pragma unroll
+    for (int w = 0; w < 4; w++) sum += red[w][c][ln];
+    // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+    store_y(a, 2 * (ln & 3) + (c & 1), r0 + (ln >> 2) + (c >> 1) * 8, sum);
+#endif
 }
 
 // The same product for 9 <= m <= 64 with 8 warps and two blocks a step, unpredicated: its x loads (4 NT a block)
@@ -617,6 +699,23 @@ __device__ __forceinline__ void wgmma_rs_n64(int (&d)[32], unsigned a0, unsigned
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
 }
 
+// D (64 x 80, s32) += A (64 x 32 s8, registers) * B (80 x 32 s8, K-major in shared memory, descriptor db).
+__device__ __forceinline__ void wgmma_rs_n80(int (&d)[40], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n80k32.s32.s8.s8 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39"
+        "}, {%40, %41, %42, %43}, %44, p;\n}\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+          "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+          "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+          "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+          "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(1));  // scale-d = 1: D += A * B
+}
+
 // D (64 x 96, s32) += A (64 x 32 s8, registers) * B (96 x 32 s8, K-major in shared memory, descriptor db).
 __device__ __forceinline__ void wgmma_rs_n96(int (&d)[48], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
     asm volatile(
@@ -658,8 +757,9 @@ __device__ __forceinline__ void wgmma_rs_n128(int (&d)[64], unsigned a0, unsigne
 
 template <int N>
 __device__ __forceinline__ void wgmma_rs(int (&d)[N / 2], unsigned a0, unsigned a1, unsigned a2, unsigned a3, uint64_t db) {
-    static_assert(N == 64 || N == 96 || N == 128, "wgmma N");
+    static_assert(N == 64 || N == 80 || N == 96 || N == 128, "wgmma N");
     if constexpr (N == 64) wgmma_rs_n64(d, a0, a1, a2, a3, db);
+    else if constexpr (N == 80) wgmma_rs_n80(d, a0, a1, a2, a3, db);
     else if constexpr (N == 96) wgmma_rs_n96(d, a0, a1, a2, a3, db);
     else wgmma_rs_n128(d, a0, a1, a2, a3, db);
 }
@@ -682,7 +782,8 @@ struct WgConfig {
 using Wg0 = WgConfig<128, 2>;  // 128 x 128, 84 KB, one block ahead
 using Wg1 = WgConfig<96, 3>;   // 128 x 96, 96 KB, two blocks ahead
 using Wg2 = WgConfig<64, 4>;   // 128 x 64, 104 KB, three blocks ahead
-constexpr int kWgConfigs = 3;
+using Wg3 = WgConfig<80, 3>;   // 128 x 80, 90 KB, two blocks ahead: 2048 / 80 = 25.6 tiles fill two waves of 2560 rows
+constexpr int kWgConfigs = 4;
 
 #if ROTOR_WGMMA
 // Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
@@ -836,6 +937,17 @@ __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
 
 bool g_wgmma = false;  // the device runs the sm_90a image: the wgmma kernels exist (rotor_cuda_init)
+bool g_bulk = false;   // the device runs an image with the bulk-copy GEMV (probe_bulk, from rotor_cuda_init)
+// Auto's newer choices, which ROTOR_CUDA_WG80=0 and ROTOR_CUDA_GEMV_BULK=0 turn off (rotor_cuda_init): the
+// 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
+bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
+// The register-load GEMV (m <= 8) with the L2 prefetch-size hint (ROTOR_CUDA_L2PF=1; an experiment, off by default).
+bool g_l2pf = false;
+
+bool env_off(const char* name) {
+    const char* v = getenv(name);
+    return v != nullptr && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
+}
 
 template <class C>
 int launch_wgmma(const rotor_gemm_args& a, cudaStream_t s) {
@@ -873,6 +985,7 @@ int probe_wgmma(const cudaDeviceProp& p) {
     if ((r = prepare_wgmma<Wg0>()) != 0) return r;
     if ((r = prepare_wgmma<Wg1>()) != 0) return r;
     if ((r = prepare_wgmma<Wg2>()) != 0) return r;
+    if ((r = prepare_wgmma<Wg3>()) != 0) return r;
 
     g_wgmma = true;
     return 0;
@@ -880,6 +993,8 @@ int probe_wgmma(const cudaDeviceProp& p) {
 
 template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
+    if (g_l2pf)
+        return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY, true>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
@@ -888,12 +1003,55 @@ int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
 }
 
-int launch_gemv(const rotor_gemm_args& a, cudaStream_t s) {
+// 1 in an image with the bulk-copy GEMV compiled in (sm_90 and newer, CUDA 12 or newer), 0 in every other.
+__global__ void bulk_probe_kernel(int* out) { *out = ROTOR_BULK; }
+
+// Sets g_bulk: true when the device runs an image of this library with the bulk-copy GEMV compiled in.
+int probe_bulk(const cudaDeviceProp& p) {
+    g_bulk = false;
+    if (p.major < 9) return 0;
+    int* d = nullptr;
+    int h = 0;
+    CK(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = cudaMemset(d, 0, sizeof(int));
+    if (e == cudaSuccess) {
+        bulk_probe_kernel<<<1, 1>>>(d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return cuda_fail(e, "bulk-copy probe");
+    if (h != 1) return 0;
+    // A tile of 48 KB and the static arrays exceed the default limit of 48 KB a CTA.
+    CK(cudaFuncSetAttribute(gemv_bulk_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
+    CK(cudaFuncSetAttribute(gemv_bulk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
+    g_bulk = true;
+    return 0;
+}
+
+bool bulk_fits(const rotor_gemm_args& a) { return g_bulk && a.m <= 8 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem; }
+
+// The bulk-copy GEMV (m <= 8, K up to 47 blocks): the next kernel may launch at entry where the grid has 4 or more
+// CTAs a multiprocessor, as for gemv_kernel.
+int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!bulk_fits(a))
+        return fail(ROTOR_CUDA_EINVAL, "gemm: the bulk-copy GEMV takes m <= 8 and k_blocks <= 47 on compute capability 9.0+, got m = %d, k_blocks = %d",
+                    a.m, a.k_blocks);
+    const int grid = (a.n + 15) / 16, smem = 16 * bulk_stride(a.k_blocks);
+    if (grid >= 4 * g_sms) return launch(gemv_bulk_kernel<true>, dim3(grid), dim3(128), smem, s, "gemv_bulk_kernel", a);
+    return launch(gemv_bulk_kernel<false>, dim3(grid), dim3(128), smem, s, "gemv_bulk_kernel", a);
+}
+
+// auto: may take the bulk-copy kernel (the GEMV path forces the register-load kernels).
+int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
     // A grid of 4 or more CTAs a multiprocessor (close to the 8 resident) lets the next kernel launch at entry: its
     // CTAs then start as soon as slots free up (measured on H100: 16384x4096 from 6.59 to 6.11 us chained; smaller
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
+    // Auto takes the bulk-copy kernel on the smaller grids, where it was faster back to back (H100 run 16: 4096x4096
+    // m = 1 from 3.30 to 3.03 us, from DRAM 4.12 to 3.72 us), not on 1024 tiles (5.91 against 6.35 us).
     if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
+    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
@@ -920,13 +1078,17 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_TILED && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
 
+// One CTA's time per K block with the 128 x 80 tile on the scale of the others' 100 : 75 : 58.
+constexpr int kWg80Alone = 66;
+
 int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
-    if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s);
+    if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
+    if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s, path == ROTOR_PATH_AUTO);
     switch (path) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 1: return launch_tiled<Tile1>(a, s);
@@ -934,6 +1096,7 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 3: return launch_wgmma<Wg0>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
 
         default: break;
     }
@@ -945,9 +1108,11 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
             const long long k = (tiles + g_sms - 1) / g_sms;
             return (k / 2 * 135 + k % 2 * 100) * alone;
         };
-        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58);
-        if (c0 <= c1 && c0 <= c2) return launch_wgmma<Wg0>(a, s);
-        return c1 <= c2 ? launch_wgmma<Wg1>(a, s) : launch_wgmma<Wg2>(a, s);
+        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58),
+                        c3 = g_auto_wg80 ? cost(tiles<Wg3>(a), kWg80Alone) : (1LL << 62);
+        if (c0 <= c1 && c0 <= c2 && c0 <= c3) return launch_wgmma<Wg0>(a, s);
+        if (c1 <= c2 && c1 <= c3) return launch_wgmma<Wg1>(a, s);
+        return c2 <= c3 ? launch_wgmma<Wg2>(a, s) : launch_wgmma<Wg3>(a, s);
     }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
@@ -1153,10 +1318,15 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
     if ((size_t)Tile1::kSmem <= p.sharedMemPerBlockOptin && (r = prepare_tiled<Tile1>()) != 0) return r;
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
+    g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
+    g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
+    g_l2pf = getenv("ROTOR_CUDA_L2PF") != nullptr && !env_off("ROTOR_CUDA_L2PF");
+    if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
 
 ROTOR_API int rotor_cuda_path_supported(int path) {
+    if (path == ROTOR_PATH_GEMV_BULK) return g_bulk ? 1 : 0;
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
     return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
                    (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
@@ -1362,14 +1532,21 @@ ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int col
 }
 
 ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us, void* stream) {
+    return rotor_cuda_bench_gemm_many(args, 1, path, inner, reps, us, stream);
+}
+
+ROTOR_API int rotor_cuda_bench_gemm_many(const rotor_gemm_args* args, int count, int path, int inner, int reps, float* us,
+                                         void* stream) {
     USE_DEVICE();
-    int r = check_gemm(args, path);
+    if (args == nullptr || count <= 0) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: %d products", count);
+    int r = 0;
+    for (int c = 0; c < count && r == 0; c++) r = check_gemm(args + c, path);
     if (r != 0) return r;
     if (inner <= 0 || reps <= 0 || us == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: inner = %d, reps = %d", inner, reps);
     if (stream == nullptr) return fail(ROTOR_CUDA_EINVAL, "bench_gemm: needs a stream of its own (graphs cannot capture the default stream)");
     cudaStream_t s = as_stream(stream);
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int k = 0; k < inner && r == 0; k++) r = launch_gemm(*args, path, s);
+    for (int k = 0; k < inner && r == 0; k++) r = launch_gemm(args[k % count], path, s);
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture(s, &graph);
     if (r != 0) { if (graph) cudaGraphDestroy(graph); return r; }
@@ -1395,6 +1572,16 @@ ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int i
     if (e1) cudaEventDestroy(e1);
     cudaGraphExecDestroy(exec);
     return e == cudaSuccess ? 0 : cuda_fail(e, "bench_gemm replay");
+}
+
+ROTOR_API int rotor_cuda_l2_bytes(int64_t* bytes) {
+    USE_DEVICE();
+    if (bytes == nullptr) return fail(ROTOR_CUDA_EINVAL, "l2_bytes: NULL");
+    int dev = 0, v = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev));
+    *bytes = v;
+    return 0;
 }
 
 ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream) {

@@ -21,15 +21,18 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 2        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 3        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // Product kernels. AUTO: GEMV for m <= 64, else the wgmma kernel where the device has it (compute capability 9.0
 // and the library's sm_90a code), else the mma.sync tiled kernel, each with the tile that suits the grid.
 // TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
-// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64; for benchmarks and tests.
-enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_TILED_CFG0 = 16 };
+// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64, 6: 128x80; for benchmarks
+// and tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute
+// capability 9.0 or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor.
+enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
+                  ROTOR_PATH_TILED_CFG0 = 16 };
 
 // One ternary x int8 product, the epilogue of src/Rotor/Kernels/GemmArgs.cs with an activation after it:
 //   y[i, r] = act((float)(sum_j code[r, j] * x[i, j] - x_sum[i]) * x_scale[i] * w_scale[r * w_scale_stride] + bias[r])
@@ -122,6 +125,12 @@ ROTOR_API int rotor_cuda_softmax(const float* d_x, float* d_y, int rows, int col
 // time divided by inner (microseconds) to us[0..reps). The graph removes launch overhead from the figure.
 ROTOR_API int rotor_cuda_bench_gemm(const rotor_gemm_args* args, int path, int inner, int reps, float* us,
                                     void* stream);
+// The same with launch k of the graph running args[k % count]: products over `count` copies of the weights that
+// together exceed the L2 cache read every weight byte from DRAM ("cold").
+ROTOR_API int rotor_cuda_bench_gemm_many(const rotor_gemm_args* args, int count, int path, int inner, int reps,
+                                         float* us, void* stream);
+// The L2 cache size of the device in bytes.
+ROTOR_API int rotor_cuda_l2_bytes(int64_t* bytes);
 // Device-to-device copy of `bytes` bytes, `reps` times; writes the median bandwidth counting bytes read and written.
 ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream);
 

@@ -91,7 +91,7 @@ internal static class CudaCommands
         Console.WriteLine($"gpu: {a}");
         double copy = CudaBenchmark.CopyGBps(gpu);
         Console.WriteLine(string.Create(inv, $"device-to-device copy, 1 GiB: {copy:F0} GB/s (bytes read + written)"));
-        Console.WriteLine($"{"n x k",-12} {"m",5} {"kernel",-14} {"us",10} {"weight GB/s",12} {"% copy",7} {"TOPS",8}");
+        Console.WriteLine($"{"n x k",-12} {"m",5} {"kernel",-20} {"us",10} {"weight GB/s",12} {"% copy",7} {"TOPS",8}");
         var shapes = quick ? [CudaBenchmark.Shapes[0], CudaBenchmark.Shapes[^1]] : CudaBenchmark.Shapes;
         int[] ms = quick ? [1, 32, 2048] : CudaBenchmark.Ms;
         if (shape is not null)
@@ -107,7 +107,7 @@ internal static class CudaCommands
             ms = [om];
         }
         var products = CudaBenchmark.Products(gpu, shapes, ms, allPaths, t =>
-            Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-14} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
+            Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-20} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
         NetworkTiming? net = noNetwork ? null : CudaBenchmark.Network(gpu, 4, 32);
         if (net is not null) Console.WriteLine(string.Create(inv,
             $"network {net.Layers} x TernaryLinear {net.Width}->{net.Width} (+bias, ReLU), batch {net.Batch}, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock"));

@@ -88,7 +88,7 @@ public sealed unsafe class CudaBackend : ITernaryBackend, IDisposable
     internal static bool Supports(CudaPath path) => Native.rotor_cuda_path_supported((int)path) == 1;
 
     /// <summary>The wgmma kernel configurations, each forced by its own path.</summary>
-    internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64];
+    internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64, CudaPath.Wgmma128x80];
 
     internal Lock Gate => _gate;
 

@@ -63,7 +63,7 @@ internal static unsafe class CudaBenchmark
                     // "auto-nopdl": each launch waits for the previous one to end.
                     var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        foreach (CudaPath p in m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
+                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? [CudaPath.Gemv, CudaPath.Tiled64x128] : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
                             paths.Add((p, true, p.ToString().ToLowerInvariant()));
                     foreach (var (p, pdl, label) in paths)
                     {
@@ -77,6 +77,45 @@ internal static unsafe class CudaBenchmark
                         double bytes = (double)n * k / 4;
                         var t = new GemmTiming(n, k, m, name, us, bytes / (us * 1e-6) / 1e9, 2.0 * m * n * k / (us * 1e-6) / 1e12);
                         results.Add(t); progress?.Invoke(t);
+                    }
+                }
+                // "cold": for the GEMV sizes, launches rotating over enough copies of the weights to exceed the L2
+                // cache three times, so that every weight byte comes from DRAM (with the same weights every launch,
+                // part of them stays in L2 from one launch to the next).
+                int[] coldMs = ms.Where(mm => mm <= 8).ToArray();
+                if (coldMs.Length > 0)
+                {
+                    long bytes = (long)n * d.RowBytes;
+                    int copies = ColdCopies(bytes);
+                    using var many = new DeviceBuffer(copies * bytes);
+                    for (int c = 0; c < copies; c++)
+                        Native.Check(Native.rotor_cuda_memcpy_d2d(many.Pointer + (nint)(c * bytes), d.Data.Pointer, (nuint)bytes, gpu.Stream.Pointer), "copying weights");
+                    gpu.Stream.Synchronize();
+                    foreach (int m in coldMs)
+                    {
+                        var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "cold auto"), (CudaPath.Auto, false, "cold auto-nopdl") };
+                        if (allPaths)
+                            foreach (CudaPath p in new[] { CudaPath.Gemv, CudaPath.GemvBulk }.Where(CudaBackend.Supports))
+                            {
+                                paths.Add((p, true, "cold " + p.ToString().ToLowerInvariant()));
+                                paths.Add((p, false, "cold " + p.ToString().ToLowerInvariant() + "-nopdl"));
+                            }
+                        var args = new GemmArgsNative[copies];
+                        for (int c = 0; c < copies; c++)
+                        {
+                            args[c] = CudaBackend.Args(d, xq.Pointer, padded, sc.Pointer, su.Pointer, m, 0, y.Pointer, n, CudaActivation.None);
+                            args[c].W = many.Pointer + (nint)(c * bytes);
+                        }
+                        foreach (var (p, pdl, name) in paths)
+                        {
+                            SetPdl(pdl);
+                            double us;
+                            try { us = Time(gpu, args, p); }
+                            finally { SetPdl(true); }
+                            double wb = (double)n * k / 4;
+                            var t = new GemmTiming(n, k, m, name, us, wb / (us * 1e-6) / 1e9, 2.0 * m * n * k / (us * 1e-6) / 1e12);
+                            results.Add(t); progress?.Invoke(t);
+                        }
                     }
                 }
             }
@@ -93,16 +132,31 @@ internal static unsafe class CudaBenchmark
         return rc == 1;
     }
 
-    // A first short run sizes the graph to about 2 ms of work; then the median of 15 replays.
-    private static double Time(CudaBackend gpu, GemmArgsNative a, CudaPath path)
+    /// <summary>Copies of <paramref name="bytes"/> of weights that together exceed the device's L2 cache three times
+    /// (at least 2), for the "cold" rows.</summary>
+    internal static int ColdCopies(long bytes)
+    {
+        long l2;
+        Native.Check(Native.rotor_cuda_l2_bytes(&l2), "reading the L2 size");
+        return (int)Math.Max(2, 3 * l2 / bytes + 1);
+    }
+
+    private static double Time(CudaBackend gpu, GemmArgsNative a, CudaPath path) => Time(gpu, [a], path);
+
+    // A first short run sizes the graph to about 2 ms of work (and a whole number of rounds over the products);
+    // then the median of 15 replays. Launch i of the graph runs products[i % count].
+    private static double Time(CudaBackend gpu, GemmArgsNative[] products, CudaPath path)
     {
         var us = new float[15];
+        int count = products.Length;
         fixed (float* u = us)
+        fixed (GemmArgsNative* a = products)
         {
-            Native.Check(Native.rotor_cuda_bench_gemm(&a, (int)path, 2, 3, u, gpu.Stream.Pointer), "benchmark");
+            Native.Check(Native.rotor_cuda_bench_gemm_many(a, count, (int)path, Math.Max(2, count), 3, u, gpu.Stream.Pointer), "benchmark");
             double est = Math.Max(0.5, us.Take(3).Order().ElementAt(1));
             int inner = (int)Math.Clamp(2000 / est, 1, 500);
-            Native.Check(Native.rotor_cuda_bench_gemm(&a, (int)path, inner, us.Length, u, gpu.Stream.Pointer), "benchmark");
+            if (count > 1) inner = Math.Max(count, inner / count * count);
+            Native.Check(Native.rotor_cuda_bench_gemm_many(a, count, (int)path, inner, us.Length, u, gpu.Stream.Pointer), "benchmark");
         }
         Array.Sort(us);
         return us[us.Length / 2];

@@ -26,9 +26,9 @@ internal static unsafe class CudaSelfTest
 {
     // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles;
     // 8500 rows give the GEMV a grid of 4 CTAs a multiprocessor or more on up to 132 multiprocessors (its early
-    // launch of the next kernel).
+    // launch of the next kernel); 17000 x 2300 the same with a half tile at the end and 9 K blocks (one warp with 3).
     private static readonly (int N, int K)[] s_shapes =
-        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300)];
+        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300), (17000, 2300)];
     private static readonly int[] s_ms = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 129, 300];
 
     /// <summary>Runs every GPU check on <paramref name="gpu"/>; <paramref name="quick"/> takes a subset of shapes.</summary>
@@ -169,7 +169,9 @@ internal static unsafe class CudaSelfTest
         float[] want = Reference(w, x, bias, act);
         string shape = $"n={n} k={k} m={m}", detail = Detail(w, bias, act);
         var got = new float[(long)m * n];
-        CudaPath[] paths = m <= 64
+        CudaPath[] paths = m <= 8
+            ? [CudaPath.Auto, CudaPath.Gemv, .. new[] { CudaPath.GemvBulk }.Where(CudaBackend.Supports), CudaPath.Tiled128x128, CudaPath.Tiled64x128]
+            : m <= 64
             ? [CudaPath.Auto, CudaPath.Gemv, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128];
         // The wgmma kernels on every m (auto takes them for m > 64 only), where the device has them.
@@ -197,6 +199,7 @@ internal static unsafe class CudaSelfTest
     {
         CudaPath.Auto => "auto",
         CudaPath.Gemv => "gemv",
+        CudaPath.GemvBulk => "gemv bulk",
         CudaPath.Tiled128x128 => "tiled128x128",
         CudaPath.Tiled256x128 => "tiled256x128",
         CudaPath.Tiled64x128 => "tiled64x128",

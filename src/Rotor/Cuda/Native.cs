@@ -30,6 +30,8 @@ internal enum CudaPath
     Auto = 0,
     Gemv = 1,
     Tiled = 2,
+    /// <summary>The GEMV with bulk-copied weights (m &lt;= 8, at most 47 K blocks, compute capability 9.0 or newer).</summary>
+    GemvBulk = 3,
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
@@ -39,6 +41,8 @@ internal enum CudaPath
     Wgmma128x96 = 20,
     /// <summary>wgmma 128 x 64, two CTAs a multiprocessor, four stages.</summary>
     Wgmma128x64 = 21,
+    /// <summary>wgmma 128 x 80, two CTAs a multiprocessor, three stages.</summary>
+    Wgmma128x80 = 22,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
@@ -46,7 +50,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 2;
+    public const int Abi = 3;
     public const int EInval = -1;
 
     static Native()
@@ -130,5 +134,7 @@ internal static partial class Native
     [LibraryImport(Library)] public static partial int rotor_cuda_activation(nint x, nint y, long count, int act, nint stream);
     [LibraryImport(Library)] public static partial int rotor_cuda_softmax(nint x, nint y, int rows, int cols, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_gemm(GemmArgsNative* args, int path, int inner, int reps, float* us, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_gemm_many(GemmArgsNative* args, int count, int path, int inner, int reps, float* us, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_l2_bytes(long* bytes);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_copy(nuint bytes, int reps, double* gbps, nint stream);
 }
