@@ -75,4 +75,35 @@ public class TrainEvalEndToEndTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void IndexCreateAddSearchWithBothTernaryScorers()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"rotor-cli-test-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var rng = new Random(3);
+            string index = Path.Combine(dir, "v.rix"), data = Path.Combine(dir, "v.jsonl"), one = Path.Combine(dir, "q.jsonl");
+            var lines = Enumerable.Range(0, 200).Select(i => JsonSerializer.Serialize(new
+            {
+                key = $"k{i}",
+                vector = Enumerable.Range(0, 96).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(),
+            })).ToArray();
+            File.WriteAllLines(data, lines);
+            File.WriteAllLines(one, [lines[17]]);
+            Assert.Equal(0, Rotor("index", "create", index, "--dim", "96").Code);
+            var add = Rotor("index", "add", index, data);
+            Assert.True(add.Code == 0, add.Out);
+            foreach (string[] extra in new[] { Array.Empty<string>(), ["--int8-query"] })
+            {
+                var search = Rotor(["index", "search", index, "--query-file", one, "-k", "3", .. extra]);
+                Assert.True(search.Code == 0, search.Out);
+                string[] hits = search.Out.Split('\n').Where(l => l.StartsWith('k')).ToArray();
+                Assert.Equal(3, hits.Length);
+                Assert.StartsWith("k17\t", hits[0]);   // a stored vector finds itself first, with either scorer
+            }
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

@@ -98,9 +98,10 @@ internal static class IndexCommand
         var rescore = new Option<int>("--rescore") { Description = "Rescore k * N candidates with the full-precision vectors", DefaultValueFactory = _ => 0 };
         var ef = new Option<int>("--ef") { Description = "HNSW beam width (0: index default)" };
         var exact = new Option<bool>("--exact") { Description = "Exact scan even on an HNSW index" };
+        var int8Query = new Option<bool>("--int8-query") { Description = "Ternary codes: score an int8 query against the codes (closer to float32, slower) instead of ternary x ternary popcounts" };
         var cmd = new Command("search", "Search an index: prints key, score and fields of the k best records");
         cmd.Arguments.Add(path);
-        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query }) cmd.Options.Add(o);
         cmd.SetAction(pr => Guard(() =>
         {
             string p = pr.GetValue(path)!;
@@ -114,7 +115,7 @@ internal static class IndexCommand
             var options = new SearchOptions
             {
                 Filter = filters.Length == 0 ? null : filters.Length == 1 ? filters[0] : Filter.And(filters),
-                RescoreFactor = pr.GetValue(rescore), EfSearch = pr.GetValue(ef), Exact = pr.GetValue(exact),
+                RescoreFactor = pr.GetValue(rescore), EfSearch = pr.GetValue(ef), Exact = pr.GetValue(exact), Int8Query = pr.GetValue(int8Query),
             };
             var sw = Stopwatch.StartNew();
             foreach (var (name, vec) in queries)
