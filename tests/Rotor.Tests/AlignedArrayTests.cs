@@ -20,7 +20,7 @@ public unsafe class AlignedArrayTests
     [Fact]
     public void LargeWeightMatricesUseHugePageAlignedNativeMemoryAndGiveTheSameResults()
     {
-        // 2,048 x 8,192 trits = 4 MiB of codes: at the huge-page threshold.
+        // 2,048 x 8,192 trits = 4 MiB of codes: over the huge-page threshold.
         int n = 2048, k = 8192;
         sbyte[] t = TestData.Trits(n * k, 5);
         var w = TernaryMatrix.FromTrits(t, n, k, [0.5f]);

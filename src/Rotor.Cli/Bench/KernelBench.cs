@@ -130,8 +130,8 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
                         var sampler = paired ? (samplers[t] ??= new MemoryBandwidth.Sampler(t)) : null;
                         var (ms0, min0) = cache == "hot"
                             ? Timer.Measure(() => be.MatMul(hot, x, y, q), budgetMs: quick ? 100 : 300)
-                            : Timer.Measure(() => { be.MatMul(cold[next], x, y, q); next = (next + 1) % copies; }, minReps: Math.Min(copies, 50),
-                                budgetMs: quick ? 100 : 300, maxReps: paired ? 200 : 2000, between: sampler is null ? null : sampler.Sample);
+                            : Timer.Measure(() => { be.MatMul(cold[next], x, y, q); next = (next + 1) % copies; }, minReps: paired ? 64 : Math.Min(copies, 50),
+                                budgetMs: quick ? 100 : 300, maxReps: paired ? 800 : 2000, between: sampler is null ? null : sampler.SampleEvery8);
                         double flops = 2.0 * m * n * k;
                         double wbytes = (long)n * k / 4.0;
                         double gbps = wbytes / (ms0 / 1000) / 1e9;
