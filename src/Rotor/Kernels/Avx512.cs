@@ -60,6 +60,29 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         return acc;
     }
 
+    /// <summary><see cref="DotAcc"/> that also prefetches the weight stream <see cref="PrefetchBytes"/> ahead (into the
+    /// next rows: a GEMV reads its rows one after another), one cache line a block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> DotAccPrefetch(byte* w, sbyte* x, int kBlocks)
+    {
+        Vector512<int> acc = Vector512<int>.Zero;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector512<short> a = Vector512<short>.Zero;
+            for (int kb = kb0; kb < end; kb++)
+            {
+                Sse.Prefetch0(w + kb * 64 + PrefetchBytes);
+                a += Block(w + kb * 64, x + kb * 256);
+            }
+            acc += Widen(a);
+        }
+        return acc;
+    }
+
+    // Distance of the GEMV's software prefetch: 32 cache lines, about 1.5 us of DRAM stream at 25 GB/s.
+    private const int PrefetchBytes = 2048;
+
     /// <summary>The four lane sums of <paramref name="a"/>..<paramref name="d"/>, in that order: one reduction tree for
     /// four rows (about 3 operations a row against 11 for a separate <see cref="Vector512.Sum{T}(Vector512{T})"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -209,8 +232,8 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
                 for (; r + 4 <= r1; r += 4)
                 {
                     byte* w = a.W + (long)r * a.RowBytes;
-                    Vector512<int> d0 = DotAcc(w, x, a.KBlocks), d1 = DotAcc(w + a.RowBytes, x, a.KBlocks);
-                    Vector512<int> d2 = DotAcc(w + 2L * a.RowBytes, x, a.KBlocks), d3 = DotAcc(w + 3L * a.RowBytes, x, a.KBlocks);
+                    Vector512<int> d0 = DotAccPrefetch(w, x, a.KBlocks), d1 = DotAccPrefetch(w + a.RowBytes, x, a.KBlocks);
+                    Vector512<int> d2 = DotAccPrefetch(w + 2L * a.RowBytes, x, a.KBlocks), d3 = DotAccPrefetch(w + 3L * a.RowBytes, x, a.KBlocks);
                     Vector128<int> sums = Sum4(d0, d1, d2, d3);
                     a.Store(i, r, sums[0]); a.Store(i, r + 1, sums[1]); a.Store(i, r + 2, sums[2]); a.Store(i, r + 3, sums[3]);
                 }
