@@ -95,7 +95,7 @@ internal static class EvalRetrievalCommand
             else if (p.StartsWith("rescore", StringComparison.Ordinal) && int.TryParse(p.AsSpan(7), NumberStyles.None, CultureInfo.InvariantCulture, out rescore) && rescore > 1) { }
             else throw new RotorException($"--index: '{spec}': '{p}' is neither 'hnsw' nor 'rescoreN' with N > 1");
         }
-        return new DenseVariant("dense-" + spec.ToLowerInvariant(), (vectors, dims) => IndexDenseSearcher.Build(vectors, dims, new VectorIndexOptions
+        return new DenseVariant("dense-" + spec.ToLowerInvariant(), (vectors, dims) => Rotor.Rag.Pipeline.IndexDenseSearcher.FromVectors(vectors, dims, new VectorIndexOptions
         {
             Dimensions = dims,
             Code = code,

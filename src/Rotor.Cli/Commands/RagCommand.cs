@@ -86,7 +86,7 @@ internal static class RagCommand
                 if (index.Count != list.Count)
                     throw new RotorException($"{ix.FullName} holds {index.Count:N0} records but {file.FullName} has {list.Count:N0} passages: not made together");
                 Console.Error.WriteLine($"dense: {ix.FullName} ({index.Options.Code}, {index.Options.Structure}); BM25 over {list.Count:N0} passages in memory");
-                var dense = new IndexDenseSearcher(index, key => ordinal.TryGetValue(key, out int o) ? o : null, ownsIndex: true);
+                var dense = new Rotor.Rag.Pipeline.IndexDenseSearcher(index, ordinal, new Rotor.Index.SearchOptions { IncludeFields = false }, ownsIndex: true);
                 denseOwner = dense;
                 retriever = new Retriever(list, embedder, dense, Bm25Index.BuildInMemory(list.Select(p => p.IndexText)), ownsLexical: true);
             }

@@ -10,11 +10,12 @@ namespace Rotor.Rag.Pipeline;
 /// to the ordinal of its passage, and the search runs with fixed <see cref="SearchOptions"/> (code scan, optional
 /// rescoring by the kept float32 vectors).
 /// </summary>
-public sealed class IndexDenseSearcher : IDenseSearcher
+public sealed class IndexDenseSearcher : IDenseSearcher, IDisposable
 {
     private readonly VectorIndex _index;
     private readonly IReadOnlyDictionary<string, int> _ordinalOf;
     private readonly SearchOptions _options;
+    private readonly bool _ownsIndex;
 
     /// <summary>Wraps <paramref name="index"/>; <paramref name="ordinalOf"/> maps each key to its passage ordinal.</summary>
     /// <param name="index">A cosine index whose keys are passage ids.</param>
@@ -22,15 +23,25 @@ public sealed class IndexDenseSearcher : IDenseSearcher
     /// <param name="rescoreFactor">Candidates a result taken by the code and ranked again by float32 (0 or 1: none).</param>
     /// <exception cref="RotorException">The index is not cosine, or rescoring is asked of an index without float32 vectors.</exception>
     public IndexDenseSearcher(VectorIndex index, IReadOnlyDictionary<string, int> ordinalOf, int rescoreFactor = 0)
+        : this(index, ordinalOf, new SearchOptions { RescoreFactor = rescoreFactor, IncludeFields = false })
+    {
+    }
+
+    /// <summary>Wraps <paramref name="index"/> and searches it with <paramref name="search"/> (rescoring, HNSW beam width,
+    /// int8 query, ...); disposes the index with this searcher when <paramref name="ownsIndex"/>.</summary>
+    /// <exception cref="RotorException">The index is not cosine, or rescoring is asked of an index without float32 vectors.</exception>
+    public IndexDenseSearcher(VectorIndex index, IReadOnlyDictionary<string, int> ordinalOf, SearchOptions search, bool ownsIndex = false)
     {
         _index = index ?? throw new ArgumentNullException(nameof(index));
         _ordinalOf = ordinalOf ?? throw new ArgumentNullException(nameof(ordinalOf));
-        ArgumentOutOfRangeException.ThrowIfNegative(rescoreFactor);
+        ArgumentNullException.ThrowIfNull(search);
+        ArgumentOutOfRangeException.ThrowIfNegative(search.RescoreFactor);
         if (index.Options.Metric != Metric.Cosine) throw new RotorException($"a dense searcher needs a cosine index, this one is {index.Options.Metric}");
-        if (rescoreFactor > 1 && index.Options.Code != CodeKind.Float32 && !index.Options.KeepFullPrecision)
-            throw new RotorException($"rescoring (factor {rescoreFactor}) needs the float32 vectors, and this {index.Options.Code} index was made without them");
-        RescoreFactor = index.Options.Code == CodeKind.Float32 ? 0 : rescoreFactor;
-        _options = new SearchOptions { RescoreFactor = RescoreFactor, IncludeFields = false };
+        if (search.RescoreFactor > 1 && index.Options.Code != CodeKind.Float32 && !index.Options.KeepFullPrecision)
+            throw new RotorException($"rescoring (factor {search.RescoreFactor}) needs the float32 vectors, and this {index.Options.Code} index was made without them");
+        RescoreFactor = index.Options.Code == CodeKind.Float32 ? 0 : search.RescoreFactor;
+        _options = search with { RescoreFactor = RescoreFactor, IncludeFields = false };
+        _ownsIndex = ownsIndex;
     }
 
     /// <summary>Rescoring factor in use (0 for float32 codes or none).</summary>
@@ -62,13 +73,23 @@ public sealed class IndexDenseSearcher : IDenseSearcher
 
     /// <summary>Builds an in-memory flat index of <paramref name="vectors"/> ((count, dimensions) row-major; key = ordinal)
     /// with <paramref name="code"/>, keeping float32 vectors when <paramref name="rescoreFactor"/> &gt; 1.</summary>
-    public static IndexDenseSearcher FromVectors(float[] vectors, int dimensions, CodeKind code, int rescoreFactor = 0)
+    public static IndexDenseSearcher FromVectors(float[] vectors, int dimensions, CodeKind code, int rescoreFactor = 0) =>
+        FromVectors(vectors, dimensions,
+            new VectorIndexOptions { Dimensions = dimensions, Code = code, Metric = Metric.Cosine, KeepFullPrecision = rescoreFactor > 1 },
+            new SearchOptions { RescoreFactor = rescoreFactor, IncludeFields = false });
+
+    /// <summary>Builds an in-memory index of <paramref name="vectors"/> ((count, dimensions) row-major; key = ordinal) with
+    /// <paramref name="options"/> (code, flat or HNSW, kept float32 vectors; the metric must be cosine), searched with
+    /// <paramref name="search"/>. The searcher owns the index.</summary>
+    public static IndexDenseSearcher FromVectors(float[] vectors, int dimensions, VectorIndexOptions options, SearchOptions search)
     {
         ArgumentNullException.ThrowIfNull(vectors);
+        ArgumentNullException.ThrowIfNull(options);
         if (dimensions <= 0 || vectors.Length % dimensions != 0)
             throw new ArgumentException($"vectors has length {vectors.Length}, not a multiple of dimensions {dimensions}", nameof(vectors));
+        if (options.Dimensions != dimensions) throw new ArgumentException($"options are for {options.Dimensions} dimensions, the vectors have {dimensions}", nameof(options));
         int n = vectors.Length / dimensions;
-        var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = dimensions, Code = code, Metric = Metric.Cosine, KeepFullPrecision = rescoreFactor > 1 });
+        var index = VectorIndex.Create(options);
         var ordinals = new Dictionary<string, int>(n, StringComparer.Ordinal);
         const int Batch = 8192;
         for (int start = 0; start < n; start += Batch)
@@ -83,7 +104,13 @@ public sealed class IndexDenseSearcher : IDenseSearcher
             }
             index.Add(records);
         }
-        return new IndexDenseSearcher(index, ordinals, rescoreFactor);
+        return new IndexDenseSearcher(index, ordinals, search, ownsIndex: true);
+    }
+
+    /// <summary>Disposes the index if this searcher owns it.</summary>
+    public void Dispose()
+    {
+        if (_ownsIndex) _index.Dispose();
     }
 }
 

@@ -125,6 +125,10 @@ public sealed class AdaptiveTests
         var f32 = IndexDenseSearcher.FromVectors(v, d, CodeKind.Float32);
         // Rescoring every vector by float32 is exact whatever the code.
         var tern = IndexDenseSearcher.FromVectors(v, d, CodeKind.Ternary, rescoreFactor: Math.Max(2, n));
+        // HNSW over int8 codes with a beam as wide as the index, every vector rescored: exact too.
+        using var hnsw = IndexDenseSearcher.FromVectors(v, d,
+            new VectorIndexOptions { Dimensions = d, Code = CodeKind.Int8, Metric = Metric.Cosine, Structure = IndexStructure.Hnsw, KeepFullPrecision = true },
+            new SearchOptions { EfSearch = Math.Max(16, n), RescoreFactor = Math.Max(2, n) });
         Assert.Equal(n, f32.Count);
         for (int q = 0; q < 5; q++)
         {
@@ -132,12 +136,27 @@ public sealed class AdaptiveTests
             for (int j = 0; j < d; j++) query[j] += 0.1f * (float)(rng.NextDouble() - 0.5);
             int k = Math.Min(10, n);
             var want = exact.SearchReference(query, k);
-            foreach (var s in new IDenseSearcher[] { f32, tern })
+            foreach (var s in new IDenseSearcher[] { f32, tern, hnsw })
             {
                 var got = s.Search(query, k);
                 Assert.Equal(want.Select(h => h.Index), got.Select(h => h.Index));
                 for (int i = 0; i < k; i++) Assert.Equal(want[i].Score / (float)Math.Sqrt(query.Sum(x => x * x)), got[i].Score, 4);
             }
         }
+    }
+
+    [Fact]
+    public void IndexDenseSearcherDisposesOnlyAnIndexItOwns()
+    {
+        var v = new float[] { 1, 0, 0, 1 };
+        var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = 2, Code = CodeKind.Float32, Metric = Metric.Cosine });
+        index.Add([new IndexRecord("a", v.AsMemory(0, 2)), new IndexRecord("b", v.AsMemory(2, 2))]);
+        var ordinals = new Dictionary<string, int> { ["a"] = 0, ["b"] = 1 };
+        new IndexDenseSearcher(index, ordinals, new SearchOptions(), ownsIndex: false).Dispose();
+        Assert.Equal(1, new IndexDenseSearcher(index, ordinals).Search([0f, 1f], 1)[0].Index);   // still usable
+        new IndexDenseSearcher(index, ordinals, new SearchOptions(), ownsIndex: true).Dispose();
+        Assert.ThrowsAny<ObjectDisposedException>(() => index.Search([0f, 1f], 1));
+        var l2 = VectorIndex.Create(new VectorIndexOptions { Dimensions = 2, Code = CodeKind.Float32, Metric = Metric.L2 });
+        Assert.Contains("cosine", Assert.Throws<RotorException>(() => new IndexDenseSearcher(l2, ordinals, new SearchOptions())).Message);
     }
 }
