@@ -17,10 +17,19 @@ internal static class BenchCommand
         var shapes = new Option<string?>("--shapes") { Description = "Comma-separated NxK shapes (default: the BitNet 2B4T shapes, 4096x4096, 16384x4096)" };
         var ms = new Option<string>("--m") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8,32,128,512" };
         var skip = new Option<bool>("--no-prototype") { Description = "Skip the prototype table" };
+        var device = new Option<string>("--device") { Description = "cpu, or cuda: the GPU benchmark of 'rotor bench-cuda' (with --json and --quick)", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
         var cmd = new Command("bench", "Benchmark the ternary kernels (GEMV/GEMM, hot and cold, 1 and all threads) against bitnet.cpp's figures and the memory limit");
-        foreach (var o in new Option[] { json, quick, threads, shapes, ms, skip }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { json, quick, threads, shapes, ms, skip, device }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
+            if (pr.GetValue(device) == "cuda")
+            {
+                foreach (Option o in new Option[] { threads, shapes, ms, skip })
+                    if (pr.GetResult(o) is { Implicit: false })
+                        throw new RotorException($"rotor bench --device cuda: {o.Name} is a CPU option; 'rotor bench-cuda --help' lists the GPU benchmark's options");
+                return CudaCommands.Bench(pr.GetValue(json)?.FullName, pr.GetValue(quick), allPaths: false, shape: null, onlyM: null, noNetwork: false);
+            }
             var bench = new KernelBench(Console.Out, pr.GetValue(threads), pr.GetValue(quick));
             Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}, up to {pr.GetValue(threads)} threads, {Environment.ProcessorCount} processors");
             Console.WriteLine();

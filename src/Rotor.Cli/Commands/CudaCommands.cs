@@ -78,7 +78,7 @@ internal static class CudaCommands
         return cmd;
     }
 
-    private static int Bench(string? json, bool quick, bool allPaths, string? shape, int? onlyM, bool noNetwork)
+    internal static int Bench(string? json, bool quick, bool allPaths, string? shape, int? onlyM, bool noNetwork)
     {
         CudaAvailability a = CudaBackend.Availability;
         if (!a.IsAvailable)
