@@ -2,12 +2,17 @@ using Rotor.Kernels;
 
 namespace Rotor.Tests;
 
+/// <summary>Counts the arena's regions, so nothing else may allocate weights while it runs.</summary>
+[CollectionDefinition("HugePageArena", DisableParallelization = true)]
+public sealed class HugePageArenaCollection;
+
+[Collection("HugePageArena")]
 public unsafe class AlignedArrayTests
 {
     [Fact]
     public void SmallBuffersAre64ByteAlignedAndZeroed()
     {
-        foreach (long n in new long[] { 0, 1, 63, 64, 1000, 65 * 1024 })
+        foreach (long n in new long[] { 0, 1, 63, 64, 1000, 65 * 1024, AlignedArray<byte>.HugePageThreshold - 1 })
         {
             var a = new AlignedArray<byte>(n, hugePages: true);   // under the threshold: a pinned array
             Assert.False(a.IsNative);
@@ -27,7 +32,7 @@ public unsafe class AlignedArrayTests
         var a = new AlignedArray<byte>(AlignedArray<byte>.HugePageThreshold, hugePages: true);
         bool wanted = Environment.GetEnvironmentVariable("ROTOR_HUGEPAGES") != "0";
         Assert.Equal(wanted, a.IsNative);
-        if (wanted) Assert.Equal(0, (long)a.Pointer % (2 << 20));
+        if (wanted) Assert.Equal(0, (long)a.Pointer % 64);
         Assert.True(a.Span.IndexOfAnyExcept((byte)0) < 0);
         Assert.Equal(t, w.ToTrits());
         var x = TestData.Int8(3 * k, 6);
@@ -54,5 +59,33 @@ public unsafe class AlignedArrayTests
         }
         GC.Collect(); GC.WaitForPendingFinalizers();
         Assert.True(Environment.WorkingSet < before + (256L << 20), $"working set {Environment.WorkingSet >> 20} MiB after freeing");
+    }
+
+    [Fact]
+    public void ArenaSlicesAreAlignedZeroedDisjointAndTheirRegionsFreed()
+    {
+        if (Environment.GetEnvironmentVariable("ROTOR_HUGEPAGES") == "0") return;
+        // Slices of odd sizes: 64-byte aligned, zeroed although the region's memory was written before, never overlapping.
+        var slices = new List<AlignedArray<byte>>();
+        var rng = new Random(4);
+        for (int s = 0; s < 40; s++)
+        {
+            var a = new AlignedArray<byte>(AlignedArray<byte>.HugePageThreshold + rng.Next(2 << 20), hugePages: true);
+            Assert.True(a.IsNative);
+            Assert.Equal(0, (long)a.Pointer % 64);
+            Assert.True(a.Span.IndexOfAnyExcept((byte)0) < 0);
+            a.Span.Fill((byte)(s + 1));
+            slices.Add(a);
+        }
+        for (int s = 0; s < slices.Count; s++) Assert.True(slices[s].Span.IndexOfAnyExcept((byte)(s + 1)) < 0, $"slice {s} was overwritten");
+        int live = HugePageArena.LiveRegions;
+        Assert.True(live >= 2, $"{live} regions alive for about 50 MiB of slices");
+        slices.Clear();
+        for (int round = 0; round < 3; round++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        Assert.True(HugePageArena.LiveRegions < live, $"regions alive: {HugePageArena.LiveRegions} (were {live})");
+        // A buffer larger than a region gets its own memory.
+        var big = new AlignedArray<byte>(HugePageArena.RegionBytes + 1, hugePages: true);
+        Assert.True(big.IsNative);
+        Assert.True(big.Span.IndexOfAnyExcept((byte)0) < 0);
     }
 }

@@ -6,8 +6,9 @@ namespace Rotor;
 /// <summary>
 /// A zeroed buffer whose first element is 64-byte aligned, so that SIMD loads of aligned rows never cross a cache line,
 /// and whose address never changes: it can be handed to kernels. Small buffers are arrays on the pinned object heap.
-/// Large ones asked for with <c>hugePages</c> (weight matrices) are native memory aligned to 2 MiB whose whole 2 MiB chunks
-/// are, on Linux, marked <c>MADV_HUGEPAGE</c> before first touch, so that the kernel backs them with 2 MiB pages where transparent huge pages
+/// Larger ones asked for with <c>hugePages</c> (weight matrices) are native memory in 2 MiB-aligned regions marked
+/// <c>MADV_HUGEPAGE</c> on Linux before first touch: slices of a shared <see cref="HugePageArena"/> region up to 32 MiB,
+/// a buffer of their own above that. The kernel then backs them with 2 MiB pages where transparent huge pages
 /// are enabled (<c>always</c> or <c>madvise</c>): a weight matrix then costs one TLB entry per 2 MiB instead of 512, which
 /// matters when a decoder streams hundreds of MiB of weights per token. <c>ROTOR_HUGEPAGES=0</c> turns this off.
 /// Native memory is freed by the finalizer; code that hands <see cref="Pointer"/> to a kernel keeps the owner alive
@@ -17,12 +18,13 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
 {
     public const int Alignment = 64;
     private const long HugePageBytes = 2L << 20;
-    /// <summary>Buffers at least this large use huge pages when asked to.</summary>
-    public const long HugePageThreshold = 2L << 20;
+    /// <summary>Buffers at least this large use huge pages when asked to (smaller ones live in the caches anyway).</summary>
+    public const long HugePageThreshold = 256L << 10;
     private readonly T[]? _array;
     private readonly int _offset;
     private readonly void* _native;
     private readonly long _nativeBytes;
+    private readonly object? _region;   // the HugePageArena region of an arena slice
 
     public AlignedArray(long length, bool hugePages = false)
     {
@@ -33,8 +35,15 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
         long bytes = length * sizeof(T);
         if (hugePages && bytes >= HugePageThreshold && HugePagesWanted)
         {
-            // The size is not rounded up: only the whole 2 MiB chunks are advised, the tail stays in 4 KiB pages, so
-            // that no memory is spent on padding (a 6912 x 2560 matrix of 4.4 MB would take 6 MB in whole huge pages).
+            if (bytes <= HugePageArena.RegionBytes)
+            {
+                // Packed with other weight buffers into a huge-page region: no padding, the tail in huge pages too.
+                (nint p, _region) = HugePageArena.Rent(bytes);
+                _native = (void*)p;
+                return;
+            }
+            // Larger: a buffer of its own whose whole 2 MiB chunks are advised; the tail stays in 4 KiB pages, so that no
+            // memory goes to padding.
             _nativeBytes = bytes;
             _native = NativeMemory.AlignedAlloc((nuint)bytes, (nuint)HugePageBytes);
             long whole = bytes / HugePageBytes * HugePageBytes;
@@ -51,6 +60,7 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
     ~AlignedArray()
     {
         if (_native == null) return;
+        if (_region is not null) { HugePageArena.Release(_region); return; }
         NativeMemory.AlignedFree(_native);
         GC.RemoveMemoryPressure(_nativeBytes);
     }
