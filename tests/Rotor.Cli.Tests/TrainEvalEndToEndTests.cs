@@ -106,4 +106,13 @@ public class TrainEvalEndToEndTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void InfoNamesKernelsThreadsHugePagesAndTheGpu()
+    {
+        var info = Rotor("info");
+        Assert.True(info.Code == 0, info.Out);
+        foreach (string key in new[] { "kernels", "threads", "huge pages", "cuda" })
+            Assert.Contains(key, info.Out);
+    }
 }

@@ -17,9 +17,28 @@ internal static class InfoCommand
             Console.WriteLine($"processors   {Environment.ProcessorCount}");
             Console.WriteLine($"kernels      supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)");
             Console.WriteLine($"threads      {CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)");
+            Console.WriteLine($"huge pages   {HugePagesLine()}");
             Console.WriteLine(CudaCommands.InfoLine());
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Whether weight matrices end up in 2 MiB pages: Rotor advises them (docs/KERNELS.md), the kernel decides.</summary>
+    internal static string HugePagesLine()
+    {
+        if (Environment.GetEnvironmentVariable("ROTOR_HUGEPAGES") == "0") return "not used for weights: ROTOR_HUGEPAGES=0";
+        if (!OperatingSystem.IsLinux()) return "not used for weights: Linux transparent huge pages only";
+        const string path = "/sys/kernel/mm/transparent_hugepage/enabled";
+        string mode;
+        try { mode = File.ReadAllText(path).Trim(); }
+        catch (IOException) { return $"not used for weights: {path} unreadable"; }
+        catch (UnauthorizedAccessException) { return $"not used for weights: {path} unreadable"; }
+        // The selected mode is in brackets: "always [madvise] never".
+        int a = mode.IndexOf('['), b = mode.IndexOf(']');
+        string selected = a >= 0 && b > a ? mode[(a + 1)..b] : mode;
+        return selected is "always" or "madvise"
+            ? $"weights of 256 KiB or more advised for 2 MiB pages (transparent huge pages: {selected}; ROTOR_HUGEPAGES=0 to turn off)"
+            : $"not used for weights: transparent huge pages are '{selected}' ({path})";
     }
 }
