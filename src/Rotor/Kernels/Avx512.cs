@@ -45,25 +45,11 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int DotCodes(byte* w, sbyte* x, int kBlocks) => Vector512.Sum(DotAcc(w, x, kBlocks));
 
-    /// <summary>The dot product of one row as 16 int32 lanes still to be summed.</summary>
+    /// <summary>The dot product of one row as 16 int32 lanes still to be summed. With <paramref name="prefetch"/> (a
+    /// constant at every call, so the JIT drops the branch) it also prefetches the weight stream
+    /// <see cref="PrefetchBytes"/> ahead, one cache line a block: a GEMV reads its rows one after another.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> DotAcc(byte* w, sbyte* x, int kBlocks)
-    {
-        Vector512<int> acc = Vector512<int>.Zero;
-        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
-        {
-            int end = Math.Min(kb0 + Chunk, kBlocks);
-            Vector512<short> a = Vector512<short>.Zero;
-            for (int kb = kb0; kb < end; kb++) a += Block(w + kb * 64, x + kb * 256);
-            acc += Widen(a);
-        }
-        return acc;
-    }
-
-    /// <summary><see cref="DotAcc"/> that also prefetches the weight stream <see cref="PrefetchBytes"/> ahead (into the
-    /// next rows: a GEMV reads its rows one after another), one cache line a block.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> DotAccPrefetch(byte* w, sbyte* x, int kBlocks)
+    private static Vector512<int> DotAcc(byte* w, sbyte* x, int kBlocks, bool prefetch = false)
     {
         Vector512<int> acc = Vector512<int>.Zero;
         for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
@@ -72,7 +58,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
             Vector512<short> a = Vector512<short>.Zero;
             for (int kb = kb0; kb < end; kb++)
             {
-                Sse.Prefetch0(w + kb * 64 + PrefetchBytes);
+                if (prefetch) Sse.Prefetch0(w + kb * 64 + PrefetchBytes);
                 a += Block(w + kb * 64, x + kb * 256);
             }
             acc += Widen(a);
@@ -232,8 +218,8 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
                 for (; r + 4 <= r1; r += 4)
                 {
                     byte* w = a.W + (long)r * a.RowBytes;
-                    Vector512<int> d0 = DotAccPrefetch(w, x, a.KBlocks), d1 = DotAccPrefetch(w + a.RowBytes, x, a.KBlocks);
-                    Vector512<int> d2 = DotAccPrefetch(w + 2L * a.RowBytes, x, a.KBlocks), d3 = DotAccPrefetch(w + 3L * a.RowBytes, x, a.KBlocks);
+                    Vector512<int> d0 = DotAcc(w, x, a.KBlocks, prefetch: true), d1 = DotAcc(w + a.RowBytes, x, a.KBlocks, prefetch: true);
+                    Vector512<int> d2 = DotAcc(w + 2L * a.RowBytes, x, a.KBlocks, prefetch: true), d3 = DotAcc(w + 3L * a.RowBytes, x, a.KBlocks, prefetch: true);
                     Vector128<int> sums = Sum4(d0, d1, d2, d3);
                     a.Store(i, r, sums[0]); a.Store(i, r + 1, sums[1]); a.Store(i, r + 2, sums[2]); a.Store(i, r + 3, sums[3]);
                 }

@@ -179,6 +179,26 @@ public class LayerGradientTests
     [Fact]
     public void MaxPoolScalarChannels() => CheckGradients(new MaxPool2dLayer(3, 4, 4, 2), 2, 71, eps: 1e-3f);
 
+    /// <summary>Every parameter's gradient (kept by the last backward pass) against central finite differences of
+    /// <paramref name="loss"/> at six random entries a parameter.</summary>
+    private static void CheckNetworkGradients(TrainNetwork net, Func<double> loss, Random rng)
+    {
+        foreach (Parameter p in net.Parameters)
+        {
+            var g = (float[])p.Grad.Clone();
+            for (int s = 0; s < 6; s++)
+            {
+                int i = rng.Next(p.Value.Length);
+                float keep = p.Value[i];
+                p.Value[i] = keep + 1e-2f; double up = loss();
+                p.Value[i] = keep - 1e-2f; double down = loss();
+                p.Value[i] = keep;
+                double fd = (up - down) / 2e-2;
+                Assert.True(Math.Abs(fd - g[i]) < 2e-3 + 2e-2 * Math.Abs(fd), $"{p.Name}[{i}]: backward {g[i]}, finite difference {fd}");
+            }
+        }
+    }
+
     [Theory]
     [InlineData(0f)]
     [InlineData(0.1f)]
@@ -197,20 +217,7 @@ public class LayerGradientTests
             return net.Loss(labels, 6, smoothing).Loss;
         }
         L(); net.Backward(6);
-        foreach (Parameter p in net.Parameters)
-        {
-            var g = (float[])p.Grad.Clone();
-            for (int s = 0; s < 6; s++)
-            {
-                int i = rng.Next(p.Value.Length);
-                float keep = p.Value[i];
-                p.Value[i] = keep + 1e-2f; double up = L();
-                p.Value[i] = keep - 1e-2f; double down = L();
-                p.Value[i] = keep;
-                double fd = (up - down) / 2e-2;
-                Assert.True(Math.Abs(fd - g[i]) < 2e-3 + 2e-2 * Math.Abs(fd), $"{p.Name}[{i}]: backward {g[i]}, finite difference {fd}");
-            }
-        }
+        CheckNetworkGradients(net, L, rng);
     }
 
     [Theory]
@@ -235,20 +242,7 @@ public class LayerGradientTests
             return net.Loss(labels, 5, smoothing, teacher, alpha, temperature).Loss;
         }
         L(); net.Backward(5);
-        foreach (Parameter p in net.Parameters)
-        {
-            var g = (float[])p.Grad.Clone();
-            for (int s = 0; s < 6; s++)
-            {
-                int i = rng.Next(p.Value.Length);
-                float keep = p.Value[i];
-                p.Value[i] = keep + 1e-2f; double up = L();
-                p.Value[i] = keep - 1e-2f; double down = L();
-                p.Value[i] = keep;
-                double fd = (up - down) / 2e-2;
-                Assert.True(Math.Abs(fd - g[i]) < 2e-3 + 2e-2 * Math.Abs(fd), $"{p.Name}[{i}]: backward {g[i]}, finite difference {fd}");
-            }
-        }
+        CheckNetworkGradients(net, L, rng);
     }
 
     [Fact]
