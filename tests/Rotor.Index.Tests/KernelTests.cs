@@ -56,13 +56,11 @@ public unsafe class KernelTests
         return t;
     }
 
-    [Theory, MemberData(nameof(TernaryDims))]
-    public void TernaryUnrolledAndGenericKernelsAgree(int dims)
+    /// <summary><paramref name="count"/> encoded Gaussian vectors of three spreads (so the popcounts vary widely); every
+    /// fourth carries stray sign bits outside its mask, which every kernel must ignore as the decoder does.</summary>
+    private static byte[] RandomTernaryCodes(CodeLayout layout, int count, Random rng)
     {
-        // Sparse and dense codes (thresholds of 0.1 to 2 sigma) so that both popcounts vary widely.
-        var layout = new CodeLayout(CodeKind.Ternary, dims);
-        var rng = new Random(1000 + dims);
-        const int count = 13; // odd: the hybrid W = 6 kernel ends on a scalar code
+        int dims = layout.Dimensions;
         var codes = new byte[count * layout.Bytes];
         var v = new float[dims];
         for (int i = 0; i < count; i++)
@@ -70,12 +68,24 @@ public unsafe class KernelTests
             for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng) * (1 + (i % 3));
             var code = codes.AsSpan(i * layout.Bytes, layout.Bytes);
             layout.Encode(v, code);
-            if (i % 4 == 3) // stray sign bits outside the mask, which the kernels ignore as the decoder does
+            if (i % 4 == 3)
             {
                 var w = MemoryMarshal.Cast<byte, ulong>(code);
                 for (int x = 0; x < layout.Words; x++) w[layout.Words + x] |= (ulong)rng.NextInt64() & ~w[x] & ValidBits(dims, x);
             }
         }
+        return codes;
+    }
+
+    [Theory, MemberData(nameof(TernaryDims))]
+    public void TernaryUnrolledAndGenericKernelsAgree(int dims)
+    {
+        // Sparse and dense codes (thresholds of 0.1 to 2 sigma) so that both popcounts vary widely.
+        var layout = new CodeLayout(CodeKind.Ternary, dims);
+        var rng = new Random(1000 + dims);
+        const int count = 13; // odd: the hybrid W = 6 kernel ends on a scalar code
+        byte[] codes = RandomTernaryCodes(layout, count, rng);
+        var v = new float[dims];
         var q = new byte[layout.Bytes];
         for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng);
         layout.Encode(v, q);
@@ -125,19 +135,7 @@ public unsafe class KernelTests
         var rng = new Random(2000 + dims);
         foreach (int count in new[] { 1, 3, 5, 17 })
         {
-            var codes = new byte[count * layout.Bytes];
-            var v = new float[dims];
-            for (int i = 0; i < count; i++)
-            {
-                for (int j = 0; j < dims; j++) v[j] = SyntheticVectors.Gaussian(rng) * (1 + (i % 3));
-                var code = codes.AsSpan(i * layout.Bytes, layout.Bytes);
-                layout.Encode(v, code);
-                if (i % 4 == 3)
-                {
-                    var w = MemoryMarshal.Cast<byte, ulong>(code);
-                    for (int x = 0; x < layout.Words; x++) w[layout.Words + x] |= (ulong)rng.NextInt64() & ~w[x] & ValidBits(dims, x);
-                }
-            }
+            byte[] codes = RandomTernaryCodes(layout, count, rng);
             var q8 = new sbyte[dims];
             for (int j = 0; j < dims; j++) q8[j] = (sbyte)rng.Next(-127, 128);
             q8[0] = 127; q8[dims - 1] = -127;
