@@ -112,7 +112,7 @@ public class TrainEvalEndToEndTests
     {
         var info = Rotor("info");
         Assert.True(info.Code == 0, info.Out);
-        foreach (string key in new[] { "kernels", "threads", "huge pages", "cuda" })
+        foreach (string key in new[] { "kernels", "avx512 vnni", "threads", "huge pages", "cuda" })
             Assert.Contains(key, info.Out);
     }
 }

@@ -108,6 +108,38 @@ public class KernelTests
 
     [Theory]
     [MemberData(nameof(Paths))]
+    public void LargeBatchGemmMatchesReference(KernelPath path)
+    {
+        // Batches that cross the activation-row tiles of the blocked paths (the VNNI path keeps about 512 KB of
+        // activations a pass: 72 rows at k = 6912), weight counts that leave partial 6-row panels and 4-row tiles,
+        // extreme values, and 1 to 3 threads.
+        long saved = TernaryGemm.ParallelThreshold;
+        TernaryGemm.ParallelThreshold = 0;
+        try
+        {
+            foreach (var (n, k, m) in new[] { (13, 6912 - 3, 150), (31, 2560, 133), (7, 512, 4) })
+            {
+                sbyte[] wt = TestData.Trits(n * k, n + k);
+                for (int j = 0; j < k; j++) wt[j] = 1;                      // row 0 all +1
+                var w = TernaryMatrix.FromTrits(wt, n, k, TestData.Floats(n, k).Select(v => MathF.Abs(v) + 0.1f).ToArray());
+                sbyte[] xq = TestData.Int8(m * k, m);
+                for (int j = 0; j < k; j++) xq[j] = 127;                    // activation row 0 all 127
+                for (int j = 0; j < k; j++) xq[(m - 1) * k + j] = -127;     // the last all -127
+                var qa = new QuantizedActivations(m, k);
+                qa.SetQuantized(xq, TestData.Floats(m, k + 1).Select(v => MathF.Abs(v) + 0.01f).ToArray());
+                float[] expected = Run(KernelPath.Reference, 1, w, qa, null);
+                foreach (int t in new[] { 1, 2, 3 })
+                {
+                    float[] actual = Run(path, t, w, qa, null);
+                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{path} n={n} k={k} m={m} threads={t}: first diff at {FirstDiff(expected, actual)}");
+                }
+            }
+        }
+        finally { TernaryGemm.ParallelThreshold = saved; }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
     public void FloatGemmMatchesReferenceWithinTolerance(KernelPath path)
     {
         foreach (var (n, k, m) in new[] { (1, 1, 1), (3, 255, 2), (5, 257, 3), (16, 600, 4) })

@@ -16,6 +16,7 @@ internal static class InfoCommand
             Console.WriteLine($"runtime      {RuntimeInformation.FrameworkDescription} {RuntimeInformation.ProcessArchitecture} on {RuntimeInformation.OSDescription}");
             Console.WriteLine($"processors   {Environment.ProcessorCount}");
             Console.WriteLine($"kernels      supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)");
+            Console.WriteLine($"avx512 vnni  {(KernelSelector.Avx512VnniUnavailableReason is { } why ? "not used: " + why : "used: vpdpbusd kernels generated at start-up")}");
             Console.WriteLine($"threads      {CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)");
             Console.WriteLine($"huge pages   {HugePagesLine()}");
             Console.WriteLine(CudaCommands.InfoLine());

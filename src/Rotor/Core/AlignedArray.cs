@@ -78,6 +78,15 @@ internal static unsafe partial class LinuxMemory
 {
     public const int MadvHugePage = 14;
 
+    public const int ProtRead = 1, ProtWrite = 2, ProtExec = 4;
+    public const int MapPrivate = 0x02, MapAnonymous = 0x20;
+
     [LibraryImport("libc", SetLastError = true)]
     public static partial int madvise(void* addr, nuint length, int advice);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int mprotect(nint addr, nuint length, int prot);
 }

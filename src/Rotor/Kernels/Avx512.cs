@@ -25,7 +25,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         Avx512BW.MultiplyAddAdjacent(a, Vector512<short>.One);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Unpack(byte* p, out Vector512<byte> s0, out Vector512<byte> s1, out Vector512<byte> s2, out Vector512<byte> s3)
+    internal static void Unpack(byte* p, out Vector512<byte> s0, out Vector512<byte> s1, out Vector512<byte> s2, out Vector512<byte> s3)
     {
         Vector512<byte> m = Vector512.Create((byte)3);
         Vector512<ushort> v = Vector512.Load(p).AsUInt16();
@@ -72,7 +72,7 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
     /// <summary>The four lane sums of <paramref name="a"/>..<paramref name="d"/>, in that order: one reduction tree for
     /// four rows (about 3 operations a row against 11 for a separate <see cref="Vector512.Sum{T}(Vector512{T})"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Sum4(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d)
+    internal static Vector128<int> Sum4(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d)
     {
         Vector256<int> a8 = a.GetLower() + a.GetUpper(), b8 = b.GetLower() + b.GetUpper();
         Vector256<int> c8 = c.GetLower() + c.GetUpper(), d8 = d.GetLower() + d.GetUpper();

@@ -17,6 +17,7 @@ internal static unsafe class TernaryGemm
         KernelPath.Portable => &PortableKernels.Gemm,
         KernelPath.Avx2 => &Avx2Kernels.Gemm,
         KernelPath.Avx512 => &Avx512Kernels.Gemm,
+        KernelPath.Avx512Vnni => &Avx512VnniKernels.Gemm,
         KernelPath.Neon => &NeonKernels.Gemm,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };
@@ -27,6 +28,7 @@ internal static unsafe class TernaryGemm
         KernelPath.Portable => &PortableKernels.DotCodes,
         KernelPath.Avx2 => &Avx2Kernels.DotCodes,
         KernelPath.Avx512 => &Avx512Kernels.DotCodes,
+        KernelPath.Avx512Vnni => &Avx512VnniKernels.DotCodes,
         KernelPath.Neon => &NeonKernels.DotCodes,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };
@@ -37,6 +39,7 @@ internal static unsafe class TernaryGemm
         KernelPath.Portable => &PortableKernels.DotF32,
         KernelPath.Avx2 => &Avx2Kernels.DotF32,
         KernelPath.Avx512 => &Avx512Kernels.DotF32,
+        KernelPath.Avx512Vnni => &Avx512VnniKernels.DotF32,
         KernelPath.Neon => &NeonKernels.DotF32,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };

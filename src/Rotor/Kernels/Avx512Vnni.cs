@@ -1,0 +1,317 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Iced.Intel;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// AVX-512 VNNI kernels. vpdpbusd multiplies 64 unsigned codes (w + 1, 0..2) by 64 signed activations and adds
+/// groups of four into 16 int32 lanes of the accumulator in one instruction, where AVX-512 BW needs vpmaddubsw, a
+/// vpaddw into int16 and a periodic widening: on Zen 4 the pair fills every vector pipe for a cycle, and vpdpbusd
+/// needs half of that. .NET 10 has no intrinsic for it on processors without AVX10, so the inner loops are x86-64
+/// machine code produced at start-up by the Iced encoder (<see cref="VnniCode"/>) and called through unmanaged
+/// function pointers; the blocking, the decoding of the weights and the scales stay in C#.
+/// <para>GEMM (m &gt;= 4): the codes of up to <see cref="NR"/> weight rows are decoded once into a panel (per
+/// 64-column slice, the rows' 64 codes one after another), then every block of up to <see cref="MR"/> activation
+/// rows runs an MR x NR register tile over it: 24 accumulators, 6 code vectors and one activation vector. GEMV
+/// (m &lt; 4): each row is unpacked in registers and streamed once, four blocks a step.</para>
+/// </summary>
+internal unsafe struct Avx512VnniKernels : ITernaryKernels
+{
+    /// <summary>Activation rows a register tile.</summary>
+    internal const int MR = 4;
+    /// <summary>Weight rows a register tile (and a decoded panel).</summary>
+    internal const int NR = 6;
+    // Rows a GEMV kernel call: its int32 lanes sit on the stack (32 x 64 bytes).
+    private const int GemvBatch = 32;
+
+    [ThreadStatic] private static byte[]? t_panel;
+
+    private static byte* Panel(int bytes)
+    {
+        byte[]? a = t_panel;
+        if (a is null || a.Length < bytes + 64) t_panel = a = GC.AllocateUninitializedArray<byte>(bytes + 64, pinned: true);
+        nint p = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+        return (byte*)((p + 63) & ~(nint)63);
+    }
+
+    /// <summary>Decodes <paramref name="nr"/> rows of W into the panel layout of <see cref="VnniCode"/>'s tiles:
+    /// slice t (columns 64t .. 64t + 63) holds row 0's 64 codes, then row 1's, ... (nr * 64 bytes a slice).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DecodePanel(byte* w, int rowBytes, int kBlocks, int nr, byte* panel)
+    {
+        int slice = nr * 64;
+        for (int kb = 0; kb < kBlocks; kb++)
+        {
+            byte* dst = panel + (long)kb * 4 * slice;
+            for (int j = 0; j < nr; j++)
+            {
+                Avx512Kernels.Unpack(w + (long)j * rowBytes + kb * 64, out var s0, out var s1, out var s2, out var s3);
+                byte* d = dst + j * 64;
+                s0.Store(d); s1.Store(d + slice); s2.Store(d + 2 * slice); s3.Store(d + 3 * slice);
+            }
+        }
+    }
+
+    /// <summary>Reduces <paramref name="count"/> vectors of 16 int32 lanes at <paramref name="lanes"/> to their sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Reduce(int* lanes, int count, int* sums)
+    {
+        int e = 0;
+        for (; e + 4 <= count; e += 4)
+            Avx512Kernels.Sum4(Vector512.Load(lanes + e * 16), Vector512.Load(lanes + (e + 1) * 16),
+                Vector512.Load(lanes + (e + 2) * 16), Vector512.Load(lanes + (e + 3) * 16)).Store(sums + e);
+        for (; e < count; e++) sums[e] = Vector512.Sum(Vector512.Load(lanes + e * 16));
+    }
+
+    public static int DotCodes(byte* w, sbyte* x, int kBlocks)
+    {
+        int* lanes = stackalloc int[16];
+        VnniCode.Rows(w, 0, x, kBlocks, 1, lanes);
+        return Vector512.Sum(Vector512.Load(lanes));
+    }
+
+    public static float DotF32(byte* w, float* x, int kBlocks) => Avx512Kernels.DotF32(w, x, kBlocks);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Gemm(in GemmArgs a, int r0, int r1)
+    {
+        if (a.M < MR) { Gemv(a, r0, r1); return; }
+        int* lanes = stackalloc int[MR * NR * 16];
+        int* dots = stackalloc int[MR * NR];
+        int slices = a.KBlocks * 4;
+        byte* panel = Panel(NR * a.KBlocks * 256);
+        // Activation rows a pass over W, kept in L2 beside the panel: about 512 KB of them, a multiple of MR.
+        int rowTile = Math.Clamp(512 * 1024 / (a.KBlocks * 256) / MR * MR, MR, 128);
+        for (int i0 = 0; i0 < a.M; i0 += rowTile)
+        {
+            int iEnd = Math.Min(i0 + rowTile, a.M);
+            for (int r = r0; r < r1; r += NR)
+            {
+                int nr = Math.Min(NR, r1 - r);
+                DecodePanel(a.W + (long)r * a.RowBytes, a.RowBytes, a.KBlocks, nr, panel);
+                for (int i = i0; i < iEnd; i += MR)
+                {
+                    int mr = Math.Min(MR, iEnd - i);
+                    VnniCode.Tile(mr, nr, panel, a.X + (long)i * a.XStride, a.XStride, slices, lanes);
+                    Reduce(lanes, mr * nr, dots);
+                    for (int ii = 0; ii < mr; ii++)
+                        for (int jj = 0; jj < nr; jj++) a.Store(i + ii, r + jj, dots[ii * nr + jj]);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Gemv(in GemmArgs a, int r0, int r1)
+    {
+        int* lanes = stackalloc int[GemvBatch * 16];
+        int* dots = stackalloc int[GemvBatch];
+        for (int i = 0; i < a.M; i++)
+        {
+            sbyte* x = a.X + (long)i * a.XStride;
+            for (int r = r0; r < r1; r += GemvBatch)
+            {
+                int rows = Math.Min(GemvBatch, r1 - r);
+                VnniCode.Rows(a.W + (long)r * a.RowBytes, a.RowBytes, x, a.KBlocks, rows, lanes);
+                Reduce(lanes, rows, dots);
+                for (int e = 0; e < rows; e++) a.Store(i, r + e, dots[e]);
+            }
+        }
+    }
+}
+
+/// <summary>
+/// The machine code of <see cref="Avx512VnniKernels"/>, generated once per process with the Iced encoder into a page
+/// that is written, then made read-only and executable (never writable and executable at once). System V x86-64
+/// calling convention only (Linux); elsewhere <see cref="IsAvailable"/> is false and the AVX-512 BW path is used.
+/// </summary>
+internal static unsafe class VnniCode
+{
+    // Offsets of the entry points in the code page: one tile kernel per (mr, nr), then the GEMV kernel.
+    private static readonly nint[] s_tiles = new nint[(Avx512VnniKernels.MR + 1) * (Avx512VnniKernels.NR + 1)];
+    private static readonly nint s_rows;
+
+    /// <summary>Why the VNNI path cannot run here (null when it can).</summary>
+    public static string? UnavailableReason { get; }
+
+    /// <summary>Whether the processor has AVX-512 VNNI and BW, the OS is Linux x64, and the code was generated.</summary>
+    public static bool IsAvailable => UnavailableReason is null;
+
+    /// <summary>The processor reports AVX-512 VNNI (CPUID leaf 7, ECX bit 11) and .NET uses 512-bit vectors.</summary>
+    public static bool CpuHasVnni =>
+        X86Base.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && (X86Base.CpuId(7, 0).Ecx & (1 << 11)) != 0;
+
+    static VnniCode()
+    {
+        if (!CpuHasVnni) { UnavailableReason = "the processor has no AVX-512 VNNI (or .NET does not use 512-bit vectors)"; return; }
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        { UnavailableReason = "generated kernels use the System V calling convention: Linux x64 only"; return; }
+        try
+        {
+            var parts = new List<byte[]>();
+            var offsets = new List<int>();
+            int at = 0;
+            void Add(byte[] code) { offsets.Add(at); parts.Add(code); at += (code.Length + 63) & ~63; }
+            for (int mr = 1; mr <= Avx512VnniKernels.MR; mr++)
+                for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) Add(EmitTile(mr, nr));
+            Add(EmitRows());
+            nint page = ExecutableCode.Map(parts, offsets, at);
+            int q = 0;
+            for (int mr = 1; mr <= Avx512VnniKernels.MR; mr++)
+                for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr] = page + offsets[q++];
+            s_rows = page + offsets[q];
+        }
+        catch (Exception e) when (e is RotorException or InvalidOperationException or ArgumentException)
+        {
+            UnavailableReason = "generating the kernels failed: " + e.Message;
+        }
+    }
+
+    private static readonly AssemblerRegisterZMM[] Z =
+    [
+        zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14, zmm15,
+        zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30, zmm31,
+    ];
+
+    private static byte[] Assemble(Assembler a)
+    {
+        var ms = new MemoryStream();
+        a.Assemble(new StreamCodeWriter(ms), 0);
+        return ms.ToArray();
+    }
+
+    /// <summary>
+    /// <c>void tile(byte* panel, sbyte* x, nint xStride, nint slices, int* lanes)</c>: for mr activation rows and nr
+    /// panel rows, the 16 int32 lanes of every dot product, row-major (lanes + 16 * (i * nr + j)). slices &gt;= 1.
+    /// Registers: accumulators zmm0..zmm(mr*nr-1), panel codes zmm24..zmm29, activations zmm30.
+    /// </summary>
+    private static byte[] EmitTile(int mr, int nr)
+    {
+        var a = new Assembler(64);
+        for (int e = 0; e < mr * nr; e++) a.vpxord(Z[e], Z[e], Z[e]);
+        a.lea(r9, __[rdx + rdx * 2]);                          // 3 * xStride
+        Label loop = a.CreateLabel();
+        a.Label(ref loop);
+        for (int j = 0; j < nr; j++) a.vmovdqu64(Z[24 + j], __zmmword_ptr[rdi + j * 64]);
+        for (int i = 0; i < mr; i++)
+        {
+            var x = i switch
+            {
+                0 => __zmmword_ptr[rsi],
+                1 => __zmmword_ptr[rsi + rdx],
+                2 => __zmmword_ptr[rsi + rdx * 2],
+                _ => __zmmword_ptr[rsi + r9],
+            };
+            a.vmovdqu64(zmm30, x);
+            for (int j = 0; j < nr; j++) a.vpdpbusd(Z[i * nr + j], Z[24 + j], zmm30);
+        }
+        a.add(rdi, nr * 64);
+        a.add(rsi, 64);
+        a.dec(rcx);
+        a.jnz(loop);
+        for (int e = 0; e < mr * nr; e++) a.vmovdqu64(__zmmword_ptr[r8 + e * 64], Z[e]);
+        a.vzeroupper();
+        a.ret();
+        return Assemble(a);
+    }
+
+    /// <summary>
+    /// <c>void rows(byte* w, nint rowBytes, sbyte* x, nint kBlocks, nint rows, int* lanes)</c>: for each of rows
+    /// consecutive weight rows (I2_256 blocks, unpacked in registers), the 16 int32 lanes of its dot product with x.
+    /// kBlocks &gt;= 1, rows &gt;= 1. Four blocks a step with 16 accumulators, so that four weight loads are issued
+    /// before the vpdpbusd chains they feed, and one prefetcht2 a step 4 KiB ahead: from DRAM this streamed 19-21
+    /// GB/s on one Zen 4 core where one block a step streamed 9-12 GB/s, and a prefetch every block 12-13 GB/s
+    /// (docs/KERNELS.md). The blocks left over (kBlocks mod 4) go one at a time.
+    /// </summary>
+    private static byte[] EmitRows()
+    {
+        var a = new Assembler(64);
+        a.mov(eax, 3);
+        a.vpbroadcastb(zmm31, eax);
+        Label row = a.CreateLabel(), step = a.CreateLabel(), single = a.CreateLabel(), tail = a.CreateLabel(), done = a.CreateLabel();
+        a.Label(ref row);
+        for (int e = 0; e < 16; e++) a.vpxord(Z[e], Z[e], Z[e]);
+        a.mov(r10, rdi);                                       // weight cursor
+        a.mov(r11, rdx);                                       // activation cursor
+        a.mov(rax, rcx);                                       // blocks left
+        a.cmp(rax, 4);
+        a.jl(tail);
+        a.Label(ref step);
+        a.prefetcht2(__byte_ptr[r10 + 4096]);
+        for (int u = 0; u < 4; u++) a.vmovdqu64(Z[24 + u], __zmmword_ptr[r10 + 64 * u]);
+        for (int u = 0; u < 4; u++) EmitBlock(a, Z[24 + u], 256 * u, 4 * u);
+        a.add(r10, 256);
+        a.add(r11, 1024);
+        a.sub(rax, 4);
+        a.cmp(rax, 4);
+        a.jge(step);
+        a.Label(ref tail);
+        a.test(rax, rax);
+        a.jz(done);
+        a.Label(ref single);
+        a.vmovdqu64(zmm24, __zmmword_ptr[r10]);
+        EmitBlock(a, zmm24, 0, 0);
+        a.add(r10, 64);
+        a.add(r11, 256);
+        a.dec(rax);
+        a.jnz(single);
+        a.Label(ref done);
+        for (int width = 8; width >= 1; width /= 2)
+            for (int e = 0; e < width; e++) a.vpaddd(Z[e], Z[e], Z[e + width]);
+        a.vmovdqu64(__zmmword_ptr[r9], zmm0);
+        a.add(r9, 64);
+        a.add(rdi, rsi);
+        a.dec(r8);
+        a.jnz(row);
+        a.vzeroupper();
+        a.ret();
+        return Assemble(a);
+    }
+
+    /// <summary>One 256-weight block in <paramref name="packed"/> against x at r11 + <paramref name="xOffset"/>:
+    /// shift and mask the four code slices (zmm16..19), load the four activation slices (zmm20..23), and add the
+    /// products into accumulators <paramref name="acc"/> .. acc + 3.</summary>
+    private static void EmitBlock(Assembler a, AssemblerRegisterZMM packed, int xOffset, int acc)
+    {
+        for (int s = 0; s < 4; s++)
+        {
+            AssemblerRegisterZMM c = Z[16 + s], x = Z[20 + s];
+            if (s == 0) a.vpandd(c, packed, zmm31);
+            else { a.vpsrlw(c, packed, (byte)(2 * s)); a.vpandd(c, c, zmm31); }
+            a.vmovdqu64(x, __zmmword_ptr[r11 + xOffset + 64 * s]);
+            a.vpdpbusd(Z[acc + s], c, x);
+        }
+    }
+
+    /// <summary>Runs the (mr, nr) register tile; see <see cref="EmitTile"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Tile(int mr, int nr, byte* panel, sbyte* x, nint xStride, nint slices, int* lanes) =>
+        ((delegate* unmanaged[SuppressGCTransition]<byte*, sbyte*, nint, nint, int*, void>)s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr])(panel, x, xStride, slices, lanes);
+
+    /// <summary>Runs the GEMV kernel; see <see cref="EmitRows"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Rows(byte* w, nint rowBytes, sbyte* x, nint kBlocks, nint rows, int* lanes) =>
+        ((delegate* unmanaged[SuppressGCTransition]<byte*, nint, sbyte*, nint, nint, int*, void>)s_rows)(w, rowBytes, x, kBlocks, rows, lanes);
+}
+
+/// <summary>Pages of generated machine code: mapped writable, filled, then switched to read + execute. They live as
+/// long as the process.</summary>
+internal static unsafe class ExecutableCode
+{
+    /// <summary>Copies <paramref name="parts"/> to <paramref name="offsets"/> in a new executable mapping of
+    /// <paramref name="size"/> bytes and returns its address.</summary>
+    public static nint Map(List<byte[]> parts, List<int> offsets, int size)
+    {
+        nuint bytes = (nuint)((size + 4095) & ~4095);
+        nint page = LinuxMemory.mmap(0, bytes, LinuxMemory.ProtRead | LinuxMemory.ProtWrite, LinuxMemory.MapPrivate | LinuxMemory.MapAnonymous, -1, 0);
+        if (page == -1) throw new RotorException($"mmap of {bytes} bytes for generated kernels failed (errno {Marshal.GetLastPInvokeError()})");
+        for (int i = 0; i < parts.Count; i++) Marshal.Copy(parts[i], 0, page + offsets[i], parts[i].Length);
+        if (LinuxMemory.mprotect(page, bytes, LinuxMemory.ProtRead | LinuxMemory.ProtExec) != 0)
+            throw new RotorException($"mprotect(PROT_EXEC) of generated kernels failed (errno {Marshal.GetLastPInvokeError()}); the system forbids executable memory");
+        return page;
+    }
+}
