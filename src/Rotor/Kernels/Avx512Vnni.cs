@@ -16,26 +16,55 @@ namespace Rotor.Kernels;
 /// function pointers; the blocking, the decoding of the weights and the scales stay in C#.
 /// <para>GEMM (m &gt;= 4): the codes of up to <see cref="NR"/> weight rows are decoded once into a panel (per
 /// 64-column slice, the rows' 64 codes one after another), then every block of up to <see cref="MR"/> activation
-/// rows runs an MR x NR register tile over it: 24 accumulators, 6 code vectors and one activation vector. GEMV
+/// rows runs an MR x NR register tile over it: 24 accumulators, 4 code vectors and one activation vector. GEMV
 /// (m &lt; 4): each row is unpacked in registers and streamed once, four blocks a step.</para>
 /// </summary>
 internal unsafe struct Avx512VnniKernels : ITernaryKernels
 {
     /// <summary>Activation rows a register tile.</summary>
-    internal const int MR = 4;
-    /// <summary>Weight rows a register tile (and a decoded panel).</summary>
-    internal const int NR = 6;
+    internal const int MR = 6;
+    /// <summary>Weight rows a register tile (and a decoded panel): four, so that one activation row's four sums
+    /// reduce in one tree and leave through one vector epilogue (<see cref="GemmArgs.Store4"/>).</summary>
+    internal const int NR = 4;
     // Rows a GEMV kernel call: its int32 lanes sit on the stack (32 x 64 bytes).
     private const int GemvBatch = 32;
 
     [ThreadStatic] private static byte[]? t_panel;
+    [ThreadStatic] private static byte[]? t_packed;
 
-    private static byte* Panel(int bytes)
+    private static byte* Aligned(ref byte[]? cache, long bytes)
     {
-        byte[]? a = t_panel;
-        if (a is null || a.Length < bytes + 64) t_panel = a = GC.AllocateUninitializedArray<byte>(bytes + 64, pinned: true);
+        byte[]? a = cache;
+        if (a is null || a.Length < bytes + 64) cache = a = GC.AllocateUninitializedArray<byte>(checked((int)(bytes + 64)), pinned: true);
         nint p = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
         return (byte*)((p + 63) & ~(nint)63);
+    }
+
+    private static byte* Panel(int bytes) => Aligned(ref t_panel, bytes);
+
+    /// <summary>
+    /// Copies the activations into blocks of <see cref="MR"/> rows (the last block may hold fewer), each block
+    /// interleaved per 64 columns: slice t of block b holds its rows' columns 64t .. 64t + 63 one row after another,
+    /// so that a register tile reads one sequential stream instead of MR strided ones. Block b starts at
+    /// b * MR * cols bytes; the whole copy is m * cols bytes, in a buffer of the calling thread that the workers
+    /// read until the call returns.
+    /// </summary>
+    public static void PackActivations(ref GemmArgs a)
+    {
+        int cols = a.KBlocks * 256, slices = a.KBlocks * 4;
+        byte* dst = Aligned(ref t_packed, (long)a.M * cols);
+        for (int b0 = 0; b0 < a.M; b0 += MR)
+        {
+            int rows = Math.Min(MR, a.M - b0);
+            byte* block = dst + (long)b0 * cols;
+            for (int ii = 0; ii < rows; ii++)
+            {
+                sbyte* src = a.X + (long)(b0 + ii) * a.XStride;
+                byte* d = block + ii * 64;
+                for (int t = 0; t < slices; t++) Vector512.Load(src + t * 64).AsByte().Store(d + (long)t * rows * 64);
+            }
+        }
+        a.XPacked = (sbyte*)dst;
     }
 
     /// <summary>Decodes <paramref name="nr"/> rows of W into the panel layout of <see cref="VnniCode"/>'s tiles:
@@ -80,12 +109,13 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
         if (a.M < MR) { Gemv(a, r0, r1); return; }
+        if (a.XPacked == null) { GemmArgs packed = a; PackActivations(ref packed); Gemm(packed, r0, r1); return; }
         int* lanes = stackalloc int[MR * NR * 16];
         int* dots = stackalloc int[MR * NR];
         int slices = a.KBlocks * 4;
         byte* panel = Panel(NR * a.KBlocks * 256);
         // Activation rows a pass over W, kept in L2 beside the panel: about 512 KB of them, a multiple of MR.
-        int rowTile = Math.Clamp(512 * 1024 / (a.KBlocks * 256) / MR * MR, MR, 128);
+        int rowTile = Math.Clamp(512 * 1024 / (a.KBlocks * 256) / MR * MR, MR, 126);
         for (int i0 = 0; i0 < a.M; i0 += rowTile)
         {
             int iEnd = Math.Min(i0 + rowTile, a.M);
@@ -96,7 +126,16 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
                 for (int i = i0; i < iEnd; i += MR)
                 {
                     int mr = Math.Min(MR, iEnd - i);
-                    VnniCode.Tile(mr, nr, panel, a.X + (long)i * a.XStride, a.XStride, slices, lanes);
+                    VnniCode.Tile(mr, nr, panel, a.XPacked + (long)i * a.KBlocks * 256, slices, lanes);
+                    if (nr == NR)
+                    {
+                        for (int ii = 0; ii < mr; ii++)
+                        {
+                            int* l = lanes + ii * NR * 16;
+                            a.Store4(i + ii, r, Avx512Kernels.Sum4(Vector512.Load(l), Vector512.Load(l + 16), Vector512.Load(l + 32), Vector512.Load(l + 48)));
+                        }
+                        continue;
+                    }
                     Reduce(lanes, mr * nr, dots);
                     for (int ii = 0; ii < mr; ii++)
                         for (int jj = 0; jj < nr; jj++) a.Store(i + ii, r + jj, dots[ii * nr + jj]);
@@ -185,35 +224,28 @@ internal static unsafe class VnniCode
     }
 
     /// <summary>
-    /// <c>void tile(byte* panel, sbyte* x, nint xStride, nint slices, int* lanes)</c>: for mr activation rows and nr
-    /// panel rows, the 16 int32 lanes of every dot product, row-major (lanes + 16 * (i * nr + j)). slices &gt;= 1.
-    /// Registers: accumulators zmm0..zmm(mr*nr-1), panel codes zmm24..zmm29, activations zmm30.
+    /// <c>void tile(byte* panel, sbyte* x, nint slices, int* lanes)</c>: for mr activation rows (a block of
+    /// <see cref="Avx512VnniKernels.PackActivations"/>) and nr panel rows, the 16 int32 lanes of every dot product,
+    /// row-major (lanes + 16 * (i * nr + j)). slices &gt;= 1. Registers: accumulators zmm0..zmm(mr*nr-1), panel codes
+    /// zmm24..zmm27, activations zmm28. Both operands stream sequentially: nr * 64 and mr * 64 bytes a slice.
     /// </summary>
     private static byte[] EmitTile(int mr, int nr)
     {
         var a = new Assembler(64);
         for (int e = 0; e < mr * nr; e++) a.vpxord(Z[e], Z[e], Z[e]);
-        a.lea(r9, __[rdx + rdx * 2]);                          // 3 * xStride
         Label loop = a.CreateLabel();
         a.Label(ref loop);
         for (int j = 0; j < nr; j++) a.vmovdqu64(Z[24 + j], __zmmword_ptr[rdi + j * 64]);
         for (int i = 0; i < mr; i++)
         {
-            var x = i switch
-            {
-                0 => __zmmword_ptr[rsi],
-                1 => __zmmword_ptr[rsi + rdx],
-                2 => __zmmword_ptr[rsi + rdx * 2],
-                _ => __zmmword_ptr[rsi + r9],
-            };
-            a.vmovdqu64(zmm30, x);
-            for (int j = 0; j < nr; j++) a.vpdpbusd(Z[i * nr + j], Z[24 + j], zmm30);
+            a.vmovdqu64(zmm28, __zmmword_ptr[rsi + i * 64]);
+            for (int j = 0; j < nr; j++) a.vpdpbusd(Z[i * nr + j], Z[24 + j], zmm28);
         }
         a.add(rdi, nr * 64);
-        a.add(rsi, 64);
-        a.dec(rcx);
+        a.add(rsi, mr * 64);
+        a.dec(rdx);
         a.jnz(loop);
-        for (int e = 0; e < mr * nr; e++) a.vmovdqu64(__zmmword_ptr[r8 + e * 64], Z[e]);
+        for (int e = 0; e < mr * nr; e++) a.vmovdqu64(__zmmword_ptr[rcx + e * 64], Z[e]);
         a.vzeroupper();
         a.ret();
         return Assemble(a);
@@ -289,8 +321,8 @@ internal static unsafe class VnniCode
 
     /// <summary>Runs the (mr, nr) register tile; see <see cref="EmitTile"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Tile(int mr, int nr, byte* panel, sbyte* x, nint xStride, nint slices, int* lanes) =>
-        ((delegate* unmanaged[SuppressGCTransition]<byte*, sbyte*, nint, nint, int*, void>)s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr])(panel, x, xStride, slices, lanes);
+    public static void Tile(int mr, int nr, byte* panel, sbyte* x, nint slices, int* lanes) =>
+        ((delegate* unmanaged[SuppressGCTransition]<byte*, sbyte*, nint, int*, void>)s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr])(panel, x, slices, lanes);
 
     /// <summary>Runs the GEMV kernel; see <see cref="EmitRows"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

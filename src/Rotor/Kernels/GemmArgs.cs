@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace Rotor.Kernels;
 
 /// <summary>
@@ -22,12 +24,25 @@ internal unsafe struct GemmArgs
     public float* Bias;
     public float* Y;
     public int YStride;
+    /// <summary>x in the blocked layout of <see cref="Avx512VnniKernels.PackActivations"/>, or null.</summary>
+    public sbyte* XPacked;
 
     public readonly void Store(int i, int r, int dot)
     {
         float v = (dot - XSum[i]) * XScale[i] * WScale[r * WScaleStride];
         if (Bias != null) v += Bias[r];
         Y[(long)i * YStride + r] = v;
+    }
+
+    /// <summary><see cref="Store"/> for weight rows r .. r + 3 of activation row i, in one vector: the same float
+    /// operations in the same order, so the results are identical.</summary>
+    public readonly void Store4(int i, int r, Vector128<int> dots)
+    {
+        var v = Vector128.ConvertToSingle(dots - Vector128.Create(XSum[i]))
+            * XScale[i];
+        v *= WScaleStride == 0 ? Vector128.Create(WScale[0]) : Vector128.Load(WScale + r);
+        if (Bias != null) v += Vector128.Load(Bias + r);
+        v.Store(Y + (long)i * YStride + r);
     }
 }
 

@@ -107,6 +107,8 @@ internal static unsafe class TernaryGemm
                 Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
             };
             job.Kernel = GemmKernel(path);
+            // The VNNI GEMM streams activations in blocks of rows interleaved per 64 columns, packed once a call.
+            if (path == KernelPath.Avx512Vnni && m >= Avx512VnniKernels.MR) Avx512VnniKernels.PackActivations(ref job.Args);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
             if (!parallel) job.Kernel(job.Args, 0, n);
             else
