@@ -106,6 +106,16 @@ public class KernelTests
         finally { TernaryGemm.ParallelThreshold = saved; }
     }
 
+    [Fact]
+    public void VnniPathIsGeneratedWhereTheCpuHasIt()
+    {
+        // A failure in the code generator must fail here, not quietly drop the path from the tests above.
+        if (VnniCode.CpuHasVnni && OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
+            Assert.True(KernelSelector.IsSupported(KernelPath.Avx512Vnni), KernelSelector.Avx512VnniUnavailableReason);
+        else
+            Assert.NotNull(KernelSelector.Avx512VnniUnavailableReason);
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void LargeBatchGemmMatchesReference(KernelPath path)

@@ -129,11 +129,7 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
                     VnniCode.Tile(mr, nr, panel, a.XPacked + (long)i * a.KBlocks * 256, slices, lanes);
                     if (nr == NR)
                     {
-                        for (int ii = 0; ii < mr; ii++)
-                        {
-                            int* l = lanes + ii * NR * 16;
-                            a.Store4(i + ii, r, Avx512Kernels.Sum4(Vector512.Load(l), Vector512.Load(l + 16), Vector512.Load(l + 32), Vector512.Load(l + 48)));
-                        }
+                        for (int ii = 0; ii < mr; ii++) a.Store4(i + ii, r, Vector128.Load(lanes + ii * 4));
                         continue;
                     }
                     Reduce(lanes, mr * nr, dots);
@@ -226,7 +222,8 @@ internal static unsafe class VnniCode
     /// <summary>
     /// <c>void tile(byte* panel, sbyte* x, nint slices, int* lanes)</c>: for mr activation rows (a block of
     /// <see cref="Avx512VnniKernels.PackActivations"/>) and nr panel rows, the 16 int32 lanes of every dot product,
-    /// row-major (lanes + 16 * (i * nr + j)). slices &gt;= 1. Registers: accumulators zmm0..zmm(mr*nr-1), panel codes
+    /// row-major (lanes + 16 * (i * nr + j)); for nr = 4 the four sums of each activation row instead (lanes + 4 * i).
+    /// slices &gt;= 1. Registers: accumulators zmm0..zmm(mr*nr-1), panel codes
     /// zmm24..zmm27, activations zmm28. Both operands stream sequentially: nr * 64 and mr * 64 bytes a slice.
     /// </summary>
     private static byte[] EmitTile(int mr, int nr)
@@ -245,10 +242,37 @@ internal static unsafe class VnniCode
         a.add(rsi, mr * 64);
         a.dec(rdx);
         a.jnz(loop);
-        for (int e = 0; e < mr * nr; e++) a.vmovdqu64(__zmmword_ptr[rcx + e * 64], Z[e]);
+        if (nr == 4)
+            for (int i = 0; i < mr; i++) EmitSum4(a, i * 4, __xmmword_ptr[rcx + i * 16]);
+        else
+            for (int e = 0; e < mr * nr; e++) a.vmovdqu64(__zmmword_ptr[rcx + e * 64], Z[e]);
         a.vzeroupper();
         a.ret();
         return Assemble(a);
+    }
+
+    /// <summary>Reduces accumulators <paramref name="acc"/> .. acc + 3 to their four lane sums and stores them as
+    /// four int32 at <paramref name="dst"/>: dword and qword unpacks pair the lanes up within 128-bit lanes (all
+    /// EVEX, so any of the 32 registers), then the four 128-bit lanes are folded. Uses zmm24..zmm29.</summary>
+    private static void EmitSum4(Assembler a, int acc, AssemblerMemoryOperand dst)
+    {
+        AssemblerRegisterZMM p = Z[acc], q = Z[acc + 1], r = Z[acc + 2], t = Z[acc + 3];
+        a.PreferVex = false;             // ymm28/xmm28 need EVEX
+        a.vpunpckldq(zmm24, p, q);       // p0 q0 p1 q1 (each 128-bit lane)
+        a.vpunpckhdq(zmm25, p, q);       // p2 q2 p3 q3
+        a.vpaddd(zmm24, zmm24, zmm25);   // p02 q02 p13 q13
+        a.vpunpckldq(zmm26, r, t);
+        a.vpunpckhdq(zmm27, r, t);
+        a.vpaddd(zmm26, zmm26, zmm27);   // r02 t02 r13 t13
+        a.vpunpcklqdq(zmm28, zmm24, zmm26); // p02 q02 r02 t02
+        a.vpunpckhqdq(zmm29, zmm24, zmm26); // p13 q13 r13 t13
+        a.vpaddd(zmm28, zmm28, zmm29);   // p q r t, one partial sum each per 128-bit lane
+        a.vextracti64x4(ymm29, zmm28, 1);
+        a.vpaddd(ymm28, ymm28, ymm29);
+        a.vextracti32x4(xmm29, ymm28, 1);
+        a.vpaddd(xmm28, xmm28, xmm29);
+        a.vmovdqu32(dst, xmm28);
+        a.PreferVex = true;
     }
 
     /// <summary>
