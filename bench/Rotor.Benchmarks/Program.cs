@@ -20,7 +20,7 @@ public class GemvBenchmarks
     [Params(1, 8, 128)]
     public int M { get; set; }
 
-    [Params(KernelPath.Avx512, KernelPath.Avx2, KernelPath.Portable)]
+    [Params(KernelPath.Avx512Vnni, KernelPath.Avx512, KernelPath.Avx2, KernelPath.Portable)]
     public KernelPath Path { get; set; }
 
     [GlobalSetup]
