@@ -278,10 +278,11 @@ internal static unsafe class VnniCode
     /// <summary>
     /// <c>void rows(byte* w, nint rowBytes, sbyte* x, nint kBlocks, nint rows, int* lanes)</c>: for each of rows
     /// consecutive weight rows (I2_256 blocks, unpacked in registers), the 16 int32 lanes of its dot product with x.
-    /// kBlocks &gt;= 1, rows &gt;= 1. Four blocks a step with 16 accumulators, so that four weight loads are issued
-    /// before the vpdpbusd chains they feed, and one prefetcht2 a step 4 KiB ahead: from DRAM this streamed 19-21
-    /// GB/s on one Zen 4 core where one block a step streamed 9-12 GB/s, and a prefetch every block 12-13 GB/s
-    /// (docs/KERNELS.md). The blocks left over (kBlocks mod 4) go one at a time.
+    /// kBlocks &gt;= 1, rows &gt;= 1. Four blocks a step: their four weight loads come first, then 16 vpdpbusd into 16
+    /// accumulators with the activations as memory operands. No software prefetch. Measured from DRAM on one Zen 4
+    /// core (docs/KERNELS.md): one block a step streamed 9-13 GB/s, four blocks 15-24 GB/s, four with the loads first
+    /// 17-25 GB/s (the AVX-512 BW GEMV 15-18 GB/s in the same runs); a prefetch every block cut any form to 9-13 GB/s.
+    /// The blocks left over (kBlocks mod 4) go one at a time.
     /// </summary>
     private static byte[] EmitRows()
     {
@@ -297,9 +298,8 @@ internal static unsafe class VnniCode
         a.cmp(rax, 4);
         a.jl(tail);
         a.Label(ref step);
-        a.prefetcht2(__byte_ptr[r10 + 4096]);
-        for (int u = 0; u < 4; u++) a.vmovdqu64(Z[24 + u], __zmmword_ptr[r10 + 64 * u]);
-        for (int u = 0; u < 4; u++) EmitBlock(a, Z[24 + u], 256 * u, 4 * u);
+        for (int u = 0; u < 4; u++) a.vmovdqu64(Z[20 + u], __zmmword_ptr[r10 + 64 * u]);
+        for (int u = 0; u < 4; u++) EmitBlock(a, Z[20 + u], 256 * u, 4 * u);
         a.add(r10, 256);
         a.add(r11, 1024);
         a.sub(rax, 4);
@@ -309,8 +309,8 @@ internal static unsafe class VnniCode
         a.test(rax, rax);
         a.jz(done);
         a.Label(ref single);
-        a.vmovdqu64(zmm24, __zmmword_ptr[r10]);
-        EmitBlock(a, zmm24, 0, 0);
+        a.vmovdqu64(zmm20, __zmmword_ptr[r10]);
+        EmitBlock(a, zmm20, 0, 0);
         a.add(r10, 64);
         a.add(r11, 256);
         a.dec(rax);
@@ -329,17 +329,16 @@ internal static unsafe class VnniCode
     }
 
     /// <summary>One 256-weight block in <paramref name="packed"/> against x at r11 + <paramref name="xOffset"/>:
-    /// shift and mask the four code slices (zmm16..19), load the four activation slices (zmm20..23), and add the
-    /// products into accumulators <paramref name="acc"/> .. acc + 3.</summary>
+    /// shift and mask the four code slices (zmm16..19) and add their products with the four activation slices (memory
+    /// operands) into accumulators <paramref name="acc"/> .. acc + 3.</summary>
     private static void EmitBlock(Assembler a, AssemblerRegisterZMM packed, int xOffset, int acc)
     {
         for (int s = 0; s < 4; s++)
         {
-            AssemblerRegisterZMM c = Z[16 + s], x = Z[20 + s];
+            AssemblerRegisterZMM c = Z[16 + s];
             if (s == 0) a.vpandd(c, packed, zmm31);
             else { a.vpsrlw(c, packed, (byte)(2 * s)); a.vpandd(c, c, zmm31); }
-            a.vmovdqu64(x, __zmmword_ptr[r11 + xOffset + 64 * s]);
-            a.vpdpbusd(Z[acc + s], c, x);
+            a.vpdpbusd(Z[acc + s], c, __zmmword_ptr[r11 + xOffset + 64 * s]);
         }
     }
 
