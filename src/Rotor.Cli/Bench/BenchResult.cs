@@ -18,6 +18,9 @@ internal sealed record BenchResult
     [JsonPropertyName("cache")] public string? Cache { get; init; }
     [JsonPropertyName("reference_us")] public double? ReferenceUs { get; init; }
     [JsonPropertyName("reference")] public string? Reference { get; init; }
+    [JsonPropertyName("kernel_path")] public string? KernelPath { get; init; }
+    [JsonPropertyName("against_path")] public string? AgainstPath { get; init; }
+    [JsonPropertyName("against_median_ms")] public double? AgainstMedianMs { get; init; }
 }
 
 [JsonSerializable(typeof(List<BenchResult>))]

@@ -5,7 +5,9 @@ namespace Rotor.Cli.Bench;
 
 /// <summary>The figures of <c>rotor bench</c>: the original prototype's table, ternary GEMV/GEMM on the BitNet b1.58 2B4T
 /// shapes (hot and cold, 1 and all threads) and the memory bandwidth limit, measured in one run.</summary>
-internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
+/// <remarks>With <c>against</c>, every product is also run on that kernel path, in alternation with the path in use
+/// (<see cref="Timer.MeasurePair"/>), and the ratio is printed: the way to compare two paths on a noisy machine.</remarks>
+internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick, KernelPath? against = null)
 {
     public readonly List<BenchResult> Results = [];
 
@@ -99,7 +101,8 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
     {
         log.WriteLine("== Ternary x int8 products, y = x W^T, activations quantized inside each call; medians ==");
         log.WriteLine("(cold GEMV: roofline = weight GB/s over the memory bandwidth sampled between its own runs, \"limit\" GB/s)");
-        log.WriteLine($"{"shape (out x in)",-16} {"m",4} {"thr",3} {"cache",5} {"median",11} {"min",11} {"GFLOPS",8} {"W GB/s",7} {"roofline",8} {"limit",6}   {"vs I2_S",8} {"vs TQ2_0",8}");
+        string againstHead = against is { } ap ? $"  {"vs " + ap,12}" : "";
+        log.WriteLine($"{"shape (out x in)",-16} {"m",4} {"thr",3} {"cache",5} {"median",11} {"min",11} {"GFLOPS",8} {"W GB/s",7} {"roofline",8} {"limit",6}   {"vs I2_S",8} {"vs TQ2_0",8}{againstHead}");
         var samplers = new MemoryBandwidth.Sampler?[maxThreads + 1];
         int[] threadCounts = maxThreads > 1 ? [1, maxThreads] : [1];
         const long ColdBytes = 256L << 20;
@@ -122,16 +125,27 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
                 foreach (int t in threadCounts)
                 {
                     using var be = new CpuBackend(t);
+                    using var other = against is { } otherPath ? new CpuBackend(t, otherPath) : null;
                     foreach (string cache in new[] { "hot", "cold" })
                     {
                         if (cache == "cold" && quick && m > 1) continue;
-                        int next = 0;
+                        int next = 0, nextOther = copies / 2;
                         bool paired = cache == "cold" && m == 1;
                         var sampler = paired ? (samplers[t] ??= new MemoryBandwidth.Sampler(t)) : null;
-                        var (ms0, min0) = cache == "hot"
-                            ? Timer.Measure(() => be.MatMul(hot, x, y, q), budgetMs: quick ? 100 : 300)
-                            : Timer.Measure(() => { be.MatMul(cold[next], x, y, q); next = (next + 1) % copies; }, minReps: paired ? 64 : Math.Min(copies, 50),
-                                budgetMs: quick ? 100 : 300, maxReps: paired ? 800 : 2000, between: sampler is null ? null : sampler.SampleEvery8);
+                        Action run = cache == "hot" ? () => be.MatMul(hot, x, y, q) : () => { be.MatMul(cold[next], x, y, q); next = (next + 1) % copies; };
+                        int minReps = cache == "hot" ? 5 : paired ? 64 : Math.Min(copies, 50), maxReps = paired ? 800 : 2000;
+                        double budget = quick ? 100 : 300;
+                        double ms0, min0;
+                        double? otherMs = null;
+                        if (other is null)
+                            (ms0, min0) = Timer.Measure(run, minReps, budget, maxReps, sampler is null ? null : sampler.SampleEvery8);
+                        else
+                        {
+                            // the other path reads its own copies, half the rotation away
+                            Action runOther = cache == "hot" ? () => other.MatMul(hot, x, y, q) : () => { other.MatMul(cold[nextOther], x, y, q); nextOther = (nextOther + 1) % copies; };
+                            (ms0, min0, double mo, _) = Timer.MeasurePair(run, runOther, minReps, budget, maxReps, sampler is null ? null : sampler.SampleEvery8);
+                            otherMs = mo;
+                        }
                         double flops = 2.0 * m * n * k;
                         double wbytes = (long)n * k / 4.0;
                         double gbps = wbytes / (ms0 / 1000) / 1e9;
@@ -142,18 +156,21 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick)
                         double? tqUs = r is not null ? (t == 1 ? r[2] : r[3]) : null;
                         string vsI2 = refUs is { } a ? $"{a / (ms0 * 1000),7:F2}x" : "";
                         string vsTq = tqUs is { } b ? $"{b / (ms0 * 1000),7:F2}x" : "";
-                        log.WriteLine($"{n + "x" + k,-16} {m,4} {t,3} {cache,5} {Fmt(ms0),11} {Fmt(min0),11} {flops / (ms0 / 1000) / 1e9,8:F1} {gbps,7:F1} {(roof is { } f ? f.ToString("P0") : ""),8} {(limit is { } lg ? lg.ToString("F1") : ""),6}   {vsI2,8} {vsTq,8}");
+                        string vsOther = otherMs is { } om ? $"  {om / ms0,11:F2}x" : "";
+                        log.WriteLine($"{n + "x" + k,-16} {m,4} {t,3} {cache,5} {Fmt(ms0),11} {Fmt(min0),11} {flops / (ms0 / 1000) / 1e9,8:F1} {gbps,7:F1} {(roof is { } f ? f.ToString("P0") : ""),8} {(limit is { } lg ? lg.ToString("F1") : ""),6}   {vsI2,8} {vsTq,8}{vsOther}");
                         Add(new BenchResult
                         {
                             Name = $"{(m == 1 ? "gemv" : "gemm")} {n}x{k} m={m} t={t} {cache}", MedianMs = ms0, MinMs = min0,
                             Gflops = flops / (ms0 / 1000) / 1e9, WeightGbps = gbps, RooflineFraction = roof, LimitGbps = limit, Threads = t, Cache = cache,
                             ReferenceUs = refUs, Reference = refUs is null ? null : "bitnet.cpp I2_S",
+                            KernelPath = be.Path.ToString(), AgainstPath = against?.ToString(), AgainstMedianMs = otherMs,
                         });
                     }
                 }
             }
         }
         log.WriteLine("(vs I2_S / vs TQ2_0: the reference's time over Rotor's, same thread count; >1 means Rotor is faster)");
+        if (against is { } path) log.WriteLine($"(vs {path}: that path's median over this one's, timed in alternation in the same loop; >1 means {KernelSelector.Current} is faster)");
         log.WriteLine();
     }
 

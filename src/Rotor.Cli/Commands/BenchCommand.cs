@@ -19,8 +19,9 @@ internal static class BenchCommand
         var skip = new Option<bool>("--no-prototype") { Description = "Skip the prototype table" };
         var device = new Option<string>("--device") { Description = "cpu, or cuda: the GPU benchmark of 'rotor bench-cuda' (with --json and --quick)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
+        var against = new Option<string?>("--against") { Description = "Also time every product on this kernel path (reference, portable, avx2, avx512, avx512vnni, neon), in alternation with the path in use, and print the ratio" };
         var cmd = new Command("bench", "Benchmark the ternary kernels (GEMV/GEMM, hot and cold, 1 and all threads) against bitnet.cpp's figures and the memory limit");
-        foreach (var o in new Option[] { json, quick, threads, shapes, ms, skip, device }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { json, quick, threads, shapes, ms, skip, device, against }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             if (pr.GetValue(device) == "cuda")
@@ -30,8 +31,16 @@ internal static class BenchCommand
                         throw new RotorException($"rotor bench --device cuda: {o.Name} is a CPU option; 'rotor bench-cuda --help' lists the GPU benchmark's options");
                 return CudaCommands.Bench(pr.GetValue(json)?.FullName, pr.GetValue(quick), allPaths: false, shape: null, onlyM: null, noNetwork: false);
             }
-            var bench = new KernelBench(Console.Out, pr.GetValue(threads), pr.GetValue(quick));
-            Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}, up to {pr.GetValue(threads)} threads, {Environment.ProcessorCount} processors");
+            KernelPath? againstPath = null;
+            if (pr.GetValue(against) is { } a)
+            {
+                if (!Enum.TryParse(a, ignoreCase: true, out KernelPath p) || !Enum.IsDefined(p))
+                    throw new RotorException($"--against {a}: not a kernel path (reference, portable, avx2, avx512, avx512vnni, neon)");
+                if (!KernelSelector.IsSupported(p)) throw new RotorException($"--against {a}: this machine does not support it (supported: {string.Join(", ", KernelSelector.Supported)})");
+                againstPath = p;
+            }
+            var bench = new KernelBench(Console.Out, pr.GetValue(threads), pr.GetValue(quick), againstPath);
+            Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}{(againstPath is { } ag ? $" against {ag}" : "")}, up to {pr.GetValue(threads)} threads, {Environment.ProcessorCount} processors");
             Console.WriteLine();
             if (!pr.GetValue(skip)) bench.Prototype();
             bench.Bandwidth();
