@@ -203,7 +203,8 @@ struct SumFloatOp {
 // w, w + WARPS, ...), U blocks a step with all their weight loads issued first, each warp holding a 16 x 8NT int32
 // tile in registers; the tiles are added in shared memory at the end. Weights stream from DRAM once with 128-bit
 // loads that skip L1; x (a few KB) is read through L1. The first weight loads are issued before the wait on the
-// previous kernel (programmatic dependent launch): they do not depend on it.
+// previous kernel (programmatic dependent launch): they do not depend on it. gemv_kernel (m <= 8) runs where K is
+// not a multiple of 16 blocks; gemv8_kernel, the same product without guards, where it is (launch_gemv8).
 // ---------------------------------------------------------------------------------------------------------------
 
 template <int NT>
@@ -250,19 +251,9 @@ __device__ __forceinline__ void epilogue_store(const rotor_gemm_args& a, const E
 }
 
 // EARLY: let the next kernel launch at entry instead of once this CTA's weights are in.
-// PFB: thread 0 first asks L2 for the CTA's whole share of the weights with one bulk prefetch (sm_90).
-template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false, bool PF = false, bool PFB = false>
+template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false, bool PF = false>
 __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm_args a) {
     if constexpr (EARLY) pdl_trigger();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (PFB) {
-        if (threadIdx.x == 0) {
-            const int rows = min(16, a.n - (int)blockIdx.x * 16);
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(a.w + (size_t)blockIdx.x * 16 * a.row_bytes),
-                         "r"(rows * a.row_bytes) : "memory");
-        }
-    }
-#endif
     constexpr int kOut = NT * 4 * 32;         // int32 results of a CTA: 16 rows x 8NT columns
     constexpr int kPer = kOut / (32 * WARPS);  // results a thread stores
     static_assert(kOut % (32 * WARPS) == 0, "every thread stores the same number of results");
@@ -330,29 +321,26 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
     }
 }
 
-// The GEMV for m <= 8 as launched (gemv8_kernel): the form of gemv_kernel<1, 4, 4, 8> with the four blocks of a step
-// unguarded where they all exist (a guarded step only at the end of K) and the epilogue's operands loaded after the
-// reduction: measured 19% faster than gemv_kernel from DRAM on H200 (16384x4096 m = 1, run 22: 6.14 against 7.56 us
-// back to back), bit for bit the same results. A warp's step: the 8 weight loads of 4 K blocks, then (first step
-// only) the wait on the previous kernel, then 32 mmas.
-template <bool GUARD, bool PF>
-__device__ __forceinline__ void gemv8_step(const rotor_gemm_args& a, int (&acc)[4], const uint8_t* wA, const uint8_t* wB,
-                                           const int8_t* xg, bool xok, int kb0, bool first) {
+// The GEMV for m <= 8 where K is a multiple of 16 blocks (gemv8_kernel): the form of gemv_kernel<1, 4, 4, 8> with
+// no guard at all (every warp's step has its 4 blocks) and the epilogue's operands loaded after the reduction. On
+// H100 (run 26, 16384x4096 m = 1) 7.44 against 8.78 us from DRAM back to back, 7.98 against 10.32 us isolated, 5.78
+// against 6.03 us L2-resident, bit for bit the same results. A form with a guarded last step for other K (one
+// kernel for all K) spilled 56 bytes and lost its gain, and a form with every step guarded ran at 9.5 us: for other
+// K the launcher keeps gemv_kernel. A warp's step: the 8 weight loads of 4 K blocks, then (first step only) the wait
+// on the previous kernel, then 32 mmas.
+template <bool PF>
+__device__ __forceinline__ void gemv8_step(int (&acc)[4], const uint8_t* wA, const uint8_t* wB, const int8_t* xg, bool xok,
+                                           int kb0, bool first) {
     uint4 wa[4], wb[4];
 #pragma unroll
     for (int u = 0; u < 4; u++) {
-        const int kb = kb0 + 4 * u;
-        wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
-        if (!GUARD || kb < a.k_blocks) {
-            wa[u] = ld_stream<PF>(wA + (size_t)kb * 64);
-            wb[u] = ld_stream<PF>(wB + (size_t)kb * 64);
-        }
+        wa[u] = ld_stream<PF>(wA + (size_t)(kb0 + 4 * u) * 64);
+        wb[u] = ld_stream<PF>(wB + (size_t)(kb0 + 4 * u) * 64);
     }
     if (first) pdl_wait();  // x, its scales and y belong to the previous kernel
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int kb = kb0 + 4 * u;
-        if (GUARD && kb >= a.k_blocks) break;
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             uint4 xv = make_uint4(0, 0, 0, 0);
@@ -363,7 +351,8 @@ __device__ __forceinline__ void gemv8_step(const rotor_gemm_args& a, int (&acc)[
     }
 }
 
-// EARLY: let the next kernel launch at entry instead of once this CTA's weights are in. PF: the L2 prefetch-size hint.
+// k_blocks % 16 == 0. EARLY: let the next kernel launch at entry instead of once this CTA's weights are in. PF: the
+// L2 prefetch-size hint.
 template <bool EARLY, bool PF>
 __global__ void __launch_bounds__(128, 8) gemv8_kernel(rotor_gemm_args a) {
     if constexpr (EARLY) pdl_trigger();
@@ -376,12 +365,7 @@ __global__ void __launch_bounds__(128, 8) gemv8_kernel(rotor_gemm_args a) {
     const bool xok = g < a.m;
     const int8_t* xg = a.x + (size_t)(xok ? g : 0) * a.x_stride + 16 * t;
     int acc[4] = {0, 0, 0, 0};
-    int kb0 = warp;
-    for (; kb0 < a.k_blocks; kb0 += 16) {  // (this form: no spill; a separate guarded tail step spilled)
-        if (kb0 + 12 < a.k_blocks) gemv8_step<false, PF>(a, acc, wA, wB, xg, xok, kb0, kb0 == warp);
-        else gemv8_step<true, PF>(a, acc, wA, wB, xg, xok, kb0, kb0 == warp);
-    }
-    pdl_wait();  // for warps that had no block
+    for (int kb0 = warp; kb0 < a.k_blocks; kb0 += 16) gemv8_step<PF>(acc, wA, wB, xg, xok, kb0, kb0 == warp);
     if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
 #pragma unroll
     for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[c];
@@ -1050,15 +1034,9 @@ __device__ __forceinline__ void mbar_arrive(unsigned mb) {
 __device__ __forceinline__ void mbar_expect_tx(unsigned mb, int bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(bytes) : "memory");
 }
+// Waits for the phase of the given parity to complete, the loop inside one asm block (as CUTLASS does; the same
+// speed as a C++ loop on H200, run 22).
 __device__ __forceinline__ void mbar_wait(unsigned mb, unsigned parity) {
-    unsigned done = 0;
-    while (!done)
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done) : "r"(mb), "r"(parity) : "memory");
-}
-// The same wait as one asm block whose loop the compiler does not see (a C++ loop between the wgmmas and their
-// wait is a divergent path to ptxas, which then serializes the wgmmas: C7520).
-__device__ __forceinline__ void mbar_wait_asm(unsigned mb, unsigned parity) {
     asm volatile("{\n.reg .pred p;\nLAB_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@p bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n"
                  ::"r"(mb), "r"(parity) : "memory");
 }
@@ -1082,14 +1060,10 @@ __device__ __forceinline__ void ws_words(unsigned (&p0)[4], unsigned (&p1)[4], c
 #endif
 
 #if CUDA_VERSION >= 12000  // CUtensorMap
-template <class C, bool AW>
+template <class C>
 __global__ void __launch_bounds__(C::kThreads, 1)
     ws_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, rotor_gemm_args a) {
 #if ROTOR_WGMMA
-    auto wait = [](unsigned mb, unsigned parity) {
-        if constexpr (AW) mbar_wait_asm(mb, parity);
-        else mbar_wait(mb, parity);
-    };
     extern __shared__ __align__(1024) unsigned char ws_smem[];
     unsigned char* const smem = ws_smem;
     const unsigned full0 = smem_u32(smem + C::STAGES * C::kStageBytes), empty0 = full0 + 8 * C::STAGES;
@@ -1113,7 +1087,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
                 const int m0 = (tile % mt) * C::BM, n0 = (tile / mt) * C::BN;
                 for (int kb = 0; kb < a.k_blocks; kb++, it++) {
                     const int s = it % C::STAGES;
-                    wait(empty0 + 8 * s, ((it / C::STAGES) & 1) ^ 1);
+                    mbar_wait(empty0 + 8 * s, ((it / C::STAGES) & 1) ^ 1);
                     const unsigned full = full0 + 8 * s, st = smem_u32(smem + s * C::kStageBytes);
                     mbar_expect_tx(full, C::kStageBytes);
                     tma_2d(st, &tx, kb * 256, m0, full);
@@ -1135,7 +1109,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
         unsigned p0[4], p1[4];
         {
             const int s = it % C::STAGES;
-            wait(full0 + 8 * s, (it / C::STAGES) & 1);
+            mbar_wait(full0 + 8 * s, (it / C::STAGES) & 1);
             ws_words<C>(p0, p1, smem + s * C::kStageBytes, wrow, t);
         }
         for (int kb = 0; kb < a.k_blocks; kb++, it++) {
@@ -1143,7 +1117,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
             wg_issue<C>(acc, smem + s * C::kStageBytes, p0, p1);
             if (kb + 1 < a.k_blocks) {  // the next block's words while the wgmmas run
                 const int s1 = (it + 1) % C::STAGES;
-                wait(full0 + 8 * s1, ((it + 1) / C::STAGES) & 1);
+                mbar_wait(full0 + 8 * s1, ((it + 1) / C::STAGES) & 1);
                 ws_words<C>(p0, p1, smem + s1 * C::kStageBytes, wrow, t);
             }
             wg_wait<0>();
@@ -1167,7 +1141,7 @@ bool g_bulk = false;   // the device runs an image with the bulk-copy GEMV (prob
 // 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
 bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
 // The register-load GEMV (m <= 8) with the L2 prefetch-size hint (ROTOR_CUDA_L2PF=1; an experiment, off by default).
-bool g_l2pf = false;
+int g_l2pf_mode = -1;  // gemv8_kernel: -1 = the hint on large grids only (default), 1 = always (ROTOR_CUDA_L2PF=1), 0 = never
 // ROTOR_CUDA_GEMV_OLD=1: the previous register GEMV (gemv_kernel) for m <= 8, for comparisons.
 bool g_gemv_old = false;
 
@@ -1192,7 +1166,6 @@ int prepare_wgmma() {
 
 bool g_ws = false;       // the warp-specialized TMA kernels exist (g_wgmma and the encoder found)
 bool g_auto_ws = true;   // auto may take them (ROTOR_CUDA_WS=0 turns this off)
-bool g_ws_cwait = false;  // ROTOR_CUDA_WS_CWAIT=1: the mbarrier waits as C++ loops (for comparison)
 // Auto's estimate of a warp-specialized tile (launch_gemm): BM + kWsFixed, times kWsUnit on the scale of wgmma_kernel's.
 constexpr long long kWsFixed = 40, kWsUnit = 52;
 
@@ -1229,14 +1202,12 @@ int launch_ws(const rotor_gemm_args& a, cudaStream_t s) {
     const long long n_tiles = (long long)((a.m + C::BM - 1) / C::BM) * ((a.n + C::BN - 1) / C::BN);
     if (n_tiles > INT32_MAX) return fail(ROTOR_CUDA_EINVAL, "gemm: %lld tiles", n_tiles);
     const int grid = (int)std::min<long long>(n_tiles, g_sms);
-    if (g_ws_cwait) return launch_plain(ws_kernel<C, false>, dim3(grid), dim3(C::kThreads), C::kSmem, s, "ws_kernel", tx, tw, a);
-    return launch_plain(ws_kernel<C, true>, dim3(grid), dim3(C::kThreads), C::kSmem, s, "ws_kernel", tx, tw, a);
+    return launch_plain(ws_kernel<C>, dim3(grid), dim3(C::kThreads), C::kSmem, s, "ws_kernel", tx, tw, a);
 }
 
 template <class C>
 int prepare_ws() {
-    CK(cudaFuncSetAttribute(ws_kernel<C, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-    CK(cudaFuncSetAttribute(ws_kernel<C, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(ws_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
 
@@ -1302,16 +1273,23 @@ int probe_wgmma(const cudaDeviceProp& p) {
 
 template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
-    if (g_l2pf)
+    if (g_l2pf_mode == 1)
         return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY, true>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
 
+// m <= 8 with the register-load kernels: gemv8_kernel where K is a multiple of 16 blocks, else gemv_kernel. The L2
+// prefetch-size hint is on by default for gemv8_kernel where the next kernel launches at entry (the large grids: H100
+// run 24, 16384x4096 m = 1 from DRAM 7.54 -> 7.35 us, L2-resident 4.88 -> 5.12 us); ROTOR_CUDA_L2PF=1 / 0: always /
+// never; ROTOR_CUDA_GEMV_OLD=1: gemv_kernel for every K (for comparisons).
+bool gemv8_fits(const rotor_gemm_args& a) { return !g_gemv_old && a.m <= 8 && a.k_blocks % 16 == 0; }
+
 template <bool EARLY>
 int launch_gemv8(const rotor_gemm_args& a, cudaStream_t s) {
-    if (g_gemv_old) return launch_gemv_cfg<1, 4, 4, 8, EARLY>(a, s);
-    if (g_l2pf) return launch(gemv8_kernel<EARLY, true>, dim3((a.n + 15) / 16), dim3(128), 0, s, "gemv8_kernel", a);
-    return launch(gemv8_kernel<EARLY, false>, dim3((a.n + 15) / 16), dim3(128), 0, s, "gemv8_kernel", a);
+    if (!gemv8_fits(a)) return launch_gemv_cfg<1, 4, 4, 8, EARLY>(a, s);
+    const dim3 grid((a.n + 15) / 16);
+    if (g_l2pf_mode == 1 || (EARLY && g_l2pf_mode < 0)) return launch(gemv8_kernel<EARLY, true>, grid, dim3(128), 0, s, "gemv8_kernel", a);
+    return launch(gemv8_kernel<EARLY, false>, grid, dim3(128), 0, s, "gemv8_kernel", a);
 }
 
 
@@ -1367,8 +1345,10 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
     // Auto takes the bulk-copy kernel on the smaller grids, where it was faster back to back (H100 run 16: 4096x4096
     // m = 1 from 3.30 to 3.03 us, from DRAM 4.12 to 3.72 us), not on 1024 tiles (5.91 against 6.35 us).
+    // K a multiple of 16 blocks: gemv8_kernel also on the small grids (H100 run 26, 4096x4096 m = 1: 2.45 against 3.01
+    // us back to back for the bulk-copy kernel, 2.9 against 4.0 us isolated, the same from DRAM).
     if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv8<true>(a, s);
-    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a)) return launch_gemv_bulk(a, s);
+    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a) && !gemv8_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv8<false>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
@@ -1662,10 +1642,9 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
     g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
-    g_l2pf = getenv("ROTOR_CUDA_L2PF") != nullptr && !env_off("ROTOR_CUDA_L2PF");
+    g_l2pf_mode = getenv("ROTOR_CUDA_L2PF") == nullptr ? -1 : env_off("ROTOR_CUDA_L2PF") ? 0 : 1;
     g_gemv_old = getenv("ROTOR_CUDA_GEMV_OLD") != nullptr && !env_off("ROTOR_CUDA_GEMV_OLD");
     g_auto_ws = !env_off("ROTOR_CUDA_WS");
-    g_ws_cwait = getenv("ROTOR_CUDA_WS_CWAIT") != nullptr && !env_off("ROTOR_CUDA_WS_CWAIT");
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
