@@ -14,12 +14,14 @@
 // the epilogue subtracts the activation row's int8 sum, as GemmArgs.Store does on the CPU.
 #include "rotor_cuda.h"
 
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes from the runtime's driver entry point)
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -201,7 +203,8 @@ struct SumFloatOp {
 // w, w + WARPS, ...), U blocks a step with all their weight loads issued first, each warp holding a 16 x 8NT int32
 // tile in registers; the tiles are added in shared memory at the end. Weights stream from DRAM once with 128-bit
 // loads that skip L1; x (a few KB) is read through L1. The first weight loads are issued before the wait on the
-// previous kernel (programmatic dependent launch): they do not depend on it.
+// previous kernel (programmatic dependent launch): they do not depend on it. gemv_kernel (m <= 8) runs where K is
+// not a multiple of 16 blocks; gemv8_kernel, the same product without guards, where it is (launch_gemv8).
 // ---------------------------------------------------------------------------------------------------------------
 
 template <int NT>
@@ -316,6 +319,63 @@ __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) gemv_kernel(rotor_gemm
         for (int w = 0; w < WARPS; w++) s += red[w][j][c][ln];
         epilogue_store(a, ep[p], s);
     }
+}
+
+// The GEMV for m <= 8 where K is a multiple of 16 blocks (gemv8_kernel): the form of gemv_kernel<1, 4, 4, 8> with
+// no guard at all (every warp's step has its 4 blocks) and the epilogue's operands loaded after the reduction. On
+// H100 (run 26, 16384x4096 m = 1) 7.44 against 8.78 us from DRAM back to back, 7.98 against 10.32 us isolated, 5.78
+// against 6.03 us L2-resident, bit for bit the same results. A form with a guarded last step for other K (one
+// kernel for all K) spilled 56 bytes and lost its gain, and a form with every step guarded ran at 9.5 us: for other
+// K the launcher keeps gemv_kernel. A warp's step: the 8 weight loads of 4 K blocks, then (first step only) the wait
+// on the previous kernel, then 32 mmas.
+template <bool PF>
+__device__ __forceinline__ void gemv8_step(int (&acc)[4], const uint8_t* wA, const uint8_t* wB, const int8_t* xg, bool xok,
+                                           int kb0, bool first) {
+    uint4 wa[4], wb[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        wa[u] = ld_stream<PF>(wA + (size_t)(kb0 + 4 * u) * 64);
+        wb[u] = ld_stream<PF>(wB + (size_t)(kb0 + 4 * u) * 64);
+    }
+    if (first) pdl_wait();  // x, its scales and y belong to the previous kernel
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int kb = kb0 + 4 * u;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            uint4 xv = make_uint4(0, 0, 0, 0);
+            if (xok) xv = __ldg(reinterpret_cast<const uint4*>(xg + (size_t)kb * 256 + 64 * q));
+            mma_s8(acc, slice(wa[u].x, q), slice(wb[u].x, q), slice(wa[u].y, q), slice(wb[u].y, q), xv.x, xv.y);  // columns 64q + 16t + 0..7
+            mma_s8(acc, slice(wa[u].z, q), slice(wb[u].z, q), slice(wa[u].w, q), slice(wb[u].w, q), xv.z, xv.w);  // 64q + 16t + 8..15
+        }
+    }
+}
+
+// k_blocks % 16 == 0. EARLY: let the next kernel launch at entry instead of once this CTA's weights are in. PF: the
+// L2 prefetch-size hint.
+template <bool EARLY, bool PF>
+__global__ void __launch_bounds__(128, 8) gemv8_kernel(rotor_gemm_args a) {
+    if constexpr (EARLY) pdl_trigger();
+    __shared__ int red[4][4][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16;
+    // Rows past n are clamped to the last row: computed, never stored.
+    const uint8_t* wA = a.w + (size_t)min(r0 + g, a.n - 1) * a.row_bytes + 16 * t;
+    const uint8_t* wB = a.w + (size_t)min(r0 + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    const bool xok = g < a.m;
+    const int8_t* xg = a.x + (size_t)(xok ? g : 0) * a.x_stride + 16 * t;
+    int acc[4] = {0, 0, 0, 0};
+    for (int kb0 = warp; kb0 < a.k_blocks; kb0 += 16) gemv8_step<PF>(acc, wA, wB, xg, xok, kb0, kb0 == warp);
+    if constexpr (!EARLY) pdl_trigger();  // this CTA's weights are in: let the next kernel start streaming its own
+#pragma unroll
+    for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[c];
+    __syncthreads();
+    const int c = threadIdx.x >> 5, ln = threadIdx.x & 31;
+    int sum = 0;
+#pragma unroll
+    for (int w = 0; w < 4; w++) sum += red[w][c][ln];
+    // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+    store_y(a, 2 * (ln & 3) + (c & 1), r0 + (ln >> 2) + (c >> 1) * 8, sum);
 }
 
 // The GEMV for m <= 8 with the weights brought in by bulk copies (sm_90, cp.async.bulk: the copy engine of the
@@ -932,6 +992,145 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Warp-specialized wgmma GEMM (sm_90a): one CTA a multiprocessor, persistent over the tiles. NWG consumer
+// warpgroups own 64 weight rows each (BN = 64 NWG) of a tile of BM activation rows; one producer warp copies each
+// K block with the tensor memory accelerator (cp.async.bulk.tensor, CUtensorMaps built on the host) into a
+// STAGES-deep ring: x as two boxes of BM rows x 128 bytes with the 128-byte swizzle the wgmma descriptor reads (the
+// same layout as wgmma_kernel's), the packed weights as one box of BN rows x 64 bytes with the 64-byte swizzle (16-byte
+// chunk c of row r at c ^ ((r / 2) % 4): the 8 rows of a warp's 32-bit reads hit 8 disjoint groups of 4 banks).
+// Stage s is full when its mbarrier has counted the bytes of the three copies, and free again when every consumer
+// warp has arrived on its second mbarrier after its wgmmas on it completed. No __syncthreads in the main loop: the
+// warpgroups run out of step, so one's slicing, waiting and epilogue hide under another's wgmmas, and the producer
+// runs up to STAGES blocks ahead, into the next tile while the consumers store the last one's results.
+// ---------------------------------------------------------------------------------------------------------------
+
+template <int NWG_, int BM_, int STAGES_>
+struct WsConfig {
+    static constexpr int NWG = NWG_, BM = BM_, STAGES = STAGES_;
+    static constexpr int BN = 64 * NWG, kThreads = 128 * NWG + 32;
+    static constexpr int kXBytes = BM * 256, kWBytes = BN * 64;
+    static constexpr int kStageBytes = kXBytes + kWBytes;
+    static constexpr int kSmem = STAGES * kStageBytes + 16 * STAGES;  // + the mbarriers
+    static_assert(kSmem <= 227 * 1024, "shared memory");
+    static_assert(kStageBytes % 1024 == 0 && (BM * 128) % 1024 == 0, "swizzle atoms 1024-byte aligned");
+    static_assert(BM <= 256 && BN <= 256, "TMA box");
+};
+
+// The configurations, indexed as the path ROTOR_PATH_TILED_CFG0 + 3 + kWgConfigs + i.
+using Ws0 = WsConfig<4, 128, 4>;  // 256 x 128, 192 KB
+using Ws1 = WsConfig<4, 80, 6>;   // 256 x 80, 216 KB
+using Ws2 = WsConfig<4, 96, 5>;   // 256 x 96, 200 KB
+using Ws3 = WsConfig<2, 128, 5>;  // 128 x 128, 200 KB
+constexpr int kWsConfigs = 4;
+
+#if ROTOR_WGMMA
+__device__ __forceinline__ void mbar_init(unsigned mb, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(mb), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned mb) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(mb) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(unsigned mb, int bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(bytes) : "memory");
+}
+// Waits for the phase of the given parity to complete, the loop inside one asm block (as CUTLASS does; the same
+// speed as a C++ loop on H200, run 22).
+__device__ __forceinline__ void mbar_wait(unsigned mb, unsigned parity) {
+    asm volatile("{\n.reg .pred p;\nLAB_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@p bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n"
+                 ::"r"(mb), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void tma_2d(unsigned dst, const CUtensorMap* map, int c0, int c1, unsigned mb) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(mb) : "memory");
+}
+
+// Words t + 4j of rows wrow and wrow + 8 of the stage's weights (64-byte rows, 64-byte swizzle).
+template <class C>
+__device__ __forceinline__ void ws_words(unsigned (&p0)[4], unsigned (&p1)[4], const unsigned char* st, int wrow, int t) {
+    const unsigned char* w0 = st + C::kXBytes + wrow * 64 + 4 * t;
+    const unsigned char* w1 = w0 + 8 * 64;
+    const int sw0 = (wrow >> 1) & 3, sw1 = ((wrow + 8) >> 1) & 3;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        p0[j] = *reinterpret_cast<const unsigned*>(w0 + 16 * (j ^ sw0));
+        p1[j] = *reinterpret_cast<const unsigned*>(w1 + 16 * (j ^ sw1));
+    }
+}
+#endif
+
+#if CUDA_VERSION >= 12000  // CUtensorMap
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, 1)
+    ws_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, rotor_gemm_args a) {
+#if ROTOR_WGMMA
+    extern __shared__ __align__(1024) unsigned char ws_smem[];
+    unsigned char* const smem = ws_smem;
+    const unsigned full0 = smem_u32(smem + C::STAGES * C::kStageBytes), empty0 = full0 + 8 * C::STAGES;
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0);  // warp-uniform, as the compiler can see
+    const int mt = (a.m + C::BM - 1) / C::BM, tiles = mt * ((a.n + C::BN - 1) / C::BN);
+    if (tid == 0) {
+        for (int s = 0; s < C::STAGES; s++) {
+            mbar_init(full0 + 8 * s, 1);
+            mbar_init(empty0 + 8 * s, 4 * C::NWG);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (warp == 4 * C::NWG) {  // the producer
+        if (lane == 0) {
+            asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&tx)) : "memory");
+            asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&tw)) : "memory");
+            int it = 0;
+            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                const int m0 = (tile % mt) * C::BM, n0 = (tile / mt) * C::BN;
+                for (int kb = 0; kb < a.k_blocks; kb++, it++) {
+                    const int s = it % C::STAGES;
+                    mbar_wait(empty0 + 8 * s, ((it / C::STAGES) & 1) ^ 1);
+                    const unsigned full = full0 + 8 * s, st = smem_u32(smem + s * C::kStageBytes);
+                    mbar_expect_tx(full, C::kStageBytes);
+                    tma_2d(st, &tx, kb * 256, m0, full);
+                    tma_2d(st + C::BM * 128, &tx, kb * 256 + 128, m0, full);
+                    tma_2d(st + C::kXBytes, &tw, kb * 64, n0, full);
+                }
+            }
+        }
+        return;
+    }
+    const int t = lane & 3;
+    const int wrow = 64 * (warp >> 2) + 16 * (warp & 3) + (lane >> 2);
+    int it = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = (tile % mt) * C::BM, n0 = (tile / mt) * C::BN;
+        int acc[C::BM / 2];
+#pragma unroll
+        for (int j = 0; j < C::BM / 2; j++) acc[j] = 0;
+        unsigned p0[4], p1[4];
+        {
+            const int s = it % C::STAGES;
+            mbar_wait(full0 + 8 * s, (it / C::STAGES) & 1);
+            ws_words<C>(p0, p1, smem + s * C::kStageBytes, wrow, t);
+        }
+        for (int kb = 0; kb < a.k_blocks; kb++, it++) {
+            const int s = it % C::STAGES;
+            wg_issue<C>(acc, smem + s * C::kStageBytes, p0, p1);
+            if (kb + 1 < a.k_blocks) {  // the next block's words while the wgmmas run
+                const int s1 = (it + 1) % C::STAGES;
+                mbar_wait(full0 + 8 * s1, ((it + 1) / C::STAGES) & 1);
+                ws_words<C>(p0, p1, smem + s1 * C::kStageBytes, wrow, t);
+            }
+            wg_wait<0>();
+            fence_regs(acc);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty0 + 8 * s);
+        }
+        wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
+    }
+#endif
+}
+#endif  // CUDA_VERSION >= 12000
+
 // 1 in the sm_90a image (wgmma compiled in), 0 in every other.
 __global__ void wgmma_probe_kernel(int* out) { *out = ROTOR_WGMMA; }
 
@@ -942,7 +1141,9 @@ bool g_bulk = false;   // the device runs an image with the bulk-copy GEMV (prob
 // 128 x 80 wgmma tile, the bulk-copy GEMV on grids of fewer than 4 CTAs a multiprocessor.
 bool g_auto_wg80 = true, g_auto_gemv_bulk = true;
 // The register-load GEMV (m <= 8) with the L2 prefetch-size hint (ROTOR_CUDA_L2PF=1; an experiment, off by default).
-bool g_l2pf = false;
+int g_l2pf_mode = -1;  // gemv8_kernel: -1 = the hint on large grids only (default), 1 = always (ROTOR_CUDA_L2PF=1), 0 = never
+// ROTOR_CUDA_GEMV_OLD=1: the previous register GEMV (gemv_kernel) for m <= 8, for comparisons.
+bool g_gemv_old = false;
 
 bool env_off(const char* name) {
     const char* v = getenv(name);
@@ -962,6 +1163,86 @@ int prepare_wgmma() {
     CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
+
+bool g_ws = false;       // the warp-specialized TMA kernels exist (g_wgmma and the encoder found)
+bool g_auto_ws = true;   // auto may take them (ROTOR_CUDA_WS=0 turns this off)
+// Auto's estimate of a warp-specialized tile (launch_gemm): BM + kWsFixed, times kWsUnit on the scale of wgmma_kernel's.
+constexpr long long kWsFixed = 40, kWsUnit = 52;
+
+#if CUDA_VERSION >= 12000
+// cuTensorMapEncodeTiled, from the runtime's driver entry point (probe_wgmma): no link against libcuda.
+typedef CUresult (*TensorMapEncodeFn)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                      const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                      CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+TensorMapEncodeFn g_encode = nullptr;
+
+// A 2-D map of uint8: rows of `cols` bytes, `stride` bytes apart; boxes of box_cols x box_rows.
+int tensor_map(CUtensorMap* map, const void* base, int cols, int rows, int stride, int box_cols, int box_rows,
+               CUtensorMapSwizzle sw, const char* what) {
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
+    const cuuint64_t strides[1] = {(cuuint64_t)stride};
+    const cuuint32_t box[2] = {(cuuint32_t)box_cols, (cuuint32_t)box_rows};
+    const cuuint32_t estr[2] = {1, 1};
+    const CUresult r = g_encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box, estr,
+                                CU_TENSOR_MAP_INTERLEAVE_NONE, sw, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return fail(ROTOR_CUDA_EINVAL, "cuTensorMapEncodeTiled (%s: %d x %d bytes, stride %d, box %d x %d): error %d", what,
+                    rows, cols, stride, box_rows, box_cols, (int)r);
+    return 0;
+}
+
+template <class C>
+int launch_ws(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!g_ws) return fail(ROTOR_CUDA_EINVAL, "gemm: the warp-specialized wgmma kernels need compute capability 9.0, a library built for sm_90a and a driver with cuTensorMapEncodeTiled");
+    CUtensorMap tx, tw;
+    int r;
+    if ((r = tensor_map(&tx, a.x, a.k_blocks * 256, a.m, a.x_stride, 128, C::BM, CU_TENSOR_MAP_SWIZZLE_128B, "x")) != 0) return r;
+    if ((r = tensor_map(&tw, a.w, a.k_blocks * 64, a.n, a.row_bytes, 64, C::BN, CU_TENSOR_MAP_SWIZZLE_64B, "w")) != 0) return r;
+    const long long n_tiles = (long long)((a.m + C::BM - 1) / C::BM) * ((a.n + C::BN - 1) / C::BN);
+    if (n_tiles > INT32_MAX) return fail(ROTOR_CUDA_EINVAL, "gemm: %lld tiles", n_tiles);
+    const int grid = (int)std::min<long long>(n_tiles, g_sms);
+    return launch_plain(ws_kernel<C>, dim3(grid), dim3(C::kThreads), C::kSmem, s, "ws_kernel", tx, tw, a);
+}
+
+template <class C>
+int prepare_ws() {
+    CK(cudaFuncSetAttribute(ws_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    return 0;
+}
+
+// Finds cuTensorMapEncodeTiled and sets g_ws (after g_wgmma is known).
+int probe_ws() {
+    g_ws = false;
+    if (!g_wgmma) return 0;
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+#else
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault);
+    q = cudaDriverEntryPointSuccess;
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || fn == nullptr) {
+        cudaGetLastError();
+        return 0;
+    }
+    g_encode = reinterpret_cast<TensorMapEncodeFn>(fn);
+    int r;
+    if ((r = prepare_ws<Ws0>()) != 0) return r;
+    if ((r = prepare_ws<Ws1>()) != 0) return r;
+    if ((r = prepare_ws<Ws2>()) != 0) return r;
+    if ((r = prepare_ws<Ws3>()) != 0) return r;
+    g_ws = true;
+    return 0;
+}
+#else
+template <class C>
+int launch_ws(const rotor_gemm_args&, cudaStream_t) {
+    return fail(ROTOR_CUDA_EINVAL, "gemm: the warp-specialized wgmma kernels need a library built with CUDA 12 or newer");
+}
+int probe_ws() { g_ws = false; return 0; }
+#endif  // CUDA_VERSION >= 12000
 
 // Sets g_wgmma: true when the device is 9.0 and runs the sm_90a code of this library.
 int probe_wgmma(const cudaDeviceProp& p) {
@@ -986,17 +1267,31 @@ int probe_wgmma(const cudaDeviceProp& p) {
     if ((r = prepare_wgmma<Wg1>()) != 0) return r;
     if ((r = prepare_wgmma<Wg2>()) != 0) return r;
     if ((r = prepare_wgmma<Wg3>()) != 0) return r;
-
     g_wgmma = true;
-    return 0;
+    return probe_ws();
 }
 
 template <int NT, int WARPS, int U, int MIN_BLOCKS, bool EARLY = false>
 int launch_gemv_cfg(const rotor_gemm_args& a, cudaStream_t s) {
-    if (g_l2pf)
+    if (g_l2pf_mode == 1)
         return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY, true>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
     return launch(gemv_kernel<NT, WARPS, U, MIN_BLOCKS, EARLY>, dim3((a.n + 15) / 16), dim3(32 * WARPS), 0, s, "gemv_kernel", a);
 }
+
+// m <= 8 with the register-load kernels: gemv8_kernel where K is a multiple of 16 blocks, else gemv_kernel. The L2
+// prefetch-size hint is on by default for gemv8_kernel where the next kernel launches at entry (the large grids: H100
+// run 24, 16384x4096 m = 1 from DRAM 7.54 -> 7.35 us, L2-resident 4.88 -> 5.12 us); ROTOR_CUDA_L2PF=1 / 0: always /
+// never; ROTOR_CUDA_GEMV_OLD=1: gemv_kernel for every K (for comparisons).
+bool gemv8_fits(const rotor_gemm_args& a) { return !g_gemv_old && a.m <= 8 && a.k_blocks % 16 == 0; }
+
+template <bool EARLY>
+int launch_gemv8(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!gemv8_fits(a)) return launch_gemv_cfg<1, 4, 4, 8, EARLY>(a, s);
+    const dim3 grid((a.n + 15) / 16);
+    if (g_l2pf_mode == 1 || (EARLY && g_l2pf_mode < 0)) return launch(gemv8_kernel<EARLY, true>, grid, dim3(128), 0, s, "gemv8_kernel", a);
+    return launch(gemv8_kernel<EARLY, false>, grid, dim3(128), 0, s, "gemv8_kernel", a);
+}
+
 
 template <int NT>
 int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
@@ -1050,9 +1345,11 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // grids lose, 4096x4096 from 3.24 to 3.81 us).
     // Auto takes the bulk-copy kernel on the smaller grids, where it was faster back to back (H100 run 16: 4096x4096
     // m = 1 from 3.30 to 3.03 us, from DRAM 4.12 to 3.72 us), not on 1024 tiles (5.91 against 6.35 us).
-    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv_cfg<1, 4, 4, 8, true>(a, s);
-    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a)) return launch_gemv_bulk(a, s);
-    if (a.m <= 8) return launch_gemv_cfg<1, 4, 4, 8>(a, s);
+    // K a multiple of 16 blocks: gemv8_kernel also on the small grids (H100 run 26, 4096x4096 m = 1: 2.45 against 3.01
+    // us back to back for the bulk-copy kernel, 2.9 against 4.0 us isolated, the same from DRAM).
+    if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv8<true>(a, s);
+    if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a) && !gemv8_fits(a)) return launch_gemv_bulk(a, s);
+    if (a.m <= 8) return launch_gemv8<false>(a, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
     return launch_gemv_wide<8>(a, s);
@@ -1078,7 +1375,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs + kWsConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -1097,6 +1394,10 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         case ROTOR_PATH_TILED_CFG0 + 4: return launch_wgmma<Wg1>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 5: return launch_wgmma<Wg2>(a, s);
         case ROTOR_PATH_TILED_CFG0 + 6: return launch_wgmma<Wg3>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 7: return launch_ws<Ws0>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 8: return launch_ws<Ws1>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 9: return launch_ws<Ws2>(a, s);
+        case ROTOR_PATH_TILED_CFG0 + 10: return launch_ws<Ws3>(a, s);
 
         default: break;
     }
@@ -1104,15 +1405,36 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
         // The time of the busiest multiprocessor: k = ceil(tiles / SMs) CTAs, run two at a time, a pair taking 1.35
         // times as long as one CTA alone; one CTA alone per K block takes 100 : 75 : 58 for BM 128 : 96 : 64
         // (measured on H100 from m = 128 and 512).
-        auto cost = [&](long long tiles, long long alone) {
-            const long long k = (tiles + g_sms - 1) / g_sms;
+        auto cost = [&](long long tl, long long alone) {
+            const long long k = (tl + g_sms - 1) / g_sms;
             return (k / 2 * 135 + k % 2 * 100) * alone;
         };
-        const long long c0 = cost(tiles<Wg0>(a), 100), c1 = cost(tiles<Wg1>(a), 75), c2 = cost(tiles<Wg2>(a), 58),
-                        c3 = g_auto_wg80 ? cost(tiles<Wg3>(a), kWg80Alone) : (1LL << 62);
-        if (c0 <= c1 && c0 <= c2 && c0 <= c3) return launch_wgmma<Wg0>(a, s);
-        if (c1 <= c2 && c1 <= c3) return launch_wgmma<Wg1>(a, s);
-        return c2 <= c3 ? launch_wgmma<Wg2>(a, s) : launch_wgmma<Wg3>(a, s);
+        // The warp-specialized kernels (one persistent CTA a multiprocessor): ceil(tiles / SMs) tiles of 256 weight
+        // rows on the busiest, each taking BM + 40 on a scale where one unit is 52 of the above (fitted to H100 run
+        // 21 at m = 2048: 256 x 128 tiles take 1.8 us a K block, a 128 x 128 pair 5.5 us).
+        auto cost_ws = [&](long long tl, long long bm) { return (tl + g_sms - 1) / g_sms * (bm + kWsFixed) * kWsUnit; };
+        constexpr long long kNo = 1LL << 62;
+        const long long c[8] = {cost(tiles<Wg0>(a), 100), cost(tiles<Wg1>(a), 75), cost(tiles<Wg2>(a), 58),
+                                g_auto_wg80 ? cost(tiles<Wg3>(a), kWg80Alone) : kNo,
+                                g_ws && g_auto_ws ? cost_ws(tiles<Ws0>(a), 128) : kNo,
+                                g_ws && g_auto_ws ? cost_ws(tiles<Ws1>(a), 80) : kNo,
+                                g_ws && g_auto_ws ? cost_ws(tiles<Ws2>(a), 96) : kNo,
+                                // 128 weight rows, two consumer warpgroups: 0.62 of a 256-row tile's time (H200 run
+                                // 22, m = 512); it lost on short K (2560: 15.4 against 13.4 us at m = 128)
+                                g_ws && g_auto_ws && a.k_blocks >= 16 ? cost_ws(tiles<Ws3>(a), 128) * 5 / 8 : kNo};
+        int best = 0;
+        for (int i = 1; i < 8; i++)
+            if (c[i] < c[best]) best = i;
+        switch (best) {
+            case 0: return launch_wgmma<Wg0>(a, s);
+            case 1: return launch_wgmma<Wg1>(a, s);
+            case 2: return launch_wgmma<Wg2>(a, s);
+            case 3: return launch_wgmma<Wg3>(a, s);
+            case 4: return launch_ws<Ws0>(a, s);
+            case 5: return launch_ws<Ws1>(a, s);
+            case 6: return launch_ws<Ws2>(a, s);
+            default: return launch_ws<Ws3>(a, s);
+        }
     }
     // Measured on H200 (docs/BENCHMARKS-cuda.md): 128 x 128 tiles win once there are 3.5 of them a
     // multiprocessor; below that the 64 x 128 tiles keep more multiprocessors busy. 256 x 128 never won.
@@ -1312,7 +1634,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
                     p.major, p.minor);
     // Fails with cudaErrorNoKernelImageForDevice when the library was not built for this architecture.
     cudaFuncAttributes fa;
-    CK(cudaFuncGetAttributes(&fa, gemv_kernel<1, 4, 4, 8>));
+    CK(cudaFuncGetAttributes(&fa, gemv8_kernel<false, false>));
     g_pdl = p.major >= 9 && !pdl_disabled();
     int r;
     if ((r = prepare_tiled<Tile0>()) != 0) return r;
@@ -1320,7 +1642,9 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     if ((r = prepare_tiled<Tile2>()) != 0) return r;
     g_auto_wg80 = !env_off("ROTOR_CUDA_WG80");
     g_auto_gemv_bulk = !env_off("ROTOR_CUDA_GEMV_BULK");
-    g_l2pf = getenv("ROTOR_CUDA_L2PF") != nullptr && !env_off("ROTOR_CUDA_L2PF");
+    g_l2pf_mode = getenv("ROTOR_CUDA_L2PF") == nullptr ? -1 : env_off("ROTOR_CUDA_L2PF") ? 0 : 1;
+    g_gemv_old = getenv("ROTOR_CUDA_GEMV_OLD") != nullptr && !env_off("ROTOR_CUDA_GEMV_OLD");
+    g_auto_ws = !env_off("ROTOR_CUDA_WS");
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
@@ -1328,6 +1652,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
 ROTOR_API int rotor_cuda_path_supported(int path) {
     if (path == ROTOR_PATH_GEMV_BULK) return g_bulk ? 1 : 0;
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
+    if (path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs + kWsConfigs) return g_ws ? 1 : 0;
     return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
                    (path >= ROTOR_PATH_TILED_CFG0 && path <= ROTOR_PATH_TILED_CFG0 + 2)
                ? 1

@@ -28,9 +28,11 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // Product kernels. AUTO: GEMV for m <= 64, else the wgmma kernel where the device has it (compute capability 9.0
 // and the library's sm_90a code), else the mma.sync tiled kernel, each with the tile that suits the grid.
 // TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
-// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64, 6: 128x80; for benchmarks
-// and tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute
-// capability 9.0 or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor.
+// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64, 6: 128x80; warp-specialized
+// wgmma (TMA, persistent; CUDA 12 or newer): 7: 256x128, 8: 256x80, 9: 256x96, 10: 128x128; for benchmarks and
+// tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute capability 9.0
+// or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor where k_blocks is not a
+// multiple of 16.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
                   ROTOR_PATH_TILED_CFG0 = 16 };
 

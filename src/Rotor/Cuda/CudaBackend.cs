@@ -87,8 +87,9 @@ public sealed unsafe class CudaBackend : ITernaryBackend, IDisposable
     /// compute capability 9.0 and a library built for sm_90a).</summary>
     internal static bool Supports(CudaPath path) => Native.rotor_cuda_path_supported((int)path) == 1;
 
-    /// <summary>The wgmma kernel configurations, each forced by its own path.</summary>
-    internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64, CudaPath.Wgmma128x80];
+    /// <summary>The wgmma kernel configurations (two CTAs a multiprocessor, then the warp-specialized ones), each forced by its own path.</summary>
+    internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64, CudaPath.Wgmma128x80,
+                                                      CudaPath.Ws256x128, CudaPath.Ws256x80, CudaPath.Ws256x96, CudaPath.Ws128x128];
 
     internal Lock Gate => _gate;
 

@@ -26,9 +26,12 @@ internal static unsafe class CudaSelfTest
 {
     // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles;
     // 8500 rows give the GEMV a grid of 4 CTAs a multiprocessor or more on up to 132 multiprocessors (its early
-    // launch of the next kernel); 17000 x 2300 the same with a half tile at the end and 9 K blocks (one warp with 3).
+    // launch of the next kernel); 17000 x 2300 the same with a half tile at the end and 9 K blocks (one warp with 3);
+    // 8470 x 4096 and 200 x 8192: K a multiple of 16 blocks (the GEMV kernel for such K), on a grid of 4 CTAs a
+    // multiprocessor or more with a half tile at the end, and on a small one with two steps a warp.
     private static readonly (int N, int K)[] s_shapes =
-        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300), (17000, 2300)];
+        [(1, 1), (15, 255), (16, 256), (17, 257), (100, 513), (129, 1000), (255, 2048), (300, 2600), (1000, 777), (40, 6500), (8500, 300), (17000, 2300),
+         (8470, 4096), (200, 8192)];
     private static readonly int[] s_ms = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 129, 300];
 
     /// <summary>Runs every GPU check on <paramref name="gpu"/>; <paramref name="quick"/> takes a subset of shapes.</summary>

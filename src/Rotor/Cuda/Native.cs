@@ -43,6 +43,14 @@ internal enum CudaPath
     Wgmma128x64 = 21,
     /// <summary>wgmma 128 x 80, two CTAs a multiprocessor, three stages.</summary>
     Wgmma128x80 = 22,
+    /// <summary>Warp-specialized wgmma (TMA producer warp, four consumer warpgroups, persistent): 256 weight rows x 128 activation rows, four stages.</summary>
+    Ws256x128 = 23,
+    /// <summary>Warp-specialized wgmma, 256 x 80, six stages.</summary>
+    Ws256x80 = 24,
+    /// <summary>Warp-specialized wgmma, 256 x 96, five stages.</summary>
+    Ws256x96 = 25,
+    /// <summary>Warp-specialized wgmma, two consumer warpgroups: 128 x 128, five stages.</summary>
+    Ws128x128 = 26,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
