@@ -125,7 +125,8 @@ internal sealed class KernelBench(TextWriter log, int maxThreads, bool quick, Ke
                 foreach (int t in threadCounts)
                 {
                     using var be = new CpuBackend(t);
-                    using var other = against is { } otherPath ? new CpuBackend(t, otherPath) : null;
+                    // the other path on the same worker threads: two pools' idle workers would spin against each other
+                    using var other = against is { } otherPath ? be.SharingWorkers(otherPath) : null;
                     foreach (string cache in new[] { "hot", "cold" })
                     {
                         if (cache == "cold" && quick && m > 1) continue;

@@ -6,6 +6,7 @@ namespace Rotor.Kernels;
 public sealed class CpuBackend : ITernaryBackend, IDisposable
 {
     private readonly WorkerPool _pool;
+    private readonly bool _ownsPool = true;
     private readonly KernelPath? _path;
     private float[] _padded = [];
 
@@ -19,6 +20,18 @@ public sealed class CpuBackend : ITernaryBackend, IDisposable
         _path = path;
         _pool = new WorkerPool(t);
     }
+
+    private CpuBackend(WorkerPool pool, KernelPath path)
+    {
+        if (!KernelSelector.IsSupported(path)) throw new PlatformNotSupportedException($"kernel path {path} is not supported on this machine");
+        _pool = pool;
+        _ownsPool = false;
+        _path = path;
+    }
+
+    /// <summary>A backend on another kernel path that runs on this one's worker threads (for A/B timing: two pools
+    /// would spin against each other). This backend keeps ownership of the threads.</summary>
+    internal CpuBackend SharingWorkers(KernelPath path) => new(_pool, path);
 
     private static readonly Lazy<CpuBackend> s_default = new(() => new CpuBackend());
 
@@ -83,5 +96,8 @@ public sealed class CpuBackend : ITernaryBackend, IDisposable
     }
 
     /// <summary>Stops the worker threads.</summary>
-    public void Dispose() => _pool.Dispose();
+    public void Dispose()
+    {
+        if (_ownsPool) _pool.Dispose();
+    }
 }
