@@ -87,22 +87,25 @@ public class KernelTests
 
     [Theory]
     [MemberData(nameof(Paths))]
-    public void ThreadedGemmMatchesSingleThread(KernelPath path)
+    public void ThreadedGemmMatchesSingleThread(KernelPath path) => EveryProductSplit(() =>
+    {
+        foreach (var (n, k, m) in new[] { (9, 300, 1), (37, 513, 2), (64, 256, 8), (101, 777, 70) })
+        {
+            var w = TernaryMatrix.FromTrits(TestData.Trits(n * k, n), n, k, [1.5f]);
+            var qa = new QuantizedActivations(m, k);
+            qa.Quantize(TestData.Floats(m * k, k));
+            float[] one = Run(KernelPath.Reference, 1, w, qa, null);
+            foreach (int t in new[] { 1, 2, 3 })
+                Assert.Equal(one, Run(path, t, w, qa, null));
+        }
+    });
+
+    /// <summary>Runs <paramref name="body"/> with every product, however small, split over the threads.</summary>
+    private static void EveryProductSplit(Action body)
     {
         long saved = TernaryGemm.ParallelThreshold;
         TernaryGemm.ParallelThreshold = 0;
-        try
-        {
-            foreach (var (n, k, m) in new[] { (9, 300, 1), (37, 513, 2), (64, 256, 8), (101, 777, 70) })
-            {
-                var w = TernaryMatrix.FromTrits(TestData.Trits(n * k, n), n, k, [1.5f]);
-                var qa = new QuantizedActivations(m, k);
-                qa.Quantize(TestData.Floats(m * k, k));
-                float[] one = Run(KernelPath.Reference, 1, w, qa, null);
-                foreach (int t in new[] { 1, 2, 3 })
-                    Assert.Equal(one, Run(path, t, w, qa, null));
-            }
-        }
+        try { body(); }
         finally { TernaryGemm.ParallelThreshold = saved; }
     }
 
@@ -118,35 +121,29 @@ public class KernelTests
 
     [Theory]
     [MemberData(nameof(Paths))]
-    public void LargeBatchGemmMatchesReference(KernelPath path)
+    public void LargeBatchGemmMatchesReference(KernelPath path) => EveryProductSplit(() =>
     {
-        // Batches that cross the activation-row tiles of the blocked paths (the VNNI path keeps about 512 KB of
-        // activations a pass: 72 rows at k = 6912), weight counts that leave partial 6-row panels and 4-row tiles,
-        // extreme values, and 1 to 3 threads.
-        long saved = TernaryGemm.ParallelThreshold;
-        TernaryGemm.ParallelThreshold = 0;
-        try
+        // Batches that cross the activation-row passes of the blocked paths (the VNNI path keeps about 512 KB of
+        // activations a pass: 72 rows at k = 6912) and leave partial 6-row tiles, weight counts that leave partial
+        // 4-row panels, extreme values, and 1 to 3 threads.
+        foreach (var (n, k, m) in new[] { (13, 6912 - 3, 150), (31, 2560, 133), (7, 512, 10) })
         {
-            foreach (var (n, k, m) in new[] { (13, 6912 - 3, 150), (31, 2560, 133), (7, 512, 4) })
+            sbyte[] wt = TestData.Trits(n * k, n + k);
+            for (int j = 0; j < k; j++) wt[j] = 1;                      // row 0 all +1
+            var w = TernaryMatrix.FromTrits(wt, n, k, TestData.Floats(n, k).Select(v => MathF.Abs(v) + 0.1f).ToArray());
+            sbyte[] xq = TestData.Int8(m * k, m);
+            for (int j = 0; j < k; j++) xq[j] = 127;                    // activation row 0 all 127
+            for (int j = 0; j < k; j++) xq[(m - 1) * k + j] = -127;     // the last all -127
+            var qa = new QuantizedActivations(m, k);
+            qa.SetQuantized(xq, TestData.Floats(m, k + 1).Select(v => MathF.Abs(v) + 0.01f).ToArray());
+            float[] expected = Run(KernelPath.Reference, 1, w, qa, null);
+            foreach (int t in new[] { 1, 2, 3 })
             {
-                sbyte[] wt = TestData.Trits(n * k, n + k);
-                for (int j = 0; j < k; j++) wt[j] = 1;                      // row 0 all +1
-                var w = TernaryMatrix.FromTrits(wt, n, k, TestData.Floats(n, k).Select(v => MathF.Abs(v) + 0.1f).ToArray());
-                sbyte[] xq = TestData.Int8(m * k, m);
-                for (int j = 0; j < k; j++) xq[j] = 127;                    // activation row 0 all 127
-                for (int j = 0; j < k; j++) xq[(m - 1) * k + j] = -127;     // the last all -127
-                var qa = new QuantizedActivations(m, k);
-                qa.SetQuantized(xq, TestData.Floats(m, k + 1).Select(v => MathF.Abs(v) + 0.01f).ToArray());
-                float[] expected = Run(KernelPath.Reference, 1, w, qa, null);
-                foreach (int t in new[] { 1, 2, 3 })
-                {
-                    float[] actual = Run(path, t, w, qa, null);
-                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{path} n={n} k={k} m={m} threads={t}: first diff at {FirstDiff(expected, actual)}");
-                }
+                float[] actual = Run(path, t, w, qa, null);
+                Assert.True(expected.AsSpan().SequenceEqual(actual), $"{path} n={n} k={k} m={m} threads={t}: first diff at {FirstDiff(expected, actual)}");
             }
         }
-        finally { TernaryGemm.ParallelThreshold = saved; }
-    }
+    });
 
     [Theory]
     [MemberData(nameof(Paths))]
