@@ -5,7 +5,10 @@ namespace Rotor.Cuda;
 /// <summary>
 /// The forward pass of a <see cref="Sequential"/> of <see cref="TernaryLinear"/>, <see cref="ReLU"/>, <see cref="Sign"/>
 /// and <see cref="Softmax"/> layers, run on the GPU as one CUDA graph per batch size: copy in, per layer quantize + product
-/// (an activation that follows a product is fused into its epilogue), copy out. All device buffers are allocated at
+/// (an activation that follows a product is fused into its epilogue), copy out. Where the batch is small (up to 64 rows)
+/// and the device has the split-K cluster GEMV, consecutive int8 products quantize their input while loading it
+/// (rotor_cuda_gemm_fq): one row-absmax kernel starts such a chain, and each product hands the next one its rows'
+/// absmax from its epilogue, so a chain of L layers is L + 1 kernels instead of 2L. All device buffers are allocated at
 /// construction for <see cref="MaxBatch"/> rows, so replays allocate nothing. Results equal the CPU's bit for bit except
 /// after a Softmax or a float-mode layer (float sums in another order).
 /// </summary>
@@ -21,6 +24,8 @@ public sealed unsafe class CudaNetwork : IDisposable
     private readonly List<DeviceMatrix> _owned = [];
     private readonly DeviceBuffer _a, _b;            // (MaxBatch, widest) float ping-pong
     private readonly DeviceBuffer _xq, _scale, _sum; // (MaxBatch, widest padded) int8, (MaxBatch), (MaxBatch)
+    private readonly DeviceBuffer _amax;             // (products + 1, MaxBatch) row absmax as float bits (fused chains)
+    private readonly DeviceBuffer _work;             // the fused products' workspace (partial tiles, counters; zeroed once)
     private readonly PinnedBuffer _in, _out;         // (MaxBatch, InputSize), (MaxBatch, OutputSize) float
     private readonly Dictionary<(int Batch, bool Copies), CudaGraph> _graphs = [];
     private bool _disposed;
@@ -73,6 +78,16 @@ public sealed unsafe class CudaNetwork : IDisposable
             _xq = new DeviceBuffer((long)maxBatch * widestPadded);
             _scale = new DeviceBuffer(maxBatch * sizeof(float));
             _sum = new DeviceBuffer(maxBatch * sizeof(int));
+            _amax = new DeviceBuffer((long)(_ops.Count(o => o is LinearOp) + 1) * maxBatch * sizeof(uint));
+            nuint work = 16;
+            foreach (Op o in _ops)
+            {
+                nuint bytes = 0;
+                if (o is LinearOp { Int8: true } l && l.W.Blocks <= 32 && Native.rotor_cuda_fq_work_bytes(l.W.Rows, Math.Min(maxBatch, 64), l.W.Blocks, &bytes) == 0)
+                    work = Math.Max(work, bytes);
+            }
+            _work = new DeviceBuffer((long)work);
+            Native.Check(Native.rotor_cuda_memset(_work.Pointer, 0, work, backend.Stream.Pointer), "network: workspace");
             _in = new PinnedBuffer((long)maxBatch * InputSize * sizeof(float));
             _out = new PinnedBuffer((long)maxBatch * OutputSize * sizeof(float));
         }
@@ -80,7 +95,7 @@ public sealed unsafe class CudaNetwork : IDisposable
         {
             foreach (Op op in _ops) if (op is LinearOp l) l.Bias?.Dispose();
             foreach (DeviceMatrix w in _owned) w.Dispose();
-            _a?.Dispose(); _b?.Dispose(); _xq?.Dispose(); _scale?.Dispose(); _sum?.Dispose(); _in?.Dispose(); _out?.Dispose();
+            _a?.Dispose(); _b?.Dispose(); _xq?.Dispose(); _scale?.Dispose(); _sum?.Dispose(); _amax?.Dispose(); _work?.Dispose(); _in?.Dispose(); _out?.Dispose();
             throw;
         }
         backend.Stream.Synchronize();
@@ -92,8 +107,29 @@ public sealed unsafe class CudaNetwork : IDisposable
     public int InputSize { get; }
     /// <summary>Features a row out.</summary>
     public int OutputSize { get; }
-    /// <summary>Kernel launches a forward pass makes (quantize + product per layer, unfused activations, softmax).</summary>
-    public int Kernels => _ops.Sum(o => o is LinearOp { Int8: true } ? 2 : 1);
+    /// <summary>Whether chains of int8 products may quantize their input themselves (default true; false gives the
+    /// quantize kernel + product of every layer, for comparisons). Set before the first forward pass.</summary>
+    internal bool Fuse { get; init; } = true;
+
+    /// <summary>Kernel launches a forward pass of <see cref="MaxBatch"/> rows makes (see <see cref="KernelCount"/>).</summary>
+    public int Kernels => KernelCount(MaxBatch);
+
+    /// <summary>Kernel launches a forward pass of <paramref name="batch"/> rows makes: quantize + product per int8 layer,
+    /// or one product per layer of a fused chain plus one row-absmax kernel a chain; unfused activations, softmax.</summary>
+    public int KernelCount(int batch)
+    {
+        int count = 0;
+        for (int k = 0; k < _ops.Count; k++)
+        {
+            if (Fused(k, batch)) count += k > 0 && Fused(k - 1, batch) ? 1 : 2;
+            else count += _ops[k] is LinearOp { Int8: true } ? 2 : 1;
+        }
+        return count;
+    }
+
+    // Op k is an int8 product that quantizes its float input itself (rotor_cuda_gemm_fq) at this batch size.
+    private bool Fused(int k, int batch) =>
+        Fuse && k < _ops.Count && _ops[k] is LinearOp { Int8: true } l && l.W.Cols % 4 == 0 && Native.rotor_cuda_fq_fits(batch, l.W.Blocks) == 1;
 
     private static void Flatten(Sequential s, List<ILayer> into)
     {
@@ -181,9 +217,34 @@ public sealed unsafe class CudaNetwork : IDisposable
         nint s = _backend.Stream.Pointer;
         DeviceBuffer cur = _a, next = _b;
         int width = InputSize;
+        int slot = -1;  // the _amax slot that holds cur's row absmax, or -1
+        nint Amax(int k) => _amax.Pointer + (nint)k * MaxBatch * sizeof(uint);
         if (copies) Native.Check(Native.rotor_cuda_memcpy_h2d(_a.Pointer, _in.Pointer, (nuint)((long)batch * InputSize * sizeof(float)), s), "graph: input copy");
-        foreach (Op op in _ops)
+        for (int k = 0; k < _ops.Count; k++)
         {
+            Op op = _ops[k];
+            if (Fused(k, batch))
+            {
+                var l = (LinearOp)op;
+                DeviceMatrix w = l.W;
+                if (slot < 0)
+                {
+                    // A chain starts: its input's absmax into slot 0, the slots of the chain's later inputs zeroed.
+                    int chain = 1;
+                    while (Fused(k + chain, batch)) chain++;
+                    slot = 0;
+                    Native.Check(Native.rotor_cuda_row_absmax(cur.Pointer, batch, w.Cols, w.Cols, Amax(0), Amax(1), (chain - 1) * MaxBatch, s), "graph: row absmax");
+                }
+                bool more = Fused(k + 1, batch);
+                GemmArgsNative a = CudaBackend.Args(w, 0, 0, 0, 0, batch, l.Bias?.Pointer ?? 0, next.Pointer, w.Rows, l.Act);
+                Native.Check(Native.rotor_cuda_gemm_fq(&a, cur.Pointer, w.Cols, w.Cols, Amax(slot), more ? Amax(slot + 1) : 0,
+                    _work.Pointer, (nuint)_work.Bytes, s), "graph: fused product");
+                slot = more ? slot + 1 : -1;
+                (cur, next) = (next, cur);
+                width = w.Rows;
+                continue;
+            }
+            slot = -1;
             switch (op)
             {
                 case LinearOp l:
@@ -228,7 +289,7 @@ public sealed unsafe class CudaNetwork : IDisposable
             _graphs.Clear();
             foreach (Op op in _ops) if (op is LinearOp l) l.Bias?.Dispose();
             foreach (DeviceMatrix w in _owned) w.Dispose();
-            _a.Dispose(); _b.Dispose(); _xq.Dispose(); _scale.Dispose(); _sum.Dispose(); _in.Dispose(); _out.Dispose();
+            _a.Dispose(); _b.Dispose(); _xq.Dispose(); _scale.Dispose(); _sum.Dispose(); _amax.Dispose(); _work.Dispose(); _in.Dispose(); _out.Dispose();
         }
     }
 }

@@ -1,0 +1,34 @@
+#!/bin/bash
+# One device run of the cuda5 round (docs/BENCHMARKS-cuda.md, runs 30-): build with the ptxas report, quick self test,
+# the network fused (workspace / cluster forms, each trigger point) and unfused side by side, m = 32 products, the
+# full self test. Run from the repository root of a tree where .pub/rotor5 holds the published CLI and .pub/cuda5 the
+# native/ and bench/ folders; results go to $OUT. FULL=0 skips the full self test.
+set -o pipefail
+L=$OUT/log.txt
+S=.pub/cuda5; B=.pub/rotor5
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv; nvcc --version | tail -2; } > $L 2>&1
+nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -gencode arch=compute_90a,code=sm_90a \
+  -o $B/librotor_cuda.so $S/native/cuda/rotor_cuda.cu > /tmp/ptxas.txt 2>&1
+rc=$?
+grep -A3 "gemv_sk\|absmax_kernel\|gemv_wide" /tmp/ptxas.txt | grep "Compiling\|Used\|spill" | sed 's/_ZN[0-9A-Za-z_]*__\([a-z0-9_]*kernel\)/\1/' | cut -c1-200 > $OUT/ptxas-sk.txt
+grep -i "error" /tmp/ptxas.txt | head -20 >> $L
+[ $rc = 0 ] || { echo "library build failed"; tail -40 /tmp/ptxas.txt; cat $L; exit 1; }
+echo "build ok $(date +%T)" >> $L
+t0=$(date +%s); timeout 150 $B/rotor selftest --device cuda --quick > $OUT/selftest-quick.txt 2>&1
+echo "selftest quick rc $? $(( $(date +%s) - t0 )) s" >> $L
+tail -1 $OUT/selftest-quick.txt >> $L; grep -v "^ok" $OUT/selftest-quick.txt | head -30 >> $L
+for i in 1 2; do
+  timeout 100 $B/rotor bench-cuda --m 32 --shape 2560x2560 --json $OUT/r32-$i.json > $OUT/bench-net-$i.txt 2>&1; echo "bench net rc $?" >> $L
+done
+for v in ROTOR_CUDA_FQ_CLUSTER=1 ROTOR_CUDA_SK_TRIGGER=1 ROTOR_CUDA_SK_TRIGGER=2; do
+  env $v timeout 100 $B/rotor bench-cuda --m 32 --shape 2560x2560 > $OUT/bench-net-$v.txt 2>&1; echo "bench net $v rc $?" >> $L
+done
+grep network $OUT/bench-net-*.txt | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
+timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network > $OUT/bench-m32.txt 2>&1; echo "bench m32 rc $?" >> $L
+echo "benches done $(date +%T)" >> $L
+if [ "${FULL:-1}" = 1 ]; then
+  t0=$(date +%s); timeout ${FULL_LIMIT:-240} $B/rotor selftest --device cuda > $OUT/selftest.txt 2>&1
+  echo "selftest rc $? $(( $(date +%s) - t0 )) s" >> $L
+  tail -1 $OUT/selftest.txt >> $L; grep -v "^ok" $OUT/selftest.txt | head -40 >> $L
+fi
+cat $L
