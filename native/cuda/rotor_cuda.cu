@@ -568,7 +568,7 @@ struct FqArgs {
     int* count;               // ... and one counter a row tile, zero between launches
 };
 
-__host__ __device__ constexpr int sk_smem(int nt, int kpc) { return kpc * 8 * nt * 256 + kSkWarps * nt * 128 * 4 + 4 * 8 * nt * 4; }
+__host__ __device__ constexpr int sk_smem(int nt, int kpc) { return kpc * 8 * nt * 256 + kSkWarps * nt * 128 * 4 + 4 * 8 * nt * 4 + 2 * kSkRows * 4; }
 
 #if ROTOR_BULK
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -606,13 +606,21 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
     extern __shared__ __align__(16) unsigned char sk_buf[];
     unsigned char* xq = sk_buf;                                       // [KPC][R][256] int8, swizzled
     int* red = reinterpret_cast<int*>(sk_buf + KPC * R * 256);        // [warp][NT][4][32] partial dots
-    int* qsum = red + kSkWarps * NT * 128;                            // [R] int8 sums of this CTA's slice (FQ)
+    int* qsum = red + kSkWarps * NT * 128;                            // [R] int8 sums of this CTA's slice (FQ), x_sum (else)
     float* s_inv = reinterpret_cast<float*>(qsum + R);                // [R] 127 / amax (FQ)
-    float* s_xs = s_inv + R;                                          // [R] amax / 127 (FQ)
+    float* s_xs = s_inv + R;                                          // [R] x scales
     unsigned* s_amax = reinterpret_cast<unsigned*>(s_xs + R);         // [R] max |y| of this CTA's outputs
+    float* s_ws = reinterpret_cast<float*>(s_amax + R);               // [128] the tile's weight scales
+    float* s_bias = s_ws + kSkRows;                                   // [128] its bias
     if (f.trigger == 0) pdl_trigger();  // the next kernel's CTAs may take free slots now and load their weights
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int kb0 = blockIdx.y * KPC;
+    if (threadIdx.x < kSkRows) {
+        // The epilogue's weight scales and bias, which no kernel writes: loaded now, not after the reduction.
+        const int r = min(blockIdx.x * kSkRows + threadIdx.x, a.n - 1);
+        s_ws[threadIdx.x] = a.w_scale[(size_t)r * a.w_scale_stride];
+        s_bias[threadIdx.x] = a.bias != nullptr ? a.bias[r] : 0.f;
+    }
     // Rows past n are clamped to the last row: computed, never stored.
     const uint8_t* wA = a.w + (size_t)min(blockIdx.x * kSkRows + 16 * warp + g, a.n - 1) * a.row_bytes + 16 * t;
     const uint8_t* wB = a.w + (size_t)min(blockIdx.x * kSkRows + 16 * warp + g + 8, a.n - 1) * a.row_bytes + 16 * t;
@@ -633,6 +641,9 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
             const float amax = threadIdx.x < a.m ? __uint_as_float(f.amax_in[threadIdx.x]) : 0.f;
             s_inv[threadIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
             s_xs[threadIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        } else {
+            qsum[threadIdx.x] = threadIdx.x < a.m ? a.x_sum[threadIdx.x] : 0;
+            s_xs[threadIdx.x] = threadIdx.x < a.m ? a.x_scale[threadIdx.x] : 0.f;
         }
     }
     if constexpr (FQ) {
@@ -717,11 +728,9 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
             const int idx = 4 * e4 + e, w = idx / (NT * 128), j = (idx >> 7) % NT, c = (idx >> 5) & 3, ln = idx & 31;
             const int r = blockIdx.x * kSkRows + 16 * w + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
             if (i < a.m && r < a.n) {
-                float v;
-                if constexpr (FQ) v = __fmul_rn(__int2float_rn(dots[e]), s_xs[i]);
-                else v = __fmul_rn(__int2float_rn(dots[e] - a.x_sum[i]), a.x_scale[i]);
-                v = __fmul_rn(v, a.w_scale[(size_t)r * a.w_scale_stride]);
-                if (a.bias != nullptr) v = __fadd_rn(v, a.bias[r]);
+                float v = __fmul_rn(__int2float_rn(FQ ? dots[e] : dots[e] - qsum[i]), s_xs[i]);
+                v = __fmul_rn(v, s_ws[r - blockIdx.x * kSkRows]);
+                if (a.bias != nullptr) v = __fadd_rn(v, s_bias[r - blockIdx.x * kSkRows]);
                 v = apply_act(v, a.act);
                 a.y[(size_t)i * a.y_stride + r] = v;
                 if (f.amax_out != nullptr) atomicMax(&s_amax[i], __float_as_uint(fabsf(v)));
@@ -1613,15 +1622,17 @@ int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
 // KPC: the fewest K blocks a CTA that keeps the cluster within 8 CTAs; NT: 8-row activation tiles for m.
 bool g_auto_sk = true;  // ROTOR_CUDA_SK=0: no fused products (rotor_cuda_fq_fits says 0: CudaNetwork keeps the quantize kernels)
 int g_sk_trigger = 0;   // ROTOR_CUDA_SK_TRIGGER: FqArgs::trigger
-bool g_fq_cluster = false;  // ROTOR_CUDA_FQ_CLUSTER=1: the fused product adds its slices in clusters even with a workspace
+bool g_fq_cluster = true;  // ROTOR_CUDA_FQ_CLUSTER=0: the fused product adds its slices through the caller's workspace
 bool sk_fits(int m, int k_blocks) { return g_bulk && m >= 1 && m <= 64 && k_blocks >= 1 && k_blocks <= kSkMaxBlocks; }
 int sk_kpc(int k_blocks) { return k_blocks <= kSkMaxCluster ? 1 : k_blocks <= 2 * kSkMaxCluster ? 2 : 4; }
 
 // Bytes of the workspace of the form without clusters: the partial tiles of every slice, then a counter a row tile.
+// The counters come first, at fixed places (products of other shapes may share the workspace).
+constexpr int kSkMaxTiles = 1024;  // row tiles: n <= 131072
 size_t sk_work_bytes(int n, int m, int k_blocks) {
     const size_t nt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8, tiles = (size_t)(n + kSkRows - 1) / kSkRows;
     const size_t kpc = (size_t)sk_kpc(k_blocks), slices = ((size_t)k_blocks + kpc - 1) / kpc;
-    return (tiles * slices * nt * kSkRows * 8 + tiles) * sizeof(int);
+    return (kSkMaxTiles + tiles * slices * nt * kSkRows * 8) * sizeof(int);
 }
 
 template <int NT, int KPC, bool FQ>
@@ -1647,8 +1658,8 @@ int launch_sk3(const rotor_gemm_args& a, const FqArgs& f, cudaStream_t s) {
     cudaError_t e;
     if constexpr (FQ) {
         if (!cl) {
-            const size_t tiles = cfg.gridDim.x;
-            f2.count = f.work + tiles * cs * NT * kSkRows * 8;
+            f2.count = f.work;
+            f2.work = f.work + kSkMaxTiles;
             e = cudaLaunchKernelEx(&cfg, gemv_sk_kernel<NT, KPC, true, false>, a, f2);
         } else {
             e = cudaLaunchKernelEx(&cfg, gemv_sk_kernel<NT, KPC, true, true>, a, f2);
@@ -2012,7 +2023,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     g_gemv_old = getenv("ROTOR_CUDA_GEMV_OLD") != nullptr && !env_off("ROTOR_CUDA_GEMV_OLD");
     g_auto_ws = !env_off("ROTOR_CUDA_WS");
     g_auto_sk = !env_off("ROTOR_CUDA_SK");
-    g_fq_cluster = getenv("ROTOR_CUDA_FQ_CLUSTER") != nullptr && !env_off("ROTOR_CUDA_FQ_CLUSTER");
+    g_fq_cluster = !env_off("ROTOR_CUDA_FQ_CLUSTER");
     g_sk_trigger = getenv("ROTOR_CUDA_SK_TRIGGER") != nullptr ? atoi(getenv("ROTOR_CUDA_SK_TRIGGER")) : 0;
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
@@ -2230,7 +2241,7 @@ ROTOR_API int rotor_cuda_gemm_fq(const rotor_gemm_args* args, const float* d_x, 
     if (a.act < ROTOR_ACT_NONE || a.act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "gemm_fq: act = %d", a.act);
     if ((reinterpret_cast<uintptr_t>(a.w) | reinterpret_cast<uintptr_t>(d_x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm_fq: w and x must be 16-byte aligned");
-    if (d_work != nullptr && (a.m > 64 || a.k_blocks > kSkMaxBlocks || work_bytes < sk_work_bytes(a.n, a.m, a.k_blocks)))
+    if (d_work != nullptr && ((a.n + kSkRows - 1) / kSkRows > kSkMaxTiles || a.m > 64 || a.k_blocks > kSkMaxBlocks || work_bytes < sk_work_bytes(a.n, a.m, a.k_blocks)))
         return fail(ROTOR_CUDA_EINVAL, "gemm_fq: work_bytes = %zu, this product needs %zu (rotor_cuda_fq_work_bytes)", work_bytes,
                     a.m <= 64 && a.k_blocks <= kSkMaxBlocks ? sk_work_bytes(a.n, a.m, a.k_blocks) : (size_t)0);
     const FqArgs f{d_x, cols, x_stride, reinterpret_cast<const unsigned*>(d_amax_in), reinterpret_cast<unsigned*>(d_amax_out), 0,
