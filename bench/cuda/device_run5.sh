@@ -17,14 +17,15 @@ echo "build ok $(date +%T)" >> $L
 t0=$(date +%s); timeout 150 $B/rotor selftest --device cuda --quick > $OUT/selftest-quick.txt 2>&1
 echo "selftest quick rc $? $(( $(date +%s) - t0 )) s" >> $L
 tail -1 $OUT/selftest-quick.txt >> $L; grep -v "^ok" $OUT/selftest-quick.txt | head -30 >> $L
-for i in 1 2; do
-  timeout 100 $B/rotor bench-cuda --m 32 --shape 2560x2560 --json $OUT/r32-$i.json > $OUT/bench-net-$i.txt 2>&1; echo "bench net rc $?" >> $L
-done
-for v in ROTOR_CUDA_FQ_CLUSTER=0 ROTOR_CUDA_SK_TRIGGER=1; do
-  env $v timeout 100 $B/rotor bench-cuda --m 32 --shape 2560x2560 > $OUT/bench-net-${v//=/_}.txt 2>&1; echo "bench net $v rc $?" >> $L
+for i in 1 2 3; do
+  timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 --json $OUT/net-$i.json > $OUT/bench-net-$i.txt 2>&1; echo "bench net rc $?" >> $L
+  ROTOR_CUDA_QUANT_WARP=0 timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 > $OUT/bench-net-oldquant-$i.txt 2>&1; echo "bench net old quantize rc $?" >> $L
 done
 grep network $OUT/bench-net-*.txt | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
+timeout 200 $B/rotor bench-cuda --json $OUT/r.json > $OUT/bench.txt 2>&1; echo "bench rc $?" >> $L
+grep network $OUT/bench.txt >> $L
 timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network > $OUT/bench-m32.txt 2>&1; echo "bench m32 rc $?" >> $L
+timeout 100 $B/rotor bench-cuda --m 64 --all-paths --no-network > $OUT/bench-m64.txt 2>&1; echo "bench m64 rc $?" >> $L
 echo "benches done $(date +%T)" >> $L
 if [ "${FULL:-1}" = 1 ]; then
   t0=$(date +%s); timeout ${FULL_LIMIT:-240} $B/rotor selftest --device cuda > $OUT/selftest.txt 2>&1

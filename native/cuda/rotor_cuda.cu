@@ -566,6 +566,7 @@ struct FqArgs {
     int trigger;              // when the next kernel may launch: 0 at entry, 1 after the mmas, 2 at exit
     int* work;                // without clusters: partial tiles (row tiles x slices x tile) ...
     int* count;               // ... and one counter a row tile, zero between launches
+    unsigned long long* dbg;  // ROTOR_CUDA_SK_DEBUG: 10 stamps a CTA
 };
 
 __host__ __device__ constexpr int sk_smem(int nt, int kpc) { return kpc * 8 * nt * 256 + kSkWarps * nt * 128 * 4 + 4 * 8 * nt * 4 + 2 * kSkRows * 4; }
@@ -584,19 +585,36 @@ __device__ __forceinline__ unsigned cluster_count() {
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;  // release, acquire by default\n" ::: "memory");
 }
-// 16 bytes at the same shared-memory offset in CTA `rank` of the cluster.
-__device__ __forceinline__ int4 ld_cluster_v4(const void* p, unsigned rank) {
+// 8 bytes at the same shared-memory offset in CTA `rank` of the cluster.
+__device__ __forceinline__ int2 ld_cluster_v2(const void* p, unsigned rank) {
     const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
     unsigned remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
-    int4 v;
-    asm volatile("ld.shared::cluster.v4.s32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(remote) : "memory");
+    int2 v;
+    asm volatile("ld.shared::cluster.v2.s32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(remote) : "memory");
     return v;
 }
 #endif
 
+// ROTOR_CUDA_SK_DEBUG=1 (a measurement aid): thread 0 of each CTA of the split-K GEMV records clock64 at 8 points of
+// its run and the global timer at the first and last, into f.dbg (the last launch's values stay); the library prints
+// a summary at exit.
+#define SK_STAMP(k)                                                                                      \
+    do {                                                                                                 \
+        if (f.dbg != nullptr && threadIdx.x == 0) {                                                      \
+            unsigned long long* d_ = f.dbg + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * 10;        \
+            d_[k] = clock64();                                                                           \
+            if ((k) == 0 || (k) == 7) {                                                                  \
+                unsigned long long g_;                                                                   \
+                asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_));                                   \
+                d_[(k) == 0 ? 8 : 9] = g_;                                                               \
+            }                                                                                            \
+        }                                                                                                \
+    } while (0)
+
 // One float to int8 as QuantizedActivations.QuantizeRow (inv = 0 for a row of zeros).
-__device__ __forceinline__ int quant1(float x, float inv) { return (int)fminf(fmaxf(rintf(__fmul_rn(x, inv)), -127.f), 127.f); }
+// cvt.rni rounds half to even as rintf does; clamping the integer is the same as clamping the rounded float.
+__device__ __forceinline__ int quant1(float x, float inv) { return min(max(__float2int_rn(__fmul_rn(x, inv)), -127), 127); }
 
 // CL: the slices are added through distributed shared memory in a cluster; else through a workspace in global memory.
 template <int NT, int KPC, bool FQ, bool CL>
@@ -633,7 +651,9 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
             wb[u] = ld_stream(wB + (size_t)(kb0 + u) * 64);
         }
     }
+    SK_STAMP(0);
     pdl_wait();  // x (and its absmax) come from the previous kernel, y may still be read by it
+    SK_STAMP(1);
     if (threadIdx.x < R) {
         s_amax[threadIdx.x] = 0;
         if constexpr (FQ) {
@@ -674,10 +694,10 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
                 const int idx = threadIdx.x + (p0 + p) * 256, row = idx / kRow4, c4 = idx % kRow4;
                 const float inv = s_inv[row];
                 const int q0 = quant1(v[p].x, inv), q1 = quant1(v[p].y, inv), q2 = quant1(v[p].z, inv), q3 = quant1(v[p].w, inv);
-                const unsigned packed = (unsigned)(q0 & 0xff) | (unsigned)(q1 & 0xff) << 8 | (unsigned)(q2 & 0xff) << 16 | (unsigned)q3 << 24;
+                const unsigned packed = __byte_perm(__byte_perm(q0, q1, 0x0040), __byte_perm(q2, q3, 0x0040), 0x5410);
                 const int u = c4 >> 6, b = (c4 & 63) * 4;
                 *reinterpret_cast<unsigned*>(xq + u * R * 256 + x_offset(row, b >> 4) + (b & 15)) = packed;
-                const int s = warp_sum(q0 + q1 + q2 + q3);
+                const int s = __reduce_add_sync(0xffffffffu, q0 + q1 + q2 + q3);
                 if (lane == 0 && s != 0) atomicAdd(&qsum[row], s);
             }
         }
@@ -699,6 +719,7 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
     }
     __syncthreads();
 
+    SK_STAMP(2);
     int acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
@@ -720,12 +741,13 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
         }
     }
     // Result idx of the tile, in the order [warp][j][c][lane]: c0 (row g, col 2t), c1 (g, 2t + 1), c2 (g + 8, 2t),
-    // c3 (g + 8, 2t + 1). The epilogue of 4 consecutive results, their dots summed over the K slices.
-    auto finish = [&](int e4, int4 s) {
-        const int dots[4] = {s.x, s.y, s.z, s.w};
+    // c3 (g + 8, 2t + 1). The epilogue of 2 consecutive results, their dots summed over the K slices.
+    SK_STAMP(3);
+    auto finish = [&](int e2, int2 s) {
+        const int dots[2] = {s.x, s.y};
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int idx = 4 * e4 + e, w = idx / (NT * 128), j = (idx >> 7) % NT, c = (idx >> 5) & 3, ln = idx & 31;
+        for (int e = 0; e < 2; e++) {
+            const int idx = 2 * e2 + e, w = idx / (NT * 128), j = (idx >> 7) % NT, c = (idx >> 5) & 3, ln = idx & 31;
             const int r = blockIdx.x * kSkRows + 16 * w + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
             if (i < a.m && r < a.n) {
                 float v = __fmul_rn(__int2float_rn(FQ ? dots[e] : dots[e] - qsum[i]), s_xs[i]);
@@ -737,7 +759,7 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
             }
         }
     };
-    constexpr int kGroups = kSkWarps * NT * 32;
+    constexpr int kGroups = kSkWarps * NT * 64;  // pairs of results
     if constexpr (CL) {
         // FQ: minus the slice's row sums, so that the sum over the cluster is sum (code - 1) * q.
 #pragma unroll
@@ -750,21 +772,23 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
             }
         if (f.trigger == 1) pdl_trigger();
         cluster_sync();
+        SK_STAMP(4);
         // CTA `rank` finishes groups [rank * per, ...) of 4 consecutive results, summing them over the cluster.
         const unsigned rank = cluster_rank(), cs = cluster_count();
         const int per = (kGroups + (int)cs - 1) / (int)cs, end = min(kGroups, (int)rank * per + per);
-        for (int e4 = (int)rank * per + threadIdx.x; e4 < end; e4 += 32 * kSkWarps) {
-            int4 s = ld_cluster_v4(red + 4 * e4, 0);
+
+        for (int e2 = (int)rank * per + threadIdx.x; e2 < end; e2 += 32 * kSkWarps) {
+            int2 s = ld_cluster_v2(red + 2 * e2, 0);
             for (unsigned c = 1; c < cs; c++) {
-                const int4 v = ld_cluster_v4(red + 4 * e4, c);
-                s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+                const int2 v = ld_cluster_v2(red + 2 * e2, c);
+                s.x += v.x; s.y += v.y;
             }
-            finish(e4, s);
+            finish(e2, s);
         }
     } else {
         // No cluster: each CTA stores its partial tile in the workspace (L2); the last CTA of the column to count
         // itself in adds the slices, resets the counter for the next launch and runs the whole tile's epilogue.
-        int* part = f.work + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * (kGroups * 4);
+        int* part = f.work + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * (kGroups * 2);
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -782,21 +806,24 @@ __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args 
         if (!s_last) return;
         __threadfence();
         if (threadIdx.x == 0) f.count[blockIdx.x] = 0;
-        const int4* base = reinterpret_cast<const int4*>(f.work + (size_t)blockIdx.x * gridDim.y * (kGroups * 4));
-        for (int e4 = threadIdx.x; e4 < kGroups; e4 += 32 * kSkWarps) {
-            int4 s = __ldcg(base + e4);
+        const int2* base = reinterpret_cast<const int2*>(f.work + (size_t)blockIdx.x * gridDim.y * (kGroups * 2));
+        for (int e2 = threadIdx.x; e2 < kGroups; e2 += 32 * kSkWarps) {
+            int2 s = __ldcg(base + e2);
             for (unsigned c = 1; c < gridDim.y; c++) {
-                const int4 v = __ldcg(base + (size_t)c * kGroups + e4);
-                s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+                const int2 v = __ldcg(base + (size_t)c * kGroups + e2);
+                s.x += v.x; s.y += v.y;
             }
-            finish(e4, s);
+            finish(e2, s);
         }
     }
+    SK_STAMP(5);
     if (f.amax_out != nullptr) {
         __syncthreads();
         if (threadIdx.x < R && threadIdx.x < a.m && s_amax[threadIdx.x] != 0) atomicMax(&f.amax_out[threadIdx.x], s_amax[threadIdx.x]);
     }
+    SK_STAMP(6);
     if constexpr (CL) cluster_sync();  // the other CTAs have read this one's partial tile
+    SK_STAMP(7);
 #endif
 }
 
@@ -1622,6 +1649,34 @@ int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
 // KPC: the fewest K blocks a CTA that keeps the cluster within 8 CTAs; NT: 8-row activation tiles for m.
 bool g_auto_sk = true;  // ROTOR_CUDA_SK=0: no fused products (rotor_cuda_fq_fits says 0: CudaNetwork keeps the quantize kernels)
 int g_sk_trigger = 0;   // ROTOR_CUDA_SK_TRIGGER: FqArgs::trigger
+unsigned long long* g_sk_dbg = nullptr;  // ROTOR_CUDA_SK_DEBUG=1: 4096 CTAs x 10 stamps (see SK_STAMP)
+unsigned g_sk_dbg_grid[2] = {0, 0};      // the grid of the last launch recorded
+constexpr int kSkDbgCtas = 4096;
+
+// Prints, per phase of the split-K GEMV, the minimum / median / maximum over the CTAs of the last launch (cycles),
+// and the spread of their start and end times (ns).
+void sk_debug_dump() {
+    if (g_sk_dbg == nullptr) return;
+    const unsigned n = std::min<unsigned>(g_sk_dbg_grid[0] * g_sk_dbg_grid[1], kSkDbgCtas);
+    std::vector<unsigned long long> h((size_t)kSkDbgCtas * 10);
+    if (cudaMemcpy(h.data(), g_sk_dbg, h.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess || n == 0) return;
+    unsigned long long g0 = ~0ull;
+    for (unsigned c = 0; c < n; c++) g0 = std::min(g0, h[c * 10 + 8]);
+    const char* names[10] = {"wait", "stage x", "mma", "cluster sync", "reduce+epilogue", "amax", "final sync", "", "start ns", "end ns"};
+    fprintf(stderr, "sk debug: grid %u x %u, last launch recorded\n", g_sk_dbg_grid[0], g_sk_dbg_grid[1]);
+    for (int k = 0; k < 10; k++) {
+        if (k == 7) continue;
+        std::vector<long long> v;
+        for (unsigned c = 0; c < n; c++) {
+            const unsigned long long* d = &h[c * 10];
+            v.push_back(k < 7 ? (long long)(d[k + 1] - d[k]) : (long long)(d[k] - g0));
+        }
+        std::sort(v.begin(), v.end());
+        fprintf(stderr, "  %-16s min %8lld  median %8lld  max %8lld\n", names[k], v.front(), v[v.size() / 2], v.back());
+    }
+}
+
+bool g_quant_warp = true;  // ROTOR_CUDA_QUANT_WARP=0: quantize_kernel for every row length (for comparisons)
 bool g_fq_cluster = true;  // ROTOR_CUDA_FQ_CLUSTER=0: the fused product adds its slices through the caller's workspace
 bool sk_fits(int m, int k_blocks) { return g_bulk && m >= 1 && m <= 64 && k_blocks >= 1 && k_blocks <= kSkMaxBlocks; }
 int sk_kpc(int k_blocks) { return k_blocks <= kSkMaxCluster ? 1 : k_blocks <= 2 * kSkMaxCluster ? 2 : 4; }
@@ -1655,6 +1710,9 @@ int launch_sk3(const rotor_gemm_args& a, const FqArgs& f, cudaStream_t s) {
     cfg.numAttrs = (cl ? 1 : 0) + (g_pdl ? 1 : 0);
     FqArgs f2 = f;
     f2.trigger = g_sk_trigger;
+    f2.dbg = g_sk_dbg;
+    g_sk_dbg_grid[0] = cfg.gridDim.x;
+    g_sk_dbg_grid[1] = cfg.gridDim.y;
     cudaError_t e;
     if constexpr (FQ) {
         if (!cl) {
@@ -1724,8 +1782,13 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv8<true>(a, s);
     if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a) && !gemv8_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv8<false>(a, s);
-    // 9 <= m <= 64: the wide GEMV. The split-K cluster GEMV (ROTOR_PATH_GEMV_SK) was slower on every shape at m = 8
-    // and 32 (H100 run 30: 4096x4096 m = 32 9.8 against 5.7 us) and 0.8x-1.25x at m = 64.
+    // 9 <= m <= 64: the split-K cluster GEMV where the wide GEMV's x traffic (every 16 weight rows read all of x) is
+    // large: n * k_blocks * NT >= 250000, and K not a multiple of 16 blocks (there the wide GEMV's two-block steps keep
+    // it ahead). H100 runs 30-33, m = 32: 6912x2560 9.4 against 10.1 us, 2560x6912 8.8 against 10.4 us; its fixed
+    // latency (about 9 us) loses on the smaller shapes (2560x2560: 8.8 against 5.9 us).
+    if (from_auto && g_auto_sk && a.m > 8 && sk_fits(a.m, a.k_blocks) && a.k_blocks % 16 != 0 &&
+        (long long)a.n * a.k_blocks * (a.m <= 16 ? 2 : a.m <= 32 ? 4 : 8) >= 250000)
+        return launch_sk<false>(a, FqArgs{}, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
     return launch_gemv_wide<8>(a, s);
@@ -1900,6 +1963,47 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols,
     }
 }
 
+// The same quantization with one warp a row (rows of up to kQuantWarpCols columns, cols and x_stride multiples of 4,
+// x 16-byte aligned): float4 loads, the absmax and the sum by warp reductions (redux.sync), no CTA barrier. Two
+// passes over the row; the second finds it in L1. Bit for bit the result of quantize_kernel.
+constexpr int kQuantWarpCols = 8192;
+__global__ void __launch_bounds__(256) quantize_warp_kernel(const float* x, int m, int cols, int x_stride, int8_t* q, int q_stride,
+                                                            float* scale, int* sum) {
+    pdl_trigger();
+    pdl_wait();
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= m) return;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)row * x_stride);
+    const int n4 = cols / 4;
+    unsigned amax_bits = 0;  // |x| >= 0: the float order is the integer order of the bits
+#pragma unroll 4
+    for (int j = lane; j < n4; j += 32) {
+        const float4 v = xr[j];
+        amax_bits = max(amax_bits, max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
+                                       max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w)))));
+    }
+    const float amax = __uint_as_float(__reduce_max_sync(0xffffffffu, amax_bits));
+    const float inv = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
+    unsigned* qr = reinterpret_cast<unsigned*>(q + (size_t)row * q_stride);
+    int s = 0;
+#pragma unroll 4
+    for (int j = lane; j < q_stride / 4; j += 32) {
+        unsigned packed = 0;
+        if (j < n4) {
+            const float4 v = xr[j];
+            const int q0 = quant1(v.x, inv), q1 = quant1(v.y, inv), q2 = quant1(v.z, inv), q3 = quant1(v.w, inv);
+            packed = __byte_perm(__byte_perm(q0, q1, 0x0040), __byte_perm(q2, q3, 0x0040), 0x5410);
+            s += q0 + q1 + q2 + q3;
+        }
+        qr[j] = packed;
+    }
+    s = __reduce_add_sync(0xffffffffu, s);
+    if (lane == 0) {
+        scale[row] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        sum[row] = s;
+    }
+}
+
 // One thread a packed byte.
 __global__ void pack_i2_kernel(const int8_t* trits, int rows, int cols, uint8_t* packed, int row_bytes, int* invalid) {
     pdl_trigger();
@@ -2024,6 +2128,12 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     g_auto_ws = !env_off("ROTOR_CUDA_WS");
     g_auto_sk = !env_off("ROTOR_CUDA_SK");
     g_fq_cluster = !env_off("ROTOR_CUDA_FQ_CLUSTER");
+    g_quant_warp = !env_off("ROTOR_CUDA_QUANT_WARP");
+    if (getenv("ROTOR_CUDA_SK_DEBUG") != nullptr && g_sk_dbg == nullptr) {
+        CK(cudaMalloc(&g_sk_dbg, (size_t)kSkDbgCtas * 10 * 8));
+        CK(cudaMemset(g_sk_dbg, 0, (size_t)kSkDbgCtas * 10 * 8));
+        atexit(sk_debug_dump);
+    }
     g_sk_trigger = getenv("ROTOR_CUDA_SK_TRIGGER") != nullptr ? atoi(getenv("ROTOR_CUDA_SK_TRIGGER")) : 0;
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
@@ -2199,6 +2309,10 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
     if (x_stride < cols || q_stride < cols || q_stride % 4 != 0)
         return fail(ROTOR_CUDA_EINVAL, "quantize: x_stride = %d, q_stride = %d for %d columns (q_stride a multiple of 4)", x_stride, q_stride, cols);
     if (d_x == nullptr || d_q == nullptr || d_scale == nullptr || d_sum == nullptr) return fail(ROTOR_CUDA_EINVAL, "quantize: NULL pointer");
+    if (g_quant_warp && cols % 4 == 0 && x_stride % 4 == 0 && cols <= kQuantWarpCols && reinterpret_cast<uintptr_t>(d_x) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(d_q) % 4 == 0)
+        return launch(quantize_warp_kernel, dim3((m + 7) / 8), dim3(256), 0, as_stream(stream), "quantize_warp_kernel", d_x, m, cols, x_stride,
+                      d_q, q_stride, d_scale, d_sum);
     return launch(quantize_kernel, dim3(m), dim3(256), 0, as_stream(stream), "quantize_kernel", d_x, cols, x_stride, d_q, q_stride,
                   d_scale, d_sum);
 }

@@ -33,7 +33,7 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute capability 9.0
 // or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor where k_blocks is not a
 // multiple of 16. GEMV_SK forces the split-K cluster GEMV (m <= 64, k_blocks <= 32, compute capability 9.0 or newer,
-// CUDA 12; for tests and comparisons: auto does not take it).
+// CUDA 12), which auto takes for 9 <= m <= 64 on the larger shapes (ROTOR_CUDA_SK=0: never).
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
                   ROTOR_PATH_GEMV_SK = 4, ROTOR_PATH_TILED_CFG0 = 16 };
 

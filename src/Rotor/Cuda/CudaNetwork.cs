@@ -5,10 +5,9 @@ namespace Rotor.Cuda;
 /// <summary>
 /// The forward pass of a <see cref="Sequential"/> of <see cref="TernaryLinear"/>, <see cref="ReLU"/>, <see cref="Sign"/>
 /// and <see cref="Softmax"/> layers, run on the GPU as one CUDA graph per batch size: copy in, per layer quantize + product
-/// (an activation that follows a product is fused into its epilogue), copy out. Where the batch is small (up to 64 rows)
-/// and the device has the split-K cluster GEMV, consecutive int8 products quantize their input while loading it
-/// (rotor_cuda_gemm_fq): one row-absmax kernel starts such a chain, and each product hands the next one its rows'
-/// absmax from its epilogue, so a chain of L layers is L + 1 kernels instead of 2L. All device buffers are allocated at
+/// (an activation that follows a product is fused into its epilogue), copy out. (An internal option fuses the
+/// quantization into the products of a chain instead: rotor_cuda_gemm_fq, L + 1 kernels for L layers; slower on H100,
+/// see <c>Fuse</c>.) All device buffers are allocated at
 /// construction for <see cref="MaxBatch"/> rows, so replays allocate nothing. Results equal the CPU's bit for bit except
 /// after a Softmax or a float-mode layer (float sums in another order).
 /// </summary>
@@ -107,9 +106,10 @@ public sealed unsafe class CudaNetwork : IDisposable
     public int InputSize { get; }
     /// <summary>Features a row out.</summary>
     public int OutputSize { get; }
-    /// <summary>Whether chains of int8 products may quantize their input themselves (default true; false gives the
-    /// quantize kernel + product of every layer, for comparisons). Set before the first forward pass.</summary>
-    internal bool Fuse { get; init; } = true;
+    /// <summary>Whether chains of int8 products may quantize their input themselves (rotor_cuda_gemm_fq). Off by
+    /// default: on H100 the fused graph of the 4 x 2048 network ran at 37 us against 29 us for quantize kernel +
+    /// product (docs/BENCHMARKS-cuda.md, runs 30-34); kept for comparisons and tested. Set before the first pass.</summary>
+    internal bool Fuse { get; init; }
 
     /// <summary>Kernel launches a forward pass of <see cref="MaxBatch"/> rows makes (see <see cref="KernelCount"/>).</summary>
     public int Kernels => KernelCount(MaxBatch);
