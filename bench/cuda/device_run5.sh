@@ -10,22 +10,21 @@ S=.pub/cuda5; B=.pub/rotor5
 nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -gencode arch=compute_90a,code=sm_90a \
   -o $B/librotor_cuda.so $S/native/cuda/rotor_cuda.cu > /tmp/ptxas.txt 2>&1
 rc=$?
-grep -A3 "gemv_sk\|absmax_kernel\|gemv_wide" /tmp/ptxas.txt | grep "Compiling\|Used\|spill" | sed 's/_ZN[0-9A-Za-z_]*__\([a-z0-9_]*kernel\)/\1/' | cut -c1-200 > $OUT/ptxas-sk.txt
-grep -i "error" /tmp/ptxas.txt | head -20 >> $L
+grep -A3 "gemv_sk\|absmax_kernel\|gemv_wide" /tmp/ptxas.txt | grep "Compiling\|Used\|spill" | sed 's/_ZN[0-9A-Za-z_]*__\([a-z0-9_]*kernel\)/\1/' | cut -c1-200 > /tmp/ptxas-sk.txt
+grep -i "error" /tmp/ptxas.txt | head -20 >> $L; grep -A2 "gemv_wide" /tmp/ptxas.txt | grep "Used\|spill" >> $L
 [ $rc = 0 ] || { echo "library build failed"; tail -40 /tmp/ptxas.txt; cat $L; exit 1; }
 echo "build ok $(date +%T)" >> $L
-t0=$(date +%s); timeout 150 $B/rotor selftest --device cuda --quick > $OUT/selftest-quick.txt 2>&1
+t0=$(date +%s); timeout 150 $B/rotor selftest --device cuda --quick > /tmp/selftest-quick.txt 2>&1
 echo "selftest quick rc $? $(( $(date +%s) - t0 )) s" >> $L
-tail -1 $OUT/selftest-quick.txt >> $L; grep -v "^ok" $OUT/selftest-quick.txt | head -30 >> $L
+tail -1 /tmp/selftest-quick.txt >> $L; grep -v "^ok" /tmp/selftest-quick.txt | head -30 >> $L
 for i in 1 2 3; do
-  timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 --json $OUT/net-$i.json > $OUT/bench-net-$i.txt 2>&1; echo "bench net rc $?" >> $L
-  ROTOR_CUDA_QUANT_WARP=0 timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 > $OUT/bench-net-oldquant-$i.txt 2>&1; echo "bench net old quantize rc $?" >> $L
+  timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 >> $OUT/bench-net.txt 2>&1; echo "bench net rc $?" >> $L
+  ROTOR_CUDA_GEMM_Q=0 timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 >> $OUT/bench-net-noq.txt 2>&1; echo "bench net, no gemm_q rc $?" >> $L
 done
-grep network $OUT/bench-net-*.txt | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
+{ echo "-- default"; grep network $OUT/bench-net.txt; echo "-- ROTOR_CUDA_GEMM_Q=0 (quantize kernels: the previous graph)"; grep network $OUT/bench-net-noq.txt; } | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
 timeout 200 $B/rotor bench-cuda --json $OUT/r.json > $OUT/bench.txt 2>&1; echo "bench rc $?" >> $L
 grep network $OUT/bench.txt >> $L
-timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network > $OUT/bench-m32.txt 2>&1; echo "bench m32 rc $?" >> $L
-timeout 100 $B/rotor bench-cuda --m 64 --all-paths --no-network > $OUT/bench-m64.txt 2>&1; echo "bench m64 rc $?" >> $L
+{ timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network; timeout 100 $B/rotor bench-cuda --m 64 --all-paths --no-network; } > $OUT/bench-m32-m64.txt 2>&1; echo "bench m32/m64 rc $?" >> $L
 echo "benches done $(date +%T)" >> $L
 if [ "${FULL:-1}" = 1 ]; then
   t0=$(date +%s); timeout ${FULL_LIMIT:-240} $B/rotor selftest --device cuda > $OUT/selftest.txt 2>&1

@@ -456,8 +456,40 @@ __global__ void __launch_bounds__(128) gemv_bulk_kernel(rotor_gemm_args a) {
 // dominate, and this form keeps them all in flight.
 constexpr int kGemvWarps = 8;
 
-template <int NT>
-__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a) {
+// The next layer's activation quantization after the product (rotor_cuda_gemm_q): where y goes, and a grid barrier.
+struct QArgs {
+    int8_t* q;           // (m, q_stride) int8: quantized y, columns n..q_stride-1 zeroed; may be a.x (read before the barrier)
+    int q_stride;
+    float* scale;        // m scales (may be a.x_scale)
+    int* sum;            // m sums (may be a.x_sum)
+    unsigned* barrier;   // {count, generation}: zero before the first use, left so after each
+};
+
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum);
+
+// Every CTA of the grid arrives; all must be resident (the launcher checks the grid against the multiprocessors).
+__device__ __forceinline__ void grid_barrier(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned* vb = bar;
+        const unsigned gen = vb[1];
+        __threadfence();
+        if (atomicAdd(&bar[0], 1u) == gridDim.x - 1) {
+            atomicExch(&bar[0], 0u);
+            __threadfence();
+            atomicAdd(&bar[1], 1u);
+        } else {
+            while (vb[1] == gen) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Q: after the product, a grid barrier (every y is stored), then CTA i < m quantizes row i of y into qa (as
+// quantize_kernel does): the next product's int8 input without a quantize kernel between the two.
+template <int NT, bool Q = false>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a, QArgs qa = {}) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
     // Rows past n are clamped to the last row: computed, never stored.
@@ -513,6 +545,13 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
         // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
         const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
         store_y(a, i, row, s);
+    }
+    if constexpr (Q) {
+        __threadfence();
+        grid_barrier(qa.barrier);
+        if ((int)blockIdx.x < a.m)
+            quantize_row(a.y + (size_t)blockIdx.x * a.y_stride, a.n, qa.q + (size_t)blockIdx.x * qa.q_stride, qa.q_stride,
+                         qa.scale + blockIdx.x, qa.sum + blockIdx.x);
     }
 }
 
@@ -1599,7 +1638,20 @@ int launch_gemv8(const rotor_gemm_args& a, cudaStream_t s) {
 
 template <int NT>
 int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
-    return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
+    return launch(gemv_wide_kernel<NT, false>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a, QArgs{});
+}
+
+bool g_gemm_q = true;  // ROTOR_CUDA_GEMM_Q=0: rotor_cuda_gemm_q_fits says 0 (CudaNetwork keeps its quantize kernels)
+
+// rotor_cuda_gemm_q: the wide GEMV with the quantization tail, where every CTA can be resident at once (one a
+// multiprocessor at least) and there is a CTA for every activation row.
+bool gemm_q_fits(int n, int m) { return g_gemm_q && m >= 1 && m <= 64 && (n + 15) / 16 <= g_sms && m <= (n + 15) / 16; }
+
+int launch_gemm_q(const rotor_gemm_args& a, const QArgs& q, cudaStream_t s) {
+    const dim3 grid((a.n + 15) / 16), block(32 * kGemvWarps);
+    if (a.m <= 16) return launch(gemv_wide_kernel<2, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
+    if (a.m <= 32) return launch(gemv_wide_kernel<4, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
+    return launch(gemv_wide_kernel<8, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
 }
 
 // 1 in an image with the bulk-copy GEMV compiled in (sm_90 and newer, CUDA 12 or newer), 0 in every other.
@@ -1932,14 +1984,20 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const uint8_t* w, int row
 
 // One CTA a row. Same operations as QuantizedActivations.QuantizeRow: inv = 127 / amax, rint(x * inv) (half to
 // even), clamp to +-127; scale = amax / 127. Writes 4 bytes a thread a step (q_stride is a multiple of 4).
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum);
+
 __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols, int x_stride, int8_t* q, int q_stride,
                                                         float* scale, int* sum) {
     pdl_trigger();
     pdl_wait();
+    quantize_row(x + (size_t)blockIdx.x * x_stride, cols, q + (size_t)blockIdx.x * q_stride, q_stride, scale + blockIdx.x, sum + blockIdx.x);
+}
+
+// One row by the whole CTA (blockDim.x threads, a multiple of 32): quantize_kernel's body, also the tail of
+// gemv_wide_kernel<NT, true>.
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum) {
     __shared__ float fscratch[32];
     __shared__ int iscratch[32];
-    const float* xr = x + (size_t)blockIdx.x * x_stride;
-    int8_t* qr = q + (size_t)blockIdx.x * q_stride;
     float amax = 0.f;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) amax = fmaxf(amax, fabsf(xr[j]));
     amax = block_reduce(amax, MaxOp{}, fscratch);
@@ -1958,8 +2016,8 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols,
     }
     s = block_reduce(s, SumIntOp{}, iscratch);
     if (threadIdx.x == 0) {
-        scale[blockIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
-        sum[blockIdx.x] = s;
+        *scale = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        *sum = s;
     }
 }
 
@@ -2129,6 +2187,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     g_auto_sk = !env_off("ROTOR_CUDA_SK");
     g_fq_cluster = !env_off("ROTOR_CUDA_FQ_CLUSTER");
     g_quant_warp = !env_off("ROTOR_CUDA_QUANT_WARP");
+    g_gemm_q = !env_off("ROTOR_CUDA_GEMM_Q");
     if (getenv("ROTOR_CUDA_SK_DEBUG") != nullptr && g_sk_dbg == nullptr) {
         CK(cudaMalloc(&g_sk_dbg, (size_t)kSkDbgCtas * 10 * 8));
         CK(cudaMemset(g_sk_dbg, 0, (size_t)kSkDbgCtas * 10 * 8));
@@ -2325,6 +2384,23 @@ ROTOR_API int rotor_cuda_row_absmax(const float* d_x, int m, int cols, int x_str
     if (d_x == nullptr || d_amax == nullptr || (zero_count > 0 && d_zero == nullptr)) return fail(ROTOR_CUDA_EINVAL, "row_absmax: NULL pointer");
     return launch(absmax_kernel, dim3(m), dim3(256), 0, as_stream(stream), "absmax_kernel", d_x, cols, x_stride,
                   reinterpret_cast<unsigned*>(d_amax), reinterpret_cast<unsigned*>(d_zero), zero_count);
+}
+
+ROTOR_API int rotor_cuda_gemm_q_fits(int n, int m) { return gemm_q_fits(n, m) ? 1 : 0; }
+
+ROTOR_API int rotor_cuda_gemm_q(const rotor_gemm_args* args, int8_t* d_q, int q_stride, float* d_scale, int32_t* d_sum,
+                                uint32_t* d_barrier, void* stream) {
+    USE_DEVICE();
+    int r = check_gemm(args, ROTOR_PATH_GEMV);
+    if (r != 0) return r;
+    if (!gemm_q_fits(args->n, args->m))
+        return fail(ROTOR_CUDA_EINVAL, "gemm_q: n = %d, m = %d: needs m <= 64, m <= ceil(n / 16) <= %d multiprocessors (rotor_cuda_gemm_q_fits)",
+                    args->n, args->m, g_sms);
+    if (d_q == nullptr || d_scale == nullptr || d_sum == nullptr || d_barrier == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm_q: NULL pointer");
+    if (q_stride < args->n || q_stride % 4 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_q: q_stride = %d for %d columns (a multiple of 4)", q_stride, args->n);
+    const QArgs q{d_q, q_stride, d_scale, reinterpret_cast<int*>(d_sum), reinterpret_cast<unsigned*>(d_barrier)};
+    return launch_gemm_q(*args, q, as_stream(stream));
 }
 
 ROTOR_API int rotor_cuda_fq_fits(int m, int k_blocks) { return g_auto_sk && sk_fits(m, k_blocks) ? 1 : 0; }

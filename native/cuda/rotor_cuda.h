@@ -114,6 +114,16 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
 // the tiled tensor-core kernel above; the others force one (GEMV accepts m <= 64 only).
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream);
 
+// The product of rotor_cuda_gemm by the wide GEMV, then the activation quantization of y for the next layer, as
+// rotor_cuda_quantize(y, m, n, y_stride, d_q, q_stride, d_scale, d_sum) would do, in the same kernel after a grid
+// barrier: d_q, d_scale, d_sum may be args->x, x_scale, x_sum (they are read before the barrier). d_barrier: two
+// uint32 zeroed before the first use (left so after each call; one product at a time may use them). Needs every CTA
+// resident at once: rotor_cuda_gemm_q_fits(n, m) says where (m <= 64, m <= ceil(n / 16) <= the multiprocessors;
+// ROTOR_CUDA_GEMM_Q=0: never).
+ROTOR_API int rotor_cuda_gemm_q(const rotor_gemm_args* args, int8_t* d_q, int q_stride, float* d_scale, int32_t* d_sum,
+                                uint32_t* d_barrier, void* stream);
+ROTOR_API int rotor_cuda_gemm_q_fits(int n, int m);
+
 // Fused activation quantization, for chains of products with m <= 64 (CudaNetwork). Absmax values travel as float
 // bits (uint32: for values >= 0 their order is the integers' order, so atomicMax on them is a float max).
 // row_absmax: d_amax[i] = max_j |x[i, j]| over x (m, cols), row stride x_stride floats; also sets d_zero[0..zero_count)

@@ -5,7 +5,10 @@ namespace Rotor.Cuda;
 /// <summary>
 /// The forward pass of a <see cref="Sequential"/> of <see cref="TernaryLinear"/>, <see cref="ReLU"/>, <see cref="Sign"/>
 /// and <see cref="Softmax"/> layers, run on the GPU as one CUDA graph per batch size: copy in, per layer quantize + product
-/// (an activation that follows a product is fused into its epilogue), copy out. (An internal option fuses the
+/// (an activation that follows a product is fused into its epilogue), copy out. Where an int8 product is followed by
+/// another and its grid fits the GPU at once (batch up to 64, up to 16 x multiprocessors rows), it also quantizes its
+/// output for the next one after a grid barrier (rotor_cuda_gemm_q): no quantize kernel between the two, so a chain of
+/// L such layers is L + 1 kernels. (An internal option fuses the
 /// quantization into the products of a chain instead: rotor_cuda_gemm_fq, L + 1 kernels for L layers; slower on H100,
 /// see <c>Fuse</c>.) All device buffers are allocated at
 /// construction for <see cref="MaxBatch"/> rows, so replays allocate nothing. Results equal the CPU's bit for bit except
@@ -25,6 +28,7 @@ public sealed unsafe class CudaNetwork : IDisposable
     private readonly DeviceBuffer _xq, _scale, _sum; // (MaxBatch, widest padded) int8, (MaxBatch), (MaxBatch)
     private readonly DeviceBuffer _amax;             // (products + 1, MaxBatch) row absmax as float bits (fused chains)
     private readonly DeviceBuffer _work;             // the fused products' workspace (partial tiles, counters; zeroed once)
+    private readonly DeviceBuffer _barrier;          // rotor_cuda_gemm_q's grid barrier (two counters, zeroed once)
     private readonly PinnedBuffer _in, _out;         // (MaxBatch, InputSize), (MaxBatch, OutputSize) float
     private readonly Dictionary<(int Batch, bool Copies), CudaGraph> _graphs = [];
     private bool _disposed;
@@ -86,6 +90,8 @@ public sealed unsafe class CudaNetwork : IDisposable
                     work = Math.Max(work, bytes);
             }
             _work = new DeviceBuffer((long)work);
+            _barrier = new DeviceBuffer(16);
+            Native.Check(Native.rotor_cuda_memset(_barrier.Pointer, 0, 16, backend.Stream.Pointer), "network: barrier");
             Native.Check(Native.rotor_cuda_memset(_work.Pointer, 0, work, backend.Stream.Pointer), "network: workspace");
             _in = new PinnedBuffer((long)maxBatch * InputSize * sizeof(float));
             _out = new PinnedBuffer((long)maxBatch * OutputSize * sizeof(float));
@@ -94,7 +100,7 @@ public sealed unsafe class CudaNetwork : IDisposable
         {
             foreach (Op op in _ops) if (op is LinearOp l) l.Bias?.Dispose();
             foreach (DeviceMatrix w in _owned) w.Dispose();
-            _a?.Dispose(); _b?.Dispose(); _xq?.Dispose(); _scale?.Dispose(); _sum?.Dispose(); _amax?.Dispose(); _work?.Dispose(); _in?.Dispose(); _out?.Dispose();
+            _a?.Dispose(); _b?.Dispose(); _xq?.Dispose(); _scale?.Dispose(); _sum?.Dispose(); _amax?.Dispose(); _work?.Dispose(); _barrier?.Dispose(); _in?.Dispose(); _out?.Dispose();
             throw;
         }
         backend.Stream.Synchronize();
@@ -122,10 +128,18 @@ public sealed unsafe class CudaNetwork : IDisposable
         for (int k = 0; k < _ops.Count; k++)
         {
             if (Fused(k, batch)) count += k > 0 && Fused(k - 1, batch) ? 1 : 2;
-            else count += _ops[k] is LinearOp { Int8: true } ? 2 : 1;
+            else count += _ops[k] is LinearOp { Int8: true } && !QuantizedBefore(k, batch) ? 2 : 1;
         }
         return count;
     }
+
+    // Op k is an int8 product (not fused) whose input the product before it quantized (rotor_cuda_gemm_q).
+    private bool QuantizedBefore(int k, int batch) => QuantizesNext(k - 1, batch);
+
+    // Op k is an int8 product (not fused) followed by another, and quantizes its output for it (rotor_cuda_gemm_q).
+    private bool QuantizesNext(int k, int batch) =>
+        k >= 0 && k + 1 < _ops.Count && _ops[k] is LinearOp { Int8: true } l && _ops[k + 1] is LinearOp { Int8: true }
+        && !Fused(k, batch) && !Fused(k + 1, batch) && Native.rotor_cuda_gemm_q_fits(l.W.Rows, batch) == 1;
 
     // Op k is an int8 product that quantizes its float input itself (rotor_cuda_gemm_fq) at this batch size.
     private bool Fused(int k, int batch) =>
@@ -253,9 +267,16 @@ public sealed unsafe class CudaNetwork : IDisposable
                     if (l.Int8)
                     {
                         int padded = w.Blocks * 256;
-                        Native.Check(Native.rotor_cuda_quantize(cur.Pointer, batch, w.Cols, w.Cols, _xq.Pointer, padded, _scale.Pointer, _sum.Pointer, s), "graph: quantize");
+                        if (!QuantizedBefore(k, batch))
+                            Native.Check(Native.rotor_cuda_quantize(cur.Pointer, batch, w.Cols, w.Cols, _xq.Pointer, padded, _scale.Pointer, _sum.Pointer, s), "graph: quantize");
                         GemmArgsNative a = CudaBackend.Args(w, _xq.Pointer, padded, _scale.Pointer, _sum.Pointer, batch, l.Bias?.Pointer ?? 0, next.Pointer, w.Rows, l.Act);
-                        Native.Check(Native.rotor_cuda_gemm(&a, (int)CudaPath.Auto, s), "graph: product");
+                        if (QuantizesNext(k, batch))
+                        {
+                            // The product quantizes y in place of x for the next layer (after a grid barrier).
+                            int nextPadded = ((LinearOp)_ops[k + 1]).W.Blocks * 256;
+                            Native.Check(Native.rotor_cuda_gemm_q(&a, _xq.Pointer, nextPadded, _scale.Pointer, _sum.Pointer, _barrier.Pointer, s), "graph: product + quantize");
+                        }
+                        else Native.Check(Native.rotor_cuda_gemm(&a, (int)CudaPath.Auto, s), "graph: product");
                     }
                     else
                     {
@@ -289,7 +310,7 @@ public sealed unsafe class CudaNetwork : IDisposable
             _graphs.Clear();
             foreach (Op op in _ops) if (op is LinearOp l) l.Bias?.Dispose();
             foreach (DeviceMatrix w in _owned) w.Dispose();
-            _a.Dispose(); _b.Dispose(); _xq.Dispose(); _scale.Dispose(); _sum.Dispose(); _amax.Dispose(); _work.Dispose(); _in.Dispose(); _out.Dispose();
+            _a.Dispose(); _b.Dispose(); _xq.Dispose(); _scale.Dispose(); _sum.Dispose(); _amax.Dispose(); _work.Dispose(); _barrier.Dispose(); _in.Dispose(); _out.Dispose();
         }
     }
 }

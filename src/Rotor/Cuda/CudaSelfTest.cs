@@ -51,6 +51,7 @@ internal static unsafe class CudaSelfTest
                 foreach (var r in GemmChecks(gpu, n, k, m, seed++)) Add(r);
             }
         foreach (var r in FusedChecks(gpu, quick)) Add(r);
+        foreach (var r in GemmQChecks(gpu)) Add(r);
         foreach (var r in FloatChecks(gpu)) Add(r);
         foreach (var r in NetworkChecks(gpu)) Add(r);
         return results;
@@ -346,6 +347,74 @@ internal static unsafe class CudaSelfTest
         dy.Download<float>(got, s);
         damax.Download<uint>(amax, s);
         return (got, amax);
+    }
+
+    // ---- product + quantization of its output (rotor_cuda_gemm_q) ----------------------------------------------
+
+    internal static IEnumerable<CheckResult> GemmQChecks(CudaBackend gpu)
+    {
+        // (n, k, m): 128 CTAs, a half tile at the end and a padded q row (257: q_stride 512), m = CTAs (33 of 513 rows).
+        (int N, int K, int M)[] shapes = [(2048, 2048, 32), (257, 300, 5), (513, 257, 33), (1000, 777, 9), (16, 100, 1), (2048, 1000, 64)];
+        int seed = 1300;
+        foreach (var (n, k, m) in shapes)
+        {
+            if (Native.rotor_cuda_gemm_q_fits(n, m) != 1) continue;
+            var (w, x, bias) = Problem(n, k, m, seed++);
+            var act = (CudaActivation)(seed % 2);  // none or ReLU
+            float[] want = Reference(w, x, bias, act);
+            var wq = new QuantizedActivations(m, n);
+            wq.Quantize(want);
+            var (got, q, scale, sum) = RunGemmQ(gpu, w, x, bias, act, wq.PaddedCols);
+            string shape = $"n={n} k={k} m={m}", detail = Detail(w, bias, act);
+            yield return Compare("gemm+quantize y", shape, detail, want, got);
+            yield return CompareBytes("gemm+quantize q", shape, "padding zeroed", System.Runtime.InteropServices.MemoryMarshal.AsBytes(wq.Data),
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes<sbyte>(q));
+            yield return Compare("gemm+quantize scale", shape, "", wq.Scales.ToArray(), scale);
+            long bad = 0; double md = 0;
+            for (int i = 0; i < m; i++) if (wq.Sums[i] != sum[i]) { bad++; md = Math.Max(md, Math.Abs((long)wq.Sums[i] - sum[i])); }
+            yield return new CheckResult("gemm+quantize sum", shape, "", m, bad, md, true);
+        }
+    }
+
+    // Twice on one barrier (it must come back to its initial state), the second time in place of x.
+    private static (float[] Y, sbyte[] Q, float[] Scale, int[] Sum) RunGemmQ(CudaBackend gpu, TernaryMatrix w, QuantizedActivations x, float[] bias,
+        CudaActivation act, int qStride)
+    {
+        CudaStream s = gpu.Stream;
+        int n = w.Rows, m = x.Count;
+        using var dw = new DeviceMatrix(w, s);
+        using var dx = new DeviceBuffer((long)m * Math.Max(x.PaddedCols, qStride));
+        using var dxs = new DeviceBuffer(m * 4);
+        using var dxsum = new DeviceBuffer(m * 4);
+        using var dy = new DeviceBuffer((long)m * n * 4);
+        using var db = bias.Length == 0 ? null : new DeviceBuffer(bias.Length * 4);
+        using var bar = new DeviceBuffer(16);
+        using var dq = new DeviceBuffer((long)m * qStride);
+        using var dsc = new DeviceBuffer(m * 4);
+        using var dsu = new DeviceBuffer(m * 4);
+        db?.Upload<float>(bias, s);
+        Native.Check(Native.rotor_cuda_memset(bar.Pointer, 0, 16, s.Pointer), "memset");
+        for (int rep = 0; rep < 2; rep++)
+        {
+            dx.Upload<sbyte>(x.Data, s); dxs.Upload<float>(x.Scales, s); dxsum.Upload<int>(x.Sums, s);
+            Native.Check(Native.rotor_cuda_memset(dy.Pointer, 0xff, (nuint)((long)m * n * 4), s.Pointer), "memset");
+            Native.Check(Native.rotor_cuda_memset(dq.Pointer, 0x7f, (nuint)((long)m * qStride), s.Pointer), "memset");
+            GemmArgsNative a = CudaBackend.Args(dw, dx.Pointer, x.PaddedCols, dxs.Pointer, dxsum.Pointer, m, db?.Pointer ?? 0, dy.Pointer, n, act);
+            if (rep == 0) Native.Check(Native.rotor_cuda_gemm_q(&a, dq.Pointer, qStride, dsc.Pointer, dsu.Pointer, bar.Pointer, s.Pointer), "gemm_q");
+            else
+            {
+                Native.Check(Native.rotor_cuda_gemm_q(&a, dx.Pointer, qStride, dxs.Pointer, dxsum.Pointer, bar.Pointer, s.Pointer), "gemm_q in place");
+                Native.Check(Native.rotor_cuda_memcpy_d2d(dq.Pointer, dx.Pointer, (nuint)((long)m * qStride), s.Pointer), "copy");
+                Native.Check(Native.rotor_cuda_memcpy_d2d(dsc.Pointer, dxs.Pointer, (nuint)(m * 4), s.Pointer), "copy");
+                Native.Check(Native.rotor_cuda_memcpy_d2d(dsu.Pointer, dxsum.Pointer, (nuint)(m * 4), s.Pointer), "copy");
+            }
+        }
+        var y = new float[(long)m * n];
+        var q = new sbyte[(long)m * qStride];
+        var sc = new float[m];
+        var su = new int[m];
+        dy.Download<float>(y, s); dq.Download<sbyte>(q, s); dsc.Download<float>(sc, s); dsu.Download<int>(su, s);
+        return (y, q, sc, su);
     }
 
     // ---- whole networks as CUDA graphs -----------------------------------------------------------------------------

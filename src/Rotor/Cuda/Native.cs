@@ -140,6 +140,8 @@ internal static partial class Native
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm(GemmArgsNative* args, int path, nint stream);
     [LibraryImport(Library)] public static partial int rotor_cuda_row_absmax(nint x, int m, int cols, int xStride, nint amax, nint zero, int zeroCount, nint stream);
     [LibraryImport(Library)] public static partial int rotor_cuda_fq_fits(int m, int kBlocks);
+    [LibraryImport(Library)] public static partial int rotor_cuda_gemm_q_fits(int n, int m);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_q(GemmArgsNative* args, nint q, int qStride, nint scale, nint sum, nint barrier, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_fq(GemmArgsNative* args, nint x, int cols, int xStride, nint amaxIn, nint amaxOut, nint work, nuint workBytes, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_fq_work_bytes(int n, int m, int kBlocks, nuint* bytes);
     [LibraryImport(Library)]
