@@ -19,12 +19,12 @@ echo "selftest quick rc $? $(( $(date +%s) - t0 )) s" >> $L
 tail -1 /tmp/selftest-quick.txt >> $L; grep -v "^ok" /tmp/selftest-quick.txt | head -30 >> $L
 for i in 1 2 3; do
   timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 >> $OUT/bench-net.txt 2>&1; echo "bench net rc $?" >> $L
-  ROTOR_CUDA_GEMM_Q=0 timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 >> $OUT/bench-net-noq.txt 2>&1; echo "bench net, no gemm_q rc $?" >> $L
+  ROTOR_CUDA_WIDE_EP=0 timeout 60 $B/rotor bench-cuda --m 32 --shape 2560x2560 >> $OUT/bench-net-noq.txt 2>&1; echo "bench net, WIDE_EP=0 rc $?" >> $L
 done
-{ echo "-- default"; grep network $OUT/bench-net.txt; echo "-- ROTOR_CUDA_GEMM_Q=0 (quantize kernels: the previous graph)"; grep network $OUT/bench-net-noq.txt; } | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
+{ echo "-- default"; grep network $OUT/bench-net.txt; echo "-- ROTOR_CUDA_WIDE_EP=0 (the previous wide GEMV: the graph of main)"; grep network $OUT/bench-net-noq.txt; } | sed 's/, [0-9.]* us with the host copies in the graph, [0-9.]* us per Forward call on the host clock//' >> $L
 timeout 200 $B/rotor bench-cuda --json $OUT/r.json > $OUT/bench.txt 2>&1; echo "bench rc $?" >> $L
 grep network $OUT/bench.txt >> $L
-{ timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network; timeout 100 $B/rotor bench-cuda --m 64 --all-paths --no-network; } > $OUT/bench-m32-m64.txt 2>&1; echo "bench m32/m64 rc $?" >> $L
+{ timeout 100 $B/rotor bench-cuda --m 32 --all-paths --no-network; echo "== ROTOR_CUDA_WIDE_EP=0"; ROTOR_CUDA_WIDE_EP=0 timeout 100 $B/rotor bench-cuda --m 32 --no-network; timeout 100 $B/rotor bench-cuda --m 64 --all-paths --no-network; } > $OUT/bench-m32-m64.txt 2>&1; echo "bench m32/m64 rc $?" >> $L
 echo "benches done $(date +%T)" >> $L
 if [ "${FULL:-1}" = 1 ]; then
   t0=$(date +%s); timeout ${FULL_LIMIT:-240} $B/rotor selftest --device cuda > $OUT/selftest.txt 2>&1

@@ -488,7 +488,8 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar) {
 
 // Q: after the product, a grid barrier (every y is stored), then CTA i < m quantizes row i of y into qa (as
 // quantize_kernel does): the next product's int8 input without a quantize kernel between the two.
-template <int NT, bool Q = false>
+// EPL: the epilogue's operands loaded before the product (NT <= 4; ROTOR_CUDA_WIDE_EP=0: after it, as before).
+template <int NT, bool Q = false, bool EPL = true>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a, QArgs qa = {}) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
@@ -503,6 +504,18 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
         pb = ld_stream(wB + (size_t)kb * 64);
     }
     pdl_wait();  // x and its scales come from the previous kernel
+    // EP (NT <= 4): the epilogue's operands of this thread's NT / 2 results, loaded now, while x comes in, and not
+    // after the reduction (its L2 round trip was on the critical path of every layer of a small-batch network).
+    constexpr bool EP = EPL && NT >= 2 && NT <= 4;
+    constexpr int kPer = EP ? NT * 128 / (32 * kGemvWarps) : 1;
+    Epilogue ep[kPer];
+    if constexpr (EP) {
+#pragma unroll
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 32 * kGemvWarps, j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            ep[p] = epilogue_load(a, 8 * j + 2 * (ln & 3) + (c & 1), r0 + (ln >> 2) + (c >> 1) * 8);
+        }
+    }
     const int8_t* xr[NT];
     bool xok[NT];
 #pragma unroll
@@ -537,14 +550,25 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
 #pragma unroll
         for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
-        const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
-        int s = 0;
+    if constexpr (EP) {
 #pragma unroll
-        for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
-        // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
-        const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
-        store_y(a, i, row, s);
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 32 * kGemvWarps, j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            int s = 0;
+#pragma unroll
+            for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+            epilogue_store(a, ep[p], s);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
+            const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            int s = 0;
+#pragma unroll
+            for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+            // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+            const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
+            store_y(a, i, row, s);
+        }
     }
     if constexpr (Q) {
         __threadfence();
@@ -1636,12 +1660,15 @@ int launch_gemv8(const rotor_gemm_args& a, cudaStream_t s) {
 }
 
 
+bool g_wide_ep = true;  // ROTOR_CUDA_WIDE_EP=0: the wide GEMV loads its epilogue's operands after the product (as before)
+
 template <int NT>
 int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!g_wide_ep) return launch(gemv_wide_kernel<NT, false, false>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a, QArgs{});
     return launch(gemv_wide_kernel<NT, false>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a, QArgs{});
 }
 
-bool g_gemm_q = true;  // ROTOR_CUDA_GEMM_Q=0: rotor_cuda_gemm_q_fits says 0 (CudaNetwork keeps its quantize kernels)
+bool g_gemm_q = true;  // ROTOR_CUDA_GEMM_Q=0: rotor_cuda_gemm_q_fits says 0
 
 // rotor_cuda_gemm_q: the wide GEMV with the quantization tail, where every CTA can be resident at once (one a
 // multiprocessor at least) and there is a CTA for every activation row.
@@ -2188,6 +2215,7 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     g_fq_cluster = !env_off("ROTOR_CUDA_FQ_CLUSTER");
     g_quant_warp = !env_off("ROTOR_CUDA_QUANT_WARP");
     g_gemm_q = !env_off("ROTOR_CUDA_GEMM_Q");
+    g_wide_ep = !env_off("ROTOR_CUDA_WIDE_EP");
     if (getenv("ROTOR_CUDA_SK_DEBUG") != nullptr && g_sk_dbg == nullptr) {
         CK(cudaMalloc(&g_sk_dbg, (size_t)kSkDbgCtas * 10 * 8));
         CK(cudaMemset(g_sk_dbg, 0, (size_t)kSkDbgCtas * 10 * 8));

@@ -5,12 +5,9 @@ namespace Rotor.Cuda;
 /// <summary>
 /// The forward pass of a <see cref="Sequential"/> of <see cref="TernaryLinear"/>, <see cref="ReLU"/>, <see cref="Sign"/>
 /// and <see cref="Softmax"/> layers, run on the GPU as one CUDA graph per batch size: copy in, per layer quantize + product
-/// (an activation that follows a product is fused into its epilogue), copy out. Where an int8 product is followed by
-/// another and its grid fits the GPU at once (batch up to 64, up to 16 x multiprocessors rows), it also quantizes its
-/// output for the next one after a grid barrier (rotor_cuda_gemm_q): no quantize kernel between the two, so a chain of
-/// L such layers is L + 1 kernels. (An internal option fuses the
-/// quantization into the products of a chain instead: rotor_cuda_gemm_fq, L + 1 kernels for L layers; slower on H100,
-/// see <c>Fuse</c>.) All device buffers are allocated at
+/// (an activation that follows a product is fused into its epilogue), copy out. (Two internal options remove the
+/// quantize kernels between products, both slower on H100 than the quantize kernel + product with programmatic
+/// dependent launch: <c>Fuse</c> and <c>QuantizeInProduct</c>.) All device buffers are allocated at
 /// construction for <see cref="MaxBatch"/> rows, so replays allocate nothing. Results equal the CPU's bit for bit except
 /// after a Softmax or a float-mode layer (float sums in another order).
 /// </summary>
@@ -117,6 +114,12 @@ public sealed unsafe class CudaNetwork : IDisposable
     /// product (docs/BENCHMARKS-cuda.md, runs 30-34); kept for comparisons and tested. Set before the first pass.</summary>
     internal bool Fuse { get; init; }
 
+    /// <summary>Whether an int8 product followed by another quantizes its output for it after a grid barrier
+    /// (rotor_cuda_gemm_q), where the grid fits the GPU at once. Off by default (ROTOR_CUDA_GEMM_Q=1 turns it on): on
+    /// H100 the 4 x 2048 network ran at 35 us so against 29 us (docs/BENCHMARKS-cuda.md, run 34). Set before the first
+    /// pass.</summary>
+    internal bool QuantizeInProduct { get; init; } = Environment.GetEnvironmentVariable("ROTOR_CUDA_GEMM_Q") == "1";
+
     /// <summary>Kernel launches a forward pass of <see cref="MaxBatch"/> rows makes (see <see cref="KernelCount"/>).</summary>
     public int Kernels => KernelCount(MaxBatch);
 
@@ -138,7 +141,7 @@ public sealed unsafe class CudaNetwork : IDisposable
 
     // Op k is an int8 product (not fused) followed by another, and quantizes its output for it (rotor_cuda_gemm_q).
     private bool QuantizesNext(int k, int batch) =>
-        k >= 0 && k + 1 < _ops.Count && _ops[k] is LinearOp { Int8: true } l && _ops[k + 1] is LinearOp { Int8: true }
+        QuantizeInProduct && k >= 0 && k + 1 < _ops.Count && _ops[k] is LinearOp { Int8: true } l && _ops[k + 1] is LinearOp { Int8: true }
         && !Fused(k, batch) && !Fused(k + 1, batch) && Native.rotor_cuda_gemm_q_fits(l.W.Rows, batch) == 1;
 
     // Op k is an int8 product that quantizes its float input itself (rotor_cuda_gemm_fq) at this batch size.

@@ -434,10 +434,12 @@ internal static unsafe class CudaSelfTest
             ("float-mode layer", new Sequential(TernaryLinear.Random(70, 90, 8, bias: true, mode: ActivationMode.Float, backend: cpu), new ReLU(70)), false),
         };
         foreach (var (name, net, exact) in nets)
-        foreach (bool fuse in new[] { true, false })
+        foreach (int variant in new[] { 0, 1, 2 })
         {
-            // fuse: chains of int8 products quantize their input themselves where the device can (else as unfused).
-            using var g = new CudaNetwork(net, gpu, 33) { Fuse = fuse };
+            // 1: chains of int8 products quantize their input themselves (Fuse), 2: a product quantizes its output for
+            // the next one (QuantizeInProduct), where the device and the batch allow; 0: as configured.
+            bool fuse = variant == 1;
+            using var g = new CudaNetwork(net, gpu, 33) { Fuse = fuse, QuantizeInProduct = variant == 2 };
             foreach (int batch in new[] { 1, 5, 32, 33 })
             {
                 float[] x = Floats(batch * net.InputSize, batch * 31 + net.InputSize, 2f);
@@ -445,7 +447,7 @@ internal static unsafe class CudaSelfTest
                 var got = new float[batch * net.OutputSize];
                 g.Forward(x, got, batch);
                 string shape = $"{net.InputSize}->{net.OutputSize} batch={batch}";
-                string kernels = $"{g.KernelCount(batch)} kernels{(fuse ? "" : ", unfused")}";
+                string kernels = $"{g.KernelCount(batch)} kernels{(variant == 1 ? ", fused" : variant == 2 ? ", q in product" : "")}";
                 if (exact) yield return Compare($"graph {name}", shape, kernels, want, got);
                 else
                 {
