@@ -1,6 +1,6 @@
 #!/bin/bash
-# Profiling run of the cuda5 round: build, the m = 32 products and the network with each ROTOR_CUDA_SK_TRIGGER, and
-# where nsys exists, the kernel timeline of the network benchmark (bench/cuda/trace_summary.py).
+# Run 31 of the cuda5 round: build, the m = 32 products and the network with each ROTOR_CUDA_SK_TRIGGER (the H100
+# machines have Nsight Compute, not Nsight Systems).
 set -o pipefail
 L=$OUT/log.txt
 S=.pub/cuda5; B=.pub/rotor5
@@ -12,13 +12,4 @@ for t in 0 1 2; do
   ROTOR_CUDA_SK_TRIGGER=$t timeout 60 $B/rotor bench-cuda --m 32 --all-paths --shape 4096x4096 > $OUT/bench-trig$t.txt 2>&1
   echo "trigger $t rc $?" >> $L; grep -v "^gpu\|^device\|^n x k" $OUT/bench-trig$t.txt >> $L
 done
-NSYS=$(which nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-if [ -n "$NSYS" ]; then
-  timeout 200 $NSYS profile --cuda-graph-trace=node -o /tmp/p --force-overwrite true $B/rotor bench-cuda --m 32 --shape 2560x2560 > $OUT/nsys.txt 2>&1
-  echo "nsys rc $?" >> $L
-  timeout 100 $NSYS stats -r cuda_gpu_trace -f csv -o /tmp/tr /tmp/p.nsys-rep >> $OUT/nsys.txt 2>&1
-  ls /tmp/tr* >> $L 2>&1
-  python3 $S/bench/cuda/trace_summary.py /tmp/tr_cuda_gpu_trace.csv > $OUT/timeline.txt 2>&1
-  echo "summary rc $?" >> $L
-fi
 cat $L
