@@ -456,8 +456,41 @@ __global__ void __launch_bounds__(128) gemv_bulk_kernel(rotor_gemm_args a) {
 // dominate, and this form keeps them all in flight.
 constexpr int kGemvWarps = 8;
 
-template <int NT>
-__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a) {
+// The next layer's activation quantization after the product (rotor_cuda_gemm_q): where y goes, and a grid barrier.
+struct QArgs {
+    int8_t* q;           // (m, q_stride) int8: quantized y, columns n..q_stride-1 zeroed; may be a.x (read before the barrier)
+    int q_stride;
+    float* scale;        // m scales (may be a.x_scale)
+    int* sum;            // m sums (may be a.x_sum)
+    unsigned* barrier;   // {count, generation}: zero before the first use, left so after each
+};
+
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum);
+
+// Every CTA of the grid arrives; all must be resident (the launcher checks the grid against the multiprocessors).
+__device__ __forceinline__ void grid_barrier(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned* vb = bar;
+        const unsigned gen = vb[1];
+        __threadfence();
+        if (atomicAdd(&bar[0], 1u) == gridDim.x - 1) {
+            atomicExch(&bar[0], 0u);
+            __threadfence();
+            atomicAdd(&bar[1], 1u);
+        } else {
+            while (vb[1] == gen) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Q: after the product, a grid barrier (every y is stored), then CTA i < m quantizes row i of y into qa (as
+// quantize_kernel does): the next product's int8 input without a quantize kernel between the two.
+// EPL: the epilogue's operands loaded before the product (NT <= 4; ROTOR_CUDA_WIDE_EP=0: after it, as before).
+template <int NT, bool Q = false, bool EPL = true>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_args a, QArgs qa = {}) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16;
     // Rows past n are clamped to the last row: computed, never stored.
@@ -471,6 +504,18 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
         pb = ld_stream(wB + (size_t)kb * 64);
     }
     pdl_wait();  // x and its scales come from the previous kernel
+    // EP (NT <= 4): the epilogue's operands of this thread's NT / 2 results, loaded now, while x comes in, and not
+    // after the reduction (its L2 round trip was on the critical path of every layer of a small-batch network).
+    constexpr bool EP = EPL && NT >= 2 && NT <= 4;
+    constexpr int kPer = EP ? NT * 128 / (32 * kGemvWarps) : 1;
+    Epilogue ep[kPer];
+    if constexpr (EP) {
+#pragma unroll
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 32 * kGemvWarps, j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            ep[p] = epilogue_load(a, 8 * j + 2 * (ln & 3) + (c & 1), r0 + (ln >> 2) + (c >> 1) * 8);
+        }
+    }
     const int8_t* xr[NT];
     bool xok[NT];
 #pragma unroll
@@ -505,14 +550,32 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_wide_kernel(rotor_gemm_a
 #pragma unroll
         for (int c = 0; c < 4; c++) red[warp][j][c][lane] = acc[j][c];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
-        const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
-        int s = 0;
+    if constexpr (EP) {
 #pragma unroll
-        for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
-        // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
-        const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
-        store_y(a, i, row, s);
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 32 * kGemvWarps, j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            int s = 0;
+#pragma unroll
+            for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+            epilogue_store(a, ep[p], s);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += blockDim.x) {
+            const int j = idx >> 7, c = (idx >> 5) & 3, ln = idx & 31;
+            int s = 0;
+#pragma unroll
+            for (int w = 0; w < kGemvWarps; w++) s += red[w][j][c][ln];
+            // c0: (row g, col 2t), c1: (g, 2t + 1), c2: (g + 8, 2t), c3: (g + 8, 2t + 1)
+            const int row = r0 + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
+            store_y(a, i, row, s);
+        }
+    }
+    if constexpr (Q) {
+        __threadfence();
+        grid_barrier(qa.barrier);
+        if ((int)blockIdx.x < a.m)
+            quantize_row(a.y + (size_t)blockIdx.x * a.y_stride, a.n, qa.q + (size_t)blockIdx.x * qa.q_stride, qa.q_stride,
+                         qa.scale + blockIdx.x, qa.sum + blockIdx.x);
     }
 }
 
@@ -537,6 +600,310 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 __device__ __forceinline__ int x_offset(int r, int c) { return r * 256 + 16 * (c ^ ((r & 1) << 2)); }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Split-K GEMV on clusters (m <= 64, compute capability 9.0, CUDA 12): a CTA of 8 warps owns 128 weight rows (16 a
+// warp, as in gemv_kernel) and KPC consecutive K blocks; the CS = ceil(k_blocks / KPC) CTAs of a column of the grid
+// form one cluster and add their partial tiles through distributed shared memory, each CTA finishing 1 / CS of the
+// outputs. x is staged once a CTA in shared memory (swizzled as in the tiled kernel, so the warps' 128-bit reads of
+// rows g and g + 1 fall on disjoint banks), where the wide GEMV read all of x through L1 for every 16 weight rows. The
+// weights are loaded into registers before the wait on the previous kernel.
+// FQ (the fused activation quantization, rotor_cuda_gemm_fq): x comes as floats with its rows' absmax (float bits)
+// from the kernel before, and is quantized while it is staged, with the CPU's rounding (quantize_kernel): each CTA
+// subtracts its slice's int8 row sums from its partial dots, so the cluster's sum is sum (code - 1) * q exactly. The
+// epilogue can also fold max |y| of each activation row into amax_out (atomicMax on the float bits), which is the next
+// layer's absmax: no quantize kernel between two products.
+// ---------------------------------------------------------------------------------------------------------------
+
+constexpr int kSkWarps = 8;
+constexpr int kSkRows = 16 * kSkWarps;  // weight rows a CTA
+constexpr int kSkMaxCluster = 8;        // the portable cluster size
+constexpr int kSkMaxBlocks = 4 * kSkMaxCluster;
+
+struct FqArgs {
+    const float* x;          // (m, cols) floats, row stride `stride` (a multiple of 4), 16-byte aligned; NULL: int8 x
+    int cols;
+    int stride;
+    const unsigned* amax_in;  // m absmax values as float bits
+    unsigned* amax_out;       // NULL, or m values that get max |y| of their row (zeroed before the kernel)
+    int trigger;              // when the next kernel may launch: 0 at entry, 1 after the mmas, 2 at exit
+    int* work;                // without clusters: partial tiles (row tiles x slices x tile) ...
+    int* count;               // ... and one counter a row tile, zero between launches
+    unsigned long long* dbg;  // ROTOR_CUDA_SK_DEBUG: 10 stamps a CTA
+};
+
+__host__ __device__ constexpr int sk_smem(int nt, int kpc) { return kpc * 8 * nt * 256 + kSkWarps * nt * 128 * 4 + 4 * 8 * nt * 4 + 2 * kSkRows * 4; }
+
+#if ROTOR_BULK
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned cluster_count() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;  // release, acquire by default\n" ::: "memory");
+}
+// 8 bytes at the same shared-memory offset in CTA `rank` of the cluster.
+__device__ __forceinline__ int2 ld_cluster_v2(const void* p, unsigned rank) {
+    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+    int2 v;
+    asm volatile("ld.shared::cluster.v2.s32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(remote) : "memory");
+    return v;
+}
+#endif
+
+// ROTOR_CUDA_SK_DEBUG=1 (a measurement aid): thread 0 of each CTA of the split-K GEMV records clock64 at 8 points of
+// its run and the global timer at the first and last, into f.dbg (the last launch's values stay); the library prints
+// a summary at exit.
+#define SK_STAMP(k)                                                                                      \
+    do {                                                                                                 \
+        if (f.dbg != nullptr && threadIdx.x == 0) {                                                      \
+            unsigned long long* d_ = f.dbg + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * 10;        \
+            d_[k] = clock64();                                                                           \
+            if ((k) == 0 || (k) == 7) {                                                                  \
+                unsigned long long g_;                                                                   \
+                asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_));                                   \
+                d_[(k) == 0 ? 8 : 9] = g_;                                                               \
+            }                                                                                            \
+        }                                                                                                \
+    } while (0)
+
+// One float to int8 as QuantizedActivations.QuantizeRow (inv = 0 for a row of zeros).
+// cvt.rni rounds half to even as rintf does; clamping the integer is the same as clamping the rounded float.
+__device__ __forceinline__ int quant1(float x, float inv) { return min(max(__float2int_rn(__fmul_rn(x, inv)), -127), 127); }
+
+// CL: the slices are added through distributed shared memory in a cluster; else through a workspace in global memory.
+template <int NT, int KPC, bool FQ, bool CL>
+__global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args a, FqArgs f) {
+#if ROTOR_BULK
+    constexpr int R = 8 * NT;  // activation rows of the tile
+    extern __shared__ __align__(16) unsigned char sk_buf[];
+    unsigned char* xq = sk_buf;                                       // [KPC][R][256] int8, swizzled
+    int* red = reinterpret_cast<int*>(sk_buf + KPC * R * 256);        // [warp][NT][4][32] partial dots
+    int* qsum = red + kSkWarps * NT * 128;                            // [R] int8 sums of this CTA's slice (FQ), x_sum (else)
+    float* s_inv = reinterpret_cast<float*>(qsum + R);                // [R] 127 / amax (FQ)
+    float* s_xs = s_inv + R;                                          // [R] x scales
+    unsigned* s_amax = reinterpret_cast<unsigned*>(s_xs + R);         // [R] max |y| of this CTA's outputs
+    float* s_ws = reinterpret_cast<float*>(s_amax + R);               // [128] the tile's weight scales
+    float* s_bias = s_ws + kSkRows;                                   // [128] its bias
+    if (f.trigger == 0) pdl_trigger();  // the next kernel's CTAs may take free slots now and load their weights
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int kb0 = blockIdx.y * KPC;
+    if (threadIdx.x < kSkRows) {
+        // The epilogue's weight scales and bias, which no kernel writes: loaded now, not after the reduction.
+        const int r = min(blockIdx.x * kSkRows + threadIdx.x, a.n - 1);
+        s_ws[threadIdx.x] = a.w_scale[(size_t)r * a.w_scale_stride];
+        s_bias[threadIdx.x] = a.bias != nullptr ? a.bias[r] : 0.f;
+    }
+    // Rows past n are clamped to the last row: computed, never stored.
+    const uint8_t* wA = a.w + (size_t)min(blockIdx.x * kSkRows + 16 * warp + g, a.n - 1) * a.row_bytes + 16 * t;
+    const uint8_t* wB = a.w + (size_t)min(blockIdx.x * kSkRows + 16 * warp + g + 8, a.n - 1) * a.row_bytes + 16 * t;
+    uint4 wa[KPC], wb[KPC];
+#pragma unroll
+    for (int u = 0; u < KPC; u++) {
+        wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+        if (kb0 + u < a.k_blocks) {
+            wa[u] = ld_stream(wA + (size_t)(kb0 + u) * 64);
+            wb[u] = ld_stream(wB + (size_t)(kb0 + u) * 64);
+        }
+    }
+    SK_STAMP(0);
+    pdl_wait();  // x (and its absmax) come from the previous kernel, y may still be read by it
+    SK_STAMP(1);
+    if (threadIdx.x < R) {
+        s_amax[threadIdx.x] = 0;
+        if constexpr (FQ) {
+            qsum[threadIdx.x] = 0;
+            const float amax = threadIdx.x < a.m ? __uint_as_float(f.amax_in[threadIdx.x]) : 0.f;
+            s_inv[threadIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
+            s_xs[threadIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        } else {
+            qsum[threadIdx.x] = threadIdx.x < a.m ? a.x_sum[threadIdx.x] : 0;
+            s_xs[threadIdx.x] = threadIdx.x < a.m ? a.x_scale[threadIdx.x] : 0.f;
+        }
+    }
+    if constexpr (FQ) {
+        __syncthreads();
+        // R rows of KPC * 64 float4: a warp's 32 consecutive float4 lie in one row.
+        constexpr int kRow4 = KPC * 64, kPer = R * kRow4 / 256, kChunk = kPer < 8 ? kPer : 8;
+        static_assert(kPer % kChunk == 0, "whole chunks");
+#pragma unroll 1
+        for (int p0 = 0; p0 < kPer; p0 += kChunk) {
+            float4 v[kChunk];
+#pragma unroll
+            for (int p = 0; p < kChunk; p++) {
+                const int idx = threadIdx.x + (p0 + p) * 256, row = idx / kRow4, col = kb0 * 256 + 4 * (idx % kRow4);
+                v[p] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (row < a.m) {
+                    const float* src = f.x + (size_t)row * f.stride + col;
+                    if (col + 4 <= f.cols) {
+                        v[p] = *reinterpret_cast<const float4*>(src);
+                    } else {
+                        if (col < f.cols) v[p].x = src[0];
+                        if (col + 1 < f.cols) v[p].y = src[1];
+                        if (col + 2 < f.cols) v[p].z = src[2];
+                    }
+                }
+            }
+#pragma unroll
+            for (int p = 0; p < kChunk; p++) {
+                const int idx = threadIdx.x + (p0 + p) * 256, row = idx / kRow4, c4 = idx % kRow4;
+                const float inv = s_inv[row];
+                const int q0 = quant1(v[p].x, inv), q1 = quant1(v[p].y, inv), q2 = quant1(v[p].z, inv), q3 = quant1(v[p].w, inv);
+                const unsigned packed = __byte_perm(__byte_perm(q0, q1, 0x0040), __byte_perm(q2, q3, 0x0040), 0x5410);
+                const int u = c4 >> 6, b = (c4 & 63) * 4;
+                *reinterpret_cast<unsigned*>(xq + u * R * 256 + x_offset(row, b >> 4) + (b & 15)) = packed;
+                const int s = __reduce_add_sync(0xffffffffu, q0 + q1 + q2 + q3);
+                if (lane == 0 && s != 0) atomicAdd(&qsum[row], s);
+            }
+        }
+    } else {
+        constexpr int kAll = R * KPC * 16, kPer = (kAll + 255) / 256;  // 16-byte pieces
+        uint4 v[kPer];
+#pragma unroll
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 256, row = idx / (KPC * 16), u = idx % (KPC * 16) / 16, c = idx % 16;
+            v[p] = make_uint4(0, 0, 0, 0);
+            if (idx < kAll && row < a.m && kb0 + u < a.k_blocks)
+                v[p] = *reinterpret_cast<const uint4*>(a.x + (size_t)row * a.x_stride + (size_t)(kb0 + u) * 256 + 16 * c);
+        }
+#pragma unroll
+        for (int p = 0; p < kPer; p++) {
+            const int idx = threadIdx.x + p * 256, row = idx / (KPC * 16), u = idx % (KPC * 16) / 16, c = idx % 16;
+            if (idx < kAll) *reinterpret_cast<uint4*>(xq + u * R * 256 + x_offset(row, c)) = v[p];
+        }
+    }
+    __syncthreads();
+
+    SK_STAMP(2);
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+#pragma unroll
+    for (int u = 0; u < KPC; u++) {
+        if (kb0 + u < a.k_blocks) {
+            const unsigned char* xb = xq + u * R * 256;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const unsigned a0 = slice(wa[u].x, q), a1 = slice(wa[u].y, q), a2 = slice(wa[u].z, q), a3 = slice(wa[u].w, q);
+                const unsigned b0 = slice(wb[u].x, q), b1 = slice(wb[u].y, q), b2 = slice(wb[u].z, q), b3 = slice(wb[u].w, q);
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const uint4 xv = *reinterpret_cast<const uint4*>(xb + x_offset(8 * j + g, 4 * q + t));
+                    mma_s8(acc[j], a0, b0, a1, b1, xv.x, xv.y);  // columns 64q + 16t + 0..7
+                    mma_s8(acc[j], a2, b2, a3, b3, xv.z, xv.w);  // columns 64q + 16t + 8..15
+                }
+            }
+        }
+    }
+    // Result idx of the tile, in the order [warp][j][c][lane]: c0 (row g, col 2t), c1 (g, 2t + 1), c2 (g + 8, 2t),
+    // c3 (g + 8, 2t + 1). The epilogue of 2 consecutive results, their dots summed over the K slices.
+    SK_STAMP(3);
+    auto finish = [&](int e2, int2 s) {
+        const int dots[2] = {s.x, s.y};
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = 2 * e2 + e, w = idx / (NT * 128), j = (idx >> 7) % NT, c = (idx >> 5) & 3, ln = idx & 31;
+            const int r = blockIdx.x * kSkRows + 16 * w + (ln >> 2) + (c >> 1) * 8, i = 8 * j + 2 * (ln & 3) + (c & 1);
+            if (i < a.m && r < a.n) {
+                float v = __fmul_rn(__int2float_rn(FQ ? dots[e] : dots[e] - qsum[i]), s_xs[i]);
+                v = __fmul_rn(v, s_ws[r - blockIdx.x * kSkRows]);
+                if (a.bias != nullptr) v = __fadd_rn(v, s_bias[r - blockIdx.x * kSkRows]);
+                v = apply_act(v, a.act);
+                a.y[(size_t)i * a.y_stride + r] = v;
+                if (f.amax_out != nullptr) atomicMax(&s_amax[i], __float_as_uint(fabsf(v)));
+            }
+        }
+    };
+    constexpr int kGroups = kSkWarps * NT * 64;  // pairs of results
+    if constexpr (CL) {
+        // FQ: minus the slice's row sums, so that the sum over the cluster is sum (code - 1) * q.
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int v = acc[j][c];
+                if constexpr (FQ) v -= qsum[8 * j + 2 * t + (c & 1)];
+                red[((warp * NT + j) * 4 + c) * 32 + lane] = v;
+            }
+        if (f.trigger == 1) pdl_trigger();
+        cluster_sync();
+        SK_STAMP(4);
+        // CTA `rank` finishes groups [rank * per, ...) of 4 consecutive results, summing them over the cluster.
+        const unsigned rank = cluster_rank(), cs = cluster_count();
+        const int per = (kGroups + (int)cs - 1) / (int)cs, end = min(kGroups, (int)rank * per + per);
+
+        for (int e2 = (int)rank * per + threadIdx.x; e2 < end; e2 += 32 * kSkWarps) {
+            int2 s = ld_cluster_v2(red + 2 * e2, 0);
+            for (unsigned c = 1; c < cs; c++) {
+                const int2 v = ld_cluster_v2(red + 2 * e2, c);
+                s.x += v.x; s.y += v.y;
+            }
+            finish(e2, s);
+        }
+    } else {
+        // No cluster: each CTA stores its partial tile in the workspace (L2); the last CTA of the column to count
+        // itself in adds the slices, resets the counter for the next launch and runs the whole tile's epilogue.
+        int* part = f.work + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * (kGroups * 2);
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int v = acc[j][c];
+                if constexpr (FQ) v -= qsum[8 * j + 2 * t + (c & 1)];
+                __stcg(part + ((warp * NT + j) * 4 + c) * 32 + lane, v);
+            }
+        if (f.trigger == 1) pdl_trigger();
+        __threadfence();
+        __syncthreads();
+        __shared__ int s_last;
+        if (threadIdx.x == 0) s_last = atomicAdd(&f.count[blockIdx.x], 1) == (int)gridDim.y - 1;
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        if (threadIdx.x == 0) f.count[blockIdx.x] = 0;
+        const int2* base = reinterpret_cast<const int2*>(f.work + (size_t)blockIdx.x * gridDim.y * (kGroups * 2));
+        for (int e2 = threadIdx.x; e2 < kGroups; e2 += 32 * kSkWarps) {
+            int2 s = __ldcg(base + e2);
+            for (unsigned c = 1; c < gridDim.y; c++) {
+                const int2 v = __ldcg(base + (size_t)c * kGroups + e2);
+                s.x += v.x; s.y += v.y;
+            }
+            finish(e2, s);
+        }
+    }
+    SK_STAMP(5);
+    if (f.amax_out != nullptr) {
+        __syncthreads();
+        if (threadIdx.x < R && threadIdx.x < a.m && s_amax[threadIdx.x] != 0) atomicMax(&f.amax_out[threadIdx.x], s_amax[threadIdx.x]);
+    }
+    SK_STAMP(6);
+    if constexpr (CL) cluster_sync();  // the other CTAs have read this one's partial tile
+    SK_STAMP(7);
+#endif
+}
+
+// The activations' row absmax (float bits) for the first fused product of a chain, and zeros for the amax_out
+// buffers of the products after it (CTA 0). One CTA a row.
+__global__ void __launch_bounds__(256) absmax_kernel(const float* x, int cols, int x_stride, unsigned* amax, unsigned* zero, int zero_count) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ float scratch[32];
+    if (blockIdx.x == 0)
+        for (int j = threadIdx.x; j < zero_count; j += blockDim.x) zero[j] = 0;
+    const float* xr = x + (size_t)blockIdx.x * x_stride;
+    float m = 0.f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, fabsf(xr[j]));
+    m = block_reduce(m, MaxOp{}, scratch);
+    if (threadIdx.x == 0) amax[blockIdx.x] = __float_as_uint(m);
+}
 
 template <int WW_, int WX_, int MT_, int NT_, int STAGES_, int MIN_BLOCKS_>
 struct TileConfig {
@@ -1293,13 +1660,33 @@ int launch_gemv8(const rotor_gemm_args& a, cudaStream_t s) {
 }
 
 
+bool g_wide_ep = true;  // ROTOR_CUDA_WIDE_EP=0: the wide GEMV loads its epilogue's operands after the product (as before)
+
 template <int NT>
 int launch_gemv_wide(const rotor_gemm_args& a, cudaStream_t s) {
-    return launch(gemv_wide_kernel<NT>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a);
+    // The early epilogue loads only where a warp has at most one step of two blocks: with more (4096 columns) their
+    // registers cost the loop more than they save (H100 run 35: 4096x4096 m = 32 6.04 against 5.75 us).
+    if (!g_wide_ep || a.k_blocks >= 2 * kGemvWarps) return launch(gemv_wide_kernel<NT, false, false>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a, QArgs{});
+    return launch(gemv_wide_kernel<NT, false>, dim3((a.n + 15) / 16), dim3(32 * kGemvWarps), 0, s, "gemv_wide_kernel", a, QArgs{});
+}
+
+bool g_gemm_q = true;  // ROTOR_CUDA_GEMM_Q=0: rotor_cuda_gemm_q_fits says 0
+
+// rotor_cuda_gemm_q: the wide GEMV with the quantization tail, where every CTA can be resident at once (one a
+// multiprocessor at least) and there is a CTA for every activation row.
+bool gemm_q_fits(int n, int m) { return g_gemm_q && m >= 1 && m <= 64 && (n + 15) / 16 <= g_sms && m <= (n + 15) / 16; }
+
+int launch_gemm_q(const rotor_gemm_args& a, const QArgs& q, cudaStream_t s) {
+    const dim3 grid((a.n + 15) / 16), block(32 * kGemvWarps);
+    if (a.m <= 16) return launch(gemv_wide_kernel<2, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
+    if (a.m <= 32) return launch(gemv_wide_kernel<4, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
+    return launch(gemv_wide_kernel<8, true>, grid, block, 0, s, "gemv_wide_kernel<q>", a, q);
 }
 
 // 1 in an image with the bulk-copy GEMV compiled in (sm_90 and newer, CUDA 12 or newer), 0 in every other.
 __global__ void bulk_probe_kernel(int* out) { *out = ROTOR_BULK; }
+
+int prepare_sk();  // below: the split-K cluster GEMV's shared-memory limits
 
 // Sets g_bulk: true when the device runs an image of this library with the bulk-copy GEMV compiled in.
 int probe_bulk(const cudaDeviceProp& p) {
@@ -1320,6 +1707,8 @@ int probe_bulk(const cudaDeviceProp& p) {
     // A tile of 48 KB and the static arrays exceed the default limit of 48 KB a CTA.
     CK(cudaFuncSetAttribute(gemv_bulk_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
     CK(cudaFuncSetAttribute(gemv_bulk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxSmem));
+    int r = prepare_sk();
+    if (r != 0) return r;
     g_bulk = true;
     return 0;
 }
@@ -1337,6 +1726,130 @@ int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s) {
     return launch(gemv_bulk_kernel<false>, dim3(grid), dim3(128), smem, s, "gemv_bulk_kernel", a);
 }
 
+// The split-K cluster GEMV (gemv_sk_kernel): m <= 64, K up to 32 blocks, on devices running the sm_90 image (g_bulk).
+// KPC: the fewest K blocks a CTA that keeps the cluster within 8 CTAs; NT: 8-row activation tiles for m.
+bool g_auto_sk = true;  // ROTOR_CUDA_SK=0: no fused products (rotor_cuda_fq_fits says 0: CudaNetwork keeps the quantize kernels)
+int g_sk_trigger = 0;   // ROTOR_CUDA_SK_TRIGGER: FqArgs::trigger
+unsigned long long* g_sk_dbg = nullptr;  // ROTOR_CUDA_SK_DEBUG=1: 4096 CTAs x 10 stamps (see SK_STAMP)
+unsigned g_sk_dbg_grid[2] = {0, 0};      // the grid of the last launch recorded
+constexpr int kSkDbgCtas = 4096;
+
+// Prints, per phase of the split-K GEMV, the minimum / median / maximum over the CTAs of the last launch (cycles),
+// and the spread of their start and end times (ns).
+void sk_debug_dump() {
+    if (g_sk_dbg == nullptr) return;
+    const unsigned n = std::min<unsigned>(g_sk_dbg_grid[0] * g_sk_dbg_grid[1], kSkDbgCtas);
+    std::vector<unsigned long long> h((size_t)kSkDbgCtas * 10);
+    if (cudaMemcpy(h.data(), g_sk_dbg, h.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess || n == 0) return;
+    unsigned long long g0 = ~0ull;
+    for (unsigned c = 0; c < n; c++) g0 = std::min(g0, h[c * 10 + 8]);
+    const char* names[10] = {"wait", "stage x", "mma", "cluster sync", "reduce+epilogue", "amax", "final sync", "", "start ns", "end ns"};
+    fprintf(stderr, "sk debug: grid %u x %u, last launch recorded\n", g_sk_dbg_grid[0], g_sk_dbg_grid[1]);
+    for (int k = 0; k < 10; k++) {
+        if (k == 7) continue;
+        std::vector<long long> v;
+        for (unsigned c = 0; c < n; c++) {
+            const unsigned long long* d = &h[c * 10];
+            v.push_back(k < 7 ? (long long)(d[k + 1] - d[k]) : (long long)(d[k] - g0));
+        }
+        std::sort(v.begin(), v.end());
+        fprintf(stderr, "  %-16s min %8lld  median %8lld  max %8lld\n", names[k], v.front(), v[v.size() / 2], v.back());
+    }
+}
+
+bool g_quant_warp = true;  // ROTOR_CUDA_QUANT_WARP=0: quantize_kernel for every row length (for comparisons)
+bool g_fq_cluster = true;  // ROTOR_CUDA_FQ_CLUSTER=0: the fused product adds its slices through the caller's workspace
+bool sk_fits(int m, int k_blocks) { return g_bulk && m >= 1 && m <= 64 && k_blocks >= 1 && k_blocks <= kSkMaxBlocks; }
+int sk_kpc(int k_blocks) { return k_blocks <= kSkMaxCluster ? 1 : k_blocks <= 2 * kSkMaxCluster ? 2 : 4; }
+
+// Bytes of the workspace of the form without clusters: the partial tiles of every slice, then a counter a row tile.
+// The counters come first, at fixed places (products of other shapes may share the workspace).
+constexpr int kSkMaxTiles = 1024;  // row tiles: n <= 131072
+size_t sk_work_bytes(int n, int m, int k_blocks) {
+    const size_t nt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8, tiles = (size_t)(n + kSkRows - 1) / kSkRows;
+    const size_t kpc = (size_t)sk_kpc(k_blocks), slices = ((size_t)k_blocks + kpc - 1) / kpc;
+    return (kSkMaxTiles + tiles * slices * nt * kSkRows * 8) * sizeof(int);
+}
+
+template <int NT, int KPC, bool FQ>
+int launch_sk3(const rotor_gemm_args& a, const FqArgs& f, cudaStream_t s) {
+    const unsigned cs = (unsigned)((a.k_blocks + KPC - 1) / KPC);
+    const bool cl = f.work == nullptr;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((a.n + kSkRows - 1) / kSkRows), cs);
+    cfg.blockDim = dim3(32 * kSkWarps);
+    cfg.dynamicSmemBytes = sk_smem(NT, KPC);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = cs;
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = cl ? attr : attr + 1;
+    cfg.numAttrs = (cl ? 1 : 0) + (g_pdl ? 1 : 0);
+    FqArgs f2 = f;
+    f2.trigger = g_sk_trigger;
+    f2.dbg = g_sk_dbg;
+    g_sk_dbg_grid[0] = cfg.gridDim.x;
+    g_sk_dbg_grid[1] = cfg.gridDim.y;
+    cudaError_t e;
+    if constexpr (FQ) {
+        if (!cl) {
+            f2.count = f.work;
+            f2.work = f.work + kSkMaxTiles;
+            e = cudaLaunchKernelEx(&cfg, gemv_sk_kernel<NT, KPC, true, false>, a, f2);
+        } else {
+            e = cudaLaunchKernelEx(&cfg, gemv_sk_kernel<NT, KPC, true, true>, a, f2);
+        }
+    } else {
+        e = cudaLaunchKernelEx(&cfg, gemv_sk_kernel<NT, KPC, false, true>, a, f2);
+    }
+    return e == cudaSuccess ? 0 : cuda_fail(e, "gemv_sk_kernel");
+}
+template <int NT, bool FQ>
+int launch_sk2(const rotor_gemm_args& a, const FqArgs& f, cudaStream_t s) {
+    switch (sk_kpc(a.k_blocks)) {
+        case 1: return launch_sk3<NT, 1, FQ>(a, f, s);
+        case 2: return launch_sk3<NT, 2, FQ>(a, f, s);
+        default: return launch_sk3<NT, 4, FQ>(a, f, s);
+    }
+}
+template <bool FQ>
+int launch_sk(const rotor_gemm_args& a, const FqArgs& f, cudaStream_t s) {
+    if (!sk_fits(a.m, a.k_blocks))
+        return fail(ROTOR_CUDA_EINVAL, "gemm: the split-K cluster GEMV takes m <= 64 and k_blocks <= %d on compute capability 9.0+ (CUDA 12), got m = %d, k_blocks = %d",
+                    kSkMaxBlocks, a.m, a.k_blocks);
+    if (a.m <= 8) return launch_sk2<1, FQ>(a, f, s);
+    if (a.m <= 16) return launch_sk2<2, FQ>(a, f, s);
+    if (a.m <= 32) return launch_sk2<4, FQ>(a, f, s);
+    return launch_sk2<8, FQ>(a, f, s);
+}
+
+template <int NT, int KPC, bool FQ, bool CL>
+int prepare_sk3() {
+    CK(cudaFuncSetAttribute(gemv_sk_kernel<NT, KPC, FQ, CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem(NT, KPC)));
+    return 0;
+}
+template <int NT, int KPC>
+int prepare_sk2() {
+    int r = prepare_sk3<NT, KPC, false, true>();
+    if (r == 0) r = prepare_sk3<NT, KPC, true, true>();
+    return r != 0 ? r : prepare_sk3<NT, KPC, true, false>();
+}
+template <int NT>
+int prepare_sk1() {
+    int r;
+    if ((r = prepare_sk2<NT, 1>()) != 0 || (r = prepare_sk2<NT, 2>()) != 0) return r;
+    return prepare_sk2<NT, 4>();
+}
+int prepare_sk() {
+    int r;
+    if ((r = prepare_sk1<1>()) != 0 || (r = prepare_sk1<2>()) != 0 || (r = prepare_sk1<4>()) != 0) return r;
+    return prepare_sk1<8>();
+}
+
 // auto: may take the bulk-copy kernel (the GEMV path forces the register-load kernels).
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     // m <= 8: 4 warps x 4 blocks of weights in flight, eight CTAs a multiprocessor; larger m: registers go to x.
@@ -1350,6 +1863,13 @@ int launch_gemv(const rotor_gemm_args& a, cudaStream_t s, bool from_auto) {
     if (a.m <= 8 && (a.n + 15) / 16 >= 4 * g_sms) return launch_gemv8<true>(a, s);
     if (a.m <= 8 && from_auto && g_auto_gemv_bulk && bulk_fits(a) && !gemv8_fits(a)) return launch_gemv_bulk(a, s);
     if (a.m <= 8) return launch_gemv8<false>(a, s);
+    // 9 <= m <= 64: the split-K cluster GEMV where the wide GEMV's x traffic (every 16 weight rows read all of x) is
+    // large: n * k_blocks * NT >= 250000, and K not a multiple of 16 blocks (there the wide GEMV's two-block steps keep
+    // it ahead). H100 runs 30-33, m = 32: 6912x2560 9.4 against 10.1 us, 2560x6912 8.8 against 10.4 us; its fixed
+    // latency (about 9 us) loses on the smaller shapes (2560x2560: 8.8 against 5.9 us).
+    if (from_auto && g_auto_sk && a.m > 8 && sk_fits(a.m, a.k_blocks) && a.k_blocks % 16 != 0 &&
+        (long long)a.n * a.k_blocks * (a.m <= 16 ? 2 : a.m <= 32 ? 4 : 8) >= 250000)
+        return launch_sk<false>(a, FqArgs{}, s);
     if (a.m <= 16) return launch_gemv_wide<2>(a, s);
     if (a.m <= 32) return launch_gemv_wide<4>(a, s);
     return launch_gemv_wide<8>(a, s);
@@ -1375,7 +1895,7 @@ int check_gemm(const rotor_gemm_args* a, int path) {
     if ((reinterpret_cast<uintptr_t>(a->w) | reinterpret_cast<uintptr_t>(a->x)) % 16 != 0)
         return fail(ROTOR_CUDA_EINVAL, "gemm: w and x must be 16-byte aligned");
     if (path == ROTOR_PATH_GEMV && a->m > 64) return fail(ROTOR_CUDA_EINVAL, "gemm: the GEMV path takes m <= 64, got %d", a->m);
-    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_BULK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs + kWsConfigs)))
+    if (path < ROTOR_PATH_AUTO || (path > ROTOR_PATH_GEMV_SK && (path < ROTOR_PATH_TILED_CFG0 || path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs + kWsConfigs)))
         return fail(ROTOR_CUDA_EINVAL, "gemm: unknown path %d", path);
     return 0;
 }
@@ -1385,6 +1905,7 @@ constexpr int kWg80Alone = 66;
 
 int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
     if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
+    if (path == ROTOR_PATH_GEMV_SK) return launch_sk<false>(a, FqArgs{}, s);
     if (path == ROTOR_PATH_GEMV || (path == ROTOR_PATH_AUTO && a.m <= 64)) return launch_gemv(a, s, path == ROTOR_PATH_AUTO);
     switch (path) {
         case ROTOR_PATH_TILED_CFG0: return launch_tiled<Tile0>(a, s);
@@ -1492,14 +2013,20 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const uint8_t* w, int row
 
 // One CTA a row. Same operations as QuantizedActivations.QuantizeRow: inv = 127 / amax, rint(x * inv) (half to
 // even), clamp to +-127; scale = amax / 127. Writes 4 bytes a thread a step (q_stride is a multiple of 4).
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum);
+
 __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols, int x_stride, int8_t* q, int q_stride,
                                                         float* scale, int* sum) {
     pdl_trigger();
     pdl_wait();
+    quantize_row(x + (size_t)blockIdx.x * x_stride, cols, q + (size_t)blockIdx.x * q_stride, q_stride, scale + blockIdx.x, sum + blockIdx.x);
+}
+
+// One row by the whole CTA (blockDim.x threads, a multiple of 32): quantize_kernel's body, also the tail of
+// gemv_wide_kernel<NT, true>.
+__device__ void quantize_row(const float* xr, int cols, int8_t* qr, int q_stride, float* scale, int* sum) {
     __shared__ float fscratch[32];
     __shared__ int iscratch[32];
-    const float* xr = x + (size_t)blockIdx.x * x_stride;
-    int8_t* qr = q + (size_t)blockIdx.x * q_stride;
     float amax = 0.f;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) amax = fmaxf(amax, fabsf(xr[j]));
     amax = block_reduce(amax, MaxOp{}, fscratch);
@@ -1518,8 +2045,49 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float* x, int cols,
     }
     s = block_reduce(s, SumIntOp{}, iscratch);
     if (threadIdx.x == 0) {
-        scale[blockIdx.x] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
-        sum[blockIdx.x] = s;
+        *scale = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        *sum = s;
+    }
+}
+
+// The same quantization with one warp a row (rows of up to kQuantWarpCols columns, cols and x_stride multiples of 4,
+// x 16-byte aligned): float4 loads, the absmax and the sum by warp reductions (redux.sync), no CTA barrier. Two
+// passes over the row; the second finds it in L1. Bit for bit the result of quantize_kernel.
+constexpr int kQuantWarpCols = 8192;
+__global__ void __launch_bounds__(256) quantize_warp_kernel(const float* x, int m, int cols, int x_stride, int8_t* q, int q_stride,
+                                                            float* scale, int* sum) {
+    pdl_trigger();
+    pdl_wait();
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= m) return;
+    const float4* xr = reinterpret_cast<const float4*>(x + (size_t)row * x_stride);
+    const int n4 = cols / 4;
+    unsigned amax_bits = 0;  // |x| >= 0: the float order is the integer order of the bits
+#pragma unroll 4
+    for (int j = lane; j < n4; j += 32) {
+        const float4 v = xr[j];
+        amax_bits = max(amax_bits, max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
+                                       max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w)))));
+    }
+    const float amax = __uint_as_float(__reduce_max_sync(0xffffffffu, amax_bits));
+    const float inv = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
+    unsigned* qr = reinterpret_cast<unsigned*>(q + (size_t)row * q_stride);
+    int s = 0;
+#pragma unroll 4
+    for (int j = lane; j < q_stride / 4; j += 32) {
+        unsigned packed = 0;
+        if (j < n4) {
+            const float4 v = xr[j];
+            const int q0 = quant1(v.x, inv), q1 = quant1(v.y, inv), q2 = quant1(v.z, inv), q3 = quant1(v.w, inv);
+            packed = __byte_perm(__byte_perm(q0, q1, 0x0040), __byte_perm(q2, q3, 0x0040), 0x5410);
+            s += q0 + q1 + q2 + q3;
+        }
+        qr[j] = packed;
+    }
+    s = __reduce_add_sync(0xffffffffu, s);
+    if (lane == 0) {
+        scale[row] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        sum[row] = s;
     }
 }
 
@@ -1645,12 +2213,23 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
     g_l2pf_mode = getenv("ROTOR_CUDA_L2PF") == nullptr ? -1 : env_off("ROTOR_CUDA_L2PF") ? 0 : 1;
     g_gemv_old = getenv("ROTOR_CUDA_GEMV_OLD") != nullptr && !env_off("ROTOR_CUDA_GEMV_OLD");
     g_auto_ws = !env_off("ROTOR_CUDA_WS");
+    g_auto_sk = !env_off("ROTOR_CUDA_SK");
+    g_fq_cluster = !env_off("ROTOR_CUDA_FQ_CLUSTER");
+    g_quant_warp = !env_off("ROTOR_CUDA_QUANT_WARP");
+    g_gemm_q = !env_off("ROTOR_CUDA_GEMM_Q");
+    g_wide_ep = !env_off("ROTOR_CUDA_WIDE_EP");
+    if (getenv("ROTOR_CUDA_SK_DEBUG") != nullptr && g_sk_dbg == nullptr) {
+        CK(cudaMalloc(&g_sk_dbg, (size_t)kSkDbgCtas * 10 * 8));
+        CK(cudaMemset(g_sk_dbg, 0, (size_t)kSkDbgCtas * 10 * 8));
+        atexit(sk_debug_dump);
+    }
+    g_sk_trigger = getenv("ROTOR_CUDA_SK_TRIGGER") != nullptr ? atoi(getenv("ROTOR_CUDA_SK_TRIGGER")) : 0;
     if ((r = probe_bulk(p)) != 0) return r;
     return probe_wgmma(p);
 }
 
 ROTOR_API int rotor_cuda_path_supported(int path) {
-    if (path == ROTOR_PATH_GEMV_BULK) return g_bulk ? 1 : 0;
+    if (path == ROTOR_PATH_GEMV_BULK || path == ROTOR_PATH_GEMV_SK) return g_bulk ? 1 : 0;
     if (path >= ROTOR_PATH_TILED_CFG0 + 3 && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs) return g_wgmma ? 1 : 0;
     if (path > ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs && path <= ROTOR_PATH_TILED_CFG0 + 2 + kWgConfigs + kWsConfigs) return g_ws ? 1 : 0;
     return path == ROTOR_PATH_AUTO || path == ROTOR_PATH_GEMV || path == ROTOR_PATH_TILED ||
@@ -1819,8 +2398,75 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
     if (x_stride < cols || q_stride < cols || q_stride % 4 != 0)
         return fail(ROTOR_CUDA_EINVAL, "quantize: x_stride = %d, q_stride = %d for %d columns (q_stride a multiple of 4)", x_stride, q_stride, cols);
     if (d_x == nullptr || d_q == nullptr || d_scale == nullptr || d_sum == nullptr) return fail(ROTOR_CUDA_EINVAL, "quantize: NULL pointer");
+    if (g_quant_warp && cols % 4 == 0 && x_stride % 4 == 0 && cols <= kQuantWarpCols && reinterpret_cast<uintptr_t>(d_x) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(d_q) % 4 == 0)
+        return launch(quantize_warp_kernel, dim3((m + 7) / 8), dim3(256), 0, as_stream(stream), "quantize_warp_kernel", d_x, m, cols, x_stride,
+                      d_q, q_stride, d_scale, d_sum);
     return launch(quantize_kernel, dim3(m), dim3(256), 0, as_stream(stream), "quantize_kernel", d_x, cols, x_stride, d_q, q_stride,
                   d_scale, d_sum);
+}
+
+ROTOR_API int rotor_cuda_row_absmax(const float* d_x, int m, int cols, int x_stride, uint32_t* d_amax, uint32_t* d_zero,
+                                    int zero_count, void* stream) {
+    USE_DEVICE();
+    if (m <= 0 || cols <= 0 || x_stride < cols || zero_count < 0)
+        return fail(ROTOR_CUDA_EINVAL, "row_absmax: m = %d, cols = %d, x_stride = %d, zero_count = %d", m, cols, x_stride, zero_count);
+    if (d_x == nullptr || d_amax == nullptr || (zero_count > 0 && d_zero == nullptr)) return fail(ROTOR_CUDA_EINVAL, "row_absmax: NULL pointer");
+    return launch(absmax_kernel, dim3(m), dim3(256), 0, as_stream(stream), "absmax_kernel", d_x, cols, x_stride,
+                  reinterpret_cast<unsigned*>(d_amax), reinterpret_cast<unsigned*>(d_zero), zero_count);
+}
+
+ROTOR_API int rotor_cuda_gemm_q_fits(int n, int m) { return gemm_q_fits(n, m) ? 1 : 0; }
+
+ROTOR_API int rotor_cuda_gemm_q(const rotor_gemm_args* args, int8_t* d_q, int q_stride, float* d_scale, int32_t* d_sum,
+                                uint32_t* d_barrier, void* stream) {
+    USE_DEVICE();
+    int r = check_gemm(args, ROTOR_PATH_GEMV);
+    if (r != 0) return r;
+    if (!gemm_q_fits(args->n, args->m))
+        return fail(ROTOR_CUDA_EINVAL, "gemm_q: n = %d, m = %d: needs m <= 64, m <= ceil(n / 16) <= %d multiprocessors (rotor_cuda_gemm_q_fits)",
+                    args->n, args->m, g_sms);
+    if (d_q == nullptr || d_scale == nullptr || d_sum == nullptr || d_barrier == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm_q: NULL pointer");
+    if (q_stride < args->n || q_stride % 4 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_q: q_stride = %d for %d columns (a multiple of 4)", q_stride, args->n);
+    const QArgs q{d_q, q_stride, d_scale, reinterpret_cast<int*>(d_sum), reinterpret_cast<unsigned*>(d_barrier)};
+    return launch_gemm_q(*args, q, as_stream(stream));
+}
+
+ROTOR_API int rotor_cuda_fq_fits(int m, int k_blocks) { return g_auto_sk && sk_fits(m, k_blocks) ? 1 : 0; }
+
+ROTOR_API int rotor_cuda_fq_work_bytes(int n, int m, int k_blocks, size_t* bytes) {
+    if (bytes == nullptr || n <= 0 || m <= 0 || m > 64 || k_blocks <= 0 || k_blocks > kSkMaxBlocks)
+        return fail(ROTOR_CUDA_EINVAL, "fq_work_bytes: n = %d, m = %d (1..64), k_blocks = %d (1..%d)", n, m, k_blocks, kSkMaxBlocks);
+    *bytes = sk_work_bytes(n, m, k_blocks);
+    return 0;
+}
+
+ROTOR_API int rotor_cuda_gemm_fq(const rotor_gemm_args* args, const float* d_x, int cols, int x_stride, const uint32_t* d_amax_in,
+                                 uint32_t* d_amax_out, void* d_work, size_t work_bytes, void* stream) {
+    USE_DEVICE();
+    if (args == nullptr) return fail(ROTOR_CUDA_EINVAL, "gemm_fq: args is NULL");
+    const rotor_gemm_args& a = *args;
+    if (a.w == nullptr || a.w_scale == nullptr || a.y == nullptr || d_x == nullptr || d_amax_in == nullptr)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: a required pointer (w, w_scale, y, x, amax_in) is NULL");
+    if (a.n <= 0 || a.m <= 0 || a.k_blocks <= 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: n = %d, m = %d, k_blocks = %d must be positive", a.n, a.m, a.k_blocks);
+    if (a.row_bytes < a.k_blocks * 64 || a.row_bytes % 16 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: row_bytes = %d, expected a multiple of 16 and at least k_blocks * 64 = %d", a.row_bytes, a.k_blocks * 64);
+    if (cols <= 0 || cols > a.k_blocks * 256 || x_stride < cols || x_stride % 4 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: cols = %d (at most k_blocks * 256 = %d), x_stride = %d (at least cols, a multiple of 4)", cols,
+                    a.k_blocks * 256, x_stride);
+    if (a.y_stride < a.n) return fail(ROTOR_CUDA_EINVAL, "gemm_fq: y_stride = %d < n = %d", a.y_stride, a.n);
+    if (a.w_scale_stride != 0 && a.w_scale_stride != 1) return fail(ROTOR_CUDA_EINVAL, "gemm_fq: w_scale_stride = %d, expected 0 or 1", a.w_scale_stride);
+    if (a.act < ROTOR_ACT_NONE || a.act > ROTOR_ACT_SIGN) return fail(ROTOR_CUDA_EINVAL, "gemm_fq: act = %d", a.act);
+    if ((reinterpret_cast<uintptr_t>(a.w) | reinterpret_cast<uintptr_t>(d_x)) % 16 != 0)
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: w and x must be 16-byte aligned");
+    if (d_work != nullptr && ((a.n + kSkRows - 1) / kSkRows > kSkMaxTiles || a.m > 64 || a.k_blocks > kSkMaxBlocks || work_bytes < sk_work_bytes(a.n, a.m, a.k_blocks)))
+        return fail(ROTOR_CUDA_EINVAL, "gemm_fq: work_bytes = %zu, this product needs %zu (rotor_cuda_fq_work_bytes)", work_bytes,
+                    a.m <= 64 && a.k_blocks <= kSkMaxBlocks ? sk_work_bytes(a.n, a.m, a.k_blocks) : (size_t)0);
+    const FqArgs f{d_x, cols, x_stride, reinterpret_cast<const unsigned*>(d_amax_in), reinterpret_cast<unsigned*>(d_amax_out), 0,
+                   g_fq_cluster ? nullptr : static_cast<int*>(d_work), nullptr};
+    return launch_sk<true>(a, f, as_stream(stream));
 }
 
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream) {

@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 3        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 4        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -32,9 +32,10 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // wgmma (TMA, persistent; CUDA 12 or newer): 7: 256x128, 8: 256x80, 9: 256x96, 10: 128x128; for benchmarks and
 // tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute capability 9.0
 // or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor where k_blocks is not a
-// multiple of 16.
+// multiple of 16. GEMV_SK forces the split-K cluster GEMV (m <= 64, k_blocks <= 32, compute capability 9.0 or newer,
+// CUDA 12), which auto takes for 9 <= m <= 64 on the larger shapes (ROTOR_CUDA_SK=0: never).
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
-                  ROTOR_PATH_TILED_CFG0 = 16 };
+                  ROTOR_PATH_GEMV_SK = 4, ROTOR_PATH_TILED_CFG0 = 16 };
 
 // One ternary x int8 product, the epilogue of src/Rotor/Kernels/GemmArgs.cs with an activation after it:
 //   y[i, r] = act((float)(sum_j code[r, j] * x[i, j] - x_sum[i]) * x_scale[i] * w_scale[r * w_scale_stride] + bias[r])
@@ -112,6 +113,37 @@ ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_strid
 // The int8 product (see rotor_gemm_args). path: ROTOR_PATH_AUTO picks the split-K GEMV kernel for m <= 64 and
 // the tiled tensor-core kernel above; the others force one (GEMV accepts m <= 64 only).
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream);
+
+// The product of rotor_cuda_gemm by the wide GEMV, then the activation quantization of y for the next layer, as
+// rotor_cuda_quantize(y, m, n, y_stride, d_q, q_stride, d_scale, d_sum) would do, in the same kernel after a grid
+// barrier: d_q, d_scale, d_sum may be args->x, x_scale, x_sum (they are read before the barrier). d_barrier: two
+// uint32 zeroed before the first use (left so after each call; one product at a time may use them). Needs every CTA
+// resident at once: rotor_cuda_gemm_q_fits(n, m) says where (m <= 64, m <= ceil(n / 16) <= the multiprocessors;
+// ROTOR_CUDA_GEMM_Q=0: never).
+ROTOR_API int rotor_cuda_gemm_q(const rotor_gemm_args* args, int8_t* d_q, int q_stride, float* d_scale, int32_t* d_sum,
+                                uint32_t* d_barrier, void* stream);
+ROTOR_API int rotor_cuda_gemm_q_fits(int n, int m);
+
+// Fused activation quantization, for chains of products with m <= 64 (CudaNetwork). Absmax values travel as float
+// bits (uint32: for values >= 0 their order is the integers' order, so atomicMax on them is a float max).
+// row_absmax: d_amax[i] = max_j |x[i, j]| over x (m, cols), row stride x_stride floats; also sets d_zero[0..zero_count)
+// to 0 (the amax_out buffers of the fused products after it).
+ROTOR_API int rotor_cuda_row_absmax(const float* d_x, int m, int cols, int x_stride, uint32_t* d_amax, uint32_t* d_zero,
+                                    int zero_count, void* stream);
+// 1 where rotor_cuda_gemm_fq runs (m <= 64, k_blocks <= 32, the split-K cluster GEMV compiled in and not turned off
+// by ROTOR_CUDA_SK=0), else 0.
+ROTOR_API int rotor_cuda_fq_fits(int m, int k_blocks);
+// The product of rotor_cuda_gemm (args->x, x_stride, x_scale and x_sum unused) with x given as floats (m, cols), row
+// stride x_stride floats (a multiple of 4, 16-byte aligned), quantized on the fly exactly as rotor_cuda_quantize does
+// with the absmax d_amax_in[i] of each row (from rotor_cuda_row_absmax or the product before). d_amax_out: NULL, or m
+// values (zero before the call) that get max |y[i, .]| (after the activation), the absmax of the next layer's input.
+// d_work: NULL (the K slices are added in clusters through distributed shared memory), or a device workspace of at
+// least rotor_cuda_fq_work_bytes bytes, zeroed once before its first use (its counters return to zero after each
+// call; one product at a time may use it), through which the slices are added without clusters.
+ROTOR_API int rotor_cuda_gemm_fq(const rotor_gemm_args* args, const float* d_x, int cols, int x_stride, const uint32_t* d_amax_in,
+                                 uint32_t* d_amax_out, void* d_work, size_t work_bytes, void* stream);
+// The workspace rotor_cuda_gemm_fq needs for n weight rows, m <= 64 activation rows and k_blocks <= 32.
+ROTOR_API int rotor_cuda_fq_work_bytes(int n, int m, int k_blocks, size_t* bytes);
 
 // The float product: y[i, r] = act(w_scale[r * w_scale_stride] * sum_j w[r, j] * x[i, j] + bias[r]) with x (m, cols)
 // float, row stride x_stride floats (only the first cols values of a row are read).

@@ -32,6 +32,8 @@ internal enum CudaPath
     Tiled = 2,
     /// <summary>The GEMV with bulk-copied weights (m &lt;= 8, at most 47 K blocks, compute capability 9.0 or newer).</summary>
     GemvBulk = 3,
+    /// <summary>The split-K cluster GEMV (m &lt;= 64, at most 32 K blocks, compute capability 9.0 or newer).</summary>
+    GemvSplitK = 4,
     Tiled128x128 = 16,
     Tiled256x128 = 17,
     Tiled64x128 = 18,
@@ -58,7 +60,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 3;
+    public const int Abi = 4;
     public const int EInval = -1;
 
     static Native()
@@ -136,6 +138,12 @@ internal static partial class Native
     [LibraryImport(Library)] public static partial int rotor_cuda_unpack_i2(nint packed, int rows, int cols, int rowBytes, nint trits, nint stream);
     [LibraryImport(Library)] public static partial int rotor_cuda_quantize(nint x, int m, int cols, int xStride, nint q, int qStride, nint scale, nint sum, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm(GemmArgsNative* args, int path, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_row_absmax(nint x, int m, int cols, int xStride, nint amax, nint zero, int zeroCount, nint stream);
+    [LibraryImport(Library)] public static partial int rotor_cuda_fq_fits(int m, int kBlocks);
+    [LibraryImport(Library)] public static partial int rotor_cuda_gemm_q_fits(int n, int m);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_q(GemmArgsNative* args, nint q, int qStride, nint scale, nint sum, nint barrier, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_fq(GemmArgsNative* args, nint x, int cols, int xStride, nint amaxIn, nint amaxOut, nint work, nuint workBytes, nint stream);
+    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_fq_work_bytes(int n, int m, int kBlocks, nuint* bytes);
     [LibraryImport(Library)]
     public static partial int rotor_cuda_gemm_f32(nint w, int rowBytes, int kBlocks, int n, nint x, int cols, int xStride, int m,
         nint wScale, int wScaleStride, nint bias, nint y, int yStride, int act, nint stream);
