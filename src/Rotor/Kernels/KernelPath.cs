@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Rotor.Kernels;
 
 /// <summary>An implementation of the CPU kernels. <see cref="KernelSelector"/> picks the best supported one; the
-/// environment variable <c>ROTOR_KERNEL</c> (reference, portable, avx2, avxvnni, avx512, avx512vnni, neon) or
+/// environment variable <c>ROTOR_KERNEL</c> (reference, portable, avx2, avx512, avx512vnni, neon) or
 /// <see cref="KernelSelector.Override"/> forces one.</summary>
 public enum KernelPath
 {
@@ -22,11 +22,9 @@ public enum KernelPath
     /// <summary>x86 AVX-512 VNNI (vpdpbusd): machine code generated at run time, Linux x64 (see
     /// <see cref="KernelSelector.Avx512VnniUnavailableReason"/>).</summary>
     Avx512Vnni = 5,
-    /// <summary>x86 AVX-VNNI (256-bit vpdpbusd, VEX): Intel Alder Lake and later, AMD Zen 5.</summary>
-    AvxVnni = 6,
 }
 
-/// <summary>Chooses the kernel path at run time: AVX-512 VNNI -> AVX-512 BW -> AVX-VNNI -> AVX2 -> NEON -> portable.</summary>
+/// <summary>Chooses the kernel path at run time: AVX-512 VNNI -> AVX-512 BW -> AVX2 -> NEON -> portable.</summary>
 public static class KernelSelector
 {
     private static KernelPath? s_override = ParseEnv();
@@ -40,7 +38,6 @@ public static class KernelSelector
         KernelPath.Avx512 => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated,
         KernelPath.Neon => AdvSimd.Arm64.IsSupported,
         KernelPath.Avx512Vnni => VnniCode.IsAvailable,
-        KernelPath.AvxVnni => System.Runtime.Intrinsics.X86.AvxVnni.IsSupported,
         _ => false,
     };
 
@@ -55,7 +52,6 @@ public static class KernelSelector
     public static KernelPath Best =>
         IsSupported(KernelPath.Avx512Vnni) ? KernelPath.Avx512Vnni :
         IsSupported(KernelPath.Avx512) ? KernelPath.Avx512 :
-        IsSupported(KernelPath.AvxVnni) ? KernelPath.AvxVnni :
         IsSupported(KernelPath.Avx2) ? KernelPath.Avx2 :
         IsSupported(KernelPath.Neon) ? KernelPath.Neon : KernelPath.Portable;
 
@@ -78,7 +74,7 @@ public static class KernelSelector
         string? v = Environment.GetEnvironmentVariable("ROTOR_KERNEL");
         if (string.IsNullOrWhiteSpace(v) || v.Equals("auto", StringComparison.OrdinalIgnoreCase)) return null;
         if (!Enum.TryParse<KernelPath>(v, ignoreCase: true, out var p))
-            throw new RotorException($"ROTOR_KERNEL={v} is not a kernel path (reference, portable, avx2, avxvnni, avx512, avx512vnni, neon, auto)");
+            throw new RotorException($"ROTOR_KERNEL={v} is not a kernel path (reference, portable, avx2, avx512, avx512vnni, neon, auto)");
         if (!IsSupported(p)) throw new RotorException($"ROTOR_KERNEL={v}: this machine does not support it (supported: {string.Join(", ", Supported)})");
         return p;
     }

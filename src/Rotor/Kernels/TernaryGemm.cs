@@ -18,7 +18,6 @@ internal static unsafe class TernaryGemm
         KernelPath.Avx2 => &Avx2Kernels.Gemm,
         KernelPath.Avx512 => &Avx512Kernels.Gemm,
         KernelPath.Avx512Vnni => &Avx512VnniKernels.Gemm,
-        KernelPath.AvxVnni => &AvxVnniKernels.Gemm,
         KernelPath.Neon => &NeonKernels.Gemm,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };
@@ -30,7 +29,6 @@ internal static unsafe class TernaryGemm
         KernelPath.Avx2 => &Avx2Kernels.DotCodes,
         KernelPath.Avx512 => &Avx512Kernels.DotCodes,
         KernelPath.Avx512Vnni => &Avx512VnniKernels.DotCodes,
-        KernelPath.AvxVnni => &AvxVnniKernels.DotCodes,
         KernelPath.Neon => &NeonKernels.DotCodes,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };
@@ -42,7 +40,6 @@ internal static unsafe class TernaryGemm
         KernelPath.Avx2 => &Avx2Kernels.DotF32,
         KernelPath.Avx512 => &Avx512Kernels.DotF32,
         KernelPath.Avx512Vnni => &Avx512VnniKernels.DotF32,
-        KernelPath.AvxVnni => &AvxVnniKernels.DotF32,
         KernelPath.Neon => &NeonKernels.DotF32,
         _ => throw new ArgumentOutOfRangeException(nameof(p)),
     };
