@@ -4,6 +4,12 @@ namespace Rotor.Tests;
 
 /// <summary>Every kernel path this machine supports against the scalar reference: random data, sizes 1, odd sizes
 /// and tails, several thread counts. Integer paths must match exactly; float paths within 1e-4 relative.</summary>
+/// <summary>The kernel tests change <see cref="TernaryGemm.ParallelThreshold"/>, a process-wide setting, so they run
+/// alone: tests beside them that check that a warmed-up forward pass allocates nothing would otherwise see the kernels
+/// switch between the calling thread and the workers, whose scratch buffers are made on first use.</summary>
+[CollectionDefinition("kernels", DisableParallelization = true)]
+public sealed class KernelCollection;
+
 [Collection("kernels")]
 public class KernelTests
 {
