@@ -14,10 +14,10 @@ namespace Rotor.Kernels;
 /// needs half of that. .NET 10 has no intrinsic for it on processors without AVX10, so the inner loops are x86-64
 /// machine code produced at start-up by the Iced encoder (<see cref="VnniCode"/>) and called through unmanaged
 /// function pointers; the blocking, the decoding of the weights and the scales stay in C#.
-/// <para>GEMM (m &gt;= 4): the codes of up to <see cref="NR"/> weight rows are decoded once into a panel (per
+/// <para>GEMM (m &gt;= 3): the codes of up to <see cref="NR"/> weight rows are decoded once into a panel (per
 /// 64-column slice, the rows' 64 codes one after another), then every block of up to <see cref="MR"/> activation
 /// rows runs an MR x NR register tile over it: 24 accumulators, 4 code vectors and one activation vector. GEMV
-/// (m &lt; MR) on one thread: each row is unpacked in registers and streamed once, four blocks a step; split over
+/// (m &lt; 3) on one thread: each row is unpacked in registers and streamed once, four blocks a step; split over
 /// threads the GEMV is <see cref="Avx512Kernels"/>' (see <see cref="Gemm"/>).</para>
 /// </summary>
 internal unsafe struct Avx512VnniKernels : ITernaryKernels
@@ -27,6 +27,11 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     /// <summary>Weight rows a register tile (and a decoded panel): four, so that one activation row's four sums
     /// reduce in one tree and leave through one vector epilogue (<see cref="GemmArgs.Store4"/>).</summary>
     internal const int NR = 4;
+    // Batches from this size on take the register tiles (m = 3 to 5 as partial tiles); below it each activation row
+    // streams W once. Against the AVX-512 BW kernels (rotor bench --against avx512, hot, 1 and 2 threads): m = 2 as
+    // tiles 0.86-0.97x, as GEMVs 0.98-1.24x; m = 3 as tiles 1.10-1.17x, as GEMVs 0.99-1.23x; m = 5 1.10-1.17x against
+    // 0.96-0.99x. (m = 4 is about even either way: 0.93-0.99x as tiles.)
+    internal const int GemmMinRows = 3;
     // Rows a GEMV kernel call: its int32 lanes sit on the stack (32 x 64 bytes).
     private const int GemvBatch = 32;
 
@@ -109,7 +114,7 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
-        if (a.M < MR)
+        if (a.M < GemmMinRows)
         {
             // Split over threads, the AVX-512 BW GEMV streams DRAM better (interleaved A/B, two threads, weights cold:
             // it was 1.05-1.45x faster); on one thread the VNNI GEMV is (1.0-1.33x cold, 1.1-1.3x hot).
