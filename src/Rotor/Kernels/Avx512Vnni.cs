@@ -41,7 +41,9 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     private static byte* Aligned(ref byte[]? cache, long bytes)
     {
         byte[]? a = cache;
-        if (a is null || a.Length < bytes + 64) cache = a = GC.AllocateUninitializedArray<byte>(checked((int)(bytes + 64)), pinned: true);
+        if (bytes > Array.MaxLength - 64)
+            throw new RotorException($"a product of {bytes} bytes of packed activations or weight codes is larger than this kernel's scratch buffers allow ({Array.MaxLength - 64} bytes); split the batch");
+        if (a is null || a.Length < bytes + 64) cache = a = GC.AllocateUninitializedArray<byte>((int)(bytes + 64), pinned: true);
         nint p = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
         return (byte*)((p + 63) & ~(nint)63);
     }
