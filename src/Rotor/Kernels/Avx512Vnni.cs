@@ -118,8 +118,9 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     {
         if (a.M < GemmMinRows)
         {
-            // Split over threads, the AVX-512 BW GEMV streams DRAM better (interleaved A/B, two threads, weights cold:
-            // it was 1.05-1.45x faster); on one thread the VNNI GEMV is (1.0-1.33x cold, 1.1-1.3x hot).
+            // Split over threads, the AVX-512 BW GEMV streams DRAM better (rotor bench --against, two threads, weights
+            // cold: the VNNI GEMV ran at 0.60-0.84x its speed); on one thread the VNNI GEMV is 0.90-1.51x cold and
+            // 1.16-1.29x hot.
             if (a.Parallel) Avx512Kernels.Gemm(a, r0, r1); else Gemv(a, r0, r1);
             return;
         }
