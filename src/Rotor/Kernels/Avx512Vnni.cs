@@ -17,8 +17,8 @@ namespace Rotor.Kernels;
 /// <para>GEMM (m &gt;= 3): the codes of up to <see cref="NR"/> weight rows are decoded once into a panel (per
 /// 64-column slice, the rows' 64 codes one after another), then every block of up to <see cref="MR"/> activation
 /// rows runs an MR x NR register tile over it: 24 accumulators, 4 code vectors and one activation vector. GEMV
-/// (m &lt; 3) on one thread: each row is unpacked in registers and streamed once, four blocks a step; split over
-/// threads the GEMV is <see cref="Avx512Kernels"/>' (see <see cref="Gemm"/>).</para>
+/// (m &lt; 3): each row is unpacked in registers and streamed once; a thread's rows are read as two halves side by
+/// side (two weight streams).</para>
 /// </summary>
 internal unsafe struct Avx512VnniKernels : ITernaryKernels
 {
@@ -116,14 +116,7 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
-        if (a.M < GemmMinRows)
-        {
-            // Split over threads, the AVX-512 BW GEMV streams DRAM better (rotor bench --against, two threads, weights
-            // cold: the VNNI GEMV ran at 0.60-0.84x its speed); on one thread the VNNI GEMV is 0.90-1.51x cold and
-            // 1.16-1.29x hot.
-            if (a.Parallel) Avx512Kernels.Gemm(a, r0, r1); else Gemv(a, r0, r1);
-            return;
-        }
+        if (a.M < GemmMinRows) { Gemv(a, r0, r1); return; }
         if (a.XPacked == null) { GemmArgs packed = a; PackActivations(ref packed); Gemm(packed, r0, r1); return; }
         int* lanes = stackalloc int[MR * NR * 16];
         int* dots = stackalloc int[MR * NR];
@@ -160,10 +153,20 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     {
         int* lanes = stackalloc int[GemvBatch * 16];
         int* dots = stackalloc int[GemvBatch];
+        // The range as two halves read side by side (two weight streams), the odd row last on its own.
+        int half = a.RowBytes == a.KBlocks * 64 ? (r1 - r0) / 2 : 0;
+        nint offset = (nint)half * a.RowBytes;
         for (int i = 0; i < a.M; i++)
         {
             sbyte* x = a.X + (long)i * a.XStride;
-            for (int r = r0; r < r1; r += GemvBatch)
+            for (int p = 0; p < half; p += GemvBatch / 2)
+            {
+                int pairs = Math.Min(GemvBatch / 2, half - p);
+                VnniCode.Rows2(a.W + (long)(r0 + p) * a.RowBytes, offset, x, a.KBlocks, pairs, lanes);
+                Reduce(lanes, 2 * pairs, dots);
+                for (int e = 0; e < pairs; e++) { a.Store(i, r0 + p + e, dots[2 * e]); a.Store(i, r0 + half + p + e, dots[2 * e + 1]); }
+            }
+            for (int r = r0 + 2 * half; r < r1; r += GemvBatch)
             {
                 int rows = Math.Min(GemvBatch, r1 - r);
                 VnniCode.Rows(a.W + (long)r * a.RowBytes, a.RowBytes, x, a.KBlocks, rows, lanes);
@@ -184,6 +187,7 @@ internal static unsafe class VnniCode
     // Offsets of the entry points in the code page: one tile kernel per (mr, nr), then the GEMV kernel.
     private static readonly nint[] s_tiles = new nint[(Avx512VnniKernels.MR + 1) * (Avx512VnniKernels.NR + 1)];
     private static readonly nint s_rows;
+    private static readonly nint s_rows2;
 
     /// <summary>Why the VNNI path cannot run here (null when it can).</summary>
     public static string? UnavailableReason { get; }
@@ -209,11 +213,13 @@ internal static unsafe class VnniCode
             for (int mr = 1; mr <= Avx512VnniKernels.MR; mr++)
                 for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) Add(EmitTile(mr, nr));
             Add(EmitRows());
+            Add(EmitRows2());
             nint page = ExecutableCode.Map(parts, offsets, at);
             int q = 0;
             for (int mr = 1; mr <= Avx512VnniKernels.MR; mr++)
                 for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr] = page + offsets[q++];
             s_rows = page + offsets[q];
+            s_rows2 = page + offsets[q + 1];
         }
         catch (Exception e) when (e is RotorException or InvalidOperationException or ArgumentException)
         {
@@ -343,6 +349,62 @@ internal static unsafe class VnniCode
         return Assemble(a);
     }
 
+    /// <summary>
+    /// <c>void rows2(byte* w, nint streamOffset, sbyte* x, nint kBlocks, nint rows, int* lanes)</c>: as
+    /// <see cref="EmitRows"/>, for the rows at w (stream A) and at w + streamOffset (stream B) at once, two blocks of
+    /// each a step: two sequential weight streams that the hardware prefetchers follow side by side, so one core keeps
+    /// more of DRAM's latency covered. Rows are kBlocks * 64 bytes; lanes gets row i of A at lanes + 32 i and row i of B
+    /// at lanes + 32 i + 16. Accumulators: A zmm0..7, B zmm8..15.
+    /// </summary>
+    private static byte[] EmitRows2()
+    {
+        var a = new Assembler(64);
+        a.mov(eax, 3);
+        a.vpbroadcastb(zmm31, eax);
+        Label row = a.CreateLabel(), step = a.CreateLabel(), tail = a.CreateLabel(), done = a.CreateLabel();
+        a.Label(ref row);
+        for (int e = 0; e < 16; e++) a.vpxord(Z[e], Z[e], Z[e]);
+        a.mov(r10, rdi);                                       // stream A cursor; stream B is at r10 + rsi
+        a.mov(r11, rdx);                                       // activation cursor
+        a.mov(rax, rcx);                                       // blocks left in the row
+        a.cmp(rax, 2);
+        a.jl(tail);
+        a.Label(ref step);
+        a.vmovdqu64(zmm20, __zmmword_ptr[r10]);
+        a.vmovdqu64(zmm21, __zmmword_ptr[r10 + rsi]);
+        a.vmovdqu64(zmm22, __zmmword_ptr[r10 + 64]);
+        a.vmovdqu64(zmm23, __zmmword_ptr[r10 + rsi + 64]);
+        EmitBlock(a, zmm20, 0, 0);
+        EmitBlock(a, zmm21, 0, 8);
+        EmitBlock(a, zmm22, 256, 4);
+        EmitBlock(a, zmm23, 256, 12);
+        a.add(r10, 128);
+        a.add(r11, 512);
+        a.sub(rax, 2);
+        a.cmp(rax, 2);
+        a.jge(step);
+        a.Label(ref tail);
+        a.test(rax, rax);
+        a.jz(done);
+        a.vmovdqu64(zmm20, __zmmword_ptr[r10]);
+        a.vmovdqu64(zmm21, __zmmword_ptr[r10 + rsi]);
+        EmitBlock(a, zmm20, 0, 0);
+        EmitBlock(a, zmm21, 0, 8);
+        a.add(r10, 64);
+        a.Label(ref done);
+        for (int width = 4; width >= 1; width /= 2)
+            for (int e = 0; e < width; e++) { a.vpaddd(Z[e], Z[e], Z[e + width]); a.vpaddd(Z[8 + e], Z[8 + e], Z[8 + e + width]); }
+        a.vmovdqu64(__zmmword_ptr[r9], zmm0);
+        a.vmovdqu64(__zmmword_ptr[r9 + 64], zmm8);
+        a.add(r9, 128);
+        a.mov(rdi, r10);                                       // the next row of A follows this one
+        a.dec(r8);
+        a.jnz(row);
+        a.vzeroupper();
+        a.ret();
+        return Assemble(a);
+    }
+
     /// <summary>One 256-weight block in <paramref name="packed"/> against x at r11 + <paramref name="xOffset"/>:
     /// shift and mask the four code slices (zmm16..19) and add their products with the four activation slices (memory
     /// operands) into accumulators <paramref name="acc"/> .. acc + 3.</summary>
@@ -361,6 +423,11 @@ internal static unsafe class VnniCode
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Tile(int mr, int nr, byte* panel, sbyte* x, nint slices, int* lanes) =>
         ((delegate* unmanaged[SuppressGCTransition]<byte*, sbyte*, nint, int*, void>)s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr])(panel, x, slices, lanes);
+
+    /// <summary>Runs the two-stream GEMV kernel; see <see cref="EmitRows2"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Rows2(byte* w, nint streamOffset, sbyte* x, nint kBlocks, nint rows, int* lanes) =>
+        ((delegate* unmanaged[SuppressGCTransition]<byte*, nint, sbyte*, nint, nint, int*, void>)s_rows2)(w, streamOffset, x, kBlocks, rows, lanes);
 
     /// <summary>Runs the GEMV kernel; see <see cref="EmitRows"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -26,8 +26,6 @@ internal unsafe struct GemmArgs
     public int YStride;
     /// <summary>x in the blocked layout of <see cref="Avx512VnniKernels.PackActivations"/>, or null.</summary>
     public sbyte* XPacked;
-    /// <summary>Whether the product is split over several threads (kernels may stream differently).</summary>
-    public bool Parallel;
 
     public readonly void Store(int i, int r, int dot)
     {

@@ -110,7 +110,6 @@ internal static unsafe class TernaryGemm
             // The VNNI GEMM streams activations in blocks of rows interleaved per 64 columns, packed once a call.
             if (path == KernelPath.Avx512Vnni && m >= Avx512VnniKernels.GemmMinRows) Avx512VnniKernels.PackActivations(ref job.Args);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
-            job.Args.Parallel = parallel;
             if (!parallel) job.Kernel(job.Args, 0, n);
             else
             {
