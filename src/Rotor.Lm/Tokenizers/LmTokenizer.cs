@@ -1,0 +1,77 @@
+namespace Rotor.Lm.Tokenizers;
+
+/// <summary>
+/// A language model's tokenizer: text to token ids and back, with the special tokens generation needs.
+/// Implementations: Llama 3 / tiktoken BPE, GPT-2 style BPE from tokenizer.json or GGUF merges, SentencePiece-style
+/// vocabularies (llama2.c <c>tok*.bin</c>, GGUF <c>llama</c>). Loaders pick the implementation from the model file.
+/// </summary>
+public abstract class LmTokenizer
+{
+    /// <summary>Number of token ids, special tokens included.</summary>
+    public abstract int VocabSize { get; }
+
+    /// <summary>The beginning-of-sequence id, or null when the vocabulary has none.</summary>
+    public abstract int? BosId { get; }
+
+    /// <summary>The end-of-sequence id, or null when the vocabulary has none.</summary>
+    public abstract int? EosId { get; }
+
+    /// <summary>Ids that end a generation: end of text, end of turn (<c>&lt;|eot_id|&gt;</c>) and the like.</summary>
+    public abstract IReadOnlySet<int> StopIds { get; }
+
+    /// <summary>Encodes <paramref name="text"/>. <paramref name="addBos"/> puts <see cref="BosId"/> first;
+    /// <paramref name="parseSpecial"/> turns the text of special tokens (<c>&lt;|eot_id|&gt;</c>) into their ids instead of
+    /// encoding them as plain text.</summary>
+    public abstract IReadOnlyList<int> Encode(string text, bool addBos = true, bool parseSpecial = false);
+
+    /// <summary>The bytes token <paramref name="id"/> stands for when it follows <paramref name="previousId"/> (or starts
+    /// the text when null). Special tokens give their text. A token may hold part of a UTF-8 character: assemble
+    /// bytes with <see cref="TokenTextStream"/>.</summary>
+    public abstract byte[] TokenBytes(int id, int? previousId);
+
+    /// <summary>Whether <paramref name="id"/> is a special (control) token.</summary>
+    public abstract bool IsSpecial(int id);
+
+    /// <summary>Decodes a whole sequence to text (invalid UTF-8 becomes U+FFFD).</summary>
+    public virtual string Decode(IReadOnlyList<int> ids)
+    {
+        var stream = new TokenTextStream(this);
+        var sb = new System.Text.StringBuilder();
+        foreach (int id in ids) sb.Append(stream.Append(id));
+        sb.Append(stream.Flush());
+        return sb.ToString();
+    }
+}
+
+/// <summary>Turns a stream of token ids into text, holding back the bytes of an incomplete UTF-8 character until the
+/// token that completes it arrives.</summary>
+public sealed class TokenTextStream
+{
+    private readonly LmTokenizer _tokenizer;
+    private readonly System.Text.Decoder _decoder = new System.Text.UTF8Encoding(false, false).GetDecoder();
+    private int? _previous;
+
+    /// <summary>A stream over <paramref name="tokenizer"/>'s tokens.</summary>
+    public TokenTextStream(LmTokenizer tokenizer) => _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+
+    /// <summary>Sets the token that precedes the next one (a prompt's last token), without producing text.</summary>
+    public void Prime(int? previousId) => _previous = previousId;
+
+    /// <summary>The text that token <paramref name="id"/> completes (may be empty).</summary>
+    public string Append(int id)
+    {
+        byte[] bytes = _tokenizer.TokenBytes(id, _previous);
+        _previous = id;
+        var chars = new char[_decoder.GetCharCount(bytes, 0, bytes.Length, flush: false)];
+        int n = _decoder.GetChars(bytes, 0, bytes.Length, chars, 0, flush: false);
+        return new string(chars, 0, n);
+    }
+
+    /// <summary>Whatever is held back, with an incomplete character as U+FFFD.</summary>
+    public string Flush()
+    {
+        var chars = new char[8];
+        int n = _decoder.GetChars([], 0, 0, chars, 0, flush: true);
+        return new string(chars, 0, n);
+    }
+}
