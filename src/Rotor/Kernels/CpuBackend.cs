@@ -3,7 +3,7 @@ using Rotor.Threading;
 namespace Rotor.Kernels;
 
 /// <summary>The CPU backend: a kernel path and a pool of persistent worker threads.</summary>
-public sealed class CpuBackend : ITernaryBackend, IDisposable
+public sealed partial class CpuBackend : ITernaryBackend, IDenseBackend, IDisposable
 {
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool = true;

@@ -1,0 +1,125 @@
+using Rotor.Kernels;
+
+namespace Rotor.Lm;
+
+/// <summary>
+/// The weights of one linear layer <c>y = W x</c>, W (Rows = out, Cols = in): ternary (BitNet's BitLinear: the input is
+/// quantized to int8 per token by absmax, <see cref="TernaryMatrix"/> holds the trits and their scale) or dense.
+/// </summary>
+public sealed class LinearWeights
+{
+    /// <summary>The ternary matrix, or null for a dense layer.</summary>
+    public TernaryMatrix? Ternary { get; }
+    /// <summary>The dense matrix, or null for a ternary layer.</summary>
+    public DenseMatrix? Dense { get; }
+    /// <summary>Output features.</summary>
+    public int Rows => Ternary?.Rows ?? Dense!.Rows;
+    /// <summary>Input features.</summary>
+    public int Cols => Ternary?.Cols ?? Dense!.Cols;
+    /// <summary>Bytes the weights hold.</summary>
+    public long Bytes => Ternary?.AllocatedBytes ?? Dense!.AllocatedBytes;
+    /// <summary>"ternary" or the dense element type, for reports.</summary>
+    public string Kind => Ternary is not null ? "ternary" : Dense!.Type.ToString().ToLowerInvariant();
+
+    /// <summary>A BitLinear layer.</summary>
+    public LinearWeights(TernaryMatrix w) => Ternary = w ?? throw new ArgumentNullException(nameof(w));
+    /// <summary>A dense layer.</summary>
+    public LinearWeights(DenseMatrix w) => Dense = w ?? throw new ArgumentNullException(nameof(w));
+}
+
+/// <summary>The weights of one decoder layer; shapes in (out, in) order.</summary>
+public sealed class LayerWeights
+{
+    /// <summary>RMSNorm before attention, (dim).</summary>
+    public required float[] AttnNorm { get; init; }
+    /// <summary>Query projection, (qDim, dim).</summary>
+    public required LinearWeights Wq { get; init; }
+    /// <summary>Key projection, (kvDim, dim).</summary>
+    public required LinearWeights Wk { get; init; }
+    /// <summary>Value projection, (kvDim, dim).</summary>
+    public required LinearWeights Wv { get; init; }
+    /// <summary>Output projection, (dim, qDim).</summary>
+    public required LinearWeights Wo { get; init; }
+    /// <summary>BitNet's RMSNorm before the output projection, (qDim), or null.</summary>
+    public float[]? AttnSubNorm { get; init; }
+    /// <summary>RMSNorm before the feed-forward block, (dim).</summary>
+    public required float[] FfnNorm { get; init; }
+    /// <summary>Gate projection, (ffn, dim).</summary>
+    public required LinearWeights WGate { get; init; }
+    /// <summary>Up projection, (ffn, dim).</summary>
+    public required LinearWeights WUp { get; init; }
+    /// <summary>Down projection, (dim, ffn).</summary>
+    public required LinearWeights WDown { get; init; }
+    /// <summary>BitNet's RMSNorm before the down projection, (ffn), or null.</summary>
+    public float[]? FfnSubNorm { get; init; }
+
+    internal IEnumerable<(string Name, LinearWeights W)> Linears =>
+        [("attn_q", Wq), ("attn_k", Wk), ("attn_v", Wv), ("attn_output", Wo), ("ffn_gate", WGate), ("ffn_up", WUp), ("ffn_down", WDown)];
+}
+
+/// <summary>All weights of a decoder-only model (the run state and the cache live elsewhere).</summary>
+public sealed class ModelWeights
+{
+    /// <summary>Token embedding, (vocab, dim).</summary>
+    public required DenseMatrix Embedding { get; init; }
+    /// <summary>The decoder layers.</summary>
+    public required LayerWeights[] Layers { get; init; }
+    /// <summary>Final RMSNorm, (dim).</summary>
+    public required float[] FinalNorm { get; init; }
+    /// <summary>LM head, (vocab, dim): the embedding itself when tied, unless a different type was asked for.</summary>
+    public required DenseMatrix LmHead { get; init; }
+
+    /// <summary>Bytes every weight holds (a tied head counted once).</summary>
+    public long Bytes
+    {
+        get
+        {
+            long b = Embedding.AllocatedBytes + FinalNorm.Length * 4L;
+            if (!ReferenceEquals(LmHead, Embedding)) b += LmHead.AllocatedBytes;
+            foreach (var l in Layers)
+            {
+                b += (l.AttnNorm.Length + l.FfnNorm.Length + (l.AttnSubNorm?.Length ?? 0) + (l.FfnSubNorm?.Length ?? 0)) * 4L;
+                foreach (var (_, w) in l.Linears) b += w.Bytes;
+            }
+            return b;
+        }
+    }
+
+    /// <summary>Checks every shape against <paramref name="c"/>; <paramref name="where"/> names the source.</summary>
+    /// <exception cref="RotorException">A shape disagrees with the configuration.</exception>
+    public void Validate(ModelConfig c, string where)
+    {
+        void Shape(string name, int rows, int cols, int er, int ec)
+        {
+            if (rows != er || cols != ec) throw new RotorException($"{where}: {name} is {rows}x{cols}, the configuration implies {er}x{ec}");
+        }
+        void Vec(string name, float[]? v, int n)
+        {
+            if (v is null) throw new RotorException($"{where}: {name} is missing");
+            if (v.Length != n) throw new RotorException($"{where}: {name} has {v.Length} values, the configuration implies {n}");
+        }
+        Shape("token embedding", Embedding.Rows, Embedding.Cols, c.VocabSize, c.Dim);
+        Shape("LM head", LmHead.Rows, LmHead.Cols, c.VocabSize, c.Dim);
+        Vec("final norm", FinalNorm, c.Dim);
+        if (Layers.Length != c.Layers) throw new RotorException($"{where}: {Layers.Length} layers, the configuration says {c.Layers}");
+        for (int i = 0; i < Layers.Length; i++)
+        {
+            var l = Layers[i];
+            string p = $"layer {i} ";
+            Vec(p + "attention norm", l.AttnNorm, c.Dim);
+            Vec(p + "feed-forward norm", l.FfnNorm, c.Dim);
+            Shape(p + "attn_q", l.Wq.Rows, l.Wq.Cols, c.QDim, c.Dim);
+            Shape(p + "attn_k", l.Wk.Rows, l.Wk.Cols, c.KvDim, c.Dim);
+            Shape(p + "attn_v", l.Wv.Rows, l.Wv.Cols, c.KvDim, c.Dim);
+            Shape(p + "attn_output", l.Wo.Rows, l.Wo.Cols, c.Dim, c.QDim);
+            Shape(p + "ffn_gate", l.WGate.Rows, l.WGate.Cols, c.FfnDim, c.Dim);
+            Shape(p + "ffn_up", l.WUp.Rows, l.WUp.Cols, c.FfnDim, c.Dim);
+            Shape(p + "ffn_down", l.WDown.Rows, l.WDown.Cols, c.Dim, c.FfnDim);
+            if (c.SubNorms)
+            {
+                Vec(p + "attn_sub_norm", l.AttnSubNorm, c.QDim);
+                Vec(p + "ffn_sub_norm", l.FfnSubNorm, c.FfnDim);
+            }
+        }
+    }
+}

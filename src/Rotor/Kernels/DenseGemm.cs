@@ -1,0 +1,153 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Rotor.Threading;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// Products with a <see cref="DenseMatrix"/>: <c>y[i, r] = sum_j W[r, j] * x[i, j]</c> for m activation rows.
+/// F32 and F16 weights multiply float activations (F16 rows are widened to float a row at a time, so a row is read
+/// once for all m activations). Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
+/// products do): <c>y[i, r] = xScale[i] * wScale[r] * sum_j q[r, j] * xq[i, j]</c>, exact in 32-bit integers since
+/// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2.
+/// </summary>
+internal static unsafe class DenseGemm
+{
+    /// <summary>The int8 dot product over <paramref name="n"/> values (a multiple of 256), scalar: the oracle.</summary>
+    public static int DotInt8Reference(sbyte* w, sbyte* x, int n)
+    {
+        int s = 0;
+        for (int j = 0; j < n; j++) s += w[j] * x[j];
+        return s;
+    }
+
+    /// <summary>AVX2: |w| (unsigned) times x with w's sign (vpsignb), pairs summed to 16 bits (at most 2 * 127 * 127,
+    /// which fits), then to 32 bits with vpmaddwd.</summary>
+    public static int DotInt8Avx2(sbyte* w, sbyte* x, int n)
+    {
+        Vector256<int> acc0 = Vector256<int>.Zero, acc1 = Vector256<int>.Zero;
+        Vector256<short> ones = Vector256.Create((short)1);
+        for (int j = 0; j < n; j += 64)
+        {
+            Vector256<sbyte> w0 = Avx.LoadVector256(w + j), w1 = Avx.LoadVector256(w + j + 32);
+            Vector256<sbyte> x0 = Avx.LoadVector256(x + j), x1 = Avx.LoadVector256(x + j + 32);
+            Vector256<short> p0 = Avx2.MultiplyAddAdjacent(Avx2.Abs(w0), Avx2.Sign(x0, w0));
+            Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.Abs(w1), Avx2.Sign(x1, w1));
+            acc0 += Avx2.MultiplyAddAdjacent(p0, ones);
+            acc1 += Avx2.MultiplyAddAdjacent(p1, ones);
+        }
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>Any platform: widen to 16 bits, multiply (|product| &lt;= 127^2 fits), widen to 32 bits and add.</summary>
+    public static int DotInt8Portable(sbyte* w, sbyte* x, int n)
+    {
+        Vector128<int> acc = Vector128<int>.Zero;
+        for (int j = 0; j < n; j += 16)
+        {
+            Vector128<sbyte> wv = Vector128.Load(w + j), xv = Vector128.Load(x + j);
+            Vector128<short> lo = Vector128.WidenLower(wv) * Vector128.WidenLower(xv);
+            Vector128<short> hi = Vector128.WidenUpper(wv) * Vector128.WidenUpper(xv);
+            acc += Vector128.WidenLower(lo) + Vector128.WidenUpper(lo) + Vector128.WidenLower(hi) + Vector128.WidenUpper(hi);
+        }
+        return Vector128.Sum(acc);
+    }
+
+    /// <summary>The int8 dot kernel of a kernel path.</summary>
+    public static delegate*<sbyte*, sbyte*, int, int> Int8Dot(KernelPath path) => path switch
+    {
+        KernelPath.Reference => &DotInt8Reference,
+        KernelPath.Avx2 or KernelPath.Avx512 or KernelPath.Avx512Vnni when Avx2.IsSupported => &DotInt8Avx2,
+        _ => &DotInt8Portable,
+    };
+
+    private sealed class Job : IParallelWork
+    {
+        public DenseMatrix? W;
+        public float* X; public int XStride; public int M;
+        public sbyte* Xq; public int XqStride; public float* XScale;
+        public float* Y; public int YStride;
+        public int RowsPerTask;
+        public bool Reference;
+        public delegate*<sbyte*, sbyte*, int, int> Dot;
+        [ThreadStatic] private static float[]? t_row;
+
+        public void Execute(int task)
+        {
+            DenseMatrix w = W!;
+            int r0 = task * RowsPerTask, r1 = Math.Min(w.Rows, r0 + RowsPerTask);
+            int k = w.Cols;
+            byte* data = w.DataPointer;
+            switch (w.Type)
+            {
+                case DenseType.F32:
+                case DenseType.F16:
+                    {
+                        float[]? buf = null;
+                        if (w.Type == DenseType.F16) { buf = t_row; if (buf is null || buf.Length < k) t_row = buf = new float[k]; }
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* p = data + (long)r * w.RowStride;
+                            ReadOnlySpan<float> row;
+                            if (w.Type == DenseType.F32) row = new ReadOnlySpan<float>(p, k);
+                            else
+                            {
+                                if (Reference) for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
+                                else TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(p, k), buf.AsSpan(0, k));
+                                row = buf.AsSpan(0, k);
+                            }
+                            for (int i = 0; i < M; i++)
+                            {
+                                var x = new ReadOnlySpan<float>(X + (long)i * XStride, k);
+                                float s;
+                                if (Reference) { s = 0; for (int j = 0; j < k; j++) s += row[j] * x[j]; }
+                                else s = TensorPrimitives.Dot(row, x);
+                                Y[(long)i * YStride + r] = s;
+                            }
+                        }
+                        break;
+                    }
+                case DenseType.Int8:
+                    {
+                        int n = w.PaddedCols;
+                        float[] ws = w.ScaleArray;
+                        for (int r = r0; r < r1; r++)
+                        {
+                            sbyte* p = (sbyte*)(data + (long)r * w.RowStride);
+                            for (int i = 0; i < M; i++)
+                                Y[(long)i * YStride + r] = Dot(p, Xq + (long)i * XqStride, n) * XScale[i] * ws[r];
+                        }
+                        break;
+                    }
+            }
+        }
+    }
+
+    [ThreadStatic] private static Job? t_job;
+
+    /// <summary>y (m x w.Rows) = x (m x w.Cols) W^T; <paramref name="xq"/> holds the int8 rows of x when W is Int8.</summary>
+    public static void Gemm(DenseMatrix w, ReadOnlySpan<float> x, int m, QuantizedActivations? xq, Span<float> y, KernelPath path, WorkerPool pool)
+    {
+        fixed (float* xp = x) fixed (float* yp = y)
+        {
+            var job = t_job ??= new Job();
+            job.W = w; job.X = xp; job.XStride = w.Cols; job.M = m; job.Y = yp; job.YStride = w.Rows;
+            job.Reference = path == KernelPath.Reference;
+            job.Dot = Int8Dot(path);
+            float[]? xs = xq?.ScaleArray;
+            fixed (float* xsp = xs)
+            {
+                if (xq is not null) { job.Xq = xq.DataPointer; job.XqStride = xq.PaddedCols; job.XScale = xsp; }
+                long work = (long)m * w.Rows * w.Cols;
+                int tasks = pool.Threads > 1 && work >= TernaryGemm.ParallelThreshold && w.Rows >= 64 ? pool.Threads * 4 : 1;
+                job.RowsPerTask = (w.Rows + tasks - 1) / tasks;
+                tasks = (w.Rows + job.RowsPerTask - 1) / job.RowsPerTask;
+                pool.Run(job, tasks);
+            }
+            job.W = null;
+        }
+        GC.KeepAlive(w); GC.KeepAlive(xq);
+    }
+}
