@@ -1,0 +1,141 @@
+using Rotor.Kernels;
+
+namespace Rotor.Tests;
+
+/// <summary>The dense (F32, F16, Int8) products and the attention kernel on every kernel path and 1-3 threads against
+/// plain formulas: random data, sizes 1, odd sizes and tails. Int8 products must match exactly (integer sums), float
+/// ones within a relative 1e-5 of the row's magnitude.</summary>
+[Collection("kernels")]
+public class DenseKernelTests
+{
+    public static TheoryData<KernelPath> AllPaths()
+    {
+        var d = new TheoryData<KernelPath>();
+        foreach (var p in KernelSelector.Supported) d.Add(p);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void DenseMatMulMatchesFormula(KernelPath path)
+    {
+        long saved = TernaryGemm.ParallelThreshold;
+        TernaryGemm.ParallelThreshold = 1;   // split even small products over the threads
+        try
+        {
+            int seed = 0;
+            foreach (var type in new[] { DenseType.F32, DenseType.F16, DenseType.Int8 })
+            foreach (int n in new[] { 1, 7, 65, 130 })
+            foreach (int k in new[] { 1, 15, 256, 300 })
+            foreach (int m in new[] { 1, 2, 5 })
+            foreach (int threads in new[] { 1, 3 })
+            {
+                seed++;
+                float[] wf = TestData.Floats(n * k, seed);
+                float[] x = TestData.Floats(m * k, seed + 500, 3f);
+                var w = DenseMatrix.FromFloat(wf, n, k, type);
+                using var be = new CpuBackend(threads, path);
+                var y = new float[m * n];
+                be.MatMul(w, x, y);
+                float[] wd = w.ToFloat();   // the stored (rounded) weights
+                for (int i = 0; i < m; i++)
+                {
+                    ReadOnlySpan<float> xi = x.AsSpan(i * k, k);
+                    if (type == DenseType.Int8)
+                    {
+                        // y = xScale * wScale[r] * sum q_w q_x, with x quantized per row by absmax.
+                        float amax = xi.ToArray().Max(MathF.Abs);
+                        float xs = amax / 127f, inv = 127f / amax;
+                        for (int r = 0; r < n; r++)
+                        {
+                            long dot = 0;
+                            float ws = w.Scales[r];
+                            for (int j = 0; j < k; j++)
+                            {
+                                int qw = ws == 0 ? 0 : (int)MathF.Round(wd[r * k + j] / ws);
+                                int qx = (int)Math.Clamp(MathF.Round(xi[j] * inv), -127, 127);
+                                dot += qw * qx;
+                            }
+                            Assert.Equal(dot * xs * ws, y[i * n + r], 1e-5 * Math.Max(1.0, Math.Abs(dot * xs * ws)));
+                        }
+                    }
+                    else
+                    {
+                        for (int r = 0; r < n; r++)
+                        {
+                            double s = 0, mag = 0;
+                            for (int j = 0; j < k; j++) { s += (double)wd[r * k + j] * xi[j]; mag += Math.Abs((double)wd[r * k + j] * xi[j]); }
+                            Assert.True(Math.Abs(s - y[i * n + r]) <= 1e-5 * Math.Max(1, mag), $"{type} {n}x{k} m={m} t={threads} row {r}: {y[i * n + r]} vs {s}");
+                        }
+                    }
+                }
+            }
+        }
+        finally { TernaryGemm.ParallelThreshold = saved; }
+    }
+
+    [Fact]
+    public void Int8DotKernelsAreExactOnExtremes()
+    {
+        var w = new sbyte[512]; var x = new sbyte[512];
+        var r = new Random(3);
+        for (int i = 0; i < 512; i++) { w[i] = (sbyte)(r.Next(2) == 0 ? -127 : 127); x[i] = (sbyte)(r.Next(2) == 0 ? -127 : 127); }
+        unsafe
+        {
+            fixed (sbyte* wp = w) fixed (sbyte* xp = x)
+            {
+                int expected = DenseGemm.DotInt8Reference(wp, xp, 512);
+                Assert.Equal(expected, DenseGemm.DotInt8Portable(wp, xp, 512));
+                if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Equal(expected, DenseGemm.DotInt8Avx2(wp, xp, 512));
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void AttentionMatchesFormula(KernelPath path)
+    {
+        int seed = 0;
+        foreach (var (heads, kvHeads, hd) in new[] { (1, 1, 2), (4, 2, 8), (6, 3, 10), (8, 1, 16) })
+        foreach (int m in new[] { 1, 3, 9 })
+        foreach (int start in new[] { 0, 1, 40 })
+        foreach (int threads in new[] { 1, 2 })
+        {
+            seed++;
+            int kvStride = kvHeads * hd + 3;   // a stride wider than the heads
+            int positions = start + m;
+            float[] q = TestData.Floats(m * heads * hd, seed), k = TestData.Floats(positions * kvStride, seed + 1, 2f), v = TestData.Floats(positions * kvStride, seed + 2);
+            var got = new float[m * heads * hd];
+            using var be = new CpuBackend(threads, path);
+            float scale = 1f / MathF.Sqrt(hd);
+            be.Attention(q, m, heads, kvHeads, hd, k, v, kvStride, start, scale, got);
+            for (int i = 0; i < m; i++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int g = h / (heads / kvHeads), n = start + i + 1;
+                    var s = new double[n];
+                    for (int t = 0; t < n; t++)
+                    {
+                        double d = 0;
+                        for (int j = 0; j < hd; j++) d += q[(i * heads + h) * hd + j] * k[t * kvStride + g * hd + j];
+                        s[t] = d * scale;
+                    }
+                    double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+                    for (int j = 0; j < hd; j++)
+                    {
+                        double o = 0;
+                        for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * v[t * kvStride + g * hd + j];
+                        Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-5);
+                    }
+                }
+        }
+    }
+
+    [Fact]
+    public void AttentionRejectsShortCaches()
+    {
+        using var be = new CpuBackend(1);
+        var e = Assert.Throws<ArgumentException>(() => be.Attention(new float[8], 1, 1, 1, 8, new float[8], new float[16], 8, 1, 1f, new float[8]));
+        Assert.Contains("k", e.Message);
+    }
+}
