@@ -24,6 +24,7 @@ public static class Program
         root.Subcommands.Add(CudaCommands.CreateBench());
         root.Subcommands.Add(TrainCommands.CreateTrain());
         root.Subcommands.Add(TrainCommands.CreatePredict());
+        foreach (var c in LmCommands.All()) root.Subcommands.Add(c);
         try
         {
             // Rotor's own errors print one line (no stack trace) and exit 2.

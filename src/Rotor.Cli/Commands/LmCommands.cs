@@ -1,0 +1,304 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Rotor.IO;
+using Rotor.Lm;
+
+namespace Rotor.Cli.Commands;
+
+/// <summary>
+/// The language-model commands: <c>generate</c>, <c>chat</c>, <c>logits</c>, <c>perplexity</c> and <c>bench-lm</c>.
+/// MODEL is a GGUF file, a Hugging Face folder or a llama2.c checkpoint; <c>--tokenizer FILE</c> names a tokenizer for
+/// models that carry none. Registered in Program.cs through <see cref="All"/>.
+/// </summary>
+internal static class LmCommands
+{
+    public static IEnumerable<Command> All() => [CreateGenerate(), CreateLogits(), CreatePerplexity(), CreateBench()];
+
+    private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors) or a llama2.c checkpoint" };
+    private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
+    private static Option<int?> ThreadsOption() => new("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
+    private static Option<int?> CtxOption() => new("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" };
+    private static Option<string?> LmHeadOption()
+    {
+        var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16 or int8 (default: the file's)" };
+        o.AcceptOnlyFromAmong("f32", "f16", "int8");
+        return o;
+    }
+
+    private static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
+    {
+        if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
+        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
+        var model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head });
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {model.Backend.Name}"));
+        return model;
+    }
+
+    private static int[] ParseIds(string text, string option)
+    {
+        var ids = new List<int>();
+        foreach (string part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out int id) || id < 0)
+                throw new RotorException($"{option}: '{part}' is not a token id");
+            ids.Add(id);
+        }
+        if (ids.Count == 0) throw new RotorException($"{option}: no token ids");
+        return [.. ids];
+    }
+
+    public static Command CreateGenerate()
+    {
+        var model = ModelArgument();
+        var prompt = new Argument<string?>("PROMPT") { Description = "the prompt text", Arity = ArgumentArity.ZeroOrOne };
+        var ids = new Option<string?>("--ids") { Description = "the prompt as token ids, comma-separated (instead of PROMPT)" };
+        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate at most", DefaultValueFactory = _ => 128 };
+        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: all)", DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 0.95f };
+        var minP = new Option<float>("--min-p") { Description = "drop tokens below min-p times the best (0: off)", DefaultValueFactory = _ => 0.05f };
+        var rep = new Option<float>("--repeat-penalty") { Description = "repetition penalty over the last 64 tokens (1: off)", DefaultValueFactory = _ => 1f };
+        var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
+        var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var noBos = new Option<bool>("--no-bos") { Description = "do not put the beginning-of-sequence token first" };
+        var json = new Option<string?>("--json") { Description = "write the prompt and generated ids, the text and the speeds as JSON to this file (- for stdout)" };
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption();
+        var cmd = new Command("generate", "Generate text from a prompt, streamed as it is decoded; prompt and generation tokens/s at the end");
+        foreach (var a in new Argument[] { model, prompt }) cmd.Arguments.Add(a);
+        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            var ct = CancelOnCtrlC();
+            string? text = r.GetValue(prompt), idText = r.GetValue(ids);
+            if ((text is null) == (idText is null)) throw new RotorException("give the prompt as PROMPT text or as --ids, one of the two");
+            if (r.GetValue(n) < 0) throw new RotorException($"--max-tokens {r.GetValue(n)} must be 0 or more");
+            var sampling = new SamplingOptions
+            {
+                Temperature = r.GetValue(temp), TopK = r.GetValue(topK), TopP = r.GetValue(topP), MinP = r.GetValue(minP),
+                RepetitionPenalty = r.GetValue(rep), Seed = r.GetValue(seed),
+            };
+            sampling.Validate("options");
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            int[] promptIds = idText is not null ? ParseIds(idText, "--ids")
+                : [.. m.RequireTokenizer().Encode(text!, addBos: !r.GetValue(noBos))];
+            var session = m.CreateSession(r.GetValue(ctx));
+            var gen = new TextGenerator(session);
+            var options = new GenerationOptions { MaxTokens = r.GetValue(n), Sampling = sampling, Stop = r.GetValue(stop) ?? [] };
+            string? jsonPath = r.GetValue(json);
+            bool streamText = jsonPath != "-";
+            if (streamText && text is not null) Console.Write(text);
+            foreach (var t in gen.Generate(promptIds, options, ct))
+                if (streamText) { Console.Write(m.Tokenizer is null ? (t.Id >= 0 ? $"{t.Id} " : "") : t.Text); Console.Out.Flush(); }
+            var res = gen.LastResult!;
+            if (streamText) Console.WriteLine();
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s); finish: {res.Finish.ToString().ToLowerInvariant()}"));
+            if (jsonPath is not null) WriteJson(jsonPath, w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("model", m.Source);
+                w.WriteStartArray("prompt_ids"); foreach (int i in res.PromptIds) w.WriteNumberValue(i); w.WriteEndArray();
+                w.WriteStartArray("ids"); foreach (int i in res.Ids) w.WriteNumberValue(i); w.WriteEndArray();
+                w.WriteString("text", res.Text);
+                w.WriteString("finish", res.Finish.ToString().ToLowerInvariant());
+                w.WriteNumber("prompt_tokens_per_second", res.PromptTokensPerSecond);
+                w.WriteNumber("tokens_per_second", res.TokensPerSecond);
+                w.WriteEndObject();
+            });
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreateLogits()
+    {
+        var model = ModelArgument();
+        var ids = new Option<string>("--ids") { Description = "token ids, comma-separated", Required = true };
+        var json = new Option<string>("--json") { Description = "output file (- for stdout): ids and the logits at every position", Required = true };
+        var threads = ThreadsOption(); var head = LmHeadOption();
+        var cmd = new Command("logits", "The logits at every position of a sequence of token ids, as JSON (for checks against other implementations)");
+        cmd.Arguments.Add(model);
+        foreach (Option o in new Option[] { ids, json, threads, head }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            int[] seq = ParseIds(r.GetValue(ids)!, "--ids");
+            using var m = Open(r.GetValue(model)!, null, r.GetValue(threads), r.GetValue(head));
+            var session = m.CreateSession(Math.Max(seq.Length, 1));
+            var logits = new float[(long)seq.Length * m.Config.VocabSize];
+            session.AppendAll(seq, logits);
+            WriteJson(r.GetValue(json)!, w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("model", m.Source);
+                w.WriteNumber("vocab_size", m.Config.VocabSize);
+                w.WriteStartArray("ids"); foreach (int i in seq) w.WriteNumberValue(i); w.WriteEndArray();
+                w.WriteStartArray("logits");
+                for (int p = 0; p < seq.Length; p++)
+                {
+                    w.WriteStartArray();
+                    for (int v = 0; v < m.Config.VocabSize; v++) w.WriteNumberValue(logits[(long)p * m.Config.VocabSize + v]);
+                    w.WriteEndArray();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreatePerplexity()
+    {
+        var model = ModelArgument();
+        var file = new Argument<string>("FILE") { Description = "a UTF-8 text file" };
+        var ctx = new Option<int>("--ctx") { Description = "tokens a chunk (llama.cpp's -c)", DefaultValueFactory = _ => 512 };
+        var chunks = new Option<int?>("--chunks") { Description = "score at most this many chunks" };
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var head = LmHeadOption();
+        var cmd = new Command("perplexity", "Perplexity over a text file as llama.cpp's perplexity tool computes it: chunks of --ctx tokens, each starting with BOS, the second half of each chunk scored");
+        cmd.Arguments.Add(model); cmd.Arguments.Add(file);
+        foreach (Option o in new Option[] { ctx, chunks, tok, threads, head }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            var ct = CancelOnCtrlC();
+            string path = r.GetValue(file)!;
+            if (!File.Exists(path)) throw new RotorException($"{path}: file not found");
+            int n = r.GetValue(ctx);
+            if (n < 8) throw new RotorException($"--ctx {n} is too small (at least 8)");
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            var tokenizer = m.RequireTokenizer();
+            IReadOnlyList<int> all = tokenizer.Encode(File.ReadAllText(path), addBos: false);
+            int total = all.Count / n;
+            if (r.GetValue(chunks) is { } c) { if (c <= 0) throw new RotorException($"--chunks {c} must be positive"); total = Math.Min(total, c); }
+            if (total == 0) throw new RotorException($"{path}: {all.Count} tokens, fewer than one chunk of {n}");
+            var session = m.CreateSession(n);
+            var logits = new float[(long)n * m.Config.VocabSize];
+            double nll = 0; long count = 0;
+            var sw = Stopwatch.StartNew();
+            for (int k = 0; k < total; k++)
+            {
+                ct.ThrowIfCancellationRequested();
+                int[] chunk = all.Skip(k * n).Take(n).ToArray();
+                if (tokenizer.BosId is { } bos) chunk[0] = bos;
+                session.Reset();
+                session.AppendAll(chunk, logits);
+                for (int p = n / 2; p < n - 1; p++)
+                {
+                    ReadOnlySpan<float> row = logits.AsSpan(p * m.Config.VocabSize, m.Config.VocabSize);
+                    float max = System.Numerics.Tensors.TensorPrimitives.Max(row);
+                    double sum = 0;
+                    foreach (float v in row) sum += Math.Exp(v - max);
+                    nll += Math.Log(sum) + max - row[chunk[p + 1]];
+                    count++;
+                }
+                double rate = (k + 1) * (double)n / sw.Elapsed.TotalSeconds;
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"[{k + 1}/{total}] perplexity {Math.Exp(nll / count):F4}  {rate:F1} tokens/s, ETA {(total - k - 1) * n / rate:F0} s"));
+            }
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"perplexity {Math.Exp(nll / count):F4} over {count} scored tokens in {total} chunks of {n}"));
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreateBench()
+    {
+        var model = ModelArgument();
+        var pp = new Option<int>("--prompt", "-p") { Description = "prompt tokens (llama-bench's pp)", DefaultValueFactory = _ => 512 };
+        var tg = new Option<int>("--gen", "-n") { Description = "generated tokens (llama-bench's tg)", DefaultValueFactory = _ => 128 };
+        var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 };
+        var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts, comma-separated (default: 1 and all processors)" };
+        var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
+        var head = LmHeadOption();
+        var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128, at 1 and all threads; random token ids, no sampling");
+        cmd.Arguments.Add(model);
+        foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            int p = r.GetValue(pp), g = r.GetValue(tg), rep = r.GetValue(reps);
+            if (p < 0 || g < 0 || p + g == 0) throw new RotorException("--prompt and --gen must be 0 or more, not both 0");
+            if (rep <= 0) throw new RotorException($"--repetitions {rep} must be positive");
+            int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1];
+            if (threads.Any(t => t <= 0)) throw new RotorException("--threads: thread counts must be positive");
+            var rows = new List<(string Test, int Threads, double TokensPerSecond, double Spread)>();
+            foreach (int t in threads)
+            {
+                using var m = Open(r.GetValue(model)!, null, t, r.GetValue(head));
+                var rnd = new Random(1);
+                int[] prompt = Enumerable.Range(0, Math.Max(p, 1)).Select(_ => rnd.Next(m.Config.VocabSize)).ToArray();
+                var session = m.CreateSession(Math.Min(m.Config.ContextLength, Math.Max(p, 1) + g + 1), maxBatch: Math.Clamp(p, 1, 512));
+                if (p > 0)
+                {
+                    var speeds = new List<double>();
+                    for (int i = 0; i <= rep; i++)
+                    {
+                        session.Reset();
+                        var sw = Stopwatch.StartNew();
+                        session.Append(prompt);
+                        if (i > 0) speeds.Add(p / sw.Elapsed.TotalSeconds);   // the first run warms up
+                    }
+                    rows.Add(($"pp{p}", t, Median(speeds), Spread(speeds)));
+                    Report(rows[^1]);
+                }
+                if (g > 0)
+                {
+                    var speeds = new List<double>();
+                    for (int i = 0; i <= rep; i++)
+                    {
+                        session.Reset();
+                        session.Append(prompt.AsSpan(0, 1));
+                        var sw = Stopwatch.StartNew();
+                        int next = prompt[0];
+                        for (int k = 0; k < g; k++) next = Sampler.ArgMax(session.Append([next]));
+                        if (i > 0) speeds.Add(g / sw.Elapsed.TotalSeconds);
+                    }
+                    rows.Add(($"tg{g}", t, Median(speeds), Spread(speeds)));
+                    Report(rows[^1]);
+                }
+            }
+            if (r.GetValue(json) is { } j) WriteJson(j, w =>
+            {
+                w.WriteStartArray();
+                foreach (var row in rows)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("model", r.GetValue(model)); w.WriteString("test", row.Test); w.WriteNumber("threads", row.Threads);
+                    w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            });
+            return 0;
+        });
+        return cmd;
+
+        static void Report((string Test, int Threads, double Tps, double Spread) row)
+            => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Test,-8} threads {row.Threads,2}  {row.Tps,10:F2} tokens/s  ± {row.Spread:F2}"));
+        static double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
+        static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
+    }
+
+    /// <summary>A token cancelled by the first Ctrl+C (the command then ends as cancelled; a second Ctrl+C kills).</summary>
+    private static CancellationToken CancelOnCtrlC()
+    {
+        var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { if (!cts.IsCancellationRequested) { e.Cancel = true; cts.Cancel(); } };
+        return cts.Token;
+    }
+
+    private static void WriteJson(string path, Action<Utf8JsonWriter> write)
+    {
+        var opts = new JsonWriterOptions { Indented = path != "-", Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        if (path == "-")
+        {
+            using var stdout = Console.OpenStandardOutput();
+            using (var w = new Utf8JsonWriter(stdout, opts)) write(w);
+            stdout.WriteByte((byte)'\n');
+            return;
+        }
+        AtomicFile.Write(path, s => { using var w = new Utf8JsonWriter(s, opts); write(w); });
+        Console.Error.WriteLine($"wrote {path}");
+    }
+}

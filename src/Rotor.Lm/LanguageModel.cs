@@ -1,0 +1,182 @@
+using System.Diagnostics;
+using Rotor.Kernels;
+using Rotor.Lm.Loading;
+using Rotor.Lm.Tokenizers;
+
+namespace Rotor.Lm;
+
+/// <summary>Options of <see cref="LanguageModel.Load"/>.</summary>
+public sealed record LanguageModelOptions
+{
+    /// <summary>A tokenizer file for models that carry none (llama2.c <c>tok*.bin</c>, <c>tokenizer.json</c>,
+    /// tiktoken <c>tokenizer.model</c>); overrides the model's own.</summary>
+    public string? TokenizerPath { get; init; }
+    /// <summary>An already-made tokenizer; overrides <see cref="TokenizerPath"/> and the model's own.</summary>
+    public LmTokenizer? Tokenizer { get; init; }
+    /// <summary>Worker threads (default: <c>ROTOR_THREADS</c>, else every processor).</summary>
+    public int? Threads { get; init; }
+    /// <summary>Element type of the LM head (default: the file's; <see cref="DenseType.Int8"/> reads a quarter of F32's
+    /// bytes a token).</summary>
+    public DenseType? LmHeadType { get; init; }
+}
+
+/// <summary>
+/// A loaded decoder-only language model: configuration, weights, tokenizer and the CPU backend that runs it.
+/// <c>Load</c> reads a GGUF file, a Hugging Face folder or a llama2.c checkpoint; <see cref="CreateSession"/> gives a
+/// sequence with its own key/value cache.
+/// </summary>
+public sealed class LanguageModel : IDisposable
+{
+    private readonly bool _ownsBackend;
+
+    private LanguageModel(string source, string format, ModelConfig config, ModelWeights weights, LmTokenizer? tokenizer,
+        CpuBackend backend, bool ownsBackend, TimeSpan loadTime, long fileBytes)
+    {
+        Source = source; Format = format; Config = config; Weights = weights; Tokenizer = tokenizer;
+        Backend = backend; _ownsBackend = ownsBackend; LoadTime = loadTime; FileBytes = fileBytes;
+    }
+
+    /// <summary>The path it was loaded from.</summary>
+    public string Source { get; }
+    /// <summary>"gguf", "hugging face" or "llama2.c".</summary>
+    public string Format { get; }
+    /// <summary>Hyperparameters.</summary>
+    public ModelConfig Config { get; }
+    /// <summary>Weights.</summary>
+    public ModelWeights Weights { get; }
+    /// <summary>The tokenizer, or null when neither the model nor the options supply one (ids still work).</summary>
+    public LmTokenizer? Tokenizer { get; }
+    /// <summary>The backend that runs the products.</summary>
+    public CpuBackend Backend { get; }
+    /// <summary>Wall time of <see cref="Load"/>.</summary>
+    public TimeSpan LoadTime { get; }
+    /// <summary>Bytes of the model's files.</summary>
+    public long FileBytes { get; }
+
+    /// <summary>The tokenizer, or a clear error naming how to supply one.</summary>
+    public LmTokenizer RequireTokenizer()
+        => Tokenizer ?? throw new RotorException($"{Source}: the model carries no tokenizer; name one with --tokenizer FILE");
+
+    /// <summary>Loads <paramref name="path"/>: a GGUF file, a Hugging Face folder (config.json + safetensors) or a
+    /// llama2.c checkpoint.</summary>
+    /// <exception cref="RotorException">The path is missing or not a model, or the model is invalid (the message
+    /// names the file and the field or tensor).</exception>
+    public static LanguageModel Load(string path, LanguageModelOptions? options = null)
+    {
+        options ??= new LanguageModelOptions();
+        var sw = Stopwatch.StartNew();
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new RotorException($"{path}: no such file or folder");
+        ModelConfig config; ModelWeights weights; string format; long bytes; LmTokenizer? tokenizer = options.Tokenizer;
+        if (Directory.Exists(path))
+        {
+            if (!HuggingFaceLoader.Probe(path)) throw new RotorException($"{path}: a folder without config.json is not a Hugging Face model");
+            (config, weights) = HuggingFaceLoader.Load(path);
+            format = "hugging face";
+            bytes = Directory.EnumerateFiles(path, "*.safetensors").Sum(f => new FileInfo(f).Length);
+            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromFolder(path);
+        }
+        else if (Llama2cLoader.Probe(path))
+        {
+            (config, weights) = Llama2cLoader.Load(path);
+            format = "llama2.c";
+            bytes = new FileInfo(path).Length;
+            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.BesideLlama2c(path, config.VocabSize);
+        }
+        else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
+
+        if (options.LmHeadType is { } ht && ht != weights.LmHead.Type)
+            weights = Reheaded(weights, ht);
+        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+            throw new RotorException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
+        var backend = new CpuBackend(options.Threads);
+        return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
+    }
+
+    /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).</summary>
+    private static ModelWeights Reheaded(ModelWeights w, DenseType type)
+    {
+        var src = w.LmHead;
+        var head = DenseMatrix.Create(src.Rows, src.Cols, type);
+        var row = new float[src.Cols];
+        for (int r = 0; r < src.Rows; r++) { src.GetRow(r, row); head.SetRow(r, row); }
+        return new ModelWeights { Embedding = w.Embedding, Layers = w.Layers, FinalNorm = w.FinalNorm, LmHead = head };
+    }
+
+    /// <summary>A sequence with a key/value cache of <paramref name="contextLength"/> positions (default: the model's
+    /// context, at most 4096) and batches of up to <paramref name="maxBatch"/> tokens.</summary>
+    public InferenceSession CreateSession(int? contextLength = null, int maxBatch = 128)
+    {
+        int ctx = contextLength ?? Math.Min(Config.ContextLength, 4096);
+        if (ctx <= 0) throw new RotorException($"context length {ctx} must be positive");
+        return new InferenceSession(this, ctx, maxBatch);
+    }
+
+    /// <summary>Stops the backend's worker threads.</summary>
+    public void Dispose()
+    {
+        if (_ownsBackend) Backend.Dispose();
+    }
+}
+
+/// <summary>One sequence being decoded: its key/value cache and the decoder's buffers.</summary>
+public sealed class InferenceSession
+{
+    private readonly Decoder _decoder;
+
+    internal InferenceSession(LanguageModel model, int contextLength, int maxBatch)
+    {
+        Model = model;
+        Cache = new KvCache(model.Config, contextLength);
+        _decoder = new Decoder(model.Config, model.Weights, model.Backend, contextLength, maxBatch);
+    }
+
+    /// <summary>The model.</summary>
+    public LanguageModel Model { get; }
+    /// <summary>The key/value cache.</summary>
+    public KvCache Cache { get; }
+    /// <summary>Positions filled so far.</summary>
+    public int Position => Cache.Length;
+    /// <summary>Positions the context holds.</summary>
+    public int ContextLength => Cache.Capacity;
+
+    private readonly List<int> _tokens = [];
+
+    /// <summary>The tokens the cache holds, in order.</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    /// <summary>Runs <paramref name="ids"/> after the tokens so far (a prompt, or one sampled token) and returns the
+    /// last token's logits, valid until the next call.</summary>
+    /// <exception cref="RotorException">The tokens do not fit the context, or an id is outside the vocabulary.</exception>
+    public ReadOnlySpan<float> Append(scoped ReadOnlySpan<int> ids)
+    {
+        var logits = _decoder.Forward(ids, Cache);
+        _tokens.AddRange(ids);
+        return logits;
+    }
+
+    /// <summary>Runs <paramref name="ids"/> after the tokens so far and writes every position's logits into
+    /// <paramref name="logits"/> (ids.Length x vocab).</summary>
+    public void AppendAll(scoped ReadOnlySpan<int> ids, Span<float> logits)
+    {
+        _decoder.Forward(ids, Cache, LogitsMode.All, logits);
+        _tokens.AddRange(ids);
+    }
+
+    /// <summary>Makes the session hold exactly <paramref name="sequence"/>: keeps the longest prefix it already holds
+    /// (at least one token is always run, for its logits), runs the rest, and returns the last token's logits.</summary>
+    public ReadOnlySpan<float> Continue(IReadOnlyList<int> sequence)
+    {
+        ArgumentNullException.ThrowIfNull(sequence);
+        if (sequence.Count == 0) throw new RotorException("the sequence is empty");
+        int common = 0;
+        while (common < _tokens.Count && common < sequence.Count - 1 && _tokens[common] == sequence[common]) common++;
+        Cache.Truncate(common);
+        _tokens.RemoveRange(common, _tokens.Count - common);
+        int[] rest = new int[sequence.Count - common];
+        for (int i = 0; i < rest.Length; i++) rest[i] = sequence[common + i];
+        return Append(rest);
+    }
+
+    /// <summary>Forgets the sequence.</summary>
+    public void Reset() { Cache.Clear(); _tokens.Clear(); }
+}
