@@ -92,6 +92,17 @@ public sealed class LanguageModel : IDisposable
         return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
     }
 
+    /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code).</summary>
+    public static LanguageModel FromWeights(ModelConfig config, ModelWeights weights, LanguageModelOptions? options = null, string source = "(in memory)")
+    {
+        ArgumentNullException.ThrowIfNull(config); ArgumentNullException.ThrowIfNull(weights);
+        options ??= new LanguageModelOptions();
+        config.Validate(source);
+        weights.Validate(config, source);
+        if (options.LmHeadType is { } ht && ht != weights.LmHead.Type) weights = Reheaded(weights, ht);
+        return new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0);
+    }
+
     /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).</summary>
     private static ModelWeights Reheaded(ModelWeights w, DenseType type)
     {

@@ -104,7 +104,8 @@ public class DenseKernelTests
             seed++;
             int kvStride = kvHeads * hd + 3;   // a stride wider than the heads
             int positions = start + m;
-            float[] q = TestData.Floats(m * heads * hd, seed), k = TestData.Floats(positions * kvStride, seed + 1, 2f), v = TestData.Floats(positions * kvStride, seed + 2);
+            // Every other case has scores in the hundreds, where exp overflows unless the maximum is subtracted first.
+            float[] q = TestData.Floats(m * heads * hd, seed, seed % 2 == 0 ? 1f : 400f), k = TestData.Floats(positions * kvStride, seed + 1, 2f), v = TestData.Floats(positions * kvStride, seed + 2);
             var got = new float[m * heads * hd];
             using var be = new CpuBackend(threads, path);
             float scale = 1f / MathF.Sqrt(hd);
@@ -125,7 +126,7 @@ public class DenseKernelTests
                     {
                         double o = 0;
                         for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * v[t * kvStride + g * hd + j];
-                        Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-5);
+                        Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-4);
                     }
                 }
         }

@@ -16,7 +16,7 @@ internal static class LmCommands
 {
     public static IEnumerable<Command> All() => [CreateGenerate(), CreateLogits(), CreatePerplexity(), CreateBench()];
 
-    private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors) or a llama2.c checkpoint" };
+    private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors), a llama2.c checkpoint, or random:2b4t (random weights of BitNet b1.58 2B4T's shape; random:2b4t-4l for its first 4 layers)" };
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
     private static Option<int?> ThreadsOption() => new("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
     private static Option<int?> CtxOption() => new("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" };
@@ -31,7 +31,14 @@ internal static class LmCommands
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
         DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
-        var model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head });
+        var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head };
+        LanguageModel model;
+        if (path.StartsWith("random:", StringComparison.Ordinal))
+        {
+            var config = RandomModel.Shape(path["random:".Length..]);
+            model = LanguageModel.FromWeights(config, RandomModel.Create(config), options, path);
+        }
+        else model = LanguageModel.Load(path, options);
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {model.Backend.Name}"));
         return model;

@@ -17,7 +17,7 @@ public enum ScaleMode
 /// in bytes 64b..64b+63; byte j of the block holds <c>(w[256b+j]+1) | (w[256b+64+j]+1) &lt;&lt; 2 |
 /// (w[256b+128+j]+1) &lt;&lt; 4 | (w[256b+192+j]+1) &lt;&lt; 6</c>. Padding columns hold w = 0.</para>
 /// </summary>
-public sealed unsafe class TernaryMatrix
+public sealed unsafe partial class TernaryMatrix
 {
     /// <summary>Columns are padded to a multiple of this.</summary>
     public const int BlockCols = 256;

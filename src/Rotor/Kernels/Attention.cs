@@ -61,7 +61,10 @@ internal static unsafe class AttentionKernel
             }
             for (int t = 0; t < n; t++)
                 scores[t] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(K + (long)t * KvStride + g * HeadDim, HeadDim)) * Scale;
-            TensorPrimitives.SoftMax(scores, scores);
+            // softmax(s) = exp(s - max) / sum: without the max, large scores overflow exp to infinity.
+            TensorPrimitives.Subtract(scores, TensorPrimitives.Max(scores), scores);
+            TensorPrimitives.Exp(scores, scores);
+            TensorPrimitives.Divide(scores, TensorPrimitives.Sum(scores), scores);
             o.Clear();
             for (int t = 0; t < n; t++)
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(V + (long)t * KvStride + g * HeadDim, HeadDim), scores[t], o, o);
