@@ -91,6 +91,32 @@ public class DenseKernelTests
         }
     }
 
+    [Fact]
+    public void HalfDotWidensEveryFiniteHalfExactly()
+    {
+        // Every finite half value (subnormals, both zeros, the largest) against (float)Half, in lengths that exercise
+        // the 32- and 16-wide loops and the scalar tail.
+        var all = new List<ushort>();
+        for (int b = 0; b < 65536; b++) if (Half.IsFinite(BitConverter.UInt16BitsToHalf((ushort)b))) all.Add((ushort)b);
+        ushort[] w = [.. all];
+        foreach (int n in new[] { 1, 15, 16, 31, 33, 47, w.Length })
+        {
+            var x = new float[n];
+            unsafe
+            {
+                fixed (ushort* wp = w) fixed (float* xp = x)
+                    for (int j = 0; j < n; j++)
+                    {
+                        // One-hot x reads each weight alone: the dot is exactly that weight.
+                        if (j > 0) x[j - 1] = 0;
+                        x[j] = 1;
+                        if (j % 97 != 0 && n == w.Length) continue;   // every 97th of the full set, all of the short ones
+                        Assert.Equal((float)BitConverter.UInt16BitsToHalf(w[j]), DenseGemm.DotF16(wp, xp, n));
+                    }
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(AllPaths))]
     public void AttentionMatchesFormula(KernelPath path)

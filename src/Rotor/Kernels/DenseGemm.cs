@@ -55,6 +55,56 @@ internal static unsafe class DenseGemm
         return Vector128.Sum(acc);
     }
 
+    private static readonly float Pow2To112 = BitConverter.Int32BitsToSingle((127 + 112) << 23);
+
+    /// <summary>
+    /// <c>sum_j w[j] * x[j]</c> with half-precision w widened in registers (.NET has no F16C intrinsic): the magnitude
+    /// bits shifted into a float's place are the value times 2^-112 for normal and subnormal halves alike, so one
+    /// multiply by 2^112 restores it; the sign bit moves across. Weights are finite, so infinities and NaNs, which
+    /// this maps to large finite values, do not occur.
+    /// </summary>
+    public static float DotF16(ushort* w, float* x, int n)
+    {
+        int j = 0;
+        float sum = 0;
+        if (Vector512.IsHardwareAccelerated && n >= 32)
+        {
+            Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero, scale = Vector512.Create(Pow2To112);
+            Vector512<uint> mag = Vector512.Create(0x7fffu), sign = Vector512.Create(0x8000u);
+            for (; j + 32 <= n; j += 32)
+            {
+                Vector512<ushort> h = Vector512.Load(w + j);
+                Vector512<uint> lo = Vector512.WidenLower(h), hi = Vector512.WidenUpper(h);
+                Vector512<float> flo = Vector512.AsSingle(Vector512.ShiftLeft(lo & mag, 13)) * scale;
+                Vector512<float> fhi = Vector512.AsSingle(Vector512.ShiftLeft(hi & mag, 13)) * scale;
+                flo = Vector512.AsSingle(Vector512.AsUInt32(flo) | Vector512.ShiftLeft(lo & sign, 16));
+                fhi = Vector512.AsSingle(Vector512.AsUInt32(fhi) | Vector512.ShiftLeft(hi & sign, 16));
+                acc0 = Vector512.FusedMultiplyAdd(flo, Vector512.Load(x + j), acc0);
+                acc1 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x + j + 16), acc1);
+            }
+            sum = Vector512.Sum(acc0 + acc1);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= 16)
+        {
+            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero, scale = Vector256.Create(Pow2To112);
+            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            for (; j + 16 <= n; j += 16)
+            {
+                Vector256<ushort> h = Vector256.Load(w + j);
+                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
+                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
+                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
+                flo = Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16));
+                fhi = Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16));
+                acc0 = Vector256.FusedMultiplyAdd(flo, Vector256.Load(x + j), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x + j + 8), acc1);
+            }
+            sum = Vector256.Sum(acc0 + acc1);
+        }
+        for (; j < n; j++) sum += (float)BitConverter.UInt16BitsToHalf(w[j]) * x[j];
+        return sum;
+    }
+
     /// <summary>The int8 dot kernel of a kernel path.</summary>
     public static delegate*<sbyte*, sbyte*, int, int> Int8Dot(KernelPath path) => path switch
     {
@@ -82,6 +132,14 @@ internal static unsafe class DenseGemm
             byte* data = w.DataPointer;
             switch (w.Type)
             {
+                case DenseType.F16 when !Reference:
+                    for (int r = r0; r < r1; r++)
+                    {
+                        ushort* p = (ushort*)(data + (long)r * w.RowStride);
+                        for (int i = 0; i < M; i++)
+                            Y[(long)i * YStride + r] = DotF16(p, X + (long)i * XStride, k);
+                    }
+                    break;
                 case DenseType.F32:
                 case DenseType.F16:
                     {
