@@ -75,6 +75,13 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
         a.XPacked = (sbyte*)dst;
     }
 
+    /// <summary>The driver's hook, run once a call before the rows are split over threads: batches that take the
+    /// register tiles get their activations packed once instead of once a thread.</summary>
+    public static void PrepareGemm(ref GemmArgs a)
+    {
+        if (a.M >= GemmMinRows) PackActivations(ref a);
+    }
+
     /// <summary>Decodes <paramref name="nr"/> rows of W into the panel layout of <see cref="VnniCode"/>'s tiles:
     /// slice t (columns 64t .. 64t + 63) holds row 0's 64 codes, then row 1's, ... (nr * 64 bytes a slice).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
