@@ -40,9 +40,11 @@ public static class KernelSelector
     public static IReadOnlyList<KernelPath> Supported =>
         KernelPaths.All.Where(p => p.IsSupported).OrderBy(p => p.Priority).Select(p => p.Path).ToArray();
 
-    /// <summary>The fastest supported path.</summary>
-    public static KernelPath Best =>
-        KernelPaths.All.Where(p => p.IsSupported && p.Priority > 0).MaxBy(p => p.Priority)?.Path ?? KernelPath.Portable;
+    private static readonly Lazy<KernelPath> s_best = new(() =>
+        KernelPaths.All.Where(p => p.IsSupported && p.Priority > 0).MaxBy(p => p.Priority)?.Path ?? KernelPath.Portable);
+
+    /// <summary>The fastest supported path (the machine does not change: chosen once, read on every product).</summary>
+    public static KernelPath Best => s_best.Value;
 
     /// <summary>The path in use: the override if set, else <see cref="Best"/>.</summary>
     public static KernelPath Current => s_override ?? Best;

@@ -59,8 +59,7 @@ public sealed unsafe class KernelPathInfo
 /// </summary>
 public static unsafe class KernelPaths
 {
-    /// <summary>Every path, supported here or not.</summary>
-    public static IReadOnlyList<KernelPathInfo> All { get; } =
+    private static readonly KernelPathInfo[] s_rows =
     [
         new(KernelPath.Reference, "reference", 0, () => null,
             &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32),
@@ -77,15 +76,18 @@ public static unsafe class KernelPaths
             &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &Avx512VnniKernels.PrepareGemm),
     ];
 
+    /// <summary>Every path, supported here or not.</summary>
+    public static IReadOnlyList<KernelPathInfo> All => s_rows;
+
     static KernelPaths()
     {
-        for (int i = 0; i < All.Count; i++)
-            if ((int)All[i].Path != i) throw new InvalidOperationException($"kernel path table: row {i} is {All[i].Path}; rows must follow the KernelPath values");
+        for (int i = 0; i < s_rows.Length; i++)
+            if ((int)s_rows[i].Path != i) throw new InvalidOperationException($"kernel path table: row {i} is {s_rows[i].Path}; rows must follow the KernelPath values");
     }
 
     /// <summary>The row of <paramref name="path"/>.</summary>
     public static KernelPathInfo Get(KernelPath path) =>
-        (uint)path < (uint)All.Count ? All[(int)path] : throw new ArgumentOutOfRangeException(nameof(path), path, $"unknown kernel path {(int)path}");
+        (uint)path < (uint)s_rows.Length ? s_rows[(int)path] : throw new ArgumentOutOfRangeException(nameof(path), path, $"unknown kernel path {(int)path}");
 
     /// <summary>The row named <paramref name="name"/> (case-insensitive), or null.</summary>
     public static KernelPathInfo? Find(string name) =>

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Rotor.IO;
 
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>Where a run stands, reported to the progress callback.</summary>

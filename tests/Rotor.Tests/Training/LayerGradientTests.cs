@@ -1,3 +1,4 @@
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;
@@ -53,13 +54,13 @@ public class LayerGradientTests
     }
 
     [Fact]
-    public void FloatLinear() { var l = new TernaryDense(37, 11, bias: true, ternary: false, actBits: 0); l.Initialize(new Random(1)); CheckGradients(l, 5, 10); }
+    public void FloatLinear() { var l = new TernaryLinearLayer(37, 11, bias: true, ternary: false, actBits: 0); l.Initialize(new Random(1)); CheckGradients(l, 5, 10); }
 
     [Fact]
     public void TernaryLinearInputGradientIsExactForFixedTrits()
     {
         // With float activations the layer is linear in x for fixed quantized weights: dx must match finite differences.
-        var l = new TernaryDense(40, 9, bias: true, ternary: true, actBits: 0);
+        var l = new TernaryLinearLayer(40, 9, bias: true, ternary: true, actBits: 0);
         l.Initialize(new Random(2));
         l.Bind(s_ctx, 4);
         float[] x = TestData.Floats(4 * 40, 3), r = TestData.Floats(4 * 9, 4);
@@ -80,7 +81,7 @@ public class LayerGradientTests
     {
         // STE: dW = dy^T q(x), dx = dy q(W), with q the absmean / absmax quantizers of the forward pass.
         int inF = 50, outF = 7, batch = 3;
-        var l = new TernaryDense(inF, outF, bias: true, ternary: true, actBits: 8);
+        var l = new TernaryLinearLayer(inF, outF, bias: true, ternary: true, actBits: 8);
         l.Initialize(new Random(5));
         l.Bind(s_ctx, batch);
         float[] x = TestData.Floats(batch * inF, 6), dy = TestData.Floats(batch * outF, 7);
@@ -141,7 +142,7 @@ public class LayerGradientTests
     [Fact]
     public void FloatConv2d()
     {
-        var l = new TernaryConv2d(2, 6, 5, 3, 3, 1, ternary: false, actBits: 0);
+        var l = new TernaryConv2dLayer(2, 6, 5, 3, 3, 1, ternary: false, actBits: 0);
         l.Initialize(new Random(3));
         CheckGradients(l, 2, 50);
     }
@@ -149,7 +150,7 @@ public class LayerGradientTests
     [Fact]
     public void FloatConv2dWithoutPaddingAndWideChannels()
     {
-        var l = new TernaryConv2d(16, 5, 5, 16, 3, 0, ternary: false, actBits: 0);
+        var l = new TernaryConv2dLayer(16, 5, 5, 16, 3, 0, ternary: false, actBits: 0);
         l.Initialize(new Random(4));
         CheckGradients(l, 2, 60);
     }
@@ -157,7 +158,7 @@ public class LayerGradientTests
     [Fact]
     public void TernaryConv2dInputGradientIsExactForFixedTrits()
     {
-        var l = new TernaryConv2d(3, 5, 5, 4, 5, 2, ternary: true, actBits: 0);
+        var l = new TernaryConv2dLayer(3, 5, 5, 4, 5, 2, ternary: true, actBits: 0);
         l.Initialize(new Random(6));
         l.Bind(s_ctx, 2);
         float[] x = TestData.Floats(2 * l.InputSize, 7), r = TestData.Floats(2 * l.OutputSize, 8);
@@ -206,8 +207,8 @@ public class LayerGradientTests
     {
         // Loss() computes mean cross-entropy and its gradient; check every parameter through the whole network.
         var rng = new Random(8);
-        var d1 = new TernaryDense(12, 16, true, false, 0); d1.Initialize(rng);
-        var d2 = new TernaryDense(16, 5, true, false, 0); d2.Initialize(rng);
+        var d1 = new TernaryLinearLayer(12, 16, true, false, 0); d1.Initialize(rng);
+        var d2 = new TernaryLinearLayer(16, 5, true, false, 0); d2.Initialize(rng);
         using var net = new TrainNetwork([d1, new ReluLayer(16), new RmsNormLayer(16), d2], 6, new TrainContext(1));
         float[] x = TestData.Floats(6 * 12, 9);
         byte[] labels = [0, 1, 2, 3, 4, 1];
@@ -228,8 +229,8 @@ public class LayerGradientTests
     public void DistillationLossGradientMatchesFiniteDifferences(float alpha, float temperature, float smoothing)
     {
         var rng = new Random(11);
-        var d1 = new TernaryDense(10, 12, true, false, 0); d1.Initialize(rng);
-        var d2 = new TernaryDense(12, 7, true, false, 0); d2.Initialize(rng);
+        var d1 = new TernaryLinearLayer(10, 12, true, false, 0); d1.Initialize(rng);
+        var d2 = new TernaryLinearLayer(12, 7, true, false, 0); d2.Initialize(rng);
         // RMSNorm rather than ReLU between the layers: smooth, so finite differences never straddle a kink.
         using var net = new TrainNetwork([d1, new RmsNormLayer(12), d2], 5, new TrainContext(1));
         float[] x = TestData.Floats(5 * 10, 3);
@@ -250,7 +251,7 @@ public class LayerGradientTests
     {
         // KL(p || p) = 0 with a zero gradient: the loss and gradient equal (1 - a) times the plain cross-entropy's.
         var rng = new Random(12);
-        var d = new TernaryDense(9, 6, true, false, 0); d.Initialize(rng);
+        var d = new TernaryLinearLayer(9, 6, true, false, 0); d.Initialize(rng);
         using var net = new TrainNetwork([d], 4, new TrainContext(1));
         float[] x = TestData.Floats(4 * 9, 5);
         byte[] labels = [1, 5, 0, 2];
