@@ -96,6 +96,17 @@ public class MatrixTests
     }
 
     [Fact]
+    public void NonFiniteValuesAreNamedByIndex()
+    {
+        RotorException.ThrowIfNotFinite([1f, 2f, -3f], "x");
+        float[] v = TestData.Floats(100, 2);
+        v[57] = float.PositiveInfinity;
+        Assert.Contains("x[57]", Assert.Throws<RotorException>(() => RotorException.ThrowIfNotFinite(v, "x")).Message);
+        v[3] = float.NaN;
+        Assert.Contains("x[3]", Assert.Throws<RotorException>(() => RotorException.ThrowIfNotFinite(v, "x")).Message);
+    }
+
+    [Fact]
     public void PerRowScalesDequantize()
     {
         var m = TernaryMatrix.FromTrits([1, -1, 0, 1], 2, 2, [2f, 3f]);
