@@ -56,6 +56,19 @@ public class LayerGradientTests
     [Fact]
     public void FloatLinear() { var l = new TernaryLinearLayer(37, 11, bias: true, ternary: false, actBits: 0); l.Initialize(new Random(1)); CheckGradients(l, 5, 10); }
 
+    /// <summary>dx against central finite differences of the loss, every <paramref name="step"/>-th input.</summary>
+    private static void AssertInputGradient(TrainLayer l, float[] x, float[] r, float[] dx, int batch, int step)
+    {
+        for (int i = 0; i < x.Length; i += step)
+        {
+            float keep = x[i];
+            x[i] = keep + 1e-2f; double up = Loss(l, x, r, batch, 0);
+            x[i] = keep - 1e-2f; double down = Loss(l, x, r, batch, 0);
+            x[i] = keep;
+            Assert.Equal((up - down) / 2e-2, dx[i], 2);
+        }
+    }
+
     [Fact]
     public void TernaryLinearInputGradientIsExactForFixedTrits()
     {
@@ -66,14 +79,7 @@ public class LayerGradientTests
         float[] x = TestData.Floats(4 * 40, 3), r = TestData.Floats(4 * 9, 4);
         var y = new float[36]; var dx = new float[x.Length];
         l.Forward(x, y, 4, true); l.Backward(x, y, r, dx, 4);
-        for (int i = 0; i < x.Length; i += 7)
-        {
-            float keep = x[i];
-            x[i] = keep + 1e-2f; double up = Loss(l, x, r, 4, 0);
-            x[i] = keep - 1e-2f; double down = Loss(l, x, r, 4, 0);
-            x[i] = keep;
-            Assert.Equal((up - down) / 2e-2, dx[i], 2);
-        }
+        AssertInputGradient(l, x, r, dx, 4, step: 7);
     }
 
     [Fact]
@@ -164,14 +170,7 @@ public class LayerGradientTests
         float[] x = TestData.Floats(2 * l.InputSize, 7), r = TestData.Floats(2 * l.OutputSize, 8);
         var y = new float[r.Length]; var dx = new float[x.Length];
         l.Forward(x, y, 2, true); l.Backward(x, y, r, dx, 2);
-        for (int i = 0; i < x.Length; i += 5)
-        {
-            float keep = x[i];
-            x[i] = keep + 1e-2f; double up = Loss(l, x, r, 2, 0);
-            x[i] = keep - 1e-2f; double down = Loss(l, x, r, 2, 0);
-            x[i] = keep;
-            Assert.Equal((up - down) / 2e-2, dx[i], 2);
-        }
+        AssertInputGradient(l, x, r, dx, 2, step: 5);
     }
 
     [Fact]
