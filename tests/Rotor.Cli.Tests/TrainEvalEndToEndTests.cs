@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Rotor.IO;
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Cli.Tests;

@@ -1,7 +1,16 @@
+using Rotor.Kernels;
+
 namespace Rotor.Tests;
 
 public class MatrixTests
 {
+    public static TheoryData<TernaryFormat> MatrixFormats()
+    {
+        var d = new TheoryData<TernaryFormat>();
+        foreach (var f in TernaryFormats.All) if (f.StoresMatrices) d.Add(f.Format);
+        return d;
+    }
+
     [Theory]
     [InlineData(1, 1)] [InlineData(3, 255)] [InlineData(2, 256)] [InlineData(5, 257)] [InlineData(7, 1000)]
     public void TritsRoundTripThroughTheComputeLayout(int rows, int cols)
@@ -11,12 +20,20 @@ public class MatrixTests
         Assert.Equal(t, m.ToTrits());
         Assert.Equal(0, m.PaddedCols % 256);
         Assert.Equal(m.PaddedCols / 4, m.RowBytes);
-        foreach (var f in new[] { TernaryFormat.T2, TernaryFormat.T1_6, TernaryFormat.I2_256 })
+        foreach (var f in TernaryFormats.All.Where(f => f.StoresMatrices))
         {
-            byte[] enc = m.Encode(f);
-            var back = TernaryMatrix.Decode(f, enc, rows, cols, [0.5f]);
+            byte[] enc = m.Encode(f.Format);
+            Assert.Equal(f.MatrixBytes(rows, cols), enc.Length);
+            var back = TernaryMatrix.Decode(f.Format, enc, rows, cols, [0.5f]);
             Assert.Equal(t, back.ToTrits());
         }
+    }
+
+    [Fact]
+    public void ComputeLayoutEncodingIsTheMatrixBuffer()
+    {
+        var m = TernaryMatrix.FromTrits(TestData.Trits(3 * 300, 5), 3, 300, [1f]);
+        Assert.Equal(m.Data.ToArray(), m.Encode(TernaryFormat.I2_256));
     }
 
     [Fact]
@@ -37,25 +54,56 @@ public class MatrixTests
     [Fact]
     public void MemoryIsReportedExactly()
     {
-        // 100M weights: 390625 rows of 256 = 25,000,000 bytes = 23.84 MiB of 2-bit codes, no padding.
-        var m = TernaryMatrix.FromTrits(new sbyte[256 * 4], 4, 256, [1f]);
-        Assert.Equal(256, m.PayloadBytes);
-        Assert.Equal(25_000_000L, TernaryFormats.T2.BytesFor(100_000_000));
-        Assert.Equal(23.84, 25_000_000 / 1048576.0, 2);
-        Assert.Equal(4 * 64 + 4, m.AllocatedBytes);
+        // 3 x 300: 900 weights at 2 bits = 225 bytes of payload; rows padded to 512 columns = 128 bytes, 3 scales.
+        var m = TernaryMatrix.FromTrits(TestData.Trits(900, 1), 3, 300, [1f, 2f, 3f]);
+        Assert.Equal(225, m.PayloadBytes);
+        Assert.Equal(3 * 128 + 3 * 4, m.AllocatedBytes);
+        Assert.Equal(225, m.Encode(TernaryFormat.T2).Length);
+        Assert.Equal(180, m.Encode(TernaryFormat.T1_6).Length);   // 900 / 5
+        Assert.Equal(3 * 128, m.Encode(TernaryFormat.I2_256).Length);
     }
 
     [Fact]
     public void BadInputIsRejectedWithClearErrors()
     {
-        Assert.Contains("2x3", Assert.Throws<ArgumentException>(() => TernaryMatrix.FromTrits(new sbyte[5], 2, 3, [1f])).Message.Replace("length 5, expected 6", "2x3"));
+        Assert.Contains("length 5, expected 6", Assert.Throws<ArgumentException>(() => TernaryMatrix.FromTrits(new sbyte[5], 2, 3, [1f])).Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => TernaryMatrix.FromTrits([], 0, 3, [1f]));
         Assert.Contains("scales", Assert.Throws<ArgumentException>(() => TernaryMatrix.FromTrits(new sbyte[6], 2, 3, [1f, 2f, 3f])).Message);
         Assert.Throws<RotorException>(() => TernaryMatrix.FromTrits(new sbyte[6], 2, 3, [float.NaN]));
+        Assert.Contains("row 1", Assert.Throws<ArgumentException>(() => TernaryMatrix.FromTrits([0, 0, 0, 0, 2, 0], 2, 3, [1f])).Message);
         var bad = new byte[2]; bad[1] = 0b1100;
         var e = Assert.Throws<InvalidTritException>(() => TernaryMatrix.Decode(TernaryFormat.T2, bad, 2, 3, [1f], "model.safetensors:w"));
         Assert.Contains("model.safetensors:w", e.Message);
-        Assert.Throws<RotorException>(() => TernaryMatrix.Decode(TernaryFormat.T2, new byte[1], 2, 3, [1f]));
+        Assert.Equal(5, e.Position);
+        Assert.Contains("expected 2", Assert.Throws<RotorException>(() => TernaryMatrix.Decode(TernaryFormat.T2, new byte[1], 2, 3, [1f])).Message);
+        Assert.Contains("not a storage form of a matrix", Assert.Throws<ArgumentException>(() => TernaryMatrix.Decode(TernaryFormat.BitPlanes, new byte[16], 1, 3, [1f])).Message);
+    }
+
+    [Fact]
+    public void InvalidCodesAreRejectedInEveryMatrixFormat()
+    {
+        var m = TernaryMatrix.FromTrits(TestData.Trits(2 * 260, 9), 2, 260, [1f]);
+        byte[] t2 = m.Encode(TernaryFormat.T2);
+        t2[7] |= 0b11;
+        Assert.Contains("w.bin", Assert.Throws<InvalidTritException>(() => TernaryMatrix.Decode(TernaryFormat.T2, t2, 2, 260, [1f], "w.bin")).Message);
+        byte[] t16 = m.Encode(TernaryFormat.T1_6);
+        t16[^1] = 243;
+        Assert.Contains("w.bin", Assert.Throws<RotorException>(() => TernaryMatrix.Decode(TernaryFormat.T1_6, t16, 2, 260, [1f], "w.bin")).Message);
+        // code 3 in the padding of the first row (columns 260..511) is still an invalid file
+        byte[] i2 = m.Encode(TernaryFormat.I2_256);
+        i2[64 + 10] |= 0b11 << 6;
+        Assert.Contains("byte 74", Assert.Throws<RotorException>(() => TernaryMatrix.Decode(TernaryFormat.I2_256, i2, 2, 260, [1f], "w.bin")).Message);
+    }
+
+    [Fact]
+    public void NonFiniteValuesAreNamedByIndex()
+    {
+        RotorException.ThrowIfNotFinite([1f, 2f, -3f], "x");
+        float[] v = TestData.Floats(100, 2);
+        v[57] = float.PositiveInfinity;
+        Assert.Contains("x[57]", Assert.Throws<RotorException>(() => RotorException.ThrowIfNotFinite(v, "x")).Message);
+        v[3] = float.NaN;
+        Assert.Contains("x[3]", Assert.Throws<RotorException>(() => RotorException.ThrowIfNotFinite(v, "x")).Message);
     }
 
     [Fact]
@@ -64,5 +112,37 @@ public class MatrixTests
         var m = TernaryMatrix.FromTrits([1, -1, 0, 1], 2, 2, [2f, 3f]);
         Assert.Equal(ScaleMode.PerRow, m.ScaleMode);
         Assert.Equal(new[] { 2f, -2f, 0f, 3f }, m.ToFloat());
+    }
+
+    [Fact]
+    public void FormatTableIsConsistent()
+    {
+        foreach (var f in TernaryFormats.All)
+        {
+            Assert.Same(f, TernaryFormats.Get(f.Format));
+            Assert.Same(f, TernaryFormats.Get(f.Name));
+            Assert.Equal(f.Encode is null, f.Decode is null);
+            Assert.False(f.ForFiles && (!f.StoresMatrices || f.RowAligned), $"{f.Name}: a file format stores matrices densely");
+        }
+        Assert.Equal("t2 or t1.6", TernaryFormats.Names(f => f.ForFiles));
+        Assert.Contains("unknown ternary format 'q4'", Assert.Throws<RotorException>(() => TernaryFormats.Get("q4")).Message);
+    }
+
+    [Fact]
+    public void KernelPathTableIsConsistent()
+    {
+        foreach (KernelPath p in Enum.GetValues<KernelPath>())
+        {
+            KernelPathInfo info = KernelPaths.Get(p);
+            Assert.Equal(p, info.Path);
+            Assert.Same(info, KernelPaths.Find(info.Name.ToUpperInvariant()));
+            Assert.Equal(info.IsSupported, KernelSelector.IsSupported(p));
+            Assert.Equal(info.IsSupported, info.UnavailableReason is null);
+        }
+        Assert.Equal(KernelPath.Reference, KernelSelector.Supported[0]);
+        KernelPathInfo best = KernelPaths.Get(KernelSelector.Best);
+        Assert.True(best.IsSupported);
+        Assert.All(KernelPaths.All.Where(r => r.IsSupported), r => Assert.True(r.Priority <= best.Priority, $"{r.Name} outranks the best path {best.Name}"));
+        Assert.Null(KernelPaths.Find("avx1024"));
     }
 }

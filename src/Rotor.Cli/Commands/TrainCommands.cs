@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Rotor.IO;
 using Rotor.Kernels;
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Cli.Commands;
@@ -106,7 +107,7 @@ internal static class TrainCommands
                 Console.WriteLine($"checkpoint {ckptPath} (training state, {new FileInfo(ckptPath).Length:N0} bytes)");
                 if (trainer.Config.Ternary && trainer.Config.ActBits is 0 or 8)
                 {
-                    DeployedModel.Export(trainer.Network, trainer.ImageShape, outPath, fmt);
+                    DeployedModelWriter.Export(trainer.Network, trainer.ImageShape, outPath, fmt);
                     long floatBytes = trainer.Network.ParameterCount * 4;
                     var deployed = DeployedModel.Load(outPath);
                     var acc = Trainer.Evaluate(deployed.Network, test);

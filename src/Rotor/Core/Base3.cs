@@ -60,6 +60,15 @@ public static class Base3
         }
     }
 
+    /// <summary>Throws <see cref="RotorException"/> naming <paramref name="where"/> and the byte when any of the first
+    /// <see cref="PackedBytes"/>(count) bytes is above 242.</summary>
+    public static void Validate(ReadOnlySpan<byte> packed, long count, string where)
+    {
+        long bytes = Math.Min(PackedBytes(count), packed.Length);
+        for (int i = 0; i < bytes; i++)
+            if (packed[i] >= 243) ThrowBad(i, packed[i], where);
+    }
+
     private static void ThrowBad(int index, int b, string? where) =>
         throw new RotorException($"invalid base-3 byte {b} at byte {index}{(where is null ? "" : " of " + where)} (valid: 0..242)");
 }

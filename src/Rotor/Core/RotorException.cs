@@ -9,6 +9,10 @@ public class RotorException : Exception
 
     /// <summary>Creates the exception with a message and the error that caused it.</summary>
     public RotorException(string message, Exception inner) : base(message, inner) { }
+
+    /// <summary>Throws a <see cref="RotorException"/> naming <paramref name="name"/> and the first index when any of
+    /// <paramref name="values"/> is NaN or infinite (one vectorized pass when all are finite).</summary>
+    public static void ThrowIfNotFinite(ReadOnlySpan<float> values, string name) => Check.Finite(values, name);
 }
 
 /// <summary>Thrown when a packed ternary buffer holds the invalid code 11 (both bits set).</summary>

@@ -20,8 +20,7 @@ public enum ScaleMode
 public sealed unsafe partial class TernaryMatrix
 {
     /// <summary>Columns are padded to a multiple of this.</summary>
-    public const int BlockCols = 256;
-    internal const int BlockBytes = 64;
+    public const int BlockCols = I2Blocks.BlockWeights;
 
     private readonly AlignedArray<byte> _data;
     private readonly float[] _scales;
@@ -104,16 +103,9 @@ public sealed unsafe partial class TernaryMatrix
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(trits.Length, Cols, nameof(trits));
-        Span<byte> dst = _data.Span.Slice(row * RowBytes, RowBytes);
-        dst.Fill(0x55);
         for (int c = 0; c < Cols; c++)
-        {
-            int v = trits[c];
-            if ((uint)(v + 1) > 2) throw new ArgumentException($"trits[{c}] of row {row} = {v}: a trit is -1, 0 or +1", nameof(trits));
-            int b = c >> 8, within = c & 255, q = within >> 6, j = within & 63;
-            ref byte cell = ref dst[b * BlockBytes + j];
-            cell = (byte)((cell & ~(3 << (2 * q))) | ((v + 1) << (2 * q)));
-        }
+            if ((uint)(trits[c] + 1) > 2) throw new ArgumentException($"trits[{c}] of row {row} = {trits[c]}: a trit is -1, 0 or +1", nameof(trits));
+        I2Blocks.Pack(trits, _data.Span.Slice(row * RowBytes, RowBytes));
     }
 
     /// <summary>Reads row <paramref name="row"/> as trit values.</summary>
@@ -121,12 +113,7 @@ public sealed unsafe partial class TernaryMatrix
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.AtLeast(trits.Length, Cols, nameof(trits));
-        ReadOnlySpan<byte> src = _data.Span.Slice(row * RowBytes, RowBytes);
-        for (int c = 0; c < Cols; c++)
-        {
-            int b = c >> 8, within = c & 255, q = within >> 6, j = within & 63;
-            trits[c] = (sbyte)(((src[b * BlockBytes + j] >> (2 * q)) & 3) - 1);
-        }
+        I2Blocks.Unpack(_data.Span.Slice(row * RowBytes, RowBytes), trits[..Cols]);
     }
 
     /// <summary>All trit values, row-major.</summary>
@@ -151,22 +138,21 @@ public sealed unsafe partial class TernaryMatrix
         return f;
     }
 
-    /// <summary>Encodes the trits in a storage format (<see cref="TernaryFormat.T2"/> or <see cref="TernaryFormat.T1_6"/>),
-    /// densely, row-major, without padding.</summary>
+    /// <summary>Encodes the trits in a storage format that <see cref="TernaryFormatInfo.StoresMatrices"/> (T2, T1_6,
+    /// I2_256): row-major, densely or a row at a time as the format's <see cref="TernaryFormatInfo.RowAligned"/> says.</summary>
     public byte[] Encode(TernaryFormat format)
     {
-        sbyte[] t = ToTrits();
-        switch (format)
+        TernaryFormatInfo f = MatrixFormat(format);
+        var packed = new byte[f.MatrixBytes(Rows, Cols)];
+        if (!f.RowAligned) { f.Encode!(ToTrits(), packed); return packed; }
+        long rowBytes = f.BytesFor(Cols);
+        var row = new sbyte[Cols];
+        for (int r = 0; r < Rows; r++)
         {
-            case TernaryFormat.T2:
-                { var b = new byte[Trits.PackedBytes(t.Length)]; Trits.Pack(t, b); return b; }
-            case TernaryFormat.T1_6:
-                { var b = new byte[Base3.PackedBytes(t.Length)]; Base3.Pack(t, b); return b; }
-            case TernaryFormat.I2_256:
-                return _data.Span.ToArray();
-            default:
-                throw new ArgumentException($"format {format} is not a dense storage form of a matrix; use T2, T1_6 or I2_256", nameof(format));
+            GetRow(r, row);
+            f.Encode!(row, packed.AsSpan((int)(r * rowBytes), (int)rowBytes));
         }
+        return packed;
     }
 
     /// <summary>Decodes a matrix stored by <see cref="Encode"/>. Validates sizes and codes; <paramref name="where"/>
@@ -174,36 +160,29 @@ public sealed unsafe partial class TernaryMatrix
     public static TernaryMatrix Decode(TernaryFormat format, ReadOnlySpan<byte> data, int rows, int cols, ReadOnlySpan<float> scales, string where = "tensor")
     {
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
-        long n = (long)rows * cols;
+        TernaryFormatInfo f = MatrixFormat(format);
+        long n = (long)rows * cols, expected = f.MatrixBytes(rows, cols);
+        if (data.Length != expected) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} trits in {f.Name}, expected {expected}");
         var t = new sbyte[n];
-        switch (format)
+        if (!f.RowAligned)
         {
-            case TernaryFormat.T2:
-                if (data.Length != Trits.PackedBytes(n)) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} trits in t2, expected {Trits.PackedBytes(n)}");
-                Trits.Validate(data, n, where);
-                Trits.Unpack(data, t);
-                break;
-            case TernaryFormat.T1_6:
-                if (data.Length != Base3.PackedBytes(n)) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} trits in t1.6, expected {Base3.PackedBytes(n)}");
-                Base3.Unpack(data, t, where);
-                break;
-            case TernaryFormat.I2_256:
-                {
-                    var m = new TernaryMatrix(rows, cols, ScaleMode.PerTensor);
-                    if (data.Length != (long)rows * m.RowBytes) throw new RotorException($"{where}: {data.Length} bytes for {rows}x{cols} in i2_256, expected {(long)rows * m.RowBytes}");
-                    for (int i = 0; i < data.Length; i++)
-                    {
-                        int b = data[i];
-                        if ((b & (b >> 1) & 0x55) != 0) throw new RotorException($"{where}: invalid i2_256 code 3 in byte {i} (codes are w + 1 in 0..2)");
-                    }
-                    data.CopyTo(m._data.Span);
-                    var f = FromTrits(m.ToTrits(), rows, cols, scales);
-                    return f;
-                }
-            default:
-                throw new ArgumentException($"format {format} is not a dense storage form of a matrix", nameof(format));
+            f.Validate?.Invoke(data, n, where);
+            f.Decode!(data, t);
+        }
+        else
+        {
+            long rowBytes = f.BytesFor(cols);
+            f.Validate?.Invoke(data, rows * (rowBytes / f.BlockBytes * f.BlockWeights), where);
+            for (int r = 0; r < rows; r++) f.Decode!(data.Slice((int)(r * rowBytes), (int)rowBytes), t.AsSpan((int)((long)r * cols), cols));
         }
         return FromTrits(t, rows, cols, scales);
+    }
+
+    private static TernaryFormatInfo MatrixFormat(TernaryFormat format)
+    {
+        TernaryFormatInfo f = TernaryFormats.Get(format);
+        if (!f.StoresMatrices) throw new ArgumentException($"format {format} is not a storage form of a matrix; use {TernaryFormats.Names(x => x.StoresMatrices)}", nameof(format));
+        return f;
     }
 
     /// <summary>Share of zeros and counts of +1 and -1.</summary>

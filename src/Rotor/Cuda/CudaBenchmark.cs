@@ -11,20 +11,22 @@ namespace Rotor.Cuda;
 /// <param name="Us">Median microseconds a product (CUDA events around a graph of repeated launches).</param>
 /// <param name="WeightGBps">Packed weight bytes (n * k / 4) / time, in GB/s.</param>
 /// <param name="Tops">2 * m * n * k / time, in tera-operations a second.</param>
-internal sealed record GemmTiming(int N, int K, int M, string Path, double Us, double WeightGBps, double Tops);
+public sealed record GemmTiming(int N, int K, int M, string Path, double Us, double WeightGBps, double Tops);
 
 /// <summary>The network benchmark: its shape, kernels a pass, and median microseconds of a graph replay on device
 /// data with and without programmatic dependent launch, with the host copies in the graph, and of Forward on the
 /// host clock; the same network with the quantization fused into the products (FusedKernels, FusedUs), and the device
 /// figures of three interleaved rounds of each.</summary>
-internal sealed record NetworkTiming(int Layers, int Width, int Batch, int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs,
+public sealed record NetworkTiming(int Layers, int Width, int Batch, int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs,
     int FusedKernels, double FusedUs, double[] Rounds, double[] FusedRounds);
 
 /// <summary>The GPU benchmark behind <c>rotor bench-cuda</c>: products on the BitNet shapes, copy bandwidth, a whole
 /// network as one CUDA graph.</summary>
-internal static unsafe class CudaBenchmark
+public static unsafe class CudaBenchmark
 {
+    /// <summary>The weight shapes timed: those of BitNet b1.58 2B4T and two square ones.</summary>
     public static readonly (int N, int K)[] Shapes = [(2560, 2560), (6912, 2560), (2560, 6912), (4096, 4096), (16384, 4096)];
+    /// <summary>The activation rows timed.</summary>
     public static readonly int[] Ms = [1, 8, 32, 128, 512, 2048];
 
     /// <summary>Median device-to-device copy bandwidth (bytes read + written) of a 1 GiB buffer, in GB/s.</summary>

@@ -11,8 +11,9 @@ namespace Rotor.Cuda;
 /// <param name="Mismatches">Values outside the bound (bitwise for exact checks).</param>
 /// <param name="MaxDiff">Largest absolute difference.</param>
 /// <param name="Exact">Whether equality was required bit for bit.</param>
-internal sealed record CheckResult(string Kernel, string Shape, string Detail, long Compared, long Mismatches, double MaxDiff, bool Exact)
+public sealed record CheckResult(string Kernel, string Shape, string Detail, long Compared, long Mismatches, double MaxDiff, bool Exact)
 {
+    /// <summary>No value outside the bound.</summary>
     public bool Passed => Mismatches == 0;
 }
 
@@ -22,7 +23,7 @@ internal sealed record CheckResult(string Kernel, string Shape, string Detail, l
 /// odd shapes and tails; and, for <c>--device cpu</c>, every CPU kernel path against the reference. Integer results
 /// (and the float epilogue built on them) must match bit for bit; float sums within a bound.
 /// </summary>
-internal static unsafe class CudaSelfTest
+public static unsafe class CudaSelfTest
 {
     // (n, k) weight shapes: below, at and above the 16-row tile, the 256-column block and the tiled kernels' tiles;
     // 8500 rows give the GEMV a grid of 4 CTAs a multiprocessor or more on up to 132 multiprocessors (its early

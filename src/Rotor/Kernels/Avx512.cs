@@ -207,9 +207,9 @@ internal unsafe struct Avx512Kernels : ITernaryKernels
         int* d = stackalloc int[16];
         if (a.M < 4)
         {
-            // GEMV: one row after another, so that W streams linearly from memory. Interleaving four rows (x loaded
-            // once for four) was 10% faster with W in cache but half as fast from DRAM, where the hardware
-            // prefetcher lost the four short streams even with software prefetches.
+            // GEMV: one row after another, so that W streams linearly from memory: with four rows interleaved (x
+            // loaded once for four) the hardware prefetcher loses the four short streams, even with software
+            // prefetches, and a GEMV from DRAM is slower although one in cache is faster.
             // Four rows' sums are reduced together (the rows are still read one after another).
             for (int i = 0; i < a.M; i++)
             {

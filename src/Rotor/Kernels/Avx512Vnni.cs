@@ -28,9 +28,7 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
     /// reduce in one tree and leave through one vector epilogue (<see cref="GemmArgs.Store4"/>).</summary>
     internal const int NR = 4;
     // Batches from this size on take the register tiles (m = 3 to 5 as partial tiles); below it each activation row
-    // streams W once. Against the AVX-512 BW kernels (rotor bench --against avx512, hot, 1 and 2 threads): m = 2 as
-    // tiles 0.86-0.97x, as GEMVs 0.98-1.24x; m = 3 as tiles 1.10-1.17x, as GEMVs 0.99-1.23x; m = 5 1.10-1.17x against
-    // 0.96-0.99x. (m = 4 is about even either way: 0.93-0.99x as tiles.)
+    // streams W once. Two rows are faster as two GEMVs, three or more as tiles (figures in docs/KERNELS.md).
     internal const int GemmMinRows = 3;
     // Rows a GEMV kernel call: its int32 lanes sit on the stack (32 x 64 bytes).
     private const int GemvBatch = 32;
@@ -73,6 +71,13 @@ internal unsafe struct Avx512VnniKernels : ITernaryKernels
             }
         }
         a.XPacked = (sbyte*)dst;
+    }
+
+    /// <summary>The driver's hook, run once a call before the rows are split over threads: batches that take the
+    /// register tiles get their activations packed once instead of once a thread.</summary>
+    public static void PrepareGemm(ref GemmArgs a)
+    {
+        if (a.M >= GemmMinRows) PackActivations(ref a);
     }
 
     /// <summary>Decodes <paramref name="nr"/> rows of W into the panel layout of <see cref="VnniCode"/>'s tiles:
@@ -300,10 +305,9 @@ internal static unsafe class VnniCode
     /// <c>void rows(byte* w, nint rowBytes, sbyte* x, nint kBlocks, nint rows, int* lanes)</c>: for each of rows
     /// consecutive weight rows (I2_256 blocks, unpacked in registers), the 16 int32 lanes of its dot product with x.
     /// kBlocks &gt;= 1, rows &gt;= 1. Four blocks a step: their four weight loads come first, then 16 vpdpbusd into 16
-    /// accumulators with the activations as memory operands. No software prefetch. Measured from DRAM on one Zen 4
-    /// core (docs/KERNELS.md): one block a step streamed 9-13 GB/s, four blocks 15-24 GB/s, four with the loads first
-    /// 17-25 GB/s (the AVX-512 BW GEMV 15-18 GB/s in the same runs); a prefetch every block cut any form to 9-13 GB/s.
-    /// The blocks left over (kBlocks mod 4) go one at a time.
+    /// accumulators with the activations as memory operands: issuing the loads of a step together keeps more of the
+    /// weight stream in flight from DRAM. No software prefetch: the hardware prefetcher follows one linear stream
+    /// better without it (docs/KERNELS.md). The blocks left over (kBlocks mod 4) go one at a time.
     /// </summary>
     private static byte[] EmitRows()
     {

@@ -29,9 +29,11 @@ public sealed partial class CpuBackend : ITernaryBackend, IDenseBackend, IDispos
         _path = path;
     }
 
-    /// <summary>A backend on another kernel path that runs on this one's worker threads (for A/B timing: two pools
-    /// would spin against each other). This backend keeps ownership of the threads.</summary>
-    internal CpuBackend SharingWorkers(KernelPath path) => new(_pool, path);
+    /// <summary>A backend on another kernel path that runs on this one's worker threads, for timing two paths in
+    /// alternation (two pools would spin against each other). This backend keeps ownership of the threads: dispose
+    /// the returned one first, and never use the two from two threads at once.</summary>
+    /// <exception cref="PlatformNotSupportedException">This machine cannot run <paramref name="path"/>.</exception>
+    public CpuBackend SharingWorkers(KernelPath path) => new(_pool, path);
 
     private static readonly Lazy<CpuBackend> s_default = new(() => new CpuBackend());
 

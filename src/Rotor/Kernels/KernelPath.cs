@@ -1,12 +1,8 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.Arm;
-using System.Runtime.Intrinsics.X86;
-
 namespace Rotor.Kernels;
 
-/// <summary>An implementation of the CPU kernels. <see cref="KernelSelector"/> picks the best supported one; the
-/// environment variable <c>ROTOR_KERNEL</c> (reference, portable, avx2, avx512, avx512vnni, neon) or
-/// <see cref="KernelSelector.Override"/> forces one.</summary>
+/// <summary>An implementation of the CPU kernels; its traits are its row in <see cref="KernelPaths"/>.
+/// <see cref="KernelSelector"/> picks the best supported one; the environment variable <c>ROTOR_KERNEL</c>
+/// (reference, portable, avx2, avx512, avx512vnni, neon) or <see cref="KernelSelector.Override"/> forces one.</summary>
 public enum KernelPath
 {
     /// <summary>Plain scalar code on decoded trits: the test oracle.</summary>
@@ -24,36 +20,31 @@ public enum KernelPath
     Avx512Vnni = 5,
 }
 
-/// <summary>Chooses the kernel path at run time: AVX-512 VNNI -> AVX-512 BW -> AVX2 -> NEON -> portable.</summary>
+/// <summary>Chooses the kernel path at run time: the supported row of <see cref="KernelPaths"/> with the highest
+/// priority (AVX-512 VNNI, AVX-512 BW, AVX2, NEON, portable), unless <c>ROTOR_KERNEL</c> or <see cref="Override"/>
+/// names one.</summary>
 public static class KernelSelector
 {
     private static KernelPath? s_override = ParseEnv();
 
     /// <summary>Whether this machine can run <paramref name="path"/>.</summary>
-    public static bool IsSupported(KernelPath path) => path switch
-    {
-        KernelPath.Reference => true,
-        KernelPath.Portable => true,
-        KernelPath.Avx2 => Avx2.IsSupported,
-        KernelPath.Avx512 => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated,
-        KernelPath.Neon => AdvSimd.Arm64.IsSupported,
-        KernelPath.Avx512Vnni => VnniCode.IsAvailable,
-        _ => false,
-    };
+    public static bool IsSupported(KernelPath path) => (uint)path < (uint)KernelPaths.All.Count && KernelPaths.Get(path).IsSupported;
+
+    /// <summary>Why this machine cannot run <paramref name="path"/>, or null when it can.</summary>
+    public static string? UnavailableReason(KernelPath path) => KernelPaths.Get(path).UnavailableReason;
 
     /// <summary>Why <see cref="KernelPath.Avx512Vnni"/> is not supported here, or null when it is.</summary>
-    public static string? Avx512VnniUnavailableReason => VnniCode.UnavailableReason;
+    public static string? Avx512VnniUnavailableReason => UnavailableReason(KernelPath.Avx512Vnni);
 
     /// <summary>The paths this machine supports, best last.</summary>
     public static IReadOnlyList<KernelPath> Supported =>
-        Enum.GetValues<KernelPath>().Where(IsSupported).ToArray();
+        KernelPaths.All.Where(p => p.IsSupported).OrderBy(p => p.Priority).Select(p => p.Path).ToArray();
 
-    /// <summary>The fastest supported path.</summary>
-    public static KernelPath Best =>
-        IsSupported(KernelPath.Avx512Vnni) ? KernelPath.Avx512Vnni :
-        IsSupported(KernelPath.Avx512) ? KernelPath.Avx512 :
-        IsSupported(KernelPath.Avx2) ? KernelPath.Avx2 :
-        IsSupported(KernelPath.Neon) ? KernelPath.Neon : KernelPath.Portable;
+    private static readonly Lazy<KernelPath> s_best = new(() =>
+        KernelPaths.All.Where(p => p.IsSupported && p.Priority > 0).MaxBy(p => p.Priority)?.Path ?? KernelPath.Portable);
+
+    /// <summary>The fastest supported path (the machine does not change: chosen once, read on every product).</summary>
+    public static KernelPath Best => s_best.Value;
 
     /// <summary>The path in use: the override if set, else <see cref="Best"/>.</summary>
     public static KernelPath Current => s_override ?? Best;
@@ -73,9 +64,9 @@ public static class KernelSelector
     {
         string? v = Environment.GetEnvironmentVariable("ROTOR_KERNEL");
         if (string.IsNullOrWhiteSpace(v) || v.Equals("auto", StringComparison.OrdinalIgnoreCase)) return null;
-        if (!Enum.TryParse<KernelPath>(v, ignoreCase: true, out var p))
-            throw new RotorException($"ROTOR_KERNEL={v} is not a kernel path (reference, portable, avx2, avx512, avx512vnni, neon, auto)");
-        if (!IsSupported(p)) throw new RotorException($"ROTOR_KERNEL={v}: this machine does not support it (supported: {string.Join(", ", Supported)})");
-        return p;
+        KernelPathInfo p = KernelPaths.Find(v.Trim())
+            ?? throw new RotorException($"ROTOR_KERNEL={v} is not a kernel path ({string.Join(", ", KernelPaths.All.Select(r => r.Name))}, auto)");
+        if (!p.IsSupported) throw new RotorException($"ROTOR_KERNEL={v}: this machine does not support it ({p.UnavailableReason}; supported: {string.Join(", ", Supported)})");
+        return p.Path;
     }
 }

@@ -14,7 +14,7 @@ public static unsafe class TernaryDot
         for (int j = 0; j < x.Length; j++) { buf[j] = x[j]; sum += x[j]; }
         int dot;
         fixed (sbyte* xp = buf)
-            dot = TernaryGemm.DotKernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
+            dot = KernelPaths.Get(path ?? KernelSelector.Current).DotCodes(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
         GC.KeepAlive(w);
         return dot;
     }
@@ -29,7 +29,7 @@ public static unsafe class TernaryDot
         x.CopyTo(buf);
         float dot;
         fixed (float* xp = buf)
-            dot = TernaryGemm.DotF32Kernel(path ?? KernelSelector.Current)(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);
+            dot = KernelPaths.Get(path ?? KernelSelector.Current).DotF32(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);
         GC.KeepAlive(w);
         return dot;
     }

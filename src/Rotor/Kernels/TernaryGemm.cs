@@ -3,46 +3,14 @@ using Rotor.Threading;
 namespace Rotor.Kernels;
 
 /// <summary>
-/// The CPU driver of the ternary products: validates shapes, picks the kernel path, splits the output rows over the
-/// worker threads (small products stay on the calling thread) and calls the path's kernel on each range.
+/// The CPU driver of the ternary products: validates shapes, takes the kernel path's functions from its row of
+/// <see cref="KernelPaths"/>, splits the output rows over the worker threads (small products stay on the calling
+/// thread) and calls the path's kernel on each range.
 /// </summary>
 internal static unsafe class TernaryGemm
 {
     // Below this many weight-activation products a call stays on one thread: waking workers would cost more.
     internal static long ParallelThreshold = 1L << 20;
-
-    private static delegate*<in GemmArgs, int, int, void> GemmKernel(KernelPath p) => p switch
-    {
-        KernelPath.Reference => &ReferenceKernels.Gemm,
-        KernelPath.Portable => &PortableKernels.Gemm,
-        KernelPath.Avx2 => &Avx2Kernels.Gemm,
-        KernelPath.Avx512 => &Avx512Kernels.Gemm,
-        KernelPath.Avx512Vnni => &Avx512VnniKernels.Gemm,
-        KernelPath.Neon => &NeonKernels.Gemm,
-        _ => throw new ArgumentOutOfRangeException(nameof(p)),
-    };
-
-    internal static delegate*<byte*, sbyte*, int, int> DotKernel(KernelPath p) => p switch
-    {
-        KernelPath.Reference => &ReferenceKernels.DotCodes,
-        KernelPath.Portable => &PortableKernels.DotCodes,
-        KernelPath.Avx2 => &Avx2Kernels.DotCodes,
-        KernelPath.Avx512 => &Avx512Kernels.DotCodes,
-        KernelPath.Avx512Vnni => &Avx512VnniKernels.DotCodes,
-        KernelPath.Neon => &NeonKernels.DotCodes,
-        _ => throw new ArgumentOutOfRangeException(nameof(p)),
-    };
-
-    internal static delegate*<byte*, float*, int, float> DotF32Kernel(KernelPath p) => p switch
-    {
-        KernelPath.Reference => &ReferenceKernels.DotF32,
-        KernelPath.Portable => &PortableKernels.DotF32,
-        KernelPath.Avx2 => &Avx2Kernels.DotF32,
-        KernelPath.Avx512 => &Avx512Kernels.DotF32,
-        KernelPath.Avx512Vnni => &Avx512VnniKernels.DotF32,
-        KernelPath.Neon => &NeonKernels.DotF32,
-        _ => throw new ArgumentOutOfRangeException(nameof(p)),
-    };
 
     private sealed class GemmJob : IParallelWork
     {
@@ -77,8 +45,7 @@ internal static unsafe class TernaryGemm
     [ThreadStatic] private static F32Job? t_f32Job;
 
     /// <summary>Tasks for n rows: four contiguous ranges a thread (multiples of 4 rows), claimed dynamically, so that a
-    /// thread slowed by its core's other work hands rows to the other. One range a thread was measured slower for
-    /// GEMV too (4096x4096 m=1, 2 threads: 101 us against 89 us).</summary>
+    /// thread slowed by its core's other work hands rows to the other (one range a thread is slower for GEMV too).</summary>
     private static (int Tasks, int RowsPerTask) Split(int n, int threads)
     {
         int tasks = threads * 4;
@@ -94,7 +61,8 @@ internal static unsafe class TernaryGemm
         if (m == 0) throw new ArgumentException("x holds no quantized rows: call Quantize first", nameof(x));
         Check.AtLeast(y.Length, (long)m * n, nameof(y));
         if (!bias.IsEmpty) Check.Length(bias.Length, n, nameof(bias));
-        if (!KernelSelector.IsSupported(path)) throw new PlatformNotSupportedException($"kernel path {path} is not supported here");
+        KernelPathInfo info = KernelPaths.Get(path);
+        if (!info.IsSupported) throw new PlatformNotSupportedException($"kernel path {path} is not supported here: {info.UnavailableReason}");
         fixed (float* xs = x.ScaleArray) fixed (int* xsum = x.SumArray) fixed (float* ws = w.ScaleArray)
         fixed (float* b = bias) fixed (float* yp = y)
         {
@@ -106,9 +74,9 @@ internal static unsafe class TernaryGemm
                 WScale = ws, WScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0,
                 Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
             };
-            job.Kernel = GemmKernel(path);
-            // The VNNI GEMM streams activations in blocks of rows interleaved per 64 columns, packed once a call.
-            if (path == KernelPath.Avx512Vnni && m >= Avx512VnniKernels.GemmMinRows) Avx512VnniKernels.PackActivations(ref job.Args);
+            job.Kernel = info.Gemm;
+            // Once a call, before the split: a path may want the activations in its own layout.
+            if (info.PrepareGemm != null) info.PrepareGemm(ref job.Args);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
             if (!parallel) job.Kernel(job.Args, 0, n);
             else
@@ -131,7 +99,7 @@ internal static unsafe class TernaryGemm
                 W = w.DataPointer, RowBytes = w.RowBytes, KBlocks = w.Blocks, N = n, X = xp, XStride = xStride, M = m,
                 WScale = ws, WScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0, Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
             };
-            job.Dot = DotF32Kernel(path);
+            job.Dot = KernelPaths.Get(path).DotF32;
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
             if (!parallel) { job.RowsPerTask = n; job.Execute(0); }
             else

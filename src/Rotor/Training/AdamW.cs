@@ -1,5 +1,7 @@
 using System.Runtime.Intrinsics;
 
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Rotor.IO;
+using Rotor.Nn;
 
 namespace Rotor.Training;
 
@@ -15,7 +16,7 @@ public static class Checkpoint
     /// <summary>The value of <c>rotor.kind</c> for training state.</summary>
     public const string TrainStateKind = "train-state";
     /// <summary>The value of <c>rotor.kind</c> for deployable models.</summary>
-    public const string DeployKind = "ternary-model";
+    public const string DeployKind = DeployedModel.Kind;
 
     /// <summary>Writes the state of <paramref name="trainer"/> to <paramref name="path"/> (atomically).</summary>
     public static void Save(Trainer trainer, string path)
@@ -55,7 +56,7 @@ public static class Checkpoint
         TrainConfig config = TrainConfig.FromJson(f.Meta("rotor.config"), path);
         List<LayerSpec> specs = LayerSpec.ParseJson(f.Meta("rotor.arch"), path);
         var layers = specs.Select(TrainLayer.FromSpec).ToList();
-        var (h, w, c) = ParseImage(f.Meta("rotor.image"), path);
+        var (h, w, c) = DeployedModel.ParseImage(f.Meta("rotor.image"), path);
         var net = new TrainNetwork(layers, config.BatchSize, new TrainContext(threads));
         var trainer = new Trainer(config, net, ownsContext: true) { ImageShape = (h, w, c) };
         var ps = net.Parameters;
@@ -100,13 +101,5 @@ public static class Checkpoint
         string v = f.Meta(key);
         if (!long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long n)) throw new RotorException($"{f.Path}: __metadata__ {key} = '{v}' is not a non-negative integer");
         return n;
-    }
-
-    internal static (int H, int W, int C) ParseImage(string v, string where)
-    {
-        string[] p = v.Split('x');
-        if (p.Length != 3 || !int.TryParse(p[0], out int h) || !int.TryParse(p[1], out int w) || !int.TryParse(p[2], out int c) || h <= 0 || w <= 0 || c <= 0)
-            throw new RotorException($"{where}: __metadata__ rotor.image = '{v}', expected HxWxC such as 28x28x1");
-        return (h, w, c);
     }
 }

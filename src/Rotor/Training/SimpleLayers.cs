@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>y = max(x, 0); dx = dy where y &gt; 0, else 0.</summary>
@@ -85,14 +87,7 @@ public sealed class RmsNormLayer : TrainLayer
     public override void Forward(ReadOnlySpan<float> x, Span<float> y, int batch, bool training)
     {
         Ready(batch);
-        for (int b = 0; b < batch; b++)
-        {
-            ReadOnlySpan<float> xr = x.Slice(b * Size, Size);
-            float rinv = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(xr) / Size + Eps);
-            _rinv[b] = rinv;
-            TensorPrimitives.Multiply(xr, rinv, y.Slice(b * Size, Size));
-            TensorPrimitives.Multiply(y.Slice(b * Size, Size), _g.Value, y.Slice(b * Size, Size));
-        }
+        for (int b = 0; b < batch; b++) _rinv[b] = RmsNorm.Row(x.Slice(b * Size, Size), _g.Value, Eps, y.Slice(b * Size, Size));
     }
 
     /// <inheritdoc/>

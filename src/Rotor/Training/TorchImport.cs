@@ -69,7 +69,7 @@ public static class TorchImport
         for (int i = 0; i < stack.Count; i++)
         {
             LinearWeights l = stack[i];
-            var d = new TernaryDense(l.In, l.Out, l.Bias is not null, ternary, actBits);
+            var d = new TernaryLinearLayer(l.In, l.Out, l.Bias is not null, ternary, actBits);
             l.Weight.CopyTo(d.Weight.Value, 0);
             l.Bias?.CopyTo(d.Bias.Value, 0);
             layers.Add(d);

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>Everything that defines a training run; with the same data and config, two runs give identical weights.</summary>
@@ -117,9 +119,9 @@ public sealed record TrainConfig
         Validate();
         var rng = new Random(Seed);
         var layers = new List<TrainLayer>();
-        TernaryDense Dense(int i, int o)
+        TernaryLinearLayer Dense(int i, int o)
         {
-            var d = new TernaryDense(i, o, true, Ternary, ActBits);
+            var d = new TernaryLinearLayer(i, o, true, Ternary, ActBits);
             d.Initialize(rng);
             return d;
         }
@@ -140,9 +142,9 @@ public sealed record TrainConfig
         }
         else
         {
-            var c1 = new TernaryConv2d(c, h, w, 32, 5, 2, Ternary, ActBits); c1.Initialize(rng);
+            var c1 = new TernaryConv2dLayer(c, h, w, 32, 5, 2, Ternary, ActBits); c1.Initialize(rng);
             layers.Add(c1); layers.Add(new ReluLayer(c1.OutputSize)); layers.Add(new MaxPool2dLayer(32, c1.OH, c1.OW, 2));
-            var c2 = new TernaryConv2d(32, c1.OH / 2, c1.OW / 2, 64, 5, 2, Ternary, ActBits); c2.Initialize(rng);
+            var c2 = new TernaryConv2dLayer(32, c1.OH / 2, c1.OW / 2, 64, 5, 2, Ternary, ActBits); c2.Initialize(rng);
             layers.Add(c2); layers.Add(new ReluLayer(c2.OutputSize)); layers.Add(new MaxPool2dLayer(64, c2.OH, c2.OW, 2));
             int flat = c2.OH / 2 * (c2.OW / 2) * 64;
             layers.Add(Dense(flat, 1024)); layers.Add(new ReluLayer(1024));

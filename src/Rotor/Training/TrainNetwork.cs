@@ -1,5 +1,8 @@
 using System.Numerics.Tensors;
 
+using Rotor.Kernels;
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>

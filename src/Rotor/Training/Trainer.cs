@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Rotor.IO;
 
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>Where a run stands, reported to the progress callback.</summary>
@@ -191,15 +193,7 @@ public sealed class Trainer : IDisposable
             int b = Math.Min(network.Capacity, data.Count - start);
             Span<float> input = network.Input;
             for (int r = 0; r < b; r++) data.CopyImage(start + r, input.Slice(r * n, n));
-            ReadOnlySpan<float> logits = network.Forward(b, training: false);
-            for (int r = 0; r < b; r++)
-            {
-                int p = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.Slice(r * classes, classes));
-                int t = data.Labels[start + r];
-                if (t >= classes) throw new RotorException($"{data.Name}: label {t} of image {start + r} is not below the model's {classes} classes");
-                confusion[t, p]++;
-                if (p == t) correct++;
-            }
+            correct += Tally(network.Forward(b, training: false), b, start, data, confusion);
         }
         return new EvalResult(data.Count == 0 ? 0 : (double)correct / data.Count, confusion, data.Count);
     }
@@ -218,16 +212,25 @@ public sealed class Trainer : IDisposable
             int b = Math.Min(batch, data.Count - start);
             for (int r = 0; r < b; r++) data.CopyImage(start + r, x.AsSpan(r * n, n));
             model.Forward(x.AsSpan(0, b * n), y, b);
-            for (int r = 0; r < b; r++)
-            {
-                int p = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(y.AsSpan(r * classes, classes));
-                int t = data.Labels[start + r];
-                if (t >= classes) throw new RotorException($"{data.Name}: label {t} of image {start + r} is not below the model's {classes} classes");
-                confusion[t, p]++;
-                if (p == t) correct++;
-            }
+            correct += Tally(y, b, start, data, confusion);
         }
         return new EvalResult(data.Count == 0 ? 0 : (double)correct / data.Count, confusion, data.Count);
+    }
+
+    /// <summary>Adds the predictions of images start .. start + b - 1 (their logits, b rows) to the confusion matrix;
+    /// returns how many were right.</summary>
+    private static int Tally(ReadOnlySpan<float> logits, int b, int start, ImageDataset data, int[,] confusion)
+    {
+        int classes = confusion.GetLength(0), correct = 0;
+        for (int r = 0; r < b; r++)
+        {
+            int p = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.Slice(r * classes, classes));
+            int t = data.Labels[start + r];
+            if (t >= classes) throw new RotorException($"{data.Name}: label {t} of image {start + r} is not below the model's {classes} classes");
+            confusion[t, p]++;
+            if (p == t) correct++;
+        }
+        return correct;
     }
 
     /// <summary>Stops the worker threads.</summary>

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Rotor.IO;
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;
@@ -187,12 +188,12 @@ public class CheckpointTests
             {
                 using var t = new Trainer(config, 28, 28, 1, 10, threads: 2);
                 t.Train(train.Take(config.Model == "cnn" ? 300 : 2000));
-                DeployedModel.Export(t.Network, t.ImageShape, path, format);
+                DeployedModelWriter.Export(t.Network, t.ImageShape, path, format);
                 DeployedModel m = DeployedModel.Load(path);
                 Assert.Equal(format, m.Format);
                 Assert.IsType<Rotor.Nn.TernaryLinear>(m.Network.Layers[^1]);
                 // Same trits and scales as the training quantizer.
-                var last = (TernaryDense)t.Network.Layers[^1];
+                var last = (TernaryLinearLayer)t.Network.Layers[^1];
                 var deployedLast = (Rotor.Nn.TernaryLinear)m.Network.Layers[^1];
                 var wq = new float[last.Weight.Value.Length];
                 float s = FakeQuant.TernaryAbsMean(last.Weight.Value, wq);
@@ -217,7 +218,7 @@ public class CheckpointTests
         try
         {
             using var t = new Trainer(new TrainConfig { Epochs = 1 }, 28, 28, 1, 10, threads: 1);
-            DeployedModel.Export(t.Network, t.ImageShape, path, TernaryFormat.T2);
+            DeployedModelWriter.Export(t.Network, t.ImageShape, path, TernaryFormat.T2);
             long f32 = t.Network.ParameterCount * 4;
             Assert.True(new FileInfo(path).Length * 12 < f32, $"{new FileInfo(path).Length} bytes vs float32 {f32}");
         }
@@ -228,7 +229,7 @@ public class CheckpointTests
     public void FloatTwinHasNoTernaryForm()
     {
         using var t = new Trainer(new TrainConfig { Hidden = 8, Ternary = false, ActBits = 0 }, 28, 28, 1, 10, 1);
-        Assert.Contains("float twin", Assert.Throws<RotorException>(() => DeployedModel.Export(t.Network, t.ImageShape, TrainingData.TempFile("x"))).Message);
+        Assert.Contains("float twin", Assert.Throws<RotorException>(() => DeployedModelWriter.Export(t.Network, t.ImageShape, TrainingData.TempFile("x"))).Message);
     }
 }
 

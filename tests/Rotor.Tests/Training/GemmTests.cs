@@ -1,4 +1,6 @@
+using Rotor.Kernels;
 using Rotor.Threading;
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;

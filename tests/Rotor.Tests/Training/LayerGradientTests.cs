@@ -1,3 +1,4 @@
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;
@@ -53,26 +54,32 @@ public class LayerGradientTests
     }
 
     [Fact]
-    public void FloatLinear() { var l = new TernaryDense(37, 11, bias: true, ternary: false, actBits: 0); l.Initialize(new Random(1)); CheckGradients(l, 5, 10); }
+    public void FloatLinear() { var l = new TernaryLinearLayer(37, 11, bias: true, ternary: false, actBits: 0); l.Initialize(new Random(1)); CheckGradients(l, 5, 10); }
+
+    /// <summary>dx against central finite differences of the loss, every <paramref name="step"/>-th input.</summary>
+    private static void AssertInputGradient(TrainLayer l, float[] x, float[] r, float[] dx, int batch, int step)
+    {
+        for (int i = 0; i < x.Length; i += step)
+        {
+            float keep = x[i];
+            x[i] = keep + 1e-2f; double up = Loss(l, x, r, batch, 0);
+            x[i] = keep - 1e-2f; double down = Loss(l, x, r, batch, 0);
+            x[i] = keep;
+            Assert.Equal((up - down) / 2e-2, dx[i], 2);
+        }
+    }
 
     [Fact]
     public void TernaryLinearInputGradientIsExactForFixedTrits()
     {
         // With float activations the layer is linear in x for fixed quantized weights: dx must match finite differences.
-        var l = new TernaryDense(40, 9, bias: true, ternary: true, actBits: 0);
+        var l = new TernaryLinearLayer(40, 9, bias: true, ternary: true, actBits: 0);
         l.Initialize(new Random(2));
         l.Bind(s_ctx, 4);
         float[] x = TestData.Floats(4 * 40, 3), r = TestData.Floats(4 * 9, 4);
         var y = new float[36]; var dx = new float[x.Length];
         l.Forward(x, y, 4, true); l.Backward(x, y, r, dx, 4);
-        for (int i = 0; i < x.Length; i += 7)
-        {
-            float keep = x[i];
-            x[i] = keep + 1e-2f; double up = Loss(l, x, r, 4, 0);
-            x[i] = keep - 1e-2f; double down = Loss(l, x, r, 4, 0);
-            x[i] = keep;
-            Assert.Equal((up - down) / 2e-2, dx[i], 2);
-        }
+        AssertInputGradient(l, x, r, dx, 4, step: 7);
     }
 
     [Fact]
@@ -80,7 +87,7 @@ public class LayerGradientTests
     {
         // STE: dW = dy^T q(x), dx = dy q(W), with q the absmean / absmax quantizers of the forward pass.
         int inF = 50, outF = 7, batch = 3;
-        var l = new TernaryDense(inF, outF, bias: true, ternary: true, actBits: 8);
+        var l = new TernaryLinearLayer(inF, outF, bias: true, ternary: true, actBits: 8);
         l.Initialize(new Random(5));
         l.Bind(s_ctx, batch);
         float[] x = TestData.Floats(batch * inF, 6), dy = TestData.Floats(batch * outF, 7);
@@ -141,7 +148,7 @@ public class LayerGradientTests
     [Fact]
     public void FloatConv2d()
     {
-        var l = new TernaryConv2d(2, 6, 5, 3, 3, 1, ternary: false, actBits: 0);
+        var l = new TernaryConv2dLayer(2, 6, 5, 3, 3, 1, ternary: false, actBits: 0);
         l.Initialize(new Random(3));
         CheckGradients(l, 2, 50);
     }
@@ -149,7 +156,7 @@ public class LayerGradientTests
     [Fact]
     public void FloatConv2dWithoutPaddingAndWideChannels()
     {
-        var l = new TernaryConv2d(16, 5, 5, 16, 3, 0, ternary: false, actBits: 0);
+        var l = new TernaryConv2dLayer(16, 5, 5, 16, 3, 0, ternary: false, actBits: 0);
         l.Initialize(new Random(4));
         CheckGradients(l, 2, 60);
     }
@@ -157,20 +164,13 @@ public class LayerGradientTests
     [Fact]
     public void TernaryConv2dInputGradientIsExactForFixedTrits()
     {
-        var l = new TernaryConv2d(3, 5, 5, 4, 5, 2, ternary: true, actBits: 0);
+        var l = new TernaryConv2dLayer(3, 5, 5, 4, 5, 2, ternary: true, actBits: 0);
         l.Initialize(new Random(6));
         l.Bind(s_ctx, 2);
         float[] x = TestData.Floats(2 * l.InputSize, 7), r = TestData.Floats(2 * l.OutputSize, 8);
         var y = new float[r.Length]; var dx = new float[x.Length];
         l.Forward(x, y, 2, true); l.Backward(x, y, r, dx, 2);
-        for (int i = 0; i < x.Length; i += 5)
-        {
-            float keep = x[i];
-            x[i] = keep + 1e-2f; double up = Loss(l, x, r, 2, 0);
-            x[i] = keep - 1e-2f; double down = Loss(l, x, r, 2, 0);
-            x[i] = keep;
-            Assert.Equal((up - down) / 2e-2, dx[i], 2);
-        }
+        AssertInputGradient(l, x, r, dx, 2, step: 5);
     }
 
     [Fact]
@@ -206,8 +206,8 @@ public class LayerGradientTests
     {
         // Loss() computes mean cross-entropy and its gradient; check every parameter through the whole network.
         var rng = new Random(8);
-        var d1 = new TernaryDense(12, 16, true, false, 0); d1.Initialize(rng);
-        var d2 = new TernaryDense(16, 5, true, false, 0); d2.Initialize(rng);
+        var d1 = new TernaryLinearLayer(12, 16, true, false, 0); d1.Initialize(rng);
+        var d2 = new TernaryLinearLayer(16, 5, true, false, 0); d2.Initialize(rng);
         using var net = new TrainNetwork([d1, new ReluLayer(16), new RmsNormLayer(16), d2], 6, new TrainContext(1));
         float[] x = TestData.Floats(6 * 12, 9);
         byte[] labels = [0, 1, 2, 3, 4, 1];
@@ -228,8 +228,8 @@ public class LayerGradientTests
     public void DistillationLossGradientMatchesFiniteDifferences(float alpha, float temperature, float smoothing)
     {
         var rng = new Random(11);
-        var d1 = new TernaryDense(10, 12, true, false, 0); d1.Initialize(rng);
-        var d2 = new TernaryDense(12, 7, true, false, 0); d2.Initialize(rng);
+        var d1 = new TernaryLinearLayer(10, 12, true, false, 0); d1.Initialize(rng);
+        var d2 = new TernaryLinearLayer(12, 7, true, false, 0); d2.Initialize(rng);
         // RMSNorm rather than ReLU between the layers: smooth, so finite differences never straddle a kink.
         using var net = new TrainNetwork([d1, new RmsNormLayer(12), d2], 5, new TrainContext(1));
         float[] x = TestData.Floats(5 * 10, 3);
@@ -250,7 +250,7 @@ public class LayerGradientTests
     {
         // KL(p || p) = 0 with a zero gradient: the loss and gradient equal (1 - a) times the plain cross-entropy's.
         var rng = new Random(12);
-        var d = new TernaryDense(9, 6, true, false, 0); d.Initialize(rng);
+        var d = new TernaryLinearLayer(9, 6, true, false, 0); d.Initialize(rng);
         using var net = new TrainNetwork([d], 4, new TrainContext(1));
         float[] x = TestData.Floats(4 * 9, 5);
         byte[] labels = [1, 5, 0, 2];

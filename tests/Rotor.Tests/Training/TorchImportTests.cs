@@ -1,4 +1,5 @@
 using Rotor.IO;
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;

@@ -1,3 +1,4 @@
+using Rotor.Nn;
 using Rotor.Training;
 
 namespace Rotor.Tests.Training;

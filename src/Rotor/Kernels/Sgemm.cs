@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Rotor.Threading;
 
-namespace Rotor.Training;
+namespace Rotor.Kernels;
 
 // Legend: C (M, N) = A (M, K) · B (N, K)^T. Every operand is a "row source": a matrix seen as rows of K values,
 // which packs MR (for A) or NR (for B) of its rows at a time into the layout the micro-kernel reads.

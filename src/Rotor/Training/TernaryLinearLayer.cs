@@ -1,5 +1,8 @@
 using System.Numerics.Tensors;
 
+using Rotor.Kernels;
+using Rotor.Nn;
+
 namespace Rotor.Training;
 
 /// <summary>
@@ -7,7 +10,7 @@ namespace Rotor.Training;
 /// absmax of <c>actBits</c> bits (when actBits &gt; 0). Backward by the straight-through estimator:
 /// dW = dy^T · q(x), db = sum_b dy, dx = dy · q(W).
 /// </summary>
-public sealed unsafe class TernaryDense : TrainLayer
+public sealed unsafe class TernaryLinearLayer : TrainLayer
 {
     private readonly Parameter _w, _b;
     private readonly Parameter[] _params;
@@ -16,7 +19,7 @@ public sealed unsafe class TernaryDense : TrainLayer
     private readonly DenseSource _srcA = new(), _srcB = new();
 
     /// <summary>A layer with PyTorch's default initialization left to <see cref="Initialize"/>.</summary>
-    public TernaryDense(int inFeatures, int outFeatures, bool bias = true, bool ternary = true, int actBits = 8)
+    public TernaryLinearLayer(int inFeatures, int outFeatures, bool bias = true, bool ternary = true, int actBits = 8)
     {
         Check.Positive(inFeatures, nameof(inFeatures)); Check.Positive(outFeatures, nameof(outFeatures));
         if (actBits != 0 && (actBits < 2 || actBits > 16)) throw new RotorException($"linear {inFeatures}->{outFeatures}: act_bits = {actBits}, expected 0 (float) or 2..16");

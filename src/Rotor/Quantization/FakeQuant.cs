@@ -1,7 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
-namespace Rotor.Training;
+namespace Rotor;
 
 /// <summary>
 /// The quantizers of the forward pass, in float ("fake quantization"), bit-compatible with Rotor's inference:

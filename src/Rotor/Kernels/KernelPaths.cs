@@ -1,0 +1,95 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// The traits of one CPU kernel path: one row of <see cref="KernelPaths.All"/>. The driver
+/// (<see cref="CpuBackend"/>) reads everything it needs about a path from its row, so a new path is one file of
+/// kernels (a struct implementing the kernel contract), one <see cref="KernelPath"/> value and one row.
+/// </summary>
+public sealed unsafe class KernelPathInfo
+{
+    private readonly Lazy<string?> _unavailable;
+
+    internal KernelPathInfo(KernelPath path, string name, int priority, Func<string?> unavailableReason,
+        delegate*<in GemmArgs, int, int, void> gemm, delegate*<byte*, sbyte*, int, int> dotCodes, delegate*<byte*, float*, int, float> dotF32,
+        delegate*<ref GemmArgs, void> prepareGemm = null)
+    {
+        Path = path; Name = name; Priority = priority; _unavailable = new Lazy<string?>(unavailableReason);
+        Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; PrepareGemm = prepareGemm;
+    }
+
+    /// <summary>The path.</summary>
+    public KernelPath Path { get; }
+    /// <summary>Lower-case name, as in <c>ROTOR_KERNEL</c> and reports.</summary>
+    public string Name { get; }
+    /// <summary>Rank in the automatic choice: the supported path of highest priority is used; 0 = never chosen
+    /// automatically (the reference).</summary>
+    public int Priority { get; }
+
+    /// <summary>Why this machine cannot run the path, or null when it can. Probed once (the VNNI path generates its
+    /// code on the first probe).</summary>
+    public string? UnavailableReason => _unavailable.Value;
+
+    /// <summary>Whether this machine can run the path.</summary>
+    public bool IsSupported => UnavailableReason is null;
+
+    /// <summary>y for weight rows [r0, r1) and every activation row of the arguments (a GEMV when there is one row;
+    /// a path may take a separate GEMV route inside for small batches).</summary>
+    internal delegate*<in GemmArgs, int, int, void> Gemm { get; }
+    /// <summary><c>sum_j code[j] * x[j]</c> of one I2_256 row and one int8 row over kBlocks * 256 values.</summary>
+    internal delegate*<byte*, sbyte*, int, int> DotCodes { get; }
+    /// <summary><c>sum_j w[j] * x[j]</c> of one I2_256 row and one float row over kBlocks * 256 values.</summary>
+    internal delegate*<byte*, float*, int, float> DotF32 { get; }
+    /// <summary>Run once a call, before the rows are split over threads, when the path wants the activations in
+    /// another layout (null: none).</summary>
+    internal delegate*<ref GemmArgs, void> PrepareGemm { get; }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// The table of CPU kernel paths, in <see cref="KernelPath"/> order. To add a path: write its kernels in one file
+/// (see <c>Portable.cs</c> for the smallest complete one, <see cref="ReferenceKernels"/> for the definitions it must
+/// match), add a <see cref="KernelPath"/> value and a row here; the kernel tests and <c>rotor selftest --device cpu</c>
+/// then run it against the reference on every machine that supports it.
+/// </summary>
+public static unsafe class KernelPaths
+{
+    private static readonly KernelPathInfo[] s_rows =
+    [
+        new(KernelPath.Reference, "reference", 0, () => null,
+            &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32),
+        new(KernelPath.Portable, "portable", 10, () => null,
+            &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32),
+        new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : "the processor has no AVX2",
+            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32),
+        new(KernelPath.Avx512, "avx512", 40,
+            () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null : "the processor has no AVX-512 BW (or .NET does not use 512-bit vectors)",
+            &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32),
+        new(KernelPath.Neon, "neon", 20, () => AdvSimd.Arm64.IsSupported ? null : "not an Arm64 processor with AdvSimd",
+            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32),
+        new(KernelPath.Avx512Vnni, "avx512vnni", 50, () => VnniCode.UnavailableReason,
+            &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &Avx512VnniKernels.PrepareGemm),
+    ];
+
+    /// <summary>Every path, supported here or not.</summary>
+    public static IReadOnlyList<KernelPathInfo> All => s_rows;
+
+    static KernelPaths()
+    {
+        for (int i = 0; i < s_rows.Length; i++)
+            if ((int)s_rows[i].Path != i) throw new InvalidOperationException($"kernel path table: row {i} is {s_rows[i].Path}; rows must follow the KernelPath values");
+    }
+
+    /// <summary>The row of <paramref name="path"/>.</summary>
+    public static KernelPathInfo Get(KernelPath path) =>
+        (uint)path < (uint)s_rows.Length ? s_rows[(int)path] : throw new ArgumentOutOfRangeException(nameof(path), path, $"unknown kernel path {(int)path}");
+
+    /// <summary>The row named <paramref name="name"/> (case-insensitive), or null.</summary>
+    public static KernelPathInfo? Find(string name) =>
+        All.FirstOrDefault(p => p.Name.Equals(name, StringComparison.OrdinalIgnoreCase));
+}
