@@ -105,14 +105,6 @@ internal static unsafe class DenseGemm
         return sum;
     }
 
-    /// <summary>The int8 dot kernel of a kernel path.</summary>
-    public static delegate*<sbyte*, sbyte*, int, int> Int8Dot(KernelPath path) => path switch
-    {
-        KernelPath.Reference => &DotInt8Reference,
-        KernelPath.Avx2 or KernelPath.Avx512 or KernelPath.Avx512Vnni when Avx2.IsSupported => &DotInt8Avx2,
-        _ => &DotInt8Portable,
-    };
-
     private sealed class Job : IParallelWork
     {
         public DenseMatrix? W;
@@ -193,7 +185,7 @@ internal static unsafe class DenseGemm
             var job = t_job ??= new Job();
             job.W = w; job.X = xp; job.XStride = w.Cols; job.M = m; job.Y = yp; job.YStride = w.Rows;
             job.Reference = path == KernelPath.Reference;
-            job.Dot = Int8Dot(path);
+            job.Dot = KernelPaths.Get(path).DotInt8;
             float[]? xs = xq?.ScaleArray;
             fixed (float* xsp = xs)
             {
