@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics.X86;
-
 namespace Rotor.Index;
 
 /// <summary>
@@ -232,11 +230,7 @@ internal sealed unsafe class Hnsw
             var (cs, c) = cand.Pop();
             if (result.Count >= ef && cs < result.TopScore) break;
             // The link list of the next candidate (likely expanded next) is fetched while this one is worked on.
-            if (level == 0 && cand.Count > 0 && Sse.IsSupported)
-            {
-                int* l = links0 + (long)cand.TopNode * stride0;
-                for (int o = 0; o < stride0; o += 16) Sse.Prefetch0(l + o);
-            }
+            if (level == 0 && cand.Count > 0) Prefetch.Lines(links0 + (long)cand.TopNode * stride0, stride0 * sizeof(int));
             int n = CopyLinks(c, level, buf);
             int m = 0;
             for (int i = 0; i < n; i++)
@@ -244,12 +238,10 @@ internal sealed unsafe class Hnsw
                 int e = buf[i];
                 if (!sc.Mark(e)) continue;
                 todo[m++] = e;
+                // The first two cache lines of the code: all of a ternary code of up to 512 dimensions (binary: 1024).
                 byte* p = _store.Code(e);
-                if (Sse.IsSupported)
-                {
-                    Sse.Prefetch0(p);
-                    if (bytes > 64) Sse.Prefetch0(p + 64);
-                }
+                Prefetch.Line(p);
+                if (bytes > 64) Prefetch.Line(p + 64);
             }
             for (int i = 0; i < m; i++)
             {

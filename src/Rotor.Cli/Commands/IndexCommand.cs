@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using Rotor.Index;
+using Rotor.Index.Benchmarking;
 
 namespace Rotor.Cli.Commands;
 
