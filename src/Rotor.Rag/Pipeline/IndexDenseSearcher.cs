@@ -1,7 +1,6 @@
 using Rotor.Index;
 using Rotor.Rag.Evaluation;
 using Rotor.Rag.Search;
-using RagHit = Rotor.Rag.Search.SearchHit;
 
 namespace Rotor.Rag.Pipeline;
 
@@ -58,15 +57,15 @@ public sealed class IndexDenseSearcher : IDenseSearcher, IDisposable
 
     /// <inheritdoc />
     /// <exception cref="RotorException">A hit's key is not a known passage id.</exception>
-    public IReadOnlyList<RagHit> Search(ReadOnlySpan<float> query, int k)
+    public IReadOnlyList<ScoredOrdinal> Search(ReadOnlySpan<float> query, int k)
     {
         if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
         var hits = _index.Search(query, k, _options);
-        var result = new RagHit[hits.Count];
+        var result = new ScoredOrdinal[hits.Count];
         for (int i = 0; i < hits.Count; i++)
         {
             if (!_ordinalOf.TryGetValue(hits[i].Key, out int ord)) throw new RotorException($"vector index key '{hits[i].Key}' is not a known passage id");
-            result[i] = new RagHit(ord, hits[i].Score);
+            result[i] = new ScoredOrdinal(ord, hits[i].Score);
         }
         return result;
     }
