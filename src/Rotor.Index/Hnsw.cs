@@ -205,8 +205,8 @@ internal sealed unsafe class Hnsw
     /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="bits"/>, a node
     /// enters the result only if its bit is set (<paramref name="bitsAllow"/>) or clear (a deleted-slot bitmap), but
     /// every node is traversed. The codes of a node's unvisited neighbours are prefetched before they are scored, and
-    /// the link list of the next candidate while the current one is expanded (200k vectors, efSearch 64: 80 us a
-    /// query against 105 us without, medians of the best of 3 alternating runs, load average 5).</summary>
+    /// the link list of the next candidate while the current one is expanded, so that both arrive while other work is
+    /// done (a quarter of the query time at 200k vectors, efSearch 64; docs/INDEX.md).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private List<(float Sim, int Node)> SearchLayer(byte* q, sbyte* planes, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, ulong[]? bits, bool bitsAllow)
     {

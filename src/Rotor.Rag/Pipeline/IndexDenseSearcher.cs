@@ -114,7 +114,7 @@ public sealed class IndexDenseSearcher : IDenseSearcher, IDisposable
 }
 
 /// <summary>
-/// The dense variants of issue 5's quality targets, as <see cref="DenseVariant"/>s for <see cref="RetrievalBenchmark.Run"/>:
+/// The dense variants that <c>rotor eval quality</c> scores against float32, as <see cref="DenseVariant"/>s for <see cref="RetrievalBenchmark.Run"/>:
 /// Rotor.Index flat search over float32, int8, ternary (with and without rescoring) and binary codes. JSON keys are
 /// <c>NAME.ndcg@10</c> etc. with NAME <c>dense-index-float32</c>, <c>dense-int8</c>, <c>dense-ternary</c>,
 /// <c>dense-ternary-rescored</c> (factor 4), <c>dense-ternary-rescored-10</c>, <c>dense-binary</c>, <c>dense-binary-rescored</c>.

@@ -84,7 +84,7 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
 /// <param name="Overlap10">Mean share of the float32 exact top 10 found in this variant's top 10.</param>
 public sealed record LatencyRow(string Name, int Count, double BuildSeconds, double SearchP50, double SearchP95, double TotalP50, double TotalP95, double Overlap10);
 
-/// <summary>The pipeline's measurements: code quality (issue 5), adaptive calibration, latency at scale.</summary>
+/// <summary>The pipeline's measurements: code quality against float32, adaptive calibration, latency at scale.</summary>
 public static class PipelineBenchmarks
 {
     /// <summary>
