@@ -12,14 +12,10 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
-        root.Subcommands.Add(IndexCommand.Create(IndexSourceCommands.All()));
+        root.Subcommands.Add(IndexCommand.Create());
+        root.Subcommands.Add(IngestCommand.Create());
         root.Subcommands.Add(SearchCommand.Create());
-        // eval MODEL --data DIR evaluates a trained model; eval retrieval|embedding are its subcommands.
-        var eval = TrainCommands.CreateEval();
-        eval.Subcommands.Add(EvalRetrievalCommand.Create());
-        eval.Subcommands.Add(EvalEmbeddingCommand.Create());
-        root.Subcommands.Add(eval);
-        root.Subcommands.Add(RagCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create(TrainCommands.CreateEval()));
         root.Subcommands.Add(CudaCommands.CreateSelftest());
         root.Subcommands.Add(CudaCommands.CreateBench());
         root.Subcommands.Add(TrainCommands.CreateTrain());

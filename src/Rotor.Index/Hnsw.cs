@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics.X86;
-
 namespace Rotor.Index;
 
 /// <summary>
@@ -207,8 +205,8 @@ internal sealed unsafe class Hnsw
     /// <summary>Beam search on one layer; returns up to ef nodes best first. With <paramref name="bits"/>, a node
     /// enters the result only if its bit is set (<paramref name="bitsAllow"/>) or clear (a deleted-slot bitmap), but
     /// every node is traversed. The codes of a node's unvisited neighbours are prefetched before they are scored, and
-    /// the link list of the next candidate while the current one is expanded (200k vectors, efSearch 64: 80 us a
-    /// query against 105 us without, medians of the best of 3 alternating runs, load average 5).</summary>
+    /// the link list of the next candidate while the current one is expanded, so that both arrive while other work is
+    /// done (a quarter of the query time at 200k vectors, efSearch 64; docs/INDEX.md).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private List<(float Sim, int Node)> SearchLayer(byte* q, sbyte* planes, float qs, float qn, List<(float Sim, int Node)> eps, int ef, int level, ulong[]? bits, bool bitsAllow)
     {
@@ -232,11 +230,7 @@ internal sealed unsafe class Hnsw
             var (cs, c) = cand.Pop();
             if (result.Count >= ef && cs < result.TopScore) break;
             // The link list of the next candidate (likely expanded next) is fetched while this one is worked on.
-            if (level == 0 && cand.Count > 0 && Sse.IsSupported)
-            {
-                int* l = links0 + (long)cand.TopNode * stride0;
-                for (int o = 0; o < stride0; o += 16) Sse.Prefetch0(l + o);
-            }
+            if (level == 0 && cand.Count > 0) Prefetch.Lines(links0 + (long)cand.TopNode * stride0, stride0 * sizeof(int));
             int n = CopyLinks(c, level, buf);
             int m = 0;
             for (int i = 0; i < n; i++)
@@ -244,12 +238,10 @@ internal sealed unsafe class Hnsw
                 int e = buf[i];
                 if (!sc.Mark(e)) continue;
                 todo[m++] = e;
+                // The first two cache lines of the code: all of a ternary code of up to 512 dimensions (binary: 1024).
                 byte* p = _store.Code(e);
-                if (Sse.IsSupported)
-                {
-                    Sse.Prefetch0(p);
-                    if (bytes > 64) Sse.Prefetch0(p + 64);
-                }
+                Prefetch.Line(p);
+                if (bytes > 64) Prefetch.Line(p + 64);
             }
             for (int i = 0; i < m; i++)
             {

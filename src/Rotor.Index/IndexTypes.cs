@@ -8,8 +8,9 @@ public enum CodeKind
     Float32 = 0,
     /// <summary>Symmetric int8 with one float scale a vector (absmax / 127): D bytes. Scored by an int8 x int8 dot.</summary>
     Int8 = 1,
-    /// <summary>Ternary {-1, 0, +1} as two bit planes (+1 plane, -1 plane) of ceil(D/64) words each: 2 bits a dimension,
-    /// 96 bytes for D = 384. Scored by popcount. Encoded by <see cref="TernaryQuantizer.Threshold"/>.</summary>
+    /// <summary>Ternary {-1, 0, +1} as two bit planes of ceil(D/64) words each, the non-zero mask then the signs (a sign
+    /// bit set = -1, only where the mask bit is set): 2 bits a dimension, 96 bytes for D = 384. Scored by popcount.
+    /// Encoded by <see cref="TernaryQuantizer.Threshold"/>.</summary>
     Ternary = 2,
     /// <summary>Sign bits, 1 bit a dimension (48 bytes for D = 384). Scored by Hamming distance. For comparison.</summary>
     Binary = 3,

@@ -8,7 +8,7 @@ namespace Rotor.Cli.Tests;
 
 /// <summary>
 /// The command line end to end, each command in a process of its own: <c>rotor train</c> writes a model, and a fresh
-/// <c>rotor eval</c> process and this process (through the library API) load it and agree on its accuracy.
+/// <c>rotor eval model</c> process and this process (through the library API) load it and agree on its accuracy.
 /// </summary>
 public class TrainEvalEndToEndTests
 {
@@ -19,7 +19,7 @@ public class TrainEvalEndToEndTests
         throw new DirectoryNotFoundException($"Rotor.sln not found above {AppContext.BaseDirectory}");
     }
 
-    private static (int Code, string Out) Rotor(params string[] args)
+    internal static (int Code, string Out) Rotor(params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "rotor.dll");
         Assert.True(File.Exists(dll), $"{dll} is missing: the test project must reference src/Rotor.Cli");
@@ -51,7 +51,7 @@ public class TrainEvalEndToEndTests
             Assert.True(File.Exists(model), train.Out);
             Assert.True(File.Exists(Path.ChangeExtension(model, null) + ".ckpt.safetensors"), train.Out);
 
-            var eval = Rotor("eval", model, "--data", data, "--json", json);
+            var eval = Rotor("eval", "model", model, "--data", data, "--json", json);
             Assert.True(eval.Code == 0, eval.Out);
             using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(json));
             double cliAccuracy = doc.RootElement.GetProperty("accuracy").GetDouble();
@@ -69,7 +69,7 @@ public class TrainEvalEndToEndTests
 
             // Bad input: a clear error naming the file, exit code 2, no stack trace.
             File.WriteAllBytes(Path.Combine(dir, "bad.safetensors"), [1, 2, 3]);
-            var bad = Rotor("eval", Path.Combine(dir, "bad.safetensors"), "--data", data);
+            var bad = Rotor("eval", "model", Path.Combine(dir, "bad.safetensors"), "--data", data);
             Assert.Equal(2, bad.Code);
             Assert.Contains("bad.safetensors", bad.Out);
             Assert.DoesNotContain("   at ", bad.Out);

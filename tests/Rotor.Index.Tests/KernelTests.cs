@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Rotor.Index.Benchmarking;
 using Xunit;
 
 namespace Rotor.Index.Tests;

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using Rotor.Index.Benchmarking;
 using Xunit;
 using Xunit.Abstractions;
 

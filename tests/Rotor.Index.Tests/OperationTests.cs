@@ -1,3 +1,4 @@
+using Rotor.Index.Benchmarking;
 using Xunit;
 
 namespace Rotor.Index.Tests;

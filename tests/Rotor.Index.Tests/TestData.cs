@@ -1,3 +1,5 @@
+using Rotor.Index.Benchmarking;
+
 namespace Rotor.Index.Tests;
 
 internal static class TestData

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.VectorData;
 using Rotor.Index.VectorData;
+using Rotor.Index.Benchmarking;
 using Xunit;
 
 namespace Rotor.Index.Tests;

@@ -32,11 +32,11 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
         var retriever = fixture.DemoRetriever;
         foreach (var mode in new[] { RetrievalMode.Hybrid, RetrievalMode.Dense, RetrievalMode.Lexical })
         {
-            var hits = await retriever.RetrieveAsync(question, 3, mode);
+            var hits = (await retriever.SearchAsync(question, new RetrievalOptions { Top = 3, Mode = mode })).Hits;
             output.WriteLine($"{mode,-8} {question}: {string.Join(", ", hits.Select(h => $"{h.Passage.Id} {h.Score:F3} (d{h.DenseRank} l{h.LexicalRank})"))}");
             Assert.Contains(expectedId, hits.Take(mode == RetrievalMode.Hybrid ? 1 : 3).Select(h => h.Passage.Id));
         }
-        var top = (await retriever.RetrieveAsync(question, 1))[0];
+        var top = (await retriever.SearchAsync(question, new RetrievalOptions { Top = 1 })).Hits[0];
         Assert.True(top.DenseRank is not null || top.LexicalRank is not null);
     }
 
@@ -44,11 +44,42 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
     public async Task HybridRanksComeFromBothLists()
     {
         var retriever = fixture.DemoRetriever;
-        var hits = await retriever.RetrieveAsync("Greek hero killed by an arrow in the heel", 5, RetrievalMode.Hybrid, candidates: 20);
+        var hits = retriever.Search("Greek hero killed by an arrow in the heel", new RetrievalOptions { Top = 5, Mode = RetrievalMode.Hybrid, Candidates = 20 }).Hits;
         Assert.Equal("achilles-2", hits[0].Passage.Id);
         Assert.Equal(1, hits[0].DenseRank);
         Assert.NotNull(hits[0].LexicalRank);
         Assert.True(hits.Zip(hits.Skip(1)).All(p => p.First.Score >= p.Second.Score));
+    }
+
+    [Fact]
+    public void SearchWithAGivenVectorMatchesSearchWithTheQuery()
+    {
+        var retriever = fixture.DemoRetriever;
+        const string Question = "Which philosopher taught Alexander the Great?";
+        float[] v = fixture.Embedder.Embed(Question);
+        foreach (var mode in new[] { RetrievalMode.Hybrid, RetrievalMode.Dense, RetrievalMode.Lexical })
+        {
+            var options = new RetrievalOptions { Top = 4, Mode = mode, Candidates = 30 };
+            var a = retriever.Search(Question, options);
+            var b = retriever.Search(Question, v, options);
+            Assert.Equal(a.Hits, b.Hits);
+            Assert.Equal(a.DenseScores, b.DenseScores);
+            Assert.Equal(mode == RetrievalMode.Lexical ? 0 : 30, a.DenseScores.Count);
+            Assert.Equal(0, b.EmbedMilliseconds);
+        }
+        Assert.Equal(3, retriever.Search(Question, default, new RetrievalOptions { Top = 3, Mode = RetrievalMode.Lexical }).Hits.Count);
+        Assert.Throws<ArgumentException>(() => retriever.Search(Question, default, new RetrievalOptions { Mode = RetrievalMode.Dense }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => retriever.Search(Question, new RetrievalOptions { Top = 0 }));
+    }
+
+    [Fact]
+    public void IndexTextOfAPassageCarriesItsTitleAndSectionAndOfADocumentFollowsBeir()
+    {
+        Assert.Equal("T: S. x y", IndexText.Of(new Passage("d#0", "d", "T", "S", "x y")));
+        Assert.Equal("T. x y", IndexText.Of(new Passage("d#0", "d", "T", "", "x y")));
+        Assert.Equal("x y", IndexText.Of(new Passage("d#0", "d", "", "", "x y")));
+        Assert.Equal("T a\n\nb", IndexText.Of(new Document("d", "T", [new DocumentSection("", "a"), new DocumentSection("S", "b")])));
+        Assert.Equal("a", IndexText.Of(Document.Plain("d", "", "a")));
     }
 
     [Fact]
@@ -127,7 +158,7 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
     {
         public int Dimensions => inner.Dimensions;
         public int Count => inner.Count;
-        public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k)
+        public IReadOnlyList<ScoredOrdinal> Search(ReadOnlySpan<float> query, int k)
         {
             var all = inner.Search(query, Count);
             return all.Reverse().Take(k).ToList();

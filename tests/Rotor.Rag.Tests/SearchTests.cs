@@ -32,7 +32,7 @@ public sealed class DenseSearchTests
         {
             var fast = searcher.Search(queries.AsSpan(q * d, d), 10);
             var slow = searcher.SearchReference(queries.AsSpan(q * d, d), 10);
-            Assert.Equal(slow.Select(h => h.Index), fast.Select(h => h.Index));
+            Assert.Equal(slow.Select(h => h.Ordinal), fast.Select(h => h.Ordinal));
             for (int i = 0; i < 10; i++) Assert.Equal(slow[i].Score, fast[i].Score, 4);
         }
     }
@@ -44,7 +44,7 @@ public sealed class DenseSearchTests
         var s = new ExactDenseSearcher(v, 8);
         var hits = s.Search(v.AsSpan(3 * 8, 8), 50);
         Assert.Equal(5, hits.Count);
-        Assert.Equal(3, hits[0].Index);
+        Assert.Equal(3, hits[0].Ordinal);
         Assert.Equal(1f, hits[0].Score, 5);
         Assert.True(hits.Zip(hits.Skip(1)).All(p => p.First.Score >= p.Second.Score));
     }
@@ -65,11 +65,11 @@ public sealed class FusionTests
     [Fact]
     public void RrfSumsReciprocalRanks()
     {
-        SearchHit[] a = [new(1, 9), new(2, 8), new(3, 7)];
-        SearchHit[] b = [new(3, 5), new(4, 4), new(1, 3)];
+        ScoredOrdinal[] a = [new(1, 9), new(2, 8), new(3, 7)];
+        ScoredOrdinal[] b = [new(3, 5), new(4, 4), new(1, 3)];
         var fused = ReciprocalRankFusion.Fuse([a, b], 10, k: 60);
         // 1: 1/61 + 1/63; 3: 1/63 + 1/61 (tie, broken by best rank 1 then index); 2: 1/62; 4: 1/62
-        Assert.Equal([1, 3, 2, 4], fused.Select(h => h.Index));
+        Assert.Equal([1, 3, 2, 4], fused.Select(h => h.Ordinal));
         Assert.Equal(1.0 / 61 + 1.0 / 63, fused[0].Score, 6);
         Assert.Equal(1.0 / 62, fused[2].Score, 6);
         Assert.Equal(2, ReciprocalRankFusion.Fuse([a, b], 2).Count);
@@ -78,9 +78,9 @@ public sealed class FusionTests
     [Fact]
     public void RrfIgnoresEmptyRankingsAndDuplicates()
     {
-        SearchHit[] a = [new(5, 1), new(5, 1), new(6, 1)];
+        ScoredOrdinal[] a = [new(5, 1), new(5, 1), new(6, 1)];
         var fused = ReciprocalRankFusion.Fuse([a, []], 10);
-        Assert.Equal([5, 6], fused.Select(h => h.Index));
+        Assert.Equal([5, 6], fused.Select(h => h.Ordinal));
         Assert.Equal(1.0 / 61, fused[0].Score, 6);
     }
 }
@@ -102,12 +102,12 @@ public sealed class Bm25Tests(ITestOutputHelper output)
         using var index = Bm25Index.BuildInMemory(s_docs);
         Assert.Equal(5, index.Count);
         Assert.Equal(["run", "marathon"], index.Analyze("the running of the marathons"));
-        Assert.Equal(1, index.Search("who runs a marathon", 3)[0].Index);     // stems: runs ~ running ~ run
+        Assert.Equal(1, index.Search("who runs a marathon", 3)[0].Ordinal);     // stems: runs ~ running ~ run
         var moon = index.Search("first landing on the moon", 5);
-        Assert.Equal(2, moon[0].Index);                                      // first + moon beats moon alone
-        Assert.Equal(3, moon[1].Index);
+        Assert.Equal(2, moon[0].Ordinal);                                      // first + moon beats moon alone
+        Assert.Equal(3, moon[1].Ordinal);
         Assert.Equal(2, moon.Count);
-        var termites = index.Search("termites", 5).Select(h => h.Index).ToList();
+        var termites = index.Search("termites", 5).Select(h => h.Ordinal).ToList();
         Assert.Equal([0, 4], termites.Order());
         Assert.Empty(index.Search("the of and", 5));                         // only stop words
         Assert.Empty(index.Search("zebra", 5));
@@ -123,7 +123,7 @@ public sealed class Bm25Tests(ITestOutputHelper output)
             using (var built = Bm25Index.Build(folder, s_docs)) Assert.Equal(5, built.Count);
             Assert.Empty(Directory.GetDirectories(dir, "bm25.tmp-*"));
             using (var reopened = Bm25Index.Open(folder))
-                Assert.Equal(2, reopened.Search("moon landing", 1)[0].Index);
+                Assert.Equal(2, reopened.Search("moon landing", 1)[0].Ordinal);
             using (var rebuilt = Bm25Index.Build(folder, s_docs.Take(2))) Assert.Equal(2, rebuilt.Count); // replaces
 
             string junk = Path.Combine(dir, "junk");
@@ -142,8 +142,8 @@ public sealed class Bm25Tests(ITestOutputHelper output)
         var docs = BeirReader.ReadCorpus(Path.Combine(TestPaths.SciFact!, "corpus.jsonl.gz")).ToList();
         var queries = BeirReader.ReadQueries(Path.Combine(TestPaths.SciFact!, "queries_test.jsonl")).ToList();
         var qrels = BeirReader.ReadQrels(Path.Combine(TestPaths.SciFact!, "qrels", "test.tsv"));
-        using var index = Bm25Index.BuildInMemory(docs.Select(d => d.Title + " " + d.FullText));
-        var rankings = queries.ToDictionary(q => q.Id, q => (IReadOnlyList<string>)index.Search(q.Text, 100).Select(h => docs[h.Index].Id).ToList());
+        using var index = Bm25Index.BuildInMemory(docs.Select(IndexText.Of));
+        var rankings = queries.ToDictionary(q => q.Id, q => (IReadOnlyList<string>)index.Search(q.Text, 100).Select(h => docs[h.Ordinal].Id).ToList());
         var scores = MethodScores.Compute("bm25", rankings, qrels, 0);
         output.WriteLine($"SciFact BM25: nDCG@10 {scores.Ndcg10:F4}, R@100 {scores.Recall100:F4}, MRR@10 {scores.Mrr10:F4} over {scores.Queries} queries");
         Assert.Equal(300, scores.Queries);

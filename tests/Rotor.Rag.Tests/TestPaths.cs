@@ -3,12 +3,13 @@ using Xunit;
 namespace Rotor.Rag.Tests;
 
 /// <summary>Where test data lives: the repository root is the folder holding Rotor.sln above the test assembly;
-/// shared data is ../shared/data from there.</summary>
+/// shared data is ../shared/data from there, or the folder named by ROTOR_SHARED_DATA (a checkout elsewhere).</summary>
 internal static class TestPaths
 {
     public static readonly string? RepoRoot = FindRepoRoot();
 
-    public static string? SharedData => RepoRoot is null ? null : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
+    public static string? SharedData => Environment.GetEnvironmentVariable("ROTOR_SHARED_DATA") is { Length: > 0 } named ? Path.GetFullPath(named)
+        : RepoRoot is null ? null : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
 
     public static string? WikiSample => Existing(SharedData, "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2");
 

@@ -151,7 +151,7 @@ public sealed class WikiDumpTests(ITestOutputHelper output)
         Assert.True(ends > 0.75, $"only {ends:P0} of passages end with sentence punctuation");
         var lead = passages.First(p => p.Title == "Albedo");
         Assert.Equal("", lead.Section);
-        Assert.Contains("Albedo", lead.IndexText);
+        Assert.Contains("Albedo", IndexText.Of(lead));
     }
 
     [WikiSampleFact]
@@ -251,6 +251,6 @@ public sealed class PassageSplitterTests
         Assert.Equal(2, passages.Count);
         Assert.Equal(("7#0", ""), (passages[0].Id, passages[0].Section));
         Assert.Equal(("7#1", "S"), (passages[1].Id, passages[1].Section));
-        Assert.Equal("T: S. Another section sentence here.", passages[1].IndexText);
+        Assert.Equal("T: S. Another section sentence here.", IndexText.Of(passages[1]));
     }
 }

@@ -15,13 +15,13 @@ internal static class EvalEmbeddingCommand
     internal static Command Create()
     {
         var corpus = new Option<FileInfo?>("--corpus") { Description = "Texts from a BEIR corpus (title + text), JSON lines, plain or .gz" };
-        var passages = new Option<FileInfo?>("--passages") { Description = "Texts from a passages file of 'rotor rag ingest' (title: section. text)" };
+        var passages = new Option<FileInfo?>("--passages") { Description = "Texts from a passages file of 'rotor ingest passages' (title: section. text)" };
         var count = new Option<int>("--count") { Description = "Texts to embed (the first N)", DefaultValueFactory = _ => 512 };
         var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts to measure", DefaultValueFactory = _ => Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture) };
         var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 };
         var cmd = new Command("embedding", "Measure all-MiniLM-L6-v2 embedding throughput and where the time goes");
         foreach (var o in new Option[] { corpus, passages, count, threads, batch }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult => RagCommandErrors.Run(() =>
+        cmd.SetAction(parseResult =>
         {
             var c = parseResult.GetValue(corpus);
             var p = parseResult.GetValue(passages);
@@ -29,8 +29,8 @@ internal static class EvalEmbeddingCommand
             int n = parseResult.GetValue(count);
             if (n <= 0) throw new RotorException($"--count must be positive, got {n}");
             var texts = (c is not null
-                ? BeirReader.ReadCorpus(c.FullName).Select(d => (d.Title.Length > 0 ? d.Title + " " : "") + d.FullText)
-                : PassageFile.Read(p!.FullName).Select(x => x.IndexText)).Take(n).ToList();
+                ? BeirReader.ReadCorpus(c.FullName).Select(IndexText.Of)
+                : PassageFile.Read(p!.FullName).Select(IndexText.Of)).Take(n).ToList();
             var threadCounts = parseResult.GetValue(threads)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int t) && t > 0 ? t : throw new RotorException($"--threads: '{s}' is not a positive integer"))
                 .ToList();
@@ -52,7 +52,7 @@ internal static class EvalEmbeddingCommand
                 Console.WriteLine($"{t,7} {texts.Count / secs,9:F1} {tokens / secs,9:F0} {tokens,9} {padded,9} {tok,8:F2}s {model,8:F2}s {pool,8:F2}s");
             }
             return 0;
-        }));
+        });
         return cmd;
     }
 }

@@ -2,14 +2,15 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using Rotor.Index;
+using Rotor.Index.Benchmarking;
 
 namespace Rotor.Cli.Commands;
 
-/// <summary><c>rotor index create|add|search|stats|compact|bench</c> on index files (docs/INDEX_FORMAT.md).
-/// Other command groups add subcommands (e.g. <c>index wiki</c>) through <c>extra</c>.</summary>
+/// <summary><c>rotor index create|add|search|stats|compact|bench</c>: the vector index on its own, one file of vectors
+/// with keys and stored fields (docs/INDEX.md, docs/INDEX_FORMAT.md). Retrieval over a corpus is <c>rotor search</c>.</summary>
 internal static class IndexCommand
 {
-    internal static Command Create(params Command[] extra)
+    internal static Command Create()
     {
         var cmd = new Command("index", "Vector indexes: exact and HNSW search over float32, int8, ternary and binary codes");
         cmd.Subcommands.Add(CreateCmd());
@@ -18,7 +19,6 @@ internal static class IndexCommand
         cmd.Subcommands.Add(StatsCmd());
         cmd.Subcommands.Add(CompactCmd());
         cmd.Subcommands.Add(BenchCmd());
-        foreach (var e in extra) cmd.Subcommands.Add(e);
         return cmd;
     }
 
@@ -39,7 +39,7 @@ internal static class IndexCommand
         var cmd = new Command("create", "Create an empty index file");
         cmd.Arguments.Add(path);
         foreach (var o in new Option[] { dim, code, metric, hnsw, m, efc, efs, noFull, force }) cmd.Options.Add(o);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
             if (File.Exists(p) && !pr.GetValue(force)) throw new RotorException($"{p} exists (use --force to overwrite)");
@@ -53,7 +53,7 @@ internal static class IndexCommand
             index.Save(p);
             Console.WriteLine($"created {p}: {index.Options.Dimensions} dims, {index.Options.Code}, {index.Options.Metric}, {index.Options.Structure}");
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -68,7 +68,7 @@ internal static class IndexCommand
         var cmd = new Command("add", "Add records from a JSONL or .npy file, then save the index atomically");
         cmd.Arguments.Add(path); cmd.Arguments.Add(input);
         foreach (var o in new Option[] { upsert, batch, prefix, start }) cmd.Options.Add(o);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!, inp = pr.GetValue(input)!;
             using var index = VectorIndex.Open(p, memoryMap: false);
@@ -84,7 +84,7 @@ internal static class IndexCommand
             index.Save(p);
             Console.WriteLine($"added {total:N0} records to {p} in {sw.Elapsed.TotalSeconds:F1} s ({bytes / 1e6:F1} MB input); {index.Count:N0} records");
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -102,7 +102,7 @@ internal static class IndexCommand
         var cmd = new Command("search", "Search an index: prints key, score and fields of the k best records");
         cmd.Arguments.Add(path);
         foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query }) cmd.Options.Add(o);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
             using var index = VectorIndex.Open(p);
@@ -127,7 +127,7 @@ internal static class IndexCommand
             }
             Console.Error.WriteLine($"{queries.Count} queries in {sw.Elapsed.TotalMilliseconds:F1} ms");
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -136,7 +136,7 @@ internal static class IndexCommand
         var path = PathArg();
         var cmd = new Command("stats", "Show an index's settings, counts and sizes");
         cmd.Arguments.Add(path);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
             using var index = VectorIndex.Open(p);
@@ -151,7 +151,7 @@ internal static class IndexCommand
             Console.WriteLine($"full vectors  {Size(s.FullPrecisionBytes)}{(o.KeepFullPrecision && o.Code != CodeKind.Float32 ? "" : " (not kept)")}");
             Console.WriteLine($"graph         {Size(s.GraphBytes)}");
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -160,7 +160,7 @@ internal static class IndexCommand
         var path = PathArg();
         var cmd = new Command("compact", "Remove deleted records (and rebuild the graph), then save atomically");
         cmd.Arguments.Add(path);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
             using var index = VectorIndex.Open(p, memoryMap: false);
@@ -170,7 +170,7 @@ internal static class IndexCommand
             index.Save(p);
             Console.WriteLine($"compacted {p}: {before:N0} -> {index.Stats.Slots:N0} slots in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -183,23 +183,12 @@ internal static class IndexCommand
         var clusters = new Option<int>("--clusters") { Description = "Clusters of the synthetic data", DefaultValueFactory = _ => 1000 };
         var cmd = new Command("bench", "Benchmark the index on clustered synthetic vectors: memory, build time, exact scan latency by code, HNSW queries/s and recall");
         foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters }) cmd.Options.Add(o);
-        cmd.SetAction(pr => Guard(() =>
+        cmd.SetAction(pr =>
         {
             IndexBenchmark.Run(new IndexBenchmark.Settings(pr.GetValue(count), pr.GetValue(dim), pr.GetValue(queries), pr.GetValue(hnswCount), pr.GetValue(clusters)), Console.Out);
             return 0;
-        }));
+        });
         return cmd;
-    }
-
-    /// <summary>Bad input is a one-line message and exit code 2, not a stack trace.</summary>
-    private static int Guard(Func<int> action)
-    {
-        try { return action(); }
-        catch (RotorException e)
-        {
-            Console.Error.WriteLine($"rotor index: {e.Message}");
-            return 2;
-        }
     }
 
     private static string Size(long bytes) => bytes >= 1 << 20 ? $"{bytes / 1048576.0:F1} MiB" : $"{bytes / 1024.0:F1} KiB";

@@ -24,10 +24,31 @@ public sealed record Document(string Id, string Title, IReadOnlyList<DocumentSec
 /// <param name="Title">Document title.</param>
 /// <param name="Section">Section title ("" for the lead).</param>
 /// <param name="Text">The passage text.</param>
-public sealed record Passage(string Id, string DocumentId, string Title, string Section, string Text)
+/// <remarks>What is embedded and indexed for it is <see cref="IndexText.Of(Passage)"/>.</remarks>
+public sealed record Passage(string Id, string DocumentId, string Title, string Section, string Text);
+
+/// <summary>
+/// The text that is embedded and BM25-indexed for a unit of a corpus, in one place: every index build, in-memory
+/// retriever and benchmark calls these, so that the vectors of a corpus and the ones it is compared with agree.
+/// </summary>
+public static class IndexText
 {
-    /// <summary>The text given to an embedder or an index: the title, the section and the passage.</summary>
-    public string IndexText => Section.Length == 0
-        ? (Title.Length == 0 ? Text : $"{Title}. {Text}")
-        : $"{Title}: {Section}. {Text}";
+    /// <summary>A passage: <c>"Title: Section. Text"</c>, <c>"Title. Text"</c> for the lead (no section), or the text
+    /// alone when there is no title. The title and section put the passage in its context, which a passage of a hundred
+    /// words often lacks (a pronoun for its subject).</summary>
+    public static string Of(Passage passage)
+    {
+        ArgumentNullException.ThrowIfNull(passage);
+        return passage.Section.Length == 0
+            ? (passage.Title.Length == 0 ? passage.Text : $"{passage.Title}. {passage.Text}")
+            : $"{passage.Title}: {passage.Section}. {passage.Text}";
+    }
+
+    /// <summary>A whole document, as the BEIR benchmark embeds one: the title, a space and <see cref="Document.FullText"/>
+    /// (the text alone when there is no title). Scores measured this way compare with published BEIR figures.</summary>
+    public static string Of(Document document)
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        return (document.Title.Length > 0 ? document.Title + " " : "") + document.FullText;
+    }
 }

@@ -111,7 +111,7 @@ public static class RetrievalBenchmark
         var judged = queries.Where(q => qrels.ContainsKey(q.Id)).ToList();
         if (limitQueries > 0) judged = judged.Take(limitQueries).ToList();
         if (judged.Count == 0) throw new RotorException($"none of the {queries.Count} queries has relevance judgements");
-        var texts = corpus.Select(d => (d.Title.Length > 0 ? d.Title + " " : "") + d.FullText).ToList();
+        var texts = corpus.Select(IndexText.Of).ToList();
 
         var before = embedder.Timings;
         var meter = new ProgressMeter("embedding corpus", texts.Count, log);
@@ -139,24 +139,24 @@ public static class RetrievalBenchmark
         clock.Restart();
         var qvec = new float[judged.Count * embedder.Dimensions];
         embedder.Embed(judged.Select(q => q.Text).ToList(), qvec);
-        var denseHits = new IReadOnlyList<SearchHit>[judged.Count];
+        var denseHits = new IReadOnlyList<ScoredOrdinal>[judged.Count];
         Parallel.For(0, judged.Count, new ParallelOptions { MaxDegreeOfParallelism = embedder.Options.Threads },
             i => denseHits[i] = dense.Search(qvec.AsSpan(i * embedder.Dimensions, embedder.Dimensions), Depth));
         double denseQps = judged.Count / clock.Elapsed.TotalSeconds;
 
         clock.Restart();
-        var lexHits = new IReadOnlyList<SearchHit>[judged.Count];
+        var lexHits = new IReadOnlyList<ScoredOrdinal>[judged.Count];
         for (int i = 0; i < judged.Count; i++) lexHits[i] = bm25.Search(judged[i].Text, Depth);
         double lexQps = judged.Count / clock.Elapsed.TotalSeconds;
 
         clock.Restart();
-        var fused = new IReadOnlyList<SearchHit>[judged.Count];
+        var fused = new IReadOnlyList<ScoredOrdinal>[judged.Count];
         for (int i = 0; i < judged.Count; i++) fused[i] = ReciprocalRankFusion.Fuse([denseHits[i], lexHits[i]], Depth);
         double fuseSeconds = clock.Elapsed.TotalSeconds;
         double hybridQps = judged.Count / (judged.Count / denseQps + judged.Count / lexQps + fuseSeconds);
 
-        IReadOnlyDictionary<string, IReadOnlyList<string>> Ids(IReadOnlyList<SearchHit>[] hits)
-            => judged.Select((q, i) => (q.Id, Ranked: (IReadOnlyList<string>)hits[i].Select(h => corpus[h.Index].Id).ToList()))
+        IReadOnlyDictionary<string, IReadOnlyList<string>> Ids(IReadOnlyList<ScoredOrdinal>[] hits)
+            => judged.Select((q, i) => (q.Id, Ranked: (IReadOnlyList<string>)hits[i].Select(h => corpus[h.Ordinal].Id).ToList()))
                      .ToDictionary(x => x.Id, x => x.Ranked);
 
         var methods = new List<MethodScores>
@@ -173,7 +173,7 @@ public static class RetrievalBenchmark
             if (searcher.Count != corpus.Count || searcher.Dimensions != embedder.Dimensions)
                 throw new RotorException($"{variant.Name} holds {searcher.Count} vectors of {searcher.Dimensions} dimensions, expected {corpus.Count} of {embedder.Dimensions}");
             clock.Restart();
-            var hits = new IReadOnlyList<SearchHit>[judged.Count];
+            var hits = new IReadOnlyList<ScoredOrdinal>[judged.Count];
             for (int i = 0; i < judged.Count; i++) hits[i] = searcher.Search(qvec.AsSpan(i * embedder.Dimensions, embedder.Dimensions), Depth);
             methods.Add(MethodScores.Compute(variant.Name, Ids(hits), qrels, judged.Count / clock.Elapsed.TotalSeconds));
         }

@@ -37,7 +37,7 @@ public sealed record AdaptiveDecision(bool Retrieve, int Count, string Reason);
 public sealed record AdaptivePolicy(float MinTopScore, float MaxDropFromTop, float MinGap, int MaxPassages, double ModelConfidenceThreshold = 0.9)
 {
     /// <summary>Used when no calibration file is given: the thresholds fitted on the development half of SciFact's test
-    /// queries with all-MiniLM-L6-v2 (<c>rotor index quality</c>: retrieve for 90 % of answerable dev queries;
+    /// queries with all-MiniLM-L6-v2 (<c>rotor eval quality</c>: retrieve for 90 % of answerable dev queries;
     /// docs/BENCHMARKS-pipeline.md), MaxPassages capped at 5.</summary>
     public static AdaptivePolicy Default { get; } = new(0.454f, 0.06f, 0.03f, 5);
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Rotor.Index;
+using Rotor.Rag.Corpus;
 using Rotor.Rag.Demo;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Search;
@@ -28,10 +29,9 @@ public static class DemoRetrieval
         using var embedder = SentenceEmbedder.CreateMiniLm();
         var passages = DemoCorpus.Passages;
         var vectors = new float[passages.Count * embedder.Dimensions];
-        embedder.Embed(passages.Select(p => p.IndexText).ToList(), vectors);
+        embedder.Embed(passages.Select(IndexText.Of).ToList(), vectors);
         var dense = IndexDenseSearcher.FromVectors(vectors, embedder.Dimensions, CodeKind.Ternary, rescoreFactor: 10);
-        using var bm25 = Bm25Index.BuildInMemory(passages.Select(p => p.IndexText));
-        using var retriever = new Retriever(passages, embedder, dense, bm25);
+        using var retriever = new Retriever(passages, embedder, dense, Bm25Index.BuildInMemory(passages.Select(IndexText.Of)), ownsIndexes: true);
         var policy = AdaptivePolicy.Default;
         o.WriteLine($"retrieval: {passages.Count} demo passages embedded with {embedder.ModelId} into a ternary index ({dense.Index.Stats.CodeBytesPerVector} bytes a vector, rescored x10) + BM25, in {clock.Elapsed.TotalSeconds:F1} s");
         foreach (var q in Questions)
@@ -39,7 +39,7 @@ public static class DemoRetrieval
             clock.Restart();
             var scores = dense.Search(embedder.Embed(q), 10).Select(h => h.Score).ToList();
             var decision = policy.Decide(scores);
-            var hits = retriever.RetrieveAsync(q, 3, RetrievalMode.Hybrid).GetAwaiter().GetResult();
+            var hits = retriever.Search(q, new RetrievalOptions { Top = 3 }).Hits;
             o.WriteLine($"  Q: {q}  ({clock.Elapsed.TotalMilliseconds:F0} ms)");
             o.WriteLine($"     adaptive: {decision.Reason}");
             foreach (var h in hits.Take(decision.Retrieve ? Math.Min(3, decision.Count) : 1))
@@ -48,7 +48,6 @@ public static class DemoRetrieval
                 o.WriteLine($"     {h.Score:F4} (dense #{h.DenseRank?.ToString() ?? "-"}, bm25 #{h.LexicalRank?.ToString() ?? "-"}) {h.Passage.Title}: {text}{(decision.Retrieve ? "" : "  [best candidate, not used]")}");
             }
         }
-        dense.Index.Dispose();
-        o.WriteLine("           more: rotor index wiki DUMP --out DIR, then rotor search DIR \"question\" --adaptive (docs/PIPELINE.md)");
+        o.WriteLine("           more: rotor ingest wiki DUMP --out DIR, then rotor search DIR \"question\" --adaptive (docs/PIPELINE.md)");
     }
 }

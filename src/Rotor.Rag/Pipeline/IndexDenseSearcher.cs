@@ -1,7 +1,6 @@
 using Rotor.Index;
 using Rotor.Rag.Evaluation;
 using Rotor.Rag.Search;
-using RagHit = Rotor.Rag.Search.SearchHit;
 
 namespace Rotor.Rag.Pipeline;
 
@@ -58,15 +57,15 @@ public sealed class IndexDenseSearcher : IDenseSearcher, IDisposable
 
     /// <inheritdoc />
     /// <exception cref="RotorException">A hit's key is not a known passage id.</exception>
-    public IReadOnlyList<RagHit> Search(ReadOnlySpan<float> query, int k)
+    public IReadOnlyList<ScoredOrdinal> Search(ReadOnlySpan<float> query, int k)
     {
         if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
         var hits = _index.Search(query, k, _options);
-        var result = new RagHit[hits.Count];
+        var result = new ScoredOrdinal[hits.Count];
         for (int i = 0; i < hits.Count; i++)
         {
             if (!_ordinalOf.TryGetValue(hits[i].Key, out int ord)) throw new RotorException($"vector index key '{hits[i].Key}' is not a known passage id");
-            result[i] = new RagHit(ord, hits[i].Score);
+            result[i] = new ScoredOrdinal(ord, hits[i].Score);
         }
         return result;
     }
@@ -115,7 +114,7 @@ public sealed class IndexDenseSearcher : IDenseSearcher, IDisposable
 }
 
 /// <summary>
-/// The dense variants of issue 5's quality targets, as <see cref="DenseVariant"/>s for <see cref="RetrievalBenchmark.Run"/>:
+/// The dense variants that <c>rotor eval quality</c> scores against float32, as <see cref="DenseVariant"/>s for <see cref="RetrievalBenchmark.Run"/>:
 /// Rotor.Index flat search over float32, int8, ternary (with and without rescoring) and binary codes. JSON keys are
 /// <c>NAME.ndcg@10</c> etc. with NAME <c>dense-index-float32</c>, <c>dense-int8</c>, <c>dense-ternary</c>,
 /// <c>dense-ternary-rescored</c> (factor 4), <c>dense-ternary-rescored-10</c>, <c>dense-binary</c>, <c>dense-binary-rescored</c>.

@@ -84,7 +84,7 @@ public sealed record AdaptiveStudyReport(AdaptivePolicy Policy, int DevQueries, 
 /// <param name="Overlap10">Mean share of the float32 exact top 10 found in this variant's top 10.</param>
 public sealed record LatencyRow(string Name, int Count, double BuildSeconds, double SearchP50, double SearchP95, double TotalP50, double TotalP95, double Overlap10);
 
-/// <summary>The pipeline's measurements: code quality (issue 5), adaptive calibration, latency at scale.</summary>
+/// <summary>The pipeline's measurements: code quality against float32, adaptive calibration, latency at scale.</summary>
 public static class PipelineBenchmarks
 {
     /// <summary>
@@ -102,7 +102,7 @@ public static class PipelineBenchmarks
         {
             if (!qrels.TryGetValue(queries[i].Id, out var grades)) continue;
             var hits = searcher.Search(queryVectors.AsSpan(i * d, d), depth);
-            var rel = hits.Select(h => grades.TryGetValue(documentIds[h.Index], out int g) && g > 0).ToArray();
+            var rel = hits.Select(h => grades.TryGetValue(documentIds[h.Ordinal], out int g) && g > 0).ToArray();
             int total = grades.Count(kv => kv.Value > 0);
             if (total == 0) continue;
             rankings.Add(new JudgedRanking(queries[i].Id, hits.Select(h => h.Score).ToArray(), rel, total));
@@ -161,7 +161,7 @@ public static class PipelineBenchmarks
             embedMs[i] = sw.Elapsed.TotalMilliseconds;
         }
         var exact = new ExactDenseSearcher(vectors, dims);
-        var truth = qv.Select(q => exact.Search(q, 10).Select(h => h.Index).ToHashSet()).ToArray();
+        var truth = qv.Select(q => exact.Search(q, 10).Select(h => h.Ordinal).ToHashSet()).ToArray();
         var rows = new List<LatencyRow>();
         foreach (var (name, code, rescore) in variants)
         {
@@ -177,7 +177,7 @@ public static class PipelineBenchmarks
                 var sw = Stopwatch.StartNew();
                 var hits = searcher.Search(qv[i], 10);
                 searchMs[i] = sw.Elapsed.TotalMilliseconds;
-                overlap += hits.Count(h => truth[i].Contains(h.Index)) / 10.0;
+                overlap += hits.Count(h => truth[i].Contains(h.Ordinal)) / 10.0;
             }
             var total = searchMs.Select((s, i) => s + embedMs[i]).ToArray();
             rows.Add(new LatencyRow(name, count, build, Pct(searchMs, 50), Pct(searchMs, 95), Pct(total, 50), Pct(total, 95), overlap / queries.Count));

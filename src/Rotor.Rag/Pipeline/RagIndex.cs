@@ -1,32 +1,22 @@
-using System.Diagnostics;
 using Rotor.Index;
 using Rotor.Rag.Corpus;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Search;
-using RagHit = Rotor.Rag.Search.SearchHit;
 
 namespace Rotor.Rag.Pipeline;
-
-/// <summary>A passage found by a search of a <see cref="RagIndex"/>.</summary>
-/// <param name="Passage">The passage.</param>
-/// <param name="Score">Score in the mode used: cosine (dense), BM25 (lexical) or RRF (hybrid).</param>
-/// <param name="DenseScore">Cosine similarity when the passage was among the dense candidates.</param>
-/// <param name="DenseRank">1-based rank among the dense candidates, or null.</param>
-/// <param name="LexicalRank">1-based rank among the BM25 candidates, or null.</param>
-public sealed record RagHitResult(Passage Passage, float Score, float? DenseScore, int? DenseRank, int? LexicalRank);
-
-/// <summary>What one search found and what it cost.</summary>
-/// <param name="Hits">Passages, best first.</param>
-/// <param name="DenseScores">Cosine scores of the dense candidates, best first (empty in lexical mode): the input of adaptive retrieval.</param>
-/// <param name="EmbedMilliseconds">Time to embed the query.</param>
-/// <param name="SearchMilliseconds">Time in the dense and BM25 searches and the fusion.</param>
-public sealed record RagSearchResult(IReadOnlyList<RagHitResult> Hits, IReadOnlyList<float> DenseScores, double EmbedMilliseconds, double SearchMilliseconds);
 
 /// <summary>
 /// A RAG index directory opened for search (layout: docs/PIPELINE.md): <c>manifest.json</c>, <c>passages.jsonl</c>
 /// (<see cref="PassageFile"/>), <c>vectors.rix</c> (a Rotor.Index <see cref="VectorIndex"/> keyed by passage id with stored
 /// fields title and section) and <c>bm25/</c> (a <see cref="Bm25Index"/> whose ordinals are positions in passages.jsonl).
-/// Built by <see cref="RagIndexBuilder"/>. Thread-safe for searching.
+/// Built by <see cref="RagIndexBuilder"/>. Searched through its <see cref="Retriever"/> (<see cref="Search"/> is a
+/// shortcut); thread-safe for searching.
+/// <code>
+/// using var embedder = SentenceEmbedder.CreateMiniLm();
+/// using var index = RagIndex.Open("wiki-idx", embedder);
+/// foreach (var hit in index.Search("Who was Aristotle's teacher?", new RetrievalOptions { Top = 3 }).Hits)
+///     Console.WriteLine($"{hit.Score:F4} {hit.Passage.Title} > {hit.Passage.Section} [{hit.Passage.Id}]: {hit.Passage.Text}");
+/// </code>
 /// </summary>
 public sealed class RagIndex : IDisposable
 {
@@ -41,16 +31,14 @@ public sealed class RagIndex : IDisposable
     /// <summary>Checkpoint of an unfinished build.</summary>
     public const string CheckpointFile = "checkpoint.json";
 
-    private readonly SentenceEmbedder _embedder;
-    private readonly Bm25Index _bm25;
-
     private RagIndex(string directory, RagManifest manifest, IReadOnlyList<Passage> passages, VectorIndex vectors, Bm25Index bm25, SentenceEmbedder embedder)
     {
-        Directory = directory; Manifest = manifest; Passages = passages; Vectors = vectors; _bm25 = bm25; _embedder = embedder;
+        Directory = directory; Manifest = manifest; Vectors = vectors;
         var ordinals = new Dictionary<string, int>(passages.Count, StringComparer.Ordinal);
         for (int i = 0; i < passages.Count; i++) ordinals[passages[i].Id] = i;
         OrdinalOf = ordinals;
         Dense = new IndexDenseSearcher(vectors, ordinals, manifest.RescoreFactor);
+        Retriever = new Retriever(passages, embedder, Dense, bm25, ownsIndexes: false);
     }
 
     /// <summary>The index directory.</summary>
@@ -58,15 +46,18 @@ public sealed class RagIndex : IDisposable
     /// <summary>The manifest.</summary>
     public RagManifest Manifest { get; }
     /// <summary>Passages in ordinal order.</summary>
-    public IReadOnlyList<Passage> Passages { get; }
+    public IReadOnlyList<Passage> Passages => Retriever.Passages;
     /// <summary>Passage id to ordinal.</summary>
     public IReadOnlyDictionary<string, int> OrdinalOf { get; }
     /// <summary>The dense vectors.</summary>
     public VectorIndex Vectors { get; }
     /// <summary>Dense search with the manifest's rescoring factor.</summary>
     public IndexDenseSearcher Dense { get; }
-    /// <summary>BM25 over <see cref="Passage.IndexText"/>.</summary>
-    public Bm25Index Lexical => _bm25;
+    /// <summary>BM25 over <see cref="IndexText.Of(Passage)"/>.</summary>
+    public Bm25Index Lexical => Retriever.Lexical;
+
+    /// <summary>Hybrid, dense and BM25 search over this index (the embedder given to <see cref="Open"/> embeds the queries).</summary>
+    public Retriever Retriever { get; }
 
     /// <summary>Opens and checks an index directory; <paramref name="embedder"/> must be the model it was built with.</summary>
     /// <param name="directory">The index directory.</param>
@@ -81,7 +72,7 @@ public sealed class RagIndex : IDisposable
         if (!File.Exists(manifestPath))
         {
             if (File.Exists(Path.Combine(directory, CheckpointFile)))
-                throw new RotorException($"{directory}: the index build did not finish ({CheckpointFile} present, no {ManifestFile}): run the same 'rotor index' command again to resume it");
+                throw new RotorException($"{directory}: the index build did not finish ({CheckpointFile} present, no {ManifestFile}): run the same 'rotor ingest' command again to resume it");
             throw new RotorException($"{directory}: not a RAG index ({ManifestFile} missing)");
         }
         var m = RagManifest.Load(manifestPath);
@@ -141,61 +132,14 @@ public sealed class RagIndex : IDisposable
         return (n, bytes);
     }
 
-    /// <summary>A <see cref="Retriever"/> over this index (dense through <see cref="Dense"/>, BM25 through <see cref="Lexical"/>).</summary>
-    public Retriever CreateRetriever() => new(Passages, _embedder, Dense, _bm25);
-
-    /// <summary>Embeds <paramref name="query"/> (unless lexical) and searches.</summary>
-    /// <param name="query">Question text.</param>
-    /// <param name="k">Passages to return.</param>
-    /// <param name="mode">Dense, lexical or hybrid (RRF of the two candidate lists).</param>
-    /// <param name="candidates">Candidates from each list (at least k).</param>
-    public RagSearchResult Search(string query, int k, RetrievalMode mode = RetrievalMode.Hybrid, int candidates = 100)
-    {
-        ArgumentNullException.ThrowIfNull(query);
-        var clock = Stopwatch.StartNew();
-        float[]? vector = mode == RetrievalMode.Lexical ? null : _embedder.Embed(query);
-        double embedMs = clock.Elapsed.TotalMilliseconds;
-        var r = Search(query, vector, k, mode, candidates);
-        return r with { EmbedMilliseconds = embedMs };
-    }
-
-    /// <summary>Searches with a query embedding computed elsewhere (<paramref name="vector"/>; null only in lexical mode).</summary>
-    public RagSearchResult Search(string query, float[]? vector, int k, RetrievalMode mode = RetrievalMode.Hybrid, int candidates = 100)
-    {
-        ArgumentNullException.ThrowIfNull(query);
-        if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
-        if (mode != RetrievalMode.Lexical && vector is null) throw new ArgumentException($"{mode} search needs the query vector", nameof(vector));
-        candidates = Math.Max(candidates, k);
-        var clock = Stopwatch.StartNew();
-        IReadOnlyList<RagHit> dense = [], lexical = [];
-        if (Passages.Count > 0)
-        {
-            if (mode != RetrievalMode.Lexical) dense = Dense.Search(vector!, candidates);
-            if (mode != RetrievalMode.Dense) lexical = _bm25.Search(query, candidates);
-        }
-        var ranked = mode switch
-        {
-            RetrievalMode.Dense => dense.Take(k).ToList(),
-            RetrievalMode.Lexical => lexical.Take(k).ToList(),
-            _ => dense.Count + lexical.Count == 0 ? [] : ReciprocalRankFusion.Fuse([dense, lexical], k),
-        };
-        double searchMs = clock.Elapsed.TotalMilliseconds;
-        var denseAt = new Dictionary<int, (int Rank, float Score)>();
-        for (int i = 0; i < dense.Count; i++) denseAt.TryAdd(dense[i].Index, (i + 1, dense[i].Score));
-        var lexicalAt = new Dictionary<int, int>();
-        for (int i = 0; i < lexical.Count; i++) lexicalAt.TryAdd(lexical[i].Index, i + 1);
-        var hits = ranked.Select(h =>
-        {
-            bool d = denseAt.TryGetValue(h.Index, out var ds);
-            return new RagHitResult(Passages[h.Index], h.Score, d ? ds.Score : null, d ? ds.Rank : null, lexicalAt.TryGetValue(h.Index, out int l) ? l : null);
-        }).ToList();
-        return new RagSearchResult(hits, dense.Select(h => h.Score).ToList(), 0, searchMs);
-    }
+    /// <summary>The best passages for <paramref name="query"/>: <see cref="Retriever.Search(string, RetrievalOptions?)"/> of
+    /// <see cref="Retriever"/>.</summary>
+    public RetrievalResult Search(string query, RetrievalOptions? options = null) => Retriever.Search(query, options);
 
     /// <summary>Closes the vector and BM25 indexes (the embedder is the caller's).</summary>
     public void Dispose()
     {
         Vectors.Dispose();
-        _bm25.Dispose();
+        Lexical.Dispose();
     }
 }

@@ -170,7 +170,7 @@ public static class RagIndexBuilder
             void Flush()
             {
                 if (pending.Count == 0) return;
-                var texts = pending.Select(p => p.IndexText).ToList();
+                var texts = pending.Select(IndexText.Of).ToList();
                 var buf = new float[texts.Count * embedder.Dimensions];
                 embedder.Embed(texts, buf);
                 var sw = Stopwatch.StartNew();
@@ -301,7 +301,7 @@ public static class RagIndexBuilder
         foreach (var p in passages)
             if (!vectors.Contains(p.Id)) throw new RotorException($"{vectorsPath}: passage '{p.Id}' has no vector");
         if (vectors.Stats.Slots != vectors.Count) { vectors.Compact(); vectors.Save(vectorsPath); }
-        Bm25Index.Build(bm25Path, passages.Select(p => p.IndexText)).Dispose();
+        Bm25Index.Build(bm25Path, passages.Select(IndexText.Of)).Dispose();
         var (bmFiles, bmBytes) = RagIndex.FolderSize(bm25Path);
         var manifest = new RagManifest
         {

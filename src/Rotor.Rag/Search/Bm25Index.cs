@@ -142,7 +142,7 @@ public sealed class Bm25Index : IDisposable
     }
 
     /// <summary>The <paramref name="k"/> best documents for <paramref name="query"/> by BM25, best first; empty when no query term is indexed.</summary>
-    public IReadOnlyList<SearchHit> Search(string query, int k)
+    public IReadOnlyList<ScoredOrdinal> Search(string query, int k)
     {
         ArgumentNullException.ThrowIfNull(query);
         if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
@@ -152,8 +152,8 @@ public sealed class Bm25Index : IDisposable
         // A repeated query term counts once per occurrence, as in Lucene's query parser.
         foreach (var t in terms.Take(BooleanQuery.MaxClauseCount)) bq.Add(new TermQuery(new Term(TextField, t)), Occur.SHOULD);
         var top = _searcher.Search(bq, k);
-        var hits = new SearchHit[top.ScoreDocs.Length];
-        for (int i = 0; i < hits.Length; i++) hits[i] = new SearchHit(_ordOf[top.ScoreDocs[i].Doc], top.ScoreDocs[i].Score);
+        var hits = new ScoredOrdinal[top.ScoreDocs.Length];
+        for (int i = 0; i < hits.Length; i++) hits[i] = new ScoredOrdinal(_ordOf[top.ScoreDocs[i].Doc], top.ScoreDocs[i].Score);
         return hits;
     }
 

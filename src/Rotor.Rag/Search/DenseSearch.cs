@@ -2,10 +2,12 @@ using System.Numerics.Tensors;
 
 namespace Rotor.Rag.Search;
 
-/// <summary>One search result: the ordinal of the hit in the searched collection and its score (higher is better).</summary>
-/// <param name="Index">Ordinal of the passage or document in the collection, in insertion order.</param>
+/// <summary>One entry of a ranking inside the retrieval pipeline: the ordinal of a passage (or document) in the searched
+/// collection and its score, higher is better. <see cref="Retriever"/> turns these into <see cref="RetrievedPassage"/>s;
+/// a raw vector index answers with <see cref="Rotor.Index.SearchHit"/>s (keys, not ordinals).</summary>
+/// <param name="Ordinal">Position of the passage or document in the collection, in insertion order.</param>
 /// <param name="Score">Similarity (dense: dot product of unit vectors = cosine; BM25: its score; RRF: fused score).</param>
-public readonly record struct SearchHit(int Index, float Score);
+public readonly record struct ScoredOrdinal(int Ordinal, float Score);
 
 /// <summary>
 /// Nearest-neighbour search over embeddings: what the retrieval layer needs from a vector index. Vectors are unit length,
@@ -21,7 +23,7 @@ public interface IDenseSearcher
     int Count { get; }
 
     /// <summary>The <paramref name="k"/> best hits for <paramref name="query"/>, best first.</summary>
-    IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k);
+    IReadOnlyList<ScoredOrdinal> Search(ReadOnlySpan<float> query, int k);
 }
 
 /// <summary>
@@ -55,7 +57,7 @@ public sealed class ExactDenseSearcher : IDenseSearcher
     public int Count { get; }
 
     /// <inheritdoc />
-    public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k)
+    public IReadOnlyList<ScoredOrdinal> Search(ReadOnlySpan<float> query, int k)
     {
         if (query.Length != Dimensions) throw new ArgumentException($"query has length {query.Length}, expected {Dimensions}", nameof(query));
         if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
@@ -67,26 +69,26 @@ public sealed class ExactDenseSearcher : IDenseSearcher
             if (heap.Count < k) heap.Enqueue(i, (s, i));
             else if (heap.TryPeek(out _, out var worst) && (s > worst.Score)) heap.EnqueueDequeue(i, (s, i));
         }
-        var hits = new SearchHit[heap.Count];
+        var hits = new ScoredOrdinal[heap.Count];
         for (int j = hits.Length - 1; j >= 0; j--)
         {
             heap.TryDequeue(out int idx, out var p);
-            hits[j] = new SearchHit(idx, p.Score);
+            hits[j] = new ScoredOrdinal(idx, p.Score);
         }
         return hits;
     }
 
     /// <summary>The obviously correct version: score everything, sort by score then index. The test oracle.</summary>
-    public IReadOnlyList<SearchHit> SearchReference(ReadOnlySpan<float> query, int k)
+    public IReadOnlyList<ScoredOrdinal> SearchReference(ReadOnlySpan<float> query, int k)
     {
-        var all = new List<SearchHit>(Count);
+        var all = new List<ScoredOrdinal>(Count);
         for (int i = 0; i < Count; i++)
         {
             double s = 0;
             for (int d = 0; d < Dimensions; d++) s += (double)query[d] * _vectors[i * Dimensions + d];
-            all.Add(new SearchHit(i, (float)s));
+            all.Add(new ScoredOrdinal(i, (float)s));
         }
-        return all.OrderByDescending(h => h.Score).ThenBy(h => h.Index).Take(k).ToList();
+        return all.OrderByDescending(h => h.Score).ThenBy(h => h.Ordinal).Take(k).ToList();
     }
 
     // Heap order: the worst hit (lowest score, then highest index) on top.

@@ -10,7 +10,7 @@ public static class ReciprocalRankFusion
     public const int DefaultK = 60;
 
     /// <summary>Fuses rankings (each best first) into one, best first, cut to <paramref name="limit"/>.</summary>
-    public static IReadOnlyList<SearchHit> Fuse(IEnumerable<IReadOnlyList<SearchHit>> rankings, int limit, int k = DefaultK)
+    public static IReadOnlyList<ScoredOrdinal> Fuse(IEnumerable<IReadOnlyList<ScoredOrdinal>> rankings, int limit, int k = DefaultK)
     {
         ArgumentNullException.ThrowIfNull(rankings);
         if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be non-negative");
@@ -21,13 +21,13 @@ public static class ReciprocalRankFusion
             var seen = new HashSet<int>();
             for (int r = 0; r < ranking.Count; r++)
             {
-                int doc = ranking[r].Index;
+                int doc = ranking[r].Ordinal;
                 if (!seen.Add(doc)) continue; // a document counts once a ranking
                 fused.TryGetValue(doc, out var v);
                 fused[doc] = (v.Score + 1.0 / (k + r + 1), v.BestRank == 0 ? r + 1 : Math.Min(v.BestRank, r + 1));
             }
         }
         return fused.OrderByDescending(kv => kv.Value.Score).ThenBy(kv => kv.Value.BestRank).ThenBy(kv => kv.Key)
-            .Take(limit).Select(kv => new SearchHit(kv.Key, (float)kv.Value.Score)).ToList();
+            .Take(limit).Select(kv => new ScoredOrdinal(kv.Key, (float)kv.Value.Score)).ToList();
     }
 }

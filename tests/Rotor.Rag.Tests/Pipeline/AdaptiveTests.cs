@@ -139,7 +139,7 @@ public sealed class AdaptiveTests
             foreach (var s in new IDenseSearcher[] { f32, tern, hnsw })
             {
                 var got = s.Search(query, k);
-                Assert.Equal(want.Select(h => h.Index), got.Select(h => h.Index));
+                Assert.Equal(want.Select(h => h.Ordinal), got.Select(h => h.Ordinal));
                 for (int i = 0; i < k; i++) Assert.Equal(want[i].Score / (float)Math.Sqrt(query.Sum(x => x * x)), got[i].Score, 4);
             }
         }
@@ -153,7 +153,7 @@ public sealed class AdaptiveTests
         index.Add([new IndexRecord("a", v.AsMemory(0, 2)), new IndexRecord("b", v.AsMemory(2, 2))]);
         var ordinals = new Dictionary<string, int> { ["a"] = 0, ["b"] = 1 };
         new IndexDenseSearcher(index, ordinals, new SearchOptions(), ownsIndex: false).Dispose();
-        Assert.Equal(1, new IndexDenseSearcher(index, ordinals).Search([0f, 1f], 1)[0].Index);   // still usable
+        Assert.Equal(1, new IndexDenseSearcher(index, ordinals).Search([0f, 1f], 1)[0].Ordinal);   // still usable
         new IndexDenseSearcher(index, ordinals, new SearchOptions(), ownsIndex: true).Dispose();
         Assert.ThrowsAny<ObjectDisposedException>(() => index.Search([0f, 1f], 1));
         var l2 = VectorIndex.Create(new VectorIndexOptions { Dimensions = 2, Code = CodeKind.Float32, Metric = Metric.L2 });

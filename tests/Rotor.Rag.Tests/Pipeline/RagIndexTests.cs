@@ -59,20 +59,21 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
             Assert.Equal(report.Passages, rag.Passages.Count);
             foreach (var mode in new[] { RetrievalMode.Dense, RetrievalMode.Lexical, RetrievalMode.Hybrid })
             {
-                var r = rag.Search("When did astronauts first land on the Moon?", 3, mode);
+                var r = rag.Search("When did astronauts first land on the Moon?", new RetrievalOptions { Top = 3, Mode = mode });
                 output.WriteLine($"{mode}: {string.Join(", ", r.Hits.Select(h => $"{h.Passage.Id} {h.Score:F3}"))}");
                 Assert.Equal("moon", r.Hits[0].Passage.Title);
                 Assert.Equal("Landings", r.Hits[0].Passage.Section);
             }
-            var dense = rag.Search("How do bees make honey?", 3, RetrievalMode.Dense);
+            var dense = rag.Search("How do bees make honey?", new RetrievalOptions { Top = 3, Mode = RetrievalMode.Dense });
             Assert.Equal("bees", dense.Hits[0].Passage.Title);
             Assert.Equal(dense.Hits[0].Score, dense.DenseScores[0]);
             var fields = rag.Vectors.Search(fixture.Embedder.Embed("honey"), 1)[0].Fields!;
             Assert.Equal("bees", fields["title"]);
-            // The adapter plugs the index into the existing Retriever.
-            using var retriever = rag.CreateRetriever();
-            var hits = await retriever.RetrieveAsync("Which metal is used for electrical wiring?", 1);
+            // The index's retriever answers asynchronously with the same hits.
+            const string Wiring = "Which metal is used for electrical wiring?";
+            var hits = (await rag.Retriever.SearchAsync(Wiring, new RetrievalOptions { Top = 1 })).Hits;
             Assert.Equal("copper", hits[0].Passage.Title);
+            Assert.Equal(rag.Search(Wiring, new RetrievalOptions { Top = 1 }).Hits.Select(h => (h.Passage.Id, h.Score)), hits.Select(h => (h.Passage.Id, h.Score)));
         }
         finally { Directory.Delete(root, true); }
     }
@@ -204,7 +205,7 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
             using var rag = RagIndex.Open(dir, fixture.Embedder);
             Assert.Equal(Enumerable.Range(0, 12).Where(i => i != 5).Select(i => $"d{i}"), rag.Passages.Select(p => p.Id));
             Assert.All(rag.Passages, p => Assert.Equal(p.Id, p.DocumentId));
-            Assert.Equal("d9", rag.Search("flightless birds that swim", 1, RetrievalMode.Dense).Hits[0].Passage.Id);
+            Assert.Equal("d9", rag.Search("flightless birds that swim", new RetrievalOptions { Top = 1, Mode = RetrievalMode.Dense }).Hits[0].Passage.Id);
         }
         finally { Directory.Delete(root, true); }
     }
@@ -231,11 +232,11 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
             Assert.Equal(keep, rag.Passages.Select(p => p.Title).ToHashSet());
             foreach (var mode in new[] { RetrievalMode.Hybrid, RetrievalMode.Dense, RetrievalMode.Lexical })
             {
-                var r = rag.Search("Which Greek philosopher was a student of Plato and the teacher of Alexander the Great?", 3, mode);
+                var r = rag.Search("Which Greek philosopher was a student of Plato and the teacher of Alexander the Great?", new RetrievalOptions { Top = 3, Mode = mode });
                 output.WriteLine($"{mode}: {string.Join(" | ", r.Hits.Select(h => $"{h.Passage.Title} > {h.Passage.Section} {h.Score:F3}"))}");
                 Assert.Equal("Aristotle", r.Hits[0].Passage.Title);
             }
-            var albedo = rag.Search("How much sunlight does fresh snow reflect?", 1, RetrievalMode.Hybrid);
+            var albedo = rag.Search("How much sunlight does fresh snow reflect?", new RetrievalOptions { Top = 1, Mode = RetrievalMode.Hybrid });
             Assert.Equal("Albedo", albedo.Hits[0].Passage.Title);
         }
         finally { Directory.Delete(root, true); }

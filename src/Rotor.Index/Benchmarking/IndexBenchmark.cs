@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Rotor.Index;
+namespace Rotor.Index.Benchmarking;
 
 /// <summary>
 /// The figures of docs/BENCHMARKS-index.md on clustered synthetic vectors (<see cref="SyntheticVectors"/>): for each

@@ -1,7 +1,7 @@
-namespace Rotor.Index;
+namespace Rotor.Index.Benchmarking;
 
 /// <summary>
-/// Clustered synthetic vectors for tests and benchmarks (real embeddings come later). Sentence embeddings are
+/// Clustered synthetic vectors for tests and benchmarks. Sentence embeddings are
 /// clustered by topic and have a low intrinsic dimension (tens, not hundreds), so each vector here is
 /// <code>x = c_k + spread * B_k z + noise * e</code>
 /// with <c>c_k ~ N(0, I)</c> one of <c>clusters</c> centres, <c>B_k</c> a random (D, latent) basis of that cluster

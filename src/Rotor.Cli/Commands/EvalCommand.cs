@@ -1,0 +1,34 @@
+using System.CommandLine;
+
+namespace Rotor.Cli.Commands;
+
+/// <summary>
+/// <c>rotor eval</c>, a group of measurements on real data: <c>model</c> (a trained classifier's accuracy),
+/// <c>retrieval</c>, <c>quality</c>, <c>latency</c> (<see cref="EvalRetrievalCommand"/>) and <c>embedding</c>
+/// (<see cref="EvalEmbeddingCommand"/>). The group takes no argument of its own, so that each subcommand's usage reads
+/// <c>rotor eval NAME [options]</c>.
+/// </summary>
+internal static class EvalCommand
+{
+    /// <param name="model">The model evaluation (MODEL --data DIR), registered as <c>eval model</c>.</param>
+    internal static Command Create(Command model)
+    {
+        var eval = new Command("eval", "Measure on real data: a trained model's accuracy, retrieval quality, index codes, search latency, embedding throughput");
+        eval.Subcommands.Add(Renamed(model, "model"));
+        eval.Subcommands.Add(EvalRetrievalCommand.Retrieval());
+        eval.Subcommands.Add(EvalRetrievalCommand.Quality());
+        eval.Subcommands.Add(EvalRetrievalCommand.Latency());
+        eval.Subcommands.Add(EvalEmbeddingCommand.Create());
+        return eval;
+    }
+
+    // A command's name is fixed when it is made: a command of the new name takes over its arguments, options and action.
+    private static Command Renamed(Command command, string name)
+    {
+        if (command.Subcommands.Count > 0) throw new ArgumentException($"{command.Name} has subcommands", nameof(command));
+        var renamed = new Command(name, command.Description) { Action = command.Action };
+        foreach (var a in command.Arguments) renamed.Arguments.Add(a);
+        foreach (var o in command.Options) renamed.Options.Add(o);
+        return renamed;
+    }
+}
