@@ -1,3 +1,4 @@
+using Rotor.Kernels;
 namespace Rotor.Index;
 
 /// <summary>
@@ -230,7 +231,7 @@ internal sealed unsafe class Hnsw
             var (cs, c) = cand.Pop();
             if (result.Count >= ef && cs < result.TopScore) break;
             // The link list of the next candidate (likely expanded next) is fetched while this one is worked on.
-            if (level == 0 && cand.Count > 0) Prefetch.Lines(links0 + (long)cand.TopNode * stride0, stride0 * sizeof(int));
+            if (level == 0 && cand.Count > 0) CacheHints.Prefetch(links0 + (long)cand.TopNode * stride0, stride0 * sizeof(int));
             int n = CopyLinks(c, level, buf);
             int m = 0;
             for (int i = 0; i < n; i++)
@@ -240,8 +241,7 @@ internal sealed unsafe class Hnsw
                 todo[m++] = e;
                 // The first two cache lines of the code: all of a ternary code of up to 512 dimensions (binary: 1024).
                 byte* p = _store.Code(e);
-                Prefetch.Line(p);
-                if (bytes > 64) Prefetch.Line(p + 64);
+                CacheHints.Prefetch(p, bytes > 64 ? 128 : 64);
             }
             for (int i = 0; i < m; i++)
             {

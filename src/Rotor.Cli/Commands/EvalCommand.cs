@@ -14,21 +14,11 @@ internal static class EvalCommand
     internal static Command Create(Command model)
     {
         var eval = new Command("eval", "Measure on real data: a trained model's accuracy, retrieval quality, index codes, search latency, embedding throughput");
-        eval.Subcommands.Add(Renamed(model, "model"));
+        eval.Subcommands.Add(model);
         eval.Subcommands.Add(EvalRetrievalCommand.Retrieval());
         eval.Subcommands.Add(EvalRetrievalCommand.Quality());
         eval.Subcommands.Add(EvalRetrievalCommand.Latency());
         eval.Subcommands.Add(EvalEmbeddingCommand.Create());
         return eval;
-    }
-
-    // A command's name is fixed when it is made: a command of the new name takes over its arguments, options and action.
-    private static Command Renamed(Command command, string name)
-    {
-        if (command.Subcommands.Count > 0) throw new ArgumentException($"{command.Name} has subcommands", nameof(command));
-        var renamed = new Command(name, command.Description) { Action = command.Action };
-        foreach (var a in command.Arguments) renamed.Arguments.Add(a);
-        foreach (var o in command.Options) renamed.Options.Add(o);
-        return renamed;
     }
 }

@@ -115,7 +115,7 @@ internal static class TrainCommands
                     Console.WriteLine($"test accuracy of the deployed ternary model (Rotor inference layers): {acc.Accuracy:P2}");
                 }
                 else
-                    Console.WriteLine($"no deployable ternary model for this run ({(trainer.Config.Ternary ? $"act_bits {trainer.Config.ActBits} has no inference kernel" : "float twin")}); evaluate the checkpoint: rotor eval {ckptPath} --data {dir}");
+                    Console.WriteLine($"no deployable ternary model for this run ({(trainer.Config.Ternary ? $"act_bits {trainer.Config.ActBits} has no inference kernel" : "float twin")}); evaluate the checkpoint: rotor eval model {ckptPath} --data {dir}");
             }
             return 0;
         }));
@@ -137,7 +137,7 @@ internal static class TrainCommands
 
     internal static Command CreateEval()
     {
-        var cmd = new Command("eval", "Evaluate a model (deployable ternary model or training checkpoint) on the test set of a data folder: accuracy and confusion matrix");
+        var cmd = new Command("model", "Evaluate a model (deployable ternary model or training checkpoint) on the test set of a data folder: accuracy and confusion matrix");
         var modelArg = new Argument<string>("MODEL") { Description = "A .safetensors file written by rotor train (deployable model or checkpoint)" };
         var data = new Option<string>("--data") { Description = "Folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", Required = true };
         var json = new Option<string?>("--json") { Description = "Also write {\"accuracy\": fraction, \"confusion\": [[...]], ...} to this file" };
