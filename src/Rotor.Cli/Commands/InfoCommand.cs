@@ -4,14 +4,20 @@ using Rotor.Kernels;
 
 namespace Rotor.Cli.Commands;
 
-/// <summary><c>rotor info</c>: the machine, the kernel paths it supports and the one in use.</summary>
+/// <summary><c>rotor info [MODEL]</c>: the machine, the kernel paths it supports and the one in use; with a model, its
+/// architecture, shapes, weight types and the memory it takes.</summary>
 internal static class InfoCommand
 {
     public static Command Create()
     {
-        var cmd = new Command("info", "Show the CPU, the kernel paths it supports, the path and thread count in use");
-        cmd.SetAction(_ =>
+        var model = new Argument<string?>("MODEL") { Description = "a language model (GGUF file, Hugging Face folder, llama2.c checkpoint): show its architecture, shapes, weight types and memory", Arity = ArgumentArity.ZeroOrOne };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer file for a model that carries none" };
+        var cmd = new Command("info", "Show the CPU, the kernel paths it supports, the path and thread count in use; or a language model's architecture and memory");
+        cmd.Arguments.Add(model);
+        cmd.Options.Add(tokenizer);
+        cmd.SetAction(r =>
         {
+            if (r.GetValue(model) is { } path) return LmCommands.Info(path, r.GetValue(tokenizer));
             Console.WriteLine($"rotor        {typeof(TernaryMatrix).Assembly.GetName().Version}");
             Console.WriteLine($"runtime      {RuntimeInformation.FrameworkDescription} {RuntimeInformation.ProcessArchitecture} on {RuntimeInformation.OSDescription}");
             Console.WriteLine($"processors   {Environment.ProcessorCount}");

@@ -287,6 +287,27 @@ internal static class LmCommands
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
     }
 
+    /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types and bytes, and the memory at the default
+    /// context.</summary>
+    internal static int Info(string path, string? tokenizer)
+    {
+        using var m = Open(path, tokenizer, 1, null);
+        var c = m.Config;
+        var inv = CultureInfo.InvariantCulture;
+        static string MiB(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) + " MiB";
+        Console.WriteLine($"model        {m.Source} ({m.Format}, {MiB(m.FileBytes)} on disk, loaded in {m.LoadTime.TotalSeconds.ToString("F2", inv)} s)");
+        Console.WriteLine($"architecture {c.Architecture}: {c.Layers} layers, hidden {c.Dim}, {c.Heads} heads ({c.KvHeads} key/value) of {c.HeadDim}, FFN {c.FfnDim} ({c.Activation.ToString().ToLowerInvariant()}), vocabulary {c.VocabSize}");
+        Console.WriteLine($"positions    context {c.ContextLength}, RoPE theta {c.RopeTheta.ToString(inv)} ({(c.Rope == RopeStyle.Half ? "rotate-half" : "adjacent pairs")}), RMSNorm eps {c.NormEps.ToString(inv)}{(c.SubNorms ? ", BitNet sub-norms" : "")}");
+        var kinds = m.Weights.Layers.SelectMany(l => l.Linears).GroupBy(x => x.W.Kind)
+            .Select(g => $"{g.Key} {g.Count()} matrices {MiB(g.Sum(x => x.W.Bytes))}");
+        Console.WriteLine($"linear       {string.Join("; ", kinds)}");
+        Console.WriteLine($"embedding    {m.Weights.Embedding.Type.ToString().ToLowerInvariant()} {m.Weights.Embedding.Rows}x{m.Weights.Embedding.Cols}, {MiB(m.Weights.Embedding.AllocatedBytes)}; LM head {(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? "tied to it" : $"{m.Weights.LmHead.Type.ToString().ToLowerInvariant()}, {MiB(m.Weights.LmHead.AllocatedBytes)}")}");
+        int ctx = Math.Min(c.ContextLength, 4096);
+        Console.WriteLine($"memory       weights {MiB(m.Weights.Bytes)}; KV cache {(c.KvBytesPerToken() / 1024.0).ToString("F1", inv)} KiB a token, {MiB(c.KvBytesPerToken() * ctx)} at {ctx} tokens; total {MiB(m.Weights.Bytes + c.KvBytesPerToken() * ctx)}");
+        Console.WriteLine($"tokenizer    {(m.Tokenizer is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");
+        return 0;
+    }
+
     /// <summary>A token cancelled by the first Ctrl+C (the command then ends as cancelled; a second Ctrl+C kills).</summary>
     private static CancellationToken CancelOnCtrlC()
     {

@@ -53,7 +53,8 @@ public sealed class LayerWeights
     /// <summary>BitNet's RMSNorm before the down projection, (ffn), or null.</summary>
     public float[]? FfnSubNorm { get; init; }
 
-    internal IEnumerable<(string Name, LinearWeights W)> Linears =>
+    /// <summary>The seven linear layers with their GGUF names.</summary>
+    public IEnumerable<(string Name, LinearWeights W)> Linears =>
         [("attn_q", Wq), ("attn_k", Wk), ("attn_v", Wv), ("attn_output", Wo), ("ffn_gate", WGate), ("ffn_up", WUp), ("ffn_down", WDown)];
 }
 
