@@ -1,28 +1,48 @@
 #!/bin/bash
-# One device run of this revision's experiments (see docs/BENCHMARKS-cuda.md, "Runs"): build, probes, self test,
-# m = 2048 with every kernel, cuBLAS. Run from the repository root of a tree where .pub/rotor4 holds the published
-# CLI and .pub/cuda4 the native/ and bench/ folders; results go to $OUT.
-set -o pipefail
+# One run on a GPU machine: build librotor_cuda with CMake, run the CUDA self test and `rotor bench-cuda` on it.
+#   bench/cuda/device_run.sh ROTOR OUT
+# ROTOR: the rotor binary, published for linux-x64 (docs/CUDA.md; the machine needs no .NET); OUT: a folder for the
+# results (log.txt, build.txt, selftest.txt, bench*.txt, bench*.json). The sources are those of the checkout that holds
+# this script. Optional:
+#   BASE_SRC=DIR   also build DIR (another revision's native/cuda) the same way and bench it in alternation with this
+#                  one (ROUNDS rounds, default 2), for before/after figures from one run on one GPU
+#   CUBLAS=1       also time cuBLAS bf16 and torch._int_mm on the same shapes (bench/cuda/cublas_ref.py; PyTorch)
+#   ARCH=LIST      CMAKE_CUDA_ARCHITECTURES (default: CMakeLists.txt's, sm_80 + sm_90a + compute_90 PTX)
+set -u -o pipefail
+ROTOR=$(realpath "$1"); OUT=$(realpath -m "$2"); mkdir -p "$OUT"
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
 L=$OUT/log.txt
-{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv; nvcc --version | tail -2; } > $L 2>&1
-S=.pub/cuda4
-nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -gencode arch=compute_90a,code=sm_90a \
-  -o .pub/rotor4/librotor_cuda.so $S/native/cuda/rotor_cuda.cu > /tmp/ptxas.txt 2>&1
-rc=$?
-grep -B1 -A3 "ws_kernel\|wgmma_kernel\|gemv_kernel\|gemv8" /tmp/ptxas.txt | grep -v "^--" | grep "Compiling\|Used\|spill\|C75\|arning" | sed 's/_ZN[^ ]*\(ws_kernel\|wgmma_kernel\|gemv_kernel\)[^ ]*/&/' | cut -c1-220 >> $L
-grep -i "error\|C75" /tmp/ptxas.txt | head -20 >> $L
-[ $rc = 0 ] || { echo "library build failed"; tail -40 /tmp/ptxas.txt; exit 1; }
-nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/gemv_probe $S/bench/cuda/gemv_probe.cu >> $L 2>&1 || echo "probe build failed" >> $L
-[ -x /tmp/gemv_probe ] && timeout 150 /tmp/gemv_probe > $OUT/gemv_probe.txt 2>&1
-echo "gemv probe rc $?" >> $L
-timeout 200 .pub/rotor4/rotor selftest --device cuda > $OUT/selftest.txt 2>&1
-echo "selftest rc $?" >> $L
-tail -2 $OUT/selftest.txt >> $L; grep -v "^ok" $OUT/selftest.txt | head -40 >> $L
-timeout 300 .pub/rotor4/rotor bench-cuda --all-paths --json $OUT/r.json > $OUT/bench.txt 2>&1
-echo "bench rc $?" >> $L
-{ for m in 1 8; do ROTOR_CUDA_GEMV_OLD=1 timeout 100 .pub/rotor4/rotor bench-cuda --m $m --all-paths --no-network --json /tmp/ro$m.json; done;
-  echo "== m = 2048 a second time (new code)"; timeout 100 .pub/rotor4/rotor bench-cuda --m 2048 --no-network --json /tmp/r2.json; } > $OUT/bench-old-gemv-and-2048-again.txt 2>&1
-echo "bench old/again rc $?" >> $L
-timeout 200 python3 $S/bench/cuda/cublas_ref.py --rotor $OUT/r.json --out $OUT/c.json > $OUT/cublas.txt 2>&1
-echo "cublas rc $?" >> $L
-cat $L
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -2 | head -1; date -u +%FT%TZ; } > "$L" 2>&1
+arch=(); [ -n "${ARCH:-}" ] && arch=(-DCMAKE_CUDA_ARCHITECTURES="$ARCH")
+build() {  # build SRC_DIR BUILD_DIR LOG
+    cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE=Release "${arch[@]}" > "$3" 2>&1 && cmake --build "$2" -j "$(nproc)" >> "$3" 2>&1
+}
+t0=$(date +%s)
+if [ -n "${BASE_SRC:-}" ]; then build "$BASE_SRC" /tmp/rotor-cuda-base "$OUT/build-base.txt" & bp=$!; fi
+build "$SRC/native/cuda" /tmp/rotor-cuda "$OUT/build.txt"; rc=$?
+echo "build rc $rc, $(( $(date +%s) - t0 )) s" >> "$L"
+[ $rc = 0 ] || { tail -40 "$OUT/build.txt"; cat "$L"; exit 1; }
+LIB=/tmp/rotor-cuda/librotor_cuda.so
+
+t0=$(date +%s); ROTOR_CUDA_LIB=$LIB timeout 300 "$ROTOR" selftest --device cuda > "$OUT/selftest.txt" 2>&1
+echo "selftest rc $?, $(( $(date +%s) - t0 )) s: $(tail -1 "$OUT/selftest.txt")" >> "$L"
+grep -v "^ok" "$OUT/selftest.txt" | head -20 >> "$L"
+
+bench() {  # bench LIB NAME
+    local t=$(date +%s)
+    ROTOR_CUDA_LIB=$1 timeout 200 "$ROTOR" bench-cuda --json "$OUT/$2.json" > "$OUT/$2.txt" 2>&1
+    echo "$2 rc $?, $(( $(date +%s) - t )) s; $(grep -o 'one CUDA graph.*on device data' "$OUT/$2.txt")" >> "$L"
+}
+if [ -n "${BASE_SRC:-}" ]; then
+    wait $bp; rc=$?; echo "base build rc $rc, $(( $(date +%s) - t0 )) s since the start" >> "$L"
+    [ $rc = 0 ] || { tail -40 "$OUT/build-base.txt"; cat "$L"; exit 1; }
+    for r in $(seq 1 "${ROUNDS:-2}"); do bench $LIB bench-$r; bench /tmp/rotor-cuda-base/librotor_cuda.so bench-base-$r; done
+else
+    bench $LIB bench
+fi
+if [ "${CUBLAS:-0}" = 1 ]; then
+    j=$OUT/bench.json; [ -f "$j" ] || j=$OUT/bench-1.json
+    timeout 200 python3 "$SRC/bench/cuda/cublas_ref.py" --rotor "$j" --out "$OUT/cublas.json" > "$OUT/cublas.txt" 2>&1
+    echo "cublas rc $?" >> "$L"
+fi
+cat "$L"

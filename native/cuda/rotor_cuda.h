@@ -21,19 +21,19 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 4        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 5        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
-// Product kernels. AUTO: GEMV for m <= 64, else the wgmma kernel where the device has it (compute capability 9.0
-// and the library's sm_90a code), else the mma.sync tiled kernel, each with the tile that suits the grid.
-// TILED_CFG0 + i forces configuration i, weight rows x activation rows: 0: 128x128, 1: 256x128, 2: 64x128
-// (mma.sync); wgmma (see rotor_cuda_path_supported): 3: 128x128, 4: 128x96, 5: 128x64, 6: 128x80; warp-specialized
-// wgmma (TMA, persistent; CUDA 12 or newer): 7: 256x128, 8: 256x80, 9: 256x96, 10: 128x128; for benchmarks and
-// tests. GEMV_BULK forces the GEMV whose weights come by bulk copies (m <= 8, k_blocks <= 47, compute capability 9.0
-// or newer), which auto takes for m <= 8 on grids of fewer than 4 CTAs a multiprocessor where k_blocks is not a
-// multiple of 16. GEMV_SK forces the split-K cluster GEMV (m <= 64, k_blocks <= 32, compute capability 9.0 or newer,
-// CUDA 12), which auto takes for 9 <= m <= 64 on the larger shapes (ROTOR_CUDA_SK=0: never).
+// Product kernels. AUTO: a GEMV for m <= 64 (register loads, bulk copies, or split-K on clusters), else the wgmma
+// kernels where the device has them (compute capability 9.0 and the library's sm_90a code), else the mma.sync tiled
+// kernel, each in the configuration that suits the shape (native/cuda/rotor_cuda.cu, choose_gemv and choose_gemm).
+// GEMV forces the register-load GEMVs (m <= 64); TILED the tiled kernels' choice for any m. TILED_CFG0 + i forces
+// configuration i, weight rows x activation rows: mma.sync 0: 128x128, 1: 64x128; wgmma (see
+// rotor_cuda_path_supported) 2: 128x128, 3: 128x96, 4: 128x64, 5: 128x80; warp-specialized wgmma (TMA, persistent;
+// CUDA 12 or newer) 6: 256x128, 7: 256x80, 8: 256x96, 9: 128x128. GEMV_BULK forces the GEMV whose weights come by bulk
+// copies (m <= 8, k_blocks <= 47, compute capability 9.0 or newer), GEMV_SK the split-K cluster GEMV (m <= 64,
+// k_blocks <= 32, compute capability 9.0 or newer, CUDA 12). The forced paths serve tests and benchmarks.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
                   ROTOR_PATH_GEMV_SK = 4, ROTOR_PATH_TILED_CFG0 = 16 };
 
@@ -71,8 +71,8 @@ ROTOR_API int rotor_cuda_init(int device, char* name, int name_len, int* cc_majo
                               int64_t* global_mem, int* driver_version, int* runtime_version);
 
 // Programmatic dependent launch (sm_90 and newer): each kernel may start while the previous one on its stream
-// finishes, streaming weights meanwhile. On by default where supported (rotor_cuda_init), off with ROTOR_CUDA_PDL=0.
-// Returns 1 when on, 0 when off (asked, or unsupported), or an error.
+// finishes, streaming weights meanwhile. On where supported from rotor_cuda_init on; turned off and on again here
+// (benchmarks). Returns 1 when on, 0 when off (asked, or unsupported), or an error.
 ROTOR_API int rotor_cuda_set_pdl(int on);
 
 // Memory, streams, events, graphs.
@@ -110,40 +110,8 @@ ROTOR_API int rotor_cuda_unpack_i2(const uint8_t* d_packed, int rows, int cols, 
 ROTOR_API int rotor_cuda_quantize(const float* d_x, int m, int cols, int x_stride, int8_t* d_q, int q_stride,
                                   float* d_scale, int32_t* d_sum, void* stream);
 
-// The int8 product (see rotor_gemm_args). path: ROTOR_PATH_AUTO picks the split-K GEMV kernel for m <= 64 and
-// the tiled tensor-core kernel above; the others force one (GEMV accepts m <= 64 only).
+// The int8 product (see rotor_gemm_args). path: a rotor_path; ROTOR_PATH_AUTO picks the kernel.
 ROTOR_API int rotor_cuda_gemm(const rotor_gemm_args* args, int path, void* stream);
-
-// The product of rotor_cuda_gemm by the wide GEMV, then the activation quantization of y for the next layer, as
-// rotor_cuda_quantize(y, m, n, y_stride, d_q, q_stride, d_scale, d_sum) would do, in the same kernel after a grid
-// barrier: d_q, d_scale, d_sum may be args->x, x_scale, x_sum (they are read before the barrier). d_barrier: two
-// uint32 zeroed before the first use (left so after each call; one product at a time may use them). Needs every CTA
-// resident at once: rotor_cuda_gemm_q_fits(n, m) says where (m <= 64, m <= ceil(n / 16) <= the multiprocessors;
-// ROTOR_CUDA_GEMM_Q=0: never).
-ROTOR_API int rotor_cuda_gemm_q(const rotor_gemm_args* args, int8_t* d_q, int q_stride, float* d_scale, int32_t* d_sum,
-                                uint32_t* d_barrier, void* stream);
-ROTOR_API int rotor_cuda_gemm_q_fits(int n, int m);
-
-// Fused activation quantization, for chains of products with m <= 64 (CudaNetwork). Absmax values travel as float
-// bits (uint32: for values >= 0 their order is the integers' order, so atomicMax on them is a float max).
-// row_absmax: d_amax[i] = max_j |x[i, j]| over x (m, cols), row stride x_stride floats; also sets d_zero[0..zero_count)
-// to 0 (the amax_out buffers of the fused products after it).
-ROTOR_API int rotor_cuda_row_absmax(const float* d_x, int m, int cols, int x_stride, uint32_t* d_amax, uint32_t* d_zero,
-                                    int zero_count, void* stream);
-// 1 where rotor_cuda_gemm_fq runs (m <= 64, k_blocks <= 32, the split-K cluster GEMV compiled in and not turned off
-// by ROTOR_CUDA_SK=0), else 0.
-ROTOR_API int rotor_cuda_fq_fits(int m, int k_blocks);
-// The product of rotor_cuda_gemm (args->x, x_stride, x_scale and x_sum unused) with x given as floats (m, cols), row
-// stride x_stride floats (a multiple of 4, 16-byte aligned), quantized on the fly exactly as rotor_cuda_quantize does
-// with the absmax d_amax_in[i] of each row (from rotor_cuda_row_absmax or the product before). d_amax_out: NULL, or m
-// values (zero before the call) that get max |y[i, .]| (after the activation), the absmax of the next layer's input.
-// d_work: NULL (the K slices are added in clusters through distributed shared memory), or a device workspace of at
-// least rotor_cuda_fq_work_bytes bytes, zeroed once before its first use (its counters return to zero after each
-// call; one product at a time may use it), through which the slices are added without clusters.
-ROTOR_API int rotor_cuda_gemm_fq(const rotor_gemm_args* args, const float* d_x, int cols, int x_stride, const uint32_t* d_amax_in,
-                                 uint32_t* d_amax_out, void* d_work, size_t work_bytes, void* stream);
-// The workspace rotor_cuda_gemm_fq needs for n weight rows, m <= 64 activation rows and k_blocks <= 32.
-ROTOR_API int rotor_cuda_fq_work_bytes(int n, int m, int k_blocks, size_t* bytes);
 
 // The float product: y[i, r] = act(w_scale[r * w_scale_stride] * sum_j w[r, j] * x[i, j] + bias[r]) with x (m, cols)
 // float, row stride x_stride floats (only the first cols values of a row are read).

@@ -110,7 +110,7 @@ internal static class CudaCommands
             Console.WriteLine(string.Create(inv, $"{$"{t.N}x{t.K}",-12} {t.M,5} {t.Path,-20} {t.Us,10:F2} {t.WeightGBps,12:F0} {100 * t.WeightGBps / copy,6:F0}% {t.Tops,8:F1}")));
         NetworkTiming? net = noNetwork ? null : CudaBenchmark.Network(gpu, 4, 32);
         if (net is not null) Console.WriteLine(string.Create(inv,
-            $"network {net.Layers} x TernaryLinear {net.Width}->{net.Width} (+bias, ReLU), batch {net.Batch}, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock; rounds {string.Join(" / ", net.Rounds.Select(v => v.ToString("F1", inv)))} us; with the quantization fused into the products ({net.FusedKernels} kernels) {net.FusedUs:F1} us, rounds {string.Join(" / ", net.FusedRounds.Select(v => v.ToString("F1", inv)))} us"));
+            $"network {net.Layers} x TernaryLinear {net.Width}->{net.Width} (+bias, ReLU), batch {net.Batch}, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock; rounds {string.Join(" / ", net.Rounds.Select(v => v.ToString("F1", inv)))} us"));
         if (json is not null)
         {
             File.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));

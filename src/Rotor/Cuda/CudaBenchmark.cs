@@ -14,11 +14,10 @@ namespace Rotor.Cuda;
 public sealed record GemmTiming(int N, int K, int M, string Path, double Us, double WeightGBps, double Tops);
 
 /// <summary>The network benchmark: its shape, kernels a pass, and median microseconds of a graph replay on device
-/// data with and without programmatic dependent launch, with the host copies in the graph, and of Forward on the
-/// host clock; the same network with the quantization fused into the products (FusedKernels, FusedUs), and the device
-/// figures of three interleaved rounds of each.</summary>
+/// data (the median of three rounds, each given in Rounds) and without programmatic dependent launch, with the host
+/// copies in the graph, and of Forward on the host clock.</summary>
 public sealed record NetworkTiming(int Layers, int Width, int Batch, int Kernels, double DeviceUs, double NoPdlUs, double CopiesUs, double HostUs,
-    int FusedKernels, double FusedUs, double[] Rounds, double[] FusedRounds);
+    double[] Rounds);
 
 /// <summary>The GPU benchmark behind <c>rotor bench-cuda</c>: products on the BitNet shapes, copy bandwidth, a whole
 /// network as one CUDA graph.</summary>
@@ -67,7 +66,7 @@ public static unsafe class CudaBenchmark
                     // "auto-nopdl": each launch waits for the previous one to end.
                     var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? new[] { CudaPath.Gemv, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : new[] { CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
+                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? new[] { CudaPath.Gemv, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : new[] { CudaPath.Tiled128x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
                             paths.Add((p, true, p.ToString().ToLowerInvariant()));
                     foreach (var (p, pdl, label) in paths)
                     {
@@ -181,20 +180,13 @@ public static unsafe class CudaBenchmark
         }
         finally { SetPdl(true); }
         using var g = new CudaNetwork(net, gpu, batch);
-        using var gu = new CudaNetwork(net, gpu, batch) { Fuse = true };
-        // Three interleaved rounds of 201 replays each, the network as used and with the fused quantization; the
-        // figures are the medians of the rounds.
+        // Three rounds of 201 replays each; the figure is the median of the rounds.
         var rounds = new double[3];
-        var fused = new double[3];
-        for (int r = 0; r < 3; r++)
-        {
-            rounds[r] = g.TimeReplayUs(batch, copies: false, reps: 201);
-            fused[r] = gu.TimeReplayUs(batch, copies: false, reps: 201);
-        }
+        for (int r = 0; r < 3; r++) rounds[r] = g.TimeReplayUs(batch, copies: false, reps: 201);
         double cp = g.TimeReplayUs(batch, copies: true, reps: 201);
         double host = g.TimeForwardUs(batch, 201);
         static double Median(double[] v) { var c = (double[])v.Clone(); Array.Sort(c); return c[c.Length / 2]; }
-        return new NetworkTiming(layers, 2048, batch, g.KernelCount(batch), Median(rounds), noPdl, cp, host, gu.KernelCount(batch), Median(fused), rounds, fused);
+        return new NetworkTiming(layers, 2048, batch, g.KernelCount(batch), Median(rounds), noPdl, cp, host, rounds);
     }
 
     /// <summary>The results as JSON for bench/cuda/cublas_ref.py.</summary>
@@ -211,9 +203,7 @@ public static unsafe class CudaBenchmark
                 j.WriteStartObject("network");
                 j.WriteNumber("layers", net.Layers); j.WriteNumber("width", net.Width); j.WriteNumber("batch", net.Batch); j.WriteNumber("kernels", net.Kernels);
                 j.WriteNumber("device_us", net.DeviceUs); j.WriteNumber("device_no_pdl_us", net.NoPdlUs); j.WriteNumber("with_copies_us", net.CopiesUs); j.WriteNumber("host_forward_us", net.HostUs);
-                j.WriteNumber("fused_kernels", net.FusedKernels); j.WriteNumber("fused_device_us", net.FusedUs);
                 j.WriteStartArray("device_us_rounds"); foreach (double v in net.Rounds) j.WriteNumberValue(v); j.WriteEndArray();
-                j.WriteStartArray("fused_device_us_rounds"); foreach (double v in net.FusedRounds) j.WriteNumberValue(v); j.WriteEndArray();
                 j.WriteEndObject();
             }
             j.WriteStartArray("products");

@@ -51,8 +51,6 @@ public static unsafe class CudaSelfTest
                 if ((long)n * k * m > 400_000_000) continue;
                 foreach (var r in GemmChecks(gpu, n, k, m, seed++)) Add(r);
             }
-        foreach (var r in FusedChecks(gpu, quick)) Add(r);
-        foreach (var r in GemmQChecks(gpu)) Add(r);
         foreach (var r in FloatChecks(gpu)) Add(r);
         foreach (var r in NetworkChecks(gpu)) Add(r);
         return results;
@@ -181,7 +179,7 @@ public static unsafe class CudaSelfTest
             ? [CudaPath.Auto, CudaPath.Gemv, .. new[] { CudaPath.GemvBulk }.Where(CudaBackend.Supports), .. sk, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
             : m <= 64
             ? [CudaPath.Auto, CudaPath.Gemv, .. sk, CudaPath.Tiled128x128, CudaPath.Tiled64x128]
-            : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled256x128, CudaPath.Tiled64x128];
+            : [CudaPath.Auto, CudaPath.Tiled128x128, CudaPath.Tiled64x128];
         // The wgmma kernels on every m (auto takes them for m > 64 only), where the device has them.
         paths = [.. paths, .. CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)];
         foreach (CudaPath p in paths)
@@ -210,7 +208,6 @@ public static unsafe class CudaSelfTest
         CudaPath.GemvBulk => "gemv bulk",
         CudaPath.GemvSplitK => "gemv splitk",
         CudaPath.Tiled128x128 => "tiled128x128",
-        CudaPath.Tiled256x128 => "tiled256x128",
         CudaPath.Tiled64x128 => "tiled64x128",
         _ => p.ToString().ToLowerInvariant(),
     };
@@ -265,159 +262,6 @@ public static unsafe class CudaSelfTest
         return (want, bound);
     }
 
-    // ---- fused activation quantization (row absmax, then products that quantize float x while loading it) ----------
-
-    internal static IEnumerable<CheckResult> FusedChecks(CudaBackend gpu, bool quick)
-    {
-        if (Native.rotor_cuda_fq_fits(1, 1) != 1) yield break;  // no split-K cluster GEMV on this device (or ROTOR_CUDA_SK=0)
-        CudaStream s = gpu.Stream;
-        // (n, cols, m): one K block a CTA (2048), two (4000: 16 blocks) and four with a short last CTA (6500: 26 blocks,
-        // 7 CTAs a cluster), a row tail of 128 (1000, 8500), K tails inside a float4 (258, 1027: scalar loads), m = 1..64.
-        (int N, int C, int M)[] shapes = quick
-            ? [(2048, 2048, 32), (1000, 777, 33), (40, 6500, 17)]
-            : [(2048, 2048, 32), (2048, 2048, 1), (1000, 777, 33), (40, 6500, 17), (300, 64, 5), (130, 258, 64), (8500, 300, 9), (257, 1027, 64), (129, 4000, 16),
-               (16, 8192, 8)];
-        int seed = 900;
-        foreach (var (n, cols, m) in shapes)
-        {
-            seed++;
-            int stride = (cols + 3) & ~3;
-            var w = TernaryMatrix.FromTrits(Trits(n * cols, seed), n, cols, seed % 2 == 1 ? Floats(n, seed + 1, 0.5f).Select(v => 0.01f + Math.Abs(v)).ToArray() : [0.37f]);
-            float[] bias = seed % 2 == 0 ? Floats(n, seed + 3) : [];
-            var act = (CudaActivation)(seed % 3);
-            float[] x = Floats(m * cols, seed + 4, 2f);
-            if (m >= 3) x.AsSpan(cols, cols).Clear();  // a row of zeros: amax 0, scale 0
-            var xq = new QuantizedActivations(m, cols);
-            xq.Quantize(x);
-            float[] want = Reference(w, xq, bias, act);
-            var xs = new float[(long)m * stride];
-            for (int i = 0; i < m; i++) x.AsSpan(i * cols, cols).CopyTo(xs.AsSpan(i * stride));
-            var wantIn = new uint[m];
-            var wantOut = new uint[m];
-            for (int i = 0; i < m; i++)
-            {
-                float a = 0, b = 0;
-                for (int j = 0; j < cols; j++) a = Math.Max(a, Math.Abs(x[i * cols + j]));
-                for (int r = 0; r < n; r++) b = Math.Max(b, Math.Abs(want[(long)i * n + r]));
-                wantIn[i] = BitConverter.SingleToUInt32Bits(a);
-                wantOut[i] = BitConverter.SingleToUInt32Bits(b);
-            }
-            // The slices added through a workspace (RunFused runs the product twice on it), then in clusters.
-            foreach (int mode in new[] { 0, 1 })
-            {
-                var (got, amax) = RunFused(s, w, bias, act, xs, m, cols, stride, cluster: mode == 1);
-                string shape = $"n={n} k={cols} m={m}", detail = Detail(w, bias, act), name = mode == 1 ? "gemm fused (cluster)" : "gemm fused";
-                yield return CompareBytes("row absmax", shape, "float bits", System.Runtime.InteropServices.MemoryMarshal.AsBytes<uint>(wantIn),
-                    System.Runtime.InteropServices.MemoryMarshal.AsBytes(amax.AsSpan(0, m)));
-                yield return Compare(name, shape, detail, want, got);
-                yield return CompareBytes(name + " amax out", shape, "max |y| float bits", System.Runtime.InteropServices.MemoryMarshal.AsBytes<uint>(wantOut),
-                    System.Runtime.InteropServices.MemoryMarshal.AsBytes(amax.AsSpan(m, m)));
-            }
-        }
-    }
-
-    // The absmax kernel (which also zeroes the product's amax_out), then the fused product: y and both absmax buffers.
-    private static (float[] Y, uint[] Amax) RunFused(CudaStream s, TernaryMatrix w, float[] bias, CudaActivation act, float[] xs, int m, int cols, int stride, bool cluster)
-    {
-        int n = w.Rows;
-        using var dw = new DeviceMatrix(w, s);
-        using var dx = new DeviceBuffer((long)xs.Length * 4);
-        using var damax = new DeviceBuffer(2L * m * 4);
-        using var dy = new DeviceBuffer((long)m * n * 4);
-        using var db = bias.Length == 0 ? null : new DeviceBuffer(bias.Length * 4);
-        dx.Upload<float>(xs, s);
-        db?.Upload<float>(bias, s);
-        Native.Check(Native.rotor_cuda_memset(damax.Pointer, 0x55, (nuint)(2L * m * 4), s.Pointer), "memset");
-        Native.Check(Native.rotor_cuda_memset(dy.Pointer, 0xff, (nuint)((long)m * n * 4), s.Pointer), "memset");
-        // The absmax kernel also zeroes the product's amax_out.
-        Native.Check(Native.rotor_cuda_row_absmax(dx.Pointer, m, cols, stride, damax.Pointer, damax.Pointer + m * 4, m, s.Pointer), "row absmax");
-        GemmArgsNative a2 = CudaBackend.Args(dw, 0, 0, 0, 0, m, db?.Pointer ?? 0, dy.Pointer, n, act);
-        nuint workBytes = 0;
-        Native.Check(Native.rotor_cuda_fq_work_bytes(n, m, w.Blocks, &workBytes), "fq_work_bytes");
-        using var work = new DeviceBuffer((long)workBytes);
-        Native.Check(Native.rotor_cuda_memset(work.Pointer, 0, workBytes, s.Pointer), "memset");
-        for (int rep = 0; rep < 2; rep++)
-        {
-            // Twice on one workspace: the second product finds the counters the first one left at zero.
-            if (rep == 1) Native.Check(Native.rotor_cuda_memset(damax.Pointer + m * 4, 0, (nuint)(m * 4), s.Pointer), "memset");
-            Native.Check(Native.rotor_cuda_gemm_fq(&a2, dx.Pointer, cols, stride, damax.Pointer, damax.Pointer + m * 4,
-                cluster ? 0 : work.Pointer, cluster ? 0 : workBytes, s.Pointer), "fused product");
-        }
-        var got = new float[(long)m * n];
-        var amax = new uint[2 * m];
-        dy.Download<float>(got, s);
-        damax.Download<uint>(amax, s);
-        return (got, amax);
-    }
-
-    // ---- product + quantization of its output (rotor_cuda_gemm_q) ----------------------------------------------
-
-    internal static IEnumerable<CheckResult> GemmQChecks(CudaBackend gpu)
-    {
-        // (n, k, m): 128 CTAs, a half tile at the end and a padded q row (257: q_stride 512), m = CTAs (33 of 513 rows).
-        (int N, int K, int M)[] shapes = [(2048, 2048, 32), (257, 300, 5), (513, 257, 33), (1000, 777, 9), (16, 100, 1), (2048, 1000, 64)];
-        int seed = 1300;
-        foreach (var (n, k, m) in shapes)
-        {
-            if (Native.rotor_cuda_gemm_q_fits(n, m) != 1) continue;
-            var (w, x, bias) = Problem(n, k, m, seed++);
-            var act = (CudaActivation)(seed % 2);  // none or ReLU
-            float[] want = Reference(w, x, bias, act);
-            var wq = new QuantizedActivations(m, n);
-            wq.Quantize(want);
-            var (got, q, scale, sum) = RunGemmQ(gpu, w, x, bias, act, wq.PaddedCols);
-            string shape = $"n={n} k={k} m={m}", detail = Detail(w, bias, act);
-            yield return Compare("gemm+quantize y", shape, detail, want, got);
-            yield return CompareBytes("gemm+quantize q", shape, "padding zeroed", System.Runtime.InteropServices.MemoryMarshal.AsBytes(wq.Data),
-                System.Runtime.InteropServices.MemoryMarshal.AsBytes<sbyte>(q));
-            yield return Compare("gemm+quantize scale", shape, "", wq.Scales.ToArray(), scale);
-            long bad = 0; double md = 0;
-            for (int i = 0; i < m; i++) if (wq.Sums[i] != sum[i]) { bad++; md = Math.Max(md, Math.Abs((long)wq.Sums[i] - sum[i])); }
-            yield return new CheckResult("gemm+quantize sum", shape, "", m, bad, md, true);
-        }
-    }
-
-    // Twice on one barrier (it must come back to its initial state), the second time in place of x.
-    private static (float[] Y, sbyte[] Q, float[] Scale, int[] Sum) RunGemmQ(CudaBackend gpu, TernaryMatrix w, QuantizedActivations x, float[] bias,
-        CudaActivation act, int qStride)
-    {
-        CudaStream s = gpu.Stream;
-        int n = w.Rows, m = x.Count;
-        using var dw = new DeviceMatrix(w, s);
-        using var dx = new DeviceBuffer((long)m * Math.Max(x.PaddedCols, qStride));
-        using var dxs = new DeviceBuffer(m * 4);
-        using var dxsum = new DeviceBuffer(m * 4);
-        using var dy = new DeviceBuffer((long)m * n * 4);
-        using var db = bias.Length == 0 ? null : new DeviceBuffer(bias.Length * 4);
-        using var bar = new DeviceBuffer(16);
-        using var dq = new DeviceBuffer((long)m * qStride);
-        using var dsc = new DeviceBuffer(m * 4);
-        using var dsu = new DeviceBuffer(m * 4);
-        db?.Upload<float>(bias, s);
-        Native.Check(Native.rotor_cuda_memset(bar.Pointer, 0, 16, s.Pointer), "memset");
-        for (int rep = 0; rep < 2; rep++)
-        {
-            dx.Upload<sbyte>(x.Data, s); dxs.Upload<float>(x.Scales, s); dxsum.Upload<int>(x.Sums, s);
-            Native.Check(Native.rotor_cuda_memset(dy.Pointer, 0xff, (nuint)((long)m * n * 4), s.Pointer), "memset");
-            Native.Check(Native.rotor_cuda_memset(dq.Pointer, 0x7f, (nuint)((long)m * qStride), s.Pointer), "memset");
-            GemmArgsNative a = CudaBackend.Args(dw, dx.Pointer, x.PaddedCols, dxs.Pointer, dxsum.Pointer, m, db?.Pointer ?? 0, dy.Pointer, n, act);
-            if (rep == 0) Native.Check(Native.rotor_cuda_gemm_q(&a, dq.Pointer, qStride, dsc.Pointer, dsu.Pointer, bar.Pointer, s.Pointer), "gemm_q");
-            else
-            {
-                Native.Check(Native.rotor_cuda_gemm_q(&a, dx.Pointer, qStride, dxs.Pointer, dxsum.Pointer, bar.Pointer, s.Pointer), "gemm_q in place");
-                Native.Check(Native.rotor_cuda_memcpy_d2d(dq.Pointer, dx.Pointer, (nuint)((long)m * qStride), s.Pointer), "copy");
-                Native.Check(Native.rotor_cuda_memcpy_d2d(dsc.Pointer, dxs.Pointer, (nuint)(m * 4), s.Pointer), "copy");
-                Native.Check(Native.rotor_cuda_memcpy_d2d(dsu.Pointer, dxsum.Pointer, (nuint)(m * 4), s.Pointer), "copy");
-            }
-        }
-        var y = new float[(long)m * n];
-        var q = new sbyte[(long)m * qStride];
-        var sc = new float[m];
-        var su = new int[m];
-        dy.Download<float>(y, s); dq.Download<sbyte>(q, s); dsc.Download<float>(sc, s); dsu.Download<int>(su, s);
-        return (y, q, sc, su);
-    }
-
     // ---- whole networks as CUDA graphs -----------------------------------------------------------------------------
 
     internal static IEnumerable<CheckResult> NetworkChecks(CudaBackend gpu)
@@ -435,12 +279,8 @@ public static unsafe class CudaSelfTest
             ("float-mode layer", new Sequential(TernaryLinear.Random(70, 90, 8, bias: true, mode: ActivationMode.Float, backend: cpu), new ReLU(70)), false),
         };
         foreach (var (name, net, exact) in nets)
-        foreach (int variant in new[] { 0, 1, 2 })
         {
-            // 1: chains of int8 products quantize their input themselves (Fuse), 2: a product quantizes its output for
-            // the next one (QuantizeInProduct), where the device and the batch allow; 0: as configured.
-            bool fuse = variant == 1;
-            using var g = new CudaNetwork(net, gpu, 33) { Fuse = fuse, QuantizeInProduct = variant == 2 };
+            using var g = new CudaNetwork(net, gpu, 33);
             foreach (int batch in new[] { 1, 5, 32, 33 })
             {
                 float[] x = Floats(batch * net.InputSize, batch * 31 + net.InputSize, 2f);
@@ -448,7 +288,7 @@ public static unsafe class CudaSelfTest
                 var got = new float[batch * net.OutputSize];
                 g.Forward(x, got, batch);
                 string shape = $"{net.InputSize}->{net.OutputSize} batch={batch}";
-                string kernels = $"{g.KernelCount(batch)} kernels{(variant == 1 ? ", fused" : variant == 2 ? ", q in product" : "")}";
+                string kernels = $"{g.KernelCount(batch)} kernels";
                 if (exact) yield return Compare($"graph {name}", shape, kernels, want, got);
                 else
                 {

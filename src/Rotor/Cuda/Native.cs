@@ -24,35 +24,40 @@ internal struct GemmArgsNative
     public int Act;
 }
 
-/// <summary>Product kernel choice, <c>rotor_path</c> of rotor_cuda.h.</summary>
+/// <summary>Product kernel choice, <c>rotor_path</c> of rotor_cuda.h: <see cref="Auto"/>, or one kernel forced (tests
+/// and benchmarks).</summary>
 internal enum CudaPath
 {
+    /// <summary>The library's choice for the shape and device.</summary>
     Auto = 0,
+    /// <summary>The register-load GEMVs (m &lt;= 64).</summary>
     Gemv = 1,
+    /// <summary>The tiled kernels' choice, for any m.</summary>
     Tiled = 2,
     /// <summary>The GEMV with bulk-copied weights (m &lt;= 8, at most 47 K blocks, compute capability 9.0 or newer).</summary>
     GemvBulk = 3,
     /// <summary>The split-K cluster GEMV (m &lt;= 64, at most 32 K blocks, compute capability 9.0 or newer).</summary>
     GemvSplitK = 4,
+    /// <summary>mma.sync, 128 weight rows x 128 activation rows.</summary>
     Tiled128x128 = 16,
-    Tiled256x128 = 17,
-    Tiled64x128 = 18,
+    /// <summary>mma.sync, 64 x 128.</summary>
+    Tiled64x128 = 17,
     /// <summary>wgmma (sm_90a) 128 weight rows x 128 activation rows, two CTAs a multiprocessor.</summary>
-    Wgmma128x128 = 19,
+    Wgmma128x128 = 18,
     /// <summary>wgmma 128 x 96, two CTAs a multiprocessor, three stages.</summary>
-    Wgmma128x96 = 20,
+    Wgmma128x96 = 19,
     /// <summary>wgmma 128 x 64, two CTAs a multiprocessor, four stages.</summary>
-    Wgmma128x64 = 21,
+    Wgmma128x64 = 20,
     /// <summary>wgmma 128 x 80, two CTAs a multiprocessor, three stages.</summary>
-    Wgmma128x80 = 22,
+    Wgmma128x80 = 21,
     /// <summary>Warp-specialized wgmma (TMA producer warp, four consumer warpgroups, persistent): 256 weight rows x 128 activation rows, four stages.</summary>
-    Ws256x128 = 23,
+    Ws256x128 = 22,
     /// <summary>Warp-specialized wgmma, 256 x 80, six stages.</summary>
-    Ws256x80 = 24,
+    Ws256x80 = 23,
     /// <summary>Warp-specialized wgmma, 256 x 96, five stages.</summary>
-    Ws256x96 = 25,
+    Ws256x96 = 24,
     /// <summary>Warp-specialized wgmma, two consumer warpgroups: 128 x 128, five stages.</summary>
-    Ws128x128 = 26,
+    Ws128x128 = 25,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
@@ -60,7 +65,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 4;
+    public const int Abi = 5;
     public const int EInval = -1;
 
     static Native()
@@ -138,12 +143,6 @@ internal static partial class Native
     [LibraryImport(Library)] public static partial int rotor_cuda_unpack_i2(nint packed, int rows, int cols, int rowBytes, nint trits, nint stream);
     [LibraryImport(Library)] public static partial int rotor_cuda_quantize(nint x, int m, int cols, int xStride, nint q, int qStride, nint scale, nint sum, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm(GemmArgsNative* args, int path, nint stream);
-    [LibraryImport(Library)] public static partial int rotor_cuda_row_absmax(nint x, int m, int cols, int xStride, nint amax, nint zero, int zeroCount, nint stream);
-    [LibraryImport(Library)] public static partial int rotor_cuda_fq_fits(int m, int kBlocks);
-    [LibraryImport(Library)] public static partial int rotor_cuda_gemm_q_fits(int n, int m);
-    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_q(GemmArgsNative* args, nint q, int qStride, nint scale, nint sum, nint barrier, nint stream);
-    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_gemm_fq(GemmArgsNative* args, nint x, int cols, int xStride, nint amaxIn, nint amaxOut, nint work, nuint workBytes, nint stream);
-    [LibraryImport(Library)] public static unsafe partial int rotor_cuda_fq_work_bytes(int n, int m, int kBlocks, nuint* bytes);
     [LibraryImport(Library)]
     public static partial int rotor_cuda_gemm_f32(nint w, int rowBytes, int kBlocks, int n, nint x, int cols, int xStride, int m,
         nint wScale, int wScaleStride, nint bias, nint y, int yStride, int act, nint stream);
