@@ -14,6 +14,15 @@ public sealed class CudaFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A fact about the machine without a usable GPU; skipped, saying so, where there is one.</summary>
+public sealed class NoCudaFactAttribute : FactAttribute
+{
+    public NoCudaFactAttribute()
+    {
+        if (CudaBackend.Availability.IsAvailable) Skip = "a GPU is usable here: this test checks the fallback without one";
+    }
+}
+
 /// <summary>A theory that needs a usable GPU and librotor_cuda; skipped, with CUDA's reason, where there is none.</summary>
 public sealed class CudaTheoryAttribute : TheoryAttribute
 {
@@ -57,10 +66,9 @@ public class CudaTests
         }
     }
 
-    [Fact]
+    [NoCudaFact]
     public void WithoutAGpuCreateThrowsAndCreateOrCpuFallsBack()
     {
-        if (CudaBackend.Availability.IsAvailable) return;
         var e = Assert.Throws<CudaException>(CudaBackend.Create);
         Assert.Contains(CudaBackend.Availability.Reason, e.Message);
         Assert.IsType<CpuBackend>(CudaBackend.CreateOrCpu());
