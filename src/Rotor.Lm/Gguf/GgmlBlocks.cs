@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -82,7 +83,16 @@ internal static class GgmlQuants
 
     // ---- floats ----
 
+    // The float conversions reinterpret the bytes on little-endian hosts (vectorized); the *Reference versions are the
+    // byte-by-byte definition they are tested against, and the path on big-endian hosts.
+
     internal static void DecodeF32(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        if (BitConverter.IsLittleEndian) MemoryMarshal.Cast<byte, float>(src.Slice(0, 4 * dst.Length)).CopyTo(dst);
+        else DecodeF32Reference(src, dst);
+    }
+
+    internal static void DecodeF32Reference(ReadOnlySpan<byte> src, Span<float> dst)
     {
         for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadSingleLittleEndian(src.Slice(4 * i));
     }
@@ -94,10 +104,22 @@ internal static class GgmlQuants
 
     internal static void DecodeF16(ReadOnlySpan<byte> src, Span<float> dst)
     {
+        if (BitConverter.IsLittleEndian) TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(src.Slice(0, 2 * dst.Length)), dst);
+        else DecodeF16Reference(src, dst);
+    }
+
+    internal static void DecodeF16Reference(ReadOnlySpan<byte> src, Span<float> dst)
+    {
         for (int i = 0; i < dst.Length; i++) dst[i] = Half(src.Slice(2 * i));
     }
 
     internal static void EncodeF16(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        if (BitConverter.IsLittleEndian) TensorPrimitives.ConvertToHalf(src, MemoryMarshal.Cast<byte, Half>(dst.Slice(0, 2 * src.Length)));
+        else EncodeF16Reference(src, dst);
+    }
+
+    internal static void EncodeF16Reference(ReadOnlySpan<float> src, Span<byte> dst)
     {
         for (int i = 0; i < src.Length; i++) WriteHalf(dst.Slice(2 * i), src[i]);
     }

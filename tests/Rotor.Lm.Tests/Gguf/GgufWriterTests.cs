@@ -206,6 +206,38 @@ public sealed class GgufWriterTests : IDisposable
     }
 
     [Fact]
+    public void VectorizedHalfConversionsEqualTheScalarDefinition()
+    {
+        // Every f16 bit pattern to f32 (odd length: a tail), and f32 values around every f16 rounding boundary back.
+        var all = new byte[2 * 65535];
+        for (int i = 0; i < 65535; i++) BitConverter.TryWriteBytes(all.AsSpan(2 * i), (ushort)i);
+        float[] fast = new float[65535], slow = new float[65535];
+        GgmlQuants.DecodeF16(all, fast);
+        GgmlQuants.DecodeF16Reference(all, slow);
+        for (int i = 0; i < fast.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(fast[i]) == BitConverter.SingleToInt32Bits(slow[i]) || float.IsNaN(fast[i]) && float.IsNaN(slow[i]), $"f16 {i:x4}");
+        var x = new List<float> { 0f, -0f, 65504f, 65520f, 1e-8f, 6.1e-5f, float.PositiveInfinity, float.NegativeInfinity, float.NaN };
+        for (int i = 0; i < 65535; i += 7)
+        {
+            float v = slow[i];
+            if (!float.IsFinite(v)) continue;
+            x.Add(v); x.Add(MathF.BitIncrement(v)); x.Add(MathF.BitDecrement(v));
+            if (i + 1 < slow.Length && float.IsFinite(slow[i + 1])) x.Add((v + slow[i + 1]) / 2); // a tie
+        }
+        byte[] a = new byte[2 * x.Count], b = new byte[2 * x.Count];
+        GgmlQuants.EncodeF16(x.ToArray(), a);
+        GgmlQuants.EncodeF16Reference(x.ToArray(), b);
+        Assert.Equal(b, a);
+        float[] f32 = Floats(37, 3);
+        float[] back = new float[37], backRef = new float[37];
+        byte[] raw = GgufWriter.EncodeF32(f32);
+        GgmlQuants.DecodeF32(raw, back);
+        GgmlQuants.DecodeF32Reference(raw, backRef);
+        Assert.Equal(backRef, back);
+        Assert.Equal(f32, back);
+    }
+
+    [Fact]
     public void TheArmI2SLayoutIsReadWhenAsked()
     {
         // bitnet.cpp's Arm build: blocks of 64 weights, byte j holding weights j, 16+j, 32+j, 48+j.
