@@ -61,9 +61,13 @@ public sealed class GgufWriter
     public void Add(string key, GgufValueType type, object value, GgufValueType elementType = default)
     {
         ArgumentNullException.ThrowIfNull(key); ArgumentNullException.ThrowIfNull(value);
+        if (key == "general.alignment")
+        {
+            if (value is not long a || a != Alignment)
+                throw new ArgumentException($"general.alignment is set by the writer's alignment ({Alignment})", nameof(key));
+            _kv.RemoveAll(e => e.Key == key); // the copy of a file's own key takes the place and type it had there
+        }
         if (_kv.Exists(e => e.Key == key)) throw new ArgumentException($"metadata key {key} is present already", nameof(key));
-        if (key == "general.alignment" && (value is not long a || a != Alignment))
-            throw new ArgumentException($"general.alignment is set by the writer's alignment ({Alignment})", nameof(key));
         if (type == GgufValueType.Array)
         {
             bool ok = (elementType, value) switch

@@ -72,6 +72,13 @@ public sealed class GgufWriterTests : IDisposable
         Assert.Empty(f.GetIntArray("empty"));
         Assert.Equal((GgufValueType.UInt8, default(GgufValueType)), f.TypeOf("u8"));
         Assert.Empty(f.Tensors);
+
+        // Copied key by key with their stored types (general.alignment included), the file is the same bytes.
+        var copy = new GgufWriter(f.Alignment);
+        foreach (var (key, value) in f.Metadata) { var (t, e) = f.TypeOf(key); copy.Add(key, t, value, e); }
+        var ms = new MemoryStream();
+        copy.WriteTo(ms);
+        Assert.Equal(File.ReadAllBytes(path), ms.ToArray());
     }
 
     [Fact]
@@ -86,6 +93,8 @@ public sealed class GgufWriterTests : IDisposable
         w.AddString("x", "a");
         Assert.Throws<ArgumentException>(() => w.AddString("x", "b"));
         Assert.Throws<ArgumentException>(() => w.AddUInt32("general.alignment", 64));
+        w.AddUInt32("general.alignment", 32); // a copied key equal to the writer's alignment is taken as it is
+        Assert.Throws<ArgumentException>(() => w.AddUInt32("general.alignment", 16));
         Assert.Throws<ArgumentException>(() => new GgufWriter(alignment: 48));
         Assert.Throws<ArgumentException>(() => w.AddTensor("t", GgmlType.TQ2_0, [100, 2], new byte[66]));
         Assert.Throws<ArgumentException>(() => w.AddTensor("t", GgmlType.F32, [3, 2], new byte[23]));

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Makes the GGUF fixtures of tests/Rotor.Lm.Tests/Data/gguf (see README.md there for the whole procedure).
 
-  PYTHONPATH=$LLAMA/gguf-py python3 make_fixtures.py f32 OUT_DIR [CHECKPOINT.safetensors]
+  PYTHONPATH=$LLAMA/gguf-py python3 make_fixtures.py f32 OUT_DIR [HF_FOLDER]
       writes bitnet-tiny-f32.gguf (and the small fallback and types files) with llama.cpp's gguf-py writer
+  PYTHONPATH=$LLAMA/gguf-py python3 make_fixtures.py rename OUT_DIR ARCH FILE.gguf...
+      sets general.architecture to ARCH and renames the architecture's keys (tensors copied byte for byte)
   PYTHONPATH=$LLAMA/gguf-py python3 make_fixtures.py expect OUT_DIR FILE.gguf...
       writes FILE.expected.json for each file: metadata and, per tensor, what gguf-py's own dequantize gives
       (I2_S, which gguf-py does not know, is decoded by decode_i2s below from bitnet.cpp's quantize_i2_s layout)
@@ -152,6 +154,31 @@ def decode_i2s(raw: np.ndarray, n: int) -> np.ndarray:
     return (codes.astype(np.float32) - 1) * scale
 
 
+def rename_arch(src: Path, dst: Path, arch: str):
+    """Copies a GGUF with general.architecture set to `arch` and every `OLD.` key prefix renamed `arch.`; the tensor
+    infos and data are copied byte for byte (tensor offsets are relative to the data section). The header is rebuilt
+    from the raw parts gguf-py's reader returns."""
+    r = gguf.GGUFReader(str(src))
+    old = bytes(r.fields['general.architecture'].parts[-1]).decode()
+    out = bytearray(np.asarray(r.data[:4]).tobytes())                 # magic
+    for f in r.fields.values():
+        parts = [np.asarray(p).tobytes() for p in f.parts]
+        if not f.name.startswith('GGUF.'):
+            name = f.name
+            if name.startswith(old + '.'):
+                name = arch + name[len(old):]
+            parts[0], parts[1] = struct.pack('<Q', len(name.encode())), name.encode()
+            if f.name == 'general.architecture':
+                parts[-2], parts[-1] = struct.pack('<Q', len(arch.encode())), arch.encode()
+        out += b''.join(parts)
+    for t in r.tensors:
+        out += b''.join(np.asarray(p).tobytes() for p in t.field.parts)
+    out += bytes(-len(out) % r.alignment)
+    out += np.asarray(r.data[r.data_offset:]).tobytes()
+    dst.write_bytes(bytes(out))
+    print(f'{dst}: architecture {old} -> {arch}')
+
+
 def plain(v):
     if isinstance(v, (list, tuple)):
         return [plain(x) for x in v]
@@ -222,8 +249,17 @@ def main():
     cmd, out = sys.argv[1], Path(sys.argv[2])
     if cmd == 'f32':
         if len(sys.argv) > 3:
-            ck = load_safetensors(Path(sys.argv[3]))
-            source = 'ref'
+            # A Hugging Face BitNetForCausalLM folder with bf16/f32 master weights (the "online" form). Its weights are
+            # widened to float32 and quantized there, as transformers does with the model loaded in float32.
+            folder = Path(sys.argv[3])
+            cfg = json.loads((folder / 'config.json').read_text())
+            assert cfg['architectures'] == ['BitNetForCausalLM'] and cfg.get('tie_word_embeddings', False), cfg
+            dims = (cfg['hidden_size'], cfg['num_hidden_layers'], cfg['num_attention_heads'], cfg['num_key_value_heads'],
+                    cfg['intermediate_size'], cfg['vocab_size'])
+            assert dims == (HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, VOCAB), dims
+            assert (cfg['rms_norm_eps'], cfg['rope_theta'], cfg['max_position_embeddings']) == (RMS_EPS, ROPE_THETA, CTX), cfg
+            ck = load_safetensors(folder / 'model.safetensors')
+            source = f'{folder.name} weights'
         else:
             ck = random_checkpoint(HIDDEN, LAYERS, FFN, VOCAB, KV_HEADS * HEAD_DIM, seed=1)
             source = 'random'
@@ -232,6 +268,12 @@ def main():
         fb = random_checkpoint(HIDDEN, 1, 320, 256, KV_HEADS * HEAD_DIM, seed=2)
         write_bitnet(out / 'bitnet-ffn320-f32.gguf', fb, HIDDEN, 1, HEADS, KV_HEADS, 320, 256, 'bitnet-ffn320 (random)')
         write_types(out / 'types.gguf')
+    elif cmd == 'rename':
+        teach_gguf_py_i2s()
+        for p in sys.argv[4:]:
+            tmp = Path(p).with_suffix('.tmp')
+            rename_arch(Path(p), tmp, sys.argv[3])
+            tmp.replace(p)
     elif cmd == 'expect':
         for p in sys.argv[3:]:
             expect(Path(p))
