@@ -129,7 +129,7 @@ public sealed unsafe class GgufFile : IDisposable
             fs.Dispose();
             throw new RotorException($"{path}: truncated: {length} bytes, a GGUF header takes at least 24");
         }
-        MemoryMappedFile map;
+        MemoryMappedFile? map = null;
         MemoryMappedViewAccessor view;
         try
         {
@@ -138,6 +138,7 @@ public sealed unsafe class GgufFile : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            map?.Dispose();
             fs.Dispose();
             throw new RotorException($"{path}: cannot map: {e.Message}", e);
         }
