@@ -188,6 +188,21 @@ public sealed class GgufCorruptionTests : IDisposable
     }
 
     [Fact]
+    public void Version2IsReadAsVersion3()
+    {
+        // Versions 2 and 3 lay out little-endian files the same way (3 added big-endian files).
+        byte[] b = Fixture("bitnet-tiny-tq1_0.gguf");
+        b[4] = 2;
+        string path = Path.Combine(_dir, "v2.gguf");
+        File.WriteAllBytes(path, b);
+        using var v2 = GgufFile.Open(path);
+        using var v3 = GgufFile.Open(GgufFixtureTests.Fixture("bitnet-tiny-tq1_0.gguf"));
+        Assert.Equal(2u, v2.Version);
+        Assert.Equal(v3.Tensors, v2.Tensors, (x, y) => x.Name == y.Name && x.Offset == y.Offset && x.Dims.SequenceEqual(y.Dims));
+        Assert.Equal(GgufTensors.ReadFloats(v3, v3.Get("token_embd.weight")), GgufTensors.ReadFloats(v2, v2.Get("token_embd.weight")));
+    }
+
+    [Fact]
     public void MissingFile()
     {
         string path = Path.Combine(_dir, "absent.gguf");
