@@ -75,6 +75,14 @@ public sealed class LanguageModel : IDisposable
             bytes = Directory.EnumerateFiles(path, "*.safetensors").Sum(f => new FileInfo(f).Length);
             tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromFolder(path);
         }
+        else if (GgufLoader.Probe(path))
+        {
+            using var f = Gguf.GgufFile.Open(path);
+            (config, weights) = GgufLoader.Load(f);
+            format = "gguf";
+            bytes = f.Length;
+            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromGguf(f);
+        }
         else if (Llama2cLoader.Probe(path))
         {
             (config, weights) = Llama2cLoader.Load(path);

@@ -1,0 +1,154 @@
+using Rotor.Lm.Gguf;
+
+namespace Rotor.Lm.Loading;
+
+/// <summary>
+/// What a GGUF <c>general.architecture</c> means for the decoder: one row per architecture Rotor runs. The activation
+/// and rotary convention are those of the graph the reference implementation builds for that name (llama.cpp's
+/// <c>bitnet</c> graph gates with SiLU and uses NeoX rotary; bitnet.cpp's <c>bitnet-b1.58</c>, the 2B4T converter's
+/// name, gates with squared ReLU; <c>llama</c> files hold q/k permuted for adjacent-pair rotation).
+/// </summary>
+/// <param name="Name">The <c>general.architecture</c> value, also the prefix of its hyperparameter keys.</param>
+/// <param name="Activation">Feed-forward gate activation.</param>
+/// <param name="Rope">Rotary pairing of the stored q/k.</param>
+/// <param name="SubNorms">attn_sub_norm and ffn_sub_norm tensors.</param>
+/// <param name="BitLinear">Linear layers are BitLinear (ternary weights, int8 activations) whatever their stored type.</param>
+public sealed record GgufArchitecture(string Name, FfnActivation Activation, RopeStyle Rope, bool SubNorms, bool BitLinear)
+{
+    /// <summary>The architectures Rotor reads.</summary>
+    public static IReadOnlyList<GgufArchitecture> All { get; } =
+    [
+        new("llama", FfnActivation.Silu, RopeStyle.Interleaved, SubNorms: false, BitLinear: false),
+        new("bitnet", FfnActivation.Silu, RopeStyle.Half, SubNorms: true, BitLinear: true),
+        new("bitnet-b1.58", FfnActivation.Relu2, RopeStyle.Half, SubNorms: true, BitLinear: true),
+        new("bitnet-25", FfnActivation.Relu2, RopeStyle.Half, SubNorms: true, BitLinear: true),
+    ];
+
+    /// <summary>The row named <paramref name="name"/>, or null.</summary>
+    public static GgufArchitecture? Find(string name) => All.FirstOrDefault(a => a.Name == name);
+}
+
+/// <summary>Loads a decoder from a GGUF file: hyperparameters from <c>{arch}.*</c> keys, weights by llama.cpp's tensor
+/// names (<c>token_embd</c>, <c>blk.N.attn_q</c> ... <c>output_norm</c>, <c>output</c> when not tied).</summary>
+public static class GgufLoader
+{
+    /// <summary>Whether <paramref name="path"/> starts with the GGUF magic.</summary>
+    public static bool Probe(string path)
+    {
+        try
+        {
+            using var f = File.OpenRead(path);
+            Span<byte> m = stackalloc byte[4];
+            return f.Read(m) == 4 && m.SequenceEqual("GGUF"u8);
+        }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>Reads the configuration of an open file.</summary>
+    /// <exception cref="RotorException">The architecture is unknown or a key is missing or out of range.</exception>
+    public static (ModelConfig Config, GgufArchitecture Arch) ReadConfig(GgufFile f)
+    {
+        string archName = f.Architecture ?? throw new RotorException($"{f.Path}: general.architecture is missing");
+        var arch = GgufArchitecture.Find(archName)
+            ?? throw new RotorException($"{f.Path}: architecture {archName} is not supported ({string.Join(", ", GgufArchitecture.All.Select(a => a.Name))})");
+        string a = archName;
+        int Int(string key, long? fallback = null)
+        {
+            long v = fallback is { } fb ? f.GetInt(key, fb) : f.GetInt(key);
+            if (v <= 0 || v > int.MaxValue) throw new RotorException($"{f.Path}: {key} = {v} is out of range");
+            return (int)v;
+        }
+        var embd = f.Get("token_embd.weight");
+        if (embd.Dims.Length != 2) throw new RotorException($"{f.Path}: tensor token_embd.weight has {embd.Dims.Length} dimensions, expected 2");
+        int dim = Int($"{a}.embedding_length"), heads = Int($"{a}.attention.head_count");
+        int vocab = (int)embd.Dims[1];
+        if (f.TryGetInt($"{a}.vocab_size", out long vs) && vs != vocab)
+            throw new RotorException($"{f.Path}: {a}.vocab_size = {vs}, but token_embd.weight has {vocab} rows");
+        if (f.TryGetString($"{a}.rope.scaling.type", out string scaling) && scaling is not ("none" or "linear")
+            || f.GetFloat($"{a}.rope.scaling.factor", 1.0) != 1.0)
+            throw new RotorException($"{f.Path}: rope scaling ({a}.rope.scaling.*) other than none is not supported");
+        int headDim = Int($"{a}.attention.key_length", dim / Math.Max(heads, 1));
+        int rot = Int($"{a}.rope.dimension_count", headDim);
+        if (rot != headDim) throw new RotorException($"{f.Path}: {a}.rope.dimension_count = {rot}: partial rotary embeddings (head size {headDim}) are not supported");
+        var c = new ModelConfig
+        {
+            Architecture = a, Dim = dim, Layers = Int($"{a}.block_count"), Heads = heads,
+            KvHeads = Int($"{a}.attention.head_count_kv", heads), HeadDim = headDim, FfnDim = Int($"{a}.feed_forward_length"),
+            VocabSize = vocab, ContextLength = Int($"{a}.context_length", 2048),
+            RopeTheta = (float)f.GetFloat($"{a}.rope.freq_base", 10000.0),
+            NormEps = (float)f.GetFloat($"{a}.attention.layer_norm_rms_epsilon", 1e-5),
+            Activation = arch.Activation, Rope = arch.Rope, SubNorms = arch.SubNorms,
+            TiedEmbeddings = f.Find("output.weight") is null,
+        };
+        c.Validate(f.Path);
+        return (c, arch);
+    }
+
+    /// <summary>Loads the weights of <paramref name="f"/>.</summary>
+    /// <exception cref="RotorException">A tensor is missing, of the wrong shape, or of a type Rotor cannot read.</exception>
+    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f)
+    {
+        var (c, arch) = ReadConfig(f);
+        GgufTensorInfo Tensor(string name, params long[] dims)
+        {
+            var t = f.Get(name);
+            if (!t.Dims.SequenceEqual(dims))
+                throw new RotorException($"{f.Path}: tensor {name} has shape [{string.Join(", ", t.Dims)}], the configuration implies [{string.Join(", ", dims)}]");
+            return t;
+        }
+        float[] Vector(string name, int n) => GgufTensors.ReadFloats(f, Tensor(name, n));
+        DenseMatrix Dense(GgufTensorInfo t, int rows, int cols)
+        {
+            var type = t.Type switch { GgmlType.F32 or GgmlType.BF16 => DenseType.F32, _ => DenseType.F16 };
+            var m = DenseMatrix.Create(rows, cols, type);
+            var row = new float[cols];
+            for (int r = 0; r < rows; r++) { GgufTensors.ReadRow(f, t, r, row); m.SetRow(r, row); }
+            return m;
+        }
+        LinearWeights Linear(string name, int rows, int cols)
+        {
+            var t = Tensor(name, cols, rows);
+            bool ternary = arch.BitLinear || t.Traits.IsTernary;
+            if (!ternary) return new LinearWeights(Dense(t, rows, cols));
+            var m = GgufTensors.ReadTernary(f, t);
+            // llama.cpp's bitnet graph multiplies a projection's output by an optional one-value scale tensor.
+            string scaleName = name[..^".weight".Length] + ".scale";
+            if (f.Find(scaleName) is { } st)
+            {
+                if (st.Elements != 1) throw new RotorException($"{f.Path}: tensor {scaleName} has {st.Elements} values, expected one");
+                float s = GgufTensors.ReadFloats(f, st)[0];
+                if (!float.IsFinite(s)) throw new RotorException($"{f.Path}: tensor {scaleName} = {s}");
+                var scales = m.Scales.ToArray();
+                for (int i = 0; i < scales.Length; i++) scales[i] *= s;
+                m = TernaryMatrix.FromTrits(m.ToTrits(), m.Rows, m.Cols, scales);
+            }
+            return new LinearWeights(m);
+        }
+
+        var layers = new LayerWeights[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string p = $"blk.{l}.";
+            layers[l] = new LayerWeights
+            {
+                AttnNorm = Vector(p + "attn_norm.weight", c.Dim),
+                Wq = Linear(p + "attn_q.weight", c.QDim, c.Dim),
+                Wk = Linear(p + "attn_k.weight", c.KvDim, c.Dim),
+                Wv = Linear(p + "attn_v.weight", c.KvDim, c.Dim),
+                Wo = Linear(p + "attn_output.weight", c.Dim, c.QDim),
+                AttnSubNorm = c.SubNorms ? Vector(p + "attn_sub_norm.weight", c.QDim) : null,
+                FfnNorm = Vector(p + "ffn_norm.weight", c.Dim),
+                WGate = Linear(p + "ffn_gate.weight", c.FfnDim, c.Dim),
+                WUp = Linear(p + "ffn_up.weight", c.FfnDim, c.Dim),
+                WDown = Linear(p + "ffn_down.weight", c.Dim, c.FfnDim),
+                FfnSubNorm = c.SubNorms ? Vector(p + "ffn_sub_norm.weight", c.FfnDim) : null,
+            };
+        }
+        var embedding = Dense(Tensor("token_embd.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
+        var head = c.TiedEmbeddings ? embedding : Dense(Tensor("output.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
+        var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head };
+        weights.Validate(c, f.Path);
+        return (c, weights);
+    }
+}
