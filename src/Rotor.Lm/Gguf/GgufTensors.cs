@@ -101,6 +101,17 @@ public static class GgufTensors
         if (rowsL * colsL > Array.MaxLength || rowsL > int.MaxValue || colsL > int.MaxValue)
             throw Error(f, t, $"{rowsL} x {colsL} is too large for one ternary matrix");
         int rows = (int)rowsL, cols = (int)colsL;
+        string where = $"{f.Path}: tensor {t.Name}";
+        // Whole 256-weight rows of TQ2_0 and x86 I2_S convert a block at a time, without trits in between.
+        if (t.Type == GgmlType.TQ2_0)
+            return PackedTernary.FromTQ2_0(f.GetData(t), rows, cols, TQScales(f, t, rows, cols), where + ": TQ2_0 weights");
+        if (t.Type == GgmlType.I2_S && layout == I2SLayout.X86 && cols % 256 == 0)
+        {
+            ReadOnlySpan<byte> data = f.GetData(t);
+            float scale = BinaryPrimitives.ReadSingleLittleEndian(data.Slice((int)(rowsL * colsL / 4)));
+            if (!float.IsFinite(scale)) throw Error(f, t, $"the I2_S scale is {scale}");
+            return PackedTernary.FromI2S(data, rows, cols, scale, where + ": I2_S weights");
+        }
         var trits = new sbyte[rowsL * colsL];
         float[] scales;
         switch (t.Type)
@@ -122,6 +133,17 @@ public static class GgufTensors
         return TernaryMatrix.FromTrits(trits, rows, cols, scales);
     }
 
+    /// <summary>The scales of a TQ2_0 tensor by the rule of <see cref="ReadTernary"/>, from the blocks' scales alone.</summary>
+    private static float[] TQScales(GgufFile f, GgufTensorInfo t, int rows, int cols)
+    {
+        ReadOnlySpan<byte> data = f.GetData(t);
+        int blocksPerRow = cols / GgmlQuants.QK_K;
+        var d = new ushort[(long)rows * blocksPerRow];
+        var live = new bool[d.Length];
+        for (long b = 0; b < d.Length; b++) (d[b], live[b]) = PackedTernary.TQ2_0Block(data, b);
+        return AgreedScales(f, t, d, live, rows, blocksPerRow);
+    }
+
     private static float[] TQTrits(GgufFile f, GgufTensorInfo t, sbyte[] trits, int rows, int cols)
     {
         GgmlTypeTraits tr = t.Traits;
@@ -137,7 +159,13 @@ public static class GgufTensors
             d[b] = BinaryPrimitives.ReadUInt16LittleEndian(blk.Slice(scaleAt));
             live[b] = dst.ContainsAnyExcept((sbyte)0);
         }
-        // One scale for the tensor when every live block agrees.
+        return AgreedScales(f, t, d, live, rows, blocksPerRow);
+    }
+
+    /// <summary>One scale for the tensor when every live block agrees, else one a row when each row's live blocks
+    /// agree; all-zero blocks agree with any.</summary>
+    private static float[] AgreedScales(GgufFile f, GgufTensorInfo t, ushort[] d, bool[] live, int rows, int blocksPerRow)
+    {
         int first = Array.IndexOf(live, true);
         if (first < 0) return [0f];
         bool same = true;
