@@ -164,7 +164,7 @@ public sealed class ByteLevelBpeTokenizer : LmTokenizer
     /// <inheritdoc/>
     public override bool IsSpecial(int id) => (uint)id < (uint)_kinds.Length && _kinds[id] == TokenKind.Control;
 
-    private protected override void EncodeText(ReadOnlySpan<char> text, List<int> ids)
+    private protected override void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids)
     {
         Span<byte> small = stackalloc byte[256];
         // Text the pattern does not match stays a word of its own (Hugging Face's Split, "Isolated"); the patterns

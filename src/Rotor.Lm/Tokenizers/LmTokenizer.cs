@@ -40,7 +40,7 @@ public abstract class LmTokenizer
         for (int pos = 0; pos < text.Length;)
         {
             var (start, length, id) = Matcher.Next(text, pos, parseSpecial);
-            if (start > pos) EncodeText(text.AsSpan(pos, start - pos), ids);
+            if (start > pos) EncodeText(text.AsSpan(pos, start - pos), atTextStart: pos == 0, ids);
             if (length == 0) break;
             ids.Add(id);
             pos = start + length;
@@ -49,8 +49,9 @@ public abstract class LmTokenizer
     }
 
     /// <summary>Appends the ids of <paramref name="text"/>: a non-empty run that holds no special token and starts
-    /// the text or follows a special token (SentencePiece vocabularies put their dummy-prefix space there).</summary>
-    private protected abstract void EncodeText(ReadOnlySpan<char> text, List<int> ids);
+    /// the text (<paramref name="atTextStart"/>) or follows a special token; SentencePiece vocabularies put their
+    /// dummy-prefix space there.</summary>
+    private protected abstract void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids);
 
     /// <summary>The bytes token <paramref name="id"/> stands for when it follows <paramref name="previousId"/> (or starts
     /// the text when null). Special tokens give their text. A token may hold part of a UTF-8 character: assemble

@@ -4,8 +4,9 @@ using System.Text;
 namespace Rotor.Lm.Tokenizers;
 
 /// <summary>A SentencePiece-style BPE vocabulary with scores (Llama 2): llama2.c's <c>tok*.bin</c> and GGUF's
-/// <c>tokenizer.ggml.model</c> = <c>llama</c>. Encoding follows llama2.c's <c>encode</c>: a dummy-prefix space
-/// before each text run, one token per Unicode character (its UTF-8 bytes as <c>&lt;0xNN&gt;</c> tokens when the
+/// <c>tokenizer.ggml.model</c> = <c>llama</c>; SentencePiece BPE <c>tokenizer.model</c> files (Llama 2). Encoding
+/// follows llama2.c's <c>encode</c>: a dummy-prefix space before the text (and, as llama.cpp does, after each
+/// special token), one token per Unicode character (its UTF-8 bytes as <c>&lt;0xNN&gt;</c> tokens when the
 /// character is not in the vocabulary), then repeatedly the adjacent pair whose concatenation is the
 /// highest-scoring token is merged, leftmost on ties. Decoding drops the leading space of a token that follows BOS,
 /// another control token or nothing, and turns byte tokens into their byte.</summary>
@@ -20,15 +21,18 @@ public sealed class SentencePieceBpeTokenizer : LmTokenizer
     private readonly Dictionary<string, int> _lookup;
     private readonly int[] _byteIds;                // (256) id of <0xNN>, or the unknown id (-1 if none)
     private readonly bool _addSpacePrefix;
+    private readonly bool _prefixAfterSpecial;
     private readonly SpecialTokenMatcher _matcher;
     private readonly HashSet<int> _stop;
     private readonly int? _unkId;
 
     /// <summary>Builds the tokenizer from pieces (plain spaces), scores and kinds. <paramref name="addSpacePrefix"/>:
-    /// put a space before each text run (SentencePiece's <c>add_dummy_prefix</c>). <paramref name="source"/> names
-    /// the file in error messages.</summary>
+    /// put a space before the text (SentencePiece's <c>add_dummy_prefix</c>), and with
+    /// <paramref name="prefixAfterSpecial"/> also before each text run that follows a special or user-defined token
+    /// (llama.cpp's rule; SentencePiece itself prefixes only the start). <paramref name="source"/> names the file in
+    /// error messages.</summary>
     public SentencePieceBpeTokenizer(IReadOnlyList<string> pieces, IReadOnlyList<float> scores, IReadOnlyList<TokenKind> kinds,
-        int? bosId, int? eosId, int? unknownId, IEnumerable<int> stopIds, bool addSpacePrefix, string source)
+        int? bosId, int? eosId, int? unknownId, IEnumerable<int> stopIds, bool addSpacePrefix, string source, bool prefixAfterSpecial = true)
     {
         ArgumentNullException.ThrowIfNull(pieces);
         ArgumentNullException.ThrowIfNull(scores);
@@ -69,6 +73,7 @@ public sealed class SentencePieceBpeTokenizer : LmTokenizer
         _unkId = unknownId;
         for (int b = 0; b < 256; b++) if (_byteIds[b] < 0 && unknownId is int u) _byteIds[b] = u;
         _addSpacePrefix = addSpacePrefix;
+        _prefixAfterSpecial = prefixAfterSpecial;
         _matcher = new SpecialTokenMatcher(added);
         BosId = bosId;
         EosId = eosId;
@@ -157,11 +162,11 @@ public sealed class SentencePieceBpeTokenizer : LmTokenizer
         return b;
     }
 
-    private protected override void EncodeText(ReadOnlySpan<char> text, List<int> ids)
+    private protected override void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids)
     {
         // Symbols: one per character of " " + text (llama2.c's dummy prefix is the token " ", which merges like text).
         var sym = new List<int>(text.Length + 1);
-        if (_addSpacePrefix) AddChar(" ", sym);
+        if (_addSpacePrefix && (atTextStart || _prefixAfterSpecial)) AddChar(" ", sym);
         Span<byte> utf8 = stackalloc byte[4];
         foreach (var rune in text.EnumerateRunes())
         {

@@ -124,7 +124,7 @@ public sealed class TiktokenLmTokenizer : LmTokenizer
 
     private protected override SpecialTokenMatcher Matcher => _matcher;
 
-    private protected override void EncodeText(ReadOnlySpan<char> text, List<int> ids)
+    private protected override void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids)
         => ids.AddRange(_tokenizer.EncodeToIds(text, considerPreTokenization: true, considerNormalization: false));
 
     /// <inheritdoc/>

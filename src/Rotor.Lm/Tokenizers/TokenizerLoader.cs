@@ -4,8 +4,9 @@ using System.Text.Json;
 namespace Rotor.Lm.Tokenizers;
 
 /// <summary>Makes the right <see cref="LmTokenizer"/> for a model's files: a Hugging Face <c>tokenizer.json</c>
-/// (byte-level BPE, with <c>tokenizer_config.json</c> beside it for BOS, EOS and the chat template), a tiktoken
-/// <c>tokenizer.model</c> (Llama 3), a llama2.c <c>tok*.bin</c>, or GGUF metadata. Every failure is a
+/// (byte-level BPE, with <c>tokenizer_config.json</c> beside it for BOS, EOS and the chat template), a
+/// <c>tokenizer.model</c> (tiktoken text for Llama 3, or a SentencePiece BPE protobuf as Llama 2's), a llama2.c
+/// <c>tok*.bin</c>, or GGUF metadata. Every failure is a
 /// <see cref="RotorException"/> naming the file and what was wrong.</summary>
 public static class TokenizerLoader
 {
@@ -44,8 +45,7 @@ public static class TokenizerLoader
             throw new RotorException($"{path}: a GGUF file: its tokenizer comes from its metadata (TokenizerLoader.FromGguf)");
         if (name.EndsWith(".json", StringComparison.Ordinal)) return LoadTokenizerJson(path);
         if (LooksLikeTiktoken(start)) return TiktokenLmTokenizer.Load(path);
-        if (name.EndsWith(".model", StringComparison.Ordinal) && got > 0 && head[0] == 0x0A)
-            throw new RotorException($"{path}: a SentencePiece protobuf model, which Rotor does not read; use the model's tokenizer.json or GGUF file");
+        if (name.EndsWith(".model", StringComparison.Ordinal) && got > 0 && head[0] == 0x0A) return SentencePieceModelFile.Load(path);
         if (name.EndsWith(".bin", StringComparison.Ordinal)) return SentencePieceBpeTokenizer.LoadLlama2c(path, expectedVocabSize);
         throw new RotorException($"{path}: unknown tokenizer format (expected tokenizer.json, a tiktoken tokenizer.model, a llama2.c tok*.bin or a GGUF file)");
     }

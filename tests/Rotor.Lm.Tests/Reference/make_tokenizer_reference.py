@@ -8,9 +8,13 @@ Writes, into OUT_DIR:
   bpe_small.tokenizer.json a small byte-level BPE tokenizer (Llama 3 pre-tokenizer, added special tokens) trained
                            with Hugging Face `tokenizers` on the test strings and the repository's docs
   bpe_small.json           ids from `tokenizers` for it (add_special_tokens=False; added tokens are always parsed)
+  spm_small.model          a small SentencePiece BPE model trained with Llama 2's settings (byte fallback, identity
+                           normalization, no whitespace folding, split digits) on the same text
+  spm_small.json           ids from `sentencepiece` for it (no BOS)
 
 usage: make_tokenizer_reference.py LLAMA3_TOKENIZER_MODEL REPO_ROOT OUT_DIR
        make_tokenizer_reference.py --llama2c HARNESS TOK_BIN VOCAB_SIZE OUT_DIR
+       make_tokenizer_reference.py --spm REPO_ROOT OUT_DIR   (only spm_small.*)
 The second form writes llama2c_tok512.json: the ids (bos=1, eos=0) from llama2.c's own encode() in run.c, driven by
 HARNESS (see Data/tokenizers/README.md), which reads one hex-encoded UTF-8 string a line and prints its ids.
 """
@@ -110,9 +114,42 @@ def llama2c(harness, tok_bin, vocab_size, out_dir):
     print("strings", len(strings), "tokens", sum(map(len, ids)))
 
 
+def spm_reference(strings, corpus, out_dir):
+    import sentencepiece as spm
+    text_path = os.path.join(out_dir, "spm_corpus.txt")
+    with open(text_path, "w", encoding="utf-8") as f:
+        for x in corpus:
+            for line in x.split("\n"):
+                if line.strip():
+                    f.write(line + "\n")
+    spm.SentencePieceTrainer.train(
+        input=text_path, model_prefix=os.path.join(out_dir, "spm_small"), model_type="bpe", vocab_size=800,
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=True, allow_whitespace_only_pieces=True, character_coverage=0.9995, unk_id=0, bos_id=1,
+        eos_id=2, pad_id=-1, user_defined_symbols=["<|user|>"], minloglevel=2)
+    os.remove(text_path)
+    os.remove(os.path.join(out_dir, "spm_small.vocab"))
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(out_dir, "spm_small.model"))
+    sp_ids = [sp.encode(x) for x in strings]
+    with open(os.path.join(out_dir, "spm_small.json"), "w") as f:
+        json.dump({"tool": f"sentencepiece {spm.__version__}", "ids": sp_ids}, f, separators=(",", ":"))
+    print("spm_small tokens", sum(map(len, sp_ids)), "pieces", sp.get_piece_size())
+
+
+def corpus_of(strings, repo_root):
+    corpus = list(strings)
+    for p in sorted(glob.glob(os.path.join(repo_root, "docs", "*.md"))) + [os.path.join(repo_root, "README.md")]:
+        with open(p, encoding="utf-8") as f:
+            corpus.append(f.read())
+    return corpus
+
+
 def main():
     if sys.argv[1] == "--llama2c":
         return llama2c(*sys.argv[2:6])
+    if sys.argv[1] == "--spm":
+        strings = test_strings()
+        return spm_reference(strings, corpus_of(strings, sys.argv[2]), sys.argv[3])
     model_path, repo_root, out_dir = sys.argv[1:4]
     os.makedirs(out_dir, exist_ok=True)
     strings = test_strings()
@@ -142,16 +179,14 @@ def main():
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     trainer = trainers.BpeTrainer(vocab_size=1200, min_frequency=2, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    corpus = list(strings)
-    for p in sorted(glob.glob(os.path.join(repo_root, "docs", "*.md"))) + [os.path.join(repo_root, "README.md")]:
-        with open(p, encoding="utf-8") as f:
-            corpus.append(f.read())
+    corpus = corpus_of(strings, repo_root)
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.save(os.path.join(out_dir, "bpe_small.tokenizer.json"))
     tok = Tokenizer.from_file(os.path.join(out_dir, "bpe_small.tokenizer.json"))
     ids = [tok.encode(x, add_special_tokens=False).ids for x in strings]
     with open(os.path.join(out_dir, "bpe_small.json"), "w") as f:
         json.dump({"tool": f"tokenizers {tokenizers.__version__}", "ids": ids}, f, separators=(",", ":"))
+    spm_reference(strings, corpus, out_dir)
     print("strings", len(strings), "llama3 tokens", sum(map(len, special)), "bpe_small tokens", sum(map(len, ids)),
           "vocab", tok.get_vocab_size())
 

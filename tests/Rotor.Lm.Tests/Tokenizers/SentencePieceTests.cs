@@ -152,4 +152,24 @@ public class SentencePieceTests
         Assert.False(tok.IsSpecial(Id("▁hello")));
         Assert.Equal("heé", tok.Decode(tok.Encode("heé", addBos: false)));
     }
+
+    [Fact]
+    public void SentencePieceModelIdsEqualSentencePiece()
+    {
+        var tok = TokenizerLoader.Load(TokenizerTestData.Fixture("spm_small.model"));
+        Assert.IsType<SentencePieceBpeTokenizer>(tok);
+        Assert.Equal(800, tok.VocabSize);
+        Assert.Equal(1, tok.BosId);
+        Assert.Equal(2, tok.EosId);
+        var expected = TokenizerTestData.Ids("spm_small.json", "ids");
+        var strings = TokenizerTestData.Strings;
+        var bad = new List<string>();
+        for (int i = 0; i < strings.Length; i++)
+        {
+            var ids = tok.Encode(strings[i], addBos: false);
+            if (!ids.SequenceEqual(expected[i])) bad.Add(TokenizerTestData.Diff(strings[i], expected[i], ids));
+            Assert.Equal(strings[i], tok.Decode(ids));
+        }
+        Assert.True(bad.Count == 0, $"{bad.Count} of {strings.Length} differ:\n" + string.Join("\n", bad.Take(10)));
+    }
 }

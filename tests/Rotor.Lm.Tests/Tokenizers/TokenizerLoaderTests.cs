@@ -86,7 +86,9 @@ public class TokenizerLoaderTests
         finally { Directory.Delete(empty); }
 
         Assert.Contains("unknown tokenizer format", LoadFails("vocab.txt", "hello\nworld\n"u8.ToArray()).Message);
-        Assert.Contains("SentencePiece protobuf", LoadFails("tokenizer.model", [0x0A, 0x05, 0x0A, 0x01, 0x41]).Message);
+        Assert.Contains("unigram is not supported", LoadFails("tokenizer.model", [0x0A, 0x05, 0x0A, 0x01, 0x41, 0x18, 0x01]).Message);
+        byte[] spm = File.ReadAllBytes(TokenizerTestData.Fixture("spm_small.model"));
+        Assert.Contains("not a SentencePiece model", LoadFails("tokenizer.model", spm[..(spm.Length / 2)]).Message);
         Assert.Contains("GGUF", LoadFails("model.gguf", "GGUF\x03\0\0\0"u8.ToArray()).Message);
         Assert.Contains("line 2", LoadFails("tokenizer.model", "IQ== 0\nIg== 5\n"u8.ToArray()).Message);
         Assert.Contains("not valid JSON", LoadFails("tokenizer.json", "{\"model\": "u8.ToArray()).Message);
