@@ -18,8 +18,15 @@ public static class TokenizerLoader
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path))
         {
-            foreach (var name in new[] { "tokenizer.json", "tokenizer.model", "tokenizer.bin" })
-                if (File.Exists(Path.Combine(path, name))) return LoadFile(Path.Combine(path, name), expectedVocabSize);
+            string json = Path.Combine(path, "tokenizer.json"), model = Path.Combine(path, "tokenizer.model");
+            if (File.Exists(json))
+            {
+                try { return LoadFile(json, expectedVocabSize); }
+                // Llama 2 folders pair a SentencePiece-style tokenizer.json (not read here) with tokenizer.model.
+                catch (RotorException) when (File.Exists(model)) { return WithConfigTemplate(LoadFile(model, expectedVocabSize), path); }
+            }
+            foreach (var name in new[] { "tokenizer.model", "tokenizer.bin" })
+                if (File.Exists(Path.Combine(path, name))) return WithConfigTemplate(LoadFile(Path.Combine(path, name), expectedVocabSize), path);
             var tok = Directory.GetFiles(path, "tok*.bin");
             if (tok.Length == 1) return LoadFile(tok[0], expectedVocabSize);
             if (tok.Length > 1)
@@ -28,6 +35,14 @@ public static class TokenizerLoader
         }
         if (!File.Exists(path)) throw new RotorException($"{path}: tokenizer file not found");
         return LoadFile(path, expectedVocabSize);
+    }
+
+    /// <summary>Takes the chat template from the folder's tokenizer_config.json when the tokenizer has none.</summary>
+    private static LmTokenizer WithConfigTemplate(LmTokenizer tokenizer, string folder)
+    {
+        string config = Path.Combine(folder, "tokenizer_config.json");
+        if (tokenizer.ChatTemplateText is null && File.Exists(config)) tokenizer.ChatTemplateText = ReadTokenizerConfig(config).Template;
+        return tokenizer;
     }
 
     private static LmTokenizer LoadFile(string path, int? expectedVocabSize)

@@ -42,6 +42,24 @@ public class TokenizerLoaderTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [Fact]
+    public void Llama2FolderFallsBackFromSentencePieceStyleJsonToTokenizerModel()
+    {
+        string dir = TokenizerTestData.TempDir();
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"normalizer\": {\"type\": \"Sequence\"}}");
+            var e = Assert.Throws<RotorException>(() => TokenizerLoader.Load(dir));
+            Assert.Contains("normalizer", e.Message);
+            File.Copy(TokenizerTestData.Fixture("spm_small.model"), Path.Combine(dir, "tokenizer.model"));
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), "{\"chat_template\": \"{{ '<|start_header_id|>' }}\"}");
+            var tok = TokenizerLoader.Load(dir);
+            Assert.IsType<SentencePieceBpeTokenizer>(tok);
+            Assert.Equal("{{ '<|start_header_id|>' }}", tok.ChatTemplateText);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Tok512Fact]
     public void LoadsLlama2cTokenizerByFileAndFolder()
     {
