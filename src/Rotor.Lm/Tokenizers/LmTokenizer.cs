@@ -3,7 +3,9 @@ namespace Rotor.Lm.Tokenizers;
 /// <summary>
 /// A language model's tokenizer: text to token ids and back, with the special tokens generation needs.
 /// Implementations: Llama 3 / tiktoken BPE, GPT-2 style BPE from tokenizer.json or GGUF merges, SentencePiece-style
-/// vocabularies (llama2.c <c>tok*.bin</c>, GGUF <c>llama</c>). Loaders pick the implementation from the model file.
+/// vocabularies (llama2.c <c>tok*.bin</c>, GGUF <c>llama</c>, SentencePiece BPE <c>tokenizer.model</c>). <see cref="TokenizerLoader"/>
+/// picks the implementation from the model's files. Implementations live in this assembly (the members they override
+/// are <c>private protected</c>).
 /// </summary>
 public abstract class LmTokenizer
 {
