@@ -11,16 +11,17 @@ public static class PreTokenizerPatterns
     public const string Llama3 =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-    /// <summary>GPT-2 (Hugging Face's ByteLevel pre-tokenizer with <c>use_regex</c>; GGUF pre <c>default</c>, <c>gpt2</c>).</summary>
+    /// <summary>GPT-2 (Hugging Face's ByteLevel pre-tokenizer with <c>use_regex</c>; GGUF pre <c>gpt-2</c>).</summary>
     public const string Gpt2 = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
     /// <summary>The pattern for a GGUF <c>tokenizer.ggml.pre</c> value, and whether whole words found in the
-    /// vocabulary skip the merges (llama.cpp's <c>ignore_merges</c>, Hugging Face's <c>ignore_merges</c>); null
-    /// when the name is not one Rotor knows.</summary>
+    /// vocabulary skip the merges (llama.cpp's <c>ignore_merges</c>, Hugging Face's <c>ignore_merges</c>), as
+    /// llama.cpp maps them; null for any other name. llama.cpp's <c>default</c> (also used when the key is missing)
+    /// is a chain of four expressions, not GPT-2's, and is not offered.</summary>
     public static (string Pattern, bool IgnoreMerges)? ForGgufPre(string? pre) => pre switch
     {
-        null or "default" or "gpt2" or "gpt-2" => (Gpt2, false),
-        "llama-bpe" or "llama3" or "llama-v3" => (Llama3, true),
+        "llama-bpe" or "llama3" or "llama-v3" or "falcon3" => (Llama3, true),
+        "gpt-2" or "gpt2" or "phi-2" or "roberta-bpe" => (Gpt2, false),
         _ => null,
     };
 

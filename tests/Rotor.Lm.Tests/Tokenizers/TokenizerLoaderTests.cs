@@ -151,6 +151,7 @@ public class TokenizerLoaderTests
         Fails(md => md.Remove("tokenizer.ggml.model"), "no tokenizer in the file");
         Fails(md => md["tokenizer.ggml.model"] = "bert", "\"bert\" is not supported");
         Fails(md => md["tokenizer.ggml.pre"] = "qwen2", "tokenizer.ggml.pre \"qwen2\"");
+        Fails(md => md.Remove("tokenizer.ggml.pre"), "tokenizer.ggml.pre is missing");
         Fails(md => md["tokenizer.ggml.tokens"] = 5L, "tokenizer.ggml.tokens is a Int64");
         Fails(md => md["tokenizer.ggml.token_type"] = new long[3], "3 entries for 257 tokens");
         Fails(md => md["tokenizer.ggml.eos_token_id"] = 999L, "tokenizer.ggml.eos_token_id = 999");
