@@ -3,7 +3,9 @@ namespace Rotor.Lm.Tokenizers;
 /// <summary>
 /// A language model's tokenizer: text to token ids and back, with the special tokens generation needs.
 /// Implementations: Llama 3 / tiktoken BPE, GPT-2 style BPE from tokenizer.json or GGUF merges, SentencePiece-style
-/// vocabularies (llama2.c <c>tok*.bin</c>, GGUF <c>llama</c>). Loaders pick the implementation from the model file.
+/// vocabularies (llama2.c <c>tok*.bin</c>, GGUF <c>llama</c>, SentencePiece BPE <c>tokenizer.model</c>). <see cref="TokenizerLoader"/>
+/// picks the implementation from the model's files. Implementations live in this assembly (the members they override
+/// are <c>private protected</c>).
 /// </summary>
 public abstract class LmTokenizer
 {
@@ -19,15 +21,48 @@ public abstract class LmTokenizer
     /// <summary>Ids that end a generation: end of text, end of turn (<c>&lt;|eot_id|&gt;</c>) and the like.</summary>
     public abstract IReadOnlySet<int> StopIds { get; }
 
-    /// <summary>Encodes <paramref name="text"/>. <paramref name="addBos"/> puts <see cref="BosId"/> first;
-    /// <paramref name="parseSpecial"/> turns the text of special tokens (<c>&lt;|eot_id|&gt;</c>) into their ids instead of
-    /// encoding them as plain text.</summary>
-    public abstract IReadOnlyList<int> Encode(string text, bool addBos = true, bool parseSpecial = false);
+    /// <summary>The text of every special (control) token and of every user-defined token, with its id: what
+    /// <see cref="Encode"/> recognizes in text (control tokens only with <c>parseSpecial</c>) and chat templates
+    /// look up (<c>&lt;|eot_id|&gt;</c>, <c>&lt;|start_header_id|&gt;</c>).</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens => Matcher.Tokens;
+
+    /// <summary>Matches special and user-defined token text; set by the implementation's constructor.</summary>
+    private protected abstract SpecialTokenMatcher Matcher { get; }
+
+    /// <summary>Encodes <paramref name="text"/>. <paramref name="addBos"/> puts <see cref="BosId"/> first (when the
+    /// vocabulary has one); <paramref name="parseSpecial"/> turns the text of special tokens (<c>&lt;|eot_id|&gt;</c>)
+    /// into their ids instead of encoding them as plain text. User-defined tokens are always recognized, as Hugging
+    /// Face's tokenizers and llama.cpp do.</summary>
+    public virtual IReadOnlyList<int> Encode(string text, bool addBos = true, bool parseSpecial = false)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>(text.Length / 3 + 2);
+        if (addBos && BosId is int bos) ids.Add(bos);
+        // Text runs lie between special tokens, so each starts the text or follows a special token.
+        for (int pos = 0; pos < text.Length;)
+        {
+            var (start, length, id) = Matcher.Next(text, pos, parseSpecial);
+            if (start > pos) EncodeText(text.AsSpan(pos, start - pos), atTextStart: pos == 0, ids);
+            if (length == 0) break;
+            ids.Add(id);
+            pos = start + length;
+        }
+        return ids;
+    }
+
+    /// <summary>Appends the ids of <paramref name="text"/>: a non-empty run that holds no special token and starts
+    /// the text (<paramref name="atTextStart"/>) or follows a special token; SentencePiece vocabularies put their
+    /// dummy-prefix space there.</summary>
+    private protected abstract void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids);
 
     /// <summary>The bytes token <paramref name="id"/> stands for when it follows <paramref name="previousId"/> (or starts
     /// the text when null). Special tokens give their text. A token may hold part of a UTF-8 character: assemble
     /// bytes with <see cref="TokenTextStream"/>.</summary>
     public abstract byte[] TokenBytes(int id, int? previousId);
+
+    /// <summary>The model's chat template (Jinja text from GGUF <c>tokenizer.chat_template</c> or
+    /// <c>tokenizer_config.json</c>) when its files carry one; <see cref="ChatTemplate"/> recognizes its format.</summary>
+    public string? ChatTemplateText { get; internal set; }
 
     /// <summary>Whether <paramref name="id"/> is a special (control) token.</summary>
     public abstract bool IsSpecial(int id);
