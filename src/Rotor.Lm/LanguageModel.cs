@@ -88,7 +88,7 @@ public sealed class LanguageModel : IDisposable
             (config, weights) = Llama2cLoader.Load(path);
             format = "llama2.c";
             bytes = new FileInfo(path).Length;
-            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.BesideLlama2c(path, config.VocabSize);
+            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath, config.VocabSize) ?? TokenizerFiles.BesideLlama2c(path, config.VocabSize);
         }
         else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
 

@@ -13,7 +13,8 @@ public sealed class GenerationTests
         public override int? BosId => 1;
         public override int? EosId => 2;
         public override IReadOnlySet<int> StopIds { get; } = new HashSet<int> { 2 };
-        public override IReadOnlyList<int> Encode(string text, bool addBos = true, bool parseSpecial = false) => throw new NotSupportedException();
+        private protected override SpecialTokenMatcher Matcher { get; } = SpecialTokenMatcher.Empty;
+        private protected override void EncodeText(ReadOnlySpan<char> text, bool atTextStart, List<int> ids) => throw new NotSupportedException();
         public override byte[] TokenBytes(int id, int? previousId) => System.Text.Encoding.UTF8.GetBytes($"<{id}>");
         public override bool IsSpecial(int id) => id < 3;
     }

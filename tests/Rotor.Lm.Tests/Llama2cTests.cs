@@ -56,6 +56,20 @@ public sealed class Llama2cTests
         Assert.Equal(r.generated_ids, got);
     }
 
+    [SharedLmFact("stories260K.bin", "tok512.bin")]
+    public void GeneratedTextMatchesRunC()
+    {
+        // The whole path a user takes: text prompt, tokenizer, greedy generation, streamed text.
+        var r = LoadReference();
+        using var m = LanguageModel.Load(TestPaths.SharedLm("stories260K.bin")!, new LanguageModelOptions { TokenizerPath = TestPaths.SharedLm("tok512.bin"), Threads = 1 });
+        var prompt = m.RequireTokenizer().Encode("Once upon a time");
+        Assert.Equal(r.prompt_ids, prompt);
+        var gen = new TextGenerator(m.CreateSession());
+        var streamed = string.Concat(gen.Generate(prompt, new GenerationOptions { MaxTokens = r.generated_ids.Length, Sampling = SamplingOptions.Greedy }).Select(t => t.Text));
+        Assert.Equal(r.generated_ids, gen.LastResult!.Ids);
+        Assert.Equal(r.text, "Once upon a time" + streamed);
+    }
+
     [Fact]
     public void TruncatedCheckpointIsRefusedWithItsName()
     {
