@@ -14,7 +14,7 @@ namespace Rotor.Cli.Commands;
 /// </summary>
 internal static class LmCommands
 {
-    public static IEnumerable<Command> All() => [CreateGenerate(), CreateLogits(), CreatePerplexity(), CreateBench()];
+    public static IEnumerable<Command> All() => [CreateGenerate(), CreateChat(), CreateLogits(), CreatePerplexity(), CreateBench(), CreateConvert()];
 
     private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors), a llama2.c checkpoint, or random:2b4t (random weights of BitNet b1.58 2B4T's shape; random:2b4t-4l for its first 4 layers)" };
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
@@ -115,6 +115,108 @@ internal static class LmCommands
                 w.WriteNumber("tokens_per_second", res.TokensPerSecond);
                 w.WriteEndObject();
             });
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreateChat()
+    {
+        var model = ModelArgument();
+        var system = new Option<string?>("--system") { Description = "a system message that opens the conversation" };
+        var format = new Option<string?>("--format") { Description = "chat format: bitnet, llama3 or plain (default: from the model's template and vocabulary)" };
+        format.AcceptOnlyFromAmong("bitnet", "llama3", "plain");
+        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens a reply takes at most", DefaultValueFactory = _ => 512 };
+        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.7f };
+        var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption();
+        var cmd = new Command("chat", "Talk with a model: type a message and Enter; /reset starts over, /exit (or end of input) quits");
+        cmd.Arguments.Add(model);
+        foreach (Option o in new Option[] { system, format, n, temp, seed, tok, threads, ctx, head }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            var fmt = r.GetValue(format) switch { "bitnet" => Rotor.Lm.Tokenizers.ChatFormat.BitNet, "llama3" => Rotor.Lm.Tokenizers.ChatFormat.Llama3, "plain" => Rotor.Lm.Tokenizers.ChatFormat.Plain, _ => (Rotor.Lm.Tokenizers.ChatFormat?)null };
+            using var client = new Rotor.Lm.Chat.RotorChatClient(m, new Rotor.Lm.Chat.RotorChatClientOptions
+            {
+                Format = fmt, ContextLength = r.GetValue(ctx), MaxOutputTokens = r.GetValue(n),
+                Sampling = new SamplingOptions { Temperature = r.GetValue(temp), Seed = r.GetValue(seed) },
+            });
+            var history = new List<Microsoft.Extensions.AI.ChatMessage>();
+            void Reset() { history.Clear(); if (r.GetValue(system) is { } sys) history.Add(new(Microsoft.Extensions.AI.ChatRole.System, sys)); }
+            Reset();
+            Console.Error.WriteLine($"chat format {client.Format.ToString().ToLowerInvariant()}; /reset starts over, /exit quits");
+            while (true)
+            {
+                Console.Write("> ");
+                string? line = Console.ReadLine();
+                if (line is null || line.Trim() == "/exit") break;
+                if (line.Trim() == "/reset") { Reset(); Console.Error.WriteLine("(conversation reset)"); continue; }
+                if (line.Trim().Length == 0) continue;
+                history.Add(new(Microsoft.Extensions.AI.ChatRole.User, line));
+                var reply = new System.Text.StringBuilder();
+                var sw = Stopwatch.StartNew();
+                long outTokens = 0;
+                try
+                {
+                    foreach (var u in client.GetStreamingResponseAsync(history).ToBlockingEnumerable())
+                    {
+                        Console.Write(u.Text); reply.Append(u.Text);
+                        if (u.Contents.OfType<Microsoft.Extensions.AI.UsageContent>().FirstOrDefault() is { } usage) outTokens = usage.Details.OutputTokenCount ?? 0;
+                    }
+                }
+                catch (RotorException e)
+                {
+                    // A conversation longer than the context: say so and keep the session usable.
+                    Console.Error.WriteLine($"\nrotor: {e.Message}; /reset to start over");
+                    history.RemoveAt(history.Count - 1);
+                    continue;
+                }
+                Console.WriteLine();
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"({outTokens} tokens, {outTokens / sw.Elapsed.TotalSeconds:F1} tokens/s)"));
+                history.Add(new(Microsoft.Extensions.AI.ChatRole.Assistant, reply.ToString()));
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreateConvert()
+    {
+        var model = ModelArgument();
+        var output = new Option<string>("--out", "-o") { Description = "the GGUF file to write", Required = true };
+        var type = new Option<string>("--type") { Description = "type of the ternary projections: tq1_0, tq2_0 or i2_s (bitnet.cpp, x86 layout)", DefaultValueFactory = _ => "tq2_0" };
+        type.AcceptOnlyFromAmong("tq1_0", "tq2_0", "i2_s");
+        var emb = new Option<string>("--embedding-type") { Description = "type of the token embedding: f16 or f32", DefaultValueFactory = _ => "f16" };
+        emb.AcceptOnlyFromAmong("f16", "f32");
+        var arch = new Option<string?>("--arch") { Description = "general.architecture to write (default: bitnet-b1.58 for BitNet b1.58 2B4T-style models, bitnet for SiLU BitNet, llama for float models)" };
+        var tok = TokenizerOption();
+        var cmd = new Command("convert", "Write a model (Hugging Face folder, GGUF, llama2.c, random:2b4t) as a GGUF file with ternary projections in TQ1_0, TQ2_0 or I2_S");
+        cmd.Arguments.Add(model);
+        foreach (Option o in new Option[] { output, type, emb, arch, tok }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            string outPath = r.GetValue(output)!;
+            if (Directory.Exists(outPath)) throw new RotorException($"--out {outPath} is a folder; name the file to write");
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), 1, null);
+            var ternary = r.GetValue(type) switch { "tq1_0" => Rotor.Lm.Gguf.GgmlType.TQ1_0, "i2_s" => Rotor.Lm.Gguf.GgmlType.I2_S, _ => Rotor.Lm.Gguf.GgmlType.TQ2_0 };
+            var sw = Stopwatch.StartNew();
+            var writer = Rotor.Lm.Gguf.GgufConverter.Create(m.Config, m.Weights, new Rotor.Lm.Gguf.GgufConvertOptions
+            {
+                TernaryType = ternary, Architecture = r.GetValue(arch), Name = Path.GetFileNameWithoutExtension(r.GetValue(model)!.TrimEnd('/')),
+                EmbeddingType = r.GetValue(emb) == "f32" ? Rotor.Lm.Gguf.GgmlType.F32 : Rotor.Lm.Gguf.GgmlType.F16,
+                Progress = (done, total) =>
+                {
+                    if (done % 16 != 0 && done != total) return;
+                    double rate = done / sw.Elapsed.TotalSeconds;
+                    Console.Error.Write(string.Create(CultureInfo.InvariantCulture, $"\rwriting tensor {done}/{total}, {rate:F1} tensors/s, ETA {(total - done) / Math.Max(rate, 1e-9):F0} s   "));
+                },
+            });
+            writer.AddString("tokenizer.ggml.model", "none");
+            if (m.Tokenizer is not null) Console.Error.WriteLine("note: the tokenizer is not written into the GGUF file yet; name it with --tokenizer when loading");
+            writer.Write(outPath);
+            Console.Error.WriteLine();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {outPath}: {new FileInfo(outPath).Length / 1048576.0:F1} MiB in {sw.Elapsed.TotalSeconds:F1} s"));
             return 0;
         });
         return cmd;

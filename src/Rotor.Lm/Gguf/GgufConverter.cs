@@ -69,7 +69,11 @@ public static class GgufConverter
 
         int total = 3 + w.Layers.Length * (c.SubNorms ? 11 : 9) + (ReferenceEquals(w.LmHead, w.Embedding) ? 0 : 1), done = 0;
         void Tick() => options.Progress?.Invoke(++done, total);
-        void Vector(string name, float[] v) { g.AddTensor(name, GgmlType.F32, [v.Length], GgufWriter.EncodeF32(v)); Tick(); }
+        void Vector(string name, float[] v)
+        {
+            byte[] bytes = GgufWriter.EncodeF32(v);
+            g.AddTensor(name, GgmlType.F32, [v.Length], bytes.Length, s => { s.Write(bytes); Tick(); });
+        }
         void Dense(string name, DenseMatrix m, GgmlType type, int heads = 0)
         {
             int esz = type == GgmlType.F16 ? 2 : 4;
