@@ -130,6 +130,14 @@ public sealed class LanguageModel : IDisposable
         return new InferenceSession(this, ctx, maxBatch);
     }
 
+    /// <summary>A decoder over this model's weights and backend for batches of up to <paramref name="maxBatch"/> rows
+    /// and positions below <paramref name="maxPositions"/>: the building block of continuous batching (prefill each
+    /// sequence with <see cref="Decoder.Forward"/>, then step many with <see cref="Decoder.ForwardBatch"/>).</summary>
+    public Decoder CreateDecoder(int maxPositions, int maxBatch = 64) => new(Config, Weights, Backend, maxPositions, maxBatch);
+
+    /// <summary>An empty key/value cache for one sequence of up to <paramref name="contextLength"/> positions.</summary>
+    public KvCache CreateCache(int contextLength) => new(Config, contextLength);
+
     /// <summary>Stops the backend's worker threads.</summary>
     public void Dispose()
     {

@@ -114,11 +114,39 @@ public sealed class Decoder
         return last;
     }
 
-    /// <summary>The transformer layers for n tokens: leaves the last hidden states in _x.</summary>
-    private void Step(ReadOnlySpan<int> tokens, KvCache cache)
+    /// <summary>
+    /// One decode step for several sequences at once (continuous batching): token b is appended to
+    /// <paramref name="caches"/>[b] at that cache's next position; the products run once over all rows (one ternary
+    /// GEMM instead of B GEMVs), attention runs per sequence on its own cache. Writes (B, V) logits.
+    /// </summary>
+    /// <exception cref="RotorException">A cache is full, appears twice, or an id is outside the vocabulary.</exception>
+    public void ForwardBatch(scoped ReadOnlySpan<int> tokens, IReadOnlyList<KvCache> caches, Span<float> logits)
+    {
+        ArgumentNullException.ThrowIfNull(caches);
+        int n = tokens.Length;
+        if (n == 0) throw new ArgumentException("no tokens to run", nameof(tokens));
+        if (caches.Count != n) throw new ArgumentException($"{n} tokens but {caches.Count} caches", nameof(caches));
+        if (n > _maxBatch) throw new ArgumentException($"{n} sequences, the decoder was made for batches of at most {_maxBatch}", nameof(tokens));
+        if (logits.Length < (long)n * _c.VocabSize) throw new ArgumentException($"logits holds {logits.Length} values, need {(long)n * _c.VocabSize}", nameof(logits));
+        var seen = new HashSet<KvCache>(ReferenceEqualityComparer.Instance);
+        for (int b = 0; b < n; b++)
+        {
+            var cache = caches[b] ?? throw new ArgumentNullException(nameof(caches));
+            if (!seen.Add(cache)) throw new RotorException($"sequence {b}'s cache appears twice in one batch");
+            if (cache.KvDim != _c.KvDim) throw new ArgumentException("a cache was made for another model", nameof(caches));
+            if (cache.Length >= Math.Min(cache.Capacity, _ropePositions)) throw new RotorException($"sequence {b}: its context of {Math.Min(cache.Capacity, _ropePositions)} positions is full");
+            if ((uint)tokens[b] >= (uint)_c.VocabSize) throw new RotorException($"token id {tokens[b]} is outside the vocabulary (0..{_c.VocabSize - 1})");
+        }
+        Step(tokens, null, caches);
+        Head(n, 0, logits[..(n * _c.VocabSize)]);
+    }
+
+    /// <summary>The transformer layers for n tokens: of one sequence in <paramref name="single"/> at consecutive
+    /// positions, or one token a sequence in <paramref name="perRow"/>. Leaves the last hidden states in _x.</summary>
+    private void Step(ReadOnlySpan<int> tokens, KvCache? single, IReadOnlyList<KvCache>? perRow = null)
     {
         int n = tokens.Length, d = _c.Dim, qd = _c.QDim, kvd = _c.KvDim, f = _c.FfnDim;
-        int pos0 = cache.Length;
+        int pos0 = single?.Length ?? 0;
         Span<float> x = _x.AsSpan(0, n * d);
         for (int i = 0; i < n; i++) _w.Embedding.GetRow(tokens[i], x.Slice(i * d, d));
 
@@ -133,12 +161,29 @@ public sealed class Decoder
             Project(w.Wq, h, quantized ? _qDim : null, q);
             Project(w.Wk, h, quantized ? _qDim : null, k);
             Project(w.Wv, h, quantized ? _qDim : null, v);
-            Rope(q, n, _c.Heads, pos0);
-            Rope(k, n, _c.KvHeads, pos0);
-            float[] kc = cache.Keys(l), vc = cache.Values(l);
-            k.CopyTo(kc.AsSpan(pos0 * kvd, n * kvd));
-            v.CopyTo(vc.AsSpan(pos0 * kvd, n * kvd));
-            _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+            if (single is not null)
+            {
+                Rope(q, n, _c.Heads, pos0);
+                Rope(k, n, _c.KvHeads, pos0);
+                float[] kc = single.Keys(l), vc = single.Values(l);
+                k.CopyTo(kc.AsSpan(pos0 * kvd, n * kvd));
+                v.CopyTo(vc.AsSpan(pos0 * kvd, n * kvd));
+                _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+            }
+            else
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    KvCache cache = perRow![i];
+                    int pos = cache.Length;
+                    Rope(q.Slice(i * qd, qd), 1, _c.Heads, pos);
+                    Rope(k.Slice(i * kvd, kvd), 1, _c.KvHeads, pos);
+                    float[] kc = cache.Keys(l), vc = cache.Values(l);
+                    k.Slice(i * kvd, kvd).CopyTo(kc.AsSpan(pos * kvd, kvd));
+                    v.Slice(i * kvd, kvd).CopyTo(vc.AsSpan(pos * kvd, kvd));
+                    _attention.Attention(q.Slice(i * qd, qd), 1, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos, scale, att.Slice(i * qd, qd));
+                }
+            }
             if (w.AttnSubNorm is not null) RmsNorm(att, w.AttnSubNorm, att, n, qd);
             quantized = Quantize(att, _qAtt, w.Wo);
             Project(w.Wo, att, quantized ? _qAtt : null, o);
@@ -165,7 +210,8 @@ public sealed class Decoder
             Project(w.WDown, gate, quantized ? _qFfn : null, o);
             TensorPrimitives.Add(x, o, x);
         }
-        cache.Length = pos0 + n;
+        if (single is not null) single.Length = pos0 + n;
+        else for (int i = 0; i < n; i++) perRow![i].Length++;
     }
 
     /// <summary>Final norm and LM head for rows [first, first + rows) of _x into <paramref name="dst"/>.</summary>
