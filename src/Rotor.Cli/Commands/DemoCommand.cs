@@ -65,6 +65,34 @@ internal static class DemoCommand
 
         // 4. Retrieval: the bundled demo passages in a ternary vector index + BM25, two questions, adaptive decisions.
         Rotor.Rag.Pipeline.DemoRetrieval.Run(o);
+        o.WriteLine();
+
+        // 5. A language model: the real tiny llama2.c model continues a story, greedily, as llama2.c's run does.
+        GenerateStep(o);
+    }
+
+    private static void GenerateStep(TextWriter o)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "rotor-demo-lm");
+        Directory.CreateDirectory(dir);
+        foreach (string name in new[] { "stories260K.bin", "tok512.bin" })
+        {
+            using var s = typeof(DemoCommand).Assembly.GetManifestResourceStream("lm/" + name)
+                ?? throw new RotorException($"the demo's language-model resource {name} is missing from the rotor assembly");
+            string path = Path.Combine(dir, name);
+            if (File.Exists(path) && new FileInfo(path).Length == s.Length) continue;
+            AtomicFile.Write(path, f => s.CopyTo(f));
+        }
+        using var m = Rotor.Lm.LanguageModel.Load(Path.Combine(dir, "stories260K.bin"));
+        o.WriteLine($"language model: stories260K (llama2.c checkpoint, {m.Config.Layers} layers, dim {m.Config.Dim}, vocabulary {m.Config.VocabSize}), greedy:");
+        var prompt = m.RequireTokenizer().Encode("Once upon a time");
+        var gen = new Rotor.Lm.TextGenerator(m.CreateSession());
+        o.Write("  Once upon a time");
+        foreach (var t in gen.Generate(prompt, new Rotor.Lm.GenerationOptions { MaxTokens = 48, Sampling = Rotor.Lm.SamplingOptions.Greedy }))
+            o.Write(t.Text.Replace("\n", "\n  "));
+        var r = gen.LastResult!;
+        o.WriteLine();
+        o.WriteLine($"  {r.Ids.Count} tokens at {r.TokensPerSecond:N0} tokens/s; more: rotor generate MODEL \"prompt\", rotor chat MODEL (docs/LM.md)");
     }
 
     private static Rotor.IO.ImageDataset Embedded(string images, string labels, string name)
