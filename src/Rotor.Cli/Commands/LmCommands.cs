@@ -321,7 +321,7 @@ internal static class LmCommands
         var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts, comma-separated (default: 1 and all processors)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
         var head = LmHeadOption();
-        var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128, at 1 and all threads; random token ids, no sampling");
+        var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128 at 1 and all threads, with load time, resident memory and generation against the memory-bandwidth bound; random token ids, no sampling");
         cmd.Arguments.Add(model);
         foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head }) cmd.Options.Add(o);
         cmd.SetAction(r =>
@@ -331,13 +331,20 @@ internal static class LmCommands
             if (rep <= 0) throw new RotorException($"--repetitions {rep} must be positive");
             int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1];
             if (threads.Any(t => t <= 0)) throw new RotorException("--threads: thread counts must be positive");
-            var rows = new List<(string Test, int Threads, double TokensPerSecond, double Spread)>();
+            var rows = new List<BenchRow>();
+            var inv = CultureInfo.InvariantCulture;
             foreach (int t in threads)
             {
                 using var m = Open(r.GetValue(model)!, null, t, r.GetValue(head));
+                long rssLoaded = ResidentBytes();
                 var rnd = new Random(1);
                 int[] prompt = Enumerable.Range(0, Math.Max(p, 1)).Select(_ => rnd.Next(m.Config.VocabSize)).ToArray();
                 var session = m.CreateSession(Math.Min(m.Config.ContextLength, Math.Max(p, 1) + g + 1), maxBatch: Math.Clamp(p, 1, 512));
+                // What one decode step reads: every projection, the LM head, the norms and one embedding row.
+                long stepBytes = m.Weights.Layers.Sum(l => l.Linears.Sum(x => x.W.Bytes)) + m.Weights.LmHead.AllocatedBytes
+                    + (m.Weights.Layers.Length * 4L + 1) * m.Config.Dim * 4;
+                var bandwidth = new Bench.MemoryBandwidth.Sampler(t);
+                Console.WriteLine(string.Create(inv, $"model {m.Source}: load {m.LoadTime.TotalSeconds:F2} s, file {m.FileBytes / 1048576.0:F0} MiB, resident {rssLoaded / 1048576.0:F0} MiB after load; a decode step reads {stepBytes / 1048576.0:F0} MiB; KV cache {session.Cache.Bytes / 1048576.0:F0} MiB"));
                 if (p > 0)
                 {
                     var speeds = new List<double>();
@@ -348,7 +355,7 @@ internal static class LmCommands
                         session.Append(prompt);
                         if (i > 0) speeds.Add(p / sw.Elapsed.TotalSeconds);   // the first run warms up
                     }
-                    rows.Add(($"pp{p}", t, Median(speeds), Spread(speeds)));
+                    rows.Add(new($"pp{p}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0));
                     Report(rows[^1]);
                 }
                 if (g > 0)
@@ -362,8 +369,9 @@ internal static class LmCommands
                         int next = prompt[0];
                         for (int k = 0; k < g; k++) next = Sampler.ArgMax(session.Append([next]));
                         if (i > 0) speeds.Add(g / sw.Elapsed.TotalSeconds);
+                        for (int k = 0; k < 8; k++) bandwidth.Sample();
                     }
-                    rows.Add(($"tg{g}", t, Median(speeds), Spread(speeds)));
+                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps()));
                     Report(rows[^1]);
                 }
             }
@@ -375,6 +383,14 @@ internal static class LmCommands
                     w.WriteStartObject();
                     w.WriteString("model", r.GetValue(model)); w.WriteString("test", row.Test); w.WriteNumber("threads", row.Threads);
                     w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
+                    w.WriteNumber("load_seconds", row.LoadSeconds); w.WriteNumber("resident_bytes", row.Resident); w.WriteNumber("file_bytes", row.FileBytes);
+                    w.WriteNumber("step_bytes", row.StepBytes);
+                    if (row.BandwidthGbps > 0)
+                    {
+                        w.WriteNumber("read_gbps", row.BandwidthGbps);
+                        w.WriteNumber("bound_tokens_per_second", row.BoundTps);
+                        w.WriteNumber("share_of_bound", row.TokensPerSecond / row.BoundTps);
+                    }
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
@@ -383,10 +399,34 @@ internal static class LmCommands
         });
         return cmd;
 
-        static void Report((string Test, int Threads, double Tps, double Spread) row)
-            => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Test,-8} threads {row.Threads,2}  {row.Tps,10:F2} tokens/s  ± {row.Spread:F2}"));
+        static void Report(BenchRow row)
+        {
+            string bound = row.BandwidthGbps > 0
+                ? string.Create(CultureInfo.InvariantCulture, $"  bound {row.BoundTps:F2} tokens/s at {row.BandwidthGbps:F1} GB/s read: {row.TokensPerSecond / row.BoundTps:P0}")
+                : "";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Test,-8} threads {row.Threads,2}  {row.TokensPerSecond,10:F2} tokens/s  ± {row.Spread:F2}{bound}"));
+        }
         static double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
+    }
+
+    private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps)
+    {
+        public double BoundTps => BandwidthGbps * 1e9 / StepBytes;
+    }
+
+    /// <summary>Resident memory of this process (VmRSS on Linux, the working set elsewhere).</summary>
+    private static long ResidentBytes()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return Environment.WorkingSet;
     }
 
     /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types and bytes, and the memory at the default
