@@ -102,6 +102,14 @@ public static class GgufLoader
         {
             var type = t.Type switch { GgmlType.F32 or GgmlType.BF16 => DenseType.F32, _ => DenseType.F16 };
             var m = DenseMatrix.Create(rows, cols, type);
+            if (t.Type == GgmlType.F16)
+            {
+                // F16 rows are copied as they are.
+                var bytes = f.GetData(t);
+                for (int r = 0; r < rows; r++)
+                    m.SetRow(r, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(bytes.Slice(r * cols * 2, cols * 2)));
+                return m;
+            }
             var row = new float[cols];
             for (int r = 0; r < rows; r++) { GgufTensors.ReadRow(f, t, r, row); m.SetRow(r, row); }
             return m;

@@ -68,7 +68,7 @@ public sealed unsafe class DenseMatrix
         return m;
     }
 
-    /// <summary>An empty matrix to be filled row by row with <see cref="SetRow"/> (a loader that converts while it reads).</summary>
+    /// <summary>An empty matrix to be filled row by row with <see cref="SetRow(int, ReadOnlySpan{float})"/> (a loader that converts while it reads).</summary>
     public static DenseMatrix Create(int rows, int cols, DenseType type) => new(rows, cols, type);
 
     /// <summary>Writes row <paramref name="row"/> from float values (converted to the element type).</summary>
@@ -97,6 +97,17 @@ public sealed unsafe class DenseMatrix
                     break;
                 }
         }
+    }
+
+    /// <summary>Writes row <paramref name="row"/> of an <see cref="DenseType.F16"/> matrix from half values as they are
+    /// (a loader copying F16 weights: no rounding through float).</summary>
+    /// <exception cref="InvalidOperationException">The matrix is not F16.</exception>
+    public void SetRow(int row, ReadOnlySpan<Half> values)
+    {
+        if (Type != DenseType.F16) throw new InvalidOperationException($"SetRow(Half) needs an F16 matrix, this one is {Type}");
+        if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
+        Check.Length(values.Length, Cols, nameof(values));
+        values.CopyTo(new Span<Half>(_data.Pointer + (long)row * RowStride, Cols));
     }
 
     /// <summary>Row <paramref name="row"/> as floats (an embedding lookup).</summary>
