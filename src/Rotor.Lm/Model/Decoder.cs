@@ -61,7 +61,7 @@ public sealed class Decoder
         _q = new float[b * _c.QDim]; _k = new float[b * _c.KvDim]; _v = new float[b * _c.KvDim];
         _att = new float[b * _c.QDim]; _o = new float[b * _c.Dim];
         _gate = new float[b * _c.FfnDim]; _up = new float[b * _c.FfnDim];
-        _logits = new float[(long)b * _c.VocabSize];
+        _logits = new float[_c.VocabSize];   // the last token's; LogitsMode.All and ForwardBatch write into the caller's span
         _qDim = new QuantizedActivations(b, _c.Dim);
         _qAtt = new QuantizedActivations(b, _c.QDim);
         _qFfn = new QuantizedActivations(b, _c.FfnDim);
