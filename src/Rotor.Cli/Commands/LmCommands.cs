@@ -212,7 +212,7 @@ internal static class LmCommands
                     Console.Error.Write(string.Create(CultureInfo.InvariantCulture, $"\rwriting tensor {done}/{total}, {rate:F1} tensors/s, ETA {(total - done) / Math.Max(rate, 1e-9):F0} s   "));
                 },
             });
-            writer.AddString("tokenizer.ggml.model", "none");
+            writer.AddString("tokenizer.ggml.model", "no_vocab");   // the name llama.cpp and bitnet.cpp both accept
             if (m.Tokenizer is not null) Console.Error.WriteLine("note: the tokenizer is not written into the GGUF file yet; name it with --tokenizer when loading");
             writer.Write(outPath);
             Console.Error.WriteLine();
