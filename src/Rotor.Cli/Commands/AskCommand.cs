@@ -83,7 +83,7 @@ internal static class AskCommand
             {
                 Console.WriteLine($"retrieval ({options.Adaptive.ToString().ToLowerInvariant()}): {prepared.Decision.Reason}");
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"prompt: {prepared.Prompt.TokenCount} tokens, {prepared.Prompt.Sources.Count} source{(prepared.Prompt.Sources.Count == 1 ? "" : "s")}{(prepared.Prompt.Omitted.Count > 0 ? $" ({prepared.Prompt.Omitted.Count} left out: no room in the context)" : "")}; context {prepared.Prompt.ContextLength}, {prepared.Prompt.AnswerTokens} kept for the answer"));
+                    $"prompt: {prepared.Prompt.TokenCount} tokens, {prepared.Prompt.Sources.Count} source{(prepared.Prompt.Sources.Count == 1 ? "" : "s")}{(prepared.Prompt.Sources.Any(x => x.Truncated) ? " (the last an excerpt)" : "")}{(prepared.Prompt.Omitted.Count > 0 ? $" ({prepared.Prompt.Omitted.Count} left out: no room in the context)" : "")}; context {prepared.Prompt.ContextLength}, {prepared.Prompt.AnswerTokens} kept for the answer"));
                 if (r.GetValue(showPrompt))
                     foreach (var msg in prepared.Prompt.Messages) Console.WriteLine($"--- {msg.Role}\n{msg.Content}");
                 Console.WriteLine();
@@ -120,8 +120,9 @@ internal static class AskCommand
     {
         if (record.NoSourceUsed)
         {
-            Console.WriteLine(record.Prepared.Prompt.Situation == PromptSituation.NotNeeded
-                ? "no source was used: retrieval was not needed"
+            var prompt = record.Prepared.Prompt;
+            Console.WriteLine(prompt.Situation == PromptSituation.NotNeeded ? "no source was used: retrieval was not needed"
+                : prompt.Omitted.Count > 0 ? $"no source was used: none of the {prompt.Omitted.Count} passages chosen fit the context ({prompt.ContextLength} tokens, {prompt.AnswerTokens} kept for the answer)"
                 : "no source was used: nothing relevant was found");
         }
         else
@@ -131,7 +132,7 @@ internal static class AskCommand
             {
                 bool cited = record.Cited.Any(c => c.Number == s.Number);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"[{s.Number}] {s.Heading}  [{s.Hit.Passage.Id}]  score {s.Hit.Score:F4}{(cited ? "  (cited)" : "")}"));
+                    $"[{s.Number}] {s.Heading}  [{s.Hit.Passage.Id}]  score {s.Hit.Score:F4}{(s.Truncated ? "  (excerpt)" : "")}{(cited ? "  (cited)" : "")}"));
             }
             Console.WriteLine(record.Cited.Count == 0 ? "cited: none of the sources" : $"cited: {string.Join(", ", record.Cited.Select(c => $"[{c.Number}]"))}");
         }

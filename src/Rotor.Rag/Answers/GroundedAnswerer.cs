@@ -124,12 +124,12 @@ public sealed record AnswerRecord(PreparedAnswer Prepared, string Answer, int Ge
         w.WriteEndObject();
         w.WriteString("situation", p.Prompt.Situation switch { PromptSituation.Sources => "sources", PromptSituation.NothingRelevant => "nothing_relevant", _ => "not_needed" });
         w.WriteStartArray("retrieved");
-        foreach (var h in p.Retrieved) WriteHit(w, h, null);
+        foreach (var h in p.Retrieved) WriteHit(w, h, null, false);
         w.WriteEndArray();
         w.WriteStartArray("sources");
         foreach (var s in Sources)
         {
-            WriteHit(w, s.Hit, s.Number, cited: Cited.Any(x => x.Number == s.Number));
+            WriteHit(w, s.Hit, s, Cited.Any(x => x.Number == s.Number));
         }
         w.WriteEndArray();
         w.WriteStartArray("omitted_for_budget");
@@ -162,17 +162,22 @@ public sealed record AnswerRecord(PreparedAnswer Prepared, string Answer, int Ge
         w.WriteEndObject();
     }
 
-    private static void WriteHit(Utf8JsonWriter w, RetrievedPassage h, int? number, bool cited = false)
+    private static void WriteHit(Utf8JsonWriter w, RetrievedPassage h, AnswerSource? source, bool cited)
     {
         w.WriteStartObject();
-        if (number is int n) w.WriteNumber("number", n);
+        if (source is not null) w.WriteNumber("number", source.Number);
         w.WriteString("passage_id", h.Passage.Id);
         w.WriteString("document_id", h.Passage.DocumentId);
         w.WriteString("title", h.Passage.Title);
         w.WriteString("section", h.Passage.Section);
         w.WriteNumber("score", h.Score);
         if (h.DenseScore is float ds) w.WriteNumber("dense_score", ds);
-        if (number is not null) { w.WriteString("text", h.Passage.Text); w.WriteBoolean("cited", cited); }
+        if (source is not null)
+        {
+            w.WriteString("text", source.PromptText);
+            w.WriteBoolean("truncated", source.Truncated);
+            w.WriteBoolean("cited", cited);
+        }
         w.WriteEndObject();
     }
 }

@@ -14,17 +14,26 @@ public enum PromptSituation
 {
     /// <summary>Passages were retrieved: they are numbered in the prompt and the model is asked to cite them.</summary>
     Sources = 0,
-    /// <summary>Retrieval ran and found nothing relevant: the model is told so.</summary>
+    /// <summary>Retrieval ran and found nothing relevant, or no passage fit the budget: the model is told so.</summary>
     NothingRelevant = 1,
     /// <summary>Retrieval was skipped because the model was confident: it answers from what it knows.</summary>
     NotNeeded = 2,
 }
 
-/// <summary>A passage as it appears in a prompt: its number ([1] is the first) and the retrieval hit.</summary>
+/// <summary>A passage as it appears in a prompt: its number ([1] is the first), the retrieval hit, and the excerpt
+/// given when the whole passage did not fit.</summary>
 /// <param name="Number">1-based number the prompt gives it.</param>
 /// <param name="Hit">The passage (id, title, section, text) and its retrieval scores.</param>
-public sealed record AnswerSource(int Number, RetrievedPassage Hit)
+/// <param name="Excerpt">The passage's leading words followed by " ..." when only they fit the budget; null when the
+/// whole passage is in the prompt.</param>
+public sealed record AnswerSource(int Number, RetrievedPassage Hit, string? Excerpt = null)
 {
+    /// <summary>The text the prompt holds for this source.</summary>
+    public string PromptText => Excerpt ?? Hit.Passage.Text.Trim();
+
+    /// <summary>Whether only the passage's leading words are in the prompt.</summary>
+    public bool Truncated => Excerpt is not null;
+
     /// <summary>"Title > Section", or the title alone for a lead passage.</summary>
     public string Heading => Hit.Passage.Section.Length == 0 ? Hit.Passage.Title : $"{Hit.Passage.Title} > {Hit.Passage.Section}";
 }
@@ -53,7 +62,9 @@ public sealed record GroundedPrompt(IReadOnlyList<PromptMessage> Messages, IRead
 /// Question: Who was Aristotle's teacher?
 /// </code>
 /// Passages are offered best first and taken whole while the rendered prompt plus the answer's room fits the
-/// context; one that does not fit is left out (a later, shorter one may still fit), so the invariant
+/// context; one that does not fit is left out (a later, shorter one may still fit). When a passage does not fit whole
+/// but at least <see cref="MinExcerptWords"/> of its leading words do, the longest such excerpt is given (ending in
+/// " ...") and no further passage is taken: the room is then used up. The invariant
 /// <c>TokenCount + AnswerTokens &lt;= ContextLength</c> always holds. Tokens are counted by rendering the whole prompt
 /// with the model's chat template, so the count is the model's own.
 /// </summary>
@@ -62,9 +73,9 @@ public sealed class GroundedPromptBuilder
     /// <summary>The system message when sources are given.</summary>
     public const string SourcesInstruction =
         "Answer the question using only the numbered sources below. Cite every source you use by its number in square brackets, like [1] or [2]. If the sources do not contain the answer, say so.";
-    /// <summary>The system message when retrieval found nothing relevant.</summary>
+    /// <summary>The system message when retrieval found nothing relevant (or nothing fit the budget).</summary>
     public const string NothingRelevantInstruction =
-        "No relevant source was found for this question. Say that no source covers it, and answer only if you are sure.";
+        "No relevant source could be given for this question. Say that no source covers it, and answer only if you are sure.";
     /// <summary>The system message when retrieval was not needed.</summary>
     public const string NotNeededInstruction = "Answer the question briefly.";
 
@@ -83,6 +94,10 @@ public sealed class GroundedPromptBuilder
     /// message are added for the chat format's markers.</summary>
     public static Func<IReadOnlyList<PromptMessage>, int> Utf8UpperBound(int perMessage = 8)
         => messages => messages.Sum(m => Encoding.UTF8.GetByteCount(m.Role) + Encoding.UTF8.GetByteCount(m.Content) + perMessage) + 1;
+
+    /// <summary>Fewest leading words of a passage worth giving when the whole passage does not fit (0: passages are
+    /// given whole or not at all). Default 12.</summary>
+    public int MinExcerptWords { get; init; } = 12;
 
     /// <summary>Whether the template is the plain format (no roles): the question then ends with "Answer:", so that
     /// a model without chat training continues with the answer.</summary>
@@ -107,14 +122,18 @@ public sealed class GroundedPromptBuilder
         if (contextLength <= answerTokens) throw new RotorException($"the context ({contextLength} tokens) leaves no room for a prompt beside {answerTokens} answer tokens; raise the context or lower the answer tokens");
         history ??= [];
         int budget = contextLength - answerTokens;
-        var taken = new List<RetrievedPassage>();
+        var taken = new List<AnswerSource>();
         var omitted = new List<RetrievedPassage>();
         if (situation == PromptSituation.Sources)
         {
+            bool full = false;
             foreach (var p in passages)
             {
-                taken.Add(p);
-                if (Measure(Messages(question, taken, PromptSituation.Sources, history)).Count > budget) { taken.RemoveAt(taken.Count - 1); omitted.Add(p); }
+                if (full) { omitted.Add(p); continue; }
+                var whole = new AnswerSource(taken.Count + 1, p);
+                if (Fits([.. taken, whole])) { taken.Add(whole); continue; }
+                if (Excerpt(p, taken, out var part)) { taken.Add(part!); full = true; }
+                else omitted.Add(p);
             }
             if (taken.Count == 0) situation = PromptSituation.NothingRelevant;
         }
@@ -123,26 +142,46 @@ public sealed class GroundedPromptBuilder
         var (count, ids) = Measure(messages);
         if (count > budget)
             throw new RotorException($"the question and instructions take {count} tokens; with {answerTokens} kept for the answer they do not fit the context of {contextLength}; shorten the question, lower --max-tokens or raise --ctx");
-        var sources = taken.Select((p, i) => new AnswerSource(i + 1, p)).ToList();
-        return new GroundedPrompt(messages, ids, count, sources, omitted, situation, contextLength, answerTokens);
+        return new GroundedPrompt(messages, ids, count, taken, omitted, situation, contextLength, answerTokens);
+
+        bool Fits(IReadOnlyList<AnswerSource> sources) => Measure(Messages(question, sources, PromptSituation.Sources, history!)).Count <= budget;
+
+        // The longest excerpt of at least MinExcerptWords leading words that fits, by bisection on the word count
+        // (more words never take fewer tokens).
+        bool Excerpt(RetrievedPassage p, List<AnswerSource> before, out AnswerSource? part)
+        {
+            part = null;
+            if (MinExcerptWords <= 0) return false;
+            string[] words = p.Passage.Text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            AnswerSource Cut(int n) => new(before.Count + 1, p, string.Join(' ', words, 0, n) + " ...");
+            int lo = MinExcerptWords, hi = words.Length - 1;
+            if (lo > hi || !Fits([.. before, Cut(lo)])) return false;
+            while (lo < hi)
+            {
+                int mid = (lo + hi + 1) / 2;
+                if (Fits([.. before, Cut(mid)])) lo = mid; else hi = mid - 1;
+            }
+            part = Cut(lo);
+            return true;
+        }
     }
 
     /// <summary>The closed-book prompt of <paramref name="question"/>: a short answer from what the model knows,
     /// without sources (what <see cref="ClosedBookConfidence"/> measures).</summary>
     public IReadOnlyList<PromptMessage> ClosedBook(string question) => Messages(question, [], PromptSituation.NotNeeded, []);
 
-    /// <summary>The messages of a prompt.</summary>
-    public IReadOnlyList<PromptMessage> Messages(string question, IReadOnlyList<RetrievedPassage> sources, PromptSituation situation, IReadOnlyList<PromptMessage> history)
+    /// <summary>The messages of a prompt: <paramref name="history"/>, the instructions of <paramref name="situation"/>,
+    /// and the user message (the numbered <paramref name="sources"/> when the situation is
+    /// <see cref="PromptSituation.Sources"/>, then the question).</summary>
+    public IReadOnlyList<PromptMessage> Messages(string question, IReadOnlyList<AnswerSource> sources, PromptSituation situation, IReadOnlyList<PromptMessage> history)
     {
+        ArgumentNullException.ThrowIfNull(question); ArgumentNullException.ThrowIfNull(sources); ArgumentNullException.ThrowIfNull(history);
         var user = new StringBuilder();
         if (situation == PromptSituation.Sources)
         {
             user.Append("Sources:\n");
-            for (int i = 0; i < sources.Count; i++)
-            {
-                var s = new AnswerSource(i + 1, sources[i]);
-                user.Append('[').Append(s.Number).Append("] ").Append(s.Heading).Append('\n').Append(s.Hit.Passage.Text.Trim()).Append("\n\n");
-            }
+            foreach (var s in sources)
+                user.Append('[').Append(s.Number).Append("] ").Append(s.Heading).Append('\n').Append(s.PromptText).Append("\n\n");
         }
         user.Append("Question: ").Append(question.Trim());
         if (Plain) user.Append("\nAnswer:");

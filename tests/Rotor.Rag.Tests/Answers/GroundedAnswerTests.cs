@@ -117,7 +117,7 @@ public sealed class GroundedAnswerTests(MiniLmFixture minilm, AnswerModelsFixtur
     public void TheBudgetIsNeverExceeded()
     {
         var passages = LongPassages(24);
-        int withSome = 0, withOmitted = 0, refused = 0;
+        int withSome = 0, withOmitted = 0, refused = 0, excerpts = 0;
         foreach (var model in new[] { Models.Stories, Models.BitNet })
         {
             var template = ChatTemplate.For(model.RequireTokenizer());
@@ -141,20 +141,38 @@ public sealed class GroundedAnswerTests(MiniLmFixture minilm, AnswerModelsFixtur
                     Assert.Equal(p.Ids, template.Render(p.Messages.Select(m => (m.Role, m.Content))));
                     Assert.Equal(passages.Count, p.Sources.Count + p.Omitted.Count);
                     Assert.Equal(Enumerable.Range(1, p.Sources.Count), p.Sources.Select(s => s.Number));
-                    // Taken in offered order; every omitted passage would overflow the budget beside those taken.
+                    // Taken in offered order; at most one excerpt, the last source, a prefix of its passage of at
+                    // least MinExcerptWords words; every passage omitted before it would overflow the budget whole.
                     var order = passages.Select(x => x.Passage.Id).ToList();
-                    Assert.Equal(p.Sources.Select(s => order.IndexOf(s.Hit.Passage.Id)).Order(), p.Sources.Select(s => order.IndexOf(s.Hit.Passage.Id)));
-                    foreach (var o in p.Omitted)
+                    int Pos(RetrievedPassage h) => order.IndexOf(h.Passage.Id);
+                    Assert.Equal(p.Sources.Select(s => Pos(s.Hit)).Order(), p.Sources.Select(s => Pos(s.Hit)));
+                    Assert.All(p.Sources.SkipLast(1), s => Assert.False(s.Truncated));
+                    int cut = p.Sources.Count > 0 && p.Sources[^1].Truncated ? Pos(p.Sources[^1].Hit) : int.MaxValue;
+                    if (cut != int.MaxValue)
                     {
-                        var with = p.Sources.Select(s => s.Hit).Append(o).OrderBy(h => order.IndexOf(h.Passage.Id)).ToList();
+                        string excerpt = p.Sources[^1].Excerpt!;
+                        Assert.EndsWith(" ...", excerpt);
+                        Assert.StartsWith(excerpt[..^4], p.Sources[^1].Hit.Passage.Text);
+                        Assert.True(excerpt.Split(' ').Length - 1 >= builder.MinExcerptWords);
+                        excerpts++;
+                    }
+                    foreach (var o in p.Omitted.Where(o => Pos(o) < cut))
+                    {
+                        var before = p.Sources.Where(s => Pos(s.Hit) < Pos(o)).ToList();
+                        var with = before.Append(new AnswerSource(before.Count + 1, o)).ToList();
                         Assert.True(builder.Measure(builder.Messages("Which king led the battle?", with, PromptSituation.Sources, [])).Count + answer > ctx);
                     }
                     if (p.Sources.Count > 0) withSome++;
                     if (p.Omitted.Count > 0 && p.Sources.Count > 0) withOmitted++;
                 }
         }
-        output.WriteLine($"prompts with sources {withSome}, with some omitted {withOmitted}, refused {refused}");
-        Assert.True(withSome > 5 && withOmitted > 5 && refused > 0);
+        // Excerpts off: passages whole or not at all.
+        var wholeOnly = new GroundedPromptBuilder(ChatTemplate.For(Models.Stories.RequireTokenizer())) { MinExcerptWords = 0 };
+        var w = wholeOnly.Build("Which king led the battle?", passages, PromptSituation.Sources, 512, 32);
+        Assert.DoesNotContain(w.Sources, s => s.Truncated);
+        Assert.True(w.TokenCount + 32 <= 512);
+        output.WriteLine($"prompts with sources {withSome}, with some omitted {withOmitted}, with an excerpt {excerpts}, refused {refused}");
+        Assert.True(withSome > 5 && withOmitted > 5 && excerpts > 5 && refused > 0);
     }
 
     [Fact]
