@@ -15,9 +15,9 @@ namespace Rotor.Rag.Answers;
 /// <param name="Milliseconds">Time the measurement took.</param>
 public sealed record ConfidenceMeasurement(double MeanMaxProbability, double MeanEntropy, int Steps, string Text, double Milliseconds)
 {
-    /// <summary>"confidence 0.42 (mean top probability of 8 closed-book tokens; entropy 2.31 nats)".</summary>
+    /// <summary>"confidence 0.423 (mean top probability of 8 closed-book tokens; entropy 2.31 nats)".</summary>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"confidence {MeanMaxProbability:F2} (mean top probability of {Steps} closed-book token{(Steps == 1 ? "" : "s")}; entropy {MeanEntropy:F2} nats)");
+        $"confidence {MeanMaxProbability:F3} (mean top probability of {Steps} closed-book token{(Steps == 1 ? "" : "s")}; entropy {MeanEntropy:F2} nats)");
 }
 
 /// <summary>

@@ -256,7 +256,7 @@ public sealed class GroundedAnswerer : IDisposable
             if (conf.MeanMaxProbability >= policy.ModelConfidenceThreshold)
             {
                 var skip = new RetrievalDecision(AdaptiveMode.Model, false, 0,
-                    F($"no retrieval: model confident, {conf} >= {policy.ModelConfidenceThreshold:F2}"), conf);
+                    F($"no retrieval: model confident, {conf} >= {policy.ModelConfidenceThreshold:F3}"), conf);
                 return Finish(question, skip, [], PromptSituation.NotNeeded, confMs, 0);
             }
         }
@@ -272,7 +272,7 @@ public sealed class GroundedAnswerer : IDisposable
             var scores = result.DenseScores.Count > 0 || _retriever.Passages.Count == 0 ? result.DenseScores
                 : _retriever.SearchAsync(question, o.Retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, o.Retrieval.Candidates) }, ct).GetAwaiter().GetResult().DenseScores;
             var d = policy.Decide(scores);
-            string reason = conf is null ? d.Reason : F($"model unsure, {conf} < {policy.ModelConfidenceThreshold:F2}; {d.Reason}");
+            string reason = conf is null ? d.Reason : F($"model unsure, {conf} < {policy.ModelConfidenceThreshold:F3}; {d.Reason}");
             decision = new RetrievalDecision(o.Adaptive, d.Retrieve && result.Hits.Count > 0, Math.Min(d.Count, result.Hits.Count), reason, conf);
         }
         double retrievalMs = sw.Elapsed.TotalMilliseconds;

@@ -115,7 +115,7 @@ public sealed class RetrievalChatClient : DelegatingChatClient
         if (_confidence is not null) lock (_confidenceLock) confidence = _confidence.ConfidenceWithoutContext(question);
         if (confidence is double c && c >= policy.ModelConfidenceThreshold)
         {
-            decision = new RetrievalDecision(AdaptiveMode.Model, false, 0, Fmt($"no retrieval: model confidence {c:F2} >= {policy.ModelConfidenceThreshold:F2}"), null);
+            decision = new RetrievalDecision(AdaptiveMode.Model, false, 0, Fmt($"no retrieval: model confident, confidence {c:F3} >= {policy.ModelConfidenceThreshold:F3}"), null);
             situation = PromptSituation.NotNeeded;
         }
         else
@@ -128,7 +128,7 @@ public sealed class RetrievalChatClient : DelegatingChatClient
                 var scores = result.DenseScores.Count > 0 || _retriever.Passages.Count == 0 ? result.DenseScores
                     : (await _retriever.SearchAsync(question, _options.Retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, _options.Retrieval.Candidates) }, cancellationToken).ConfigureAwait(false)).DenseScores;
                 var d = policy.Decide(scores);
-                string reason = confidence is double u ? Fmt($"model unsure, confidence {u:F2} < {policy.ModelConfidenceThreshold:F2}; {d.Reason}") : d.Reason;
+                string reason = confidence is double u ? Fmt($"model unsure, confidence {u:F3} < {policy.ModelConfidenceThreshold:F3}; {d.Reason}") : d.Reason;
                 decision = new RetrievalDecision(_options.Adaptive, d.Retrieve && result.Hits.Count > 0, Math.Min(d.Count, result.Hits.Count), reason, null);
             }
             offered = decision.Retrieve ? result.Hits.Take(decision.Count).ToList() : [];
