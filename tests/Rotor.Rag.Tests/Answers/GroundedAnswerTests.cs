@@ -243,6 +243,13 @@ public sealed class GroundedAnswerTests(MiniLmFixture minilm, AnswerModelsFixtur
         Assert.Equal(PromptSituation.NothingRelevant, no.Prompt.Situation);
         Assert.Empty(no.Prompt.Sources);
         Assert.True(no.Complete("I do not know.", 4, FinishReason.Stop, 1).NoSourceUsed);
+
+        // BM25 has no cosines: a dense search supplies the scores, so the decision is the same.
+        using var lexical = new GroundedAnswerer(Models.Stories, retriever, new GroundedAnswerOptions { Adaptive = AdaptiveMode.Score, MaxAnswerTokens = 8, Retrieval = new RetrievalOptions { Mode = RetrievalMode.Lexical } });
+        var bm25 = lexical.Prepare("When did astronauts first land on the Moon?");
+        Assert.Equal(yes.Decision.Reason, bm25.Decision.Reason);
+        Assert.Equal("moon#0", bm25.Prompt.Sources[0].Hit.Passage.Id);
+        Assert.Null(bm25.Prompt.Sources[0].Hit.DenseScore);
     }
 
     [SharedLmFact("stories260K.bin", "tok512.bin", "llama3-tokenizer.model")]
