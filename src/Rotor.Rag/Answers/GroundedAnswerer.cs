@@ -107,7 +107,48 @@ public sealed record AnswerRecord(PreparedAnswer Prepared, string Answer, int Ge
         var d = p.Decision;
         w.WriteStartObject();
         w.WriteString("question", p.Question);
-        w.WriteStartObject("decision");
+        w.WritePropertyName("decision");
+        AnswerJson.WriteDecision(w, d);
+        w.WriteString("situation", p.Prompt.Situation switch { PromptSituation.Sources => "sources", PromptSituation.NothingRelevant => "nothing_relevant", _ => "not_needed" });
+        w.WriteStartArray("retrieved");
+        foreach (var h in p.Retrieved) AnswerJson.WriteHit(w, h);
+        w.WriteEndArray();
+        w.WriteStartArray("sources");
+        foreach (var s in Sources) AnswerJson.WriteSource(w, s, Cited.Any(x => x.Number == s.Number));
+        w.WriteEndArray();
+        w.WriteStartArray("omitted_for_budget");
+        foreach (var h in p.Prompt.Omitted) w.WriteStringValue(h.Passage.Id);
+        w.WriteEndArray();
+        w.WriteBoolean("no_source_used", NoSourceUsed);
+        w.WriteNumber("prompt_tokens", p.Prompt.TokenCount);
+        w.WriteNumber("context_length", p.Prompt.ContextLength);
+        w.WriteNumber("answer_tokens_reserved", p.Prompt.AnswerTokens);
+        w.WriteString("answer", Answer);
+        w.WriteNumber("generated_tokens", GeneratedTokens);
+        w.WriteString("finish", Finish.ToString().ToLowerInvariant());
+        w.WriteStartArray("citations");
+        foreach (var cit in Citations) AnswerJson.WriteCitation(w, cit);
+        w.WriteEndArray();
+        w.WriteStartObject("timings_ms");
+        w.WriteNumber("confidence", p.ConfidenceMilliseconds);
+        w.WriteNumber("retrieval", p.RetrievalMilliseconds);
+        w.WriteNumber("prompt", p.PromptMilliseconds);
+        w.WriteNumber("generation", GenerationMilliseconds);
+        w.WriteNumber("total", p.ConfidenceMilliseconds + p.RetrievalMilliseconds + p.PromptMilliseconds + GenerationMilliseconds);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+}
+
+/// <summary>The JSON shapes of <see cref="AnswerRecord.WriteJson"/>'s parts (snake_case keys), for callers that
+/// report sources, decisions and citations in their own documents (a server's response).</summary>
+public static class AnswerJson
+{
+    /// <summary><c>{"mode","retrieve","count","reason","confidence"?:{"mean_max_probability","mean_entropy","steps","closed_book_text"}}</c>.</summary>
+    public static void WriteDecision(Utf8JsonWriter w, RetrievalDecision d)
+    {
+        ArgumentNullException.ThrowIfNull(w); ArgumentNullException.ThrowIfNull(d);
+        w.WriteStartObject();
         w.WriteString("mode", d.Mode.ToString().ToLowerInvariant());
         w.WriteBoolean("retrieve", d.Retrieve);
         w.WriteNumber("count", d.Count);
@@ -122,63 +163,49 @@ public sealed record AnswerRecord(PreparedAnswer Prepared, string Answer, int Ge
             w.WriteEndObject();
         }
         w.WriteEndObject();
-        w.WriteString("situation", p.Prompt.Situation switch { PromptSituation.Sources => "sources", PromptSituation.NothingRelevant => "nothing_relevant", _ => "not_needed" });
-        w.WriteStartArray("retrieved");
-        foreach (var h in p.Retrieved) WriteHit(w, h, null, false);
-        w.WriteEndArray();
-        w.WriteStartArray("sources");
-        foreach (var s in Sources)
-        {
-            WriteHit(w, s.Hit, s, Cited.Any(x => x.Number == s.Number));
-        }
-        w.WriteEndArray();
-        w.WriteStartArray("omitted_for_budget");
-        foreach (var h in p.Prompt.Omitted) w.WriteStringValue(h.Passage.Id);
-        w.WriteEndArray();
-        w.WriteBoolean("no_source_used", NoSourceUsed);
-        w.WriteNumber("prompt_tokens", p.Prompt.TokenCount);
-        w.WriteNumber("context_length", p.Prompt.ContextLength);
-        w.WriteNumber("answer_tokens_reserved", p.Prompt.AnswerTokens);
-        w.WriteString("answer", Answer);
-        w.WriteNumber("generated_tokens", GeneratedTokens);
-        w.WriteString("finish", Finish.ToString().ToLowerInvariant());
-        w.WriteStartArray("citations");
-        foreach (var cit in Citations)
-        {
-            w.WriteStartObject();
-            w.WriteNumber("number", cit.Number);
-            w.WriteNumber("at", cit.Start);
-            if (cit.Source is { } s) w.WriteString("passage_id", s.Hit.Passage.Id); else w.WriteNull("passage_id");
-            w.WriteEndObject();
-        }
-        w.WriteEndArray();
-        w.WriteStartObject("timings_ms");
-        w.WriteNumber("confidence", p.ConfidenceMilliseconds);
-        w.WriteNumber("retrieval", p.RetrievalMilliseconds);
-        w.WriteNumber("prompt", p.PromptMilliseconds);
-        w.WriteNumber("generation", GenerationMilliseconds);
-        w.WriteNumber("total", p.ConfidenceMilliseconds + p.RetrievalMilliseconds + p.PromptMilliseconds + GenerationMilliseconds);
-        w.WriteEndObject();
+    }
+
+    /// <summary>A retrieval hit: <c>{"passage_id","document_id","title","section","score","dense_score"?}</c>.</summary>
+    public static void WriteHit(Utf8JsonWriter w, RetrievedPassage h)
+    {
+        ArgumentNullException.ThrowIfNull(w); ArgumentNullException.ThrowIfNull(h);
+        w.WriteStartObject();
+        HitFields(w, h);
         w.WriteEndObject();
     }
 
-    private static void WriteHit(Utf8JsonWriter w, RetrievedPassage h, AnswerSource? source, bool cited)
+    /// <summary>A prompt source: <c>{"number", the hit's fields, "text" (as given in the prompt), "truncated", "cited"}</c>.</summary>
+    public static void WriteSource(Utf8JsonWriter w, AnswerSource s, bool cited)
     {
+        ArgumentNullException.ThrowIfNull(w); ArgumentNullException.ThrowIfNull(s);
         w.WriteStartObject();
-        if (source is not null) w.WriteNumber("number", source.Number);
+        w.WriteNumber("number", s.Number);
+        HitFields(w, s.Hit);
+        w.WriteString("text", s.PromptText);
+        w.WriteBoolean("truncated", s.Truncated);
+        w.WriteBoolean("cited", cited);
+        w.WriteEndObject();
+    }
+
+    /// <summary>A citation: <c>{"number","at" (offset in the answer),"passage_id" (null when the number names no source)}</c>.</summary>
+    public static void WriteCitation(Utf8JsonWriter w, Citation c)
+    {
+        ArgumentNullException.ThrowIfNull(w); ArgumentNullException.ThrowIfNull(c);
+        w.WriteStartObject();
+        w.WriteNumber("number", c.Number);
+        w.WriteNumber("at", c.Start);
+        if (c.Source is { } s) w.WriteString("passage_id", s.Hit.Passage.Id); else w.WriteNull("passage_id");
+        w.WriteEndObject();
+    }
+
+    private static void HitFields(Utf8JsonWriter w, RetrievedPassage h)
+    {
         w.WriteString("passage_id", h.Passage.Id);
         w.WriteString("document_id", h.Passage.DocumentId);
         w.WriteString("title", h.Passage.Title);
         w.WriteString("section", h.Passage.Section);
         w.WriteNumber("score", h.Score);
         if (h.DenseScore is float ds) w.WriteNumber("dense_score", ds);
-        if (source is not null)
-        {
-            w.WriteString("text", source.PromptText);
-            w.WriteBoolean("truncated", source.Truncated);
-            w.WriteBoolean("cited", cited);
-        }
-        w.WriteEndObject();
     }
 }
 
