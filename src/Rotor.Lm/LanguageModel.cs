@@ -100,6 +100,22 @@ public sealed class LanguageModel : IDisposable
         return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
     }
 
+    /// <summary>Opens a model by name: <c>random:SHAPE</c> (random weights of a named shape, see
+    /// <see cref="RandomModel.Shape"/>: <c>random:2b4t</c>, <c>random:2b4t-4l</c>) or a path that <see cref="Load"/>
+    /// reads.</summary>
+    /// <exception cref="RotorException">The shape is unknown, or <see cref="Load"/> fails.</exception>
+    public static LanguageModel Open(string nameOrPath, LanguageModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(nameOrPath);
+        options ??= new LanguageModelOptions();
+        if (!nameOrPath.StartsWith("random:", StringComparison.Ordinal)) return Load(nameOrPath, options);
+        var config = RandomModel.Shape(nameOrPath["random:".Length..]);
+        var tokenizer = options.Tokenizer ?? TokenizerFiles.FromPath(options.TokenizerPath, config.VocabSize);
+        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+            throw new RotorException($"{options.TokenizerPath}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
+        return FromWeights(config, RandomModel.Create(config), options with { Tokenizer = tokenizer }, nameOrPath);
+    }
+
     /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code).</summary>
     public static LanguageModel FromWeights(ModelConfig config, ModelWeights weights, LanguageModelOptions? options = null, string source = "(in memory)")
     {

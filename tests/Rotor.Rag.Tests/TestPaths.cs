@@ -15,6 +15,9 @@ internal static class TestPaths
 
     public static string? SciFact => SharedData is { } d && Directory.Exists(Path.Combine(d, "beir-scifact")) ? Path.Combine(d, "beir-scifact") : null;
 
+    /// <summary>A file of the shared data's lm/ folder (language models and tokenizers), or null when absent.</summary>
+    public static string? SharedLm(string file) => Existing(SharedData is { } d ? Path.Combine(d, "lm") : null, file);
+
     public static string Reference(string name) => Path.Combine(AppContext.BaseDirectory, "Reference", name);
 
     private static string? Existing(string? dir, string file)
@@ -55,5 +58,16 @@ public sealed class SciFactFactAttribute : FactAttribute
     {
         if (TestPaths.SciFact is null)
             Skip = $"BEIR SciFact not found under {TestPaths.SharedData ?? "../shared/data (no Rotor.sln above the test assembly)"}/beir-scifact";
+    }
+}
+
+/// <summary>A fact that skips, saying why, when a file of the shared data's lm/ folder is absent.</summary>
+public sealed class SharedLmFactAttribute : FactAttribute
+{
+    /// <summary>Skips unless every named file exists under the shared data's lm/ folder.</summary>
+    public SharedLmFactAttribute(params string[] files)
+    {
+        foreach (string f in files)
+            if (TestPaths.SharedLm(f) is null) { Skip = $"{f} not found under {TestPaths.SharedData ?? "../shared/data (no Rotor.sln above the test assembly)"}/lm (or set ROTOR_SHARED_DATA)"; return; }
     }
 }

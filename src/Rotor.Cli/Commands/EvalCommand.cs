@@ -5,7 +5,7 @@ namespace Rotor.Cli.Commands;
 /// <summary>
 /// <c>rotor eval</c>, a group of measurements on real data: <c>model</c> (a trained classifier's accuracy),
 /// <c>retrieval</c>, <c>quality</c>, <c>latency</c> (<see cref="EvalRetrievalCommand"/>) and <c>embedding</c>
-/// (<see cref="EvalEmbeddingCommand"/>). The group takes no argument of its own, so that each subcommand's usage reads
+/// (<see cref="EvalEmbeddingCommand"/>) and <c>confidence</c> (<see cref="AskCommand.CreateEvalConfidence"/>). The group takes no argument of its own, so that each subcommand's usage reads
 /// <c>rotor eval NAME [options]</c>.
 /// </summary>
 internal static class EvalCommand
@@ -19,6 +19,7 @@ internal static class EvalCommand
         eval.Subcommands.Add(EvalRetrievalCommand.Quality());
         eval.Subcommands.Add(EvalRetrievalCommand.Latency());
         eval.Subcommands.Add(EvalEmbeddingCommand.Create());
+        eval.Subcommands.Add(AskCommand.CreateEvalConfidence());
         return eval;
     }
 }

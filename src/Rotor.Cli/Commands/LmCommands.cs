@@ -27,18 +27,12 @@ internal static class LmCommands
         return o;
     }
 
-    private static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
+    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
         DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
         var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head };
-        LanguageModel model;
-        if (path.StartsWith("random:", StringComparison.Ordinal))
-        {
-            var config = RandomModel.Shape(path["random:".Length..]);
-            model = LanguageModel.FromWeights(config, RandomModel.Create(config), options, path);
-        }
-        else model = LanguageModel.Load(path, options);
+        var model = LanguageModel.Open(path, options);
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {model.Backend.Name}"));
         return model;
