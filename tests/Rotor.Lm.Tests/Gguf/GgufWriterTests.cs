@@ -301,13 +301,15 @@ public sealed class GgufWriterTests : IDisposable
 
     /// <summary>
     /// Re-encodes the tiny model with Rotor's writer (TQ1_0, TQ2_0, I2_S) and checks the files read back. When
-    /// ROTOR_GGUF_WRITE_DIR is set the files are kept there, for checks with llama.cpp's own readers (README.md).
+    /// ROTOR_GGUF_WRITE_DIR is set the files are kept there, for checks with llama.cpp's own readers (README.md), and
+    /// ROTOR_GGUF_WRITE_ARCH, if set, names the architecture (its keys renamed) so that older tools load them.
     /// </summary>
     [Fact]
     public void RotorWritesTheTinyModelInEveryTernaryType()
     {
         string dir = Environment.GetEnvironmentVariable("ROTOR_GGUF_WRITE_DIR") is { Length: > 0 } d ? d : _dir;
         using var f = GgufFile.Open(GgufFixtureTests.Fixture("bitnet-tiny-f32.gguf"));
+        string arch = f.Architecture!, newArch = Environment.GetEnvironmentVariable("ROTOR_GGUF_WRITE_ARCH") is { Length: > 0 } a ? a : arch;
         foreach (GgmlType type in new[] { GgmlType.TQ1_0, GgmlType.TQ2_0, GgmlType.I2_S })
         {
             var w = new GgufWriter();
@@ -315,8 +317,9 @@ public sealed class GgufWriterTests : IDisposable
             {
                 var (vt, element) = f.TypeOf(key);
                 // llama.cpp's file types: 36 MOSTLY_TQ1_0, 37 MOSTLY_TQ2_0; bitnet.cpp's 40 MOSTLY_I2_S
-                object v = key == "general.file_type" ? type switch { GgmlType.TQ1_0 => 36L, GgmlType.TQ2_0 => 37L, _ => 40L } : value;
-                w.Add(key, vt, v, element);
+                object v = key == "general.file_type" ? type switch { GgmlType.TQ1_0 => 36L, GgmlType.TQ2_0 => 37L, _ => 40L }
+                    : key == "general.architecture" ? newArch : value;
+                w.Add(key.StartsWith(arch + ".", StringComparison.Ordinal) ? newArch + key[arch.Length..] : key, vt, v, element);
             }
             foreach (var t in f.Tensors)
             {
