@@ -66,7 +66,7 @@ public sealed class LmCommandTests
         try
         {
             string outFile = Path.Combine(dir, "tiny-i2_s.gguf");
-            var c = Rotor("convert", Fixture("bitnet-tiny-f32.gguf"), "--type", "i2_s", "--arch", "bitnet", "-o", outFile);
+            var c = Rotor("convert", Fixture("bitnet-tiny-f32.gguf"), "--type", "i2_s", "-o", outFile);
             Assert.True(c.Code == 0, c.Out);
             string a = Path.Combine(dir, "a.json"), b = Path.Combine(dir, "b.json");
             Assert.Equal(0, Rotor("logits", outFile, "--ids", "1,2,3,300", "--json", a).Code);
