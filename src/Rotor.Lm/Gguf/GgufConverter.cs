@@ -129,21 +129,22 @@ public static class GgufConverter
         }
 
         Dense("token_embd.weight", w.Embedding, options.EmbeddingType);
+        var names = LayerTensorNames.Gguf;
         for (int l = 0; l < w.Layers.Length; l++)
         {
             var L = w.Layers[l];
-            string p = $"blk.{l}.";
-            Vector(p + "attn_norm.weight", L.AttnNorm);
-            Linear(p + "attn_q.weight", L.Wq, c.Heads);
-            Linear(p + "attn_k.weight", L.Wk, c.KvHeads);
-            Linear(p + "attn_v.weight", L.Wv);
-            Linear(p + "attn_output.weight", L.Wo);
-            if (L.AttnSubNorm is { } asn) Vector(p + "attn_sub_norm.weight", asn);
-            Vector(p + "ffn_norm.weight", L.FfnNorm);
-            Linear(p + "ffn_gate.weight", L.WGate);
-            Linear(p + "ffn_up.weight", L.WUp);
-            Linear(p + "ffn_down.weight", L.WDown);
-            if (L.FfnSubNorm is { } fsn) Vector(p + "ffn_sub_norm.weight", fsn);
+            string N(string pattern) => string.Format(System.Globalization.CultureInfo.InvariantCulture, pattern, l);
+            Vector(N(names.AttnNorm), L.AttnNorm);
+            Linear(N(names.Wq), L.Wq, c.Heads);
+            Linear(N(names.Wk), L.Wk, c.KvHeads);
+            Linear(N(names.Wv), L.Wv);
+            Linear(N(names.Wo), L.Wo);
+            if (L.AttnSubNorm is { } asn) Vector(N(names.AttnSubNorm), asn);
+            Vector(N(names.FfnNorm), L.FfnNorm);
+            Linear(N(names.WGate), L.WGate);
+            Linear(N(names.WUp), L.WUp);
+            Linear(N(names.WDown), L.WDown);
+            if (L.FfnSubNorm is { } fsn) Vector(N(names.FfnSubNorm), fsn);
         }
         Vector("output_norm.weight", w.FinalNorm);
         if (!ReferenceEquals(w.LmHead, w.Embedding)) Dense("output.weight", w.LmHead, options.EmbeddingType);

@@ -134,25 +134,7 @@ public static class GgufLoader
             return new LinearWeights(m);
         }
 
-        var layers = new LayerWeights[c.Layers];
-        for (int l = 0; l < c.Layers; l++)
-        {
-            string p = $"blk.{l}.";
-            layers[l] = new LayerWeights
-            {
-                AttnNorm = Vector(p + "attn_norm.weight", c.Dim),
-                Wq = Linear(p + "attn_q.weight", c.QDim, c.Dim),
-                Wk = Linear(p + "attn_k.weight", c.KvDim, c.Dim),
-                Wv = Linear(p + "attn_v.weight", c.KvDim, c.Dim),
-                Wo = Linear(p + "attn_output.weight", c.Dim, c.QDim),
-                AttnSubNorm = c.SubNorms ? Vector(p + "attn_sub_norm.weight", c.QDim) : null,
-                FfnNorm = Vector(p + "ffn_norm.weight", c.Dim),
-                WGate = Linear(p + "ffn_gate.weight", c.FfnDim, c.Dim),
-                WUp = Linear(p + "ffn_up.weight", c.FfnDim, c.Dim),
-                WDown = Linear(p + "ffn_down.weight", c.Dim, c.FfnDim),
-                FfnSubNorm = c.SubNorms ? Vector(p + "ffn_sub_norm.weight", c.FfnDim) : null,
-            };
-        }
+        var layers = LayerTensorNames.Gguf.BuildLayers(c, Vector, Linear);
         var embedding = Dense(Tensor("token_embd.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
         var head = c.TiedEmbeddings ? embedding : Dense(Tensor("output.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
         var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head };

@@ -148,25 +148,7 @@ public static class HuggingFaceLoader
             return new LinearWeights(Unpack(st, t, name, rows, cols, form.Value));
         }
 
-        var layers = new LayerWeights[c.Layers];
-        for (int l = 0; l < c.Layers; l++)
-        {
-            string p = $"model.layers.{l}.";
-            layers[l] = new LayerWeights
-            {
-                AttnNorm = Vector(p + "input_layernorm.weight", c.Dim),
-                Wq = Linear(p + "self_attn.q_proj.weight", c.QDim, c.Dim),
-                Wk = Linear(p + "self_attn.k_proj.weight", c.KvDim, c.Dim),
-                Wv = Linear(p + "self_attn.v_proj.weight", c.KvDim, c.Dim),
-                Wo = Linear(p + "self_attn.o_proj.weight", c.Dim, c.QDim),
-                AttnSubNorm = c.SubNorms ? Vector(p + "self_attn.attn_sub_norm.weight", c.QDim) : null,
-                FfnNorm = Vector(p + "post_attention_layernorm.weight", c.Dim),
-                WGate = Linear(p + "mlp.gate_proj.weight", c.FfnDim, c.Dim),
-                WUp = Linear(p + "mlp.up_proj.weight", c.FfnDim, c.Dim),
-                WDown = Linear(p + "mlp.down_proj.weight", c.Dim, c.FfnDim),
-                FfnSubNorm = c.SubNorms ? Vector(p + "mlp.ffn_sub_norm.weight", c.FfnDim) : null,
-            };
-        }
+        var layers = LayerTensorNames.HuggingFace.BuildLayers(c, Vector, Linear);
         var embedding = Matrix("model.embed_tokens.weight", c.VocabSize, c.Dim);
         bool tied = c.TiedEmbeddings || !st.Contains("lm_head.weight");
         var weights = new ModelWeights

@@ -58,6 +58,47 @@ public sealed class LayerWeights
         [("attn_q", Wq), ("attn_k", Wk), ("attn_v", Wv), ("attn_output", Wo), ("ffn_gate", WGate), ("ffn_up", WUp), ("ffn_down", WDown)];
 }
 
+/// <summary>The names of one layer's tensors in a file format, with <c>{0}</c> for the layer index: the one place each
+/// format's naming is written down (loaders and the GGUF writer read it).</summary>
+public sealed record LayerTensorNames(string AttnNorm, string Wq, string Wk, string Wv, string Wo, string AttnSubNorm,
+    string FfnNorm, string WGate, string WUp, string WDown, string FfnSubNorm)
+{
+    /// <summary>llama.cpp's GGUF names (<c>blk.N.attn_q.weight</c> ...).</summary>
+    public static LayerTensorNames Gguf { get; } = new("blk.{0}.attn_norm.weight", "blk.{0}.attn_q.weight", "blk.{0}.attn_k.weight",
+        "blk.{0}.attn_v.weight", "blk.{0}.attn_output.weight", "blk.{0}.attn_sub_norm.weight", "blk.{0}.ffn_norm.weight",
+        "blk.{0}.ffn_gate.weight", "blk.{0}.ffn_up.weight", "blk.{0}.ffn_down.weight", "blk.{0}.ffn_sub_norm.weight");
+
+    /// <summary>Hugging Face's <c>LlamaForCausalLM</c> / <c>BitNetForCausalLM</c> names.</summary>
+    public static LayerTensorNames HuggingFace { get; } = new("model.layers.{0}.input_layernorm.weight",
+        "model.layers.{0}.self_attn.q_proj.weight", "model.layers.{0}.self_attn.k_proj.weight", "model.layers.{0}.self_attn.v_proj.weight",
+        "model.layers.{0}.self_attn.o_proj.weight", "model.layers.{0}.self_attn.attn_sub_norm.weight",
+        "model.layers.{0}.post_attention_layernorm.weight", "model.layers.{0}.mlp.gate_proj.weight", "model.layers.{0}.mlp.up_proj.weight",
+        "model.layers.{0}.mlp.down_proj.weight", "model.layers.{0}.mlp.ffn_sub_norm.weight");
+
+    /// <summary>Builds every layer of <paramref name="c"/> by reading vectors (name, length) and linear layers
+    /// (name, out, in) under these names.</summary>
+    public LayerWeights[] BuildLayers(ModelConfig c, Func<string, int, float[]> vector, Func<string, int, int, LinearWeights> linear)
+    {
+        ArgumentNullException.ThrowIfNull(c); ArgumentNullException.ThrowIfNull(vector); ArgumentNullException.ThrowIfNull(linear);
+        var layers = new LayerWeights[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string N(string pattern) => string.Format(System.Globalization.CultureInfo.InvariantCulture, pattern, l);
+            layers[l] = new LayerWeights
+            {
+                AttnNorm = vector(N(AttnNorm), c.Dim),
+                Wq = linear(N(Wq), c.QDim, c.Dim), Wk = linear(N(Wk), c.KvDim, c.Dim), Wv = linear(N(Wv), c.KvDim, c.Dim),
+                Wo = linear(N(Wo), c.Dim, c.QDim),
+                AttnSubNorm = c.SubNorms ? vector(N(AttnSubNorm), c.QDim) : null,
+                FfnNorm = vector(N(FfnNorm), c.Dim),
+                WGate = linear(N(WGate), c.FfnDim, c.Dim), WUp = linear(N(WUp), c.FfnDim, c.Dim), WDown = linear(N(WDown), c.Dim, c.FfnDim),
+                FfnSubNorm = c.SubNorms ? vector(N(FfnSubNorm), c.FfnDim) : null,
+            };
+        }
+        return layers;
+    }
+}
+
 /// <summary>All weights of a decoder-only model (the run state and the cache live elsewhere).</summary>
 public sealed class ModelWeights
 {
