@@ -27,7 +27,7 @@ internal static class LmCommands
         return o;
     }
 
-    private static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
+    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
         DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
