@@ -12,7 +12,9 @@ namespace Rotor.Server;
 /// </summary>
 public sealed class ServerMetrics : ISchedulerObserver
 {
-    private readonly Counter _requests, _generated, _prefilled, _steps;
+    private readonly Counter _requests, _generated, _prefilled, _steps, _ends;
+    private readonly long[] _endCounts = new long[Enum.GetValues<GenerationEnd>().Length];
+    private int _largestBatch;
     private readonly Summary _ttft, _perToken, _duration, _batch;
     private readonly Gauge _queue, _active, _tokensPerSecond;
     private long _lastTokens = 0, _lastTicks = Stopwatch.GetTimestamp();
@@ -31,6 +33,7 @@ public sealed class ServerMetrics : ISchedulerObserver
         _requests = f.CreateCounter("rotor_http_requests_total", "HTTP requests by endpoint and status code.", new CounterConfiguration { LabelNames = ["endpoint", "status"] });
         _generated = f.CreateCounter("rotor_generated_tokens_total", "Tokens generated.");
         _prefilled = f.CreateCounter("rotor_prompt_tokens_total", "Prompt tokens prefilled.");
+        _ends = f.CreateCounter("rotor_generations_total", "Generations by how they ended (stop, length, contextfull, cancelled, timedout, shutdown, failed).", new CounterConfiguration { LabelNames = ["end"] });
         _steps = f.CreateCounter("rotor_decode_steps_total", "Scheduler steps that decoded at least one sequence.");
         _ttft = f.CreateSummary("rotor_time_to_first_token_seconds", "From submission to the first generated token.", q);
         _perToken = f.CreateSummary("rotor_time_per_output_token_seconds", "Mean time between output tokens of a request, after the first.", q);
@@ -55,6 +58,12 @@ public sealed class ServerMetrics : ISchedulerObserver
     /// <summary>The scheduler whose queue and batch are reported.</summary>
     public GenerationScheduler? Scheduler { get; set; }
 
+    /// <summary>Generations that ended with <paramref name="end"/> so far.</summary>
+    public long Ended(GenerationEnd end) => Interlocked.Read(ref _endCounts[(int)end]);
+
+    /// <summary>The most sequences one batched step has decoded so far.</summary>
+    public int LargestBatch => Volatile.Read(ref _largestBatch);
+
     /// <summary>Counts a finished HTTP request.</summary>
     public void Request(string endpoint, int status) => _requests.WithLabels(endpoint, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
 
@@ -63,12 +72,15 @@ public sealed class ServerMetrics : ISchedulerObserver
     {
         if (prefilled > 0) _prefilled.Inc(prefilled);
         if (decoded > 0) { _steps.Inc(); _batch.Observe(decoded); }
+        if (decoded > _largestBatch) Volatile.Write(ref _largestBatch, decoded);
     }
 
     /// <inheritdoc/>
     public void Finished(GenerationOutcome outcome)
     {
         int n = outcome.Ids.Count;
+        _ends.WithLabels(outcome.End.ToString().ToLowerInvariant()).Inc();
+        Interlocked.Increment(ref _endCounts[(int)outcome.End]);
         _generated.Inc(n);
         Interlocked.Add(ref _tokens, n);
         if (outcome.TimeToFirstToken is { } t)

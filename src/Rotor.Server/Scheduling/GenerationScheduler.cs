@@ -370,9 +370,10 @@ public sealed class GenerationScheduler : IDisposable
         s.Registration.Dispose();
         var outcome = new GenerationOutcome(end, s.Request.PromptIds.Count, s.Ids.ToArray(), s.Text.ToString(0, s.Emitted),
             s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error);
+        // Counted before the caller can see the outcome, so metrics never lag an answered request.
+        _observer?.Finished(outcome);
         s.Writer.TryComplete();
         s.Done.TrySetResult(outcome);
-        _observer?.Finished(outcome);
     }
 
     private KvCache RentCache()
