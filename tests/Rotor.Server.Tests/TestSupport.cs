@@ -58,9 +58,12 @@ internal static class Models
 
     /// <summary>A small BitNet b1.58 model (ternary layers, sub-norms, squared ReLU) with random weights and the tok512
     /// tokenizer, so that text goes in and out.</summary>
-    public static LanguageModel RandomBitNet()
+    /// <param name="large">Wider and deeper (some milliseconds a token: slow enough to cancel mid-generation).</param>
+    public static LanguageModel RandomBitNet(bool large = false)
     {
-        var config = RandomModel.BitNet2B4T with { Dim = 256, Layers = 3, Heads = 4, KvHeads = 2, HeadDim = 64, FfnDim = 512, VocabSize = 512, ContextLength = 512 };
+        var config = large
+            ? RandomModel.BitNet2B4T with { Dim = 1024, Layers = 8, Heads = 8, KvHeads = 2, HeadDim = 128, FfnDim = 2816, VocabSize = 512, ContextLength = 1024 }
+            : RandomModel.BitNet2B4T with { Dim = 256, Layers = 3, Heads = 4, KvHeads = 2, HeadDim = 64, FfnDim = 512, VocabSize = 512, ContextLength = 512 };
         var tok = TokenizerFiles(TestPaths.SharedLm(TestPaths.Tok512)!);
         return LanguageModel.FromWeights(config, RandomModel.Create(config, seed: 7), new LanguageModelOptions { Tokenizer = tok, Threads = 1 }, "random-bitnet");
     }
