@@ -320,6 +320,16 @@ public sealed class GenerationScheduler : IDisposable
     /// context; else the token is pending for the next batched step.</summary>
     private void Advance(Sequence s, ReadOnlySpan<float> logits)
     {
+        // A failure in one sequence's sampling or text (an id the tokenizer lacks) ends that sequence only.
+        try { AdvanceCore(s, logits); }
+        catch (Exception e) when (e is RotorException or ArgumentException or IndexOutOfRangeException or InvalidOperationException)
+        {
+            lock (_lock) Finish(s, GenerationEnd.Failed, e.Message);
+        }
+    }
+
+    private void AdvanceCore(Sequence s, ReadOnlySpan<float> logits)
+    {
         var o = s.Request.Options;
         if (s.Ids.Count >= o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
         int next = s.Sampler.Sample(logits, CollectionsMarshal.AsSpan(s.History));
