@@ -26,9 +26,13 @@ try
     string modelId;
     if (opts.Serve is { } path)
     {
-        model = path.StartsWith("random:", StringComparison.Ordinal)
-            ? LanguageModel.FromWeights(RandomModel.Shape(path[7..]), RandomModel.Create(RandomModel.Shape(path[7..])), new LanguageModelOptions { TokenizerPath = opts.Tokenizer }, path)
-            : LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = opts.Tokenizer });
+        if (path.StartsWith("random:", StringComparison.Ordinal))
+        {
+            var config = RandomModel.Shape(path["random:".Length..]);
+            var tok = opts.Tokenizer is null ? null : Rotor.Lm.Tokenizers.TokenizerLoader.Load(opts.Tokenizer, config.VocabSize);
+            model = LanguageModel.FromWeights(config, RandomModel.Create(config), new LanguageModelOptions { Tokenizer = tok }, path);
+        }
+        else model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = opts.Tokenizer });
         modelId = "bench";
         server = new RotorServer(model, new RotorServerOptions
         {

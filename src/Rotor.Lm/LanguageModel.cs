@@ -100,8 +100,7 @@ public sealed class LanguageModel : IDisposable
         return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
     }
 
-    /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code), with the
-    /// tokenizer of <see cref="LanguageModelOptions.Tokenizer"/> or <see cref="LanguageModelOptions.TokenizerPath"/>.</summary>
+    /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code).</summary>
     public static LanguageModel FromWeights(ModelConfig config, ModelWeights weights, LanguageModelOptions? options = null, string source = "(in memory)")
     {
         ArgumentNullException.ThrowIfNull(config); ArgumentNullException.ThrowIfNull(weights);
@@ -109,8 +108,7 @@ public sealed class LanguageModel : IDisposable
         config.Validate(source);
         weights.Validate(config, source);
         if (options.LmHeadType is { } ht && ht != weights.LmHead.Type) weights = Reheaded(weights, ht);
-        var tokenizer = options.Tokenizer ?? TokenizerFiles.FromPath(options.TokenizerPath, config.VocabSize);
-        return new LanguageModel(source, "memory", config, weights, tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0);
+        return new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0);
     }
 
     /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).</summary>

@@ -143,14 +143,15 @@ public sealed class LimitsTests
     [StoriesFact]
     public async Task AFloodBeyondTheQueueGets429AndNothingIsLostOrAnsweredTwice()
     {
-        using var model = Models.RandomBitNet();
+        // The larger model takes long enough a request that the whole flood arrives while the first ones decode.
+        using var model = Models.RandomBitNet(large: true);
         var tok = model.RequireTokenizer();
         const int maxBatch = 2, queue = 3, clients = 24;
         await using var s = await Served.StartAsync(model, new RotorServerOptions { ModelId = "m", Scheduler = new SchedulerOptions { MaxBatch = maxBatch, QueueLimit = queue, ContextLength = 512 } });
         string Prompt(int i) => "Story number " + i;
         var tasks = Enumerable.Range(0, clients).Select(async i =>
         {
-            var (status, body) = await s.PostJsonAsync("v1/completions", $$"""{"model":"m","prompt":{{J.S(Prompt(i))}},"max_tokens":150,"temperature":0}""");
+            var (status, body) = await s.PostJsonAsync("v1/completions", $$"""{"model":"m","prompt":{{J.S(Prompt(i))}},"max_tokens":100,"temperature":0}""");
             return (i, status, body);
         }).ToArray();
         var results = await Task.WhenAll(tasks);
@@ -168,7 +169,7 @@ public sealed class LimitsTests
         Assert.Equal(ok.Length, ok.Select(r => r.body.GetProperty("id").GetString()).Distinct().Count());
         foreach (var r in ok)
         {
-            var alone = Models.Direct(model, tok.Encode(Prompt(r.i), addBos: true), new GenerationOptions { MaxTokens = 150, Sampling = SamplingOptions.Greedy }, 512);
+            var alone = Models.Direct(model, tok.Encode(Prompt(r.i), addBos: true), new GenerationOptions { MaxTokens = 100, Sampling = SamplingOptions.Greedy }, 512);
             Assert.Equal(alone.Text, r.body.GetProperty("choices")[0].GetProperty("text").GetString());
         }
         long generations = Enum.GetValues<GenerationEnd>().Sum(e => s.Server.Metrics.Ended(e));
@@ -178,6 +179,24 @@ public sealed class LimitsTests
         Assert.Contains($"rotor_http_requests_total{{endpoint=\"completions\",status=\"200\"}} {ok.Length}", metrics);
         // And it keeps serving.
         Assert.Equal(200, (await s.PostJsonAsync("v1/chat/completions", Good)).Status);
+    }
+
+    [StoriesFact]
+    public async Task ARequestPastItsTimeLimitGets504OrAnErrorEvent()
+    {
+        using var model = Models.RandomBitNet(large: true);
+        await using var s = await Served.StartAsync(model, new RotorServerOptions
+        {
+            ModelId = "m", Scheduler = new SchedulerOptions { ContextLength = 1024, RequestTimeout = TimeSpan.FromMilliseconds(300) },
+        });
+        string body = """{"model":"m","prompt":"The","max_tokens":1000,"temperature":0""";
+        AssertError(504, "timeout", null, await s.PostJsonAsync("v1/completions", body + "}"), "timed out");
+        var (status, events) = await s.PostStreamAsync("v1/completions", body + ""","stream":true}""");
+        Assert.Equal(200, status);
+        Assert.Equal("[DONE]", events[^1]);
+        Assert.Equal("timeout", JsonDocument.Parse(events[^2]).RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(2, s.Server.Metrics.Ended(GenerationEnd.TimedOut));
+        Assert.Equal(0, s.Server.Scheduler.ActiveCount);
     }
 
     [StoriesFact]
