@@ -100,7 +100,7 @@ public interface ISchedulerObserver
 
 /// <summary>
 /// Owns a model and decodes every request on one thread with continuous batching. Requests wait in a bounded FIFO
-/// queue; a free slot takes the oldest. Each step prefills one chunk of the oldest sequence still reading its prompt,
+/// queue; a free slot takes the oldest. Each step prefills up to one chunk of prompt tokens (oldest sequence first),
 /// then runs <see cref="Rotor.Lm.Decoder.ForwardBatch"/> once over every sequence that has a token to decode (one GEMM a
 /// projection) and samples each row with that sequence's own <see cref="Sampler"/>. A sequence leaves the batch the
 /// step it ends (stop, budget, context, cancellation, timeout) and its key/value cache goes back to a pool.
@@ -122,6 +122,7 @@ public sealed class GenerationScheduler : IDisposable
     private readonly int[] _batchTokens;
     private readonly List<KvCache> _batchCaches = [];
     private readonly List<Sequence> _batchSeqs = [];
+    private readonly List<Sequence> _reading = [];
     private readonly ISchedulerObserver? _observer;
     private volatile bool _accepting = true;
     private volatile bool _cancelAll;
@@ -272,21 +273,24 @@ public sealed class GenerationScheduler : IDisposable
         }
 
         var sw = Stopwatch.StartNew();
-        // Prefill: one chunk of the oldest sequence still reading its prompt.
+        // Prefill: up to PrefillChunk prompt tokens a step, oldest sequence first (several short prompts share a step;
+        // a long one is split), so prompts never stall the decoding sequences for more than one chunk.
         int prefilled = 0;
-        Sequence? reading = null;
-        foreach (var s in _active) if (s.Prefilled < s.Request.PromptIds.Count) { reading = s; break; }
-        if (reading is not null)
+        _reading.Clear();
+        foreach (var s in _active) if (s.Prefilled < s.Request.PromptIds.Count) _reading.Add(s);
+        foreach (var reading in _reading)
         {
+            int budget = _o.PrefillChunk - prefilled;
+            if (budget <= 0) break;
             var prompt = reading.Request.PromptIds;
-            int n = Math.Min(_o.PrefillChunk, prompt.Count - reading.Prefilled);
+            int n = Math.Min(budget, prompt.Count - reading.Prefilled);
             int[] chunk = new int[n];
             for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
             try
             {
                 var logits = _decoder.Forward(chunk, reading.Cache!);
                 reading.Prefilled += n;
-                prefilled = n;
+                prefilled += n;
                 if (reading.Prefilled == prompt.Count) Advance(reading, logits);
             }
             catch (RotorException e) { lock (_lock) Finish(reading, GenerationEnd.Failed, e.Message); }
@@ -303,11 +307,11 @@ public sealed class GenerationScheduler : IDisposable
             try
             {
                 _decoder.ForwardBatch(_batchTokens.AsSpan(0, decoded), _batchCaches, _logits);
-                for (int b = 0; b < decoded; b++)
-                {
-                    _batchSeqs[b].Pending = -1;
-                    Advance(_batchSeqs[b], _logits.AsSpan(b * v, v));
-                }
+                foreach (var s in _batchSeqs) s.Pending = -1;
+                // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
+                // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
+                if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
+                else Parallel.For(0, decoded, b => Advance(_batchSeqs[b], _logits.AsSpan(b * v, v)));
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
         }
