@@ -259,6 +259,7 @@ public sealed class RotorServer : IAsyncDisposable
         var (gen, askedMax) = MapOptions(req);
         IReadOnlyList<int> prompt;
         List<SourceDto>? sources = null;
+        string? decision = null;
         if (grounded)
         {
             var grounding = _grounding ?? throw new ApiException(400, "retrieval-grounded chat needs an index: start rotor serve with --index DIR", param: "retrieval", code: "retrieval_unavailable");
@@ -268,10 +269,11 @@ public sealed class RotorServer : IAsyncDisposable
             int reserve = Math.Min(askedMax ?? _o.DefaultMaxTokens, _o.Scheduler.ContextLength / 2);
             var g = await grounding.GroundAsync(messages, new GroundingRequest(top, mode, reserve), _o.Scheduler.ContextLength, ctx.RequestAborted).ConfigureAwait(false);
             prompt = g.PromptIds;
+            decision = g.Decision;
             sources = [.. g.Sources.Select(s => new SourceDto { Number = s.Number, Id = s.PassageId, Title = s.Title, Section = s.Section, Text = s.Text, Score = s.Score })];
         }
         else prompt = template.Render(messages, addGenerationPrompt: true);
-        await GenerateAsync(ctx, req, prompt, gen, askedMax, chat: true, sources).ConfigureAwait(false);
+        await GenerateAsync(ctx, req, prompt, gen, askedMax, chat: true, sources, decision).ConfigureAwait(false);
     }
 
     private async Task CompletionsAsync(HttpContext ctx)
@@ -283,7 +285,7 @@ public sealed class RotorServer : IAsyncDisposable
         if (req.Prompt.Count > 1) throw ApiException.Invalid("prompt", "one prompt a request: send the others as separate requests (they are batched together)");
         if (req.Prompt[0].Length == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
         var (gen, askedMax) = MapOptions(req);
-        await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null).ConfigureAwait(false);
+        await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null, null).ConfigureAwait(false);
     }
 
     /// <summary>True when the id names grounded chat; throws 404 for an unknown model.</summary>
@@ -324,7 +326,7 @@ public sealed class RotorServer : IAsyncDisposable
         return (new GenerationOptions { MaxTokens = max ?? _o.DefaultMaxTokens, Sampling = s, Stop = stop }, max);
     }
 
-    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources)
+    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision)
     {
         int ctxLen = _o.Scheduler.ContextLength;
         string promptParam = chat ? "messages" : "prompt";
@@ -350,7 +352,7 @@ public sealed class RotorServer : IAsyncDisposable
                 await WriteJson(ctx, new CompletionResponseDto
                 {
                     Id = id, Object = chat ? "chat.completion" : "text_completion", Created = created, Model = model, Choices = [choice],
-                    Usage = Usage(outcome), Sources = sources,
+                    Usage = Usage(outcome), Sources = sources, RetrievalDecision = decision,
                 }, ServerJson.Default.CompletionResponseDto).ConfigureAwait(false);
                 return;
             }
@@ -364,7 +366,7 @@ public sealed class RotorServer : IAsyncDisposable
                 var c = new ChoiceDto { FinishReason = finish };
                 if (chat) c.Delta = new ResponseMessageDto { Role = first ? "assistant" : null, Content = text ?? (first ? "" : null) };
                 else c.Text = text ?? "";
-                return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null };
+                return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null, RetrievalDecision = first ? decision : null };
             }
             if (chat) await SendEvent(ctx, Chunk(null, null, first: true)).ConfigureAwait(false);
             else await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);

@@ -105,6 +105,7 @@ public sealed class ClientTests(RagFixture f)
         var (status, j) = await s.PostJsonAsync("v1/chat/completions", body + "}");
         Assert.Equal(200, status);
         var sources = j.GetProperty("sources").EnumerateArray().ToArray();
+        Assert.StartsWith("retrieved ", j.GetProperty("retrieval_decision").GetString());
         Assert.NotEmpty(sources);
         var passages = DemoCorpus.Passages.ToDictionary(p => p.Id);
         for (int i = 0; i < sources.Length; i++)

@@ -138,6 +138,8 @@ public sealed class CompletionResponseDto
     [JsonPropertyName("usage"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public UsageDto? Usage { get; set; }
     /// <summary>Rotor: the passages of a grounded answer.</summary>
     [JsonPropertyName("sources"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public List<SourceDto>? Sources { get; set; }
+    /// <summary>Rotor: why the grounded answer retrieved what it did, in one line.</summary>
+    [JsonPropertyName("retrieval_decision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? RetrievalDecision { get; set; }
 }
 
 /// <summary>POST /v1/embeddings.</summary>

@@ -19,7 +19,7 @@ public sealed record GroundingSource(int Number, string PassageId, string Title,
 /// <param name="PromptIds">The prompt, ending with the assistant's turn opened.</param>
 /// <param name="Sources">The passages the prompt holds, by number (empty when nothing relevant was found).</param>
 /// <param name="Decision">Why retrieval happened or not, in one line (shown to the client), or null.</param>
-public sealed record GroundedPrompt(IReadOnlyList<int> PromptIds, IReadOnlyList<GroundingSource> Sources, string? Decision);
+public sealed record GroundedChatPrompt(IReadOnlyList<int> PromptIds, IReadOnlyList<GroundingSource> Sources, string? Decision);
 
 /// <summary>What a chat request asks of retrieval.</summary>
 /// <param name="Top">Passages to retrieve at most.</param>
@@ -37,7 +37,7 @@ public interface IChatGrounding
 {
     /// <summary>The prompt for <paramref name="messages"/> (role, content) with retrieved passages, within
     /// <paramref name="contextLength"/> positions less <see cref="GroundingRequest.ReserveTokens"/>.</summary>
-    Task<GroundedPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken);
+    Task<GroundedChatPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -51,7 +51,7 @@ public sealed class RetrieverGrounding(Retriever retriever, ChatTemplate templat
     public const string Instruction = "Answer the question using only the numbered passages below. Cite the passages you use as [1], [2]. If they do not contain the answer, say so.";
 
     /// <inheritdoc/>
-    public Task<GroundedPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken)
+    public Task<GroundedChatPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(messages); ArgumentNullException.ThrowIfNull(request);
         string query = messages.LastOrDefault(m => m.Role == "user").Content ?? "";
@@ -68,7 +68,7 @@ public sealed class RetrieverGrounding(Retriever retriever, ChatTemplate templat
                 string decision = keep == hits.Count
                     ? string.Create(CultureInfo.InvariantCulture, $"retrieved {keep} passages")
                     : string.Create(CultureInfo.InvariantCulture, $"retrieved {hits.Count} passages, {keep} fit the context of {contextLength} tokens");
-                return Task.FromResult(new GroundedPrompt(ids, sources, decision));
+                return Task.FromResult(new GroundedChatPrompt(ids, sources, decision));
             }
         }
         throw new RotorException($"the conversation alone does not fit the context of {contextLength} tokens with {request.ReserveTokens} left for the answer");
