@@ -22,6 +22,7 @@ public static class Program
         root.Subcommands.Add(TrainCommands.CreatePredict());
         foreach (var c in LmCommands.All()) root.Subcommands.Add(c);
         root.Subcommands.Add(AskCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         try
         {
             // Rotor's own errors print one line (no stack trace) and exit 2.

@@ -1,0 +1,257 @@
+// Load test of an OpenAI-compatible server on loopback: N concurrent streaming clients (1, 4, 16, 64 by default), each
+// sending chat requests one after another until its request count or the level's time is used up. Reports, per
+// level: requests/s, generated tokens/s in total, time to first token and time per output token (p50/p99), failed and
+// lost requests; then the ratio of each level's tokens/s to one client's. Point it at `rotor serve` or at llama.cpp's
+// llama-server (--url), or let it start Rotor's server in this process (--serve MODEL).
+//
+//   dotnet run -c Release --project bench/Rotor.LoadTest -- --serve ../shared/data/lm/stories260K.bin --json out.json
+//   dotnet run -c Release --project bench/Rotor.LoadTest -- --url http://127.0.0.1:8080/ --model NAME
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Rotor;
+using Rotor.Lm;
+using Rotor.Server;
+using Rotor.Server.Scheduling;
+
+var inv = CultureInfo.InvariantCulture;
+var opts = Args.Parse(args);
+RotorServer? server = null;
+LanguageModel? model = null;
+try
+{
+    Uri url;
+    string modelId;
+    if (opts.Serve is { } path)
+    {
+        if (path.StartsWith("random:", StringComparison.Ordinal))
+        {
+            var config = RandomModel.Shape(path["random:".Length..]);
+            var tok = opts.Tokenizer is null ? null : Rotor.Lm.Tokenizers.TokenizerLoader.Load(opts.Tokenizer, config.VocabSize);
+            model = LanguageModel.FromWeights(config, RandomModel.Create(config), new LanguageModelOptions { Tokenizer = tok }, path);
+        }
+        else model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = opts.Tokenizer });
+        modelId = "bench";
+        server = new RotorServer(model, new RotorServerOptions
+        {
+            ModelId = modelId, Port = 0,
+            Scheduler = new SchedulerOptions { MaxBatch = opts.MaxBatch, ContextLength = opts.Ctx ?? Math.Min(model.Config.ContextLength, 2048), QueueLimit = opts.Queue },
+        });
+        await server.StartAsync();
+        url = server.Address!;
+        Console.Error.WriteLine($"serving {path} in process at {url} (batch {opts.MaxBatch}, queue {opts.Queue})");
+    }
+    else
+    {
+        url = new Uri(opts.Url ?? throw new RotorException("give --url URL of a running server, or --serve MODEL"));
+        modelId = opts.Model ?? throw new RotorException("--model NAME: the model id the server at --url serves");
+    }
+
+    using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, PooledConnectionLifetime = TimeSpan.FromMinutes(10) })
+    { BaseAddress = url, Timeout = TimeSpan.FromSeconds(opts.Seconds + 120) };
+    if (opts.ApiKey is not null) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", opts.ApiKey);
+
+    // One warm-up request: the first request pays for JIT and page faults.
+    await OneRequest(http, modelId, opts, 0, CancellationToken.None);
+
+    var levels = new List<LevelResult>();
+    Console.WriteLine("clients  requests  failed  lost  seconds  req/s   tokens/s  ttft p50 ms  ttft p99 ms  tpot p50 ms  tpot p99 ms");
+    foreach (int clients in opts.Levels)
+    {
+        var r = await RunLevel(http, modelId, opts, clients);
+        levels.Add(r);
+        Console.WriteLine(string.Create(inv,
+            $"{clients,7}  {r.Requests,8}  {r.Failed,6}  {r.Lost,4}  {r.Seconds,7:F1}  {r.RequestsPerSecond,5:F2}  {r.TokensPerSecond,9:F1}  {r.TtftP50 * 1e3,11:F1}  {r.TtftP99 * 1e3,11:F1}  {r.TpotP50 * 1e3,11:F2}  {r.TpotP99 * 1e3,11:F2}"));
+    }
+    var one = levels.FirstOrDefault(l => l.Clients == 1);
+    if (one is not null && one.TokensPerSecond > 0)
+        foreach (var l in levels.Where(l => l.Clients > 1))
+            Console.WriteLine(string.Create(inv, $"{l.Clients} clients: {l.TokensPerSecond / one.TokensPerSecond:F2}x the total tokens/s of 1 client"));
+    if (opts.Json is { } jsonPath)
+    {
+        using var stream = File.Create(jsonPath);
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("url", url.ToString());
+        w.WriteString("model", opts.Serve ?? modelId);
+        w.WriteNumber("max_tokens", opts.MaxTokens);
+        w.WriteNumber("seconds_per_level", opts.Seconds);
+        w.WriteNumber("requests_per_client", opts.RequestsPerClient);
+        w.WriteString("machine", $"{Environment.ProcessorCount} processors, {RuntimeInfo()}");
+        w.WriteString("date", DateTime.UtcNow.ToString("u", inv));
+        w.WriteStartArray("levels");
+        foreach (var l in levels)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("clients", l.Clients); w.WriteNumber("requests", l.Requests); w.WriteNumber("failed", l.Failed); w.WriteNumber("lost", l.Lost);
+            w.WriteNumber("seconds", l.Seconds); w.WriteNumber("requests_per_second", l.RequestsPerSecond); w.WriteNumber("tokens", l.Tokens);
+            w.WriteNumber("tokens_per_second", l.TokensPerSecond);
+            w.WriteNumber("ttft_p50_ms", l.TtftP50 * 1e3); w.WriteNumber("ttft_p99_ms", l.TtftP99 * 1e3);
+            w.WriteNumber("tpot_p50_ms", l.TpotP50 * 1e3); w.WriteNumber("tpot_p99_ms", l.TpotP99 * 1e3);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+    return levels.Any(l => l.Failed > 0 || l.Lost > 0) ? 1 : 0;
+}
+catch (RotorException e)
+{
+    Console.Error.WriteLine($"loadtest: {e.Message}");
+    return 2;
+}
+finally
+{
+    if (server is not null) await server.DisposeAsync();
+    model?.Dispose();
+}
+
+static string RuntimeInfo() => System.Runtime.InteropServices.RuntimeInformation.OSDescription;
+
+static async Task<LevelResult> RunLevel(HttpClient http, string model, Args o, int clients)
+{
+    using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(o.Seconds));
+    var results = new List<RequestResult>();
+    var sw = Stopwatch.StartNew();
+    var tasks = Enumerable.Range(0, clients).Select(async c =>
+    {
+        var mine = new List<RequestResult>();
+        for (int i = 0; i < o.RequestsPerClient && !deadline.IsCancellationRequested; i++)
+        {
+            // A request started is always finished (the deadline only stops new ones), so none is cut off.
+            mine.Add(await OneRequest(http, model, o, c * 1000 + i, CancellationToken.None));
+        }
+        lock (results) results.AddRange(mine);
+    }).ToArray();
+    await Task.WhenAll(tasks);
+    double seconds = sw.Elapsed.TotalSeconds;
+    var ok = results.Where(r => r.Ok).ToList();
+    long tokens = ok.Sum(r => (long)r.Tokens);
+    int lost = results.Count(r => r.IsLost);
+    return new LevelResult(clients, results.Count, results.Count - ok.Count - lost, lost, seconds, ok.Count / seconds, tokens, tokens / seconds,
+        Percentile(ok.Select(r => r.Ttft), 0.5), Percentile(ok.Select(r => r.Ttft), 0.99),
+        Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.5), Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.99));
+}
+
+/// <summary>A failed request; the first failure's reason is printed.</summary>
+static RequestResult Fail(string why)
+{
+    if (Interlocked.Exchange(ref FirstFailure.Printed, 1) == 0) Console.Error.WriteLine($"first failure: {why}");
+    return RequestResult.Failed;
+}
+
+static double Percentile(IEnumerable<double> values, double q)
+{
+    var v = values.OrderBy(x => x).ToArray();
+    if (v.Length == 0) return double.NaN;
+    return v[Math.Min(v.Length - 1, (int)Math.Ceiling(q * v.Length) - 1)];
+}
+
+static async Task<RequestResult> OneRequest(HttpClient http, string model, Args o, int n, CancellationToken ct)
+{
+    string prompt = o.Prompt + (o.VaryPrompt ? " " + n.ToString(CultureInfo.InvariantCulture) : "");
+    string body = $$$"""{"model":{{{JsonSerializer.Serialize(model)}}},"messages":[{"role":"user","content":{{{JsonSerializer.Serialize(prompt)}}}}],"max_tokens":{{{o.MaxTokens}}},"temperature":{{{o.Temperature.ToString(CultureInfo.InvariantCulture)}}},"stream":true,"stream_options":{"include_usage":true}}""";
+    var sw = Stopwatch.StartNew();
+    try
+    {
+        using var req = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var r = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct);
+        if (!r.IsSuccessStatusCode) return Fail($"HTTP {(int)r.StatusCode}: {await r.Content.ReadAsStringAsync(ct)}");
+        // From here on the server accepted the request: a stream that ends without [DONE] is a lost request.
+        using var reader = new StreamReader(await r.Content.ReadAsStreamAsync(ct));
+        double? first = null;
+        int chunks = 0, usageTokens = -1;
+        bool done = false;
+        while (await reader.ReadLineAsync(ct) is { } line)
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+            string data = line[6..];
+            if (data == "[DONE]") { done = true; break; }
+            using var j = JsonDocument.Parse(data);
+            if (j.RootElement.TryGetProperty("error", out var err)) return Fail(err.ToString());
+            if (j.RootElement.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) usageTokens = u.GetProperty("completion_tokens").GetInt32();
+            foreach (var c in j.RootElement.GetProperty("choices").EnumerateArray())
+                if (c.TryGetProperty("delta", out var d) && d.TryGetProperty("content", out var t) && t.ValueKind == JsonValueKind.String && t.GetString()!.Length > 0)
+                {
+                    first ??= sw.Elapsed.TotalSeconds;
+                    chunks++;
+                }
+        }
+        double total = sw.Elapsed.TotalSeconds;
+        if (!done) return RequestResult.Lost;
+        if (first is null) return Fail("no token came");
+        int tokens = usageTokens >= 0 ? usageTokens : chunks;
+        return new RequestResult(true, tokens, first.Value, tokens > 1 ? (total - first.Value) / (tokens - 1) : 0);
+    }
+    catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+    {
+        return Fail(e.Message);
+    }
+    catch (Exception e) when (e is IOException or JsonException)
+    {
+        return RequestResult.Lost;
+    }
+}
+
+/// <summary>One request: Ok, or refused/failed (an HTTP error or an error event), or lost (accepted, but the stream broke
+/// off before [DONE]).</summary>
+internal sealed record RequestResult(bool Ok, int Tokens, double Ttft, double Tpot, bool IsLost = false)
+{
+    public static RequestResult Failed { get; } = new(false, 0, 0, 0);
+    public static RequestResult Lost { get; } = new(false, 0, 0, 0, true);
+}
+
+internal sealed record LevelResult(int Clients, int Requests, int Failed, int Lost, double Seconds, double RequestsPerSecond, long Tokens, double TokensPerSecond,
+    double TtftP50, double TtftP99, double TpotP50, double TpotP99);
+
+internal static class FirstFailure
+{
+    public static int Printed;
+}
+
+internal sealed class Args
+{
+    public string? Serve, Tokenizer, Url, Model, ApiKey, Json;
+    public int[] Levels = [1, 4, 16, 64];
+    public int Seconds = 30, RequestsPerClient = 8, MaxTokens = 128, MaxBatch = 64, Queue = 256;
+    public int? Ctx;
+    public float Temperature;
+    public string Prompt = "Tell me a story about a little dog who finds a red ball.";
+    public bool VaryPrompt = true;
+
+    public static Args Parse(string[] a)
+    {
+        var o = new Args();
+        for (int i = 0; i < a.Length; i++)
+        {
+            string Next() => i + 1 < a.Length ? a[++i] : throw new RotorException($"{a[i]} needs a value");
+            int Int() { string v = Next(); return int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int x) && x > 0 ? x : throw new RotorException($"{a[i - 1]} '{v}' is not a positive number"); }
+            switch (a[i])
+            {
+                case "--serve": o.Serve = Next(); break;
+                case "--tokenizer": o.Tokenizer = Next(); break;
+                case "--url": o.Url = Next(); break;
+                case "--model": o.Model = Next(); break;
+                case "--api-key": o.ApiKey = Next(); break;
+                case "--json": o.Json = Next(); break;
+                case "--clients":
+                    string list = Next();
+                    o.Levels = [.. list.Split(',').Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int x) && x > 0 ? x : throw new RotorException($"--clients '{list}': a comma-separated list of positive numbers"))];
+                    break;
+                case "--seconds": o.Seconds = Int(); break;
+                case "--requests": o.RequestsPerClient = Int(); break;
+                case "--max-tokens": o.MaxTokens = Int(); break;
+                case "--max-batch": o.MaxBatch = Int(); break;
+                case "--queue": o.Queue = Int(); break;
+                case "--ctx": o.Ctx = Int(); break;
+                case "--temperature": o.Temperature = float.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--prompt": o.Prompt = Next(); break;
+                case "--same-prompt": o.VaryPrompt = false; break;
+                default: throw new RotorException($"unknown option {a[i]} (--serve MODEL | --url URL --model ID, --clients 1,4,16,64, --seconds N, --requests N, --max-tokens N, --max-batch N, --queue N, --ctx N, --temperature T, --prompt TEXT, --same-prompt, --api-key K, --json FILE)");
+            }
+        }
+        return o;
+    }
+}

@@ -1,0 +1,96 @@
+using System.CommandLine;
+using System.Globalization;
+using Rotor.Lm;
+using Rotor.Rag.Demo;
+using Rotor.Rag.Embeddings;
+using Rotor.Rag.Pipeline;
+using Rotor.Rag.Search;
+using Rotor.Server;
+using Rotor.Server.Scheduling;
+
+namespace Rotor.Cli.Commands;
+
+/// <summary><c>rotor serve</c>: the OpenAI-compatible HTTP server (Rotor.Server) over one model, with optional retrieval.</summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "a GGUF file, a Hugging Face folder, a llama2.c checkpoint, or random:2b4t" };
+        var modelOpt = new Option<string?>("--model", "-m") { Description = "the model (instead of MODEL)" };
+        model.Arity = ArgumentArity.ZeroOrOne;
+        var index = new Option<string?>("--index") { Description = "a retrieval index directory (rotor ingest), or 'demo' for the bundled corpus: enables /v1/search and grounded chat" };
+        var port = new Option<int>("--port", "-p") { Description = "port to listen on (0: a free one)", DefaultValueFactory = _ => 8080 };
+        var host = new Option<string>("--host") { Description = "address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
+        var keys = new Option<string[]>("--api-key") { Description = "require Authorization: Bearer KEY on /v1 and /metrics (repeatable; also ROTOR_API_KEY)" };
+        var maxBatch = new Option<int>("--max-batch") { Description = "sequences decoded together at most", DefaultValueFactory = _ => 16 };
+        var ctx = new Option<int?>("--ctx") { Description = "context length of each sequence (default: the model's, at most 2048)" };
+        var queue = new Option<int>("--queue") { Description = "requests that may wait for a slot (429 beyond)", DefaultValueFactory = _ => 64 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens a reply takes when the request does not say", DefaultValueFactory = _ => 256 };
+        var timeout = new Option<int>("--timeout") { Description = "seconds a request may take at most", DefaultValueFactory = _ => 600 };
+        var body = new Option<int>("--max-body-kb") { Description = "largest request body in KiB (413 beyond)", DefaultValueFactory = _ => 1024 };
+        var tok = new Option<string?>("--tokenizer") { Description = "tokenizer file for a model that carries none" };
+        var threads = new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
+        var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
+        var log = new Option<bool>("--log") { Description = "log each HTTP request" };
+        var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
+        cmd.Arguments.Add(model);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
+            if (r.GetValue(timeout) <= 0) throw new RotorException($"--timeout {r.GetValue(timeout)} must be positive");
+            if (r.GetValue(body) <= 0) throw new RotorException($"--max-body-kb {r.GetValue(body)} must be positive");
+            var apiKeys = (r.GetValue(keys) ?? []).ToList();
+            if (Environment.GetEnvironmentVariable("ROTOR_API_KEY") is { Length: > 0 } envKey) apiKeys.Add(envKey);
+            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), null);
+            int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
+            SentenceEmbedder? embedder = null;
+            Retriever? retriever = null;
+            RagIndex? rag = null;
+            try
+            {
+                string? indexDir = r.GetValue(index);
+                if (!r.GetValue(noEmbed) || indexDir is not null)
+                {
+                    try { embedder = SentenceEmbedder.CreateMiniLm(); }
+                    catch (RotorException e) when (indexDir is null) { Console.Error.WriteLine($"embeddings off: {e.Message}"); }
+                }
+                if (indexDir == "demo") retriever = DemoCorpus.CreateRetrieverAsync(embedder!).GetAwaiter().GetResult();
+                else if (indexDir is not null) { rag = RagIndex.Open(indexDir, embedder!); retriever = rag.Retriever; }
+                var options = new RotorServerOptions
+                {
+                    ModelId = ModelId(path), Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKeys = apiKeys,
+                    MaxBodyBytes = r.GetValue(body) * 1024L, DefaultMaxTokens = r.GetValue(maxTokens), Log = r.GetValue(log),
+                    Scheduler = new SchedulerOptions
+                    {
+                        MaxBatch = r.GetValue(maxBatch), ContextLength = context, QueueLimit = r.GetValue(queue),
+                        RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+                    },
+                };
+                var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, retriever);
+                server.StartAsync().GetAwaiter().GetResult();
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken() * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
+                server.RunAsync().GetAwaiter().GetResult();
+                server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                return 0;
+            }
+            finally
+            {
+                rag?.Dispose();
+                if (rag is null) retriever?.Dispose();
+                embedder?.Dispose();
+            }
+        });
+        return cmd;
+    }
+
+    /// <summary>The id clients name: the file or folder name without extension ("random-2b4t" for random:2b4t).</summary>
+    private static string ModelId(string path)
+    {
+        if (path.StartsWith("random:", StringComparison.Ordinal)) return "random-" + path["random:".Length..];
+        string name = Path.GetFileName(path.TrimEnd('/', '\\'));
+        string id = Path.GetFileNameWithoutExtension(name);
+        return id.Length > 0 ? id : "rotor";
+    }
+}

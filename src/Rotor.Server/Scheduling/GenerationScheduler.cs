@@ -1,0 +1,437 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+using Rotor.Lm;
+using Rotor.Lm.Tokenizers;
+
+namespace Rotor.Server.Scheduling;
+
+/// <summary>Settings of a <see cref="GenerationScheduler"/>.</summary>
+public sealed record SchedulerOptions
+{
+    /// <summary>Sequences decoded together at most (the rows of one batched step).</summary>
+    public int MaxBatch { get; init; } = 16;
+    /// <summary>Positions of each sequence's key/value cache (prompt and output together).</summary>
+    public int ContextLength { get; init; } = 2048;
+    /// <summary>Requests that may wait for a free sequence slot; beyond it <see cref="GenerationScheduler.Submit"/> refuses.</summary>
+    public int QueueLimit { get; init; } = 64;
+    /// <summary>Prompt tokens prefilled in one step: a long prompt is run in pieces between decode steps so the running
+    /// sequences keep streaming.</summary>
+    public int PrefillChunk { get; init; } = 64;
+    /// <summary>Longest a request may take from submission to its last token.</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Checks the ranges.</summary>
+    /// <exception cref="RotorException">A value is out of range (the message names it).</exception>
+    public void Validate()
+    {
+        if (MaxBatch <= 0) throw new RotorException($"--max-batch {MaxBatch} must be positive");
+        if (ContextLength <= 1) throw new RotorException($"--ctx {ContextLength} must be at least 2");
+        if (QueueLimit < 0) throw new RotorException($"--queue {QueueLimit} must be 0 or more");
+        if (PrefillChunk <= 0) throw new RotorException($"prefill chunk {PrefillChunk} must be positive");
+        if (RequestTimeout <= TimeSpan.Zero) throw new RotorException($"request timeout {RequestTimeout} must be positive");
+    }
+}
+
+/// <summary>One generation asked of the scheduler: the whole prompt as ids and how to generate.</summary>
+/// <param name="PromptIds">The prompt (at least one token, shorter than the context).</param>
+/// <param name="Options">Token budget, sampling and stop texts, as for <see cref="TextGenerator"/>.</param>
+/// <param name="CancellationToken">Cancels the request (a client that disconnects): its slot is freed at the next step.</param>
+public sealed record GenerationRequest(IReadOnlyList<int> PromptIds, GenerationOptions Options, CancellationToken CancellationToken = default);
+
+/// <summary>How a scheduled generation ended.</summary>
+public enum GenerationEnd
+{
+    /// <summary>An end token or a stop text.</summary>
+    Stop,
+    /// <summary>The token budget.</summary>
+    Length,
+    /// <summary>The context is full.</summary>
+    ContextFull,
+    /// <summary>Cancelled by the caller (or its client went away).</summary>
+    Cancelled,
+    /// <summary>The request ran past <see cref="SchedulerOptions.RequestTimeout"/>.</summary>
+    TimedOut,
+    /// <summary>The server shut down before it finished.</summary>
+    Shutdown,
+    /// <summary>The model failed on this sequence (see <see cref="GenerationOutcome.Error"/>).</summary>
+    Failed,
+}
+
+/// <summary>What a scheduled generation did.</summary>
+/// <param name="End">Why it ended.</param>
+/// <param name="PromptTokens">Prompt tokens.</param>
+/// <param name="Ids">Generated ids (end tokens excluded, as <see cref="TextGenerator"/> does).</param>
+/// <param name="Text">The whole output text (a stop text and what follows cut).</param>
+/// <param name="TimeToFirstToken">From submission to the first token sampled.</param>
+/// <param name="Duration">From submission to the end.</param>
+/// <param name="Error">The failure's message when <paramref name="End"/> is <see cref="GenerationEnd.Failed"/>.</param>
+public sealed record GenerationOutcome(GenerationEnd End, int PromptTokens, IReadOnlyList<int> Ids, string Text,
+    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null);
+
+/// <summary>A submitted generation: its tokens as they come (text held back as <see cref="TextGenerator"/> holds it)
+/// and its outcome. The token channel completes just before <see cref="Completion"/>.</summary>
+public sealed class GenerationStream
+{
+    internal GenerationStream(ChannelReader<GeneratedToken> tokens, Task<GenerationOutcome> completion) { Tokens = tokens; Completion = completion; }
+
+    /// <summary>Generated tokens with the text each completes (an item of id -1 carries only held-back text).</summary>
+    public ChannelReader<GeneratedToken> Tokens { get; }
+    /// <summary>The outcome, set when the sequence leaves the batch.</summary>
+    public Task<GenerationOutcome> Completion { get; }
+}
+
+/// <summary>The queue is full: the request was not accepted (HTTP 429).</summary>
+public sealed class QueueFullException(string message) : Exception(message);
+
+/// <summary>The scheduler is shutting down: the request was not accepted (HTTP 503).</summary>
+public sealed class ShuttingDownException(string message) : Exception(message);
+
+/// <summary>Counters a scheduler reports to whoever watches it (metrics).</summary>
+public interface ISchedulerObserver
+{
+    /// <summary>A step ran: <paramref name="decoded"/> sequences got a token from one batched product,
+    /// <paramref name="prefilled"/> prompt tokens were run, in <paramref name="elapsed"/>.</summary>
+    void Step(int decoded, int prefilled, TimeSpan elapsed);
+    /// <summary>A generation ended.</summary>
+    void Finished(GenerationOutcome outcome);
+}
+
+/// <summary>
+/// Owns a model and decodes every request on one thread with continuous batching. Requests wait in a bounded FIFO
+/// queue; a free slot takes the oldest. Each step prefills up to one chunk of prompt tokens (oldest sequence first),
+/// then runs <see cref="Rotor.Lm.Decoder.ForwardBatch"/> once over every sequence that has a token to decode (one GEMM a
+/// projection) and samples each row with that sequence's own <see cref="Sampler"/>. A sequence leaves the batch the
+/// step it ends (stop, budget, context, cancellation, timeout) and its key/value cache goes back to a pool.
+/// The per-sequence logic (end tokens, stop texts with held-back text, budget, context) is <see cref="TextGenerator"/>'s,
+/// so a request decodes the same tokens here as alone there.
+/// </summary>
+public sealed class GenerationScheduler : IDisposable
+{
+    private readonly LanguageModel _model;
+    private readonly SchedulerOptions _o;
+    private readonly Rotor.Lm.Decoder _decoder;
+    private readonly LinkedList<Sequence> _queue = new();
+    private readonly List<Sequence> _active = [];
+    private readonly Stack<KvCache> _pool = new();
+    private readonly object _lock = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Thread _thread;
+    private readonly float[] _logits;
+    private readonly int[] _batchTokens;
+    private readonly List<KvCache> _batchCaches = [];
+    private readonly List<Sequence> _batchSeqs = [];
+    private readonly List<Sequence> _reading = [];
+    private readonly ISchedulerObserver? _observer;
+    private volatile bool _accepting = true;
+    private volatile bool _cancelAll;
+    private volatile bool _exit;
+    private int _cachesMade;
+
+    /// <summary>A scheduler for <paramref name="model"/>; its thread starts at once.</summary>
+    public GenerationScheduler(LanguageModel model, SchedulerOptions? options = null, ISchedulerObserver? observer = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _o = options ?? new SchedulerOptions();
+        _o.Validate();
+        _observer = observer;
+        _decoder = model.CreateDecoder(_o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
+        _logits = new float[(long)_o.MaxBatch * model.Config.VocabSize];
+        _batchTokens = new int[_o.MaxBatch];
+        _thread = new Thread(Loop) { IsBackground = true, Name = "rotor-decode" };
+        _thread.Start();
+    }
+
+    /// <summary>The model.</summary>
+    public LanguageModel Model => _model;
+    /// <summary>The settings.</summary>
+    public SchedulerOptions Options => _o;
+    /// <summary>Requests waiting for a slot.</summary>
+    public int QueueLength { get { lock (_lock) return _queue.Count; } }
+    /// <summary>Sequences in the batch (prefilling or decoding).</summary>
+    public int ActiveCount { get { lock (_lock) return _active.Count; } }
+    /// <summary>Key/value caches allocated so far (at most <see cref="SchedulerOptions.MaxBatch"/>; reused).</summary>
+    public int CachesAllocated => Volatile.Read(ref _cachesMade);
+    /// <summary>Whether new requests are accepted.</summary>
+    public bool Accepting => _accepting;
+
+    /// <summary>Queues <paramref name="request"/>.</summary>
+    /// <exception cref="RotorException">The prompt is empty, does not fit the context, or the options are invalid.</exception>
+    /// <exception cref="QueueFullException">The queue holds <see cref="SchedulerOptions.QueueLimit"/> requests already.</exception>
+    /// <exception cref="ShuttingDownException">The scheduler no longer accepts requests.</exception>
+    public GenerationStream Submit(GenerationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.PromptIds.Count == 0) throw new RotorException("the prompt is empty: give at least one token");
+        if (request.PromptIds.Count >= _o.ContextLength)
+            throw new RotorException($"the prompt has {request.PromptIds.Count} tokens and the context {_o.ContextLength} positions: no room to generate");
+        foreach (int t in request.PromptIds)
+            if ((uint)t >= (uint)_model.Config.VocabSize) throw new RotorException($"token id {t} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
+        if (request.Options.MaxTokens < 0) throw new RotorException($"max tokens {request.Options.MaxTokens} must be 0 or more");
+        var seq = new Sequence(request, _model.Tokenizer, Stopwatch.GetTimestamp() + (long)(_o.RequestTimeout.TotalSeconds * Stopwatch.Frequency));
+        // Cancellation wakes the loop so a waiting or running request leaves without waiting for a step.
+        seq.Registration = request.CancellationToken.Register(static s => { try { ((SemaphoreSlim)s!).Release(); } catch (ObjectDisposedException) { } }, _wake);
+        lock (_lock)
+        {
+            if (!_accepting) { seq.Registration.Dispose(); throw new ShuttingDownException("the server is shutting down"); }
+            // A free slot admits at once; only requests that must wait count against the queue.
+            if (_active.Count + _queue.Count >= _o.MaxBatch + _o.QueueLimit)
+            {
+                seq.Registration.Dispose();
+                throw new QueueFullException($"the queue is full ({_o.QueueLimit} waiting, {_o.MaxBatch} decoding): retry later");
+            }
+            _queue.AddLast(seq);
+        }
+        _wake.Release();
+        return seq.Stream;
+    }
+
+    /// <summary>Stops accepting requests, lets the running and queued ones finish for up to <paramref name="grace"/>,
+    /// then ends what is left (<see cref="GenerationEnd.Shutdown"/>) and stops the thread.</summary>
+    public async Task ShutdownAsync(TimeSpan grace)
+    {
+        _accepting = false;
+        _wake.Release();
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < grace)
+        {
+            lock (_lock) if (_active.Count == 0 && _queue.Count == 0) break;
+            await Task.Delay(20).ConfigureAwait(false);
+        }
+        _cancelAll = true;
+        _wake.Release();
+        while (true)
+        {
+            lock (_lock) if (_active.Count == 0 && _queue.Count == 0) break;
+            await Task.Delay(10).ConfigureAwait(false);
+        }
+        _exit = true;
+        _wake.Release();
+        await Task.Run(() => _thread.Join()).ConfigureAwait(false);
+    }
+
+    /// <summary>Ends every request and stops the thread (no grace).</summary>
+    public void Dispose()
+    {
+        if (_exit) return;
+        ShutdownAsync(TimeSpan.Zero).GetAwaiter().GetResult();
+        _wake.Dispose();
+    }
+
+    private void Loop()
+    {
+        while (!_exit)
+        {
+            bool busy;
+            try { busy = StepOnce(); }
+            catch (Exception e)
+            {
+                // A failure outside one sequence's work (should not happen): fail what runs, keep serving.
+                lock (_lock) foreach (var s in _active.ToArray()) Finish(s, GenerationEnd.Failed, e.Message);
+                busy = true;
+            }
+            if (!busy) _wake.Wait(250);
+        }
+        lock (_lock)
+        {
+            foreach (var s in _active.ToArray()) Finish(s, GenerationEnd.Shutdown);
+            foreach (var s in _queue.ToArray()) { _queue.Remove(s); Complete(s, GenerationEnd.Shutdown, null); }
+        }
+    }
+
+    /// <summary>One scheduling step; false when there was nothing to do.</summary>
+    private bool StepOnce()
+    {
+        long now = Stopwatch.GetTimestamp();
+        lock (_lock)
+        {
+            // Requests that ended while waiting leave the queue without taking a slot.
+            for (var node = _queue.First; node is not null;)
+            {
+                var next = node.Next;
+                var s = node.Value;
+                GenerationEnd? end = _cancelAll ? GenerationEnd.Shutdown : s.Request.CancellationToken.IsCancellationRequested ? GenerationEnd.Cancelled
+                    : now > s.Deadline ? GenerationEnd.TimedOut : null;
+                if (end is { } e) { _queue.Remove(node); Complete(s, e, null); }
+                node = next;
+            }
+            foreach (var s in _active.ToArray())
+            {
+                if (_cancelAll) Finish(s, GenerationEnd.Shutdown);
+                else if (s.Request.CancellationToken.IsCancellationRequested) Finish(s, GenerationEnd.Cancelled);
+                else if (now > s.Deadline) Finish(s, GenerationEnd.TimedOut);
+            }
+            while (_active.Count < _o.MaxBatch && _queue.First is { } first)
+            {
+                _queue.RemoveFirst();
+                var s = first.Value;
+                s.Cache = RentCache();
+                _active.Add(s);
+            }
+            if (_active.Count == 0) return false;
+        }
+
+        var sw = Stopwatch.StartNew();
+        // Prefill: up to PrefillChunk prompt tokens a step, oldest sequence first (several short prompts share a step;
+        // a long one is split), so prompts never stall the decoding sequences for more than one chunk.
+        int prefilled = 0;
+        _reading.Clear();
+        foreach (var s in _active) if (s.Prefilled < s.Request.PromptIds.Count) _reading.Add(s);
+        foreach (var reading in _reading)
+        {
+            int budget = _o.PrefillChunk - prefilled;
+            if (budget <= 0) break;
+            var prompt = reading.Request.PromptIds;
+            int n = Math.Min(budget, prompt.Count - reading.Prefilled);
+            int[] chunk = new int[n];
+            for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
+            try
+            {
+                var logits = _decoder.Forward(chunk, reading.Cache!);
+                reading.Prefilled += n;
+                prefilled += n;
+                if (reading.Prefilled == prompt.Count) Advance(reading, logits);
+            }
+            catch (RotorException e) { lock (_lock) Finish(reading, GenerationEnd.Failed, e.Message); }
+        }
+
+        // Decode: every sequence with a token pending, in one batched step.
+        _batchSeqs.Clear(); _batchCaches.Clear();
+        foreach (var s in _active)
+            if (s.Pending >= 0) { _batchTokens[_batchSeqs.Count] = s.Pending; _batchSeqs.Add(s); _batchCaches.Add(s.Cache!); }
+        int decoded = _batchSeqs.Count;
+        if (decoded > 0)
+        {
+            int v = _model.Config.VocabSize;
+            try
+            {
+                _decoder.ForwardBatch(_batchTokens.AsSpan(0, decoded), _batchCaches, _logits);
+                foreach (var s in _batchSeqs) s.Pending = -1;
+                // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
+                // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
+                if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
+                else Parallel.For(0, decoded, b => Advance(_batchSeqs[b], _logits.AsSpan(b * v, v)));
+            }
+            catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
+        }
+        _observer?.Step(decoded, prefilled, sw.Elapsed);
+        return true;
+    }
+
+    /// <summary>The per-token logic of <see cref="TextGenerator"/>: sample from <paramref name="logits"/>, stop on end
+    /// tokens and stop texts, hand out the text that can no longer become a stop text, stop at the budget or a full
+    /// context; else the token is pending for the next batched step.</summary>
+    private void Advance(Sequence s, ReadOnlySpan<float> logits)
+    {
+        // A failure in one sequence's sampling or text (an id the tokenizer lacks) ends that sequence only.
+        try { AdvanceCore(s, logits); }
+        catch (Exception e) when (e is RotorException or ArgumentException or IndexOutOfRangeException or InvalidOperationException)
+        {
+            lock (_lock) Finish(s, GenerationEnd.Failed, e.Message);
+        }
+    }
+
+    private void AdvanceCore(Sequence s, ReadOnlySpan<float> logits)
+    {
+        var o = s.Request.Options;
+        if (s.Ids.Count >= o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
+        int next = s.Sampler.Sample(logits, CollectionsMarshal.AsSpan(s.History));
+        s.FirstToken ??= Stopwatch.GetElapsedTime(s.Started);
+        if (o.StopOnEndTokens && s.Tokenizer is not null && s.Tokenizer.StopIds.Contains(next)) { lock (_lock) Finish(s, GenerationEnd.Stop); return; }
+        s.Ids.Add(next); s.History.Add(next);
+        if (s.TextStream is not null) s.Text.Append(s.TextStream.Append(next));
+        int cut = -1;
+        foreach (string stop in o.Stop)
+        {
+            int at = s.Text.ToString().IndexOf(stop, Math.Max(0, s.Emitted - stop.Length), StringComparison.Ordinal);
+            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        }
+        if (cut >= 0)
+        {
+            s.Text.Length = Math.Max(cut, s.Emitted);
+            s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, s.Text.Length - s.Emitted)));
+            s.Emitted = s.Text.Length;
+            s.CutByText = true;
+            lock (_lock) Finish(s, GenerationEnd.Stop);
+            return;
+        }
+        int safe = Math.Max(s.Emitted, s.Text.Length - s.HoldBack);
+        s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, safe - s.Emitted)));
+        s.Emitted = safe;
+        if (s.Ids.Count == o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
+        if (s.Cache!.Length >= s.Cache.Capacity) { lock (_lock) Finish(s, GenerationEnd.ContextFull); return; }
+        s.Pending = next;
+    }
+
+    /// <summary>Takes an active sequence out of the batch, hands out its held-back text, returns its cache. Caller holds _lock.</summary>
+    private void Finish(Sequence s, GenerationEnd end, string? error = null)
+    {
+        if (!_active.Remove(s)) return;
+        if (s.Cache is { } c) { c.Clear(); _pool.Push(c); s.Cache = null; }
+        s.Pending = -1;
+        if (end is (GenerationEnd.Stop or GenerationEnd.Length or GenerationEnd.ContextFull) && !s.CutByText)
+        {
+            if (s.TextStream is not null) s.Text.Append(s.TextStream.Flush());
+            if (s.Emitted < s.Text.Length) s.Writer.TryWrite(new GeneratedToken(-1, s.Text.ToString(s.Emitted, s.Text.Length - s.Emitted)));
+            s.Emitted = s.Text.Length;
+        }
+        Complete(s, end, error);
+    }
+
+    private void Complete(Sequence s, GenerationEnd end, string? error)
+    {
+        s.Registration.Dispose();
+        var outcome = new GenerationOutcome(end, s.Request.PromptIds.Count, s.Ids.ToArray(), s.Text.ToString(0, s.Emitted),
+            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error);
+        // Counted before the caller can see the outcome, so metrics never lag an answered request.
+        _observer?.Finished(outcome);
+        s.Writer.TryComplete();
+        s.Done.TrySetResult(outcome);
+    }
+
+    private KvCache RentCache()
+    {
+        if (_pool.TryPop(out var c)) return c;
+        Interlocked.Increment(ref _cachesMade);
+        return _model.CreateCache(_o.ContextLength);
+    }
+
+    private sealed class Sequence
+    {
+        public Sequence(GenerationRequest request, LmTokenizer? tokenizer, long deadline)
+        {
+            Request = request;
+            Tokenizer = tokenizer;
+            Deadline = deadline;
+            Started = Stopwatch.GetTimestamp();
+            Sampler = new Sampler(request.Options.Sampling);
+            History = new List<int>(request.PromptIds);
+            if (tokenizer is not null) { TextStream = new TokenTextStream(tokenizer); TextStream.Prime(request.PromptIds[^1]); }
+            HoldBack = request.Options.Stop.Count == 0 ? 0 : request.Options.Stop.Max(x => x.Length) - 1;
+            var channel = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+            Writer = channel.Writer;
+            Stream = new GenerationStream(channel.Reader, Done.Task);
+        }
+
+        public readonly GenerationRequest Request;
+        public readonly LmTokenizer? Tokenizer;
+        public readonly long Deadline, Started;
+        public readonly Sampler Sampler;
+        public readonly List<int> History;
+        public readonly List<int> Ids = [];
+        public readonly StringBuilder Text = new();
+        public readonly TokenTextStream? TextStream;
+        public readonly int HoldBack;
+        public readonly ChannelWriter<GeneratedToken> Writer;
+        public readonly TaskCompletionSource<GenerationOutcome> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly GenerationStream Stream;
+        public CancellationTokenRegistration Registration;
+        public KvCache? Cache;
+        public int Prefilled;
+        public int Pending = -1;
+        public int Emitted;
+        public bool CutByText;
+        public TimeSpan? FirstToken;
+    }
+}
