@@ -63,6 +63,39 @@ public sealed class GgufTokenizerKeysTests
     }
 
     [Fact]
+    public void SentencePieceModelRoundTripsOnPlainText()
+    {
+        // A SentencePiece tokenizer.model puts the dummy prefix only at the start of the text; GGUF's llama vocabulary
+        // (llama.cpp's rule) also puts it after each special token, so only text without special tokens compares.
+        var tok = TokenizerLoader.Load(TokenizerTestData.Fixture("spm_small.model"));
+        var (back, md) = RoundTrip(tok);
+        Assert.Equal("llama", md["tokenizer.ggml.model"]);
+        AssertSame(tok, back, parseSpecial: [false]);
+        var expected = TokenizerTestData.Ids("spm_small.json", "ids");
+        for (int i = 0; i < TokenizerTestData.Strings.Length; i++)
+            Assert.Equal(expected[i], back.Encode(TokenizerTestData.Strings[i], addBos: false, parseSpecial: false));
+    }
+
+    [Fact]
+    public void Gpt2PatternIsWrittenAsGpt2AndAnUnknownPatternIsRefused()
+    {
+        var tokens = Enumerable.Range(0, 256).Select(b => ByteLevelBpeTokenizer.ByteToChar[b].ToString())
+            .Concat(["\u0120t", "he", "\u0120the", "<|endoftext|>"]).ToList();
+        var kinds = tokens.Select((_, i) => i == tokens.Count - 1 ? TokenKind.Control : TokenKind.Normal).ToList();
+        (string, string)[] merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he")];
+        var gpt2 = new ByteLevelBpeTokenizer(tokens, kinds, merges, PreTokenizerPatterns.Gpt2, false, null, tokens.Count - 1, [], "t");
+        var (back, md) = RoundTrip(gpt2);
+        Assert.Equal("gpt-2", md["tokenizer.ggml.pre"]);
+        Assert.Equal(new[] { "\u0120 t", "h e", "\u0120t he" }, (string[])md["tokenizer.ggml.merges"]);
+        AssertSame(gpt2, back);
+        Assert.Equal([258, 258], back.Encode(" the the", addBos: false));
+
+        var other = new ByteLevelBpeTokenizer(tokens, kinds, merges, @"\w+|\W+", false, null, null, [], "t");
+        var e = Assert.Throws<RotorException>(() => GgufTokenizerKeys.Add(new GgufWriter(), other));
+        Assert.Contains("no llama.cpp name", e.Message);
+    }
+
+    [Fact]
     public void ChatTemplateIsWritten()
     {
         var tok = TokenizerLoader.LoadTokenizerJson(TokenizerTestData.Fixture("bpe_small.tokenizer.json"));
@@ -90,7 +123,7 @@ public sealed class GgufTokenizerKeysTests
         finally { Directory.Delete(dir, recursive: true); }
     }
 
-    private static void AssertSame(LmTokenizer expected, LmTokenizer actual)
+    private static void AssertSame(LmTokenizer expected, LmTokenizer actual, bool[]? parseSpecial = null)
     {
         Assert.Equal(expected.VocabSize, actual.VocabSize);
         Assert.Equal(expected.BosId, actual.BosId);
@@ -103,7 +136,7 @@ public sealed class GgufTokenizerKeysTests
             Assert.Equal(expected.TokenBytes(id, null), actual.TokenBytes(id, null));
         }
         foreach (string s in TokenizerTestData.Strings)
-            foreach (bool special in new[] { true, false })
+            foreach (bool special in parseSpecial ?? [true, false])
             {
                 var ids = expected.Encode(s, addBos: true, parseSpecial: special);
                 var got = actual.Encode(s, addBos: true, parseSpecial: special);
