@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using Rotor.IO;
 using Rotor.Lm;
+using Rotor.Lm.Gguf;
 
 namespace Rotor.Cli.Commands;
 
@@ -206,8 +207,8 @@ internal static class LmCommands
                     Console.Error.Write(string.Create(CultureInfo.InvariantCulture, $"\rwriting tensor {done}/{total}, {rate:F1} tensors/s, ETA {(total - done) / Math.Max(rate, 1e-9):F0} s   "));
                 },
             });
-            writer.AddString("tokenizer.ggml.model", "no_vocab");   // the name llama.cpp and bitnet.cpp both accept
-            if (m.Tokenizer is not null) Console.Error.WriteLine("note: the tokenizer is not written into the GGUF file yet; name it with --tokenizer when loading");
+            if (m.Tokenizer is { } t) GgufTokenizerKeys.Add(writer, t);
+            else writer.AddString("tokenizer.ggml.model", "no_vocab");   // the name llama.cpp and bitnet.cpp both accept
             writer.Write(outPath);
             Console.Error.WriteLine();
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {outPath}: {new FileInfo(outPath).Length / 1048576.0:F1} MiB in {sw.Elapsed.TotalSeconds:F1} s"));

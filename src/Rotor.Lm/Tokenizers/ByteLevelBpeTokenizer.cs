@@ -114,6 +114,7 @@ public sealed class ByteLevelBpeTokenizer : LmTokenizer
             _merges.TryAdd(((long)li << 32) | (uint)ri, (rank, m));
         }
         _pre = PreTokenizerPatterns.Compile(pattern);
+        Pattern = pattern;
         _ignoreMerges = ignoreMerges;
         _matcher = new SpecialTokenMatcher(added);
         foreach (var id in new[] { bosId, eosId }.Concat(stopIds.Select(s => (int?)s)))
@@ -138,6 +139,26 @@ public sealed class ByteLevelBpeTokenizer : LmTokenizer
         }
         return bytes;
     }
+
+    /// <summary>The pre-tokenizer regex (for writing the vocabulary back, e.g. into GGUF).</summary>
+    internal string Pattern { get; }
+
+    /// <summary>Whether a word that is itself a token is taken whole.</summary>
+    internal bool IgnoreMerges => _ignoreMerges;
+
+    /// <summary>How token <paramref name="id"/> is used.</summary>
+    internal TokenKind Kind(int id) => _kinds[id];
+
+    /// <summary>Token <paramref name="id"/>'s text as given to the constructor: byte-level characters for normal
+    /// tokens, plain text for control and user-defined ones.</summary>
+    internal string TokenText(int id) => _kinds[id] is TokenKind.Control or TokenKind.UserDefined
+        ? Encoding.UTF8.GetString(_bytes[id])
+        : new string(Array.ConvertAll(_bytes[id], b => ByteToChar[b]));
+
+    /// <summary>The merges in use as (left id, right id), highest priority first (a pair given twice counts once, at
+    /// its first rank).</summary>
+    internal IEnumerable<(int Left, int Right)> MergesByRank()
+        => _merges.OrderBy(kv => kv.Value.Rank).Select(kv => ((int)(kv.Key >> 32), (int)(uint)kv.Key));
 
     /// <inheritdoc/>
     public override int VocabSize { get; }

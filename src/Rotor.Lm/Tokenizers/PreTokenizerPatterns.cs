@@ -21,6 +21,7 @@ public static class PreTokenizerPatterns
     public static (string Pattern, bool IgnoreMerges)? ForGgufPre(string? pre) => pre switch
     {
         "llama-bpe" or "llama3" or "llama-v3" or "falcon3" => (Llama3, true),
+        "smaug-bpe" or "dbrx" => (Llama3, false),
         "gpt-2" or "gpt2" or "phi-2" or "roberta-bpe" => (Gpt2, false),
         _ => null,
     };

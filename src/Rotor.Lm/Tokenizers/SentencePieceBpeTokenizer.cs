@@ -134,6 +134,24 @@ public sealed class SentencePieceBpeTokenizer : LmTokenizer
         return new SentencePieceBpeTokenizer(pieces, scores, kinds, 1, 2, 0, [], addSpacePrefix: true, path);
     }
 
+    /// <summary>Token <paramref name="id"/>'s piece (plain spaces).</summary>
+    internal string Piece(int id) => _pieces[id];
+
+    /// <summary>Token <paramref name="id"/>'s merge score.</summary>
+    internal float Score(int id) => _scores[id];
+
+    /// <summary>How token <paramref name="id"/> is used (byte tokens of llama2.c files recognized).</summary>
+    internal TokenKind Kind(int id) => _kinds[id];
+
+    /// <summary>The unknown token's id, if any.</summary>
+    internal int? UnknownId => _unkId;
+
+    /// <summary>Whether a space is put before the text (SentencePiece's dummy prefix).</summary>
+    internal bool AddSpacePrefix => _addSpacePrefix;
+
+    /// <summary>Whether the dummy prefix also goes before text that follows a special token.</summary>
+    internal bool PrefixAfterSpecial => _prefixAfterSpecial;
+
     /// <inheritdoc/>
     public override int VocabSize { get; }
 

@@ -17,9 +17,10 @@ public sealed class TiktokenLmTokenizer : LmTokenizer
     private readonly SpecialTokenMatcher _matcher;
     private readonly HashSet<int> _stop;
 
-    private TiktokenLmTokenizer(TiktokenTokenizer tokenizer, byte[][] tokens, IReadOnlyDictionary<string, int> specials)
+    private TiktokenLmTokenizer(TiktokenTokenizer tokenizer, byte[][] tokens, IReadOnlyDictionary<string, int> specials, string pattern)
     {
         _tokenizer = tokenizer;
+        Pattern = pattern;
         _tokens = tokens;
         int top = specials.Count == 0 ? tokens.Length : Math.Max(tokens.Length, specials.Values.Max() + 1);
         _special = new string?[top - tokens.Length];
@@ -65,10 +66,11 @@ public sealed class TiktokenLmTokenizer : LmTokenizer
         foreach (var (text, id) in specialTokens)
             if (id < tokens.Length)
                 throw new RotorException($"{path}: special token {text} has id {id}, inside the {tokens.Length} ranks");
+        pattern ??= PreTokenizerPatterns.Llama3;
         TiktokenTokenizer tokenizer;
         try
         {
-            var pre = new RegexPreTokenizer(PreTokenizerPatterns.Compile(pattern ?? PreTokenizerPatterns.Llama3), null);
+            var pre = new RegexPreTokenizer(PreTokenizerPatterns.Compile(pattern), null);
             using var stream = new MemoryStream(data, writable: false);
             tokenizer = TiktokenTokenizer.Create(stream, pre, normalizer: null, specialTokens: null);
         }
@@ -76,7 +78,7 @@ public sealed class TiktokenLmTokenizer : LmTokenizer
         {
             throw new RotorException($"{path}: not a tiktoken vocabulary: {e.Message}", e);
         }
-        return new TiktokenLmTokenizer(tokenizer, tokens, specialTokens);
+        return new TiktokenLmTokenizer(tokenizer, tokens, specialTokens, pattern);
     }
 
     /// <summary>Parses <c>base64 rank</c> lines; ranks must be 0..n-1 in order, as in every tiktoken file.</summary>
@@ -105,6 +107,35 @@ public sealed class TiktokenLmTokenizer : LmTokenizer
         }
         if (tokens.Count < 256) throw new RotorException($"{path}: {tokens.Count} ranks, fewer than the 256 single bytes");
         return [.. tokens];
+    }
+
+    /// <summary>The pre-tokenizer regex.</summary>
+    internal string Pattern { get; }
+
+    /// <summary>The text of special token <paramref name="id"/> (at or above <see cref="RankCount"/>), or null for an
+    /// id no special token has.</summary>
+    internal string? SpecialText(int id) => _special[id - _tokens.Length];
+
+    /// <summary>The byte-level text (GPT-2's byte-to-character map) of every mergeable token, by rank.</summary>
+    internal string[] ByteLevelTokens()
+        => Array.ConvertAll(_tokens, b => new string(Array.ConvertAll(b, x => ByteLevelBpeTokenizer.ByteToChar[x])));
+
+    /// <summary>BPE merges equivalent to tiktoken's ranks, as Hugging Face's converter derives them: for every token,
+    /// each split into two tokens that both exist is a merge at the token's rank; ties are ordered by the left, then
+    /// the right part's rank. <paramref name="tokens"/>: byte-level token text by rank.</summary>
+    internal static (string Left, string Right)[] DeriveMerges(IReadOnlyList<string> tokens)
+    {
+        var rank = new Dictionary<string, int>(tokens.Count, StringComparer.Ordinal);
+        for (int i = 0; i < tokens.Count; i++) rank[tokens[i]] = i;
+        var merges = new List<(int Rank, int L, int R, string Left, string Right)>();
+        for (int r = 0; r < tokens.Count; r++)
+        {
+            string t = tokens[r];
+            for (int k = 1; k < t.Length; k++)
+                if (rank.TryGetValue(t[..k], out int l) && rank.TryGetValue(t[k..], out int rr))
+                    merges.Add((r, l, rr, t[..k], t[k..]));
+        }
+        return [.. merges.OrderBy(m => m.Rank).ThenBy(m => m.L).ThenBy(m => m.R).Select(m => (m.Left, m.Right))];
     }
 
     /// <summary>The number of mergeable (non-special) tokens.</summary>

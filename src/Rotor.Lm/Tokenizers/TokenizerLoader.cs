@@ -272,8 +272,8 @@ public static class TokenizerLoader
                 string? pre = md.Get<string>("tokenizer.ggml.pre");
                 var (pattern, ignoreMerges) = PreTokenizerPatterns.ForGgufPre(pre)
                     ?? throw new RotorException(pre is null
-                        ? $"{source}: tokenizer.ggml.pre is missing, so the pre-tokenizer is unknown (Rotor knows llama-bpe, llama3, falcon3, gpt-2)"
-                        : $"{source}: tokenizer.ggml.pre \"{pre}\" is not a pre-tokenizer Rotor knows (llama-bpe, llama3, falcon3, gpt-2)");
+                        ? $"{source}: tokenizer.ggml.pre is missing, so the pre-tokenizer is unknown (Rotor knows llama-bpe, llama3, falcon3, smaug-bpe, dbrx, gpt-2)"
+                        : $"{source}: tokenizer.ggml.pre \"{pre}\" is not a pre-tokenizer Rotor knows (llama-bpe, llama3, falcon3, smaug-bpe, dbrx, gpt-2)");
                 var mergeText = md.Get<string[]>("tokenizer.ggml.merges") ?? throw new RotorException($"{source}: tokenizer.ggml.merges is missing");
                 var merges = new (string, string)[mergeText.Length];
                 for (int i = 0; i < merges.Length; i++)

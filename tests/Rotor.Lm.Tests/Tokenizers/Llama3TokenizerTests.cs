@@ -96,21 +96,9 @@ public class Llama3TokenizerTests
     /// parts; all merges ordered by the rank of the token they make.</summary>
     internal static (string[] Tokens, (string, string)[] Merges) DeriveMerges(string modelPath)
     {
-        var ranks = TiktokenLmTokenizer.ParseRanks(File.ReadAllBytes(modelPath), modelPath);
-        string Text(byte[] b) => new(b.Select(x => ByteLevelBpeTokenizer.ByteToChar[x]).ToArray());
-        var tokens = ranks.Select(Text).ToArray();
-        var rank = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < tokens.Length; i++) rank[tokens[i]] = i;
-        var merges = new List<(int Rank, int L, int R, string Left, string Right)>();
-        for (int r = 0; r < tokens.Length; r++)
-        {
-            string t = tokens[r];
-            for (int k = 1; k < t.Length; k++)
-                if (rank.TryGetValue(t[..k], out int l) && rank.TryGetValue(t[k..], out int rr))
-                    merges.Add((r, l, rr, t[..k], t[k..]));
-        }
-        var ordered = merges.OrderBy(m => m.Rank).ThenBy(m => m.L).ThenBy(m => m.R).Select(m => (m.Left, m.Right)).ToArray();
-        return (tokens, ordered);
+        var tokens = TiktokenLmTokenizer.ParseRanks(File.ReadAllBytes(modelPath), modelPath)
+            .Select(b => new string(b.Select(x => ByteLevelBpeTokenizer.ByteToChar[x]).ToArray())).ToArray();
+        return (tokens, TiktokenLmTokenizer.DeriveMerges(tokens).Select(m => (m.Left, m.Right)).ToArray());
     }
 
     private static readonly Lazy<(string[] Tokens, (string, string)[] Merges)> Derived = new(() => DeriveMerges(TokenizerTestData.Llama3Model!));
