@@ -4,11 +4,28 @@ using Rotor.Cli.Commands;
 namespace Rotor.Cli;
 
 /// <summary>The <c>rotor</c> command: one file a command group under Commands/, registered here.</summary>
+/// <remarks>
+/// Error policy (docs/CLI.md): bad input of any kind (an option out of range or that does not parse, a missing,
+/// unreadable, corrupt or unwritable file, an unsupported machine) prints one line <c>rotor: what and why</c> and exits
+/// with 2; options are checked by the parser (<see cref="Validate"/>) before any work. Any other exception is a bug in
+/// Rotor: one line naming it, a hint to rerun with <c>--verbose</c> (which prints the stack trace) and to report it,
+/// and exit code 70 (EX_SOFTWARE). An interrupted command exits with 130.
+/// </remarks>
 public static class Program
 {
-    public static int Main(string[] args)
+    /// <summary>Exit code of bad input: a bad option, a missing or corrupt file, an unsupported machine.</summary>
+    public const int BadInput = 2;
+    /// <summary>Exit code of an unexpected exception, a bug in Rotor (EX_SOFTWARE of sysexits.h).</summary>
+    public const int InternalError = 70;
+
+    /// <summary>Prints the stack trace of an unexpected error; accepted by every command.</summary>
+    internal static readonly Option<bool> Verbose = new("--verbose") { Description = "On an unexpected error, print its stack trace", Recursive = true };
+
+    /// <summary>The command tree (also read by the tests that generate docs/OPTIONS.md).</summary>
+    public static RootCommand BuildRoot()
     {
         var root = new RootCommand("Rotor: 2-bit ternary neural networks (BitNet b1.58 family) with retrieval, for .NET");
+        root.Options.Add(Verbose);
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
@@ -21,15 +38,58 @@ public static class Program
         root.Subcommands.Add(TrainCommands.CreateTrain());
         root.Subcommands.Add(TrainCommands.CreatePredict());
         foreach (var c in LmCommands.All()) root.Subcommands.Add(c);
+        return root;
+    }
+
+    /// <summary>Runs <c>rotor</c> with <paramref name="args"/>; returns the exit code.</summary>
+    public static int Main(string[] args)
+    {
+        var root = BuildRoot();
+        ParseResult parsed;
+        try { parsed = root.Parse(args); }
+        catch (Exception e) { return Report(e, args.Contains("--verbose")); }
+        // Parse errors (unknown options, values that do not parse or break a rule of Validate) are bad input: one
+        // line each, before any work. Help (-h) clears them and prints the help instead.
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"rotor: {e.Message}");
+            Console.Error.WriteLine($"(see '{string.Join(' ', CommandPath(parsed))} --help')");
+            return BadInput;
+        }
         try
         {
-            // Rotor's own errors print one line (no stack trace) and exit 2.
-            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
-        catch (RotorException e)
+        catch (Exception e)
         {
-            Console.Error.WriteLine($"rotor: {e.Message}");
-            return 2;
+            return Report(e, parsed.GetValue(Verbose));
         }
     }
+
+    private static IEnumerable<string> CommandPath(ParseResult parsed)
+    {
+        var names = new List<string>();
+        for (var r = parsed.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Add(r.Command is RootCommand ? "rotor" : r.Command.Name);
+        names.Reverse();
+        return names;
+    }
+
+    /// <summary>Prints <paramref name="e"/> by the error policy and returns the exit code.</summary>
+    internal static int Report(Exception e, bool verbose)
+    {
+        if (e is OperationCanceledException) { Console.Error.WriteLine("rotor: interrupted"); return 130; }
+        if (ErrorPolicy.Describe(e) is { } line)
+        {
+            Console.Error.WriteLine($"rotor: {line}");
+            if (verbose) Console.Error.WriteLine(e);
+            return BadInput;
+        }
+        Console.Error.WriteLine($"rotor: internal error: {e.GetType().FullName}: {OneLine(e.Message)}");
+        if (verbose) Console.Error.WriteLine(e);
+        else Console.Error.WriteLine("rotor: this is a bug in Rotor; run the command again with --verbose for the stack trace, and please report it");
+        return InternalError;
+    }
+
+    internal static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
 }
