@@ -26,13 +26,9 @@ public static class VectorFiles
     /// <summary>Reads JSONL records in batches.</summary>
     public static IEnumerable<List<IndexRecord>> ReadJsonl(string path, int batch = 10_000)
     {
-        using var reader = new StreamReader(path, Encoding.UTF8);
         var list = new List<IndexRecord>(batch);
-        int lineNo = 0;
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        foreach (var (lineNo, line) in TextLines.Read(path))
         {
-            lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             list.Add(ParseLine(line, path, lineNo));
             if (list.Count == batch) { yield return list; list = new List<IndexRecord>(batch); }
