@@ -47,7 +47,7 @@ public static class Program
         var root = BuildRoot();
         ParseResult parsed;
         try { parsed = root.Parse(args); }
-        catch (Exception e) { return Report(e, args.Contains("--verbose")); }
+        catch (Exception e) { return Report(e, args.Contains("--verbose"), Console.Error); }
         // Parse errors (unknown options, values that do not parse or break a rule of Validate) are bad input: one
         // line each, before any work. Help (-h) clears them and prints the help instead.
         if (parsed.Errors.Count > 0)
@@ -58,11 +58,18 @@ public static class Program
         }
         try
         {
+            // Settings from the environment are input too: checked before the work, not when a kernel is first needed.
+            // rotor info reports them instead, and help needs none.
+            if (parsed.CommandResult.Command.Name != "info" && parsed.Action is not System.CommandLine.Help.HelpAction)
+            {
+                _ = Rotor.Kernels.KernelSelector.Current;
+                _ = Rotor.Kernels.CpuBackend.DefaultThreads();
+            }
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e)
         {
-            return Report(e, parsed.GetValue(Verbose));
+            return Report(e, parsed.GetValue(Verbose), Console.Error);
         }
     }
 
@@ -75,19 +82,22 @@ public static class Program
         return names;
     }
 
-    /// <summary>Prints <paramref name="e"/> by the error policy and returns the exit code.</summary>
-    internal static int Report(Exception e, bool verbose)
+    /// <summary>Writes <paramref name="e"/> to <paramref name="error"/> by the error policy and returns the exit code:
+    /// <see cref="BadInput"/> for bad input (one line), <see cref="InternalError"/> for a bug (one line and a hint), 130
+    /// for an interruption. <paramref name="verbose"/> adds the stack trace.</summary>
+    public static int Report(Exception e, bool verbose, TextWriter error)
     {
-        if (e is OperationCanceledException) { Console.Error.WriteLine("rotor: interrupted"); return 130; }
+        ArgumentNullException.ThrowIfNull(e); ArgumentNullException.ThrowIfNull(error);
+        if (e is OperationCanceledException) { error.WriteLine("rotor: interrupted"); return 130; }
         if (ErrorPolicy.Describe(e) is { } line)
         {
-            Console.Error.WriteLine($"rotor: {line}");
-            if (verbose) Console.Error.WriteLine(e);
+            error.WriteLine($"rotor: {line}");
+            if (verbose) error.WriteLine(e);
             return BadInput;
         }
-        Console.Error.WriteLine($"rotor: internal error: {e.GetType().FullName}: {OneLine(e.Message)}");
-        if (verbose) Console.Error.WriteLine(e);
-        else Console.Error.WriteLine("rotor: this is a bug in Rotor; run the command again with --verbose for the stack trace, and please report it");
+        error.WriteLine($"rotor: internal error: {e.GetType().FullName}: {OneLine(e.Message)}");
+        if (verbose) error.WriteLine(e);
+        else error.WriteLine("rotor: this is a bug in Rotor; run the command again with --verbose for the stack trace, and please report it");
         return InternalError;
     }
 
