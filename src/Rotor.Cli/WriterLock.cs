@@ -15,5 +15,5 @@ internal static class WriterLock
 
     /// <summary>Takes the writer lock of <paramref name="target"/>, saying on stderr when it has to wait.</summary>
     public static FileLock Take(string target, int seconds) =>
-        FileLock.Acquire(target, TimeSpan.FromSeconds(seconds), why => Console.Error.WriteLine($"rotor: {why}"));
+        FileLock.Acquire(target, TimeSpan.FromSeconds(seconds), why => Console.Error.WriteLine($"waiting: {why}"));
 }

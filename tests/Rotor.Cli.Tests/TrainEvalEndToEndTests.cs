@@ -12,7 +12,7 @@ namespace Rotor.Cli.Tests;
 /// </summary>
 public class TrainEvalEndToEndTests
 {
-    private static string Repo()
+    internal static string Repo()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "Rotor.sln"))) return d.FullName;

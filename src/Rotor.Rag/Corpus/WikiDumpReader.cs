@@ -117,7 +117,11 @@ public static class WikiDumpReader
     {
         using var stream = Open(path, out var file);
         stats.TotalBytes = file.Length;
-        using var xml = XmlReader.Create(stream, new XmlReaderSettings { IgnoreWhitespace = true, IgnoreComments = true, DtdProcessing = DtdProcessing.Prohibit });
+        XmlReader created;
+        // Create reads the first buffer (all of a small file) to detect the encoding: decoder errors can surface here.
+        try { created = XmlReader.Create(stream, new XmlReaderSettings { IgnoreWhitespace = true, IgnoreComments = true, DtdProcessing = DtdProcessing.Prohibit }); }
+        catch (Exception e) when (IsReadError(e)) { throw new RotorException($"{path}: cannot read the dump: {e.Message}", e); }
+        using var xml = created;
         bool sawRoot = false;
         while (true)
         {

@@ -13,9 +13,14 @@ public static class TextLines
     /// <summary>Strict UTF-8 without a byte-order mark: invalid bytes throw.</summary>
     public static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
 
-    /// <summary>Opens <paramref name="path"/> as text, gunzipping it when it is gzip (magic bytes 1f 8b).</summary>
+    /// <summary>Opens <paramref name="path"/> as text, gunzipping it when it is gzip (magic bytes 1f 8b). Decoding
+    /// errors of this reader surface where the buffer is decoded, not at their line: <see cref="Read"/> names the line.</summary>
     /// <exception cref="RotorException">The file is missing or cannot be opened.</exception>
-    public static StreamReader Open(string path)
+    public static StreamReader Open(string path) => new(OpenStream(path), StrictUtf8, detectEncodingFromByteOrderMarks: true, 1 << 16);
+
+    /// <summary>The bytes of <paramref name="path"/>, gunzipped when it is gzip.</summary>
+    /// <exception cref="RotorException">The file is missing or cannot be opened.</exception>
+    public static Stream OpenStream(string path)
     {
         FileStream file;
         try { file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16); }
@@ -27,8 +32,7 @@ public static class TextLines
         {
             int b0 = file.ReadByte(), b1 = file.ReadByte();
             file.Position = 0;
-            Stream s = b0 == 0x1f && b1 == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
-            return new StreamReader(s, StrictUtf8, detectEncodingFromByteOrderMarks: true, 1 << 16);
+            return b0 == 0x1f && b1 == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
         }
         catch
         {
@@ -37,27 +41,47 @@ public static class TextLines
         }
     }
 
-    /// <summary>The lines of <paramref name="path"/> with their numbers (from 1), streamed.</summary>
-    /// <exception cref="RotorException">Missing, unreadable, not UTF-8, or a corrupt gzip stream (the message names the
-    /// file and the line).</exception>
+    /// <summary>The lines of <paramref name="path"/> with their numbers (from 1), streamed. Lines end at '\n' (a '\r'
+    /// before it is dropped); a UTF-8 byte-order mark at the start is skipped.</summary>
+    /// <exception cref="RotorException">Missing, unreadable, not UTF-8 (the line is named), or a corrupt gzip stream.</exception>
     public static IEnumerable<(int Number, string Text)> Read(string path)
     {
-        using var reader = Open(path);
+        using var stream = OpenStream(path);
+        var line = new MemoryStream();
+        byte[] buf = new byte[1 << 16];
         int n = 0;
         while (true)
         {
-            string? line;
-            try { line = reader.ReadLine(); }
-            catch (Exception e) when (e is DecoderFallbackException)
-            {
-                throw new RotorException($"{path}: line {n + 1}: not valid UTF-8 text: {e.Message}", e);
-            }
+            int read;
+            try { read = stream.Read(buf, 0, buf.Length); }
             catch (Exception e) when (e is InvalidDataException or IOException)
             {
                 throw new RotorException($"{path}: after line {n}: cannot read: {e.Message}", e);
             }
-            if (line is null) yield break;
-            yield return (++n, line);
+            if (read == 0) break;
+            int start = 0;
+            while (true)
+            {
+                int nl = buf.AsSpan(start, read - start).IndexOf((byte)'\n');
+                if (nl < 0) { line.Write(buf, start, read - start); break; }
+                line.Write(buf, start, nl);
+                start += nl + 1;
+                yield return (++n, Decode(line, path, n));
+                line.SetLength(0);
+            }
+        }
+        if (line.Length > 0) yield return (++n, Decode(line, path, n));
+    }
+
+    private static string Decode(MemoryStream line, string path, int n)
+    {
+        ReadOnlySpan<byte> bytes = line.GetBuffer().AsSpan(0, (int)line.Length);
+        if (n == 1 && bytes.StartsWith("\uFEFF"u8)) bytes = bytes[3..];
+        if (!bytes.IsEmpty && bytes[^1] == (byte)'\r') bytes = bytes[..^1];
+        try { return StrictUtf8.GetString(bytes); }
+        catch (DecoderFallbackException e)
+        {
+            throw new RotorException($"{path}: line {n}: not valid UTF-8 text: {e.Message}", e);
         }
     }
 }
