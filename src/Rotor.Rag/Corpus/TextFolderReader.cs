@@ -26,11 +26,21 @@ public static class TextFolderReader
         foreach (var f in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
         {
             if (!f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) && !f.EndsWith(".md", StringComparison.OrdinalIgnoreCase)) continue;
-            if (!File.Exists(f)) { brokenLinks++; continue; } // File.Exists follows the link
+            if (IsBrokenLink(f)) { brokenLinks++; continue; }
             files.Add(f);
         }
         files.Sort(StringComparer.Ordinal);
         return files;
+    }
+
+    // A symbolic link whose final target is missing, or a loop of links. (File.Exists is true for a dangling link on
+    // Unix, where .NET falls back to the link itself.)
+    private static bool IsBrokenLink(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is null) return false;
+        try { return info.ResolveLinkTarget(returnFinalTarget: true) is not { Exists: true }; }
+        catch (IOException) { return true; }
     }
 
     /// <summary>One file as a document.</summary>
