@@ -34,7 +34,11 @@ public sealed class FileLock : IDisposable
     {
         string path = LockPathOf(target);
         string? dir = Path.GetDirectoryName(path);
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        try { if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RotorException($"{path}: cannot create the lock file of {target}: {e.Message}", e);
+        }
         var clock = Stopwatch.StartNew();
         bool told = false;
         while (true)
