@@ -166,10 +166,22 @@ public static class SafeTensors
         if ((long)hlen > raw.Length - 8) throw new RotorException($"{name}: truncated safetensors file: header says {hlen} bytes, only {raw.Length - 8} follow");
         int dataStart = 8 + (int)hlen;
         long dataLen = raw.Length - dataStart;
+        // The JSON reader checks UTF-8 only when a string is read: a header that is not UTF-8 is refused here, whole.
+        if (!System.Text.Unicode.Utf8.IsValid(raw.AsSpan(8, (int)hlen))) throw new RotorException($"{name}: safetensors header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(raw.AsMemory(8, (int)hlen)); }
         catch (JsonException e) { throw new RotorException($"{name}: safetensors header is not valid JSON: {e.Message}", e); }
-        using (doc)
+        try { return Interpret(doc, raw, name, dataStart, dataLen); }
+        // Escapes that decode to invalid text (a lone surrogate), sizes whose product overflows.
+        catch (Exception e) when (e is InvalidOperationException or OverflowException)
+        {
+            throw new RotorException($"{name}: safetensors header is invalid: {e.Message}", e);
+        }
+        finally { doc.Dispose(); }
+    }
+
+    private static SafeTensorFile Interpret(JsonDocument doc, byte[] raw, string name, int dataStart, long dataLen)
+    {
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new RotorException($"{name}: safetensors header is not a JSON object");
             var meta = new Dictionary<string, string>(StringComparer.Ordinal);
