@@ -5,7 +5,7 @@ namespace Rotor.Cli;
 
 /// <summary>The <c>rotor</c> command: one file a command group under Commands/, registered here.</summary>
 /// <remarks>
-/// Error policy (docs/CLI.md): bad input of any kind (an option out of range or that does not parse, a missing,
+/// Error policy (docs/ERRORS.md): bad input of any kind (an option out of range or that does not parse, a missing,
 /// unreadable, corrupt or unwritable file, an unsupported machine) prints one line <c>rotor: what and why</c> and exits
 /// with 2; options are checked by the parser (<see cref="Validate"/>) before any work. Any other exception is a bug in
 /// Rotor: one line naming it, a hint to rerun with <c>--verbose</c> (which prints the stack trace) and to report it,
