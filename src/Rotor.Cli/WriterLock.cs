@@ -13,7 +13,12 @@ internal static class WriterLock
         DefaultValueFactory = _ => 600,
     }.InRange(0, 86_400);
 
-    /// <summary>Takes the writer lock of <paramref name="target"/>, saying on stderr when it has to wait.</summary>
-    public static FileLock Take(string target, int seconds) =>
-        FileLock.Acquire(target, TimeSpan.FromSeconds(seconds), why => Console.Error.WriteLine($"waiting: {why}"));
+    /// <summary>Takes the writer lock of <paramref name="target"/>, saying on stderr when it has to wait, then removes
+    /// the temporary files that killed writers of it left behind.</summary>
+    public static FileLock Take(string target, int seconds)
+    {
+        var held = FileLock.Acquire(target, TimeSpan.FromSeconds(seconds), why => Console.Error.WriteLine($"waiting: {why}"));
+        if (AtomicFile.RemoveStale(target) is > 0 and var n) Console.Error.WriteLine($"removed {n} temporary file(s) of an interrupted write of {target}");
+        return held;
+    }
 }

@@ -38,3 +38,33 @@ public class FileLockTests
         finally { File.Delete(file); }
     }
 }
+
+/// <summary><see cref="AtomicFile.RemoveStale"/>: temporary files of dead writers go, those of live ones stay.</summary>
+public class StaleTemporaryFileTests
+{
+    [Fact]
+    public void OnlyTheTemporaryFilesOfDeadProcessesAreRemoved()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"rotor-stale-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            using var exited = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("true") { UseShellExecute = false })!;
+            exited.WaitForExit();
+            string target = Path.Combine(dir, "i.rix");
+            string dead = $"{target}.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp", live = $"{target}.{Environment.ProcessId}.{Guid.NewGuid():N}.rotor.tmp";
+            string other = Path.Combine(dir, $"j.rix.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp");
+            foreach (string f in new[] { dead, live, other }) File.WriteAllText(f, "partial");
+            Assert.Equal(1, AtomicFile.RemoveStale(target));
+            Assert.False(File.Exists(dead));
+            Assert.True(File.Exists(live));
+            Assert.True(File.Exists(other)); // another target's
+            // A folder: its own files' leftovers.
+            string inside = Path.Combine(dir, $"passages.jsonl.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp");
+            File.WriteAllText(inside, "partial");
+            Assert.Equal(2, AtomicFile.RemoveStale(dir));
+            Assert.False(File.Exists(inside));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+}
