@@ -90,3 +90,38 @@ public class FuzzTests
         finally { File.Delete(idx); File.Delete(pgm); }
     }
 }
+
+/// <summary>The metadata and shapes Rotor relies on are covered by <c>rotor.header_sha256</c>: an edit that keeps the
+/// JSON valid and the data intact (act bits 8 to 4, a shape swapped) is caught; files without the key still load.</summary>
+public class HeaderChecksumTests
+{
+    [Fact]
+    public void AnEditedHeaderIsRefusedAndFilesWithoutTheKeyLoad()
+    {
+        string path = TrainingData.TempFile("h.safetensors");
+        try
+        {
+            SafeTensors.Write(path, [SafeTensor.FromFloats("w", new float[6], 2, 3)], new Dictionary<string, string> { ["rotor.act_bits"] = "8" });
+            byte[] good = File.ReadAllBytes(path);
+            Assert.Equal("8", SafeTensors.Read(path).Metadata["rotor.act_bits"]);
+            foreach (var (from, to) in new[] { ("\"rotor.act_bits\":\"8\"", "\"rotor.act_bits\":\"4\""), ("[2,3]", "[3,2]") })
+            {
+                string text = System.Text.Encoding.Latin1.GetString(good);
+                Assert.Contains(from, text);
+                File.WriteAllBytes(path, System.Text.Encoding.Latin1.GetBytes(text.Replace(from, to, StringComparison.Ordinal)));
+                Assert.Contains("rotor.header_sha256", Assert.Throws<RotorException>(() => SafeTensors.Read(path)).Message);
+            }
+            // Without the key (an older Rotor file, another tool's file) the header is read unchecked.
+            string old = System.Text.Encoding.Latin1.GetString(good);
+            int at = old.IndexOf("\"rotor.header_sha256\"", StringComparison.Ordinal);
+            int end = old.IndexOf('"', old.IndexOf(':', at) + 2) + 1;
+            string edited = old[..at] + old[(end + 1)..]; // drop the entry and its comma
+            byte[] bytes = System.Text.Encoding.Latin1.GetBytes(edited);
+            ulong hlen = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(good) - (ulong)(good.Length - bytes.Length);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(bytes, hlen);
+            File.WriteAllBytes(path, bytes);
+            Assert.False(SafeTensors.Read(path).Metadata.ContainsKey("rotor.header_sha256"));
+        }
+        finally { File.Delete(path); }
+    }
+}
