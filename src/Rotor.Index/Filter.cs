@@ -55,7 +55,12 @@ public abstract class Filter
             if (i <= 0) continue;
             string field = text[..i].Trim(), raw = text[(i + op.Length)..].Trim();
             if (field.Length == 0) break;
+            if (raw.Length == 0) throw new RotorException($"filter '{text}': no value after {op}");
             object value = ParseValue(raw);
+            // An order between a number field and a bare word matches nothing; a typo there would silently empty the
+            // results. Text is compared in order only when quoted.
+            if (op is not ("=" or "!=") && value is not (long or double) && !IsQuoted(raw))
+                throw new RotorException($"filter '{text}': '{raw}' is not a number (quote it, \"{raw}\", to compare text)");
             return op switch
             {
                 "=" => Eq(field, value), "!=" => NotEq(field, value), "<" => Less(field, value),
@@ -65,9 +70,11 @@ public abstract class Filter
         throw new RotorException($"filter '{text}' is not 'field OP value' with OP one of = != < <= > >=");
     }
 
+    private static bool IsQuoted(string raw) => raw.Length >= 2 && (raw[0] == '"' || raw[0] == '\'') && raw[^1] == raw[0];
+
     private static object ParseValue(string raw)
     {
-        if (raw.Length >= 2 && (raw[0] == '"' || raw[0] == '\'') && raw[^1] == raw[0]) return raw[1..^1];
+        if (IsQuoted(raw)) return raw[1..^1];
         if (long.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out long l)) return l;
         if (double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out double d)) return d;
         if (raw is "true" or "false") return raw == "true";

@@ -47,9 +47,14 @@ public enum IndexStructure
 /// <param name="Seed">Seed of the level generator, so that a build is reproducible.</param>
 public sealed record HnswSettings(int M = 32, int EfConstruction = 200, int EfSearch = 64, int Seed = 42)
 {
+    /// <summary>The smallest <see cref="M"/>.</summary>
+    public const int MinM = 2;
+    /// <summary>The largest <see cref="M"/>.</summary>
+    public const int MaxM = 128;
+
     internal void Validate()
     {
-        if (M < 2 || M > 128) throw new ArgumentOutOfRangeException(nameof(M), M, "HNSW M must be in 2..128");
+        if (M < MinM || M > MaxM) throw new ArgumentOutOfRangeException(nameof(M), M, $"HNSW M must be in {MinM}..{MaxM}");
         if (EfConstruction < 1) throw new ArgumentOutOfRangeException(nameof(EfConstruction), EfConstruction, "efConstruction must be positive");
         if (EfSearch < 1) throw new ArgumentOutOfRangeException(nameof(EfSearch), EfSearch, "efSearch must be positive");
     }
@@ -72,9 +77,12 @@ public sealed record VectorIndexOptions
     /// rescoring and for <see cref="VectorIndex.Get"/>. Ignored for <see cref="CodeKind.Float32"/> (the code is the vector).</summary>
     public bool KeepFullPrecision { get; init; } = true;
 
+    /// <summary>The largest <see cref="Dimensions"/>.</summary>
+    public const int MaxDimensions = 65536;
+
     internal void Validate()
     {
-        if (Dimensions < 1 || Dimensions > 65536) throw new ArgumentOutOfRangeException(nameof(Dimensions), Dimensions, "dimensions must be in 1..65536");
+        if (Dimensions < 1 || Dimensions > MaxDimensions) throw new ArgumentOutOfRangeException(nameof(Dimensions), Dimensions, $"dimensions must be in 1..{MaxDimensions}");
         if (!Enum.IsDefined(Code)) throw new ArgumentOutOfRangeException(nameof(Code), Code, "unknown code kind");
         if (!Enum.IsDefined(Metric)) throw new ArgumentOutOfRangeException(nameof(Metric), Metric, "unknown metric");
         if (!Enum.IsDefined(Structure)) throw new ArgumentOutOfRangeException(nameof(Structure), Structure, "unknown index structure");

@@ -26,13 +26,9 @@ public static class VectorFiles
     /// <summary>Reads JSONL records in batches.</summary>
     public static IEnumerable<List<IndexRecord>> ReadJsonl(string path, int batch = 10_000)
     {
-        using var reader = new StreamReader(path, Encoding.UTF8);
         var list = new List<IndexRecord>(batch);
-        int lineNo = 0;
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        foreach (var (lineNo, line) in TextLines.Read(path))
         {
-            lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             list.Add(ParseLine(line, path, lineNo));
             if (list.Count == batch) { yield return list; list = new List<IndexRecord>(batch); }
@@ -95,6 +91,8 @@ public static class VectorFiles
     {
         using var fs = File.OpenRead(path);
         var (rows, cols, dataOffset) = ReadNpyHeader(fs, path);
+        // Rows and columns are checked in ReadNpyHeader (cols <= 65536), so rows * cols * 4 only overflows for absurd rows.
+        if (rows > (long.MaxValue - dataOffset) / ((long)cols * 4)) throw new RotorException($"{path}: .npy shape ({rows}, {cols}) is impossibly large");
         long expect = dataOffset + rows * cols * 4;
         if (fs.Length < expect) throw new RotorException($"{path} is truncated: {fs.Length} bytes, shape ({rows}, {cols}) needs {expect}");
         fs.Position = dataOffset;
@@ -122,25 +120,33 @@ public static class VectorFiles
         else if (major is 2 or 3)
         {
             Span<byte> two = stackalloc byte[2];
-            s.ReadExactly(two);
+            if (s.ReadAtLeast(two, 2, throwOnEndOfStream: false) != 2) throw new RotorException($"{path} is truncated inside its .npy header");
             headerLen = (int)BinaryPrimitives.ReadUInt32LittleEndian([pre[8], pre[9], two[0], two[1]]); prefix = 12;
         }
         else throw new RotorException($"{path}: .npy version {major} is not supported");
+        if (headerLen < 0 || (s.CanSeek && headerLen > s.Length - s.Position)) throw new RotorException($"{path} is truncated: its .npy header claims {headerLen} bytes");
         var hb = new byte[headerLen];
-        s.ReadExactly(hb);
+        if (s.ReadAtLeast(hb, headerLen, throwOnEndOfStream: false) != headerLen) throw new RotorException($"{path} is truncated inside its .npy header");
         string h = Encoding.ASCII.GetString(hb);
         if (!h.Contains("'descr': '<f4'", StringComparison.Ordinal)) throw new RotorException($"{path}: .npy dtype must be little-endian float32 ('<f4'); header: {h.Trim()}");
         if (h.Contains("'fortran_order': True", StringComparison.Ordinal)) throw new RotorException($"{path}: .npy array must be C order");
         int a = h.IndexOf("'shape': (", StringComparison.Ordinal);
         if (a < 0) throw new RotorException($"{path}: .npy header has no shape: {h.Trim()}");
         int b = h.IndexOf(')', a);
-        var dims = h[(a + 10)..b].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => long.Parse(x, CultureInfo.InvariantCulture)).ToArray();
-        return dims.Length switch
+        if (b < 0) throw new RotorException($"{path}: .npy header's shape is not closed: {h.Trim()}");
+        var parts = h[(a + 10)..b].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var dims = new long[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out dims[i]))
+                throw new RotorException($"{path}: .npy shape ({h[(a + 10)..b]}) holds '{parts[i]}', not a size");
+        var (rows, cols) = dims.Length switch
         {
-            1 => (1, checked((int)dims[0]), prefix + headerLen),
-            2 => (dims[0], checked((int)dims[1]), prefix + headerLen),
+            1 => (1L, dims[0]),
+            2 => (dims[0], dims[1]),
             _ => throw new RotorException($"{path}: .npy shape has {dims.Length} dimensions, expected (n, d)"),
         };
+        if (cols < 1 || cols > VectorIndexOptions.MaxDimensions) throw new RotorException($"{path}: .npy rows have {cols} values, expected 1..{VectorIndexOptions.MaxDimensions}");
+        return (rows, (int)cols, prefix + headerLen);
     }
 
     /// <summary>Writes a float32 (n, d) .npy file (atomically).</summary>

@@ -23,6 +23,9 @@ public sealed unsafe class VectorIndex : IDisposable
     private ulong[] _deleted = new ulong[1];
     private Dictionary<string, int> _slotOf = new(StringComparer.Ordinal);
     private bool _disposed;
+    // The file this index was last loaded from or saved to, and its length and write time then: a save over it checks
+    // that no other writer replaced it meanwhile (which would lose that writer's changes).
+    private (string Path, long Length, DateTime Written)? _origin;
 
     private VectorIndex(VectorIndexOptions options)
     {
@@ -44,7 +47,18 @@ public sealed unsafe class VectorIndex : IDisposable
     /// memory-mapped (<paramref name="memoryMap"/>: null maps files of 64 MiB and more).</summary>
     /// <exception cref="RotorException">The file is missing, truncated, corrupt or of another version (the message says which).</exception>
     public static VectorIndex Open(string path, bool? memoryMap = null, bool verifyChecksums = true)
-        => IndexFile.Load(path, memoryMap, verifyChecksums, o => new VectorIndex(o));
+    {
+        var stamp = Stamp(path);
+        var index = IndexFile.Load(path, memoryMap, verifyChecksums, o => new VectorIndex(o));
+        index._origin = stamp;
+        return index;
+    }
+
+    private static (string, long, DateTime)? Stamp(string path)
+    {
+        var f = new FileInfo(Path.GetFullPath(path));
+        return f.Exists ? (f.FullName, f.Length, f.LastWriteTimeUtc) : null;
+    }
 
     /// <summary>What the index is.</summary>
     public VectorIndexOptions Options { get; }
@@ -457,10 +471,17 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>Writes the index to <paramref name="path"/> atomically: a temporary file beside it is written,
     /// flushed to disk and renamed over the target, so that an interrupted save leaves the old file intact.</summary>
+    /// <exception cref="RotorException">The file was loaded by <see cref="Open"/> (or last saved here) and another writer
+    /// has replaced it since: saving would lose that writer's changes. Open it again and apply the changes to it (the
+    /// command line's writers take <see cref="FileLock"/> so that they never get here).</exception>
     public void Save(string path)
     {
         using var _ = Read();
+        string full = Path.GetFullPath(path);
+        if (_origin is { } o && o.Path == full && Stamp(full) is { } now && (now.Item2 != o.Length || now.Item3 != o.Written))
+            throw new RotorException($"{path} was replaced by another writer since this index was loaded from it; saving would lose that writer's changes (open it again and apply yours)");
         IndexFile.Save(this, path);
+        _origin = Stamp(full);
     }
 
     internal void RestoreFrom(CodeStore store, List<string> keys, List<IReadOnlyDictionary<string, object>?> fields, ulong[] deleted, Hnsw? graph)

@@ -83,6 +83,10 @@ public class OperationTests
         Assert.False(Filter.Eq("year", "2021").Matches(f)); // type mismatch never matches
         Assert.True(Filter.Or(Filter.Eq("lang", "fr"), Filter.Not(Filter.Eq("ok", false))).Matches(f));
         Assert.Throws<RotorException>(() => Filter.Parse("nonsense"));
+        // An order against a bare word would match nothing (a typo silently empties the results): refused, named.
+        Assert.Contains("'abc' is not a number", Assert.Throws<RotorException>(() => Filter.Parse("year > abc")).Message);
+        Assert.Contains("no value", Assert.Throws<RotorException>(() => Filter.Parse("year >=")).Message);
+        Assert.True(Filter.Parse("lang >= 'a'").Matches(f)); // quoted text compares in order
     }
 
     [Fact]

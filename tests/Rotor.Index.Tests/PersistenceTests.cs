@@ -166,4 +166,25 @@ public class PersistenceTests
         Expect(tail, "checksum mismatch");
         Assert.Contains("does not exist", Assert.Throws<RotorException>(() => VectorIndex.Open(Path.Combine(dir, "none.rix"))).Message);
     }
+
+    // Two writers of one file through the library: the second save would drop the first one's records, so it is refused.
+    [Fact]
+    public void ASaveOverAFileReplacedSinceItWasLoadedIsRefused()
+    {
+        string path = Path.Combine(TestData.TempDir(), "shared.rix");
+        using (var index = Build(CodeKind.Ternary, IndexStructure.Flat, n: 50)) index.Save(path);
+        using var a = VectorIndex.Open(path, memoryMap: false);
+        using var b = VectorIndex.Open(path, memoryMap: false);
+        a.Add([new IndexRecord("from-a", TestData.Query(40, 1))]);
+        a.Save(path);
+        b.Add([new IndexRecord("from-b", TestData.Query(40, 2))]);
+        Assert.Contains("replaced by another writer", Assert.Throws<RotorException>(() => b.Save(path)).Message);
+        a.Add([new IndexRecord("again-a", TestData.Query(40, 3))]);
+        a.Save(path); // its own earlier save is no obstacle
+        using var c = VectorIndex.Open(path);
+        Assert.NotNull(c.Get("from-a"));
+        Assert.NotNull(c.Get("again-a"));
+        Assert.Null(c.Get("from-b"));
+        b.Save(Path.Combine(TestData.TempDir(), "elsewhere.rix")); // another path is fine
+    }
 }

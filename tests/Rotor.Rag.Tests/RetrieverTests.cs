@@ -52,6 +52,40 @@ public sealed class RetrieverTests(MiniLmFixture fixture, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task EmptyQueriesAreRefusedInEveryMode()
+    {
+        var retriever = fixture.DemoRetriever;
+        foreach (string q in new[] { "", " ", "\t\n" })
+            foreach (var mode in new[] { RetrievalMode.Dense, RetrievalMode.Lexical, RetrievalMode.Hybrid })
+            {
+                var o = new RetrievalOptions { Mode = mode };
+                Assert.Contains("empty", Assert.Throws<RotorException>(() => retriever.Search(q, o)).Message);
+                Assert.Contains("empty", (await Assert.ThrowsAsync<RotorException>(() => retriever.SearchAsync(q, o))).Message);
+            }
+        Assert.Throws<RotorException>(() => retriever.Search(" ", new float[384], new RetrievalOptions { Mode = RetrievalMode.Lexical }));
+    }
+
+    [Fact]
+    public void QrelsCoverageCountsUnknownQueriesAndAbsentDocuments()
+    {
+        var qrels = new Dictionary<string, Dictionary<string, int>>
+        {
+            ["q1"] = new() { ["d1"] = 1, ["d9"] = 2, ["d8"] = 0 }, // d8: grade 0, not relevant, so not counted
+            ["q2"] = new() { ["d2"] = 1, ["d9"] = 1 },
+            ["q7"] = new() { ["d1"] = 1 },
+        };
+        var c = QrelsCoverage.Of(qrels, ["q1", "q2", "q3"], ["d1", "d2", "d3"]);
+        Assert.Equal(new QrelsCoverage(3, 1, 4, 2, 1, "document 'd9'"), c with { Example = "document 'd9'" });
+        Assert.False(c.Complete);
+        string w = c.Warning("qrels.tsv")!;
+        Assert.StartsWith("qrels.tsv: 1 of 3 judged queries are not in the queries", w);
+        Assert.Contains("2 of 4 relevant judgements name 1 documents absent from the corpus", w);
+        var full = QrelsCoverage.Of(qrels, ["q1", "q2", "q7"], ["d1", "d2", "d9"]);
+        Assert.True(full.Complete);
+        Assert.Null(full.Warning("qrels.tsv"));
+    }
+
+    [Fact]
     public void SearchWithAGivenVectorMatchesSearchWithTheQuery()
     {
         var retriever = fixture.DemoRetriever;

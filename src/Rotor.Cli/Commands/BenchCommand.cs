@@ -11,9 +11,9 @@ internal static class BenchCommand
 {
     public static Command Create()
     {
-        var json = new Option<FileInfo?>("--json") { Description = "Also write the figures as JSON to this file" };
+        var json = new Option<FileInfo?>("--json") { Description = "Also write the figures as JSON to this file" }.OutputFile();
         var quick = new Option<bool>("--quick") { Description = "Fewer repetitions, cold runs for GEMV only" };
-        var threads = new Option<int>("--threads") { Description = "Largest thread count to measure", DefaultValueFactory = _ => CpuBackend.DefaultThreads() };
+        var threads = new Option<int>("--threads") { Description = "Largest thread count to measure", DefaultValueFactory = _ => CpuBackend.DefaultThreads() }.InRange(1, 1024);
         var shapes = new Option<string?>("--shapes") { Description = "Comma-separated NxK shapes (default: the BitNet 2B4T shapes, 4096x4096, 16384x4096)" };
         var ms = new Option<string>("--m") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8,32,128,512" };
         var skip = new Option<bool>("--no-prototype") { Description = "Skip the prototype table" };

@@ -16,9 +16,9 @@ internal static class EvalEmbeddingCommand
     {
         var corpus = new Option<FileInfo?>("--corpus") { Description = "Texts from a BEIR corpus (title + text), JSON lines, plain or .gz" };
         var passages = new Option<FileInfo?>("--passages") { Description = "Texts from a passages file of 'rotor ingest passages' (title: section. text)" };
-        var count = new Option<int>("--count") { Description = "Texts to embed (the first N)", DefaultValueFactory = _ => 512 };
+        var count = new Option<int>("--count") { Description = "Texts to embed (the first N)", DefaultValueFactory = _ => 512 }.InRange(1, 10_000_000);
         var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts to measure", DefaultValueFactory = _ => Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture) };
-        var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 };
+        var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 }.InRange(1, 100_000);
         var cmd = new Command("embedding", "Measure all-MiniLM-L6-v2 embedding throughput and where the time goes");
         foreach (var o in new Option[] { corpus, passages, count, threads, batch }) cmd.Options.Add(o);
         cmd.SetAction(parseResult =>

@@ -25,12 +25,13 @@ internal static class EvalRetrievalCommand
         public readonly Option<string> Corpus = new("--corpus") { Description = "BEIR corpus: JSON lines {\"_id\",\"title\",\"text\"}, plain or .gz", Required = true };
         public readonly Option<string> Queries = new("--queries") { Description = "BEIR queries: JSON lines {\"_id\",\"text\"}", Required = true };
         public readonly Option<string> Qrels = new("--qrels") { Description = "BEIR judgements: TSV query-id, corpus-id, score (with header)", Required = true };
+        public readonly Option<bool> Strict = new("--strict") { Description = "Refuse judgements that name queries or documents absent from --queries and --corpus (else a warning with counts)" };
         public readonly Option<string?> Cache = new("--embeddings-cache") { Description = "Keep the corpus embeddings in this file between runs (re-embedded when the corpus, model or --max-tokens change)" };
 
         public void AddTo(Command cmd, bool qrels = true)
         {
             cmd.Options.Add(Corpus); cmd.Options.Add(Queries);
-            if (qrels) cmd.Options.Add(Qrels);
+            if (qrels) { cmd.Options.Add(Qrels); cmd.Options.Add(Strict); }
             cmd.Options.Add(Cache);
         }
 
@@ -53,7 +54,20 @@ internal static class EvalRetrievalCommand
             return qs;
         }
 
-        public Dictionary<string, Dictionary<string, int>> ReadQrels(ParseResult pr) => BeirReader.ReadQrels(pr.GetValue(Qrels)!);
+        // The judgements, checked against the queries and the corpus they score: a warning with counts, or with
+        // --strict an error, when they name queries or documents that are not there.
+        public Dictionary<string, Dictionary<string, int>> ReadQrels(ParseResult pr, List<Document> docs, List<Query> queries)
+        {
+            string path = pr.GetValue(Qrels)!;
+            var qrels = BeirReader.ReadQrels(path);
+            var coverage = QrelsCoverage.Of(qrels, queries.Select(q => q.Id), docs.Select(d => d.Id));
+            if (coverage.Warning(path) is { } w)
+            {
+                if (pr.GetValue(Strict)) throw new RotorException($"{w} (--strict)");
+                Console.Error.WriteLine($"warning: {w}");
+            }
+            return qrels;
+        }
 
         // The corpus embeddings: from the cache file when one is named, else embedded now.
         public float[] CorpusVectors(ParseResult pr, List<Document> docs, SentenceEmbedder embedder)
@@ -66,11 +80,11 @@ internal static class EvalRetrievalCommand
     internal static Command Retrieval()
     {
         var beir = new BeirOptions();
-        var json = new Option<string?>("--json") { Description = "Also write the figures as flat JSON to this file" };
-        var limit = new Option<int>("--limit-queries") { Description = "Run at most this many judged queries (0 = all)", DefaultValueFactory = _ => 0 };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0 = one a processor)", DefaultValueFactory = _ => 0 };
-        var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a text is cut to, [CLS] and [SEP] included", DefaultValueFactory = _ => 256 };
+        var json = new Option<string?>("--json") { Description = "Also write the figures as flat JSON to this file" }.OutputFile();
+        var limit = new Option<int>("--limit-queries") { Description = "Run at most this many judged queries (0 = all)", DefaultValueFactory = _ => 0 }.NonNegative();
+        var threads = new Option<int>("--threads") { Description = "Embedding threads (0 = one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 }.InRange(1, 100_000);
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a text is cut to, [CLS] and [SEP] included", DefaultValueFactory = _ => 256 }.InRange(3, 512);
         var model = new Option<FileInfo?>("--model") { Description = "A sentence-transformers ONNX model instead of the bundled all-MiniLM-L6-v2 (needs --vocab)" };
         var vocab = new Option<FileInfo?>("--vocab") { Description = "The WordPiece vocabulary of --model" };
         var index = new Option<string?>("--index")
@@ -98,7 +112,7 @@ internal static class EvalRetrievalCommand
             };
             var docs = beir.ReadCorpus(pr);
             var qs = beir.ReadQueries(pr);
-            var judgements = beir.ReadQrels(pr);
+            var judgements = beir.ReadQrels(pr, docs, qs);
 
             using var embedder = SentenceEmbedder.Create(files, options);
             Console.Error.WriteLine($"model {embedder.ModelId} ({embedder.Dimensions} dims) from {files.Source}; {embedder.Options.Threads} threads, batch {embedder.Options.BatchSize}, max {embedder.Options.MaxTokens} tokens");
@@ -148,10 +162,10 @@ internal static class EvalRetrievalCommand
     internal static Command Quality()
     {
         var beir = new BeirOptions();
-        var json = new Option<string?>("--json") { Description = "Write the figures as flat JSON" };
-        var policyOut = new Option<string?>("--policy-out") { Description = "Write the calibrated adaptive policy (put it in an index directory as adaptive.json)" };
-        var limit = new Option<int>("--limit-queries") { Description = "At most this many judged queries (0: all)", DefaultValueFactory = _ => 0 };
-        var rate = new Option<double>("--target-retrieve-rate") { Description = "Adaptive: retrieve for at least this share of answerable dev queries (0: threshold at the best balanced accuracy)", DefaultValueFactory = _ => 0.9 };
+        var json = new Option<string?>("--json") { Description = "Write the figures as flat JSON" }.OutputFile();
+        var policyOut = new Option<string?>("--policy-out") { Description = "Write the calibrated adaptive policy (put it in an index directory as adaptive.json)" }.OutputFile();
+        var limit = new Option<int>("--limit-queries") { Description = "At most this many judged queries (0: all)", DefaultValueFactory = _ => 0 }.NonNegative();
+        var rate = new Option<double>("--target-retrieve-rate") { Description = "Adaptive: retrieve for at least this share of answerable dev queries (0: threshold at the best balanced accuracy)", DefaultValueFactory = _ => 0.9 }.InRange(0.0, 1.0);
         var cmd = new Command("quality", "nDCG@10 and Recall@100 of dense search over float32, int8, ternary (+/- rescoring) and binary codes vs float32; adaptive-retrieval calibration (dev half) and test (other half)");
         beir.AddTo(cmd);
         foreach (var o in new Option[] { json, policyOut, limit, rate }) cmd.Options.Add(o);
@@ -159,7 +173,7 @@ internal static class EvalRetrievalCommand
         {
             var docs = beir.ReadCorpus(pr);
             var qs = beir.ReadQueries(pr);
-            var judgements = beir.ReadQrels(pr);
+            var judgements = beir.ReadQrels(pr, docs, qs);
             using var embedder = SentenceEmbedder.CreateMiniLm();
             var report = RetrievalBenchmark.Run(docs, qs, judgements, embedder, pr.GetValue(limit), variants: IndexCodeVariants.All(),
                 embeddingsCache: pr.GetValue(beir.Cache));
@@ -205,11 +219,11 @@ internal static class EvalRetrievalCommand
         var beir = new BeirOptions();
         beir.Corpus.Description = "BEIR corpus whose embeddings seed the vectors";
         beir.Queries.Description = "BEIR queries: embedded one at a time, then searched";
-        var count = new Option<int>("--count") { Description = "Vectors in the index: the corpus, then noisy copies", DefaultValueFactory = _ => 100_000 };
-        var noise = new Option<float>("--noise") { Description = "Gaussian noise a component of each copy (before renormalizing)", DefaultValueFactory = _ => 0.02f };
-        var n = new Option<int>("--limit-queries") { Description = "Queries timed", DefaultValueFactory = _ => 100 };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 };
-        var json = new Option<string?>("--json") { Description = "Write the rows as JSON" };
+        var count = new Option<int>("--count") { Description = "Vectors in the index: the corpus, then noisy copies", DefaultValueFactory = _ => 100_000 }.InRange(1, 100_000_000);
+        var noise = new Option<float>("--noise") { Description = "Gaussian noise a component of each copy (before renormalizing)", DefaultValueFactory = _ => 0.02f }.InRange(0f, 10f);
+        var n = new Option<int>("--limit-queries") { Description = "Queries timed", DefaultValueFactory = _ => 100 }.InRange(1, 1_000_000);
+        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var json = new Option<string?>("--json") { Description = "Write the rows as JSON" }.OutputFile();
         var cmd = new Command("latency", "Per-question latency (embed + search) on a large index made of a corpus's embeddings and noisy copies of them");
         beir.AddTo(cmd, qrels: false);
         foreach (var o in new Option[] { count, noise, n, threads, json }) cmd.Options.Add(o);

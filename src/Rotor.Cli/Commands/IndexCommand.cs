@@ -27,21 +27,24 @@ internal static class IndexCommand
     private static Command CreateCmd()
     {
         var path = PathArg();
-        var dim = new Option<int>("--dim") { Description = "Vector dimensions", Required = true };
+        var dim = new Option<int>("--dim") { Description = "Vector dimensions", Required = true }.InRange(1, VectorIndexOptions.MaxDimensions);
         var code = new Option<CodeKind>("--code") { Description = "Code: Float32, Int8, Ternary, Binary", DefaultValueFactory = _ => CodeKind.Ternary };
         var metric = new Option<Metric>("--metric") { Description = "Cosine, Dot or L2", DefaultValueFactory = _ => Metric.Cosine };
         var hnsw = new Option<bool>("--hnsw") { Description = "Build an HNSW graph (else exact flat search)" };
-        var m = new Option<int>("--m") { Description = "HNSW links a node (2 M on layer 0)", DefaultValueFactory = _ => 32 };
-        var efc = new Option<int>("--ef-construction") { Description = "HNSW build beam width", DefaultValueFactory = _ => 200 };
-        var efs = new Option<int>("--ef-search") { Description = "HNSW default search beam width", DefaultValueFactory = _ => 64 };
+        var m = new Option<int>("--m") { Description = "HNSW links a node (2 M on layer 0)", DefaultValueFactory = _ => 32 }.InRange(HnswSettings.MinM, HnswSettings.MaxM);
+        var efc = new Option<int>("--ef-construction") { Description = "HNSW build beam width", DefaultValueFactory = _ => 200 }.InRange(1, 100_000);
+        var efs = new Option<int>("--ef-search") { Description = "HNSW default search beam width", DefaultValueFactory = _ => 64 }.InRange(1, 100_000);
         var noFull = new Option<bool>("--no-full") { Description = "Do not keep float32 vectors beside the codes (no rescoring)" };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing file" };
+        var wait = WriterLock.Option();
         var cmd = new Command("create", "Create an empty index file");
         cmd.Arguments.Add(path);
-        foreach (var o in new Option[] { dim, code, metric, hnsw, m, efc, efs, noFull, force }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { dim, code, metric, hnsw, m, efc, efs, noFull, force, wait }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
+            if (Validate.OutputFileProblem(p) is { } why) throw new RotorException(why);
+            using var writer = WriterLock.Take(p, pr.GetValue(wait));
             if (File.Exists(p) && !pr.GetValue(force)) throw new RotorException($"{p} exists (use --force to overwrite)");
             using var index = VectorIndex.Create(new VectorIndexOptions
             {
@@ -62,15 +65,19 @@ internal static class IndexCommand
         var path = PathArg();
         var input = new Argument<string>("input") { Description = "Vectors: .jsonl ({\"key\":..., \"vector\":[...], \"data\":{...}} a line) or .npy (float32, shape (n, d))" };
         var upsert = new Option<bool>("--upsert") { Description = "Replace records whose key exists (else an existing key is an error)" };
-        var batch = new Option<int>("--batch") { Description = "Records a batch", DefaultValueFactory = _ => 10_000 };
+        var batch = new Option<int>("--batch") { Description = "Records a batch", DefaultValueFactory = _ => 10_000 }.InRange(1, 10_000_000);
         var prefix = new Option<string>("--key-prefix") { Description = ".npy: key prefix of row numbers", DefaultValueFactory = _ => "" };
-        var start = new Option<long>("--key-start") { Description = ".npy: number of the first row's key", DefaultValueFactory = _ => 0 };
+        var start = new Option<long>("--key-start") { Description = ".npy: number of the first row's key", DefaultValueFactory = _ => 0 }.NonNegative();
         var cmd = new Command("add", "Add records from a JSONL or .npy file, then save the index atomically");
         cmd.Arguments.Add(path); cmd.Arguments.Add(input);
-        foreach (var o in new Option[] { upsert, batch, prefix, start }) cmd.Options.Add(o);
+        var wait = WriterLock.Option();
+        foreach (var o in new Option[] { upsert, batch, prefix, start, wait }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!, inp = pr.GetValue(input)!;
+            if (Validate.OutputFileProblem(p) is { } why) throw new RotorException(why);
+            // Held from before the index is read until it is saved: a concurrent add waits, then adds to this result.
+            using var writer = WriterLock.Take(p, pr.GetValue(wait));
             using var index = VectorIndex.Open(p, memoryMap: false);
             var sw = Stopwatch.StartNew();
             long total = 0, bytes = new FileInfo(inp).Length;
@@ -93,10 +100,10 @@ internal static class IndexCommand
         var path = PathArg();
         var query = new Option<string?>("--query") { Description = "Query vector as JSON array, e.g. \"[0.1,0.2,...]\"" };
         var queryFile = new Option<string?>("--query-file") { Description = "Queries from a .jsonl or .npy file (as for add)" };
-        var k = new Option<int>("-k") { Description = "Results a query", DefaultValueFactory = _ => 10 };
+        var k = new Option<int>("-k") { Description = "Results a query", DefaultValueFactory = _ => 10 }.InRange(1, 100_000);
         var filter = new Option<string[]>("--filter") { Description = "Field condition 'field OP value' (OP: = != < <= > >=); repeat to AND", AllowMultipleArgumentsPerToken = true };
-        var rescore = new Option<int>("--rescore") { Description = "Rescore k * N candidates with the full-precision vectors", DefaultValueFactory = _ => 0 };
-        var ef = new Option<int>("--ef") { Description = "HNSW beam width (0: index default)" };
+        var rescore = new Option<int>("--rescore") { Description = "Rescore k * N candidates with the full-precision vectors", DefaultValueFactory = _ => 0 }.InRange(0, 1000);
+        var ef = new Option<int>("--ef") { Description = "HNSW beam width (0: index default)" }.InRange(0, 100_000);
         var exact = new Option<bool>("--exact") { Description = "Exact scan even on an HNSW index" };
         var int8Query = new Option<bool>("--int8-query") { Description = "Ternary codes: score an int8 query against the codes (closer to float32, slower) instead of ternary x ternary popcounts" };
         var cmd = new Command("search", "Search an index: prints key, score and fields of the k best records");
@@ -158,11 +165,15 @@ internal static class IndexCommand
     private static Command CompactCmd()
     {
         var path = PathArg();
+        var wait = WriterLock.Option();
         var cmd = new Command("compact", "Remove deleted records (and rebuild the graph), then save atomically");
         cmd.Arguments.Add(path);
+        cmd.Options.Add(wait);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
+            if (Validate.OutputFileProblem(p) is { } why) throw new RotorException(why);
+            using var writer = WriterLock.Take(p, pr.GetValue(wait));
             using var index = VectorIndex.Open(p, memoryMap: false);
             long before = index.Stats.Slots;
             var sw = Stopwatch.StartNew();
@@ -176,11 +187,11 @@ internal static class IndexCommand
 
     private static Command BenchCmd()
     {
-        var count = new Option<int>("--count") { Description = "Vectors in the flat indexes", DefaultValueFactory = _ => 1_000_000 };
-        var dim = new Option<int>("--dim") { Description = "Dimensions", DefaultValueFactory = _ => 384 };
-        var queries = new Option<int>("--queries") { Description = "Queries", DefaultValueFactory = _ => 200 };
-        var hnswCount = new Option<int>("--hnsw-count") { Description = "Vectors in the HNSW index (0: --count)", DefaultValueFactory = _ => 0 };
-        var clusters = new Option<int>("--clusters") { Description = "Clusters of the synthetic data", DefaultValueFactory = _ => 1000 };
+        var count = new Option<int>("--count") { Description = "Vectors in the flat indexes", DefaultValueFactory = _ => 1_000_000 }.InRange(1, 100_000_000);
+        var dim = new Option<int>("--dim") { Description = "Dimensions", DefaultValueFactory = _ => 384 }.InRange(1, VectorIndexOptions.MaxDimensions);
+        var queries = new Option<int>("--queries") { Description = "Queries", DefaultValueFactory = _ => 200 }.InRange(1, 1_000_000);
+        var hnswCount = new Option<int>("--hnsw-count") { Description = "Vectors in the HNSW index (0: --count)", DefaultValueFactory = _ => 0 }.InRange(0, 100_000_000);
+        var clusters = new Option<int>("--clusters") { Description = "Clusters of the synthetic data", DefaultValueFactory = _ => 1000 }.InRange(1, 10_000_000);
         var cmd = new Command("bench", "Benchmark the index on clustered synthetic vectors: memory, build time, exact scan latency by code, HNSW queries/s and recall");
         foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters }) cmd.Options.Add(o);
         cmd.SetAction(pr =>

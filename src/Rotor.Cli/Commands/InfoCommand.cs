@@ -21,14 +21,22 @@ internal static class InfoCommand
             Console.WriteLine($"rotor        {typeof(TernaryMatrix).Assembly.GetName().Version}");
             Console.WriteLine($"runtime      {RuntimeInformation.FrameworkDescription} {RuntimeInformation.ProcessArchitecture} on {RuntimeInformation.OSDescription}");
             Console.WriteLine($"processors   {Environment.ProcessorCount}");
-            Console.WriteLine($"kernels      supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)");
-            Console.WriteLine($"avx512 vnni  {(KernelSelector.Avx512VnniUnavailableReason is { } why ? "not used: " + why : "used: vpdpbusd kernels generated at start-up")}");
-            Console.WriteLine($"threads      {CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)");
+            Console.WriteLine($"kernels      {Try(() => $"supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)")}");
+            Console.WriteLine($"avx512 vnni  {Try(() => KernelSelector.Avx512VnniUnavailableReason is { } why ? "not used: " + why : "used: vpdpbusd kernels generated at start-up")}");
+            Console.WriteLine($"threads      {Try(() => $"{CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)")}");
             Console.WriteLine($"huge pages   {HugePagesLine()}");
             Console.WriteLine(CudaCommands.InfoLine());
             return 0;
         });
         return cmd;
+    }
+
+    // A line of the report; a setting this machine or environment cannot honour (ROTOR_KERNEL=avx512 without AVX-512,
+    // ROTOR_THREADS=zero) is reported on its line, so that info still shows everything else.
+    private static string Try(Func<string> line)
+    {
+        try { return line(); }
+        catch (Exception e) when (ErrorPolicy.Describe(e) is { } why) { return $"unusable: {why}"; }
     }
 
     /// <summary>Whether weight matrices end up in 2 MiB pages: Rotor advises them (docs/KERNELS.md), the kernel decides.</summary>

@@ -29,24 +29,27 @@ internal static class IngestCommand
     private static Command SourceCommand(string name, string argName, string argDescription, string description, Func<string, DocumentSource> open)
     {
         var source = new Argument<string>(argName) { Description = argDescription };
-        var output = new Option<string>("--out") { Description = "Index directory to create (or resume)", Required = true };
+        var output = new Option<string>("--out") { Description = "Index directory to create (or resume)", Required = true }.OutputFolder();
         var code = new Option<CodeKind>("--code") { Description = "Vector code: Float32, Int8, Ternary, Binary", DefaultValueFactory = _ => CodeKind.Ternary };
-        var rescore = new Option<int>("--rescore") { Description = "Rescoring factor of searches (0: none, and no float32 copy is kept)", DefaultValueFactory = _ => 10 };
-        var words = new Option<int>("--target-words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 };
+        var rescore = new Option<int>("--rescore") { Description = "Rescoring factor of searches (0: none, and no float32 copy is kept)", DefaultValueFactory = _ => 10 }.InRange(0, 1000);
+        var words = new Option<int>("--target-words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 }.InRange(1, 100_000);
         var noSplit = new Option<bool>("--no-split") { Description = "One passage a document, id = document id (BEIR corpora)" };
-        var batch = new Option<int>("--batch") { Description = "Passages embedded together", DefaultValueFactory = _ => 256 };
-        var every = new Option<int>("--checkpoint-seconds") { Description = "Seconds between checkpoints", DefaultValueFactory = _ => 60 };
-        var max = new Option<long>("--max-documents") { Description = "Stop after this many source documents (0: all); run again without it to go on", DefaultValueFactory = _ => 0 };
+        var batch = new Option<int>("--batch") { Description = "Passages embedded together", DefaultValueFactory = _ => 256 }.InRange(1, 1_000_000);
+        var every = new Option<int>("--checkpoint-seconds") { Description = "Seconds between checkpoints", DefaultValueFactory = _ => 60 }.InRange(1, 86_400);
+        var max = new Option<long>("--max-documents") { Description = "Stop after this many source documents (0: all); run again without it to go on", DefaultValueFactory = _ => 0 }.NonNegative();
         var force = new Option<bool>("--force") { Description = "Delete an earlier index or checkpoint in --out and start over" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a passage is cut to", DefaultValueFactory = _ => 256 };
+        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a passage is cut to", DefaultValueFactory = _ => 256 }.InRange(3, 512);
         var cmd = new Command(name, description);
         cmd.Arguments.Add(source);
-        foreach (var o in new Option[] { output, code, rescore, words, noSplit, batch, every, max, force, threads, maxTokens }) cmd.Options.Add(o);
+        var wait = WriterLock.Option();
+        foreach (var o in new Option[] { output, code, rescore, words, noSplit, batch, every, max, force, threads, maxTokens, wait }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             var src = open(pr.GetValue(source)!);
             string dir = pr.GetValue(output)!;
+            // One build a folder: a second waits, then resumes or finds the finished index.
+            using var writer = WriterLock.Take(dir, pr.GetValue(wait));
             using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads), MaxTokens = pr.GetValue(maxTokens) });
             Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.Options.Threads} threads), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
             using var cts = new CancellationTokenSource();
@@ -78,8 +81,8 @@ internal static class IngestCommand
         var wiki = new Option<FileInfo?>("--wiki") { Description = "A MediaWiki XML dump (pages-articles, .xml or .xml.bz2)" };
         var folder = new Option<DirectoryInfo?>("--folder") { Description = "A folder of .txt and .md files, one document a file" };
         var beir = new Option<FileInfo?>("--beir") { Description = "A BEIR corpus (JSON lines, plain or .gz)" };
-        var output = new Option<FileInfo>("--out") { Description = "Passages file to write (JSON lines): for rotor search FILE and rotor eval embedding --passages", Required = true };
-        var words = new Option<int>("--words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 };
+        var output = new Option<FileInfo>("--out") { Description = "Passages file to write (JSON lines): for rotor search FILE and rotor eval embedding --passages", Required = true }.OutputFile();
+        var words = new Option<int>("--words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 }.InRange(1, 100_000);
         var cmd = new Command("passages", "Only split a corpus into passages of about --words words that carry their title and section (JSON lines; no embedding)");
         foreach (var o in new Option[] { wiki, folder, beir, output, words }) cmd.Options.Add(o);
         cmd.SetAction(parseResult =>

@@ -25,21 +25,22 @@ internal static class SearchCommand
             Description = "What to search: an index directory (made by rotor ingest wiki|docs|jsonl), a passages file " +
                           "(made by rotor ingest passages; embedded now, BM25 in memory), or 'demo' (the bundled demo corpus)",
         };
-        var question = new Argument<string?>("question") { Description = "The question", Arity = ArgumentArity.ZeroOrOne };
-        var top = new Option<int>("--top") { Description = "Passages to show", DefaultValueFactory = _ => 5 };
+        var question = new Argument<string?>("question") { Description = "The question", Arity = ArgumentArity.ZeroOrOne }.NotBlank();
+        var top = new Option<int>("--top") { Description = "Passages to show", DefaultValueFactory = _ => 5 }.InRange(1, 10_000);
         var mode = new Option<RetrievalMode>("--mode") { Description = "dense, lexical or hybrid (RRF of both)", DefaultValueFactory = _ => RetrievalMode.Hybrid };
-        var candidates = new Option<int>("--candidates") { Description = "Candidates from each list before fusion", DefaultValueFactory = _ => 100 };
+        var candidates = new Option<int>("--candidates") { Description = "Candidates from each list before fusion", DefaultValueFactory = _ => 100 }.InRange(1, 100_000);
         var adaptive = new Option<bool>("--adaptive") { Description = "Decide from the dense scores whether to retrieve and how many passages, and say why" };
         var policy = new Option<string?>("--policy") { Description = "Adaptive policy file (default: TARGET/adaptive.json if present, else built-in thresholds)" };
         var queries = new Option<string?>("--queries") { Description = "Many questions: JSON lines {\"_id\",\"text\"}" };
-        var json = new Option<string?>("--json") { Description = "With --queries: write one JSON object a query (ranked ids, titles, texts, scores) to this file" };
+        var json = new Option<string?>("--json") { Description = "With --queries: write one JSON object a query (ranked ids, titles, texts, scores) to this file" }.OutputFile();
         var qrels = new Option<string?>("--qrels") { Description = "With --queries: BEIR judgements (TSV) to score the results by document id (nDCG@10, Recall@10/@100, MRR@10)" };
+        var strict = new Option<bool>("--strict") { Description = "With --qrels: refuse judgements that name queries or documents absent from --queries and the target (else a warning with counts)" };
         var vectors = new Option<string?>("--vectors") { Description = "With a passages file: its vectors, an index file (.rix) keyed by passage id, instead of embedding the passages now" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: 1 for one question over an index directory, which is fastest for a short text; else one a processor)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: 1 for one question over an index directory, which is fastest for a short text; else one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
         var noVerify = new Option<bool>("--no-verify") { Description = "Index directory: skip the SHA-256 check of its files on open (sizes are still checked)" };
         var cmd = new Command("search", "Retrieve passages for a question: top passages with title, section and score (dense, BM25 or hybrid)");
         cmd.Arguments.Add(target); cmd.Arguments.Add(question);
-        foreach (var o in new Option[] { top, mode, candidates, adaptive, policy, queries, json, qrels, vectors, threads, noVerify }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { top, mode, candidates, adaptive, policy, queries, json, qrels, strict, vectors, threads, noVerify }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string what = pr.GetValue(target)!;
@@ -63,7 +64,7 @@ internal static class SearchCommand
                 pol = file is null ? AdaptivePolicy.Default : AdaptivePolicy.Load(file);
             }
             if (q is not null) One(opened.Retriever, q, options, pol);
-            else Many(opened.Retriever, embedder, qfile!, pr.GetValue(json), pr.GetValue(qrels), options, pol);
+            else Many(opened.Retriever, embedder, qfile!, pr.GetValue(json), pr.GetValue(qrels), pr.GetValue(strict), options, pol);
             return 0;
         });
         return cmd;
@@ -155,11 +156,24 @@ internal static class SearchCommand
         Console.WriteLine($"scored {rankings.Count} judged queries (top {options.Top} passages, by document): nDCG@10 {s.Ndcg10:F4}, Recall@10 {s.Recall10:F4}, Recall@100 {s.Recall100:F4}, MRR@10 {s.Mrr10:F4}");
     }
 
-    private static void Many(Retriever retriever, SentenceEmbedder embedder, string file, string? jsonOut, string? qrelsFile, RetrievalOptions options, AdaptivePolicy? policy)
+    private static void Many(Retriever retriever, SentenceEmbedder embedder, string file, string? jsonOut, string? qrelsFile, bool strict, RetrievalOptions options, AdaptivePolicy? policy)
     {
         var qs = BeirReader.ReadQueries(file).ToList();
         var dup = qs.GroupBy(x => x.Id).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new RotorException($"{file}: query id '{dup.Key}' appears {dup.Count()} times");
+        if (qs.FirstOrDefault(x => string.IsNullOrWhiteSpace(x.Text)) is { } blank) throw new RotorException($"{file}: query '{blank.Id}' has an empty text");
+        // Judgements are read and checked before the work, against the queries and the documents of the target.
+        Dictionary<string, Dictionary<string, int>>? judgements = null;
+        if (qrelsFile is not null)
+        {
+            judgements = BeirReader.ReadQrels(qrelsFile);
+            var coverage = Rotor.Rag.Evaluation.QrelsCoverage.Of(judgements, qs.Select(x => x.Id), retriever.Passages.Select(p => p.DocumentId));
+            if (coverage.Warning(qrelsFile) is { } w)
+            {
+                if (strict) throw new RotorException($"{w} (--strict)");
+                Console.Error.WriteLine($"warning: {w}");
+            }
+        }
         var clock = Stopwatch.StartNew();
         int d = embedder.Dimensions;
         bool embed = options.Mode != RetrievalMode.Lexical || policy is not null;
@@ -182,7 +196,7 @@ internal static class SearchCommand
                           $"search {searchSec:F1} s ({1000 * searchSec / Math.Max(1, qs.Count):F2} ms a query)");
         if (policy is not null)
             Console.WriteLine($"adaptive: retrieve for {results.Count(x => x.D!.Retrieve):N0} of {qs.Count:N0} queries, mean {results.Where(x => x.D!.Retrieve).Select(x => (double)x.D!.Count).DefaultIfEmpty(0).Average():F2} passages");
-        if (qrelsFile is not null) Score(results.Select(x => (x.Q, x.R)).ToList(), BeirReader.ReadQrels(qrelsFile), options);
+        if (judgements is not null) Score(results.Select(x => (x.Q, x.R)).ToList(), judgements, options);
         if (jsonOut is null)
         {
             foreach (var (query, r, _) in results.Take(10))

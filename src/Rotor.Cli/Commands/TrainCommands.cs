@@ -16,30 +16,30 @@ internal static class TrainCommands
     {
         var cmd = new Command("train", "Train a ternary (BitNet b1.58) classifier on an MNIST-style folder of IDX files; Ctrl-C saves a resumable checkpoint");
         var data = new Option<string>("--data") { Description = "Folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-... (e.g. /usr/share/datasets/fashion-mnist)", Required = true };
-        var model = new Option<string>("--model") { Description = "mlp (784-512-512-10) or cnn (LeNet: conv5x5 32, pool, conv5x5 64, pool, fc 1024, fc 10)", DefaultValueFactory = _ => "mlp" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training set", DefaultValueFactory = _ => 10 };
-        var output = new Option<string?>("--out") { Description = "Deployable ternary model to write (safetensors; default rotor-MODEL.safetensors)" };
-        var checkpoint = new Option<string?>("--checkpoint") { Description = "Training state to write at each epoch, at the end and on Ctrl-C (default: OUT with .ckpt.safetensors)" };
+        var model = new Option<string>("--model") { Description = "mlp (784-512-512-10) or cnn (LeNet: conv5x5 32, pool, conv5x5 64, pool, fc 1024, fc 10)", DefaultValueFactory = _ => "mlp" }.OneOf("mlp", "cnn");
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training set", DefaultValueFactory = _ => 10 }.InRange(1, 100_000);
+        var output = new Option<string?>("--out") { Description = "Deployable ternary model to write (safetensors; default rotor-MODEL.safetensors, or beside the checkpoint of --resume)" }.OutputFile();
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Training state to write at each epoch, at the end and on Ctrl-C (default: OUT with .ckpt.safetensors)" }.OutputFile();
         var resume = new Option<string?>("--resume") { Description = "Continue the run saved in this training checkpoint (its settings are used)" };
-        var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => 128 };
-        var lr = new Option<float?>("--lr") { Description = "Peak learning rate (default 2e-3 mlp, 1e-3 cnn)" };
-        var wd = new Option<float>("--weight-decay") { Description = "AdamW weight decay on weights", DefaultValueFactory = _ => 0f };
+        var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => 128 }.InRange(1, 65_536);
+        var lr = new Option<float?>("--lr") { Description = "Peak learning rate (default 2e-3 mlp, 1e-3 cnn)" }.InRange(1e-9f, 10f);
+        var wd = new Option<float>("--weight-decay") { Description = "AdamW weight decay on weights", DefaultValueFactory = _ => 0f }.InRange(0f, 10f);
         var seed = new Option<int>("--seed") { Description = "Seed of initialization, shuffling and dropout", DefaultValueFactory = _ => 1 };
-        var hidden = new Option<int>("--hidden") { Description = "MLP hidden width", DefaultValueFactory = _ => 512 };
+        var hidden = new Option<int>("--hidden") { Description = "MLP hidden width", DefaultValueFactory = _ => 512 }.InRange(1, 65_536);
         var fp = new Option<bool>("--float") { Description = "Train the float twin (float weights and activations) for comparison" };
-        var actBits = new Option<int>("--act-bits") { Description = "Activation bits of the ternary layers (8 as BitNet b1.58; 0 = float)", DefaultValueFactory = _ => 8 };
-        var dropout = new Option<float>("--dropout") { Description = "Dropout before the hidden linear layers", DefaultValueFactory = _ => 0f };
-        var smooth = new Option<float>("--label-smoothing") { Description = "Label smoothing of the cross-entropy target", DefaultValueFactory = _ => 0f };
+        var actBits = new Option<int>("--act-bits") { Description = "Activation bits of the ternary layers (8 as BitNet b1.58; 0 = float)", DefaultValueFactory = _ => 8 }.InRange(0, 16);
+        var dropout = new Option<float>("--dropout") { Description = "Dropout before the hidden linear layers", DefaultValueFactory = _ => 0f }.InRange(0f, 0.99f);
+        var smooth = new Option<float>("--label-smoothing") { Description = "Label smoothing of the cross-entropy target", DefaultValueFactory = _ => 0f }.InRange(0f, 0.99f);
         var norm = new Option<bool>("--norm") { Description = "RMSNorm before each MLP linear layer but the first" };
-        var format = new Option<string>("--format") { Description = "Packed weight format of the deployable model: t2 (2 bits) or t1.6 (1.6 bits)", DefaultValueFactory = _ => "t2" };
-        var threads = new Option<int?>("--threads") { Description = "Threads (default ROTOR_THREADS, else all processors)" };
+        var format = new Option<string>("--format") { Description = "Packed weight format of the deployable model: t2 (2 bits) or t1.6 (1.6 bits)", DefaultValueFactory = _ => "t2" }.OneOf("t2", "t1.6");
+        var threads = new Option<int?>("--threads") { Description = "Threads (default ROTOR_THREADS, else all processors)" }.InRange(1, 1024);
         var teacher = new Option<string?>("--teacher") { Description = "Distil from this training checkpoint (e.g. the float twin's .ckpt.safetensors)" };
-        var distillWeight = new Option<float>("--distill-weight") { Description = "Share of the loss from the teacher's soft targets", DefaultValueFactory = _ => 0.5f };
-        var distillTemp = new Option<float>("--distill-temperature") { Description = "Softmax temperature of the distillation term", DefaultValueFactory = _ => 2f };
-        var limit = new Option<int?>("--limit") { Description = "Use only the first N training images (quick runs)" };
+        var distillWeight = new Option<float>("--distill-weight") { Description = "Share of the loss from the teacher's soft targets", DefaultValueFactory = _ => 0.5f }.InRange(0f, 1f);
+        var distillTemp = new Option<float>("--distill-temperature") { Description = "Softmax temperature of the distillation term", DefaultValueFactory = _ => 2f }.InRange(0.01f, 100f);
+        var limit = new Option<int?>("--limit") { Description = "Use only the first N training images (quick runs)" }.Positive();
         foreach (Option o in new Option[] { data, model, epochs, output, checkpoint, resume, batch, lr, wd, seed, hidden, fp, actBits, dropout, norm, smooth, format, threads, limit, teacher, distillWeight, distillTemp })
             cmd.Options.Add(o);
-        cmd.SetAction(r => Guard(() =>
+        cmd.SetAction(r =>
         {
             string dir = r.GetValue(data)!;
             int t = r.GetValue(threads) ?? CpuBackend.DefaultThreads();
@@ -68,7 +68,12 @@ internal static class TrainCommands
             }
             using (trainer)
             {
-                string outPath = r.GetValue(output) ?? $"rotor-{trainer.Config.Model}{(trainer.Config.Ternary ? "" : "-float")}.safetensors";
+                // A resumed run writes its model where the run it continues would have: the checkpoint names it.
+                string outPath = r.GetValue(output)
+                    ?? (resumePath is not null ? ResumedOutput(resumePath) : $"rotor-{trainer.Config.Model}{(trainer.Config.Ternary ? "" : "-float")}.safetensors");
+                if (Validate.OutputFileProblem(outPath) is { } why) throw new RotorException(why);
+                // Two runs writing one model (and checkpoint) would overwrite each other's: the second fails at once.
+                using var writer = FileLock.Acquire(outPath, TimeSpan.Zero);
                 string ckptPath = r.GetValue(checkpoint) ?? resumePath ?? Path.ChangeExtension(outPath, null) + ".ckpt.safetensors";
                 TernaryFormat fmt = TernaryFormats.Get(r.GetValue(format)!).Format;
                 Console.WriteLine($"data     {dir}: {train.Count} training, {test.Count} test images of {train.Rows}x{train.Cols}");
@@ -90,7 +95,7 @@ internal static class TrainCommands
                         {
                             if (live) Console.Error.Write('\r' + new string(' ', 120) + '\r');
                             Console.WriteLine($"epoch {e.Epoch,3}  loss {e.Loss:F4}  train {e.TrainAccuracy:P2}  test {e.TestAccuracy:P2}  {e.SamplesPerSecond:N0} samples/s  {e.Seconds:F1} s");
-                            Checkpoint.Save(trainer, ckptPath);
+                            Checkpoint.Save(trainer, ckptPath, outPath);
                         },
                         cancel: cts.Token);
                 }
@@ -98,12 +103,12 @@ internal static class TrainCommands
                 if (!trainer.Finished)
                 {
                     if (live) Console.Error.WriteLine();
-                    Checkpoint.Save(trainer, ckptPath);
+                    Checkpoint.Save(trainer, ckptPath, outPath);
                     Console.WriteLine($"interrupted at epoch {trainer.Epoch + 1}, batch {trainer.BatchInEpoch} (step {trainer.Optimizer.Step}); state saved to {ckptPath}");
                     Console.WriteLine($"continue with: rotor train --data {dir} --resume {ckptPath}{(r.GetValue(limit) is int lim ? $" --limit {lim}" : "")}");
                     return 130;
                 }
-                Checkpoint.Save(trainer, ckptPath);
+                Checkpoint.Save(trainer, ckptPath, outPath);
                 Console.WriteLine($"checkpoint {ckptPath} (training state, {new FileInfo(ckptPath).Length:N0} bytes)");
                 if (trainer.Config.Ternary && trainer.Config.ActBits is 0 or 8)
                 {
@@ -118,19 +123,17 @@ internal static class TrainCommands
                     Console.WriteLine($"no deployable ternary model for this run ({(trainer.Config.Ternary ? $"act_bits {trainer.Config.ActBits} has no inference kernel" : "float twin")}); evaluate the checkpoint: rotor eval model {ckptPath} --data {dir}");
             }
             return 0;
-        }));
+        });
         return cmd;
     }
 
-    /// <summary>Runs a command body; a <see cref="RotorException"/> (bad input) becomes one line on stderr and exit code 2.</summary>
-    private static int Guard(Func<int> body)
+    // The model path of a resumed run: the one its checkpoint names, else X.safetensors for the default X.ckpt.safetensors.
+    private static string ResumedOutput(string checkpoint)
     {
-        try { return body(); }
-        catch (RotorException e)
-        {
-            Console.Error.WriteLine($"rotor: {e.Message}");
-            return 2;
-        }
+        if (Checkpoint.OutputOf(checkpoint) is { } named) return named;
+        const string Suffix = ".ckpt.safetensors";
+        if (checkpoint.EndsWith(Suffix, StringComparison.Ordinal)) return checkpoint[..^Suffix.Length] + ".safetensors";
+        throw new RotorException($"--resume {checkpoint}: the checkpoint does not name the model file of its run; give --out");
     }
 
     private static string Eta(TimeSpan t) => t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"m\:ss", CultureInfo.InvariantCulture);
@@ -140,10 +143,10 @@ internal static class TrainCommands
         var cmd = new Command("model", "Evaluate a model (deployable ternary model or training checkpoint) on the test set of a data folder: accuracy and confusion matrix");
         var modelArg = new Argument<string>("MODEL") { Description = "A .safetensors file written by rotor train (deployable model or checkpoint)" };
         var data = new Option<string>("--data") { Description = "Folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", Required = true };
-        var json = new Option<string?>("--json") { Description = "Also write {\"accuracy\": fraction, \"confusion\": [[...]], ...} to this file" };
-        var threads = new Option<int?>("--threads") { Description = "Threads for a training checkpoint (default ROTOR_THREADS, else all processors)" };
+        var json = new Option<string?>("--json") { Description = "Also write {\"accuracy\": fraction, \"confusion\": [[...]], ...} to this file" }.OutputFile();
+        var threads = new Option<int?>("--threads") { Description = "Threads for a training checkpoint (default ROTOR_THREADS, else all processors)" }.InRange(1, 1024);
         cmd.Arguments.Add(modelArg); cmd.Options.Add(data); cmd.Options.Add(json); cmd.Options.Add(threads);
-        cmd.SetAction(r => Guard(() =>
+        cmd.SetAction(r =>
         {
             string path = r.GetValue(modelArg)!, dir = r.GetValue(data)!;
             ImageDataset test = ImageDataset.LoadSplit(dir, train: false);
@@ -199,7 +202,7 @@ internal static class TrainCommands
                 Console.WriteLine($"wrote {jsonPath}");
             }
             return 0;
-        }));
+        });
         return cmd;
     }
 
@@ -214,9 +217,9 @@ internal static class TrainCommands
         var cmd = new Command("predict", "Classify images with a deployable ternary model. IMAGE: a PNG or PGM file (28x28 grey, white on black as MNIST), or IDXFILE:INDEX (an image of an IDX file, from 0)");
         var modelArg = new Argument<string>("MODEL") { Description = "Deployable model written by rotor train" };
         var images = new Argument<string[]>("IMAGE") { Description = "image.png, image.pgm, or t10k-images-idx3-ubyte.gz:17", Arity = ArgumentArity.OneOrMore };
-        var top = new Option<int>("--top") { Description = "Classes to show an image", DefaultValueFactory = _ => 3 };
+        var top = new Option<int>("--top") { Description = "Classes to show an image", DefaultValueFactory = _ => 3 }.InRange(1, 1_000);
         cmd.Arguments.Add(modelArg); cmd.Arguments.Add(images); cmd.Options.Add(top);
-        cmd.SetAction(r => Guard(() =>
+        cmd.SetAction(r =>
         {
             DeployedModel m = DeployedModel.Load(r.GetValue(modelArg)!);
             var (h, w, c) = m.ImageShape;
@@ -234,7 +237,7 @@ internal static class TrainCommands
                 Console.WriteLine($"{spec}: class {ranked[0]} ({p[ranked[0]]:P1})   top: {string.Join(", ", ranked.Select(i => $"{i} {p[i]:P1}"))}");
             }
             return 0;
-        }));
+        });
         return cmd;
     }
 

@@ -41,12 +41,9 @@ public static class BeirReader
     public static Dictionary<string, Dictionary<string, int>> ReadQrels(string path)
     {
         var qrels = new Dictionary<string, Dictionary<string, int>>(StringComparer.Ordinal);
-        using var reader = OpenText(path);
-        string? line;
-        int lineNo = 0;
-        while ((line = reader.ReadLine()) is not null)
+        if (!File.Exists(path)) throw new RotorException($"{path}: file not found");
+        foreach (var (lineNo, line) in TextLines.Read(path))
         {
-            lineNo++;
             if (line.Length == 0) continue;
             var f = line.Split('\t');
             if (lineNo == 1 && f.Length >= 1 && f[0] == "query-id") continue;
@@ -63,27 +60,14 @@ public static class BeirReader
     public static StreamReader OpenText(string path)
     {
         if (!File.Exists(path)) throw new RotorException($"{path}: file not found");
-        var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        int b0 = file.ReadByte(), b1 = file.ReadByte();
-        file.Position = 0;
-        Stream s = b0 == 0x1f && b1 == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
-        return new StreamReader(s, new UTF8Encoding(false, throwOnInvalidBytes: true), detectEncodingFromByteOrderMarks: true, 1 << 16);
+        return TextLines.Open(path);
     }
 
     private static IEnumerable<(int Line, JsonElement Obj)> ReadJsonLines(string path)
     {
-        using var reader = OpenText(path);
-        int lineNo = 0;
-        while (true)
+        if (!File.Exists(path)) throw new RotorException($"{path}: file not found");
+        foreach (var (lineNo, line) in TextLines.Read(path))
         {
-            string? line;
-            try { line = reader.ReadLine(); }
-            catch (Exception e) when (e is InvalidDataException or DecoderFallbackException or IOException)
-            {
-                throw new RotorException($"{path}: after line {lineNo}: cannot read: {e.Message}", e);
-            }
-            if (line is null) yield break;
-            lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             JsonElement obj;
             try

@@ -40,13 +40,9 @@ public static class PassageFile
 
     private static IEnumerable<Passage> ReadCore(string path)
     {
-        using var reader = new StreamReader(path, new UTF8Encoding(false, throwOnInvalidBytes: true));
         var ids = new HashSet<string>(StringComparer.Ordinal);
-        int lineNo = 0;
-        string? text;
-        while ((text = reader.ReadLine()) is not null)
+        foreach (var (lineNo, text) in TextLines.Read(path))
         {
-            lineNo++;
             if (text.Length == 0) continue;
             Line? line;
             try { line = JsonSerializer.Deserialize(text, LineContext.Default.Line); }

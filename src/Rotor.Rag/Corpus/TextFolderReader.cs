@@ -12,11 +12,35 @@ public static class TextFolderReader
     public static IEnumerable<Document> Read(string folder)
     {
         if (!Directory.Exists(folder)) throw new RotorException($"{folder}: folder not found");
-        var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
-            .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-            .OrderBy(f => f, StringComparer.Ordinal)
-            .ToList();
+        var files = Files(folder, out int broken);
+        if (broken > 0) Console.Error.WriteLine($"{folder}: skipped {broken} symbolic link(s) to missing files");
         return files.Select(f => ReadFile(f, Path.GetRelativePath(folder, f).Replace('\\', '/')));
+    }
+
+    /// <summary>The .txt and .md files under <paramref name="folder"/>, in ordinal order; symbolic links whose target
+    /// is missing are left out and counted in <paramref name="brokenLinks"/>.</summary>
+    public static List<string> Files(string folder, out int brokenLinks)
+    {
+        var files = new List<string>();
+        brokenLinks = 0;
+        foreach (var f in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
+        {
+            if (!f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) && !f.EndsWith(".md", StringComparison.OrdinalIgnoreCase)) continue;
+            if (IsBrokenLink(f)) { brokenLinks++; continue; }
+            files.Add(f);
+        }
+        files.Sort(StringComparer.Ordinal);
+        return files;
+    }
+
+    // A symbolic link whose final target is missing, or a loop of links. (File.Exists is true for a dangling link on
+    // Unix, where .NET falls back to the link itself.)
+    private static bool IsBrokenLink(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is null) return false;
+        try { return info.ResolveLinkTarget(returnFinalTarget: true) is not { Exists: true }; }
+        catch (IOException) { return true; }
     }
 
     /// <summary>One file as a document.</summary>
@@ -30,6 +54,10 @@ public static class TextFolderReader
         catch (System.Text.DecoderFallbackException e)
         {
             throw new RotorException($"{path}: not valid UTF-8 text: {e.Message}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RotorException($"{path}: cannot read: {e.Message}", e);
         }
         string title = Path.GetFileNameWithoutExtension(path);
         text = text.Replace("\r\n", "\n");

@@ -59,14 +59,33 @@ public static class WikiDumpReader
     /// <param name="path">A .xml or .bz2 file.</param>
     /// <param name="stats">Updated as pages are read.</param>
     /// <param name="threads">Threads cleaning wikitext; 0 means one a processor.</param>
-    public static IEnumerable<Document> ReadArticles(string path, WikiDumpStats? stats = null, int threads = 0)
+    /// <param name="limit">At most this many articles (0: all); the dump is not read past the last of them.</param>
+    public static IEnumerable<Document> ReadArticles(string path, WikiDumpStats? stats = null, int threads = 0, long limit = 0)
     {
         if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be 0 (one a processor) or positive");
+        ArgumentOutOfRangeException.ThrowIfNegative(limit);
         var articles = ReadPages(path, stats).Where(p => p.IsArticle);
+        // The limit applies before the parallel stage, which reads ahead of what is consumed.
+        if (limit > 0) articles = articles.Take((int)Math.Min(limit, int.MaxValue));
         static Document Clean(WikiPage page)
             => new(page.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), page.Title, WikiText.ToSections(page.Wikitext));
         if (threads == 1) return articles.Select(Clean);
-        return articles.AsParallel().AsOrdered().WithDegreeOfParallelism(threads == 0 ? Environment.ProcessorCount : threads).Select(Clean);
+        return Unwrapped(articles.AsParallel().AsOrdered().WithDegreeOfParallelism(threads == 0 ? Environment.ProcessorCount : threads).Select(Clean));
+    }
+
+    // PLINQ wraps what the reader throws in an AggregateException; a single RotorException is rethrown as itself.
+    private static IEnumerable<Document> Unwrapped(IEnumerable<Document> parallel)
+    {
+        using var e = parallel.GetEnumerator();
+        while (true)
+        {
+            try { if (!e.MoveNext()) yield break; }
+            catch (AggregateException a) when (a.InnerExceptions.Count == 1)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(a.InnerExceptions[0]);
+            }
+            yield return e.Current;
+        }
     }
 
     /// <summary>Opens a dump for reading, decompressing bzip2 when the file is bzip2.</summary>
@@ -79,7 +98,11 @@ public static class WikiDumpReader
         {
             bool bz2 = BZip2Stream.IsBZip2(file);
             file.Position = 0;
-            if (bz2) return new BufferedStream(BZip2Stream.Create(file, CompressionMode.Decompress, decompressConcatenated: true, leaveOpen: false), 1 << 16);
+            if (bz2)
+            {
+                try { return new BufferedStream(BZip2Stream.Create(file, CompressionMode.Decompress, decompressConcatenated: true, leaveOpen: false), 1 << 16); }
+                catch (Exception e) when (IsReadError(e)) { throw new RotorException($"{path}: corrupt bzip2 data: {e.Message}", e); }
+            }
             if (path.EndsWith(".bz2", StringComparison.OrdinalIgnoreCase)) throw new RotorException($"{path}: named .bz2 but is not bzip2 data");
             return file;
         }
@@ -94,13 +117,17 @@ public static class WikiDumpReader
     {
         using var stream = Open(path, out var file);
         stats.TotalBytes = file.Length;
-        using var xml = XmlReader.Create(stream, new XmlReaderSettings { IgnoreWhitespace = true, IgnoreComments = true, DtdProcessing = DtdProcessing.Prohibit });
+        XmlReader created;
+        // Create reads the first buffer (all of a small file) to detect the encoding: decoder errors can surface here.
+        try { created = XmlReader.Create(stream, new XmlReaderSettings { IgnoreWhitespace = true, IgnoreComments = true, DtdProcessing = DtdProcessing.Prohibit }); }
+        catch (Exception e) when (IsReadError(e)) { throw new RotorException($"{path}: cannot read the dump: {e.Message}", e); }
+        using var xml = created;
         bool sawRoot = false;
         while (true)
         {
             bool more;
             try { more = xml.Read(); }
-            catch (Exception e) when (e is XmlException or InvalidOperationException or IOException)
+            catch (Exception e) when (IsReadError(e))
             {
                 throw new RotorException($"{path}: {Where(xml)}: cannot read the dump: {e.Message}", e);
             }
@@ -116,6 +143,7 @@ public static class WikiDumpReader
             WikiPage page;
             try { page = ReadPage(xml, path); }
             catch (XmlException e) { throw new RotorException($"{path}: {Where(xml)}: malformed <page>: {e.Message}", e); }
+            catch (Exception e) when (IsReadError(e)) { throw new RotorException($"{path}: {Where(xml)}: cannot read the dump: {e.Message}", e); }
             stats.Pages++;
             stats.BytesRead = file.CanSeek ? file.Position : stats.TotalBytes; // the bzip2 reader closes the file at its end
             if (page.RedirectTo is not null) stats.Redirects++;
@@ -157,6 +185,15 @@ public static class WikiDumpReader
         if (!long.TryParse(id, out long pageId)) throw new RotorException($"{path}: page '{title}' at {where}: <id> is '{id}', expected an integer");
         return new WikiPage(pageId, title, nsKey, redirect, text ?? "");
     }
+
+    // What reading a damaged dump throws: XML errors, I/O errors and whatever the bzip2 decoder (a third-party library)
+    // throws on corrupt blocks (its own exception types, or index and argument errors from its tables). A RotorException
+    // is Rotor's own, already worded.
+    private static bool IsReadError(Exception e) =>
+        e is not (RotorException or OutOfMemoryException or OperationCanceledException)
+        && (e is XmlException or InvalidOperationException or IOException or InvalidDataException or System.Text.DecoderFallbackException
+            or IndexOutOfRangeException or ArgumentException or NullReferenceException
+            || e.GetType().Namespace?.StartsWith("SharpCompress", StringComparison.Ordinal) == true);
 
     private static string Where(XmlReader xml) => xml is IXmlLineInfo li && li.HasLineInfo() ? $"line {li.LineNumber}" : "unknown line";
 }

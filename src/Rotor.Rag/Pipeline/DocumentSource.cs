@@ -26,7 +26,9 @@ public abstract class DocumentSource
     public abstract long SizeBytes { get; }
 
     /// <summary>Documents, streamed, in a fixed order. Counters restart with each call.</summary>
-    public abstract IEnumerable<Document> ReadDocuments();
+    /// <param name="limit">At most this many documents (0: all). Nothing of the source past them is read, so that a
+    /// damaged tail cannot fail a build that stops before it.</param>
+    public abstract IEnumerable<Document> ReadDocuments(long limit = 0);
 
     /// <summary>Fraction of the source read so far (0..1), for the ETA.</summary>
     public abstract double Fraction { get; }
@@ -64,10 +66,10 @@ public abstract class DocumentSource
     {
         private WikiDumpStats _stats = new();
         public override long SizeBytes => new FileInfo(Path).Length;
-        public override IEnumerable<Document> ReadDocuments()
+        public override IEnumerable<Document> ReadDocuments(long limit = 0)
         {
             _stats = new WikiDumpStats();
-            return WikiDumpReader.ReadArticles(Path, _stats);
+            return WikiDumpReader.ReadArticles(Path, _stats, limit: limit);
         }
         public override double Fraction => _stats.TotalBytes == 0 ? 0 : (double)_stats.BytesRead / _stats.TotalBytes;
         public override string Position => string.Create(CultureInfo.InvariantCulture,
@@ -81,17 +83,15 @@ public abstract class DocumentSource
 
     private sealed class FolderSource(string path) : DocumentSource("docs", path)
     {
-        private int _files, _read;
+        private int _files, _read, _brokenLinks;
         private long _bytesRead;
-        private List<string> Files() => Directory.EnumerateFiles(Path, "*", SearchOption.AllDirectories)
-            .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-            .OrderBy(f => f, StringComparer.Ordinal).ToList();
+        private List<string> Files() => TextFolderReader.Files(Path, out _brokenLinks);
         public override long SizeBytes => Files().Sum(f => new FileInfo(f).Length);
-        public override IEnumerable<Document> ReadDocuments()
+        public override IEnumerable<Document> ReadDocuments(long limit = 0)
         {
             var files = Files();
             _files = files.Count; _read = 0; _bytesRead = 0;
-            foreach (var f in files)
+            foreach (var f in limit > 0 ? files.Take((int)Math.Min(limit, int.MaxValue)) : files)
             {
                 var doc = TextFolderReader.ReadFile(f, System.IO.Path.GetRelativePath(Path, f).Replace('\\', '/'));
                 _read++;
@@ -101,26 +101,25 @@ public abstract class DocumentSource
         }
         public override double Fraction => _files == 0 ? 0 : (double)_read / _files;
         public override string Position => string.Create(CultureInfo.InvariantCulture, $"files {_read:N0}/{_files:N0}, read {Mb(_bytesRead)} MB");
-        public override IReadOnlyDictionary<string, long> Skipped => new Dictionary<string, long>();
+        public override IReadOnlyDictionary<string, long> Skipped =>
+            _brokenLinks == 0 ? new Dictionary<string, long>() : new Dictionary<string, long> { ["broken-links"] = _brokenLinks };
     }
 
     private sealed class JsonlSource(string path) : DocumentSource("jsonl", path)
     {
         private long _lines = -1, _read;
         public override long SizeBytes => new FileInfo(Path).Length;
-        public override IEnumerable<Document> ReadDocuments()
+        public override IEnumerable<Document> ReadDocuments(long limit = 0)
         {
             if (_lines < 0)
             {
                 // One quick pass for the total (the ETA); far cheaper than embedding what it counts.
-                using var reader = BeirReader.OpenText(Path);
                 long n = 0;
-                string? line;
-                while ((line = reader.ReadLine()) is not null) if (!string.IsNullOrWhiteSpace(line)) n++;
+                foreach (var (_, line) in TextLines.Read(Path)) if (!string.IsNullOrWhiteSpace(line)) n++;
                 _lines = n;
             }
             _read = 0;
-            foreach (var d in BeirReader.ReadCorpus(Path))
+            foreach (var d in limit > 0 ? BeirReader.ReadCorpus(Path).Take((int)Math.Min(limit, int.MaxValue)) : BeirReader.ReadCorpus(Path))
             {
                 _read++;
                 yield return d;

@@ -227,17 +227,21 @@ public static class RagIndexBuilder
             }
 
             var read = Stopwatch.StartNew();
-            using var e = source.ReadDocuments().GetEnumerator();
+            // With MaxDocuments the source stops at it (not one past): nothing after the documents asked for is read.
+            using var e = source.ReadDocuments(options.MaxDocuments).GetEnumerator();
             while (true)
             {
                 read.Restart();
                 bool more = e.MoveNext();
                 readSec += read.Elapsed.TotalSeconds;
-                if (!more) break;
+                if (!more)
+                {
+                    if (options.MaxDocuments > 0 && docsRead >= options.MaxDocuments) finished = false; // more may follow
+                    break;
+                }
                 docsRead++;
                 if (startFraction < 0 && docsRead > state.Documents) startFraction = source.Fraction;
                 if (docsRead <= state.Documents) continue; // committed by an earlier run
-                if (options.MaxDocuments > 0 && docsRead > options.MaxDocuments) { docsRead--; finished = false; break; }
                 if (cancellationToken.IsCancellationRequested)
                 {
                     docsRead--;

@@ -117,6 +117,7 @@ public sealed class Retriever : IDisposable
     /// <param name="query">Question text.</param>
     /// <param name="options">Top, mode and candidates (null: <see cref="RetrievalOptions.Default"/>).</param>
     /// <exception cref="ArgumentOutOfRangeException">Top is not positive.</exception>
+    /// <exception cref="RotorException">The query is empty or only white space (it would rank passages by nothing).</exception>
     public RetrievalResult Search(string query, RetrievalOptions? options = null)
         => SearchAsync(query, options).GetAwaiter().GetResult();
 
@@ -124,6 +125,7 @@ public sealed class Retriever : IDisposable
     public async Task<RetrievalResult> SearchAsync(string query, RetrievalOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+        RefuseEmpty(query);
         options ??= RetrievalOptions.Default;
         options.Validate();
         float[]? vector = null;
@@ -144,9 +146,16 @@ public sealed class Retriever : IDisposable
     /// <exception cref="ArgumentException">The vector is missing in dense or hybrid mode.</exception>
     public RetrievalResult Search(string query, ReadOnlySpan<float> vector, RetrievalOptions? options = null) => Search(query, vector.ToArray(), options);
 
+    // An empty query has no words for BM25 and embeds to a vector that means nothing: ranking by it is silent garbage.
+    private static void RefuseEmpty(string query)
+    {
+        if (string.IsNullOrWhiteSpace(query)) throw new RotorException("the query is empty: nothing to search for");
+    }
+
     private RetrievalResult Search(string query, float[]? vector, RetrievalOptions? options)
     {
         ArgumentNullException.ThrowIfNull(query);
+        RefuseEmpty(query);
         options ??= RetrievalOptions.Default;
         options.Validate();
         var mode = options.Mode;

@@ -28,6 +28,42 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>Deletes the temporary files that writes of <paramref name="target"/> (a file, or every file directly in
+    /// a folder) left behind when their process died before the rename: those whose process id is no longer running. A
+    /// live writer's temporary file is never touched. Returns how many were deleted.</summary>
+    public static int RemoveStale(string target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        string full = Path.GetFullPath(target).TrimEnd(Path.DirectorySeparatorChar);
+        var candidates = new List<string>();
+        try
+        {
+            if (Path.GetDirectoryName(full) is { Length: > 0 } parent && Directory.Exists(parent))
+                candidates.AddRange(Directory.EnumerateFiles(parent, Path.GetFileName(full) + ".*.rotor.tmp"));
+            if (Directory.Exists(full)) candidates.AddRange(Directory.EnumerateFiles(full, "*.rotor.tmp"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
+        int removed = 0;
+        foreach (string f in candidates)
+        {
+            // NAME.PID.GUID.rotor.tmp
+            string[] parts = Path.GetFileName(f).Split('.');
+            if (parts.Length < 5 || !int.TryParse(parts[^4], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || IsRunning(pid)) continue;
+            try { File.Delete(f); removed++; }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+        catch (System.ComponentModel.Win32Exception) { return true; } // exists, not ours to inspect
+    }
+
     /// <summary>Writes <paramref name="text"/> (UTF-8) atomically.</summary>
     public static void WriteAllText(string path, string text) =>
         Write(path, s => { using var w = new StreamWriter(s, new System.Text.UTF8Encoding(false), leaveOpen: true); w.Write(text); });

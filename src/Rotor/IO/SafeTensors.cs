@@ -79,13 +79,31 @@ public sealed record SafeTensor(string Name, SafeDType DType, long[] Shape, byte
 /// <summary>
 /// Reads and writes the safetensors format: an 8-byte little-endian header length N, N bytes of JSON
 /// (<c>{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {"key": "value"}}</c>),
-/// then the tensor bytes. Rotor adds <c>rotor.sha256</c> to the metadata, the SHA-256 of the data section, and checks it
+/// then the tensor bytes. Rotor adds <c>rotor.sha256</c> to the metadata, the SHA-256 of the data section, and
+/// <c>rotor.header_sha256</c>, that of the rest of the metadata and the tensor entries (<see cref="SafeTensors.HeaderDigest"/>), and checks them
 /// on load when present (files of other tools load without it). Writes are atomic.
 /// </summary>
 public static class SafeTensors
 {
     /// <summary>The metadata key holding the hex SHA-256 of the data section.</summary>
     public const string HashKey = "rotor.sha256";
+    /// <summary>Metadata key of the SHA-256 of the header's meaning (<see cref="HeaderDigest"/>): every other metadata
+    /// entry and every tensor's name, dtype, shape and offsets, so that a changed activation width, format or shape is
+    /// caught like changed data. Files without it (older files, other tools' files) are read unchecked.</summary>
+    public const string HeaderHashKey = "rotor.header_sha256";
+
+    /// <summary>The SHA-256 (hex) of the metadata other than the two hashes, sorted by key, and the tensor entries in
+    /// file order: <c>key\0value\0</c> each, then <c>name\0dtype\0d0,d1,..\0begin,end\0</c> each, UTF-8.</summary>
+    public static string HeaderDigest(IReadOnlyDictionary<string, string> metadata, IEnumerable<(string Name, SafeDType DType, long[] Shape, long Begin, long End)> tensors)
+    {
+        ArgumentNullException.ThrowIfNull(metadata); ArgumentNullException.ThrowIfNull(tensors);
+        var sb = new StringBuilder();
+        foreach (var kv in metadata.Where(kv => kv.Key is not (HashKey or HeaderHashKey)).OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            sb.Append(kv.Key).Append('\0').Append(kv.Value).Append('\0');
+        foreach (var t in tensors)
+            sb.Append(t.Name).Append('\0').Append(t.DType).Append('\0').AppendJoin(',', t.Shape).Append('\0').Append(t.Begin).Append(',').Append(t.End).Append('\0');
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
+    }
     private const long MaxHeader = 100L << 20;
 
     /// <summary>Writes <paramref name="tensors"/> and <paramref name="metadata"/> to <paramref name="path"/> atomically.</summary>
@@ -115,6 +133,10 @@ public static class SafeTensors
         var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
         if (metadata is not null) foreach (var kv in metadata) meta[kv.Key] = kv.Value;
         meta[HashKey] = Convert.ToHexStringLower(SHA256.HashData(data));
+        var entries = new List<(string, SafeDType, long[], long, long)>();
+        off = 0;
+        foreach (var t in list) { entries.Add((t.Name, t.DType, t.Shape, off, off + t.Data.LongLength)); off += t.Data.LongLength; }
+        meta[HeaderHashKey] = HeaderDigest(meta, entries);
 
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms))
@@ -166,10 +188,22 @@ public static class SafeTensors
         if ((long)hlen > raw.Length - 8) throw new RotorException($"{name}: truncated safetensors file: header says {hlen} bytes, only {raw.Length - 8} follow");
         int dataStart = 8 + (int)hlen;
         long dataLen = raw.Length - dataStart;
+        // The JSON reader checks UTF-8 only when a string is read: a header that is not UTF-8 is refused here, whole.
+        if (!System.Text.Unicode.Utf8.IsValid(raw.AsSpan(8, (int)hlen))) throw new RotorException($"{name}: safetensors header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(raw.AsMemory(8, (int)hlen)); }
         catch (JsonException e) { throw new RotorException($"{name}: safetensors header is not valid JSON: {e.Message}", e); }
-        using (doc)
+        try { return Interpret(doc, raw, name, dataStart, dataLen); }
+        // Escapes that decode to invalid text (a lone surrogate), sizes whose product overflows.
+        catch (Exception e) when (e is InvalidOperationException or OverflowException)
+        {
+            throw new RotorException($"{name}: safetensors header is invalid: {e.Message}", e);
+        }
+        finally { doc.Dispose(); }
+    }
+
+    private static SafeTensorFile Interpret(JsonDocument doc, byte[] raw, string name, int dataStart, long dataLen)
+    {
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new RotorException($"{name}: safetensors header is not a JSON object");
             var meta = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -220,6 +254,14 @@ public static class SafeTensors
             ranges.Sort((a, b) => a.Begin.CompareTo(b.Begin));
             for (int i = 1; i < ranges.Count; i++)
                 if (ranges[i].Begin < ranges[i - 1].End) throw new RotorException($"{name}: tensors {ranges[i - 1].Name} and {ranges[i].Name} overlap");
+            if (meta.TryGetValue(HeaderHashKey, out string? headerHash))
+            {
+                var span = new Dictionary<string, (long Begin, long End)>(StringComparer.Ordinal);
+                foreach (var r in ranges) span[r.Name] = (r.Begin, r.End);
+                string actual = HeaderDigest(meta, order.Select(n => (n, tensors[n].DType, tensors[n].Shape, span[n].Begin, span[n].End)));
+                if (!string.Equals(actual, headerHash, StringComparison.OrdinalIgnoreCase))
+                    throw new RotorException($"{name}: corrupt header: its metadata, dtypes, shapes or offsets do not match {HeaderHashKey}");
+            }
             if (meta.TryGetValue(HashKey, out string? hash))
             {
                 string actual = Convert.ToHexStringLower(SHA256.HashData(raw.AsSpan(dataStart)));

@@ -9,7 +9,8 @@ namespace Rotor.Training;
 /// (<c>adam.m.{param}</c>, <c>adam.v.{param}</c>, F32) and, in <c>__metadata__</c>: <c>rotor.kind</c> = train-state,
 /// <c>rotor.arch</c> (the layers as JSON), <c>rotor.config</c> (the <see cref="TrainConfig"/> as JSON), <c>rotor.step</c>,
 /// <c>rotor.epoch</c>, <c>rotor.batch</c> (position within the epoch), <c>rotor.train_count</c>, <c>rotor.image</c>
-/// (HxWxC) and <c>rotor.sha256</c>. Loading one gives a <see cref="Trainer"/> that continues bit-exactly.
+/// (HxWxC), optionally <c>rotor.output</c> (the full path of the deployable model the run writes at its end, so that a
+/// resumed run writes it there too) and <c>rotor.sha256</c>. Loading one gives a <see cref="Trainer"/> that continues bit-exactly.
 /// </summary>
 public static class Checkpoint
 {
@@ -18,8 +19,9 @@ public static class Checkpoint
     /// <summary>The value of <c>rotor.kind</c> for deployable models.</summary>
     public const string DeployKind = DeployedModel.Kind;
 
-    /// <summary>Writes the state of <paramref name="trainer"/> to <paramref name="path"/> (atomically).</summary>
-    public static void Save(Trainer trainer, string path)
+    /// <summary>Writes the state of <paramref name="trainer"/> to <paramref name="path"/> (atomically);
+    /// <paramref name="output"/> is the deployable model the run will write, kept for <see cref="OutputOf"/>.</summary>
+    public static void Save(Trainer trainer, string path, string? output = null)
     {
         ArgumentNullException.ThrowIfNull(trainer);
         var tensors = new List<SafeTensor>();
@@ -43,7 +45,19 @@ public static class Checkpoint
             ["rotor.train_count"] = trainer.TrainCount.ToString(CultureInfo.InvariantCulture),
             ["rotor.image"] = $"{h}x{w}x{c}",
         };
+        if (output is not null) meta["rotor.output"] = Path.GetFullPath(output);
         SafeTensors.Write(path, tensors, meta);
+    }
+
+    /// <summary>The deployable model path that the run of the checkpoint at <paramref name="path"/> writes at its end
+    /// (<c>rotor.output</c>), or null when the checkpoint does not name one.</summary>
+    /// <exception cref="RotorException">Not a training checkpoint, or corrupt.</exception>
+    public static string? OutputOf(string path)
+    {
+        SafeTensorFile f = SafeTensors.Read(path);
+        if (!f.Metadata.TryGetValue("rotor.kind", out string? kind) || kind != TrainStateKind)
+            throw new RotorException($"{path}: not a Rotor training checkpoint (__metadata__ rotor.kind is '{kind ?? "absent"}', expected '{TrainStateKind}')");
+        return f.Metadata.TryGetValue("rotor.output", out string? o) && o.Length > 0 ? o : null;
     }
 
     /// <summary>Loads a training checkpoint into a new <see cref="Trainer"/> running on <paramref name="threads"/> threads.</summary>

@@ -1,0 +1,181 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+
+namespace Rotor.Cli;
+
+/// <summary>
+/// The command line's option rules, declared once beside each option and checked by the parser before any command
+/// runs: a value out of range or an output path that cannot be written is a parse error, which <see cref="Program"/>
+/// prints as one line <c>rotor: --OPTION: why</c> and exit code 2. The rule text is also kept for
+/// <see cref="RuleOf"/>, from which docs/OPTIONS.md is generated, so ranges are written once, here, in code.
+/// <code>
+/// var top = new Option&lt;int&gt;("--top") { DefaultValueFactory = _ =&gt; 5 }.InRange(1, 10_000);
+/// var json = new Option&lt;string?&gt;("--json").OutputFile();
+/// </code>
+/// </summary>
+public static class Validate
+{
+    private static readonly ConditionalWeakTable<Symbol, string> Rules = new();
+
+    /// <summary>The rule declared for an option or argument (e.g. "in 1..10000", "positive", "a writable file path"), or null.</summary>
+    public static string? RuleOf(Symbol symbol) => Rules.TryGetValue(symbol, out var r) ? r : null;
+
+    private static void AddRule(Symbol symbol, string rule)
+    {
+        string joined = Rules.TryGetValue(symbol, out var old) ? $"{old}; {rule}" : rule;
+        Rules.AddOrUpdate(symbol, joined);
+    }
+
+    private static string Show<T>(T value) where T : INumber<T> => value.ToString(null, CultureInfo.InvariantCulture);
+
+    /// <summary>The value must lie in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+    public static Option<T> InRange<T>(this Option<T> option, T min, T max) where T : struct, INumber<T>
+    {
+        string rule = RangeText(min, max);
+        AddRule(option, rule);
+        option.Validators.Add(r => { if (Given(r, out T v)) CheckRange(r, option.Name, v, min, max, rule); });
+        return option;
+    }
+
+    /// <summary>The value, when given, must lie in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+    public static Option<T?> InRange<T>(this Option<T?> option, T min, T max) where T : struct, INumber<T>
+    {
+        string rule = RangeText(min, max);
+        AddRule(option, rule);
+        option.Validators.Add(r => { if (Given(r, out T? v) && v is T x) CheckRange(r, option.Name, x, min, max, rule); });
+        return option;
+    }
+
+    /// <summary>The value must be 1 or more.</summary>
+    public static Option<T> Positive<T>(this Option<T> option) where T : struct, INumber<T> => option.InRange(T.One, Max<T>());
+
+    /// <summary>The value, when given, must be 1 or more.</summary>
+    public static Option<T?> Positive<T>(this Option<T?> option) where T : struct, INumber<T> => option.InRange(T.One, Max<T>());
+
+    /// <summary>The value must be 0 or more.</summary>
+    public static Option<T> NonNegative<T>(this Option<T> option) where T : struct, INumber<T> => option.InRange(T.Zero, Max<T>());
+
+    private static T Max<T>() where T : struct, INumber<T> =>
+        typeof(T) == typeof(float) || typeof(T) == typeof(double) ? T.CreateSaturating(double.MaxValue) : T.CreateSaturating(long.MaxValue);
+
+    private static string RangeText<T>(T min, T max) where T : struct, INumber<T> =>
+        max == Max<T>() ? (min == T.One && !IsFloat<T>() ? "positive" : min == T.Zero ? "0 or more" : $"at least {Show(min)}") : $"in {Show(min)}..{Show(max)}";
+
+    private static bool IsFloat<T>() => typeof(T) == typeof(float) || typeof(T) == typeof(double);
+
+    private static void CheckRange<T>(OptionResult r, string name, T v, T min, T max, string rule) where T : struct, INumber<T>
+    {
+        // NaN fails both comparisons, so it is refused too.
+        if (!(v >= min && v <= max)) r.AddError($"{name} is {v.ToString(null, CultureInfo.InvariantCulture)}, must be {rule}");
+    }
+
+    // The parsed value of an option the user gave; false when it is the default or did not parse (already an error).
+    private static bool Given<T>(OptionResult r, out T value)
+    {
+        value = default!;
+        if (r.Implicit || r.Errors.Any()) return false;
+        try { value = r.GetValueOrDefault<T>(); return true; }
+        catch (InvalidOperationException) { return false; }
+    }
+
+    /// <summary>The value must be one of <paramref name="allowed"/> (ordinal, case-insensitive).</summary>
+    public static Option<string> OneOf(this Option<string> option, params string[] allowed)
+    {
+        AddRule(option, string.Join(", ", allowed));
+        option.Validators.Add(r =>
+        {
+            if (Given(r, out string? v) && v is not null && !allowed.Contains(v, StringComparer.OrdinalIgnoreCase))
+                r.AddError($"{option.Name}: '{v}' is not one of {string.Join(", ", allowed)}");
+        });
+        return option;
+    }
+
+    /// <summary>The value must not be empty or only white space.</summary>
+    public static Argument<string?> NotBlank(this Argument<string?> argument)
+    {
+        AddRule(argument, "not empty");
+        argument.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value)) r.AddError($"{argument.Name}: empty");
+        });
+        return argument;
+    }
+
+    /// <summary>The path, when given, must be a file Rotor can write: not a folder, under a folder that exists (or can be
+    /// made) and is writable. Checked before the command's work starts, not after it.</summary>
+    public static Option<T> OutputFile<T>(this Option<T> option)
+    {
+        AddRule(option, "a writable file path");
+        option.Validators.Add(r =>
+        {
+            if (!Given(r, out T v) || PathOf(v) is not { } p) return;
+            if (OutputFileProblem(p) is { } why) r.AddError($"{option.Name}: {why}");
+        });
+        return option;
+    }
+
+    /// <summary>The path must be a folder Rotor can create or write into: not a file, under a writable folder.</summary>
+    public static Option<T> OutputFolder<T>(this Option<T> option)
+    {
+        AddRule(option, "a writable folder path");
+        option.Validators.Add(r =>
+        {
+            if (!Given(r, out T v) || PathOf(v) is not { } p) return;
+            if (OutputFolderProblem(p) is { } why) r.AddError($"{option.Name}: {why}");
+        });
+        return option;
+    }
+
+    private static string? PathOf<T>(T value) => value switch
+    {
+        string s => s,
+        FileSystemInfo f => f.FullName,
+        _ => null,
+    };
+
+    /// <summary>Why <paramref name="path"/> cannot be written as a file, or null when it can.</summary>
+    public static string? OutputFileProblem(string path)
+    {
+        if (path.Length == 0) return "empty path";
+        string full;
+        try { full = Path.GetFullPath(path); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { return $"{path}: {e.Message}"; }
+        if (Directory.Exists(full)) return $"{path} is a folder, not a file";
+        return FolderProblem(path, Path.GetDirectoryName(full));
+    }
+
+    /// <summary>Why <paramref name="path"/> cannot be made or written as a folder, or null when it can.</summary>
+    public static string? OutputFolderProblem(string path)
+    {
+        if (path.Length == 0) return "empty path";
+        string full;
+        try { full = Path.GetFullPath(path); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { return $"{path}: {e.Message}"; }
+        if (File.Exists(full)) return $"{path} is a file, not a folder";
+        return FolderProblem(path, Directory.Exists(full) ? full : Path.GetDirectoryName(full));
+    }
+
+    // The nearest existing folder at or above dir must be a folder (not a file) in which a file can be created.
+    private static string? FolderProblem(string path, string? dir)
+    {
+        while (!string.IsNullOrEmpty(dir) && !Directory.Exists(dir))
+        {
+            if (File.Exists(dir)) return $"{path}: {dir} is a file, not a folder";
+            dir = Path.GetDirectoryName(dir);
+        }
+        if (string.IsNullOrEmpty(dir)) return $"{path}: no existing folder above it";
+        string probe = Path.Combine(dir, $".rotor-write-probe.{Environment.ProcessId}.{Guid.NewGuid():N}");
+        try
+        {
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"{path}: cannot write in {dir} ({e.Message})";
+        }
+    }
+}
