@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Summarizes bench/lm/compare.sh's output folder: median tokens/s per tool, test and thread count over the rounds,
 and Rotor's ratios to bitnet.cpp and llama.cpp."""
-import glob, json, os, statistics, sys
+import glob, json, os, re, statistics, sys
 
 out = sys.argv[1]
 rows = {}  # (tool, test, threads) -> [tokens/s]
 extra = {}
 for f in glob.glob(os.path.join(out, "*.json")):
     name = os.path.basename(f)
-    tool = name.split("-t")[0]
+    tool = re.sub(r"-t\d+-r\d+\.json$", "", name)
     try:
         data = json.load(open(f))
     except Exception:

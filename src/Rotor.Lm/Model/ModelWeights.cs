@@ -76,15 +76,25 @@ public sealed record LayerTensorNames(string AttnNorm, string Wq, string Wk, str
         "model.layers.{0}.mlp.down_proj.weight", "model.layers.{0}.mlp.ffn_sub_norm.weight");
 
     /// <summary>Builds every layer of <paramref name="c"/> by reading vectors (name, length) and linear layers
-    /// (name, out, in) under these names.</summary>
+    /// (name, out, in) under these names; layers are read on every processor at once (the callbacks must be safe for
+    /// that: the loaders only read their memory-mapped files), since converting and first-touching the weights is most
+    /// of a load.</summary>
     public LayerWeights[] BuildLayers(ModelConfig c, Func<string, int, float[]> vector, Func<string, int, int, LinearWeights> linear)
     {
         ArgumentNullException.ThrowIfNull(c); ArgumentNullException.ThrowIfNull(vector); ArgumentNullException.ThrowIfNull(linear);
         var layers = new LayerWeights[c.Layers];
-        for (int l = 0; l < c.Layers; l++)
+        try { Parallel.For(0, c.Layers, l => layers[l] = Build(l)); }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            // The first layer's error, as a sequential load would report it.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+        }
+        return layers;
+
+        LayerWeights Build(int l)
         {
             string N(string pattern) => string.Format(System.Globalization.CultureInfo.InvariantCulture, pattern, l);
-            layers[l] = new LayerWeights
+            return new LayerWeights
             {
                 AttnNorm = vector(N(AttnNorm), c.Dim),
                 Wq = linear(N(Wq), c.QDim, c.Dim), Wk = linear(N(Wk), c.KvDim, c.Dim), Wv = linear(N(Wv), c.KvDim, c.Dim),
@@ -95,7 +105,6 @@ public sealed record LayerTensorNames(string AttnNorm, string Wq, string Wk, str
                 FfnSubNorm = c.SubNorms ? vector(N(FfnSubNorm), c.FfnDim) : null,
             };
         }
-        return layers;
     }
 }
 
