@@ -19,8 +19,8 @@ internal static class LmCommands
 
     private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors), a llama2.c checkpoint, or random:2b4t (random weights of BitNet b1.58 2B4T's shape; random:2b4t-4l for its first 4 layers)" };
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
-    private static Option<int?> ThreadsOption() => new("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
-    private static Option<int?> CtxOption() => new("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" };
+    private static Option<int?> ThreadsOption() => new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" }.InRange(1, 1024);
+    private static Option<int?> CtxOption() => new Option<int?>("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" }.InRange(1, 1 << 20);
     private static Option<string?> LmHeadOption()
     {
         var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16 or int8 (default: the file's)" };
@@ -57,12 +57,12 @@ internal static class LmCommands
         var model = ModelArgument();
         var prompt = new Argument<string?>("PROMPT") { Description = "the prompt text", Arity = ArgumentArity.ZeroOrOne };
         var ids = new Option<string?>("--ids") { Description = "the prompt as token ids, comma-separated (instead of PROMPT)" };
-        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate at most", DefaultValueFactory = _ => 128 };
-        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: all)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "drop tokens below min-p times the best (0: off)", DefaultValueFactory = _ => 0.05f };
-        var rep = new Option<float>("--repeat-penalty") { Description = "repetition penalty over the last 64 tokens (1: off)", DefaultValueFactory = _ => 1f };
+        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate at most", DefaultValueFactory = _ => 128 }.InRange(0, 1 << 20);
+        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.8f }.InRange(0f, 100f);
+        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: all)", DefaultValueFactory = _ => 40 }.NonNegative();
+        var topP = new Option<float>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 0.95f }.InRange(1e-6f, 1f);
+        var minP = new Option<float>("--min-p") { Description = "drop tokens below min-p times the best (0: off)", DefaultValueFactory = _ => 0.05f }.InRange(0f, 0.999f);
+        var rep = new Option<float>("--repeat-penalty") { Description = "repetition penalty over the last 64 tokens (1: off)", DefaultValueFactory = _ => 1f }.InRange(0.01f, 100f);
         var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var noBos = new Option<bool>("--no-bos") { Description = "do not put the beginning-of-sequence token first" };
@@ -121,8 +121,8 @@ internal static class LmCommands
         var system = new Option<string?>("--system") { Description = "a system message that opens the conversation" };
         var format = new Option<string?>("--format") { Description = "chat format: bitnet, llama3 or plain (default: from the model's template and vocabulary)" };
         format.AcceptOnlyFromAmong("bitnet", "llama3", "plain");
-        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens a reply takes at most", DefaultValueFactory = _ => 512 };
-        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.7f };
+        var n = new Option<int>("--max-tokens", "-n") { Description = "tokens a reply takes at most", DefaultValueFactory = _ => 512 }.InRange(1, 1 << 20);
+        var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.7f }.InRange(0f, 100f);
         var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
         var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption();
         var cmd = new Command("chat", "Talk with a model: type a message and Enter; /reset starts over, /exit (or end of input) quits");
@@ -179,7 +179,7 @@ internal static class LmCommands
     public static Command CreateConvert()
     {
         var model = ModelArgument();
-        var output = new Option<string>("--out", "-o") { Description = "the GGUF file to write", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "the GGUF file to write", Required = true }.OutputFile();
         var type = new Option<string>("--type") { Description = "type of the ternary projections: tq1_0, tq2_0 or i2_s (bitnet.cpp, x86 layout)", DefaultValueFactory = _ => "tq2_0" };
         type.AcceptOnlyFromAmong("tq1_0", "tq2_0", "i2_s");
         var emb = new Option<string>("--embedding-type") { Description = "type of the token embedding: f16 or f32", DefaultValueFactory = _ => "f16" };
@@ -258,8 +258,8 @@ internal static class LmCommands
     {
         var model = ModelArgument();
         var file = new Argument<string>("FILE") { Description = "a UTF-8 text file" };
-        var ctx = new Option<int>("--ctx") { Description = "tokens a chunk (llama.cpp's -c)", DefaultValueFactory = _ => 512 };
-        var chunks = new Option<int?>("--chunks") { Description = "score at most this many chunks" };
+        var ctx = new Option<int>("--ctx") { Description = "tokens a chunk (llama.cpp's -c)", DefaultValueFactory = _ => 512 }.InRange(8, 1 << 20);
+        var chunks = new Option<int?>("--chunks") { Description = "score at most this many chunks" }.Positive();
         var tok = TokenizerOption(); var threads = ThreadsOption(); var head = LmHeadOption();
         var cmd = new Command("perplexity", "Perplexity over a text file as llama.cpp's perplexity tool computes it: chunks of --ctx tokens, each starting with BOS, the second half of each chunk scored");
         cmd.Arguments.Add(model); cmd.Arguments.Add(file);
@@ -310,9 +310,9 @@ internal static class LmCommands
     public static Command CreateBench()
     {
         var model = ModelArgument();
-        var pp = new Option<int>("--prompt", "-p") { Description = "prompt tokens (llama-bench's pp)", DefaultValueFactory = _ => 512 };
-        var tg = new Option<int>("--gen", "-n") { Description = "generated tokens (llama-bench's tg)", DefaultValueFactory = _ => 128 };
-        var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 };
+        var pp = new Option<int>("--prompt", "-p") { Description = "prompt tokens (llama-bench's pp)", DefaultValueFactory = _ => 512 }.InRange(0, 1 << 16);
+        var tg = new Option<int>("--gen", "-n") { Description = "generated tokens (llama-bench's tg)", DefaultValueFactory = _ => 128 }.InRange(0, 1 << 16);
+        var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 }.InRange(1, 1000);
         var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts, comma-separated (default: 1 and all processors)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
         var head = LmHeadOption();
