@@ -113,6 +113,9 @@ public class DenseKernelTests
                         if (j % 97 != 0 && n == w.Length) continue;   // every 97th of the full set, all of the short ones
                         Assert.Equal((float)BitConverter.UInt16BitsToHalf(w[j]), DenseGemm.DotF16(wp, xp, n));
                     }
+                var widened = new float[n];
+                fixed (ushort* wp = w) fixed (float* dp = widened) DenseGemm.WidenF16(wp, dp, n);
+                for (int j = 0; j < n; j++) Assert.Equal((float)BitConverter.UInt16BitsToHalf(w[j]), widened[j]);
             }
         }
     }

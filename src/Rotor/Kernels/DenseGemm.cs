@@ -105,6 +105,27 @@ internal static unsafe class DenseGemm
         return sum;
     }
 
+    /// <summary>Widens n halves to floats with <see cref="DotF16"/>'s magic multiply (exact for finite halves).</summary>
+    public static void WidenF16(ushort* w, float* dst, int n)
+    {
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> scale = Vector256.Create(Pow2To112);
+            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            for (; j + 16 <= n; j += 16)
+            {
+                Vector256<ushort> h = Vector256.Load(w + j);
+                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
+                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
+                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
+                Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16)).Store(dst + j);
+                Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16)).Store(dst + j + 8);
+            }
+        }
+        for (; j < n; j++) dst[j] = (float)BitConverter.UInt16BitsToHalf(w[j]);
+    }
+
     private sealed class Job : IParallelWork
     {
         public DenseMatrix? W;
@@ -124,7 +145,8 @@ internal static unsafe class DenseGemm
             byte* data = w.DataPointer;
             switch (w.Type)
             {
-                case DenseType.F16 when !Reference:
+                // One activation row: widen in registers. Several: widen the row once, then a float dot per activation row.
+                case DenseType.F16 when !Reference && M < 4:
                     for (int r = r0; r < r1; r++)
                     {
                         ushort* p = (ushort*)(data + (long)r * w.RowStride);
@@ -145,7 +167,7 @@ internal static unsafe class DenseGemm
                             else
                             {
                                 if (Reference) for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
-                                else TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(p, k), buf.AsSpan(0, k));
+                                else fixed (float* b = buf) WidenF16((ushort*)p, b, k);
                                 row = buf.AsSpan(0, k);
                             }
                             for (int i = 0; i < M; i++)
