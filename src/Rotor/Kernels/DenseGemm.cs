@@ -105,6 +105,39 @@ internal static unsafe class DenseGemm
         return sum;
     }
 
+    /// <summary>Four dot products at once, <c>y[i] = sum_j w[j] * x[i * xStride + j]</c> for i &lt; 4: each group of
+    /// halves is widened once (as <see cref="DotF16"/> does) for the four activation rows, so a batch of activation rows
+    /// costs one weight read and one widening per row of W.</summary>
+    public static void DotF16x4(ushort* w, float* x, long xStride, int n, float* y)
+    {
+        int j = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 16)
+        {
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, scale = Vector256.Create(Pow2To112);
+            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+            for (; j + 16 <= n; j += 16)
+            {
+                Vector256<ushort> h = Vector256.Load(w + j);
+                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
+                Vector256<float> flo = Vector256.AsSingle(Vector256.AsUInt32(Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale) | Vector256.ShiftLeft(lo & sign, 16));
+                Vector256<float> fhi = Vector256.AsSingle(Vector256.AsUInt32(Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale) | Vector256.ShiftLeft(hi & sign, 16));
+                a0 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x0 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x0 + j), a0));
+                a1 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x1 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x1 + j), a1));
+                a2 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x2 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x2 + j), a2));
+                a3 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x3 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x3 + j), a3));
+            }
+            s0 = Vector256.Sum(a0); s1 = Vector256.Sum(a1); s2 = Vector256.Sum(a2); s3 = Vector256.Sum(a3);
+        }
+        for (; j < n; j++)
+        {
+            float v = (float)BitConverter.UInt16BitsToHalf(w[j]);
+            s0 += v * x[j]; s1 += v * x[xStride + j]; s2 += v * x[2 * xStride + j]; s3 += v * x[3 * xStride + j];
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+    }
+
     /// <summary>Widens n halves to floats with <see cref="DotF16"/>'s magic multiply (exact for finite halves).</summary>
     public static void WidenF16(ushort* w, float* dst, int n)
     {
@@ -145,15 +178,23 @@ internal static unsafe class DenseGemm
             byte* data = w.DataPointer;
             switch (w.Type)
             {
-                // One activation row: widen in registers. Several: widen the row once, then a float dot per activation row.
-                case DenseType.F16 when !Reference && M < 4:
-                    for (int r = r0; r < r1; r++)
+                // Widened in registers: four activation rows at a time share each weight row's widening.
+                case DenseType.F16 when !Reference:
                     {
-                        ushort* p = (ushort*)(data + (long)r * w.RowStride);
-                        for (int i = 0; i < M; i++)
-                            Y[(long)i * YStride + r] = DotF16(p, X + (long)i * XStride, k);
+                        float* four = stackalloc float[4];
+                        for (int r = r0; r < r1; r++)
+                        {
+                            ushort* p = (ushort*)(data + (long)r * w.RowStride);
+                            int i = 0;
+                            for (; i + 4 <= M; i += 4)
+                            {
+                                DotF16x4(p, X + (long)i * XStride, XStride, k, four);
+                                for (int q = 0; q < 4; q++) Y[(long)(i + q) * YStride + r] = four[q];
+                            }
+                            for (; i < M; i++) Y[(long)i * YStride + r] = DotF16(p, X + (long)i * XStride, k);
+                        }
+                        break;
                     }
-                    break;
                 case DenseType.F32:
                 case DenseType.F16:
                     {
