@@ -112,7 +112,25 @@ internal static unsafe class DenseGemm
     {
         int j = 0;
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector256.IsHardwareAccelerated && n >= 16)
+        if (Vector512.IsHardwareAccelerated && n >= 32)
+        {
+            Vector512<float> a0 = Vector512<float>.Zero, a1 = a0, a2 = a0, a3 = a0, scale = Vector512.Create(Pow2To112);
+            Vector512<uint> mag = Vector512.Create(0x7fffu), sign = Vector512.Create(0x8000u);
+            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+            for (; j + 32 <= n; j += 32)
+            {
+                Vector512<ushort> h = Vector512.Load(w + j);
+                Vector512<uint> lo = Vector512.WidenLower(h), hi = Vector512.WidenUpper(h);
+                Vector512<float> flo = Vector512.AsSingle(Vector512.AsUInt32(Vector512.AsSingle(Vector512.ShiftLeft(lo & mag, 13)) * scale) | Vector512.ShiftLeft(lo & sign, 16));
+                Vector512<float> fhi = Vector512.AsSingle(Vector512.AsUInt32(Vector512.AsSingle(Vector512.ShiftLeft(hi & mag, 13)) * scale) | Vector512.ShiftLeft(hi & sign, 16));
+                a0 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x0 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x0 + j), a0));
+                a1 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x1 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x1 + j), a1));
+                a2 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x2 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x2 + j), a2));
+                a3 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x3 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x3 + j), a3));
+            }
+            s0 = Vector512.Sum(a0); s1 = Vector512.Sum(a1); s2 = Vector512.Sum(a2); s3 = Vector512.Sum(a3);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= 16)
         {
             Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, scale = Vector256.Create(Pow2To112);
             Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
