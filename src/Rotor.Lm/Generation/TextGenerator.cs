@@ -88,7 +88,9 @@ public sealed class TextGenerator
         int holdBack = options.Stop.Count == 0 ? 0 : options.Stop.Max(s => s.Length) - 1;
 
         var sw = Stopwatch.StartNew();
+        // One logits buffer and one id buffer for the whole generation: a token allocates nothing.
         float[] logits = _session.Continue(promptIds).ToArray();
+        int[] one = new int[1];
         TimeSpan promptTime = sw.Elapsed;
         sw.Restart();
         FinishReason finish = FinishReason.Length;
@@ -121,7 +123,8 @@ public sealed class TextGenerator
             emitted = safe;
             if (ids.Count == options.MaxTokens) break;
             if (_session.Position >= _session.ContextLength) { finish = FinishReason.ContextFull; break; }
-            logits = _session.Append([next]).ToArray();
+            one[0] = next;
+            _session.Append(one).CopyTo(logits);
         }
         if (!cutByText)
         {
