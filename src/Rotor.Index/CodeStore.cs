@@ -124,7 +124,7 @@ internal sealed unsafe class CodeStore : IDisposable
         Count = first + count;
         Codes.SetLength((long)Count * Layout.Bytes);
         Full?.SetLength((long)Count * d * 4);
-        Parallel.For(0, (count + 255) / 256, b =>
+        Parallel.For(0, (count + 255) / 256, Rotor.Threading.ThreadCount.Options(), b =>
         {
             int end = Math.Min(count, (b + 1) * 256);
             for (int i = b * 256; i < end; i++) Set(first + i, rows.AsSpan(i * d, d));

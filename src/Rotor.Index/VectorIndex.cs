@@ -374,14 +374,30 @@ public sealed unsafe class VectorIndex : IDisposable
         return top.ToSortedArray();
     }
 
+    /// <summary>The threads an exact scan of this index uses with <paramref name="options"/> (<see cref="SearchOptions.Threads"/>;
+    /// 0: 1 below 8 MiB of codes, else <see cref="Rotor.Threading.ThreadCount.Default"/>), at most one a chunk of 1024 slots.</summary>
+    public int ExactScanThreads(SearchOptions? options = null)
+    {
+        using var _ = Read();
+        return ScanThreads(_store.Count, Layout.Bytes, (options ?? SearchOptions.Default).Threads);
+    }
+
+    /// <summary>Threads of an exact scan over <paramref name="slots"/> codes of <paramref name="codeBytes"/> bytes:
+    /// <paramref name="requested"/> when positive, else 1 below 8 MiB of codes (a thread start costs more than such a
+    /// scan) and <see cref="Rotor.Threading.ThreadCount.Default"/> above; never more than there are chunks of slots.</summary>
+    internal static int ScanThreads(int slots, int codeBytes, int requested)
+    {
+        int threads = requested > 0 ? requested : (long)slots * codeBytes >= (8L << 20) ? Rotor.Threading.ThreadCount.Default : 1;
+        return Math.Max(1, Math.Min(threads, (slots + Chunk - 1) / Chunk));
+    }
+
     /// <summary>Exact scan: the key of slot i is <c>d = raw * scale_i * scale_q</c> (cosine, dot) or
     /// <c>2 d - ||v_i||^2</c> (L2), which orders as the metric does.</summary>
     private (float Score, int Slot)[] Scan(PreparedQuery q, int k, ulong[]? allowed, int threads)
     {
         int n = _store.Count;
-        if (threads <= 0) threads = (long)n * Layout.Bytes >= (8L << 20) ? Environment.ProcessorCount : 1;
+        threads = ScanThreads(n, Layout.Bytes, threads);
         int chunks = (n + Chunk - 1) / Chunk;
-        threads = Math.Max(1, Math.Min(threads, chunks));
         var tops = new TopK[threads];
         if (threads == 1) tops[0] = ScanRange(q, k, allowed, 0, n);
         else

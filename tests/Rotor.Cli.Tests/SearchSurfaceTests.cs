@@ -86,7 +86,9 @@ public class SearchSurfaceTests
         try
         {
             string idx = Path.Combine(dir, "idx"), rix = Path.Combine(idx, "vectors.rix");
-            Assert.Equal(0, Rotor("ingest", "docs", Path.Combine(dir, "docs"), "--out", idx).Code);
+            var ingest = Rotor("ingest", "docs", Path.Combine(dir, "docs"), "--out", idx, "--threads", "3");
+            Assert.True(ingest.Code == 0, ingest.Out);
+            Assert.Contains("dims, 3 threads)", ingest.Out);     // the embedder's ONNX Runtime threads: --threads reaches them
             var folder = Rotor("index", "verify", idx);
             Assert.True(folder.Code == 0, folder.Out);
             Assert.Contains($"ok: {idx}", folder.Out);

@@ -72,7 +72,7 @@ internal static class IndexCommand
         var cmd = new Command("add", "Add records from a JSONL or .npy file, then save the index atomically");
         cmd.Arguments.Add(path); cmd.Arguments.Add(input);
         var wait = WriterLock.Option();
-        foreach (var o in new Option[] { upsert, batch, prefix, start, wait }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { upsert, batch, prefix, start, wait, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!, inp = pr.GetValue(input)!;
@@ -109,7 +109,7 @@ internal static class IndexCommand
         var int8Query = new Option<bool>("--int8-query") { Description = "Ternary codes: score an int8 query against the codes (closer to float32, slower) instead of ternary x ternary popcounts" };
         var cmd = new Command("search", "Search an index: prints key, score and fields of the k best records");
         cmd.Arguments.Add(path);
-        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
@@ -133,7 +133,7 @@ internal static class IndexCommand
                 foreach (var h in hits)
                     Console.WriteLine($"{h.Key}\t{h.Score.ToString("G6", CultureInfo.InvariantCulture)}\t{FormatFields(h.Fields)}");
             }
-            Console.Error.WriteLine($"{queries.Count} queries in {sw.Elapsed.TotalMilliseconds:F1} ms");
+            Console.Error.WriteLine($"{queries.Count} queries in {sw.Elapsed.TotalMilliseconds:F1} ms; exact scans on {index.ExactScanThreads(options)} threads (at most {Rotor.Threading.ThreadCount.Default}, from {Rotor.Threading.ThreadCount.Source})");
             return 0;
         });
         return cmd;
@@ -170,6 +170,7 @@ internal static class IndexCommand
         var cmd = new Command("compact", "Remove deleted records (and rebuild the graph), then save atomically");
         cmd.Arguments.Add(path);
         cmd.Options.Add(wait);
+        cmd.Options.Add(Validate.Threads());
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
@@ -238,7 +239,7 @@ internal static class IndexCommand
         var hnswCount = new Option<int>("--hnsw-count") { Description = "Vectors in the HNSW index (0: --count)", DefaultValueFactory = _ => 0 }.InRange(0, 100_000_000);
         var clusters = new Option<int>("--clusters") { Description = "Clusters of the synthetic data", DefaultValueFactory = _ => 1000 }.InRange(1, 10_000_000);
         var cmd = new Command("bench", "Benchmark the index on clustered synthetic vectors: memory, build time, exact scan latency by code, HNSW queries/s and recall");
-        foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             IndexBenchmark.Run(new IndexBenchmark.Settings(pr.GetValue(count), pr.GetValue(dim), pr.GetValue(queries), pr.GetValue(hnswCount), pr.GetValue(clusters)), Console.Out);
