@@ -45,7 +45,7 @@ public sealed unsafe class VectorIndex : IDisposable
 
     /// <summary>Loads an index file written by <see cref="Save"/> (see docs/INDEX_FORMAT.md). Large sections are
     /// memory-mapped (<paramref name="memoryMap"/>: null maps files of 64 MiB and more) and then verified lazily: opening
-    /// reads the header and the small sections (checked at once); the codes and full-precision vectors are checked 64 KiB
+    /// reads the header and the small sections (checked at once); the codes and full-precision vectors are checked 4 KiB
     /// at a time when a search, <see cref="Get"/>, <see cref="Save"/> or a write first reads them, so that open time and
     /// resident memory follow what the queries touch. <see cref="VerifyFile"/> checks everything at once.</summary>
     /// <param name="path">The index file.</param>
@@ -64,7 +64,7 @@ public sealed unsafe class VectorIndex : IDisposable
 
     internal static VectorIndex CreateForLoad(VectorIndexOptions options) => new(options);
 
-    /// <summary>Checks a whole index file: header, every section and every 64 KiB chunk against its checksum (reading
+    /// <summary>Checks a whole index file: header, every section and every 4 KiB chunk against its checksum (reading
     /// the file once, in order), then its structure (keys, fields, graph). The lazy checks of <see cref="Open"/> find
     /// damage only where a query reads; this finds it anywhere.</summary>
     /// <param name="path">The index file.</param>

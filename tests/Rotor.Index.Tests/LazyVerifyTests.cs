@@ -6,13 +6,13 @@ namespace Rotor.Index.Tests;
 
 /// <summary>
 /// Lazy verification of mapped index files (docs/INDEX_FORMAT.md, "Chunk checksums"): opening checks the header and the
-/// small sections only; codes and full vectors are checked 64 KiB at a time when first read; damage in a section that
+/// small sections only; codes and full vectors are checked a 4 KiB page at a time when first read; damage in a section that
 /// open does not read is found by <see cref="VectorIndex.VerifyFile"/> and by the first call that reads it.
 /// </summary>
 public class LazyVerifyTests
 {
-    // 256 dimensions: a ternary code is 64 bytes (1024 a chunk), a kept vector 1 KiB (64 a chunk); 3000 slots make
-    // 3 chunks of codes and 47 of vectors.
+    // 256 dimensions: a ternary code is 64 bytes (64 a 4 KiB chunk), a kept vector 1 KiB (4 a chunk); 3000 slots make
+    // 47 chunks of codes and 750 of vectors.
     private const int D = 256, N = 3000;
 
     private static string Build(IndexStructure structure, string name = "a.rix")
@@ -49,12 +49,12 @@ public class LazyVerifyTests
         Assert.Equal(0, done);
         Assert.Equal((long)N * 64 + (long)N * D * 4, total);
 
-        // A record's vector: the one 64 KiB chunk of full vectors that holds it (slot 100 at byte 102400: chunk 1).
+        // A record's vector: the one 4 KiB chunk of full vectors that holds it (slot 100 at byte 102400: chunk 25).
         Assert.NotNull(index.Get("k100"));
         Assert.Equal(IndexFile.ChunkBytes, index.MappedChecked.Checked);
 
-        // A graph search with rescoring reads some codes (3 chunks of them at most) and 10 vectors: at most 10 more
-        // chunks of vectors, of 47.
+        // A graph search with rescoring reads some codes (47 chunks of them at most) and 10 vectors: at most 10 more
+        // chunks of vectors, of 750.
         var hits = index.Search(TestData.Query(D, 9), 5, new SearchOptions { RescoreFactor = 2 });
         Assert.Equal(5, hits.Count);
         Assert.InRange(index.MappedChecked.Checked, IndexFile.ChunkBytes + 1, (1 + 10) * IndexFile.ChunkBytes + (long)N * 64);
