@@ -192,4 +192,26 @@ public class LazyVerifyTests
         using var mapped = VectorIndex.Open(path, memoryMap: true);
         Parallel.For(0, 8, _ => Assert.Equal(expect, mapped.Search(q, 5, new SearchOptions { RescoreFactor = 6 }).Select(h => h.Key).ToArray()));
     }
+
+    /// <summary><see cref="IndexMemory"/> from the header agrees with the opened index's sizes; the parts it names add up to
+    /// the file (with the padding that aligns sections to 4096 bytes).</summary>
+    [Fact]
+    public void MemoryFromTheHeaderAgreesWithTheOpenedIndex()
+    {
+        string path = Build(IndexStructure.Hnsw);
+        var m = IndexMemory.Of(path);
+        using var index = VectorIndex.Open(path, memoryMap: true);
+        var s = index.Stats;
+        Assert.Equal(s.CodeBytes, m.CodeBytes);
+        Assert.Equal(s.FullPrecisionBytes, m.FullBytes);
+        Assert.Equal(s.Slots, m.Slots);
+        Assert.Equal(s.Count, m.Live);
+        Assert.False(m.Mapped);                                      // a 3 MB file is copied at open
+        Assert.Equal(m.CodeBytes + m.FullBytes + m.SmallBytes, m.ReadAtOpenBytes);
+        long padding = m.FileBytes - (m.CodeBytes + m.FullBytes + m.SmallBytes);
+        Assert.InRange(padding, 0, IndexFile.MaxSections * IndexFile.Align);
+        Assert.Equal(m.CodeBytes, m.ExactScanBytes);
+        Assert.InRange(m.GraphSearchBytes(), 1, m.CodeBytes);
+        Assert.Equal(10 * 2 * IndexMemory.PageBytes, m.RescoreBytes(10));   // a 1 KiB vector on at most 2 pages
+    }
 }

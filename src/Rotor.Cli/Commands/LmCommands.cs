@@ -425,24 +425,32 @@ internal static class LmCommands
         return Environment.WorkingSet;
     }
 
-    /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types and bytes, and the memory at the default
-    /// context.</summary>
-    internal static int Info(string path, string? tokenizer)
+    /// <summary>The <c>--lm-head</c> option of <c>rotor info</c>.</summary>
+    internal static Option<string?> InfoLmHeadOption() => LmHeadOption();
+
+    /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types, and the memory the model will take in Rotor's
+    /// layout (with <paramref name="lmHead"/>'s head), from its headers alone: no weight is read.</summary>
+    internal static int Info(string path, string? tokenizer, string? lmHead)
     {
-        using var m = Open(path, tokenizer, 1, null);
-        var c = m.Config;
+        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
+        var plan = ModelMemory.Of(path, head);
+        var c = plan.Config;
         var inv = CultureInfo.InvariantCulture;
         static string MiB(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) + " MiB";
-        Console.WriteLine($"model        {m.Source} ({m.Format}, {MiB(m.FileBytes)} on disk, loaded in {m.LoadTime.TotalSeconds.ToString("F2", inv)} s)");
+        // The tokenizer is small and read from its own place (the GGUF metadata, the folder, beside the checkpoint).
+        var tok = LanguageModel.LoadTokenizer(path, c, tokenizer);
+        Console.WriteLine($"model        {plan.Source} ({plan.Format}, {MiB(plan.FileBytes)} on disk; from its headers, no weight loaded)");
         Console.WriteLine($"architecture {c.Architecture}: {c.Layers} layers, hidden {c.Dim}, {c.Heads} heads ({c.KvHeads} key/value) of {c.HeadDim}, FFN {c.FfnDim} ({c.Activation.ToString().ToLowerInvariant()}), vocabulary {c.VocabSize}");
         Console.WriteLine($"positions    context {c.ContextLength}, RoPE theta {c.RopeTheta.ToString(inv)} ({(c.Rope == RopeStyle.Half ? "rotate-half" : "adjacent pairs")}), RMSNorm eps {c.NormEps.ToString(inv)}{(c.SubNorms ? ", BitNet sub-norms" : "")}");
-        var kinds = m.Weights.Layers.SelectMany(l => l.Linears).GroupBy(x => x.W.Kind)
-            .Select(g => $"{g.Key} {g.Count()} matrices {MiB(g.Sum(x => x.W.Bytes))}");
-        Console.WriteLine($"linear       {string.Join("; ", kinds)}");
-        Console.WriteLine($"embedding    {m.Weights.Embedding.Type.ToString().ToLowerInvariant()} {m.Weights.Embedding.Rows}x{m.Weights.Embedding.Cols}, {MiB(m.Weights.Embedding.AllocatedBytes)}; LM head {(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? "tied to it" : $"{m.Weights.LmHead.Type.ToString().ToLowerInvariant()}, {MiB(m.Weights.LmHead.AllocatedBytes)}")}");
+        Console.WriteLine($"linear       {string.Join("; ", plan.Linears.Select(l => $"{l.Kind} {l.Matrices} matrices {MiB(l.Bytes)}"))}");
+        string headText = plan.LmHeadBytes == 0 ? "tied to it" : $"{plan.LmHeadType.ToString().ToLowerInvariant()}, {MiB(plan.LmHeadBytes)}";
+        Console.WriteLine($"embedding    {plan.EmbeddingType.ToString().ToLowerInvariant()} {c.VocabSize}x{c.Dim}, {MiB(plan.EmbeddingBytes)}; LM head {headText}{(head is null ? "" : $" (--lm-head {lmHead})")}");
         int ctx = Math.Min(c.ContextLength, 4096);
-        Console.WriteLine($"memory       weights {MiB(m.Weights.Bytes)}; KV cache {(c.KvBytesPerToken() / 1024.0).ToString("F1", inv)} KiB a token, {MiB(c.KvBytesPerToken() * ctx)} at {ctx} tokens; total {MiB(m.Weights.Bytes + c.KvBytesPerToken() * ctx)}");
-        Console.WriteLine($"tokenizer    {(m.Tokenizer is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");
+        string upTo = plan.UncertainBytes > 0 ? $" (or up to {(plan.UncertainBytes / 1024.0).ToString("F1", inv)} KiB less: TQ1_0/TQ2_0 matrices keep one scale when their blocks agree)" : "";
+        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token, {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
+        string full = ctx == c.ContextLength ? "" : $", {MiB(plan.TotalBytes(c.ContextLength))} at {c.ContextLength}";
+        Console.WriteLine($"total        {MiB(plan.TotalBytes(ctx))} at {ctx} tokens{full} (weights in Rotor's layout and the KV cache; activations and buffers besides)");
+        Console.WriteLine($"tokenizer    {(tok is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");
         return 0;
     }
 

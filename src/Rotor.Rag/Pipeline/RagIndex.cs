@@ -166,7 +166,7 @@ public sealed class RagIndex : IDisposable
     }
 
     /// <summary>Files and total bytes of a folder (recursive).</summary>
-    internal static (int Files, long Bytes) FolderSize(string folder)
+    public static (int Files, long Bytes) FolderSize(string folder)
     {
         int n = 0; long bytes = 0;
         foreach (var f in new DirectoryInfo(folder).EnumerateFiles("*", SearchOption.AllDirectories)) { n++; bytes += f.Length; }
