@@ -19,7 +19,7 @@ public static class Program
     public const int InternalError = 70;
 
     /// <summary>Prints the stack trace of an unexpected error; accepted by every command.</summary>
-    internal static readonly Option<bool> Verbose = new("--verbose") { Description = "On an unexpected error, print its stack trace", Recursive = true };
+    internal static readonly Option<bool> Verbose = new("--verbose") { Description = "On an unexpected error, print its stack trace; print the thread count in force", Recursive = true };
 
     /// <summary>The command tree (also read by the tests that generate docs/OPTIONS.md).</summary>
     public static RootCommand BuildRoot()
@@ -61,11 +61,13 @@ public static class Program
         try
         {
             // Settings from the environment are input too: checked before the work, not when a kernel is first needed.
-            // rotor info reports them instead, and help needs none.
+            // rotor info reports them instead, and help needs none. The thread count (--threads, else ROTOR_THREADS,
+            // else every processor) is set for the whole process here, before any pool or loop is made.
             if (parsed.CommandResult.Command.Name != "info" && parsed.Action is not System.CommandLine.Help.HelpAction)
             {
                 _ = Rotor.Kernels.KernelSelector.Current;
-                _ = Rotor.Kernels.CpuBackend.DefaultThreads();
+                int threads = Validate.ApplyThreads(parsed);
+                if (parsed.GetValue(Verbose)) Console.Error.WriteLine($"rotor: threads {threads} (from {Rotor.Threading.ThreadCount.Source})");
             }
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }

@@ -81,6 +81,39 @@ public static class Validate
         catch (InvalidOperationException) { return false; }
     }
 
+    private static readonly ConditionalWeakTable<Symbol, string> ThreadOptions = new();
+
+    /// <summary>Description of <see cref="Threads"/>.</summary>
+    public const string ThreadsDescription = "Threads for all the work (kernels, index scans and graph builds, encoding, embedding); default ROTOR_THREADS, else every processor";
+
+    /// <summary>
+    /// The <c>--threads N</c> (<c>-t N</c>) option of every command that computes, one rule for all: N in 1..1024 caps
+    /// every parallel part of the command (<see cref="Rotor.Threading.ThreadCount"/>); without it <c>ROTOR_THREADS</c>
+    /// does, else the processor count. <see cref="Program"/> applies it (<see cref="ApplyThreads"/>) before the command
+    /// runs, so a command needs only declare it; parts that are faster with fewer threads (a scan of a small index, the
+    /// embedding of one question) may use fewer, none uses more.
+    /// </summary>
+    public static Option<int?> Threads()
+    {
+        var option = new Option<int?>("--threads", "-t") { Description = ThreadsDescription }.InRange(1, Rotor.Threading.ThreadCount.Max);
+        ThreadOptions.Add(option, "threads");
+        return option;
+    }
+
+    /// <summary>Whether <paramref name="symbol"/> was made by <see cref="Threads"/>.</summary>
+    public static bool IsThreads(Symbol symbol) => ThreadOptions.TryGetValue(symbol, out _);
+
+    /// <summary>Sets the process's thread count from the parsed command's <see cref="Threads"/> option when given, then
+    /// returns the count in force (which checks <c>ROTOR_THREADS</c>: a bad value is an error before any work).</summary>
+    /// <exception cref="RotorException"><c>ROTOR_THREADS</c> is not a count in 1..1024.</exception>
+    public static int ApplyThreads(ParseResult parsed)
+    {
+        ArgumentNullException.ThrowIfNull(parsed);
+        foreach (var o in parsed.CommandResult.Command.Options)
+            if (IsThreads(o) && parsed.GetValue((Option<int?>)o) is int t) Rotor.Threading.ThreadCount.Set(t);
+        return Rotor.Threading.ThreadCount.Default;
+    }
+
     /// <summary>The value must be one of <paramref name="allowed"/> (ordinal, case-insensitive).</summary>
     public static Option<string> OneOf(this Option<string> option, params string[] allowed)
     {

@@ -12,6 +12,8 @@ namespace Rotor.Index;
 /// full    (slots, D) float        kept float vectors (absent for Float32 codes or when not kept)
 /// </code>
 /// Not thread-safe for writes; <see cref="VectorIndex"/> serializes writers and lets readers in between.
+/// <para>Every pointer or span into codes or full vectors comes from an accessor below, which first has the bytes it
+/// covers checked against their checksums when the section is mapped and checked lazily (<see cref="SectionCheck"/>).</para>
 /// </summary>
 internal sealed unsafe class CodeStore : IDisposable
 {
@@ -30,7 +32,35 @@ internal sealed unsafe class CodeStore : IDisposable
     public int Count { get; private set; }
     public bool HasFull => Full is not null || Layout.Kind == CodeKind.Float32;
 
-    public byte* Code(int slot) => Codes.Pointer + (long)slot * Layout.Bytes;
+    /// <summary>The code of a slot (checked before it is handed out).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public byte* Code(int slot)
+    {
+        long at = (long)slot * Layout.Bytes;
+        Codes.Ensure(at, Layout.Bytes);
+        return Codes.Pointer + at;
+    }
+
+    /// <summary>The codes of slots [first, first + count), one after another (checked before they are handed out).</summary>
+    public byte* CodeRun(int first, int count)
+    {
+        long at = (long)first * Layout.Bytes;
+        Codes.Ensure(at, (long)count * Layout.Bytes);
+        return Codes.Pointer + at;
+    }
+
+    /// <summary>Checks every mapped byte not checked yet (before a save or a full copy); <paramref name="progress"/>
+    /// gets the bytes done of <see cref="MappedChecked"/>'s total.</summary>
+    public void CheckAll(Action<long>? progress = null)
+    {
+        long before = 0;
+        if (Codes.Check is { } c) { c.EnsureAll(progress); before = c.Length; }
+        if (Full?.Check is { } f) f.EnsureAll(progress is null ? null : done => progress(before + done));
+    }
+
+    /// <summary>Bytes of the lazily checked sections that have been checked, and their total.</summary>
+    public (long Checked, long Total) MappedChecked =>
+        ((Codes.Check?.BytesChecked ?? 0) + (Full?.Check?.BytesChecked ?? 0), (Codes.Check?.Length ?? 0) + (Full?.Check?.Length ?? 0));
 
     /// <summary>The stored float vector of a slot (full precision), or null when only the code is kept.</summary>
     public ReadOnlySpan<float> FullVector(int slot)
@@ -38,12 +68,19 @@ internal sealed unsafe class CodeStore : IDisposable
         int d = Layout.Dimensions;
         if (Layout.Kind == CodeKind.Float32) return new ReadOnlySpan<float>(Code(slot), d);
         if (Full is null) return default;
-        return new ReadOnlySpan<float>(Full.Pointer + (long)slot * d * 4, d);
+        long at = (long)slot * d * 4;
+        Full.Ensure(at, d * 4L);
+        return new ReadOnlySpan<float>(Full.Pointer + at, d);
     }
 
     /// <summary>The first float of a slot's kept vector (the code for Float32); only when <see cref="HasFull"/>.</summary>
     public float* FullPointer(int slot)
-        => Layout.Kind == CodeKind.Float32 ? (float*)Code(slot) : (float*)(Full!.Pointer + (long)slot * Layout.Dimensions * 4);
+    {
+        if (Layout.Kind == CodeKind.Float32) return (float*)Code(slot);
+        long at = (long)slot * Layout.Dimensions * 4;
+        Full!.Ensure(at, Layout.Dimensions * 4L);
+        return (float*)(Full.Pointer + at);
+    }
 
     /// <summary>The vector of a slot: full precision when kept, else decoded from the code.</summary>
     public float[] Vector(int slot)
@@ -87,7 +124,7 @@ internal sealed unsafe class CodeStore : IDisposable
         Count = first + count;
         Codes.SetLength((long)Count * Layout.Bytes);
         Full?.SetLength((long)Count * d * 4);
-        Parallel.For(0, (count + 255) / 256, b =>
+        Parallel.For(0, (count + 255) / 256, Rotor.Threading.ThreadCount.Options(), b =>
         {
             int end = Math.Min(count, (b + 1) * 256);
             for (int i = b * 256; i < end; i++) Set(first + i, rows.AsSpan(i * d, d));

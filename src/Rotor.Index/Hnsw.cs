@@ -85,7 +85,7 @@ internal sealed unsafe class Hnsw
             int start = first;
             if (EntryPoint < 0 && count > 0) { EntryPoint = first; MaxLevel = Levels[first]; start++; }
             int done = 0;
-            Parallel.For(start, total, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+            Parallel.For(start, total, Rotor.Threading.ThreadCount.Options(), i =>
             {
                 InsertOne(i);
                 int n = Interlocked.Increment(ref done);

@@ -26,8 +26,24 @@ internal static unsafe class IndexFile
     public const int HeaderChecksumOffset = SectionTableOffset + MaxSections * SectionEntryBytes; // 608
     public const long DefaultMapThreshold = 64L << 20;
 
-    /// <summary>Section ids.</summary>
-    public enum Section : uint { Codes = 1, Scales = 2, Norms = 3, Full = 4, Deleted = 5, Keys = 6, Fields = 7, Graph = 8 }
+    /// <summary>Bytes a chunk of the chunk checksums (section <see cref="Section.Chunks"/>) that the writer uses: one page,
+    /// so that checking a code or a vector on first use reads no page the query would not (a graph search visits codes
+    /// at random: larger chunks would check, and make resident, most of the codes on the first queries). The checksums
+    /// take 8 bytes a page, 0.2% of the mapped sections, read at open.</summary>
+    public const int ChunkBytes = 4096;
+    /// <summary>The chunk sizes a reader accepts.</summary>
+    public const long MinChunkBytes = 4096, MaxChunkBytes = 64L << 20;
+
+    /// <summary>Section ids. <see cref="Section.Chunks"/> holds checksums of every 4 KiB of the mappable sections
+    /// (codes, full vectors), so that they are verified a chunk at a time on first use.</summary>
+    public enum Section : uint { Codes = 1, Scales = 2, Norms = 3, Full = 4, Deleted = 5, Keys = 6, Fields = 7, Graph = 8, Chunks = 9 }
+
+    /// <summary>A section table entry.</summary>
+    internal readonly record struct SectionEntry(long Offset, long Length, ulong Hash);
+
+    /// <summary>What the header says, checked (docs/INDEX_FORMAT.md, "Reading"): nothing past the first 4096 bytes is read.</summary>
+    internal sealed record Header(string Path, long FileLength, uint Version, VectorIndexOptions Options, int Slots, long Live,
+        IReadOnlyDictionary<Section, SectionEntry> Sections);
 
     /// <summary>Test hook: runs after the temporary file is written and flushed, before the rename.</summary>
     internal static Action<string>? BeforeRename;
@@ -99,8 +115,12 @@ internal static unsafe class IndexFile
     {
         var o = index.Options;
         var store = index.Store;
+        // A save of a mapped index reads every code and vector: damaged bytes must fail here rather than be written
+        // again under fresh checksums.
+        store.CheckAll();
         int slots = store.Count;
         var entries = new List<(Section Id, long Offset, long Length, ulong Hash)>();
+        var chunked = new List<(Section Id, ulong[] Hashes)>();
         fs.Write(new byte[HeaderBytes]);
 
         void Put(Section id, ReadOnlySpan<byte> data) => PutPtr(id, data);
@@ -124,6 +144,10 @@ internal static unsafe class IndexFile
                 done += n;
             }
             entries.Add((id, off, length, h.GetCurrentHashAsUInt64()));
+            var chunks = new ulong[(length + ChunkBytes - 1) / ChunkBytes];
+            for (long c = 0; c < chunks.Length; c++)
+                chunks[c] = XxHash3.HashToUInt64(new ReadOnlySpan<byte>(p + c * ChunkBytes, (int)Math.Min(ChunkBytes, length - c * ChunkBytes)));
+            chunked.Add((id, chunks));
         }
 
         PutNative(Section.Codes, store.Codes.Pointer, (long)slots * store.Layout.Bytes);
@@ -134,6 +158,7 @@ internal static unsafe class IndexFile
         Put(Section.Keys, EncodeKeys(index.Keys, slots));
         Put(Section.Fields, EncodeFields(index.FieldsBySlot, slots));
         if (index.Graph is { } g) Put(Section.Graph, EncodeGraph(g, slots));
+        Put(Section.Chunks, EncodeChunks(chunked));
 
         var header = new byte[HeaderBytes];
         var hs = header.AsSpan();
@@ -177,6 +202,48 @@ internal static unsafe class IndexFile
     {
         long pad = (Align - fs.Position % Align) % Align;
         if (pad > 0) fs.Write(new byte[pad]);
+    }
+
+    private static byte[] EncodeChunks(List<(Section Id, ulong[] Hashes)> chunked)
+    {
+        using var ms = new MemoryStream();
+        using var w = new BinaryWriter(ms);
+        w.Write((uint)ChunkBytes); w.Write((uint)chunked.Count);
+        foreach (var (id, hashes) in chunked)
+        {
+            w.Write((uint)id); w.Write(0u); w.Write((ulong)hashes.Length);
+            w.Write(MemoryMarshal.AsBytes(hashes.AsSpan()));
+        }
+        w.Flush();
+        return ms.ToArray();
+    }
+
+    /// <summary>The chunk table: for each section listed, its chunk size and the XXH3-64 of each chunk.</summary>
+    private static Dictionary<Section, (long ChunkBytes, ulong[] Hashes)> DecodeChunks(ReadOnlySpan<byte> data, IReadOnlyDictionary<Section, SectionEntry> sections, string path)
+    {
+        var table = new Dictionary<Section, (long, ulong[])>();
+        if (data.Length < 8) throw new RotorException($"index file {path}: chunk checksum section ends early");
+        long chunkBytes = BinaryPrimitives.ReadUInt32LittleEndian(data);
+        int n = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(data[4..]), int.MaxValue);
+        if (chunkBytes < MinChunkBytes || chunkBytes > MaxChunkBytes)
+            throw new RotorException($"index file {path}: chunk checksums of {chunkBytes} bytes a chunk, expected {MinChunkBytes}..{MaxChunkBytes}");
+        int p = 8;
+        for (int i = 0; i < n; i++)
+        {
+            if (p + 16 > data.Length) throw new RotorException($"index file {path}: chunk checksum section ends early");
+            var id = (Section)BinaryPrimitives.ReadUInt32LittleEndian(data[p..]);
+            ulong count = BinaryPrimitives.ReadUInt64LittleEndian(data[(p + 8)..]);
+            p += 16;
+            if (!sections.TryGetValue(id, out var s)) throw new RotorException($"index file {path}: chunk checksums for section {id}, which the file does not have");
+            long expect = (s.Length + chunkBytes - 1) / chunkBytes;
+            if (count != (ulong)expect) throw new RotorException($"index file {path}: {count} chunk checksums for section {id}, expected {expect} for its {s.Length} bytes");
+            if (p + expect * 8 > data.Length) throw new RotorException($"index file {path}: chunk checksum section ends early");
+            if (!table.TryAdd(id, (chunkBytes, MemoryMarshal.Cast<byte, ulong>(data.Slice(p, (int)expect * 8)).ToArray())))
+                throw new RotorException($"index file {path}: chunk checksums for section {id} appear twice");
+            p += (int)expect * 8;
+        }
+        if (p != data.Length) throw new RotorException($"index file {path}: chunk checksum section has {data.Length - p} trailing bytes");
+        return table;
     }
 
     private static byte[] EncodeKeys(IReadOnlyList<string> keys, int slots)
@@ -242,7 +309,10 @@ internal static unsafe class IndexFile
 
     // ---- load ---------------------------------------------------------------------------------------------------
 
-    public static VectorIndex Load(string path, bool? memoryMap, bool verify, Func<VectorIndexOptions, VectorIndex> create)
+    /// <summary>Reads and checks the header and section table of an index file; reads nothing past the header.</summary>
+    /// <exception cref="RotorException">The file is missing, truncated, not an index, of another version, or its header
+    /// is damaged (the message says which).</exception>
+    internal static Header ReadHeader(string path)
     {
         path = Path.GetFullPath(path);
         if (!File.Exists(path)) throw new RotorException($"index file {path} does not exist");
@@ -274,57 +344,76 @@ internal static unsafe class IndexFile
         catch (ArgumentException e) { throw new RotorException($"index file {path} has an invalid header: {e.Message}", e); }
         long slotsL = (long)BinaryPrimitives.ReadUInt64LittleEndian(hs[32..]);
         if (slotsL > int.MaxValue) throw new RotorException($"index file {path}: slot count {slotsL} is too large");
-        int slots = (int)slotsL;
+        long live = (long)Math.Min(BinaryPrimitives.ReadUInt64LittleEndian(hs[40..]), (ulong)slotsL);
         int nSections = (int)BinaryPrimitives.ReadUInt32LittleEndian(hs[68..]);
         if (nSections > MaxSections) throw new RotorException($"index file {path}: {nSections} sections, at most {MaxSections}");
-        var sections = new Dictionary<Section, (long Offset, long Length, ulong Hash)>();
+        var sections = new Dictionary<Section, SectionEntry>();
         for (int i = 0; i < nSections; i++)
         {
             var e = hs.Slice(SectionTableOffset + i * SectionEntryBytes, SectionEntryBytes);
             var id = (Section)BinaryPrimitives.ReadUInt32LittleEndian(e);
             long off = (long)BinaryPrimitives.ReadUInt64LittleEndian(e[8..]), len = (long)BinaryPrimitives.ReadUInt64LittleEndian(e[16..]);
-            if (off < HeaderBytes || len < 0 || off + len > fileLength)
+            if (off < HeaderBytes || len < 0 || off + len > fileLength || off + len < off)
                 throw new RotorException($"index file {path} is truncated or corrupt: section {id} spans bytes {off}..{off + len} of a {fileLength}-byte file");
-            sections[id] = (off, len, BinaryPrimitives.ReadUInt64LittleEndian(e[24..]));
+            sections[id] = new SectionEntry(off, len, BinaryPrimitives.ReadUInt64LittleEndian(e[24..]));
         }
+        return new Header(path, fileLength, version, options, (int)slotsL, live, sections);
+    }
 
+    /// <summary>Opens an index file. The header and section table are checked; the sections that are copied or decoded
+    /// (scales, norms, deletion marks, keys, fields, graph, chunk checksums, and codes and vectors when not mapped) are
+    /// verified as they are read; the mapped ones (codes, full vectors) are verified a chunk at a time on first use
+    /// (<see cref="SectionCheck"/>), so that opening reads neither of them.</summary>
+    public static VectorIndex Load(string path, bool? memoryMap, bool verify, Func<VectorIndexOptions, VectorIndex> create)
+    {
+        var h = ReadHeader(path);
+        path = h.Path;
+        var options = h.Options;
+        int slots = h.Slots;
+        long fileLength = h.FileLength;
+        var sections = h.Sections;
         var layout = new CodeLayout(options.Code, options.Dimensions);
         bool map = memoryMap ?? fileLength >= DefaultMapThreshold;
         // Version 1 ternary codes are converted in place, so they are copied, never mapped (the other sections may be).
-        bool convertV1 = version == 1 && options.Code == CodeKind.Ternary;
+        bool convertV1 = h.Version == 1 && options.Code == CodeKind.Ternary;
         var mapped = new MappedFile(path, fileLength);
         try
         {
-            (long Offset, long Length, ulong Hash) Need(Section id, long expected)
+            SectionEntry Need(Section id, long expected)
             {
                 if (!sections.TryGetValue(id, out var s)) throw new RotorException($"index file {path} has no {id} section");
                 if (expected >= 0 && s.Length != expected) throw new RotorException($"index file {path}: section {id} has {s.Length} bytes, expected {expected} for {slots} slots");
-                if (verify)
-                {
-                    var h = new XxHash3();
-                    for (long done = 0; done < s.Length;)
-                    {
-                        int n = (int)Math.Min(1 << 26, s.Length - done);
-                        h.Append(new ReadOnlySpan<byte>(mapped.Pointer + s.Offset + done, n));
-                        done += n;
-                    }
-                    if (h.GetCurrentHashAsUInt64() != s.Hash) throw new RotorException($"index file {path} is corrupt: checksum mismatch in section {id}");
-                }
                 return s;
             }
+            // A checker of the whole section against its one checksum (read and checked at once: used for what is read now).
+            SectionCheck Whole(Section id, SectionEntry s)
+                => new(path, id, mapped.Pointer + s.Offset, s.Length, Math.Max(1, s.Length), s.Length == 0 ? [] : [s.Hash]);
+            ReadOnlySpan<byte> Small(Section id, long expected)
+            {
+                var s = Need(id, expected);
+                if (verify) Whole(id, s).EnsureAll();
+                return new ReadOnlySpan<byte>(mapped.Pointer + s.Offset, checked((int)s.Length));
+            }
+            // The chunk checksums are small and read at open (checked like every small section), used where a section
+            // stays mapped and is verified lazily.
+            var chunks = verify && sections.ContainsKey(Section.Chunks) ? DecodeChunks(Small(Section.Chunks, -1), sections, path) : [];
             NativeBuffer Buffer(Section id, long expected, bool copy = false)
             {
                 var s = Need(id, expected);
-                if (map && !copy) return new NativeBuffer(mapped, s.Offset, s.Length);
+                if (map && !copy)
+                {
+                    var buffer = new NativeBuffer(mapped, s.Offset, s.Length);
+                    if (verify)
+                        buffer.SetCheck(chunks.TryGetValue(id, out var c)
+                            ? new SectionCheck(path, id, mapped.Pointer + s.Offset, s.Length, c.ChunkBytes, c.Hashes)
+                            : Whole(id, s));    // a file without chunk checksums: the whole section on its first use
+                    return buffer;
+                }
+                if (verify) Whole(id, s).EnsureAll();
                 var b = new NativeBuffer();
                 b.Reserve(s.Length); b.SetLength(s.Length);
                 System.Buffer.MemoryCopy(mapped.Pointer + s.Offset, b.Pointer, s.Length, s.Length);
                 return b;
-            }
-            ReadOnlySpan<byte> Small(Section id, long expected)
-            {
-                var s = Need(id, expected);
-                return new ReadOnlySpan<byte>(mapped.Pointer + s.Offset, checked((int)s.Length));
             }
 
             var codes = Buffer(Section.Codes, (long)slots * layout.Bytes, copy: convertV1);
@@ -352,6 +441,61 @@ internal static unsafe class IndexFile
             throw new RotorException($"index file {path} is corrupt: {e.Message}", e);
         }
         finally { mapped.Release(); }
+    }
+
+    /// <summary>The full check of an index file: the header, every section against its checksum and every chunk against
+    /// its chunk checksum (read once, in order, through a file stream rather than the mapping), then the decoded
+    /// structure (keys, fields, graph). <paramref name="progress"/> gets bytes done and the total after each block.</summary>
+    /// <exception cref="RotorException">The first damage found (the message names the file and the section).</exception>
+    public static void Verify(string path, Action<long, long>? progress)
+    {
+        var h = ReadHeader(path);
+        path = h.Path;
+        long total = h.Sections.Values.Sum(s => s.Length), done = 0;
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
+        byte[] ReadSection(SectionEntry s)
+        {
+            var b = new byte[s.Length];
+            fs.Position = s.Offset; fs.ReadExactly(b);
+            return b;
+        }
+        Dictionary<Section, (long ChunkBytes, ulong[] Hashes)> chunks = [];
+        if (h.Sections.TryGetValue(Section.Chunks, out var cs) && cs.Length <= int.MaxValue)
+        {
+            var bytes = ReadSection(cs);
+            if (XxHash3.HashToUInt64(bytes) != cs.Hash) throw new RotorException($"index file {path} is corrupt: checksum mismatch in section {Section.Chunks}");
+            chunks = DecodeChunks(bytes, h.Sections, path);
+        }
+        var buffer = new byte[8 << 20];
+        foreach (var (id, s) in h.Sections.OrderBy(e => e.Value.Offset))
+        {
+            var whole = new XxHash3();
+            chunks.TryGetValue(id, out var c);
+            // A block is a whole number of chunks, so that each chunk is hashed from one span.
+            int block = c.Hashes is null ? buffer.Length : (int)Math.Max(c.ChunkBytes, buffer.Length / c.ChunkBytes * c.ChunkBytes);
+            if (block > buffer.Length) buffer = new byte[block];
+            fs.Position = s.Offset;
+            for (long at = 0; at < s.Length;)
+            {
+                int n = (int)Math.Min(block, s.Length - at);
+                fs.ReadExactly(buffer, 0, n);
+                var span = buffer.AsSpan(0, n);
+                whole.Append(span);
+                if (c.Hashes is not null)
+                    for (int o = 0; o < n; o += (int)c.ChunkBytes)
+                    {
+                        long chunk = (at + o) / c.ChunkBytes;
+                        int m = (int)Math.Min(c.ChunkBytes, n - o);
+                        if (XxHash3.HashToUInt64(span.Slice(o, m)) != c.Hashes[chunk])
+                            throw new RotorException($"index file {path} is corrupt: checksum mismatch in section {id} (bytes {at + o}..{at + o + m} of the section)");
+                    }
+                at += n; done += n;
+                progress?.Invoke(done, total);
+            }
+            if (whole.GetCurrentHashAsUInt64() != s.Hash) throw new RotorException($"index file {path} is corrupt: checksum mismatch in section {id}");
+        }
+        // Every byte matched its checksum; now the structure (lengths, keys, fields, graph links), without checking again.
+        using var _ = Load(path, memoryMap: true, verify: false, o => VectorIndex.CreateForLoad(o));
     }
 
     /// <summary>Version 1 ternary code [+1 plane][-1 plane] to version 2 [non-zero mask][sign]: mask = p | m, sign = m.</summary>

@@ -104,7 +104,8 @@ public sealed record SearchOptions
     public int EfSearch { get; init; }
     /// <summary>Force an exact scan even on an HNSW index.</summary>
     public bool Exact { get; init; }
-    /// <summary>Threads for an exact scan (0: automatic, 1 for small indexes, all cores for large).</summary>
+    /// <summary>Threads for an exact scan (0: automatic, 1 below 8 MiB of codes, else <see cref="Rotor.Threading.ThreadCount.Default"/>:
+    /// <c>--threads</c>, <c>ROTOR_THREADS</c> or every processor).</summary>
     public int Threads { get; init; }
     /// <summary>Ternary indexes: score the codes against the query quantized to int8 (absmax / 127) instead of the
     /// query's own ternary code (asymmetric distance, as FAISS does for its codes): only the stored vectors carry the

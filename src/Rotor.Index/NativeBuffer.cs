@@ -30,6 +30,21 @@ internal sealed unsafe class NativeBuffer : IDisposable
     public long Length { get; private set; }
     /// <summary>Whether the bytes are read from a mapped file.</summary>
     public bool IsMapped => _map is not null;
+    /// <summary>For a mapped buffer whose checksums are verified on first use: its checker (null once the bytes are
+    /// owned, or when verification is off).</summary>
+    public SectionCheck? Check { get; private set; }
+
+    /// <summary>Attaches the lazy checker of a mapped buffer.</summary>
+    public void SetCheck(SectionCheck check)
+    {
+        if (_map is null) throw new InvalidOperationException("only a mapped buffer is checked lazily");
+        Check = check;
+    }
+
+    /// <summary>Checks <paramref name="length"/> bytes at <paramref name="offset"/> against their checksums unless done
+    /// before (<see cref="SectionCheck.Ensure"/>); nothing for owned memory.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public void Ensure(long offset, long length) => Check?.Ensure(offset, length);
     /// <summary>The first byte. Valid until the next <see cref="Reserve"/> or <see cref="EnsureWritable"/>.</summary>
     public byte* Pointer => _ptr;
 
@@ -60,6 +75,9 @@ internal sealed unsafe class NativeBuffer : IDisposable
     public void EnsureWritable()
     {
         if (_map is null) return;
+        // The copy is what later saves write with fresh checksums: damaged bytes must fail here, not be laundered.
+        Check?.EnsureAll();
+        Check = null;
         long cap = Math.Max(Length, 4096);
         byte* p = (byte*)NativeMemory.AlignedAlloc((nuint)cap, 64);
         Buffer.MemoryCopy(_ptr, p, cap, Length);
@@ -71,6 +89,7 @@ internal sealed unsafe class NativeBuffer : IDisposable
     /// <summary>Frees the memory or releases the mapping.</summary>
     public void Dispose()
     {
+        Check = null;
         if (_map is not null) { _map.Release(); _map = null; }
         else if (_ptr != null) NativeMemory.AlignedFree(_ptr);
         _ptr = null; _capacity = 0; Length = 0;

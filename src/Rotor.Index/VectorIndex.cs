@@ -44,15 +44,41 @@ public sealed unsafe class VectorIndex : IDisposable
     }
 
     /// <summary>Loads an index file written by <see cref="Save"/> (see docs/INDEX_FORMAT.md). Large sections are
-    /// memory-mapped (<paramref name="memoryMap"/>: null maps files of 64 MiB and more).</summary>
-    /// <exception cref="RotorException">The file is missing, truncated, corrupt or of another version (the message says which).</exception>
+    /// memory-mapped (<paramref name="memoryMap"/>: null maps files of 64 MiB and more) and then verified lazily: opening
+    /// reads the header and the small sections (checked at once); the codes and full-precision vectors are checked 4 KiB
+    /// at a time when a search, <see cref="Get"/>, <see cref="Save"/> or a write first reads them, so that open time and
+    /// resident memory follow what the queries touch. <see cref="VerifyFile"/> checks everything at once.</summary>
+    /// <param name="path">The index file.</param>
+    /// <param name="memoryMap">Map the codes and vectors (true), copy them to memory (false, verified while copied), or
+    /// map files of 64 MiB and more (null).</param>
+    /// <param name="verifyChecksums">Check sections against their checksums (on open or on first use, as above).</param>
+    /// <exception cref="RotorException">The file is missing, truncated, corrupt or of another version (the message says
+    /// which). A damaged mapped chunk throws the same way from the first call that reads it.</exception>
     public static VectorIndex Open(string path, bool? memoryMap = null, bool verifyChecksums = true)
     {
         var stamp = Stamp(path);
-        var index = IndexFile.Load(path, memoryMap, verifyChecksums, o => new VectorIndex(o));
+        var index = IndexFile.Load(path, memoryMap, verifyChecksums, CreateForLoad);
         index._origin = stamp;
         return index;
     }
+
+    internal static VectorIndex CreateForLoad(VectorIndexOptions options) => new(options);
+
+    /// <summary>Checks a whole index file: header, every section and every 4 KiB chunk against its checksum (reading
+    /// the file once, in order), then its structure (keys, fields, graph). The lazy checks of <see cref="Open"/> find
+    /// damage only where a query reads; this finds it anywhere.</summary>
+    /// <param name="path">The index file.</param>
+    /// <param name="progress">Called with bytes checked and the total, after each block of up to 8 MiB.</param>
+    /// <exception cref="RotorException">The file is damaged (the message names it and the section) or not an index.</exception>
+    public static void VerifyFile(string path, Action<long, long>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        IndexFile.Verify(path, progress);
+    }
+
+    /// <summary>Bytes of the lazily verified (mapped) sections checked so far, and their total; (0, 0) when nothing is
+    /// mapped or verification is off.</summary>
+    internal (long Checked, long Total) MappedChecked { get { using var _ = Read(); return _store.MappedChecked; } }
 
     private static (string, long, DateTime)? Stamp(string path)
     {
@@ -348,14 +374,30 @@ public sealed unsafe class VectorIndex : IDisposable
         return top.ToSortedArray();
     }
 
+    /// <summary>The threads an exact scan of this index uses with <paramref name="options"/> (<see cref="SearchOptions.Threads"/>;
+    /// 0: 1 below 8 MiB of codes, else <see cref="Rotor.Threading.ThreadCount.Default"/>), at most one a chunk of 1024 slots.</summary>
+    public int ExactScanThreads(SearchOptions? options = null)
+    {
+        using var _ = Read();
+        return ScanThreads(_store.Count, Layout.Bytes, (options ?? SearchOptions.Default).Threads);
+    }
+
+    /// <summary>Threads of an exact scan over <paramref name="slots"/> codes of <paramref name="codeBytes"/> bytes:
+    /// <paramref name="requested"/> when positive, else 1 below 8 MiB of codes (a thread start costs more than such a
+    /// scan) and <see cref="Rotor.Threading.ThreadCount.Default"/> above; never more than there are chunks of slots.</summary>
+    internal static int ScanThreads(int slots, int codeBytes, int requested)
+    {
+        int threads = requested > 0 ? requested : (long)slots * codeBytes >= (8L << 20) ? Rotor.Threading.ThreadCount.Default : 1;
+        return Math.Max(1, Math.Min(threads, (slots + Chunk - 1) / Chunk));
+    }
+
     /// <summary>Exact scan: the key of slot i is <c>d = raw * scale_i * scale_q</c> (cosine, dot) or
     /// <c>2 d - ||v_i||^2</c> (L2), which orders as the metric does.</summary>
     private (float Score, int Slot)[] Scan(PreparedQuery q, int k, ulong[]? allowed, int threads)
     {
         int n = _store.Count;
-        if (threads <= 0) threads = (long)n * Layout.Bytes >= (8L << 20) ? Environment.ProcessorCount : 1;
+        threads = ScanThreads(n, Layout.Bytes, threads);
         int chunks = (n + Chunk - 1) / Chunk;
-        threads = Math.Max(1, Math.Min(threads, chunks));
         var tops = new TopK[threads];
         if (threads == 1) tops[0] = ScanRange(q, k, allowed, 0, n);
         else
@@ -386,7 +428,7 @@ public sealed unsafe class VectorIndex : IDisposable
             for (int s0 = start; s0 < end; s0 += Chunk)
             {
                 int m = Math.Min(Chunk, end - s0);
-                byte* codes = _store.Code(s0);
+                byte* codes = _store.CodeRun(s0, m);
                 // This chunk's scales (and norms) are read in one burst after the kernel: fetch them while it runs.
                 if (Sse.IsSupported)
                     for (int o = 0; o < m; o += 16)

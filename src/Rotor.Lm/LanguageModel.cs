@@ -100,6 +100,19 @@ public sealed class LanguageModel : IDisposable
         return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
     }
 
+    /// <summary>The tokenizer <see cref="Load"/> would give the model at <paramref name="path"/>, without its weights:
+    /// <paramref name="tokenizerPath"/> when given, else the GGUF metadata, the folder's tokenizer files or the file beside
+    /// a llama2.c checkpoint; null when there is none.</summary>
+    /// <exception cref="RotorException">A tokenizer file is invalid.</exception>
+    public static LmTokenizer? LoadTokenizer(string path, ModelConfig config, string? tokenizerPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(path); ArgumentNullException.ThrowIfNull(config);
+        if (TokenizerFiles.FromPath(tokenizerPath, config.VocabSize) is { } t) return t;
+        if (Directory.Exists(path)) return TokenizerFiles.FromFolder(path);
+        if (GgufLoader.Probe(path)) { using var f = Gguf.GgufFile.Open(path); return TokenizerFiles.FromGguf(f); }
+        return TokenizerFiles.BesideLlama2c(path, config.VocabSize);
+    }
+
     /// <summary>Opens a model by name: <c>random:SHAPE</c> (random weights of a named shape, see
     /// <see cref="RandomModel.Shape"/>: <c>random:2b4t</c>, <c>random:2b4t-4l</c>) or a path that <see cref="Load"/>
     /// reads.</summary>

@@ -97,7 +97,13 @@ internal static class OptionsReference
         sb.Append("`ROTOR_WRITE_DOCS=1 dotnet test tests/Rotor.Cli.Tests --filter OptionsReferenceIsGeneratedFromTheCode` after\n");
         sb.Append("changing an option); do not edit by hand. Valid values are checked by the parser before a command does any work\n");
         sb.Append("(`src/Rotor.Cli/Validate.cs`): a value outside them is one line `rotor: ...` and exit code 2. \"-\" means any value\n");
-        sb.Append("of the type. Every command also takes `--verbose` (stack trace of an unexpected error) and `-h`.\n");
+        sb.Append("of the type. Every command also takes `--verbose` (stack trace of an unexpected error; the thread count in force)\n");
+        sb.Append("and `-h`.\n\n");
+        sb.Append("Threads, one rule (`Validate.Threads`, `Rotor.Threading.ThreadCount`): every command that computes takes `--threads N`\n");
+        sb.Append("(`-t N`), which caps every parallel part of it (kernels, index scans and graph builds, encoding, embedding, model\n");
+        sb.Append("loading); without it `ROTOR_THREADS` does, else the processor count. A part may use fewer where more is slower (an\n");
+        sb.Append("exact scan of less than 8 MiB of codes, the embedding of one question). `bench-lm` and `eval embedding` take a list\n");
+        sb.Append("of counts to measure under the same name.\n");
         Walk(root, "rotor", sb);
         return sb.ToString();
     }

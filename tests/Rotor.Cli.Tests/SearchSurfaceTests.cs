@@ -77,6 +77,57 @@ public class SearchSurfaceTests
         finally { Directory.Delete(dir, recursive: true); }
     }
 
+    /// <summary><c>rotor index verify</c> passes a fresh index folder and its vector file, and fails (exit code 2, one line
+    /// naming the file) on a damaged vector file and on a damaged Lucene file.</summary>
+    [Fact]
+    public void IndexVerifyChecksAFolderAndAFileAndFailsOnDamage()
+    {
+        string dir = TempDir();
+        try
+        {
+            string idx = Path.Combine(dir, "idx"), rix = Path.Combine(idx, "vectors.rix");
+            var ingest = Rotor("ingest", "docs", Path.Combine(dir, "docs"), "--out", idx, "--threads", "3");
+            Assert.True(ingest.Code == 0, ingest.Out);
+            Assert.Contains("dims, 3 threads)", ingest.Out);     // the embedder's ONNX Runtime threads: --threads reaches them
+            var folder = Rotor("index", "verify", idx);
+            Assert.True(folder.Code == 0, folder.Out);
+            Assert.Contains($"ok: {idx}", folder.Out);
+            var file = Rotor("index", "verify", rix);
+            Assert.True(file.Code == 0, file.Out);
+            Assert.Contains($"ok: {rix}", file.Out);
+
+            void Expect((int Code, string Out) r, string names)
+            {
+                Assert.True(r.Code == 2, $"exit {r.Code}\n{r.Out}");
+                Assert.Contains(names, Assert.Single(r.Out.Split('\n'), l => l.StartsWith("rotor: ", StringComparison.Ordinal)));
+                Assert.DoesNotContain("   at ", r.Out);
+            }
+            // A byte of the codes (the first section, at 4096): the file fails by its own checksums, the folder by the manifest.
+            string copy = Path.Combine(dir, "copy.rix");
+            File.Copy(rix, copy);
+            Flip(copy, 4096 + 3);
+            Expect(Rotor("index", "verify", copy), "checksum mismatch in section Codes");
+            Flip(rix, 4096 + 3);
+            Expect(Rotor("index", "verify", idx), "vectors.rix: SHA-256");
+            Flip(rix, 4096 + 3);
+            Assert.Equal(0, Rotor("index", "verify", idx).Code);
+            // A byte in the middle of the largest Lucene file.
+            var lucene = new DirectoryInfo(Path.Combine(idx, "bm25")).GetFiles().MaxBy(f => f.Length)!;
+            Flip(lucene.FullName, lucene.Length / 2);
+            Expect(Rotor("index", "verify", idx), "bm25");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    private static void Flip(string path, long offset)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+        fs.Position = offset;
+        int b = fs.ReadByte();
+        fs.Position = offset;
+        fs.WriteByte((byte)(b ^ 0x04));
+    }
+
     [Fact]
     public void BadInputIsOneLineAndExitCodeTwo()
     {

@@ -207,4 +207,21 @@ public class SearchTests(ITestOutputHelper output)
         var e = Assert.Throws<RotorException>(() => index.Search(new float[8], 3, new SearchOptions { RescoreFactor = 4 }));
         Assert.Contains("KeepFullPrecision", e.Message);
     }
+
+    /// <summary>The threads of an exact scan: the request when given, else 1 below 8 MiB of codes and the process's count
+    /// (<see cref="Rotor.Threading.ThreadCount.Default"/>) above; never more than one a chunk of 1024 slots.</summary>
+    [Fact]
+    public void ExactScanThreadsFollowTheRequestTheSizeAndTheProcessCount()
+    {
+        Assert.Equal(1, VectorIndex.ScanThreads(5000, 64, 0));                         // 320 KB of codes
+        Assert.Equal(3, VectorIndex.ScanThreads(5000, 64, 3));
+        Assert.Equal(2, VectorIndex.ScanThreads(1500, 64, 8));                         // two chunks
+        Assert.Equal(1, VectorIndex.ScanThreads(0, 64, 4));
+        int big = 1 << 20;                                                             // 64 MiB of codes, 1024 chunks
+        Assert.Equal(Math.Min(1024, Rotor.Threading.ThreadCount.Default), VectorIndex.ScanThreads(big, 64, 0));
+        using var index = VectorIndex.Create(new VectorIndexOptions { Dimensions = 8 });
+        index.Add(TestData.Records(3000, 8, 1));
+        Assert.Equal(1, index.ExactScanThreads());
+        Assert.Equal(3, index.ExactScanThreads(new SearchOptions { Threads = 5 }));
+    }
 }

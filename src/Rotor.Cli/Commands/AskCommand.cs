@@ -48,7 +48,7 @@ internal static class AskCommand
         var tok = TokenizerOption(); var ctx = CtxOption();
         var cmd = new Command("ask", "Answer a question from an index with a language model: adaptive retrieval, numbered sources in the prompt, the answer streamed, the sources and citations after it");
         cmd.Arguments.Add(index); cmd.Arguments.Add(question);
-        foreach (Option o in new Option[] { model, top, mode, adaptive, policy, threshold, confTokens, json, n, temp, seed, showPrompt, tok, ctx }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { model, top, mode, adaptive, policy, threshold, confTokens, json, n, temp, seed, showPrompt, tok, ctx, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string q = r.GetValue(question)!, target = r.GetValue(index)!;
@@ -158,7 +158,7 @@ internal static class AskCommand
         var verbose = new Option<bool>("--each") { Description = "print every question's confidence, entropy and closed-book text" };
         var confTokens = ConfidenceTokensOption(); var tok = TokenizerOption();
         var cmd = new Command("confidence", "The model rule's closed-book confidence over a question file: its distribution and the threshold at a percentile, for calibrating rotor ask --adaptive model");
-        foreach (Option o in new Option[] { model, questions, percentile, verbose, confTokens, tok }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { model, questions, percentile, verbose, confTokens, tok, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(questions)!;

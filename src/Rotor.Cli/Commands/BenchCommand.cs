@@ -13,7 +13,7 @@ internal static class BenchCommand
     {
         var json = new Option<FileInfo?>("--json") { Description = "Also write the figures as JSON to this file" }.OutputFile();
         var quick = new Option<bool>("--quick") { Description = "Fewer repetitions, cold runs for GEMV only" };
-        var threads = new Option<int>("--threads") { Description = "Largest thread count to measure", DefaultValueFactory = _ => CpuBackend.DefaultThreads() }.InRange(1, 1024);
+        var threads = Validate.Threads();   // measured at 1 and at this count
         var shapes = new Option<string?>("--shapes") { Description = "Comma-separated NxK shapes (default: the BitNet 2B4T shapes, 4096x4096, 16384x4096)" };
         var ms = new Option<string>("--m") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8,32,128,512" };
         var skip = new Option<bool>("--no-prototype") { Description = "Skip the prototype table" };
@@ -39,8 +39,9 @@ internal static class BenchCommand
                 if (!KernelSelector.IsSupported(p)) throw new RotorException($"--against {a}: this machine does not support it (supported: {string.Join(", ", KernelSelector.Supported)})");
                 againstPath = p;
             }
-            var bench = new KernelBench(Console.Out, pr.GetValue(threads), pr.GetValue(quick), againstPath);
-            Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}{(againstPath is { } ag ? $" against {ag}" : "")}, up to {pr.GetValue(threads)} threads, {Environment.ProcessorCount} processors");
+            int most = Rotor.Threading.ThreadCount.Default;
+            var bench = new KernelBench(Console.Out, most, pr.GetValue(quick), againstPath);
+            Console.WriteLine($"rotor bench: kernel path {KernelSelector.Current}{(againstPath is { } ag ? $" against {ag}" : "")}, up to {most} threads (from {Rotor.Threading.ThreadCount.Source}), {Environment.ProcessorCount} processors");
             Console.WriteLine();
             if (!pr.GetValue(skip)) bench.Prototype();
             bench.Bandwidth();

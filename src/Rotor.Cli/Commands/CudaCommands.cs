@@ -23,6 +23,7 @@ internal static class CudaCommands
         var cmd = new Command("selftest", "Compare the kernels of a device with the CPU reference on random data, odd shapes and tails; exit 1 on any mismatch");
         cmd.Options.Add(device);
         cmd.Options.Add(quick);
+        cmd.Options.Add(Validate.Threads());
         cmd.SetAction(r => Selftest(r.GetValue(device)!, r.GetValue(quick)));
         return cmd;
     }
@@ -74,6 +75,7 @@ internal static class CudaCommands
         cmd.Options.Add(shape);
         cmd.Options.Add(m);
         cmd.Options.Add(noNet);
+        cmd.Options.Add(Validate.Threads());
         cmd.SetAction(r => Bench(r.GetValue(json), r.GetValue(quick), r.GetValue(allPaths), r.GetValue(shape), r.GetValue(m), r.GetValue(noNet)));
         return cmd;
     }

@@ -11,6 +11,7 @@ internal static class DemoCommand
     public static Command Create()
     {
         var cmd = new Command("demo", "Build a ternary network, run a batch, print its statistics, memory and a short benchmark");
+        cmd.Options.Add(Validate.Threads());
         cmd.SetAction(_ => { Run(Console.Out); return 0; });
         return cmd;
     }

@@ -17,7 +17,7 @@ internal static class EvalEmbeddingCommand
         var corpus = new Option<FileInfo?>("--corpus") { Description = "Texts from a BEIR corpus (title + text), JSON lines, plain or .gz" };
         var passages = new Option<FileInfo?>("--passages") { Description = "Texts from a passages file of 'rotor ingest passages' (title: section. text)" };
         var count = new Option<int>("--count") { Description = "Texts to embed (the first N)", DefaultValueFactory = _ => 512 }.InRange(1, 10_000_000);
-        var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts to measure", DefaultValueFactory = _ => Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture) };
+        var threads = new Option<string?>("--threads") { Description = "Comma-separated thread counts to measure (default: ROTOR_THREADS, else every processor)" };
         var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 }.InRange(1, 100_000);
         var cmd = new Command("embedding", "Measure all-MiniLM-L6-v2 embedding throughput and where the time goes");
         foreach (var o in new Option[] { corpus, passages, count, threads, batch }) cmd.Options.Add(o);
@@ -31,7 +31,7 @@ internal static class EvalEmbeddingCommand
             var texts = (c is not null
                 ? BeirReader.ReadCorpus(c.FullName).Select(IndexText.Of)
                 : PassageFile.Read(p!.FullName).Select(IndexText.Of)).Take(n).ToList();
-            var threadCounts = parseResult.GetValue(threads)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            var threadCounts = (parseResult.GetValue(threads) ?? Rotor.Threading.ThreadCount.Default.ToString(CultureInfo.InvariantCulture)).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int t) && t > 0 ? t : throw new RotorException($"--threads: '{s}' is not a positive integer"))
                 .ToList();
             var files = ModelFiles.MiniLm();

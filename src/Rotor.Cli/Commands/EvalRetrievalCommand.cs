@@ -82,7 +82,7 @@ internal static class EvalRetrievalCommand
         var beir = new BeirOptions();
         var json = new Option<string?>("--json") { Description = "Also write the figures as flat JSON to this file" }.OutputFile();
         var limit = new Option<int>("--limit-queries") { Description = "Run at most this many judged queries (0 = all)", DefaultValueFactory = _ => 0 }.NonNegative();
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0 = one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var threads = Validate.Threads();
         var batch = new Option<int>("--batch-size") { Description = "Texts a model batch", DefaultValueFactory = _ => 32 }.InRange(1, 100_000);
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a text is cut to, [CLS] and [SEP] included", DefaultValueFactory = _ => 256 }.InRange(3, 512);
         var model = new Option<FileInfo?>("--model") { Description = "A sentence-transformers ONNX model instead of the bundled all-MiniLM-L6-v2 (needs --vocab)" };
@@ -106,7 +106,7 @@ internal static class EvalRetrievalCommand
             var files = modelFile is null ? ModelFiles.MiniLm() : ModelFiles.FromFiles(modelFile.FullName, vocabFile!.FullName);
             var options = new SentenceEmbedderOptions
             {
-                Threads = pr.GetValue(threads),
+                Threads = pr.GetValue(threads) ?? 0,
                 BatchSize = pr.GetValue(batch),
                 MaxTokens = pr.GetValue(maxTokens),
             };
@@ -168,7 +168,7 @@ internal static class EvalRetrievalCommand
         var rate = new Option<double>("--target-retrieve-rate") { Description = "Adaptive: retrieve for at least this share of answerable dev queries (0: threshold at the best balanced accuracy)", DefaultValueFactory = _ => 0.9 }.InRange(0.0, 1.0);
         var cmd = new Command("quality", "nDCG@10 and Recall@100 of dense search over float32, int8, ternary (+/- rescoring) and binary codes vs float32; adaptive-retrieval calibration (dev half) and test (other half)");
         beir.AddTo(cmd);
-        foreach (var o in new Option[] { json, policyOut, limit, rate }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { json, policyOut, limit, rate, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             var docs = beir.ReadCorpus(pr);
@@ -222,7 +222,7 @@ internal static class EvalRetrievalCommand
         var count = new Option<int>("--count") { Description = "Vectors in the index: the corpus, then noisy copies", DefaultValueFactory = _ => 100_000 }.InRange(1, 100_000_000);
         var noise = new Option<float>("--noise") { Description = "Gaussian noise a component of each copy (before renormalizing)", DefaultValueFactory = _ => 0.02f }.InRange(0f, 10f);
         var n = new Option<int>("--limit-queries") { Description = "Queries timed", DefaultValueFactory = _ => 100 }.InRange(1, 1_000_000);
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var threads = Validate.Threads();
         var json = new Option<string?>("--json") { Description = "Write the rows as JSON" }.OutputFile();
         var cmd = new Command("latency", "Per-question latency (embed + search) on a large index made of a corpus's embeddings and noisy copies of them");
         beir.AddTo(cmd, qrels: false);
@@ -231,7 +231,7 @@ internal static class EvalRetrievalCommand
         {
             var docs = beir.ReadCorpus(pr);
             var qs = beir.ReadQueries(pr).Take(pr.GetValue(n)).Select(q => q.Text).ToList();
-            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads) });
+            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads) ?? 0 });
             float[] baseVectors = beir.CorpusVectors(pr, docs, embedder);
             var vectors = PipelineBenchmarks.Replicate(baseVectors, embedder.Dimensions, pr.GetValue(count), pr.GetValue(noise));
             var rows = PipelineBenchmarks.Latency(vectors, embedder.Dimensions, qs, embedder,

@@ -6,7 +6,7 @@ using Rotor.Index.Benchmarking;
 
 namespace Rotor.Cli.Commands;
 
-/// <summary><c>rotor index create|add|search|stats|compact|bench</c>: the vector index on its own, one file of vectors
+/// <summary><c>rotor index create|add|search|stats|compact|verify|bench</c>: the vector index on its own, one file of vectors
 /// with keys and stored fields (docs/INDEX.md, docs/INDEX_FORMAT.md). Retrieval over a corpus is <c>rotor search</c>.</summary>
 internal static class IndexCommand
 {
@@ -18,6 +18,7 @@ internal static class IndexCommand
         cmd.Subcommands.Add(SearchCmd());
         cmd.Subcommands.Add(StatsCmd());
         cmd.Subcommands.Add(CompactCmd());
+        cmd.Subcommands.Add(VerifyCmd());
         cmd.Subcommands.Add(BenchCmd());
         return cmd;
     }
@@ -71,7 +72,7 @@ internal static class IndexCommand
         var cmd = new Command("add", "Add records from a JSONL or .npy file, then save the index atomically");
         cmd.Arguments.Add(path); cmd.Arguments.Add(input);
         var wait = WriterLock.Option();
-        foreach (var o in new Option[] { upsert, batch, prefix, start, wait }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { upsert, batch, prefix, start, wait, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!, inp = pr.GetValue(input)!;
@@ -108,7 +109,7 @@ internal static class IndexCommand
         var int8Query = new Option<bool>("--int8-query") { Description = "Ternary codes: score an int8 query against the codes (closer to float32, slower) instead of ternary x ternary popcounts" };
         var cmd = new Command("search", "Search an index: prints key, score and fields of the k best records");
         cmd.Arguments.Add(path);
-        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { query, queryFile, k, filter, rescore, ef, exact, int8Query, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
@@ -132,7 +133,7 @@ internal static class IndexCommand
                 foreach (var h in hits)
                     Console.WriteLine($"{h.Key}\t{h.Score.ToString("G6", CultureInfo.InvariantCulture)}\t{FormatFields(h.Fields)}");
             }
-            Console.Error.WriteLine($"{queries.Count} queries in {sw.Elapsed.TotalMilliseconds:F1} ms");
+            Console.Error.WriteLine($"{queries.Count} queries in {sw.Elapsed.TotalMilliseconds:F1} ms; exact scans on {index.ExactScanThreads(options)} threads (at most {Rotor.Threading.ThreadCount.Default}, from {Rotor.Threading.ThreadCount.Source})");
             return 0;
         });
         return cmd;
@@ -169,6 +170,7 @@ internal static class IndexCommand
         var cmd = new Command("compact", "Remove deleted records (and rebuild the graph), then save atomically");
         cmd.Arguments.Add(path);
         cmd.Options.Add(wait);
+        cmd.Options.Add(Validate.Threads());
         cmd.SetAction(pr =>
         {
             string p = pr.GetValue(path)!;
@@ -185,6 +187,50 @@ internal static class IndexCommand
         return cmd;
     }
 
+    private static Command VerifyCmd()
+    {
+        var path = new Argument<string>("path") { Description = "Index file (.rix) or RAG index folder (from rotor ingest)" };
+        var cmd = new Command("verify", "Check a whole index file or RAG index folder against its checksums (opening checks the header and what queries touch); exit code 2 on damage");
+        cmd.Arguments.Add(path);
+        cmd.SetAction(pr =>
+        {
+            string p = pr.GetValue(path)!;
+            var meter = new ByteMeter(Console.Error);
+            var clock = Stopwatch.StartNew();
+            if (Directory.Exists(p)) Rotor.Rag.Pipeline.RagIndex.Verify(p, meter.Report);
+            else if (File.Exists(p)) VectorIndex.VerifyFile(p, (d, t) => meter.Report(Path.GetFileName(p), d, t));
+            else throw new RotorException($"{p}: no such index file or folder");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ok: {p}: {Size(meter.Bytes)} checked in {clock.Elapsed.TotalSeconds:F1} s"));
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Progress of a long check in bytes: a line every 2 seconds with the rate and the time left, and the last
+    /// line of each step that took that long.</summary>
+    private sealed class ByteMeter(TextWriter output)
+    {
+        private readonly Stopwatch _step = new();
+        private string? _name;
+        private long _stepDone, _done;
+        private TimeSpan _printed;
+
+        public long Bytes => _done + _stepDone;
+
+        public void Report(string step, long done, long total)
+        {
+            if (step != _name) { _done += _stepDone; _stepDone = 0; _name = step; _step.Restart(); _printed = TimeSpan.Zero; }
+            _stepDone = done;
+            var now = _step.Elapsed;
+            bool end = done >= total;
+            if (now - _printed < TimeSpan.FromSeconds(2) && !(end && _printed > TimeSpan.Zero)) return;
+            _printed = now;
+            double rate = done / Math.Max(now.TotalSeconds, 1e-9);
+            string eta = end ? "done" : "ETA " + TimeSpan.FromSeconds((total - done) / Math.Max(rate, 1)).ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{step}: {Size(done)} of {Size(total)} ({100.0 * done / Math.Max(1, total):F1}%), {Size((long)rate)}/s, {eta}"));
+        }
+    }
+
     private static Command BenchCmd()
     {
         var count = new Option<int>("--count") { Description = "Vectors in the flat indexes", DefaultValueFactory = _ => 1_000_000 }.InRange(1, 100_000_000);
@@ -193,7 +239,7 @@ internal static class IndexCommand
         var hnswCount = new Option<int>("--hnsw-count") { Description = "Vectors in the HNSW index (0: --count)", DefaultValueFactory = _ => 0 }.InRange(0, 100_000_000);
         var clusters = new Option<int>("--clusters") { Description = "Clusters of the synthetic data", DefaultValueFactory = _ => 1000 }.InRange(1, 10_000_000);
         var cmd = new Command("bench", "Benchmark the index on clustered synthetic vectors: memory, build time, exact scan latency by code, HNSW queries/s and recall");
-        foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { count, dim, queries, hnswCount, clusters, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             IndexBenchmark.Run(new IndexBenchmark.Settings(pr.GetValue(count), pr.GetValue(dim), pr.GetValue(queries), pr.GetValue(hnswCount), pr.GetValue(clusters)), Console.Out);

@@ -4,26 +4,34 @@ using Rotor.Kernels;
 
 namespace Rotor.Cli.Commands;
 
-/// <summary><c>rotor info [MODEL]</c>: the machine, the kernel paths it supports and the one in use; with a model, its
-/// architecture, shapes, weight types and the memory it takes.</summary>
+/// <summary><c>rotor info [PATH]</c>: the machine, the kernel paths it supports and the one in use; with a model, its
+/// architecture, shapes, weight types and the memory it will take; with an index, its settings and the memory it will
+/// map, read at open and touch a query. Models and indexes are described from their headers, before anything is loaded.</summary>
 internal static class InfoCommand
 {
     public static Command Create()
     {
-        var model = new Argument<string?>("MODEL") { Description = "a language model (GGUF file, Hugging Face folder, llama2.c checkpoint): show its architecture, shapes, weight types and memory", Arity = ArgumentArity.ZeroOrOne };
+        var model = new Argument<string?>("PATH") { Description = "a language model (GGUF file, Hugging Face folder, llama2.c checkpoint) or an index (.rix file, RAG index folder): what it is and the memory it will take, from its headers (nothing is loaded)", Arity = ArgumentArity.ZeroOrOne };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer file for a model that carries none" };
-        var cmd = new Command("info", "Show the CPU, the kernel paths it supports, the path and thread count in use; or a language model's architecture and memory");
+        var head = LmCommands.InfoLmHeadOption();
+        var cmd = new Command("info", "Show the CPU, the kernel paths it supports, the path and thread count in use; or what a model or an index is and the memory it will take, before loading it");
         cmd.Arguments.Add(model);
         cmd.Options.Add(tokenizer);
+        cmd.Options.Add(head);
         cmd.SetAction(r =>
         {
-            if (r.GetValue(model) is { } path) return LmCommands.Info(path, r.GetValue(tokenizer));
+            if (r.GetValue(model) is { } path)
+            {
+                if (Directory.Exists(path) && File.Exists(Path.Combine(path, Rotor.Rag.Pipeline.RagIndex.ManifestFile))) return IndexInfo.Folder(path);
+                if (IndexInfo.IsIndexFile(path)) return IndexInfo.File(path);
+                return LmCommands.Info(path, r.GetValue(tokenizer), r.GetValue(head));
+            }
             Console.WriteLine($"rotor        {typeof(TernaryMatrix).Assembly.GetName().Version}");
             Console.WriteLine($"runtime      {RuntimeInformation.FrameworkDescription} {RuntimeInformation.ProcessArchitecture} on {RuntimeInformation.OSDescription}");
             Console.WriteLine($"processors   {Environment.ProcessorCount}");
             Console.WriteLine($"kernels      {Try(() => $"supported: {string.Join(", ", KernelSelector.Supported)}; best: {KernelSelector.Best}; in use: {KernelSelector.Current} (ROTOR_KERNEL to force)")}");
             Console.WriteLine($"avx512 vnni  {Try(() => KernelSelector.Avx512VnniUnavailableReason is { } why ? "not used: " + why : "used: vpdpbusd kernels generated at start-up")}");
-            Console.WriteLine($"threads      {Try(() => $"{CpuBackend.DefaultThreads()} (ROTOR_THREADS to set)")}");
+            Console.WriteLine($"threads      {Try(() => $"{Rotor.Threading.ThreadCount.Default} (from {Rotor.Threading.ThreadCount.Source}; --threads of a command, else ROTOR_THREADS, else every processor)")}");
             Console.WriteLine($"huge pages   {HugePagesLine()}");
             Console.WriteLine(CudaCommands.InfoLine());
             return 0;

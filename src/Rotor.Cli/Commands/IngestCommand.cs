@@ -38,7 +38,7 @@ internal static class IngestCommand
         var every = new Option<int>("--checkpoint-seconds") { Description = "Seconds between checkpoints", DefaultValueFactory = _ => 60 }.InRange(1, 86_400);
         var max = new Option<long>("--max-documents") { Description = "Stop after this many source documents (0: all); run again without it to go on", DefaultValueFactory = _ => 0 }.NonNegative();
         var force = new Option<bool>("--force") { Description = "Delete an earlier index or checkpoint in --out and start over" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var threads = Validate.Threads();
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a passage is cut to", DefaultValueFactory = _ => 256 }.InRange(3, 512);
         var cmd = new Command(name, description);
         cmd.Arguments.Add(source);
@@ -50,7 +50,7 @@ internal static class IngestCommand
             string dir = pr.GetValue(output)!;
             // One build a folder: a second waits, then resumes or finds the finished index.
             using var writer = WriterLock.Take(dir, pr.GetValue(wait));
-            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads), MaxTokens = pr.GetValue(maxTokens) });
+            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads) ?? 0, MaxTokens = pr.GetValue(maxTokens) });
             Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.Options.Threads} threads), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); Console.Error.WriteLine("stopping at the next document: writing a checkpoint"); };
@@ -84,7 +84,7 @@ internal static class IngestCommand
         var output = new Option<FileInfo>("--out") { Description = "Passages file to write (JSON lines): for rotor search FILE and rotor eval embedding --passages", Required = true }.OutputFile();
         var words = new Option<int>("--words") { Description = "Words a passage aims for", DefaultValueFactory = _ => 100 }.InRange(1, 100_000);
         var cmd = new Command("passages", "Only split a corpus into passages of about --words words that carry their title and section (JSON lines; no embedding)");
-        foreach (var o in new Option[] { wiki, folder, beir, output, words }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { wiki, folder, beir, output, words, Validate.Threads() }) cmd.Options.Add(o);
         cmd.SetAction(parseResult =>
         {
             var w = parseResult.GetValue(wiki);

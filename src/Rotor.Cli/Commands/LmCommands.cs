@@ -19,7 +19,7 @@ internal static class LmCommands
 
     private static Argument<string> ModelArgument() => new("MODEL") { Description = "a GGUF file, a Hugging Face folder (config.json + safetensors), a llama2.c checkpoint, or random:2b4t (random weights of BitNet b1.58 2B4T's shape; random:2b4t-4l for its first 4 layers)" };
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
-    private static Option<int?> ThreadsOption() => new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" }.InRange(1, 1024);
+    private static Option<int?> ThreadsOption() => Validate.Threads();
     private static Option<int?> CtxOption() => new Option<int?>("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" }.InRange(1, 1 << 20);
     private static Option<string?> LmHeadOption()
     {
@@ -97,7 +97,7 @@ internal static class LmCommands
             var res = gen.LastResult!;
             if (streamText) Console.WriteLine();
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s); finish: {res.Finish.ToString().ToLowerInvariant()}"));
+                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s) on {m.Backend.Threads} threads; finish: {res.Finish.ToString().ToLowerInvariant()}"));
             if (jsonPath is not null) WriteJson(jsonPath, w =>
             {
                 w.WriteStartObject();
@@ -108,6 +108,7 @@ internal static class LmCommands
                 w.WriteString("finish", res.Finish.ToString().ToLowerInvariant());
                 w.WriteNumber("prompt_tokens_per_second", res.PromptTokensPerSecond);
                 w.WriteNumber("tokens_per_second", res.TokensPerSecond);
+                w.WriteNumber("threads", m.Backend.Threads);
                 w.WriteEndObject();
             });
             return 0;
@@ -188,7 +189,7 @@ internal static class LmCommands
         var tok = TokenizerOption();
         var cmd = new Command("convert", "Write a model (Hugging Face folder, GGUF, llama2.c, random:2b4t) as a GGUF file with ternary projections in TQ1_0, TQ2_0 or I2_S");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { output, type, emb, arch, tok }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { output, type, emb, arch, tok, ThreadsOption() }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string outPath = r.GetValue(output)!;
@@ -313,7 +314,7 @@ internal static class LmCommands
         var pp = new Option<int>("--prompt", "-p") { Description = "prompt tokens (llama-bench's pp)", DefaultValueFactory = _ => 512 }.InRange(0, 1 << 16);
         var tg = new Option<int>("--gen", "-n") { Description = "generated tokens (llama-bench's tg)", DefaultValueFactory = _ => 128 }.InRange(0, 1 << 16);
         var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 }.InRange(1, 1000);
-        var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts, comma-separated (default: 1 and all processors)" };
+        var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts to measure, comma-separated (default: 1 and ROTOR_THREADS, else every processor)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
         var head = LmHeadOption();
         var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128 at 1 and all threads, with load time, resident memory and generation against the memory-bandwidth bound; random token ids, no sampling");
@@ -324,7 +325,7 @@ internal static class LmCommands
             int p = r.GetValue(pp), g = r.GetValue(tg), rep = r.GetValue(reps);
             if (p < 0 || g < 0 || p + g == 0) throw new RotorException("--prompt and --gen must be 0 or more, not both 0");
             if (rep <= 0) throw new RotorException($"--repetitions {rep} must be positive");
-            int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1];
+            int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Rotor.Threading.ThreadCount.Default > 1 ? [1, Rotor.Threading.ThreadCount.Default] : [1];
             if (threads.Any(t => t <= 0)) throw new RotorException("--threads: thread counts must be positive");
             var rows = new List<BenchRow>();
             var inv = CultureInfo.InvariantCulture;
@@ -424,24 +425,32 @@ internal static class LmCommands
         return Environment.WorkingSet;
     }
 
-    /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types and bytes, and the memory at the default
-    /// context.</summary>
-    internal static int Info(string path, string? tokenizer)
+    /// <summary>The <c>--lm-head</c> option of <c>rotor info</c>.</summary>
+    internal static Option<string?> InfoLmHeadOption() => LmHeadOption();
+
+    /// <summary><c>rotor info MODEL</c>: architecture, shapes, weight types, and the memory the model will take in Rotor's
+    /// layout (with <paramref name="lmHead"/>'s head), from its headers alone: no weight is read.</summary>
+    internal static int Info(string path, string? tokenizer, string? lmHead)
     {
-        using var m = Open(path, tokenizer, 1, null);
-        var c = m.Config;
+        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
+        var plan = ModelMemory.Of(path, head);
+        var c = plan.Config;
         var inv = CultureInfo.InvariantCulture;
         static string MiB(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) + " MiB";
-        Console.WriteLine($"model        {m.Source} ({m.Format}, {MiB(m.FileBytes)} on disk, loaded in {m.LoadTime.TotalSeconds.ToString("F2", inv)} s)");
+        // The tokenizer is small and read from its own place (the GGUF metadata, the folder, beside the checkpoint).
+        var tok = LanguageModel.LoadTokenizer(path, c, tokenizer);
+        Console.WriteLine($"model        {plan.Source} ({plan.Format}, {MiB(plan.FileBytes)} on disk; from its headers, no weight loaded)");
         Console.WriteLine($"architecture {c.Architecture}: {c.Layers} layers, hidden {c.Dim}, {c.Heads} heads ({c.KvHeads} key/value) of {c.HeadDim}, FFN {c.FfnDim} ({c.Activation.ToString().ToLowerInvariant()}), vocabulary {c.VocabSize}");
         Console.WriteLine($"positions    context {c.ContextLength}, RoPE theta {c.RopeTheta.ToString(inv)} ({(c.Rope == RopeStyle.Half ? "rotate-half" : "adjacent pairs")}), RMSNorm eps {c.NormEps.ToString(inv)}{(c.SubNorms ? ", BitNet sub-norms" : "")}");
-        var kinds = m.Weights.Layers.SelectMany(l => l.Linears).GroupBy(x => x.W.Kind)
-            .Select(g => $"{g.Key} {g.Count()} matrices {MiB(g.Sum(x => x.W.Bytes))}");
-        Console.WriteLine($"linear       {string.Join("; ", kinds)}");
-        Console.WriteLine($"embedding    {m.Weights.Embedding.Type.ToString().ToLowerInvariant()} {m.Weights.Embedding.Rows}x{m.Weights.Embedding.Cols}, {MiB(m.Weights.Embedding.AllocatedBytes)}; LM head {(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? "tied to it" : $"{m.Weights.LmHead.Type.ToString().ToLowerInvariant()}, {MiB(m.Weights.LmHead.AllocatedBytes)}")}");
+        Console.WriteLine($"linear       {string.Join("; ", plan.Linears.Select(l => $"{l.Kind} {l.Matrices} matrices {MiB(l.Bytes)}"))}");
+        string headText = plan.LmHeadBytes == 0 ? "tied to it" : $"{plan.LmHeadType.ToString().ToLowerInvariant()}, {MiB(plan.LmHeadBytes)}";
+        Console.WriteLine($"embedding    {plan.EmbeddingType.ToString().ToLowerInvariant()} {c.VocabSize}x{c.Dim}, {MiB(plan.EmbeddingBytes)}; LM head {headText}{(head is null ? "" : $" (--lm-head {lmHead})")}");
         int ctx = Math.Min(c.ContextLength, 4096);
-        Console.WriteLine($"memory       weights {MiB(m.Weights.Bytes)}; KV cache {(c.KvBytesPerToken() / 1024.0).ToString("F1", inv)} KiB a token, {MiB(c.KvBytesPerToken() * ctx)} at {ctx} tokens; total {MiB(m.Weights.Bytes + c.KvBytesPerToken() * ctx)}");
-        Console.WriteLine($"tokenizer    {(m.Tokenizer is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");
+        string upTo = plan.UncertainBytes > 0 ? $" (or up to {(plan.UncertainBytes / 1024.0).ToString("F1", inv)} KiB less: TQ1_0/TQ2_0 matrices keep one scale when their blocks agree)" : "";
+        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token, {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
+        string full = ctx == c.ContextLength ? "" : $", {MiB(plan.TotalBytes(c.ContextLength))} at {c.ContextLength}";
+        Console.WriteLine($"total        {MiB(plan.TotalBytes(ctx))} at {ctx} tokens{full} (weights in Rotor's layout and the KV cache; activations and buffers besides)");
+        Console.WriteLine($"tokenizer    {(tok is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");
         return 0;
     }
 

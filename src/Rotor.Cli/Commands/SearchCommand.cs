@@ -36,7 +36,7 @@ internal static class SearchCommand
         var qrels = new Option<string?>("--qrels") { Description = "With --queries: BEIR judgements (TSV) to score the results by document id (nDCG@10, Recall@10/@100, MRR@10)" };
         var strict = new Option<bool>("--strict") { Description = "With --qrels: refuse judgements that name queries or documents absent from --queries and the target (else a warning with counts)" };
         var vectors = new Option<string?>("--vectors") { Description = "With a passages file: its vectors, an index file (.rix) keyed by passage id, instead of embedding the passages now" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: 1 for one question over an index directory, which is fastest for a short text; else one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var threads = Validate.Threads();
         var noVerify = new Option<bool>("--no-verify") { Description = "Index directory: skip the SHA-256 check of its files on open (sizes are still checked)" };
         var cmd = new Command("search", "Retrieve passages for a question: top passages with title, section and score (dense, BM25 or hybrid)");
         cmd.Arguments.Add(target); cmd.Arguments.Add(question);
@@ -52,8 +52,9 @@ internal static class SearchCommand
             bool isDirectory = Directory.Exists(what);
             if (pr.GetValue(vectors) is not null && (isDirectory || !File.Exists(what)))
                 throw new RotorException("--vectors goes with a passages file (an index directory holds its own vectors)");
-            int t = pr.GetValue(threads);
-            if (t == 0 && q is not null && isDirectory) t = 1;
+            // One question over an index directory is embedded on one thread, the fastest for a short text; else the
+            // process's count (0).
+            int t = q is not null && isDirectory ? 1 : 0;
             using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = t });
             using var opened = Open(what, pr.GetValue(vectors), embedder, verify: !pr.GetValue(noVerify));
             AdaptivePolicy? pol = null;

@@ -29,7 +29,7 @@ internal static class ServeCommand
         var timeout = new Option<int>("--timeout") { Description = "seconds a request may take at most", DefaultValueFactory = _ => 600 };
         var body = new Option<int>("--max-body-kb") { Description = "largest request body in KiB (413 beyond)", DefaultValueFactory = _ => 1024 };
         var tok = new Option<string?>("--tokenizer") { Description = "tokenizer file for a model that carries none" };
-        var threads = new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
+        var threads = Validate.Threads();
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");

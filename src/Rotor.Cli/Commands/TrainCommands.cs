@@ -32,7 +32,7 @@ internal static class TrainCommands
         var smooth = new Option<float>("--label-smoothing") { Description = "Label smoothing of the cross-entropy target", DefaultValueFactory = _ => 0f }.InRange(0f, 0.99f);
         var norm = new Option<bool>("--norm") { Description = "RMSNorm before each MLP linear layer but the first" };
         var format = new Option<string>("--format") { Description = "Packed weight format of the deployable model: t2 (2 bits) or t1.6 (1.6 bits)", DefaultValueFactory = _ => "t2" }.OneOf("t2", "t1.6");
-        var threads = new Option<int?>("--threads") { Description = "Threads (default ROTOR_THREADS, else all processors)" }.InRange(1, 1024);
+        var threads = Validate.Threads();
         var teacher = new Option<string?>("--teacher") { Description = "Distil from this training checkpoint (e.g. the float twin's .ckpt.safetensors)" };
         var distillWeight = new Option<float>("--distill-weight") { Description = "Share of the loss from the teacher's soft targets", DefaultValueFactory = _ => 0.5f }.InRange(0f, 1f);
         var distillTemp = new Option<float>("--distill-temperature") { Description = "Softmax temperature of the distillation term", DefaultValueFactory = _ => 2f }.InRange(0.01f, 100f);
@@ -144,7 +144,7 @@ internal static class TrainCommands
         var modelArg = new Argument<string>("MODEL") { Description = "A .safetensors file written by rotor train (deployable model or checkpoint)" };
         var data = new Option<string>("--data") { Description = "Folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", Required = true };
         var json = new Option<string?>("--json") { Description = "Also write {\"accuracy\": fraction, \"confusion\": [[...]], ...} to this file" }.OutputFile();
-        var threads = new Option<int?>("--threads") { Description = "Threads for a training checkpoint (default ROTOR_THREADS, else all processors)" }.InRange(1, 1024);
+        var threads = Validate.Threads();
         cmd.Arguments.Add(modelArg); cmd.Options.Add(data); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(r =>
         {
@@ -218,7 +218,7 @@ internal static class TrainCommands
         var modelArg = new Argument<string>("MODEL") { Description = "Deployable model written by rotor train" };
         var images = new Argument<string[]>("IMAGE") { Description = "image.png, image.pgm, or t10k-images-idx3-ubyte.gz:17", Arity = ArgumentArity.OneOrMore };
         var top = new Option<int>("--top") { Description = "Classes to show an image", DefaultValueFactory = _ => 3 }.InRange(1, 1_000);
-        cmd.Arguments.Add(modelArg); cmd.Arguments.Add(images); cmd.Options.Add(top);
+        cmd.Arguments.Add(modelArg); cmd.Arguments.Add(images); cmd.Options.Add(top); cmd.Options.Add(Validate.Threads());
         cmd.SetAction(r =>
         {
             DeployedModel m = DeployedModel.Load(r.GetValue(modelArg)!);

@@ -1,3 +1,4 @@
+using Rotor.Threading;
 using System.Diagnostics;
 
 namespace Rotor.Index.Benchmarking;
@@ -50,7 +51,7 @@ public static class IndexBenchmark
             var st = index.Stats;
             int latencyQueries = kind == CodeKind.Float32 ? Math.Min(nq, 20) : Math.Min(nq, 100);
             var (ms1, min1) = Latency(index, queries, latencyQueries, k, 1);
-            var (msAll, _) = Latency(index, queries, latencyQueries, k, 0);
+            var (msAll, _) = Latency(index, queries, latencyQueries, k, ThreadCount.Default);
             var results = queries.Select(q => index.Search(q, k, new SearchOptions { IncludeFields = false }).Select(h => h.Key).ToArray()).ToArray();
             if (owned is not null) owned.Index = index;
             else if (kind == CodeKind.Float32) floatIndex = index;
@@ -64,18 +65,18 @@ public static class IndexBenchmark
                 rescored = $"{Recall(rr, groundTruth!, k):F3}";
             }
             rows.Add([$"flat {kind}", $"{st.CodeBytesPerVector}", $"{build:F1} s", $"{ms1:F2}", $"{msAll:F2}", $"{floatScanMs / ms1:F1}x", $"{recall:F3}", rescored]);
-            output.WriteLine($"# {kind}: built in {build:F1} s, scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {Environment.ProcessorCount} threads, recall {recall:F3}, rescored x4 {rescored}; load average {LoadAverage()}");
+            output.WriteLine($"# {kind}: built in {build:F1} s, scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {ThreadCount.Default} threads, recall {recall:F3}, rescored x4 {rescored}; load average {LoadAverage()}");
         }
         {
             // The same ternary codes scored against the query kept as int8 (asymmetric).
             var t = ternaryIndex!;
             var (ms1, min1) = Latency(t, queries, Math.Min(nq, 100), k, 1, int8Query: true);
-            var (msAll, _) = Latency(t, queries, Math.Min(nq, 100), k, 0, int8Query: true);
+            var (msAll, _) = Latency(t, queries, Math.Min(nq, 100), k, ThreadCount.Default, int8Query: true);
             var opt = new SearchOptions { IncludeFields = false, Int8Query = true };
             double recall = Recall(queries.Select(q => t.Search(q, k, opt).Select(h => h.Key).ToArray()).ToArray(), groundTruth!, k);
             double rescored = Recall(queries.Select(q => t.Search(q, k, opt with { RescoreFactor = 4 }).Select(h => h.Key).ToArray()).ToArray(), groundTruth!, k);
             rows.Insert(3, [$"flat Ternary, int8 query", $"{t.Stats.CodeBytesPerVector}", "(same index)", $"{ms1:F2}", $"{msAll:F2}", $"{floatScanMs / ms1:F1}x", $"{recall:F3}", $"{rescored:F3}"]);
-            output.WriteLine($"# Ternary, int8 query: scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {Environment.ProcessorCount} threads, recall {recall:F3}, rescored x4 {rescored:F3}; load average {LoadAverage()}");
+            output.WriteLine($"# Ternary, int8 query: scan median {ms1:F2} ms (min {min1:F2}) on 1 thread, {msAll:F2} ms on {ThreadCount.Default} threads, recall {recall:F3}, rescored x4 {rescored:F3}; load average {LoadAverage()}");
         }
         output.WriteLine();
         output.WriteLine("| index | bytes/vector (code) | build | scan ms/query, 1 thread | scan ms/query, all threads | speed vs float32 (1 thread) | recall@10 vs float32 exact | recall@10, rescored x4 |");
@@ -107,7 +108,7 @@ public static class IndexBenchmark
                 exactFloat = queries.Select(q => f.Search(q, k, new SearchOptions { IncludeFields = false }).Select(x => x.Key).ToArray()).ToArray();
             }
             output.WriteLine($"HNSW over ternary codes: {nh:N0} vectors, M = {hnswSettings.M}, efConstruction = {hnswSettings.EfConstruction}; built in {build:F1} s " +
-                             $"({nh / build:F0} vectors/s, {Environment.ProcessorCount} threads); codes {st.CodeBytes / (double)nh:F0} B/vector, graph {st.GraphBytes / (double)nh:F0} B/vector, " +
+                             $"({nh / build:F0} vectors/s, {ThreadCount.Default} threads); codes {st.CodeBytes / (double)nh:F0} B/vector, graph {st.GraphBytes / (double)nh:F0} B/vector, " +
                              $"managed heap growth {managed / (double)nh:F0} B/vector (keys, key map, scales, graph); kept float32 vectors {st.FullPrecisionBytes / (double)nh:F0} B/vector (on disk, mapped, once saved); load average {LoadAverage()}");
             output.WriteLine();
             output.WriteLine($"Queries/s on one thread, load average {LoadAverage()}:");

@@ -26,7 +26,7 @@ public static class SyntheticVectors
         for (long i = 0; i < bases.LongLength; i++) bases[i] = bscale * Gaussian(rng);
         var data = new float[(long)count * dimensions];
         int blocks = (count + 4095) / 4096;
-        Parallel.For(0, blocks, b =>
+        Parallel.For(0, blocks, Rotor.Threading.ThreadCount.Options(), b =>
         {
             var r = new Random(unchecked(seed * 1_000_003 + b)); // HashCode.Combine is randomized per process
             var z = new float[latent];

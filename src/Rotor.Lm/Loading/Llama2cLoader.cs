@@ -99,6 +99,23 @@ public static class Llama2cLoader
         }
     }
 
+    /// <summary>The configuration and whether the classifier is shared with the embedding, from the 28-byte header (the
+    /// file's length is checked against it; no weight is read).</summary>
+    /// <exception cref="RotorException">The header is out of range or disagrees with the file's length.</exception>
+    public static (ModelConfig Config, bool Shared) ReadHeader(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (fs.Length < HeaderBytes) throw new RotorException($"{path}: {fs.Length} bytes, too short for a llama2.c header");
+        Span<byte> h = stackalloc byte[HeaderBytes];
+        fs.ReadExactly(h);
+        var header = ParseHeader(h, path, throwOnError: true)!.Value;
+        var c = header.Config;
+        long expected = ExpectedBytes(c, header.Shared);
+        if (expected != fs.Length)
+            throw new RotorException($"{path}: {fs.Length} bytes, the header (dim {c.Dim}, {c.Layers} layers, vocab {c.VocabSize}) implies {expected}");
+        return header;
+    }
+
     private static (ModelConfig Config, bool Shared)? ParseHeader(ReadOnlySpan<byte> h, string path, bool throwOnError)
     {
         Span<int> v = stackalloc int[7];

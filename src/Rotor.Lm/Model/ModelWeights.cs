@@ -83,7 +83,7 @@ public sealed record LayerTensorNames(string AttnNorm, string Wq, string Wk, str
     {
         ArgumentNullException.ThrowIfNull(c); ArgumentNullException.ThrowIfNull(vector); ArgumentNullException.ThrowIfNull(linear);
         var layers = new LayerWeights[c.Layers];
-        try { Parallel.For(0, c.Layers, l => layers[l] = Build(l)); }
+        try { Parallel.For(0, c.Layers, Rotor.Threading.ThreadCount.Options(), l => layers[l] = Build(l)); }
         catch (AggregateException e) when (e.InnerExceptions.Count > 0)
         {
             // The first layer's error, as a sequential load would report it.

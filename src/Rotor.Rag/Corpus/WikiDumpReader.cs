@@ -58,11 +58,11 @@ public static class WikiDumpReader
     /// </summary>
     /// <param name="path">A .xml or .bz2 file.</param>
     /// <param name="stats">Updated as pages are read.</param>
-    /// <param name="threads">Threads cleaning wikitext; 0 means one a processor.</param>
+    /// <param name="threads">Threads cleaning wikitext; 0 means <see cref="Rotor.Threading.ThreadCount.Default"/>.</param>
     /// <param name="limit">At most this many articles (0: all); the dump is not read past the last of them.</param>
     public static IEnumerable<Document> ReadArticles(string path, WikiDumpStats? stats = null, int threads = 0, long limit = 0)
     {
-        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be 0 (one a processor) or positive");
+        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be 0 (the process default) or positive");
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         var articles = ReadPages(path, stats).Where(p => p.IsArticle);
         // The limit applies before the parallel stage, which reads ahead of what is consumed.
@@ -70,7 +70,7 @@ public static class WikiDumpReader
         static Document Clean(WikiPage page)
             => new(page.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), page.Title, WikiText.ToSections(page.Wikitext));
         if (threads == 1) return articles.Select(Clean);
-        return Unwrapped(articles.AsParallel().AsOrdered().WithDegreeOfParallelism(threads == 0 ? Environment.ProcessorCount : threads).Select(Clean));
+        return Unwrapped(articles.AsParallel().AsOrdered().WithDegreeOfParallelism(threads == 0 ? Rotor.Threading.ThreadCount.Default : threads).Select(Clean));
     }
 
     // PLINQ wraps what the reader throws in an AggregateException; a single RotorException is rethrown as itself.

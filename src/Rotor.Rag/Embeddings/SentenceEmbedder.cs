@@ -14,7 +14,8 @@ public sealed record SentenceEmbedderOptions
     /// <summary>Texts run through the model at once. Texts are sorted by length first so a batch pads little.</summary>
     public int BatchSize { get; init; } = 32;
 
-    /// <summary>Threads for tokenization and for the model's operators; 0 means one a processor.</summary>
+    /// <summary>Threads for tokenization and for the model's operators; 0 means <see cref="Rotor.Threading.ThreadCount.Default"/>
+    /// (<c>--threads</c>, else <c>ROTOR_THREADS</c>, else every processor).</summary>
     public int Threads { get; init; }
 }
 
@@ -51,8 +52,8 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
     {
         if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS] x [SEP])");
         if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "BatchSize must be positive");
-        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (one a processor) or positive");
-        Options = options with { Threads = options.Threads == 0 ? Environment.ProcessorCount : options.Threads };
+        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (the process default) or positive");
+        Options = options with { Threads = options.Threads == 0 ? Rotor.Threading.ThreadCount.Default : options.Threads };
         ModelId = files.Name;
         ModelSha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(files.Model));
 

@@ -12,10 +12,22 @@ namespace Rotor.Rag.Pipeline;
 public sealed record FileStamp(long Bytes, string Sha256)
 {
     /// <summary>Stamps a file.</summary>
-    public static FileStamp Of(string path)
+    public static FileStamp Of(string path) => new(new FileInfo(path).Length, Sha256Of(path));
+
+    /// <summary>Lower-case hex SHA-256 of a file, reporting bytes hashed after each 8 MiB.</summary>
+    public static string Sha256Of(string path, Action<long>? progress = null)
     {
-        using var s = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-        return new FileStamp(s.Length, Convert.ToHexStringLower(SHA256.HashData(s)));
+        using var s = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[8 << 20];
+        long done = 0;
+        for (int n; (n = s.Read(buffer)) > 0;)
+        {
+            h.AppendData(buffer, 0, n);
+            done += n;
+            progress?.Invoke(done);
+        }
+        return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 }
 

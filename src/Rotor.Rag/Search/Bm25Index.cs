@@ -29,9 +29,12 @@ public sealed class Bm25Index : IDisposable
     private readonly Analyzer _analyzer;
     private readonly int[] _ordOf; // Lucene doc id -> ordinal
 
+    private readonly string _where;
+
     private Bm25Index(LuceneDirectory directory, string where, float k1, float b)
     {
         _directory = directory;
+        _where = where;
         _analyzer = new EnglishAnalyzer(Version);
         try
         {
@@ -155,6 +158,21 @@ public sealed class Bm25Index : IDisposable
         var hits = new ScoredOrdinal[top.ScoreDocs.Length];
         for (int i = 0; i < hits.Length; i++) hits[i] = new ScoredOrdinal(_ordOf[top.ScoreDocs[i].Doc], top.ScoreDocs[i].Score);
         return hits;
+    }
+
+    /// <summary>Reads every file of every segment and checks it against its Lucene checksum footer (Lucene checks only
+    /// the small files when it opens an index).</summary>
+    /// <exception cref="RotorException">A file is damaged (the message names the folder and Lucene's finding).</exception>
+    public void CheckIntegrity()
+    {
+        try
+        {
+            foreach (var leaf in _reader.Leaves) leaf.AtomicReader.CheckIntegrity();
+        }
+        catch (Exception e) when (e is IOException or CorruptIndexException)
+        {
+            throw new RotorException($"{_where}: BM25 (Lucene) index is corrupt: {e.Message}", e);
+        }
     }
 
     /// <summary>Closes the reader and the directory.</summary>

@@ -311,7 +311,7 @@ public sealed class GenerationScheduler : IDisposable
                 // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
                 // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
                 if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
-                else Parallel.For(0, decoded, b => Advance(_batchSeqs[b], _logits.AsSpan(b * v, v)));
+                else Parallel.For(0, decoded, Rotor.Threading.ThreadCount.Options(), b => Advance(_batchSeqs[b], _logits.AsSpan(b * v, v)));
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
         }

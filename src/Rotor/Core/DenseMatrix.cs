@@ -36,6 +36,16 @@ public sealed unsafe class DenseMatrix
     public ReadOnlySpan<float> Scales => _scales;
     /// <summary>Bytes the matrix holds (rows with padding, plus scales).</summary>
     public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float);
+    /// <summary>The <see cref="AllocatedBytes"/> a matrix of this shape and type will have, without making it (for
+    /// memory estimates from file headers).</summary>
+    public static long BytesFor(int rows, int cols, DenseType type)
+    {
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        long padded = type == DenseType.Int8 ? ((long)cols + 255) / 256 * 256 : cols;
+        long stride = (padded * ElementBytes(type) + 63) / 64 * 64;
+        return rows * stride + (type == DenseType.Int8 ? rows * 4L : 0);
+    }
+
     /// <summary>Bytes one element takes.</summary>
     public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
 

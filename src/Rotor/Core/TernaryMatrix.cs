@@ -49,6 +49,15 @@ public sealed unsafe partial class TernaryMatrix
     /// <summary>Bytes this matrix holds: packed rows with padding plus the scales.</summary>
     public long AllocatedBytes => (long)Rows * RowBytes + (long)_scales.Length * sizeof(float);
 
+    /// <summary>The <see cref="AllocatedBytes"/> a matrix of this shape and scale mode will have, without making it (for
+    /// memory estimates from file headers).</summary>
+    public static long BytesFor(int rows, int cols, ScaleMode mode)
+    {
+        if (rows <= 0 || cols <= 0) throw new ArgumentException($"a ternary matrix needs positive dimensions, got {rows}x{cols}");
+        long padded = ((long)cols + BlockCols - 1) / BlockCols * BlockCols;
+        return rows * (padded / 4) + (mode == ScaleMode.PerRow ? rows : 1) * 4L;
+    }
+
     private TernaryMatrix(int rows, int cols, ScaleMode mode)
     {
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"a ternary matrix needs positive dimensions, got {rows}x{cols}");

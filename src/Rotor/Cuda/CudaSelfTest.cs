@@ -349,7 +349,7 @@ public static unsafe class CudaSelfTest
                 Bias = bias.Length == 0 ? null : b, Y = yp, YStride = n,
             };
             int chunk = Math.Max(1, (n + 4 * Environment.ProcessorCount - 1) / (4 * Environment.ProcessorCount));
-            Parallel.For(0, (n + chunk - 1) / chunk, c => ReferenceKernels.Gemm(a, c * chunk, Math.Min(n, (c + 1) * chunk)));
+            Parallel.For(0, (n + chunk - 1) / chunk, Threading.ThreadCount.Options(), c => ReferenceKernels.Gemm(a, c * chunk, Math.Min(n, (c + 1) * chunk)));
         }
         GC.KeepAlive(w); GC.KeepAlive(x);
         for (int i = 0; i < y.Length; i++)

@@ -10,8 +10,7 @@ public sealed partial class CpuBackend : ITernaryBackend, IDenseBackend, IDispos
     private readonly KernelPath? _path;
     private float[] _padded = [];
 
-    /// <summary>A backend with <paramref name="threads"/> threads (default: the <c>ROTOR_THREADS</c> environment
-    /// variable, else every processor) and a kernel path (default: <see cref="KernelSelector.Current"/>).</summary>
+    /// <summary>A backend with <paramref name="threads"/> threads (default: <see cref="ThreadCount.Default"/>) and a kernel path (default: <see cref="KernelSelector.Current"/>).</summary>
     public CpuBackend(int? threads = null, KernelPath? path = null)
     {
         int t = threads ?? DefaultThreads();
@@ -49,14 +48,9 @@ public sealed partial class CpuBackend : ITernaryBackend, IDenseBackend, IDispos
     /// <inheritdoc/>
     public string Name => $"cpu {Path.ToString().ToLowerInvariant()} x{Threads}";
 
-    /// <summary>Threads from <c>ROTOR_THREADS</c>, else <see cref="Environment.ProcessorCount"/>.</summary>
-    public static int DefaultThreads()
-    {
-        string? v = Environment.GetEnvironmentVariable("ROTOR_THREADS");
-        if (string.IsNullOrWhiteSpace(v)) return Environment.ProcessorCount;
-        if (!int.TryParse(v, out int t) || t <= 0) throw new RotorException($"ROTOR_THREADS={v} is not a positive number of threads");
-        return t;
-    }
+    /// <summary>The process's thread count (<see cref="ThreadCount.Default"/>: <c>--threads</c>, else <c>ROTOR_THREADS</c>,
+    /// else every processor).</summary>
+    public static int DefaultThreads() => ThreadCount.Default;
 
     /// <inheritdoc/>
     public void MatMul(TernaryMatrix w, QuantizedActivations x, Span<float> y, ReadOnlySpan<float> bias = default)

@@ -177,6 +177,21 @@ public sealed class RagIndexTests(MiniLmFixture fixture, ITestOutputHelper outpu
             Assert.Contains("vectors.rix", m); Assert.Contains("truncated", m);
             File.WriteAllBytes(vectors, vbytes);
 
+            // A flipped byte in the codes of vectors.rix (same size): the file's own checksums name it and the section
+            // when opened (a small file is copied and checked at open; a large one when a query first reads the chunk),
+            // and the full check finds it by the manifest's SHA-256 before anything else.
+            var vflipped = (byte[])vbytes.Clone();
+            vflipped[4096 + 3] ^= 0x01;
+            File.WriteAllBytes(vectors, vflipped);
+            m = Assert.Throws<RotorException>(() => RagIndex.Open(dir, fixture.Embedder).Dispose()).Message;
+            Assert.Contains("vectors.rix", m); Assert.Contains("checksum mismatch in section Codes", m);
+            m = Assert.Throws<RotorException>(() => RagIndex.Verify(dir)).Message;
+            Assert.Contains("vectors.rix", m); Assert.Contains("SHA-256", m);
+            File.WriteAllBytes(vectors, vbytes);
+            var steps = new List<string>();
+            RagIndex.Verify(dir, (step, done, total) => { if (done == total) steps.Add(step); });
+            Assert.Equal(["passages.jsonl (SHA-256)", "vectors.rix (SHA-256)", "vectors.rix (sections)", "bm25"], steps.Distinct());
+
             File.Delete(manifest);
             Assert.Contains("manifest.json missing", Assert.Throws<RotorException>(() => RagIndex.Open(dir, fixture.Embedder)).Message);
         }

@@ -1,0 +1,69 @@
+namespace Rotor.Lm.Tests;
+
+/// <summary>
+/// <see cref="ModelMemory"/> from headers alone against the loaded model: for every fixture of every format and every
+/// <c>--lm-head</c> choice, the weight bytes equal <see cref="ModelWeights.Bytes"/> of the model loaded the same way
+/// (what <c>rotor info</c> and <c>rotor bench-lm</c> printed from the loaded weights).
+/// </summary>
+public class ModelMemoryTests
+{
+    public static TheoryData<string> Models()
+    {
+        var t = new TheoryData<string>();
+        foreach (string f in Directory.EnumerateFiles(TestPaths.Data("gguf"), "bitnet-*.gguf").Order()) t.Add("gguf/" + Path.GetFileName(f));
+        foreach (string d in Directory.EnumerateDirectories(TestPaths.Data("bitnet-tiny")).Order()) t.Add("bitnet-tiny/" + Path.GetFileName(d));
+        t.Add("stories260K.bin");
+        return t;
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void HeadersGiveTheBytesOfTheLoadedWeights(string name)
+    {
+        string path = name == "stories260K.bin" ? Path.Combine(TestPaths.RepoRoot!, "src", "Rotor.Cli", "Resources", "lm", name) : TestPaths.Data(name.Split('/'));
+        foreach (DenseType? head in new DenseType?[] { null, DenseType.F32, DenseType.F16, DenseType.Int8 })
+        {
+            var plan = ModelMemory.Of(path, head);
+            using var m = LanguageModel.Load(path, new LanguageModelOptions { LmHeadType = head, Threads = 1 });
+            // Exact, except the scales of TQ1_0/TQ2_0 matrices, which their data decides (counted at the most).
+            Assert.InRange(m.Weights.Bytes, plan.WeightBytes - plan.UncertainBytes, plan.WeightBytes);
+            Assert.Equal(name.Contains("tq", StringComparison.Ordinal), plan.UncertainBytes > 0);
+            Assert.Equal(m.Config.KvBytesPerToken(), plan.KvBytesPerToken);
+            Assert.Equal(m.Weights.LmHead.Type, plan.LmHeadType);
+            Assert.Equal(m.Weights.Embedding.AllocatedBytes, plan.EmbeddingBytes);
+            Assert.Equal(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? 0 : m.Weights.LmHead.AllocatedBytes, plan.LmHeadBytes);
+            Assert.InRange(m.Weights.Layers.SelectMany(l => l.Linears).Sum(x => x.W.Bytes), plan.Linears.Sum(l => l.Bytes) - plan.UncertainBytes, plan.Linears.Sum(l => l.Bytes));
+            Assert.Equal(m.FileBytes, plan.FileBytes);
+            Assert.Equal(m.Format, plan.Format);
+        }
+    }
+
+    [Fact]
+    public void TheMatrixSizeRulesAreTheMatricesOwn()
+    {
+        var rng = new Random(5);
+        foreach (int rows in new[] { 1, 3, 64, 65 })
+            foreach (int cols in new[] { 1, 31, 255, 256, 257, 700 })
+            {
+                foreach (var t in new[] { DenseType.F32, DenseType.F16, DenseType.Int8 })
+                    Assert.Equal(DenseMatrix.Create(rows, cols, t).AllocatedBytes, DenseMatrix.BytesFor(rows, cols, t));
+                var trits = new sbyte[rows * cols];
+                for (int i = 0; i < trits.Length; i++) trits[i] = (sbyte)rng.Next(-1, 2);
+                Assert.Equal(TernaryMatrix.FromTrits(trits, rows, cols, [1f]).AllocatedBytes, TernaryMatrix.BytesFor(rows, cols, ScaleMode.PerTensor));
+                Assert.Equal(TernaryMatrix.FromTrits(trits, rows, cols, new float[rows]).AllocatedBytes, TernaryMatrix.BytesFor(rows, cols, ScaleMode.PerRow));
+            }
+    }
+
+    [Fact]
+    public void NotAModelIsOneClearError()
+    {
+        string dir = TestPaths.TempDir();
+        try
+        {
+            string junk = Path.Combine(dir, "junk.bin");
+            File.WriteAllBytes(junk, new byte[100]);
+            Assert.Contains("junk.bin", Assert.Throws<RotorException>(() => ModelMemory.Of(junk)).Message);
+            Assert.Contains("no such file", Assert.Throws<RotorException>(() => ModelMemory.Of(Path.Combine(dir, "absent"))).Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
