@@ -11,6 +11,9 @@ public enum DenseType
     F16 = 1,
     /// <summary>int8 with one float scale a row (absmax / 127), 1 byte a weight.</summary>
     Int8 = 2,
+    /// <summary>4-bit integers with one half-precision scale a block of 32 weights: 4.5 bits a weight
+    /// (layout in <see cref="DenseMatrix"/>).</summary>
+    Q4 = 3,
 }
 
 /// <summary>
@@ -18,11 +21,21 @@ public enum DenseType
 /// float models. Rows start on 64-byte boundaries: a row takes <see cref="RowStride"/> bytes, its padding is zero.
 /// For <see cref="DenseType.Int8"/> rows are padded to a multiple of 256 columns (the kernels then need no tail) and
 /// <c>W[r, c] = Scales[r] * q[r, c]</c> with <c>Scales[r] = max_c |W[r, c]| / 127</c>, q rounded half to even.
+/// <para><see cref="DenseType.Q4"/> (4.5 bits a weight): rows are padded to a multiple of 512 columns, a superblock
+/// each. Column <c>c = 512 s + 64 t + 4 l + e</c> (step t &lt; 8, lane l &lt; 16, e &lt; 4) is in block <c>16 s + l</c>
+/// of its row: the 32 columns of a block are the four-column groups that one 32-bit lane of a 64-byte vector meets
+/// over the eight 64-column steps of its superblock, so that a dot product accumulates each block in its own lane and
+/// applies the 16 block scales of a superblock with one vector multiply. The weight is
+/// <c>W[r, c] = BlockScales[r, 16 s + l] * (u - 8)</c> with the nibble u (0..15) in byte <c>256 s + 64 (t / 2) + 4 l + e</c>
+/// of the row, low nibble for even t, high for odd. Block quantization follows ggml's Q4_0: <c>d = m / -8</c> with m
+/// the block's weight of largest magnitude, rounded to half; <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
+/// Block scales are a second buffer, <see cref="PaddedCols"/> / 32 halves a row.</para>
 /// </summary>
 public sealed unsafe class DenseMatrix
 {
     private readonly AlignedArray<byte> _data;
     private readonly float[] _scales;
+    private readonly AlignedArray<ushort>? _blockScales;
 
     /// <summary>Rows (output features, or vocabulary entries of an embedding).</summary>
     public int Rows { get; }
@@ -34,26 +47,47 @@ public sealed unsafe class DenseMatrix
     public int RowStride { get; }
     /// <summary>Per-row scales of an <see cref="DenseType.Int8"/> matrix (empty otherwise).</summary>
     public ReadOnlySpan<float> Scales => _scales;
+    /// <summary>Per-block scales of a <see cref="DenseType.Q4"/> matrix as half bits, <see cref="PaddedCols"/> / 32 a row
+    /// (empty otherwise).</summary>
+    public ReadOnlySpan<ushort> BlockScales => _blockScales is null ? default : _blockScales.Span;
     /// <summary>Bytes the matrix holds (rows with padding, plus scales).</summary>
-    public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float);
-    /// <summary>Bytes one element takes.</summary>
-    public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
+    public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float) + (_blockScales is null ? 0 : (long)_blockScales.Length * sizeof(ushort));
+    /// <summary>Bytes one element takes (<see cref="DenseType.Q4"/>: 1, two weights a byte rounded up; its exact size is
+    /// <see cref="AllocatedBytes"/>).</summary>
+    public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, DenseType.Q4 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
+
+    /// <summary>Columns a <see cref="DenseType.Q4"/> superblock covers.</summary>
+    internal const int Q4SuperCols = 512;
+    /// <summary>Bytes of nibbles a <see cref="DenseType.Q4"/> superblock takes.</summary>
+    internal const int Q4SuperBytes = Q4SuperCols / 2;
+    /// <summary>Blocks (and block scales) a <see cref="DenseType.Q4"/> superblock holds.</summary>
+    internal const int Q4Blocks = 16;
 
     internal byte* DataPointer => _data.Pointer;
     internal float[] ScaleArray => _scales;
-    /// <summary>Columns a row holds in memory (Int8: a multiple of 256; others: <see cref="Cols"/>).</summary>
-    internal int PaddedCols => Type == DenseType.Int8 ? (Cols + 255) / 256 * 256 : Cols;
+    internal ushort* BlockScalePointer => _blockScales is null ? null : _blockScales.Pointer;
+    /// <summary>Columns a row holds in memory (Int8: a multiple of 256; Q4: of 512; others: <see cref="Cols"/>).</summary>
+    internal int PaddedCols => Type switch
+    {
+        DenseType.Int8 => (Cols + 255) / 256 * 256,
+        DenseType.Q4 => (int)(((long)Cols + Q4SuperCols - 1) / Q4SuperCols * Q4SuperCols),
+        _ => Cols,
+    };
+    /// <summary>Superblocks a <see cref="DenseType.Q4"/> row holds.</summary>
+    internal int Q4Superblocks => PaddedCols / Q4SuperCols;
 
     private DenseMatrix(int rows, int cols, DenseType type)
     {
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
         Rows = rows; Cols = cols; Type = type;
-        long rowBytes = (long)PaddedCols * ElementBytes(type);
+        if (type == DenseType.Q4 && cols > int.MaxValue / 2) throw new RotorException($"dense matrix rows of {cols} values are too long");
+        long rowBytes = type == DenseType.Q4 ? PaddedCols / 2 : (long)PaddedCols * ElementBytes(type);
         long stride = (rowBytes + 63) / 64 * 64;
         if (stride > int.MaxValue / 2) throw new RotorException($"dense matrix rows of {cols} values are too long");
         RowStride = (int)stride;
         _data = new AlignedArray<byte>((long)rows * RowStride, hugePages: true);
         _scales = type == DenseType.Int8 ? new float[rows] : [];
+        if (type == DenseType.Q4) _blockScales = new AlignedArray<ushort>((long)rows * (PaddedCols / 32), hugePages: true);
     }
 
     /// <summary>A matrix of <paramref name="type"/> from float weights (rows x cols, row-major).</summary>
@@ -96,7 +130,55 @@ public sealed unsafe class DenseMatrix
                     for (int c = 0; c < Cols; c++) q[c] = (sbyte)Math.Clamp(MathF.Round(values[c] * inv), -127f, 127f);
                     break;
                 }
+            case DenseType.Q4:
+                SetQ4Row(values, p, _blockScales!.Pointer + (long)row * (PaddedCols / 32));
+                break;
         }
+        GC.KeepAlive(this);
+    }
+
+    /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout: nibbles at <paramref name="nib"/>
+    /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.</summary>
+    private void SetQ4Row(ReadOnlySpan<float> values, byte* nib, ushort* d)
+    {
+        Span<float> block = stackalloc float[32];
+        int supers = Q4Superblocks;
+        new Span<byte>(nib, supers * Q4SuperBytes).Fill(0x88);   // u = 8: weight 0
+        for (int s = 0; s < supers; s++)
+            for (int l = 0; l < Q4Blocks; l++)
+            {
+                float m = 0;
+                for (int t = 0; t < 8; t++)
+                    for (int e = 0; e < 4; e++)
+                    {
+                        int c = s * Q4SuperCols + 64 * t + 4 * l + e;
+                        float v = c < Cols ? values[c] : 0f;
+                        block[4 * t + e] = v;
+                        if (MathF.Abs(v) > MathF.Abs(m)) m = v;
+                    }
+                Half dh = (Half)(m / -8f);
+                d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
+                float df = (float)dh;
+                if (df == 0) continue;
+                float inv = 1f / df;
+                for (int t = 0; t < 8; t++)
+                    for (int e = 0; e < 4; e++)
+                    {
+                        int u = (int)Math.Clamp(MathF.Round(block[4 * t + e] * inv), -8f, 7f) + 8;
+                        byte* b = nib + s * Q4SuperBytes + 64 * (t >> 1) + 4 * l + e;
+                        *b = (t & 1) == 0 ? (byte)((*b & 0xF0) | u) : (byte)((*b & 0x0F) | (u << 4));
+                    }
+            }
+    }
+
+    /// <summary>Weight <paramref name="c"/> of a <see cref="DenseType.Q4"/> row (nibbles at <paramref name="nib"/>, block
+    /// scales at <paramref name="d"/>).</summary>
+    internal static float Q4Weight(byte* nib, ushort* d, int c)
+    {
+        int s = c / Q4SuperCols, t = (c % Q4SuperCols) / 64, j = c % 64;
+        int b = nib[s * Q4SuperBytes + 64 * (t >> 1) + j];
+        int u = (t & 1) == 0 ? b & 0xF : b >> 4;
+        return (float)BitConverter.UInt16BitsToHalf(d[s * Q4Blocks + j / 4]) * (u - 8);
     }
 
     /// <summary>Writes row <paramref name="row"/> of an <see cref="DenseType.F16"/> matrix from half values as they are
@@ -125,6 +207,12 @@ public sealed unsafe class DenseMatrix
                     var q = new ReadOnlySpan<sbyte>(p, Cols);
                     float s = _scales[row];
                     for (int c = 0; c < Cols; c++) dst[c] = q[c] * s;
+                    break;
+                }
+            case DenseType.Q4:
+                {
+                    ushort* d = _blockScales!.Pointer + (long)row * (PaddedCols / 32);
+                    for (int c = 0; c < Cols; c++) dst[c] = Q4Weight(p, d, c);
                     break;
                 }
         }

@@ -11,7 +11,10 @@ namespace Rotor.Kernels;
 /// F32 and F16 weights multiply float activations (F16 rows are widened to float a row at a time, so a row is read
 /// once for all m activations). Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
 /// products do): <c>y[i, r] = xScale[i] * wScale[r] * sum_j q[r, j] * xq[i, j]</c>, exact in 32-bit integers since
-/// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2.
+/// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2. Q4 weights multiply the same int8 activations, packed
+/// by <see cref="Q4Activations"/>, through the path's <see cref="DenseQ4"/> kernel.
+/// Every type reads W once a call: a weight row (or a chunk of rows, for Q4) meets every activation row while it is in
+/// the cache.
 /// </summary>
 internal static unsafe class DenseGemm
 {
@@ -186,6 +189,8 @@ internal static unsafe class DenseGemm
         public int RowsPerTask;
         public bool Reference;
         public delegate*<sbyte*, sbyte*, int, int> Dot;
+        public delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4;
+        public Q4Activations? X4;
         [ThreadStatic] private static float[]? t_row;
 
         public void Execute(int task)
@@ -252,21 +257,53 @@ internal static unsafe class DenseGemm
                         }
                         break;
                     }
+                case DenseType.Q4:
+                    {
+                        // Chunks of Q4Chunk rows (46 KB at 2560 columns: they stay in L2) meet every group of
+                        // activation rows, so W is read from memory once whatever the batch.
+                        Q4Activations x4 = X4!;
+                        int supers = w.Q4Superblocks;
+                        float[] xs = x4.Scales;
+                        float* tmp = stackalloc float[Q4Chunk * DenseQ4.MaxRows];
+                        ushort* d = w.BlockScalePointer;
+                        for (int c0 = r0; c0 < r1; c0 += Q4Chunk)
+                        {
+                            int rows = Math.Min(Q4Chunk, r1 - c0);
+                            byte* wr = data + (long)c0 * w.RowStride;
+                            ushort* dr = d + (long)c0 * supers * DenseMatrix.Q4Blocks;
+                            for (int g = 0; g < M; g += DenseQ4.MaxRows)
+                            {
+                                int mr = Math.Min(DenseQ4.MaxRows, M - g);
+                                DotQ4(wr, dr, supers, x4.Group(g), mr, rows, tmp);
+                                for (int rr = 0; rr < rows; rr++)
+                                    for (int i = 0; i < mr; i++) Y[(long)(g + i) * YStride + c0 + rr] = tmp[rr * mr + i] * xs[g + i];
+                            }
+                        }
+                        break;
+                    }
             }
         }
     }
 
     [ThreadStatic] private static Job? t_job;
 
-    /// <summary>y (m x w.Rows) = x (m x w.Cols) W^T; <paramref name="xq"/> holds the int8 rows of x when W is Int8.</summary>
-    public static void Gemm(DenseMatrix w, ReadOnlySpan<float> x, int m, QuantizedActivations? xq, Span<float> y, KernelPath path, WorkerPool pool)
+    /// <summary>Weight rows of a Q4 kernel call.</summary>
+    private const int Q4Chunk = 32;
+
+    /// <summary>y (m x w.Rows) = x (m x w.Cols) W^T; <paramref name="xq"/> holds the int8 rows of x when W is Int8,
+    /// <paramref name="x4"/> the packed ones when W is Q4.</summary>
+    public static void Gemm(DenseMatrix w, ReadOnlySpan<float> x, int m, QuantizedActivations? xq, Span<float> y, KernelPath path, WorkerPool pool, Q4Activations? x4 = null)
     {
+        if (w.Type == DenseType.Q4 && (x4 is null || x4.Rows != m || x4.Supers != w.Q4Superblocks))
+            throw new ArgumentException("a Q4 product needs the activations packed for it", nameof(x4));
         fixed (float* xp = x) fixed (float* yp = y)
         {
             var job = t_job ??= new Job();
             job.W = w; job.X = xp; job.XStride = w.Cols; job.M = m; job.Y = yp; job.YStride = w.Rows;
             job.Reference = path == KernelPath.Reference;
             job.Dot = KernelPaths.Get(path).DotInt8;
+            job.DotQ4 = KernelPaths.Get(path).DotQ4;
+            job.X4 = x4;
             float[]? xs = xq?.ScaleArray;
             fixed (float* xsp = xs)
             {
@@ -277,8 +314,8 @@ internal static unsafe class DenseGemm
                 tasks = (w.Rows + job.RowsPerTask - 1) / job.RowsPerTask;
                 pool.Run(job, tasks);
             }
-            job.W = null;
+            job.W = null; job.X4 = null;
         }
-        GC.KeepAlive(w); GC.KeepAlive(xq);
+        GC.KeepAlive(w); GC.KeepAlive(xq); GC.KeepAlive(x4);
     }
 }
