@@ -21,17 +21,22 @@ internal static class LmCommands
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
     private static Option<int?> ThreadsOption() => new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" }.InRange(1, 1024);
     private static Option<int?> CtxOption() => new Option<int?>("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" }.InRange(1, 1 << 20);
-    private static Option<string?> LmHeadOption()
+    internal static Option<string?> LmHeadOption()
     {
-        var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16 or int8 (default: the file's)" };
-        o.AcceptOnlyFromAmong("f32", "f16", "int8");
+        var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16, int8 or q4 (4.5 bits a weight) (default: the file's)" };
+        o.AcceptOnlyFromAmong("f32", "f16", "int8", "q4");
         return o;
     }
 
     internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
-        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
+        DenseType? head = lmHead switch
+        {
+            null => null,
+            "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, "q4" => DenseType.Q4,
+            _ => throw new RotorException($"--lm-head {lmHead} is not an LM head type (f32, f16, int8, q4)"),
+        };
         var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head };
         var model = LanguageModel.Open(path, options);
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,

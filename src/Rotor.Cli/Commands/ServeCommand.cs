@@ -32,9 +32,10 @@ internal static class ServeCommand
         var threads = new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" };
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
+        var head = LmCommands.LmHeadOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -42,7 +43,7 @@ internal static class ServeCommand
             if (r.GetValue(body) <= 0) throw new RotorException($"--max-body-kb {r.GetValue(body)} must be positive");
             var apiKeys = (r.GetValue(keys) ?? []).ToList();
             if (Environment.GetEnvironmentVariable("ROTOR_API_KEY") is { Length: > 0 } envKey) apiKeys.Add(envKey);
-            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), null);
+            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
             int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
             SentenceEmbedder? embedder = null;
             Retriever? retriever = null;
