@@ -133,7 +133,7 @@ public sealed class LanguageModel : IDisposable
     private static ModelWeights Reheaded(ModelWeights w, DenseType type)
     {
         var src = w.LmHead;
-        var head = DenseMatrix.Create(src.Rows, src.Cols, type);
+        var head = DenseMatrix.CreateUninitialized(src.Rows, src.Cols, type);   // every row is set below
         const int chunk = 256;
         Parallel.For(0, (src.Rows + chunk - 1) / chunk, () => new float[src.Cols], (c, _, row) =>
         {

@@ -76,7 +76,7 @@ public sealed unsafe class DenseMatrix
     /// <summary>Superblocks a <see cref="DenseType.Q4"/> row holds.</summary>
     internal int Q4Superblocks => PaddedCols / Q4SuperCols;
 
-    private DenseMatrix(int rows, int cols, DenseType type)
+    private DenseMatrix(int rows, int cols, DenseType type, bool zeroed = true)
     {
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
         Rows = rows; Cols = cols; Type = type;
@@ -85,9 +85,9 @@ public sealed unsafe class DenseMatrix
         long stride = (rowBytes + 63) / 64 * 64;
         if (stride > int.MaxValue / 2) throw new RotorException($"dense matrix rows of {cols} values are too long");
         RowStride = (int)stride;
-        _data = new AlignedArray<byte>((long)rows * RowStride, hugePages: true);
+        _data = new AlignedArray<byte>((long)rows * RowStride, hugePages: true, zeroed);
         _scales = type == DenseType.Int8 ? new float[rows] : [];
-        if (type == DenseType.Q4) _blockScales = new AlignedArray<ushort>((long)rows * (PaddedCols / 32), hugePages: true);
+        if (type == DenseType.Q4) _blockScales = new AlignedArray<ushort>((long)rows * (PaddedCols / 32), hugePages: true, zeroed);
     }
 
     /// <summary>A matrix of <paramref name="type"/> from float weights (rows x cols, row-major).</summary>
@@ -97,7 +97,7 @@ public sealed unsafe class DenseMatrix
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
         Check.Length(weights.Length, (long)rows * cols, nameof(weights));
         Check.Finite(weights, nameof(weights));
-        var m = new DenseMatrix(rows, cols, type);
+        var m = new DenseMatrix(rows, cols, type, zeroed: false);
         for (int r = 0; r < rows; r++) m.SetRow(r, weights.Slice(r * cols, cols));
         return m;
     }
@@ -105,12 +105,18 @@ public sealed unsafe class DenseMatrix
     /// <summary>An empty matrix to be filled row by row with <see cref="SetRow(int, ReadOnlySpan{float})"/> (a loader that converts while it reads).</summary>
     public static DenseMatrix Create(int rows, int cols, DenseType type) => new(rows, cols, type);
 
+    /// <summary>As <see cref="Create"/>, for a loader that writes every row with <c>SetRow</c> before the matrix is
+    /// read: the memory is not cleared first (rows not written hold undefined values), so a load touches each page of
+    /// the weights once.</summary>
+    public static DenseMatrix CreateUninitialized(int rows, int cols, DenseType type) => new(rows, cols, type, zeroed: false);
+
     /// <summary>Writes row <paramref name="row"/> from float values (converted to the element type).</summary>
     public void SetRow(int row, ReadOnlySpan<float> values)
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
         byte* p = _data.Pointer + (long)row * RowStride;
+        ClearRowTail(p);
         switch (Type)
         {
             case DenseType.F32:
@@ -189,7 +195,19 @@ public sealed unsafe class DenseMatrix
         if (Type != DenseType.F16) throw new InvalidOperationException($"SetRow(Half) needs an F16 matrix, this one is {Type}");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
+        ClearRowTail(_data.Pointer + (long)row * RowStride);
         values.CopyTo(new Span<Half>(_data.Pointer + (long)row * RowStride, Cols));
+        GC.KeepAlive(this);
+    }
+
+    /// <summary>Zeroes the bytes of the row at <paramref name="p"/> past its F32 or F16 values (the stride's padding):
+    /// with the values, SetRow then writes every byte of the row, which <see cref="CreateUninitialized"/> relies on.
+    /// Int8 and Q4 rows fill their whole stride themselves.</summary>
+    private void ClearRowTail(byte* p)
+    {
+        if (Type is DenseType.Int8 or DenseType.Q4) return;
+        int used = Cols * ElementBytes(Type);
+        new Span<byte>(p + used, RowStride - used).Clear();
     }
 
     /// <summary>Row <paramref name="row"/> as floats (an embedding lookup).</summary>
