@@ -56,3 +56,41 @@ public sealed class LmHeadTests
         }
     }
 }
+
+/// <summary>The half-precision key/value cache on the real stories260K model: logits close to the float cache's at
+/// every position (prefill and one token at a time) and the same greedy continuation.</summary>
+public sealed class HalfKvCacheTests
+{
+    [SharedLmFact("stories260K.bin")]
+    public void HalfCacheKeepsLogitsAndGreedyTokens()
+    {
+        string path = TestPaths.SharedLm("stories260K.bin")!;
+        using var f32 = LanguageModel.Load(path, new LanguageModelOptions { Threads = 2 });
+        using var f16 = LanguageModel.Load(path, new LanguageModelOptions { Threads = 2, KvCacheType = KvCacheType.F16 });
+        Assert.Equal(KvCacheType.F16, f16.CreateSession(8).Cache.Type);
+        Assert.Equal(f32.CreateSession(64).Cache.Bytes / 2, f16.CreateSession(64).Cache.Bytes);
+        int v = f32.Config.VocabSize;
+        int[] ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426];
+        var a = new float[ids.Length * v]; var b = new float[ids.Length * v];
+        f32.CreateSession(ids.Length).AppendAll(ids, a);
+        f16.CreateSession(ids.Length).AppendAll(ids, b);
+        var one = f16.CreateSession(ids.Length);
+        for (int p = 0; p < ids.Length; p++)
+        {
+            float[] c = one.Append(ids.AsSpan(p, 1)).ToArray();
+            float max = 0;
+            for (int j = 0; j < v; j++) max = Math.Max(max, Math.Abs(a[p * v + j]));
+            for (int j = 0; j < v; j++)
+            {
+                Assert.True(Math.Abs(a[p * v + j] - b[p * v + j]) <= 1e-2f * max, $"prefill position {p}, logit {j}: {b[p * v + j]} vs {a[p * v + j]}");
+                Assert.True(Math.Abs(a[p * v + j] - c[j]) <= 1e-2f * max, $"decode position {p}, logit {j}: {c[j]} vs {a[p * v + j]}");
+            }
+        }
+        int[] Greedy(LanguageModel m)
+        {
+            var gen = new TextGenerator(m.CreateSession(256));
+            return gen.Generate([1], new GenerationOptions { MaxTokens = 96, Sampling = SamplingOptions.Greedy }).Where(t => t.Id >= 0).Select(t => t.Id).ToArray();
+        }
+        Assert.Equal(Greedy(f32), Greedy(f16));
+    }
+}

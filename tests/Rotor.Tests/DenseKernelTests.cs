@@ -161,6 +161,48 @@ public class DenseKernelTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void AttentionOverHalfCachesMatchesFormula(KernelPath path)
+    {
+        int seed = 100;
+        foreach (var (heads, kvHeads, hd) in new[] { (1, 1, 2), (4, 2, 8), (6, 3, 10), (8, 1, 16), (2, 1, 33) })
+        foreach (int m in new[] { 1, 3, 9 })
+        foreach (int start in new[] { 0, 1, 40 })
+        foreach (int threads in new[] { 1, 2 })
+        {
+            seed++;
+            int kvStride = kvHeads * hd + 3;
+            int positions = start + m;
+            float[] q = TestData.Floats(m * heads * hd, seed, seed % 2 == 0 ? 1f : 400f);
+            Half[] k = TestData.Floats(positions * kvStride, seed + 1, 2f).Select(f => (Half)f).ToArray();
+            Half[] v = TestData.Floats(positions * kvStride, seed + 2).Select(f => (Half)f).ToArray();
+            var got = new float[m * heads * hd];
+            using var be = new CpuBackend(threads, path);
+            float scale = 1f / MathF.Sqrt(hd);
+            be.Attention(q, m, heads, kvHeads, hd, k, v, kvStride, start, scale, got);
+            for (int i = 0; i < m; i++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int g = h / (heads / kvHeads), n = start + i + 1;
+                    var s = new double[n];
+                    for (int t = 0; t < n; t++)
+                    {
+                        double d = 0;
+                        for (int j = 0; j < hd; j++) d += q[(i * heads + h) * hd + j] * (double)k[t * kvStride + g * hd + j];
+                        s[t] = d * scale;
+                    }
+                    double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+                    for (int j = 0; j < hd; j++)
+                    {
+                        double o = 0;
+                        for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * (double)v[t * kvStride + g * hd + j];
+                        Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-4);
+                    }
+                }
+        }
+    }
+
     [Fact]
     public void AttentionRejectsShortCaches()
     {

@@ -43,4 +43,9 @@ public sealed partial class CpuBackend : IAttentionBackend
     public void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
         ReadOnlySpan<float> k, ReadOnlySpan<float> v, int kvStride, int startPos, float scale, Span<float> output)
         => AttentionKernel.Run(q, m, heads, kvHeads, headDim, k, v, kvStride, startPos, scale, output, Path, _pool);
+
+    /// <inheritdoc/>
+    public void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<Half> k, ReadOnlySpan<Half> v, int kvStride, int startPos, float scale, Span<float> output)
+        => AttentionKernel.Run(q, m, heads, kvHeads, headDim, k, v, kvStride, startPos, scale, output, Path, _pool);
 }
