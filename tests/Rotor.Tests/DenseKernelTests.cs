@@ -92,6 +92,35 @@ public class DenseKernelTests
     }
 
     [Fact]
+    public void FourRowInt8KernelsMatchTheReference()
+    {
+        foreach (int n in new[] { 256, 512, 768 })
+        foreach (bool extreme in new[] { false, true })
+        {
+            var r = new Random(n + (extreme ? 1 : 0));
+            sbyte Value() => extreme ? (sbyte)(r.Next(2) == 0 ? -127 : 127) : (sbyte)r.Next(-127, 128);
+            int stride = n + 64;   // rows further apart than their length
+            var w = new sbyte[n]; var x = new sbyte[4 * stride];
+            for (int i = 0; i < w.Length; i++) w[i] = Value();
+            for (int i = 0; i < x.Length; i++) x[i] = Value();
+            unsafe
+            {
+                fixed (sbyte* wp = w) fixed (sbyte* xp = x) fixed (int* expected = new int[4]) fixed (int* got = new int[4])
+                {
+                    DenseGemm.DotInt8x4Reference(wp, xp, stride, n, expected);
+                    for (int i = 0; i < 4; i++) Assert.Equal(DenseGemm.DotInt8Reference(wp, xp + i * stride, n), expected[i]);
+                    foreach (var path in KernelSelector.Supported)
+                    {
+                        for (int i = 0; i < 4; i++) got[i] = int.MinValue;
+                        KernelPaths.Get(path).DotInt8x4(wp, xp, stride, n, got);
+                        for (int i = 0; i < 4; i++) Assert.True(expected[i] == got[i], $"{path} n={n} extreme={extreme} row {i}: {got[i]} vs {expected[i]}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void HalfDotWidensEveryFiniteHalfExactly()
     {
         // Every finite half value (subnormals, both zeros, the largest) against (float)Half, in lengths that exercise

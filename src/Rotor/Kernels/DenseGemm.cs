@@ -58,6 +58,78 @@ internal static unsafe class DenseGemm
         return Vector128.Sum(acc);
     }
 
+    /// <summary>Four int8 dot products with one weight row, <c>sums[i] = sum_j w[j] * x[i * xStride + j]</c> for
+    /// i &lt; 4, over n values (a multiple of 256), scalar: the oracle of the four-row kernels.</summary>
+    public static void DotInt8x4Reference(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        for (int i = 0; i < 4; i++) sums[i] = DotInt8Reference(w, x + i * xStride, n);
+    }
+
+    /// <summary>AVX2, four activation rows a weight load: |w| is formed once and multiplies each row's x with w's
+    /// sign (vpsignb), as <see cref="DotInt8Avx2"/> does for one.</summary>
+    public static void DotInt8x4Avx2(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector256<int> a0 = Vector256<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        Vector256<short> ones = Vector256.Create((short)1);
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 32)
+        {
+            Vector256<sbyte> wv = Avx.LoadVector256(w + j);
+            Vector256<byte> aw = Avx2.Abs(wv);
+            a0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x0 + j), wv)), ones);
+            a1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x1 + j), wv)), ones);
+            a2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x2 + j), wv)), ones);
+            a3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x3 + j), wv)), ones);
+        }
+        sums[0] = Vector256.Sum(a0); sums[1] = Vector256.Sum(a1); sums[2] = Vector256.Sum(a2); sums[3] = Vector256.Sum(a3);
+    }
+
+    /// <summary>AVX-512 BW, four activation rows a weight load: AVX-512 has no vpsignb, so each row's x takes w's sign
+    /// by a masked negation (x is never -128, so -x fits); |w| times that with vpmaddubsw (pairs at most 2 * 127^2,
+    /// which fits 16 bits), widened with vpmaddwd.</summary>
+    public static void DotInt8x4Avx512(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector512<int> a0 = Vector512<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        Vector512<short> ones = Vector512.Create((short)1);
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 64)
+        {
+            Vector512<sbyte> wv = Vector512.Load(w + j);
+            Vector512<byte> aw = Avx512BW.Abs(wv);
+            Vector512<sbyte> neg = Vector512.LessThan(wv, Vector512<sbyte>.Zero);
+            Vector512<sbyte> v0 = Vector512.Load(x0 + j), v1 = Vector512.Load(x1 + j), v2 = Vector512.Load(x2 + j), v3 = Vector512.Load(x3 + j);
+            a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v0, v0)), ones);
+            a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v1, v1)), ones);
+            a2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v2, v2)), ones);
+            a3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v3, v3)), ones);
+        }
+        sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
+    }
+
+    /// <summary>Any platform, four activation rows a weight load: w is widened to 16 bits once for the four rows.</summary>
+    public static void DotInt8x4Portable(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector128<int> a0 = Vector128<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 16)
+        {
+            Vector128<sbyte> wv = Vector128.Load(w + j);
+            Vector128<short> wl = Vector128.WidenLower(wv), wh = Vector128.WidenUpper(wv);
+            a0 += Products(wl, wh, Vector128.Load(x0 + j));
+            a1 += Products(wl, wh, Vector128.Load(x1 + j));
+            a2 += Products(wl, wh, Vector128.Load(x2 + j));
+            a3 += Products(wl, wh, Vector128.Load(x3 + j));
+        }
+        sums[0] = Vector128.Sum(a0); sums[1] = Vector128.Sum(a1); sums[2] = Vector128.Sum(a2); sums[3] = Vector128.Sum(a3);
+
+        // |product| <= 127^2 fits 16 bits; the four widened quarters add in 32.
+        static Vector128<int> Products(Vector128<short> wl, Vector128<short> wh, Vector128<sbyte> xv)
+        {
+            Vector128<short> lo = wl * Vector128.WidenLower(xv), hi = wh * Vector128.WidenUpper(xv);
+            return Vector128.WidenLower(lo) + Vector128.WidenUpper(lo) + Vector128.WidenLower(hi) + Vector128.WidenUpper(hi);
+        }
+    }
+
     private static readonly float Pow2To112 = BitConverter.Int32BitsToSingle((127 + 112) << 23);
 
     /// <summary>
@@ -189,6 +261,7 @@ internal static unsafe class DenseGemm
         public int RowsPerTask;
         public bool Reference;
         public delegate*<sbyte*, sbyte*, int, int> Dot;
+        public delegate*<sbyte*, sbyte*, long, int, int*, void> Dot4;
         public delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4;
         public Q4Activations? X4;
         [ThreadStatic] private static float[]? t_row;
@@ -247,12 +320,21 @@ internal static unsafe class DenseGemm
                     }
                 case DenseType.Int8:
                     {
+                        // Each weight row meets every activation row while it is in L1, four at a time: W is read
+                        // from memory once whatever the batch, and |w| is formed once for four rows.
                         int n = w.PaddedCols;
                         float[] ws = w.ScaleArray;
+                        int* four = stackalloc int[4];
                         for (int r = r0; r < r1; r++)
                         {
                             sbyte* p = (sbyte*)(data + (long)r * w.RowStride);
-                            for (int i = 0; i < M; i++)
+                            int i = 0;
+                            for (; i + 4 <= M; i += 4)
+                            {
+                                Dot4(p, Xq + (long)i * XqStride, XqStride, n, four);
+                                for (int q = 0; q < 4; q++) Y[(long)(i + q) * YStride + r] = four[q] * XScale[i + q] * ws[r];
+                            }
+                            for (; i < M; i++)
                                 Y[(long)i * YStride + r] = Dot(p, Xq + (long)i * XqStride, n) * XScale[i] * ws[r];
                         }
                         break;
@@ -302,6 +384,7 @@ internal static unsafe class DenseGemm
             job.W = w; job.X = xp; job.XStride = w.Cols; job.M = m; job.Y = yp; job.YStride = w.Rows;
             job.Reference = path == KernelPath.Reference;
             job.Dot = KernelPaths.Get(path).DotInt8;
+            job.Dot4 = KernelPaths.Get(path).DotInt8x4;
             job.DotQ4 = KernelPaths.Get(path).DotQ4;
             job.X4 = x4;
             float[]? xs = xq?.ScaleArray;
