@@ -3,7 +3,7 @@ using Rotor.Kernels;
 namespace Rotor.Tests;
 
 /// <summary>The Q4 dense format and its products: quantization against the block formula, every path's kernel against
-/// the scalar reference on random codes, scales and activations (1 to 4 activation rows, 1 to 33 weight rows, one to
+/// the scalar reference on random codes, scales and activations (1 to 8 activation rows, 1 to 33 weight rows, one to
 /// five superblocks, extreme values), and the whole product on every path and 1-3 threads against the plain formula
 /// over the stored weights (odd sizes, rows that are not whole superblocks, batches of 1 to 16 rows).</summary>
 [Collection("kernels")]
@@ -69,7 +69,7 @@ public unsafe class DenseQ4Tests
     {
         int seed = 0;
         foreach (int supers in new[] { 1, 2, 5 })
-        foreach (int mr in new[] { 1, 2, 3, 4 })
+        foreach (int mr in new[] { 1, 2, 3, 5, 8 })
         foreach (int nrows in new[] { 1, 3, 33 })
         foreach (bool extreme in new[] { false, true })
         {
@@ -119,7 +119,7 @@ public unsafe class DenseQ4Tests
             int seed = 0;
             foreach (int n in new[] { 1, 7, 33, 65 })
             foreach (int k in new[] { 1, 15, 300, 512, 1100 })
-            foreach (int m in new[] { 1, 2, 5, 16 })
+            foreach (int m in new[] { 1, 2, 5, 9, 16 })
             foreach (int threads in new[] { 1, 3 })
             {
                 seed++;

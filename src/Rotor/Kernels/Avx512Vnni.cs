@@ -426,7 +426,7 @@ internal static unsafe class VnniCode
         }
     }
 
-    private static readonly AssemblerRegisterYMM[] Y = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
+    private static readonly AssemblerRegisterYMM[] Y = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
 
     /// <summary>
     /// <c>void q4(byte* w, ushort* d, nint supers, byte* xg, nint nrows, float* y)</c>: <see cref="DenseQ4"/>'s
@@ -434,7 +434,7 @@ internal static unsafe class VnniCode
     /// (zmm16..19) and split into the 8 steps' codes (zmm20..27); the 16 half block scales widen with vcvtph2ps
     /// (zmm28); for each activation row, its corrections start the int32 lanes (zmm0..), eight vpdpbusd with the
     /// activations as memory operands add the blocks' products, and one multiply-add by the scales moves them into
-    /// the row's float lanes (zmm8..). nrows, supers &gt;= 1; weight rows and scale rows follow each other.
+    /// the row's float lanes (zmm8..15). nrows, supers &gt;= 1; weight rows and scale rows follow each other.
     /// </summary>
     private static byte[] EmitQ4(int mr)
     {

@@ -6,8 +6,8 @@ namespace Rotor.Kernels;
 
 /// <summary>
 /// Activation rows quantized to int8 per row (absmax, as <see cref="QuantizedActivations"/>) and packed for the
-/// <see cref="DenseType.Q4"/> kernels. Rows go in groups of up to <see cref="DenseQ4.MaxRows"/>; group g holds rows
-/// <c>4g .. 4g + mr - 1</c> and starts at byte <c>4g * supers * 576</c>. Within a group, superblock s (columns
+/// <see cref="DenseType.Q4"/> kernels. Rows go in groups of up to <see cref="DenseQ4.MaxRows"/> (8); the group of rows
+/// <c>f .. f + mr - 1</c> (f a multiple of 8) starts at byte <c>f * supers * 576</c>. Within a group, superblock s (columns
 /// 512s .. 512s + 511) takes <c>mr * 576</c> bytes: <c>int32 corr[mr][16]</c>, then the mr rows' 512 int8 values in
 /// column order. <c>corr[i][l] = -8 * sum</c> of row i's values in block l of the superblock (the columns
 /// <c>64t + 4l + e</c>): the kernels multiply the stored nibbles u = q + 8 and start each lane from corr, so that a
@@ -85,8 +85,9 @@ internal sealed unsafe class Q4Activations
 /// </summary>
 internal static unsafe class DenseQ4
 {
-    /// <summary>Activation rows a kernel call takes at most.</summary>
-    public const int MaxRows = 4;
+    /// <summary>Activation rows a kernel call takes at most: the generated AVX-512 kernel keeps two accumulators a row
+    /// beside the 8 code vectors, 4 loads, the scales and the mask (26 of the 32 registers at 8 rows).</summary>
+    public const int MaxRows = 8;
     /// <summary>Bytes of block corrections a superblock of one activation row: 16 int32.</summary>
     public const int CorrBytes = 64;
 
