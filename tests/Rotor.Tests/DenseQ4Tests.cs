@@ -152,6 +152,17 @@ public unsafe class DenseQ4Tests
     }
 
     [Fact]
+    public void WeightsQ4CannotHoldAreRejectedWithTheRow()
+    {
+        var w = DenseMatrix.Create(2, 40, DenseType.Q4);
+        var row = new float[40];
+        row[3] = float.NaN;
+        Assert.Contains("Q4 row 1", Assert.Throws<RotorException>(() => w.SetRow(1, row)).Message);
+        row[3] = 1e6f;   // its block scale would be 125000, beyond a half
+        Assert.Contains("row 0", Assert.Throws<RotorException>(() => w.SetRow(0, row)).Message);
+    }
+
+    [Fact]
     public void Q4ReadsAboutFourAndAHalfBitsAWeight()
     {
         var w = DenseMatrix.Create(1000, 2560, DenseType.Q4);

@@ -137,7 +137,7 @@ public sealed unsafe class DenseMatrix
                     break;
                 }
             case DenseType.Q4:
-                SetQ4Row(values, p, _blockScales!.Pointer + (long)row * (PaddedCols / 32));
+                SetQ4Row(row, values, p, _blockScales!.Pointer + (long)row * (PaddedCols / 32));
                 break;
         }
         GC.KeepAlive(this);
@@ -145,8 +145,11 @@ public sealed unsafe class DenseMatrix
 
     /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout: nibbles at <paramref name="nib"/>
     /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.</summary>
-    private void SetQ4Row(ReadOnlySpan<float> values, byte* nib, ushort* d)
+    /// <exception cref="RotorException">A weight is NaN or infinite, or so large that its block's scale is not a finite
+    /// half (the kernels widen finite halves only).</exception>
+    private void SetQ4Row(int row, ReadOnlySpan<float> values, byte* nib, ushort* d)
     {
+        Check.Finite(values, $"Q4 row {row}");
         Span<float> block = stackalloc float[32];
         int supers = Q4Superblocks;
         new Span<byte>(nib, supers * Q4SuperBytes).Fill(0x88);   // u = 8: weight 0
@@ -163,6 +166,7 @@ public sealed unsafe class DenseMatrix
                         if (MathF.Abs(v) > MathF.Abs(m)) m = v;
                     }
                 Half dh = (Half)(m / -8f);
+                if (!Half.IsFinite(dh)) throw new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
                 d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
                 float df = (float)dh;
                 if (df == 0) continue;
