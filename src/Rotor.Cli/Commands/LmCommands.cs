@@ -367,7 +367,7 @@ internal static class LmCommands
                         session.Append(prompt);
                         if (i > 0) speeds.Add(p / sw.Elapsed.TotalSeconds);   // the first run warms up
                     }
-                    rows.Add(new($"pp{p}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0));
+                    rows.Add(new($"pp{p}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0, m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type)));
                     Report(rows[^1]);
                 }
                 if (g > 0)
@@ -383,7 +383,7 @@ internal static class LmCommands
                         if (i > 0) speeds.Add(g / sw.Elapsed.TotalSeconds);
                         for (int k = 0; k < 8; k++) bandwidth.Sample();
                     }
-                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps()));
+                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps(), m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type)));
                     Report(rows[^1]);
                 }
             }
@@ -397,6 +397,9 @@ internal static class LmCommands
                     w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
                     w.WriteNumber("load_seconds", row.LoadSeconds); w.WriteNumber("resident_bytes", row.Resident); w.WriteNumber("file_bytes", row.FileBytes);
                     w.WriteNumber("step_bytes", row.StepBytes);
+                    w.WriteString("lm_head", row.LmHead.ToString().ToLowerInvariant());
+                    w.WriteString("kv_cache", row.KvCache.ToString().ToLowerInvariant());
+                    w.WriteNumber("kv_bytes_per_token", row.KvBytesPerToken);
                     if (row.BandwidthGbps > 0)
                     {
                         w.WriteNumber("read_gbps", row.BandwidthGbps);
@@ -422,7 +425,8 @@ internal static class LmCommands
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
     }
 
-    private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps)
+    private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps,
+        DenseType LmHead, KvCacheType KvCache, long KvBytesPerToken)
     {
         public double BoundTps => BandwidthGbps * 1e9 / StepBytes;
     }
