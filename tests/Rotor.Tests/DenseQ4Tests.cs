@@ -18,6 +18,7 @@ public unsafe class DenseQ4Tests
         {
             float[] wf = TestData.Floats(3 * k, k, 2f);
             wf[0] = 5f;   // an outlier: its block's scale is 5 / -8
+            if (k > 64) wf[64] = -5f;   // the same block: a tie of magnitudes goes to the positive weight
             var w = DenseMatrix.FromFloat(wf, 3, k, DenseType.Q4);
             Assert.Equal(512 * ((k + 511) / 512), w.PaddedCols);
             Assert.Equal(w.PaddedCols / 2, w.RowStride);
@@ -28,15 +29,17 @@ public unsafe class DenseQ4Tests
                 {
                     int s = c / 512, l = c % 64 / 4;
                     float d = (float)BitConverter.UInt16BitsToHalf(w.BlockScales[r * (w.PaddedCols / 32) + 16 * s + l]);
-                    // The block's members: columns 512s + 64t + 4l + e; the largest |w| sets d = m / -8 (rounded to half).
-                    float m = 0;
+                    // The block's members: columns 512s + 64t + 4l + e; the largest |w| sets d = m / -8 (rounded to half),
+                    // the positive one of a tie.
+                    float max = float.NegativeInfinity, min = float.PositiveInfinity;
                     for (int t = 0; t < 8; t++)
                         for (int e = 0; e < 4; e++)
                         {
                             int cc = 512 * s + 64 * t + 4 * l + e;
                             float v = cc < k ? wf[r * k + cc] : 0;
-                            if (MathF.Abs(v) > MathF.Abs(m)) m = v;
+                            max = Math.Max(max, v); min = Math.Min(min, v);
                         }
+                    float m = max >= -min ? max : min;
                     Assert.Equal((float)(Half)(m / -8f), d);
                     float q = d == 0 ? 0 : Math.Clamp(MathF.Round(wf[r * k + c] / d), -8, 7);
                     Assert.Equal(q * d, back[r * k + c]);

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace Rotor;
 
@@ -27,8 +28,9 @@ public enum DenseType
 /// over the eight 64-column steps of its superblock, so that a dot product accumulates each block in its own lane and
 /// applies the 16 block scales of a superblock with one vector multiply. The weight is
 /// <c>W[r, c] = BlockScales[r, 16 s + l] * (u - 8)</c> with the nibble u (0..15) in byte <c>256 s + 64 (t / 2) + 4 l + e</c>
-/// of the row, low nibble for even t, high for odd. Block quantization follows ggml's Q4_0: <c>d = m / -8</c> with m
-/// the block's weight of largest magnitude, rounded to half; <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
+/// of the row, low nibble for even t, high for odd. Block quantization follows ggml's Q4_0: <c>d = m / -8</c> rounded
+/// to half, with m the block's weight of largest magnitude (its largest weight when that is at least minus its
+/// smallest, else its smallest); <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
 /// Block scales are a second buffer, <see cref="PaddedCols"/> / 32 halves a row.</para>
 /// </summary>
 public sealed unsafe class DenseMatrix
@@ -144,41 +146,73 @@ public sealed unsafe class DenseMatrix
     }
 
     /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout: nibbles at <paramref name="nib"/>
-    /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.</summary>
+    /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.
+    /// A superblock at a time: the column-wise maximum and minimum over its 8 steps give each block's extremes, then
+    /// every weight is scaled by its block's 1 / d, rounded, clamped and offset in vectors, and pairs of steps are
+    /// packed into nibbles.</summary>
     /// <exception cref="RotorException">A weight is NaN or infinite, or so large that its block's scale is not a finite
     /// half (the kernels widen finite halves only).</exception>
     private void SetQ4Row(int row, ReadOnlySpan<float> values, byte* nib, ushort* d)
     {
         Check.Finite(values, $"Q4 row {row}");
-        Span<float> block = stackalloc float[32];
         int supers = Q4Superblocks;
-        new Span<byte>(nib, supers * Q4SuperBytes).Fill(0x88);   // u = 8: weight 0
-        for (int s = 0; s < supers; s++)
-            for (int l = 0; l < Q4Blocks; l++)
+        float* padded = stackalloc float[Q4SuperCols];
+        float* hi = stackalloc float[64], lo = stackalloc float[64], inv = stackalloc float[64];
+        byte* u = stackalloc byte[Q4SuperCols];
+        fixed (float* all = values)
+            for (int s = 0; s < supers; s++)
             {
-                float m = 0;
-                for (int t = 0; t < 8; t++)
-                    for (int e = 0; e < 4; e++)
-                    {
-                        int c = s * Q4SuperCols + 64 * t + 4 * l + e;
-                        float v = c < Cols ? values[c] : 0f;
-                        block[4 * t + e] = v;
-                        if (MathF.Abs(v) > MathF.Abs(m)) m = v;
-                    }
-                Half dh = (Half)(m / -8f);
-                if (!Half.IsFinite(dh)) throw new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
-                d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
-                float df = (float)dh;
-                if (df == 0) continue;
-                float inv = 1f / df;
-                for (int t = 0; t < 8; t++)
-                    for (int e = 0; e < 4; e++)
-                    {
-                        int u = (int)Math.Clamp(MathF.Round(block[4 * t + e] * inv), -8f, 7f) + 8;
-                        byte* b = nib + s * Q4SuperBytes + 64 * (t >> 1) + 4 * l + e;
-                        *b = (t & 1) == 0 ? (byte)((*b & 0xF0) | u) : (byte)((*b & 0x0F) | (u << 4));
-                    }
+                float* v = all + (long)s * Q4SuperCols;
+                int valid = Math.Min(Q4SuperCols, Cols - s * Q4SuperCols);
+                if (valid < Q4SuperCols)
+                {
+                    new ReadOnlySpan<float>(v, valid).CopyTo(new Span<float>(padded, Q4SuperCols));
+                    new Span<float>(padded + valid, Q4SuperCols - valid).Clear();
+                    v = padded;
+                }
+                // Column j of a step belongs to block j / 4.
+                for (int j = 0; j < 64; j++) { hi[j] = v[j]; lo[j] = v[j]; }
+                for (int t = 1; t < 8; t++)
+                    for (int j = 0; j < 64; j++) { hi[j] = MathF.Max(hi[j], v[64 * t + j]); lo[j] = MathF.Min(lo[j], v[64 * t + j]); }
+                for (int l = 0; l < Q4Blocks; l++)
+                {
+                    float max = MathF.Max(MathF.Max(hi[4 * l], hi[4 * l + 1]), MathF.Max(hi[4 * l + 2], hi[4 * l + 3]));
+                    float min = MathF.Min(MathF.Min(lo[4 * l], lo[4 * l + 1]), MathF.Min(lo[4 * l + 2], lo[4 * l + 3]));
+                    float m = max >= -min ? max : min;
+                    Half dh = (Half)(m / -8f);
+                    if (!Half.IsFinite(dh)) throw new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
+                    d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
+                    float df = (float)dh;
+                    float iv = df == 0 ? 0f : 1f / df;   // a zero scale quantizes every weight of the block to 0
+                    inv[4 * l] = iv; inv[4 * l + 1] = iv; inv[4 * l + 2] = iv; inv[4 * l + 3] = iv;
+                }
+                QuantizeQ4(v, inv, u);
+                byte* dst = nib + (long)s * Q4SuperBytes;
+                for (int k = 0; k < 4; k++)
+                    for (int j = 0; j < 64; j++) dst[64 * k + j] = (byte)(u[128 * k + j] | (u[128 * k + 64 + j] << 4));
             }
+    }
+
+    /// <summary><c>u[i] = clamp(round_half_even(v[i] * inv[i mod 64]), -8, 7) + 8</c> for the 512 values of a superblock.</summary>
+    private static void QuantizeQ4(float* v, float* inv, byte* u)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lowest = Vector256.Create(-8f);
+            var highest = Vector256.Create(7f);
+            var eight = Vector256.Create(8);
+            for (; i < Q4SuperCols; i += 16)
+            {
+                var a = Vector256.Load(v + i) * Vector256.Load(inv + i % 64);
+                var b = Vector256.Load(v + i + 8) * Vector256.Load(inv + i % 64 + 8);
+                var qa = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(a), lowest, highest)) + eight;
+                var qb = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(b), lowest, highest)) + eight;
+                var s16 = Vector256.Narrow(qa, qb);
+                Vector128.Narrow(s16.GetLower(), s16.GetUpper()).AsByte().Store(u + i);
+            }
+        }
+        for (; i < Q4SuperCols; i++) u[i] = (byte)((int)Math.Clamp(MathF.Round(v[i] * inv[i % 64]), -8f, 7f) + 8);
     }
 
     /// <summary>Weight <paramref name="c"/> of a <see cref="DenseType.Q4"/> row (nibbles at <paramref name="nib"/>, block
