@@ -21,6 +21,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for threads in 1 2; do
     $ROTOR bench-lm "$OUT/r2b4t-i2_s.gguf" -p $PP -n $TG -r $REPS -t $threads --json "$OUT/rotor-f16head-t$threads-r$round.json" > "$OUT/rotor-f16head-t$threads-r$round.txt" 2>&1
     $ROTOR bench-lm "$OUT/r2b4t-i2_s.gguf" -p $PP -n $TG -r $REPS -t $threads --lm-head int8 --json "$OUT/rotor-int8head-t$threads-r$round.json" > "$OUT/rotor-int8head-t$threads-r$round.txt" 2>&1
+    $ROTOR bench-lm "$OUT/r2b4t-i2_s.gguf" -p $PP -n $TG -r $REPS -t $threads --lm-head q4 --json "$OUT/rotor-q4head-t$threads-r$round.json" > "$OUT/rotor-q4head-t$threads-r$round.txt" 2>&1
     "$BITNET/llama-bench" -m "$OUT/r2b4t-i2_s.gguf" -p $PP -n $TG -r $REPS -t $threads -o json > "$OUT/bitnetcpp-i2_s-t$threads-r$round.json" 2> "$OUT/bitnetcpp-i2_s-t$threads-r$round.log"
     "$LLAMA/llama-bench" -m "$OUT/r2b4t-tq2_0.gguf" -p $PP -n $TG -r $REPS -t $threads -o json > "$OUT/llamacpp-tq2_0-t$threads-r$round.json" 2> "$OUT/llamacpp-tq2_0-t$threads-r$round.log"
   done

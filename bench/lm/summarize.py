@@ -24,15 +24,15 @@ for f in glob.glob(os.path.join(out, "*.json")):
             rows.setdefault((tool, test, r["n_threads"]), []).append(r["avg_ts"])
 tests = sorted({(k[1], k[2]) for k in rows}, key=lambda x: (x[0][:2], x[1]))
 tools = sorted({k[0] for k in rows})
-print("| test | threads | " + " | ".join(tools) + " | Rotor (f16 head) / bitnet.cpp | Rotor (f16 head) / llama.cpp | Rotor (int8 head) / bitnet.cpp | Rotor (int8 head) / llama.cpp |")
-print("|---|---|" + "---|" * (len(tools) + 4))
+heads = [h for h in ("f16", "int8", "q4") if any(t == f"rotor-{h}head" for t in tools)]
+print("| test | threads | " + " | ".join(tools) + "".join(f" | Rotor ({h} head) / bitnet.cpp | Rotor ({h} head) / llama.cpp" for h in heads) + " |")
+print("|---|---|" + "---|" * (len(tools) + 2 * len(heads)))
 for test, threads in tests:
     med = {t: statistics.median(rows[(t, test, threads)]) for t in tools if (t, test, threads) in rows}
     def ratio(a, b):
         return f"{med[a] / med[b]:.2f}x" if a in med and b in med else "-"
     print(f"| {test} | {threads} | " + " | ".join(f"{med[t]:.2f}" if t in med else "-" for t in tools)
-          + f" | {ratio('rotor-f16head', 'bitnetcpp-i2_s')} | {ratio('rotor-f16head', 'llamacpp-tq2_0')}"
-          + f" | {ratio('rotor-int8head', 'bitnetcpp-i2_s')} | {ratio('rotor-int8head', 'llamacpp-tq2_0')} |")
+          + "".join(f" | {ratio(f'rotor-{h}head', 'bitnetcpp-i2_s')} | {ratio(f'rotor-{h}head', 'llamacpp-tq2_0')}" for h in heads) + " |")
 print()
 for key, vals in sorted(extra.items()):
     share = statistics.median(v[0] for v in vals); bw = statistics.median(v[1] for v in vals)

@@ -15,9 +15,13 @@ public sealed record LanguageModelOptions
     public LmTokenizer? Tokenizer { get; init; }
     /// <summary>Worker threads (default: <c>ROTOR_THREADS</c>, else every processor).</summary>
     public int? Threads { get; init; }
-    /// <summary>Element type of the LM head (default: the file's; <see cref="DenseType.Int8"/> reads a quarter of F32's
-    /// bytes a token).</summary>
+    /// <summary>Element type of the LM head (default: the file's). The head is the largest single read of a decode
+    /// step: <see cref="DenseType.Int8"/> reads half of F16's bytes a token, <see cref="DenseType.Q4"/> (4.5 bits a
+    /// weight) 28 %; both quantize the activations to int8 per token. The embedding keeps the file's type.</summary>
     public DenseType? LmHeadType { get; init; }
+    /// <summary>How the key/value caches of <see cref="LanguageModel.CreateSession"/> and
+    /// <see cref="LanguageModel.CreateCache"/> store keys and values (default F32; F16 takes half the memory).</summary>
+    public KvCacheType KvCacheType { get; init; }
 }
 
 /// <summary>
@@ -30,11 +34,14 @@ public sealed class LanguageModel : IDisposable
     private readonly bool _ownsBackend;
 
     private LanguageModel(string source, string format, ModelConfig config, ModelWeights weights, LmTokenizer? tokenizer,
-        CpuBackend backend, bool ownsBackend, TimeSpan loadTime, long fileBytes)
+        CpuBackend backend, bool ownsBackend, TimeSpan loadTime, long fileBytes, KvCacheType kvCacheType)
     {
         Source = source; Format = format; Config = config; Weights = weights; Tokenizer = tokenizer;
-        Backend = backend; _ownsBackend = ownsBackend; LoadTime = loadTime; FileBytes = fileBytes;
+        Backend = backend; _ownsBackend = ownsBackend; LoadTime = loadTime; FileBytes = fileBytes; KvCacheType = kvCacheType;
     }
+
+    /// <summary>How the caches this model makes store keys and values.</summary>
+    public KvCacheType KvCacheType { get; }
 
     /// <summary>The path it was loaded from.</summary>
     public string Source { get; }
@@ -97,7 +104,7 @@ public sealed class LanguageModel : IDisposable
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
             throw new RotorException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
         var backend = new CpuBackend(options.Threads);
-        return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes);
+        return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes, options.KvCacheType);
     }
 
     /// <summary>The tokenizer <see cref="Load"/> would give the model at <paramref name="path"/>, without its weights:
@@ -137,16 +144,21 @@ public sealed class LanguageModel : IDisposable
         config.Validate(source);
         weights.Validate(config, source);
         if (options.LmHeadType is { } ht && ht != weights.LmHead.Type) weights = Reheaded(weights, ht);
-        return new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0);
+        return new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0, options.KvCacheType);
     }
 
-    /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).</summary>
+    /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).
+    /// Rows convert on every processor: each writes only its own row (and, for Int8 and Q4, its own scales).</summary>
     private static ModelWeights Reheaded(ModelWeights w, DenseType type)
     {
         var src = w.LmHead;
-        var head = DenseMatrix.Create(src.Rows, src.Cols, type);
-        var row = new float[src.Cols];
-        for (int r = 0; r < src.Rows; r++) { src.GetRow(r, row); head.SetRow(r, row); }
+        var head = DenseMatrix.CreateUninitialized(src.Rows, src.Cols, type);   // every row is set below
+        const int chunk = 256;
+        Parallel.For(0, (src.Rows + chunk - 1) / chunk, () => new float[src.Cols], (c, _, row) =>
+        {
+            for (int r = c * chunk, end = Math.Min(src.Rows, r + chunk); r < end; r++) { src.GetRow(r, row); head.SetRow(r, row); }
+            return row;
+        }, _ => { });
         return new ModelWeights { Embedding = w.Embedding, Layers = w.Layers, FinalNorm = w.FinalNorm, LmHead = head };
     }
 
@@ -165,7 +177,7 @@ public sealed class LanguageModel : IDisposable
     public Decoder CreateDecoder(int maxPositions, int maxBatch = 64) => new(Config, Weights, Backend, maxPositions, maxBatch);
 
     /// <summary>An empty key/value cache for one sequence of up to <paramref name="contextLength"/> positions.</summary>
-    public KvCache CreateCache(int contextLength) => new(Config, contextLength);
+    public KvCache CreateCache(int contextLength) => new(Config, contextLength, KvCacheType);
 
     /// <summary>Stops the backend's worker threads.</summary>
     public void Dispose()
@@ -182,7 +194,7 @@ public sealed class InferenceSession
     internal InferenceSession(LanguageModel model, int contextLength, int maxBatch)
     {
         Model = model;
-        Cache = new KvCache(model.Config, contextLength);
+        Cache = new KvCache(model.Config, contextLength, model.KvCacheType);
         _decoder = new Decoder(model.Config, model.Weights, model.Backend, contextLength, maxBatch);
     }
 

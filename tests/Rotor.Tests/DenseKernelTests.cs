@@ -92,6 +92,35 @@ public class DenseKernelTests
     }
 
     [Fact]
+    public void FourRowInt8KernelsMatchTheReference()
+    {
+        foreach (int n in new[] { 256, 512, 768 })
+        foreach (bool extreme in new[] { false, true })
+        {
+            var r = new Random(n + (extreme ? 1 : 0));
+            sbyte Value() => extreme ? (sbyte)(r.Next(2) == 0 ? -127 : 127) : (sbyte)r.Next(-127, 128);
+            int stride = n + 64;   // rows further apart than their length
+            var w = new sbyte[n]; var x = new sbyte[4 * stride];
+            for (int i = 0; i < w.Length; i++) w[i] = Value();
+            for (int i = 0; i < x.Length; i++) x[i] = Value();
+            unsafe
+            {
+                fixed (sbyte* wp = w) fixed (sbyte* xp = x) fixed (int* expected = new int[4]) fixed (int* got = new int[4])
+                {
+                    DenseGemm.DotInt8x4Reference(wp, xp, stride, n, expected);
+                    for (int i = 0; i < 4; i++) Assert.Equal(DenseGemm.DotInt8Reference(wp, xp + i * stride, n), expected[i]);
+                    foreach (var path in KernelSelector.Supported)
+                    {
+                        for (int i = 0; i < 4; i++) got[i] = int.MinValue;
+                        KernelPaths.Get(path).DotInt8x4(wp, xp, stride, n, got);
+                        for (int i = 0; i < 4; i++) Assert.True(expected[i] == got[i], $"{path} n={n} extreme={extreme} row {i}: {got[i]} vs {expected[i]}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void HalfDotWidensEveryFiniteHalfExactly()
     {
         // Every finite half value (subnormals, both zeros, the largest) against (float)Half, in lengths that exercise
@@ -155,6 +184,48 @@ public class DenseKernelTests
                     {
                         double o = 0;
                         for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * v[t * kvStride + g * hd + j];
+                        Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-4);
+                    }
+                }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void AttentionOverHalfCachesMatchesFormula(KernelPath path)
+    {
+        int seed = 100;
+        foreach (var (heads, kvHeads, hd) in new[] { (1, 1, 2), (4, 2, 8), (6, 3, 10), (8, 1, 16), (2, 1, 33) })
+        foreach (int m in new[] { 1, 3, 9 })
+        foreach (int start in new[] { 0, 1, 40 })
+        foreach (int threads in new[] { 1, 2 })
+        {
+            seed++;
+            int kvStride = kvHeads * hd + 3;
+            int positions = start + m;
+            float[] q = TestData.Floats(m * heads * hd, seed, seed % 2 == 0 ? 1f : 400f);
+            Half[] k = TestData.Floats(positions * kvStride, seed + 1, 2f).Select(f => (Half)f).ToArray();
+            Half[] v = TestData.Floats(positions * kvStride, seed + 2).Select(f => (Half)f).ToArray();
+            var got = new float[m * heads * hd];
+            using var be = new CpuBackend(threads, path);
+            float scale = 1f / MathF.Sqrt(hd);
+            be.Attention(q, m, heads, kvHeads, hd, k, v, kvStride, start, scale, got);
+            for (int i = 0; i < m; i++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int g = h / (heads / kvHeads), n = start + i + 1;
+                    var s = new double[n];
+                    for (int t = 0; t < n; t++)
+                    {
+                        double d = 0;
+                        for (int j = 0; j < hd; j++) d += q[(i * heads + h) * hd + j] * (double)k[t * kvStride + g * hd + j];
+                        s[t] = d * scale;
+                    }
+                    double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+                    for (int j = 0; j < hd; j++)
+                    {
+                        double o = 0;
+                        for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * (double)v[t * kvStride + g * hd + j];
                         Assert.Equal(o, got[(i * heads + h) * hd + j], 1e-4);
                     }
                 }

@@ -52,6 +52,29 @@ public class MatrixTests
     }
 
     [Fact]
+    public void UninitializedMatricesAreWhollyWrittenByTheirFactories()
+    {
+        // Matrices start in unzeroed memory: fill the arena with garbage first by making and dropping dirty ones.
+        for (int k = 0; k < 4; k++)
+        {
+            var dirty = TernaryMatrix.FromPackedRows(300, 1024, [1f], (r, dst) => dst.Fill(0xAA));
+            GC.KeepAlive(dirty);
+        }
+        GC.Collect(); GC.WaitForPendingFinalizers();
+        // A filler that writes nothing leaves zero weights (the factory sets code 1 first), padding included.
+        var m = TernaryMatrix.FromPackedRows(300, 1000, [1f], (r, dst) => { });
+        Assert.All(m.ToTrits(), t => Assert.Equal(0, t));
+        Assert.All(m.Data.ToArray(), b => Assert.Equal(0x55, b));
+        // SetRow of F16 and F32 rows clears the stride's padding.
+        foreach (var type in new[] { DenseType.F16, DenseType.F32 })
+        {
+            var d = DenseMatrix.CreateUninitialized(3, 33, type);
+            for (int r = 0; r < 3; r++) d.SetRow(r, Enumerable.Repeat(1.5f, 33).ToArray());
+            Assert.All(d.ToFloat(), v => Assert.Equal(1.5f, v));
+        }
+    }
+
+    [Fact]
     public void MemoryIsReportedExactly()
     {
         // 3 x 300: 900 weights at 2 bits = 225 bytes of payload; rows padded to 512 columns = 128 bytes, 3 scales.

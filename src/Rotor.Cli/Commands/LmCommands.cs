@@ -21,18 +21,35 @@ internal static class LmCommands
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
     private static Option<int?> ThreadsOption() => Validate.Threads();
     private static Option<int?> CtxOption() => new Option<int?>("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" }.InRange(1, 1 << 20);
-    private static Option<string?> LmHeadOption()
+    internal static Option<string?> LmHeadOption()
     {
-        var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16 or int8 (default: the file's)" };
-        o.AcceptOnlyFromAmong("f32", "f16", "int8");
+        var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16, int8 or q4 (4.5 bits a weight) (default: the file's)" };
+        o.AcceptOnlyFromAmong("f32", "f16", "int8", "q4");
         return o;
     }
 
-    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead)
+    internal static Option<string?> KvCacheOption()
+    {
+        var o = new Option<string?>("--kv-cache") { Description = "how the key/value cache stores keys and values: f32 or f16 (half the memory) (default: f32)" };
+        o.AcceptOnlyFromAmong("f32", "f16");
+        return o;
+    }
+
+    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead, string? kvCache = null)
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
-        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
-        var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head };
+        DenseType? head = lmHead switch
+        {
+            null => null,
+            "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, "q4" => DenseType.Q4,
+            _ => throw new RotorException($"--lm-head {lmHead} is not an LM head type (f32, f16, int8, q4)"),
+        };
+        var kv = kvCache switch
+        {
+            null or "f32" => KvCacheType.F32, "f16" => KvCacheType.F16,
+            _ => throw new RotorException($"--kv-cache {kvCache} is not a key/value cache type (f32, f16)"),
+        };
+        var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head, KvCacheType = kv };
         var model = LanguageModel.Open(path, options);
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {model.Backend.Name}"));
@@ -67,10 +84,10 @@ internal static class LmCommands
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var noBos = new Option<bool>("--no-bos") { Description = "do not put the beginning-of-sequence token first" };
         var json = new Option<string?>("--json") { Description = "write the prompt and generated ids, the text and the speeds as JSON to this file (- for stdout)" };
-        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption();
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
         var cmd = new Command("generate", "Generate text from a prompt, streamed as it is decoded; prompt and generation tokens/s at the end");
         foreach (var a in new Argument[] { model, prompt }) cmd.Arguments.Add(a);
-        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             var ct = CancelOnCtrlC();
@@ -83,7 +100,7 @@ internal static class LmCommands
                 RepetitionPenalty = r.GetValue(rep), Seed = r.GetValue(seed),
             };
             sampling.Validate("options");
-            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             int[] promptIds = idText is not null ? ParseIds(idText, "--ids")
                 : [.. m.RequireTokenizer().Encode(text!, addBos: !r.GetValue(noBos))];
             var session = m.CreateSession(r.GetValue(ctx));
@@ -125,13 +142,13 @@ internal static class LmCommands
         var n = new Option<int>("--max-tokens", "-n") { Description = "tokens a reply takes at most", DefaultValueFactory = _ => 512 }.InRange(1, 1 << 20);
         var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.7f }.InRange(0f, 100f);
         var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
-        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption();
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
         var cmd = new Command("chat", "Talk with a model: type a message and Enter; /reset starts over, /exit (or end of input) quits");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { system, format, n, temp, seed, tok, threads, ctx, head }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { system, format, n, temp, seed, tok, threads, ctx, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
-            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             var fmt = r.GetValue(format) switch { "bitnet" => Rotor.Lm.Tokenizers.ChatFormat.BitNet, "llama3" => Rotor.Lm.Tokenizers.ChatFormat.Llama3, "plain" => Rotor.Lm.Tokenizers.ChatFormat.Plain, _ => (Rotor.Lm.Tokenizers.ChatFormat?)null };
             using var client = new Rotor.Lm.Chat.RotorChatClient(m, new Rotor.Lm.Chat.RotorChatClientOptions
             {
@@ -223,14 +240,14 @@ internal static class LmCommands
         var model = ModelArgument();
         var ids = new Option<string>("--ids") { Description = "token ids, comma-separated", Required = true };
         var json = new Option<string>("--json") { Description = "output file (- for stdout): ids and the logits at every position", Required = true };
-        var threads = ThreadsOption(); var head = LmHeadOption();
+        var threads = ThreadsOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
         var cmd = new Command("logits", "The logits at every position of a sequence of token ids, as JSON (for checks against other implementations)");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { ids, json, threads, head }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { ids, json, threads, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             int[] seq = ParseIds(r.GetValue(ids)!, "--ids");
-            using var m = Open(r.GetValue(model)!, null, r.GetValue(threads), r.GetValue(head));
+            using var m = Open(r.GetValue(model)!, null, r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             var session = m.CreateSession(Math.Max(seq.Length, 1));
             var logits = new float[(long)seq.Length * m.Config.VocabSize];
             session.AppendAll(seq, logits);
@@ -261,10 +278,10 @@ internal static class LmCommands
         var file = new Argument<string>("FILE") { Description = "a UTF-8 text file" };
         var ctx = new Option<int>("--ctx") { Description = "tokens a chunk (llama.cpp's -c)", DefaultValueFactory = _ => 512 }.InRange(8, 1 << 20);
         var chunks = new Option<int?>("--chunks") { Description = "score at most this many chunks" }.Positive();
-        var tok = TokenizerOption(); var threads = ThreadsOption(); var head = LmHeadOption();
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
         var cmd = new Command("perplexity", "Perplexity over a text file as llama.cpp's perplexity tool computes it: chunks of --ctx tokens, each starting with BOS, the second half of each chunk scored");
         cmd.Arguments.Add(model); cmd.Arguments.Add(file);
-        foreach (Option o in new Option[] { ctx, chunks, tok, threads, head }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { ctx, chunks, tok, threads, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             var ct = CancelOnCtrlC();
@@ -272,7 +289,7 @@ internal static class LmCommands
             if (!File.Exists(path)) throw new RotorException($"{path}: file not found");
             int n = r.GetValue(ctx);
             if (n < 8) throw new RotorException($"--ctx {n} is too small (at least 8)");
-            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head));
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             var tokenizer = m.RequireTokenizer();
             IReadOnlyList<int> all = tokenizer.Encode(File.ReadAllText(path), addBos: false);
             int total = all.Count / n;
@@ -316,10 +333,10 @@ internal static class LmCommands
         var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 }.InRange(1, 1000);
         var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts to measure, comma-separated (default: 1 and ROTOR_THREADS, else every processor)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
-        var head = LmHeadOption();
+        var head = LmHeadOption(); var kvc = KvCacheOption();
         var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128 at 1 and all threads, with load time, resident memory and generation against the memory-bandwidth bound; random token ids, no sampling");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             int p = r.GetValue(pp), g = r.GetValue(tg), rep = r.GetValue(reps);
@@ -331,7 +348,7 @@ internal static class LmCommands
             var inv = CultureInfo.InvariantCulture;
             foreach (int t in threads)
             {
-                using var m = Open(r.GetValue(model)!, null, t, r.GetValue(head));
+                using var m = Open(r.GetValue(model)!, null, t, r.GetValue(head), r.GetValue(kvc));
                 long rssLoaded = ResidentBytes();
                 var rnd = new Random(1);
                 int[] prompt = Enumerable.Range(0, Math.Max(p, 1)).Select(_ => rnd.Next(m.Config.VocabSize)).ToArray();
@@ -340,7 +357,7 @@ internal static class LmCommands
                 long stepBytes = m.Weights.Layers.Sum(l => l.Linears.Sum(x => x.W.Bytes)) + m.Weights.LmHead.AllocatedBytes
                     + (m.Weights.Layers.Length * 4L + 1) * m.Config.Dim * 4;
                 var bandwidth = new Bench.MemoryBandwidth.Sampler(t);
-                Console.WriteLine(string.Create(inv, $"model {m.Source}: load {m.LoadTime.TotalSeconds:F2} s, file {m.FileBytes / 1048576.0:F0} MiB, resident {rssLoaded / 1048576.0:F0} MiB after load; a decode step reads {stepBytes / 1048576.0:F0} MiB; KV cache {session.Cache.Bytes / 1048576.0:F0} MiB"));
+                Console.WriteLine(string.Create(inv, $"model {m.Source}: load {m.LoadTime.TotalSeconds:F2} s, file {m.FileBytes / 1048576.0:F0} MiB, resident {rssLoaded / 1048576.0:F0} MiB after load; a decode step reads {stepBytes / 1048576.0:F0} MiB; KV cache {session.Cache.Type.ToString().ToLowerInvariant()}, {m.Config.KvBytesPerToken(session.Cache.Type) / 1024.0:F1} KiB a token, {session.Cache.Bytes / 1048576.0:F0} MiB"));
                 if (p > 0)
                 {
                     var speeds = new List<double>();
@@ -351,7 +368,7 @@ internal static class LmCommands
                         session.Append(prompt);
                         if (i > 0) speeds.Add(p / sw.Elapsed.TotalSeconds);   // the first run warms up
                     }
-                    rows.Add(new($"pp{p}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0));
+                    rows.Add(new($"pp{p}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0, m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type)));
                     Report(rows[^1]);
                 }
                 if (g > 0)
@@ -367,7 +384,7 @@ internal static class LmCommands
                         if (i > 0) speeds.Add(g / sw.Elapsed.TotalSeconds);
                         for (int k = 0; k < 8; k++) bandwidth.Sample();
                     }
-                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps()));
+                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps(), m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type)));
                     Report(rows[^1]);
                 }
             }
@@ -381,6 +398,9 @@ internal static class LmCommands
                     w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
                     w.WriteNumber("load_seconds", row.LoadSeconds); w.WriteNumber("resident_bytes", row.Resident); w.WriteNumber("file_bytes", row.FileBytes);
                     w.WriteNumber("step_bytes", row.StepBytes);
+                    w.WriteString("lm_head", row.LmHead.ToString().ToLowerInvariant());
+                    w.WriteString("kv_cache", row.KvCache.ToString().ToLowerInvariant());
+                    w.WriteNumber("kv_bytes_per_token", row.KvBytesPerToken);
                     if (row.BandwidthGbps > 0)
                     {
                         w.WriteNumber("read_gbps", row.BandwidthGbps);
@@ -406,7 +426,8 @@ internal static class LmCommands
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
     }
 
-    private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps)
+    private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps,
+        DenseType LmHead, KvCacheType KvCache, long KvBytesPerToken)
     {
         public double BoundTps => BandwidthGbps * 1e9 / StepBytes;
     }
@@ -432,7 +453,7 @@ internal static class LmCommands
     /// layout (with <paramref name="lmHead"/>'s head), from its headers alone: no weight is read.</summary>
     internal static int Info(string path, string? tokenizer, string? lmHead)
     {
-        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, _ => null };
+        DenseType? head = lmHead switch { "f32" => DenseType.F32, "f16" => DenseType.F16, "int8" => DenseType.Int8, "q4" => DenseType.Q4, _ => null };
         var plan = ModelMemory.Of(path, head);
         var c = plan.Config;
         var inv = CultureInfo.InvariantCulture;
@@ -447,7 +468,7 @@ internal static class LmCommands
         Console.WriteLine($"embedding    {plan.EmbeddingType.ToString().ToLowerInvariant()} {c.VocabSize}x{c.Dim}, {MiB(plan.EmbeddingBytes)}; LM head {headText}{(head is null ? "" : $" (--lm-head {lmHead})")}");
         int ctx = Math.Min(c.ContextLength, 4096);
         string upTo = plan.UncertainBytes > 0 ? $" (or up to {(plan.UncertainBytes / 1024.0).ToString("F1", inv)} KiB less: TQ1_0/TQ2_0 matrices keep one scale when their blocks agree)" : "";
-        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token, {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
+        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token (f32; {(c.KvBytesPerToken(KvCacheType.F16) / 1024.0).ToString("F1", inv)} with --kv-cache f16), {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
         string full = ctx == c.ContextLength ? "" : $", {MiB(plan.TotalBytes(c.ContextLength))} at {c.ContextLength}";
         Console.WriteLine($"total        {MiB(plan.TotalBytes(ctx))} at {ctx} tokens{full} (weights in Rotor's layout and the KV cache; activations and buffers besides)");
         Console.WriteLine($"tokenizer    {(tok is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");

@@ -32,9 +32,11 @@ internal static class ServeCommand
         var threads = Validate.Threads();
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
+        var head = LmCommands.LmHeadOption();
+        var kvc = LmCommands.KvCacheOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -42,7 +44,7 @@ internal static class ServeCommand
             if (r.GetValue(body) <= 0) throw new RotorException($"--max-body-kb {r.GetValue(body)} must be positive");
             var apiKeys = (r.GetValue(keys) ?? []).ToList();
             if (Environment.GetEnvironmentVariable("ROTOR_API_KEY") is { Length: > 0 } envKey) apiKeys.Add(envKey);
-            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), null);
+            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
             SentenceEmbedder? embedder = null;
             Retriever? retriever = null;
@@ -70,7 +72,7 @@ internal static class ServeCommand
                 var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, retriever);
                 server.StartAsync().GetAwaiter().GetResult();
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken() * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
+                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
                 server.RunAsync().GetAwaiter().GetResult();
                 server.DisposeAsync().AsTask().GetAwaiter().GetResult();
                 return 0;

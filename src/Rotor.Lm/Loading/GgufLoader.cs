@@ -101,7 +101,7 @@ public static class GgufLoader
         DenseMatrix Dense(GgufTensorInfo t, int rows, int cols)
         {
             var type = t.Type switch { GgmlType.F32 or GgmlType.BF16 => DenseType.F32, _ => DenseType.F16 };
-            var m = DenseMatrix.Create(rows, cols, type);
+            var m = DenseMatrix.CreateUninitialized(rows, cols, type);   // every row is set below
             if (t.Type == GgmlType.F16)
             {
                 // F16 rows are copied as they are, in two halves at once.

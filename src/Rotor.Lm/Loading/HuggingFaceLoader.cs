@@ -125,7 +125,7 @@ public static class HuggingFaceLoader
         {
             var t = st.Get(name);
             CheckShape(t, rows, cols);
-            var m = DenseMatrix.Create(rows, cols, Dense(t));
+            var m = DenseMatrix.CreateUninitialized(rows, cols, Dense(t));   // every row is set below
             var row = new float[cols];
             for (int r = 0; r < rows; r++) { SafetensorsArchive.ReadFloats(t, (long)r * cols, row); m.SetRow(r, row); }
             return m;

@@ -165,10 +165,7 @@ public sealed class Decoder
             {
                 Rope(q, n, _c.Heads, pos0);
                 Rope(k, n, _c.KvHeads, pos0);
-                float[] kc = single.Keys(l), vc = single.Values(l);
-                k.CopyTo(kc.AsSpan(pos0 * kvd, n * kvd));
-                v.CopyTo(vc.AsSpan(pos0 * kvd, n * kvd));
-                _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+                Attend(single, l, q, k, v, n, pos0, scale, att);
             }
             else
             {
@@ -178,10 +175,7 @@ public sealed class Decoder
                     int pos = cache.Length;
                     Rope(q.Slice(i * qd, qd), 1, _c.Heads, pos);
                     Rope(k.Slice(i * kvd, kvd), 1, _c.KvHeads, pos);
-                    float[] kc = cache.Keys(l), vc = cache.Values(l);
-                    k.Slice(i * kvd, kvd).CopyTo(kc.AsSpan(pos * kvd, kvd));
-                    v.Slice(i * kvd, kvd).CopyTo(vc.AsSpan(pos * kvd, kvd));
-                    _attention.Attention(q.Slice(i * qd, qd), 1, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos, scale, att.Slice(i * qd, qd));
+                    Attend(cache, l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, pos, scale, att.Slice(i * qd, qd));
                 }
             }
             if (w.AttnSubNorm is not null) RmsNorm(att, w.AttnSubNorm, att, n, qd);
@@ -212,6 +206,27 @@ public sealed class Decoder
         }
         if (single is not null) single.Length = pos0 + n;
         else for (int i = 0; i < n; i++) perRow![i].Length++;
+    }
+
+    /// <summary>Stores the n rows of k and v at positions pos0.. of layer l of the cache (in its type) and runs the
+    /// attention of the n query rows over the cache.</summary>
+    private void Attend(KvCache cache, int l, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n, int pos0, float scale, Span<float> att)
+    {
+        int kvd = _c.KvDim;
+        if (cache.Type == KvCacheType.F16)
+        {
+            Half[] kc = cache.KeysF16(l), vc = cache.ValuesF16(l);
+            TensorPrimitives.ConvertToHalf(k[..(n * kvd)], kc.AsSpan(pos0 * kvd, n * kvd));
+            TensorPrimitives.ConvertToHalf(v[..(n * kvd)], vc.AsSpan(pos0 * kvd, n * kvd));
+            _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+        }
+        else
+        {
+            float[] kc = cache.Keys(l), vc = cache.Values(l);
+            k[..(n * kvd)].CopyTo(kc.AsSpan(pos0 * kvd, n * kvd));
+            v[..(n * kvd)].CopyTo(vc.AsSpan(pos0 * kvd, n * kvd));
+            _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+        }
     }
 
     /// <summary>Final norm and LM head for rows [first, first + rows) of _x into <paramref name="dst"/>.</summary>

@@ -1,32 +1,54 @@
 namespace Rotor.Lm;
 
+/// <summary>How a <see cref="KvCache"/> stores keys and values.</summary>
+public enum KvCacheType
+{
+    /// <summary>32-bit floats, 4 bytes a value.</summary>
+    F32 = 0,
+    /// <summary>IEEE halves, 2 bytes a value (rounded to nearest even when stored, widened exactly when read).</summary>
+    F16 = 1,
+}
+
 /// <summary>
-/// The keys and values of one sequence for every layer: K[layer] and V[layer] are (capacity, kvDim) float32, row t
-/// holding position t after the rotary embedding (keys) as the attention reads them. <see cref="Length"/> positions are
-/// filled; a new token goes at position Length.
+/// The keys and values of one sequence for every layer: K[layer] and V[layer] are (capacity, kvDim) in
+/// <see cref="Type"/>, row t holding position t after the rotary embedding (keys) as the attention reads them.
+/// <see cref="Length"/> positions are filled; a new token goes at position Length.
 /// </summary>
 public sealed class KvCache
 {
-    private readonly float[][] _k, _v;
+    private readonly float[][]? _k, _v;     // (layers)(capacity * kvDim), F32
+    private readonly Half[][]? _kh, _vh;    // (layers)(capacity * kvDim), F16
 
-    /// <summary>A cache for <paramref name="capacity"/> positions of a model shaped like <paramref name="config"/>.</summary>
-    public KvCache(ModelConfig config, int capacity)
+    /// <summary>A cache for <paramref name="capacity"/> positions of a model shaped like <paramref name="config"/>,
+    /// storing <paramref name="type"/> values.</summary>
+    public KvCache(ModelConfig config, int capacity, KvCacheType type = KvCacheType.F32)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (capacity <= 0) throw new RotorException($"context length {capacity} must be positive");
-        long bytes = config.KvBytesPerToken() * capacity;
+        if (type is not (KvCacheType.F32 or KvCacheType.F16)) throw new ArgumentOutOfRangeException(nameof(type), type, "unknown key/value cache type");
         if ((long)capacity * config.KvDim > Array.MaxLength)
             throw new RotorException($"a key/value cache of {capacity} positions x {config.KvDim} values a layer does not fit one array: use a shorter context");
-        Capacity = capacity; KvDim = config.KvDim;
-        _k = new float[config.Layers][]; _v = new float[config.Layers][];
-        for (int l = 0; l < config.Layers; l++) { _k[l] = new float[(long)capacity * KvDim]; _v[l] = new float[(long)capacity * KvDim]; }
-        Bytes = bytes;
+        Capacity = capacity; KvDim = config.KvDim; Type = type;
+        long n = (long)capacity * KvDim;
+        if (type == KvCacheType.F32)
+        {
+            _k = new float[config.Layers][]; _v = new float[config.Layers][];
+            for (int l = 0; l < config.Layers; l++) { _k[l] = new float[n]; _v[l] = new float[n]; }
+        }
+        else
+        {
+            _kh = new Half[config.Layers][]; _vh = new Half[config.Layers][];
+            for (int l = 0; l < config.Layers; l++) { _kh[l] = new Half[n]; _vh[l] = new Half[n]; }
+        }
+        Bytes = config.KvBytesPerToken(type) * capacity;
     }
 
     /// <summary>Positions the cache holds at most (the context length).</summary>
     public int Capacity { get; }
     /// <summary>Values a position takes in one layer's keys.</summary>
     public int KvDim { get; }
+    /// <summary>How keys and values are stored.</summary>
+    public KvCacheType Type { get; }
     /// <summary>Positions filled.</summary>
     public int Length { get; internal set; }
     /// <summary>Bytes the cache holds.</summary>
@@ -42,6 +64,8 @@ public sealed class KvCache
         Length = length;
     }
 
-    internal float[] Keys(int layer) => _k[layer];
-    internal float[] Values(int layer) => _v[layer];
+    internal float[] Keys(int layer) => _k![layer];
+    internal float[] Values(int layer) => _v![layer];
+    internal Half[] KeysF16(int layer) => _kh![layer];
+    internal Half[] ValuesF16(int layer) => _vh![layer];
 }

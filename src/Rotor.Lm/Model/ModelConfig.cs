@@ -78,4 +78,7 @@ public sealed record ModelConfig
 
     /// <summary>Bytes the key/value cache takes per token (float32 keys and values, every layer).</summary>
     public long KvBytesPerToken(int bytesPerValue = 4) => 2L * Layers * KvDim * bytesPerValue;
+
+    /// <summary>Bytes the key/value cache takes a token when it stores <paramref name="type"/> values.</summary>
+    public long KvBytesPerToken(KvCacheType type) => KvBytesPerToken(type == KvCacheType.F16 ? 2 : 4);
 }

@@ -40,7 +40,7 @@ public static class RandomModel
         {
             if (!ternary)
             {
-                var d = DenseMatrix.Create(rows, cols, embeddingType);
+                var d = DenseMatrix.CreateUninitialized(rows, cols, embeddingType);   // every row is set below
                 var row = new float[cols];
                 for (int r = 0; r < rows; r++) { Fill(row, rng, 1f / MathF.Sqrt(cols)); d.SetRow(r, row); }
                 return new LinearWeights(d);

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 namespace Rotor;
 
 /// <summary>
-/// A zeroed buffer whose first element is 64-byte aligned, so that SIMD loads of aligned rows never cross a cache line,
+/// A buffer (zeroed unless asked not to be) whose first element is 64-byte aligned, so that SIMD loads of aligned rows never cross a cache line,
 /// and whose address never changes: it can be handed to kernels. Small buffers are arrays on the pinned object heap.
 /// Larger ones asked for with <c>hugePages</c> (weight matrices) are native memory in 2 MiB-aligned regions marked
 /// <c>MADV_HUGEPAGE</c> on Linux before first touch: slices of a shared <see cref="HugePageArena"/> region up to 32 MiB,
@@ -26,7 +26,10 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
     private readonly long _nativeBytes;
     private readonly object? _region;   // the HugePageArena region of an arena slice
 
-    public AlignedArray(long length, bool hugePages = false)
+    /// <summary>A buffer of <paramref name="length"/> elements; with <paramref name="zeroed"/> false its contents are
+    /// undefined until written (for owners that write every element before reading any: their pages are then first
+    /// touched by those writes, once, instead of by a clear and again by the writes).</summary>
+    public AlignedArray(long length, bool hugePages = false, bool zeroed = true)
     {
         Check.NonNegative(length, nameof(length));
         int pad = (Alignment + sizeof(T) - 1) / sizeof(T);
@@ -38,7 +41,7 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
             if (bytes <= HugePageArena.RegionBytes)
             {
                 // Packed with other weight buffers into a huge-page region: no padding, the tail in huge pages too.
-                (nint p, _region) = HugePageArena.Rent(bytes);
+                (nint p, _region) = HugePageArena.Rent(bytes, zeroed);
                 _native = (void*)p;
                 return;
             }
@@ -48,11 +51,11 @@ internal sealed unsafe class AlignedArray<T> where T : unmanaged
             _native = NativeMemory.AlignedAlloc((nuint)bytes, (nuint)HugePageBytes);
             long whole = bytes / HugePageBytes * HugePageBytes;
             if (OperatingSystem.IsLinux()) _ = LinuxMemory.madvise(_native, (nuint)whole, LinuxMemory.MadvHugePage);   // advice only: ignore failure
-            NativeMemory.Clear(_native, (nuint)bytes);
+            if (zeroed) NativeMemory.Clear(_native, (nuint)bytes);
             GC.AddMemoryPressure(_nativeBytes);
             return;
         }
-        _array = GC.AllocateArray<T>((int)length + pad, pinned: true);
+        _array = zeroed ? GC.AllocateArray<T>((int)length + pad, pinned: true) : GC.AllocateUninitializedArray<T>((int)length + pad, pinned: true);
         nint addr = (nint)Unsafe.AsPointer(ref _array[0]);
         _offset = (int)(((Alignment - addr % Alignment) % Alignment) / sizeof(T));
     }

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace Rotor;
 
@@ -11,6 +12,9 @@ public enum DenseType
     F16 = 1,
     /// <summary>int8 with one float scale a row (absmax / 127), 1 byte a weight.</summary>
     Int8 = 2,
+    /// <summary>4-bit integers with one half-precision scale a block of 32 weights: 4.5 bits a weight
+    /// (layout in <see cref="DenseMatrix"/>).</summary>
+    Q4 = 3,
 }
 
 /// <summary>
@@ -18,11 +22,22 @@ public enum DenseType
 /// float models. Rows start on 64-byte boundaries: a row takes <see cref="RowStride"/> bytes, its padding is zero.
 /// For <see cref="DenseType.Int8"/> rows are padded to a multiple of 256 columns (the kernels then need no tail) and
 /// <c>W[r, c] = Scales[r] * q[r, c]</c> with <c>Scales[r] = max_c |W[r, c]| / 127</c>, q rounded half to even.
+/// <para><see cref="DenseType.Q4"/> (4.5 bits a weight): rows are padded to a multiple of 512 columns, a superblock
+/// each. Column <c>c = 512 s + 64 t + 4 l + e</c> (step t &lt; 8, lane l &lt; 16, e &lt; 4) is in block <c>16 s + l</c>
+/// of its row: the 32 columns of a block are the four-column groups that one 32-bit lane of a 64-byte vector meets
+/// over the eight 64-column steps of its superblock, so that a dot product accumulates each block in its own lane and
+/// applies the 16 block scales of a superblock with one vector multiply. The weight is
+/// <c>W[r, c] = BlockScales[r, 16 s + l] * (u - 8)</c> with the nibble u (0..15) in byte <c>256 s + 64 (t / 2) + 4 l + e</c>
+/// of the row, low nibble for even t, high for odd. Block quantization follows ggml's Q4_0: <c>d = m / -8</c> rounded
+/// to half, with m the block's weight of largest magnitude (its largest weight when that is at least minus its
+/// smallest, else its smallest); <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
+/// Block scales are a second buffer, <see cref="PaddedCols"/> / 32 halves a row.</para>
 /// </summary>
 public sealed unsafe class DenseMatrix
 {
     private readonly AlignedArray<byte> _data;
     private readonly float[] _scales;
+    private readonly AlignedArray<ushort>? _blockScales;
 
     /// <summary>Rows (output features, or vocabulary entries of an embedding).</summary>
     public int Rows { get; }
@@ -34,36 +49,63 @@ public sealed unsafe class DenseMatrix
     public int RowStride { get; }
     /// <summary>Per-row scales of an <see cref="DenseType.Int8"/> matrix (empty otherwise).</summary>
     public ReadOnlySpan<float> Scales => _scales;
+    /// <summary>Per-block scales of a <see cref="DenseType.Q4"/> matrix as half bits, <see cref="PaddedCols"/> / 32 a row
+    /// (empty otherwise).</summary>
+    public ReadOnlySpan<ushort> BlockScales => _blockScales is null ? default : _blockScales.Span;
     /// <summary>Bytes the matrix holds (rows with padding, plus scales).</summary>
-    public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float);
+    public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float) + (_blockScales is null ? 0 : (long)_blockScales.Length * sizeof(ushort));
+    /// <summary>Bytes one element takes (<see cref="DenseType.Q4"/>: 1, two weights a byte rounded up; its exact size is
+    /// <see cref="AllocatedBytes"/>).</summary>
+    public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, DenseType.Q4 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
+
+    /// <summary>Columns a <see cref="DenseType.Q4"/> superblock covers.</summary>
+    internal const int Q4SuperCols = 512;
+    /// <summary>Bytes of nibbles a <see cref="DenseType.Q4"/> superblock takes.</summary>
+    internal const int Q4SuperBytes = Q4SuperCols / 2;
+    /// <summary>Blocks (and block scales) a <see cref="DenseType.Q4"/> superblock holds.</summary>
+    internal const int Q4Blocks = 16;
     /// <summary>The <see cref="AllocatedBytes"/> a matrix of this shape and type will have, without making it (for
     /// memory estimates from file headers).</summary>
     public static long BytesFor(int rows, int cols, DenseType type)
     {
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
-        long padded = type == DenseType.Int8 ? ((long)cols + 255) / 256 * 256 : cols;
-        long stride = (padded * ElementBytes(type) + 63) / 64 * 64;
-        return rows * stride + (type == DenseType.Int8 ? rows * 4L : 0);
+        long padded = type switch
+        {
+            DenseType.Int8 => ((long)cols + 255) / 256 * 256,
+            DenseType.Q4 => ((long)cols + Q4SuperCols - 1) / Q4SuperCols * Q4SuperCols,
+            _ => cols,
+        };
+        long rowBytes = type == DenseType.Q4 ? padded / 2 : padded * ElementBytes(type);
+        long stride = (rowBytes + 63) / 64 * 64;
+        long extra = type switch { DenseType.Int8 => rows * 4L, DenseType.Q4 => rows * (padded / 32) * sizeof(ushort), _ => 0 };
+        return rows * stride + extra;
     }
-
-    /// <summary>Bytes one element takes.</summary>
-    public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
 
     internal byte* DataPointer => _data.Pointer;
     internal float[] ScaleArray => _scales;
-    /// <summary>Columns a row holds in memory (Int8: a multiple of 256; others: <see cref="Cols"/>).</summary>
-    internal int PaddedCols => Type == DenseType.Int8 ? (Cols + 255) / 256 * 256 : Cols;
+    internal ushort* BlockScalePointer => _blockScales is null ? null : _blockScales.Pointer;
+    /// <summary>Columns a row holds in memory (Int8: a multiple of 256; Q4: of 512; others: <see cref="Cols"/>).</summary>
+    internal int PaddedCols => Type switch
+    {
+        DenseType.Int8 => (Cols + 255) / 256 * 256,
+        DenseType.Q4 => (int)(((long)Cols + Q4SuperCols - 1) / Q4SuperCols * Q4SuperCols),
+        _ => Cols,
+    };
+    /// <summary>Superblocks a <see cref="DenseType.Q4"/> row holds.</summary>
+    internal int Q4Superblocks => PaddedCols / Q4SuperCols;
 
-    private DenseMatrix(int rows, int cols, DenseType type)
+    private DenseMatrix(int rows, int cols, DenseType type, bool zeroed = true)
     {
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
         Rows = rows; Cols = cols; Type = type;
-        long rowBytes = (long)PaddedCols * ElementBytes(type);
+        if (type == DenseType.Q4 && cols > int.MaxValue / 2) throw new RotorException($"dense matrix rows of {cols} values are too long");
+        long rowBytes = type == DenseType.Q4 ? PaddedCols / 2 : (long)PaddedCols * ElementBytes(type);
         long stride = (rowBytes + 63) / 64 * 64;
         if (stride > int.MaxValue / 2) throw new RotorException($"dense matrix rows of {cols} values are too long");
         RowStride = (int)stride;
-        _data = new AlignedArray<byte>((long)rows * RowStride, hugePages: true);
+        _data = new AlignedArray<byte>((long)rows * RowStride, hugePages: true, zeroed);
         _scales = type == DenseType.Int8 ? new float[rows] : [];
+        if (type == DenseType.Q4) _blockScales = new AlignedArray<ushort>((long)rows * (PaddedCols / 32), hugePages: true, zeroed);
     }
 
     /// <summary>A matrix of <paramref name="type"/> from float weights (rows x cols, row-major).</summary>
@@ -73,7 +115,7 @@ public sealed unsafe class DenseMatrix
         Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
         Check.Length(weights.Length, (long)rows * cols, nameof(weights));
         Check.Finite(weights, nameof(weights));
-        var m = new DenseMatrix(rows, cols, type);
+        var m = new DenseMatrix(rows, cols, type, zeroed: false);
         for (int r = 0; r < rows; r++) m.SetRow(r, weights.Slice(r * cols, cols));
         return m;
     }
@@ -81,12 +123,18 @@ public sealed unsafe class DenseMatrix
     /// <summary>An empty matrix to be filled row by row with <see cref="SetRow(int, ReadOnlySpan{float})"/> (a loader that converts while it reads).</summary>
     public static DenseMatrix Create(int rows, int cols, DenseType type) => new(rows, cols, type);
 
+    /// <summary>As <see cref="Create"/>, for a loader that writes every row with <c>SetRow</c> before the matrix is
+    /// read: the memory is not cleared first (rows not written hold undefined values), so a load touches each page of
+    /// the weights once.</summary>
+    public static DenseMatrix CreateUninitialized(int rows, int cols, DenseType type) => new(rows, cols, type, zeroed: false);
+
     /// <summary>Writes row <paramref name="row"/> from float values (converted to the element type).</summary>
     public void SetRow(int row, ReadOnlySpan<float> values)
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
         byte* p = _data.Pointer + (long)row * RowStride;
+        ClearRowTail(p);
         switch (Type)
         {
             case DenseType.F32:
@@ -106,7 +154,91 @@ public sealed unsafe class DenseMatrix
                     for (int c = 0; c < Cols; c++) q[c] = (sbyte)Math.Clamp(MathF.Round(values[c] * inv), -127f, 127f);
                     break;
                 }
+            case DenseType.Q4:
+                SetQ4Row(row, values, p, _blockScales!.Pointer + (long)row * (PaddedCols / 32));
+                break;
         }
+        GC.KeepAlive(this);
+    }
+
+    /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout: nibbles at <paramref name="nib"/>
+    /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.
+    /// A superblock at a time: the column-wise maximum and minimum over its 8 steps give each block's extremes, then
+    /// every weight is scaled by its block's 1 / d, rounded, clamped and offset in vectors, and pairs of steps are
+    /// packed into nibbles.</summary>
+    /// <exception cref="RotorException">A weight is NaN or infinite, or so large that its block's scale is not a finite
+    /// half (the kernels widen finite halves only).</exception>
+    private void SetQ4Row(int row, ReadOnlySpan<float> values, byte* nib, ushort* d)
+    {
+        Check.Finite(values, $"Q4 row {row}");
+        int supers = Q4Superblocks;
+        float* padded = stackalloc float[Q4SuperCols];
+        float* hi = stackalloc float[64], lo = stackalloc float[64], inv = stackalloc float[64];
+        byte* u = stackalloc byte[Q4SuperCols];
+        fixed (float* all = values)
+            for (int s = 0; s < supers; s++)
+            {
+                float* v = all + (long)s * Q4SuperCols;
+                int valid = Math.Min(Q4SuperCols, Cols - s * Q4SuperCols);
+                if (valid < Q4SuperCols)
+                {
+                    new ReadOnlySpan<float>(v, valid).CopyTo(new Span<float>(padded, Q4SuperCols));
+                    new Span<float>(padded + valid, Q4SuperCols - valid).Clear();
+                    v = padded;
+                }
+                // Column j of a step belongs to block j / 4.
+                for (int j = 0; j < 64; j++) { hi[j] = v[j]; lo[j] = v[j]; }
+                for (int t = 1; t < 8; t++)
+                    for (int j = 0; j < 64; j++) { hi[j] = MathF.Max(hi[j], v[64 * t + j]); lo[j] = MathF.Min(lo[j], v[64 * t + j]); }
+                for (int l = 0; l < Q4Blocks; l++)
+                {
+                    float max = MathF.Max(MathF.Max(hi[4 * l], hi[4 * l + 1]), MathF.Max(hi[4 * l + 2], hi[4 * l + 3]));
+                    float min = MathF.Min(MathF.Min(lo[4 * l], lo[4 * l + 1]), MathF.Min(lo[4 * l + 2], lo[4 * l + 3]));
+                    float m = max >= -min ? max : min;
+                    Half dh = (Half)(m / -8f);
+                    if (!Half.IsFinite(dh)) throw new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
+                    d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
+                    float df = (float)dh;
+                    float iv = df == 0 ? 0f : 1f / df;   // a zero scale quantizes every weight of the block to 0
+                    inv[4 * l] = iv; inv[4 * l + 1] = iv; inv[4 * l + 2] = iv; inv[4 * l + 3] = iv;
+                }
+                QuantizeQ4(v, inv, u);
+                byte* dst = nib + (long)s * Q4SuperBytes;
+                for (int k = 0; k < 4; k++)
+                    for (int j = 0; j < 64; j++) dst[64 * k + j] = (byte)(u[128 * k + j] | (u[128 * k + 64 + j] << 4));
+            }
+    }
+
+    /// <summary><c>u[i] = clamp(round_half_even(v[i] * inv[i mod 64]), -8, 7) + 8</c> for the 512 values of a superblock.</summary>
+    private static void QuantizeQ4(float* v, float* inv, byte* u)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lowest = Vector256.Create(-8f);
+            var highest = Vector256.Create(7f);
+            var eight = Vector256.Create(8);
+            for (; i < Q4SuperCols; i += 16)
+            {
+                var a = Vector256.Load(v + i) * Vector256.Load(inv + i % 64);
+                var b = Vector256.Load(v + i + 8) * Vector256.Load(inv + i % 64 + 8);
+                var qa = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(a), lowest, highest)) + eight;
+                var qb = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(b), lowest, highest)) + eight;
+                var s16 = Vector256.Narrow(qa, qb);
+                Vector128.Narrow(s16.GetLower(), s16.GetUpper()).AsByte().Store(u + i);
+            }
+        }
+        for (; i < Q4SuperCols; i++) u[i] = (byte)((int)Math.Clamp(MathF.Round(v[i] * inv[i % 64]), -8f, 7f) + 8);
+    }
+
+    /// <summary>Weight <paramref name="c"/> of a <see cref="DenseType.Q4"/> row (nibbles at <paramref name="nib"/>, block
+    /// scales at <paramref name="d"/>).</summary>
+    internal static float Q4Weight(byte* nib, ushort* d, int c)
+    {
+        int s = c / Q4SuperCols, t = (c % Q4SuperCols) / 64, j = c % 64;
+        int b = nib[s * Q4SuperBytes + 64 * (t >> 1) + j];
+        int u = (t & 1) == 0 ? b & 0xF : b >> 4;
+        return (float)BitConverter.UInt16BitsToHalf(d[s * Q4Blocks + j / 4]) * (u - 8);
     }
 
     /// <summary>Writes row <paramref name="row"/> of an <see cref="DenseType.F16"/> matrix from half values as they are
@@ -117,7 +249,19 @@ public sealed unsafe class DenseMatrix
         if (Type != DenseType.F16) throw new InvalidOperationException($"SetRow(Half) needs an F16 matrix, this one is {Type}");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
+        ClearRowTail(_data.Pointer + (long)row * RowStride);
         values.CopyTo(new Span<Half>(_data.Pointer + (long)row * RowStride, Cols));
+        GC.KeepAlive(this);
+    }
+
+    /// <summary>Zeroes the bytes of the row at <paramref name="p"/> past its F32 or F16 values (the stride's padding):
+    /// with the values, SetRow then writes every byte of the row, which <see cref="CreateUninitialized"/> relies on.
+    /// Int8 and Q4 rows fill their whole stride themselves.</summary>
+    private void ClearRowTail(byte* p)
+    {
+        if (Type is DenseType.Int8 or DenseType.Q4) return;
+        int used = Cols * ElementBytes(Type);
+        new Span<byte>(p + used, RowStride - used).Clear();
     }
 
     /// <summary>Row <paramref name="row"/> as floats (an embedding lookup).</summary>
@@ -135,6 +279,12 @@ public sealed unsafe class DenseMatrix
                     var q = new ReadOnlySpan<sbyte>(p, Cols);
                     float s = _scales[row];
                     for (int c = 0; c < Cols; c++) dst[c] = q[c] * s;
+                    break;
+                }
+            case DenseType.Q4:
+                {
+                    ushort* d = _blockScales!.Pointer + (long)row * (PaddedCols / 32);
+                    for (int c = 0; c < Cols; c++) dst[c] = Q4Weight(p, d, c);
                     break;
                 }
         }

@@ -21,9 +21,9 @@ internal static unsafe class HugePageArena
     /// <summary>Regions alive (for tests).</summary>
     public static int LiveRegions { get; private set; }
 
-    /// <summary>A zeroed, 64-byte aligned slice of <paramref name="bytes"/> (at most <see cref="RegionBytes"/>), and the
-    /// region to give it back to with <see cref="Release"/>.</summary>
-    public static (nint Pointer, object Region) Rent(long bytes)
+    /// <summary>A 64-byte aligned slice of <paramref name="bytes"/> (at most <see cref="RegionBytes"/>), zeroed unless
+    /// <paramref name="zeroed"/> is false, and the region to give it back to with <see cref="Release"/>.</summary>
+    public static (nint Pointer, object Region) Rent(long bytes, bool zeroed = true)
     {
         if (bytes <= 0 || bytes > RegionBytes) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"a slice must be 1 to {RegionBytes} bytes");
         long size = (bytes + 63) & ~63L;
@@ -38,7 +38,7 @@ internal static unsafe class HugePageArena
             r.Live++;
         }
         byte* p = r.Base + offset;
-        NativeMemory.Clear(p, (nuint)bytes);
+        if (zeroed) NativeMemory.Clear(p, (nuint)bytes);
         return ((nint)p, r);
     }
 

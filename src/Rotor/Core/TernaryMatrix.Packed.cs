@@ -7,7 +7,7 @@ public sealed partial class TernaryMatrix
     /// <summary>
     /// Builds a matrix from rows already in the compute layout <see cref="TernaryFormat.I2_256"/> (see the class
     /// remarks): <paramref name="fill"/> writes row r's <see cref="RowBytes"/> bytes into the span it is given, codes
-    /// w + 1 in 0..2, padding columns as code 1. Every byte is checked for the invalid code 3 afterwards. This is how
+    /// w + 1 in 0..2; the span starts as code 1 everywhere (w = 0), so bytes it leaves alone are zero weights. Every byte is checked for the invalid code 3 afterwards. This is how
     /// loaders convert other 2-bit layouts (GGUF TQ2_0, I2_S) a row at a time without a trit array.
     /// </summary>
     /// <exception cref="RotorException">A row holds code 3 (the message names <paramref name="where"/> and the row).</exception>
@@ -23,6 +23,7 @@ public sealed partial class TernaryMatrix
         for (int r = 0; r < rows; r++)
         {
             Span<byte> row = m._data.Span.Slice(r * m.RowBytes, m.RowBytes);
+            row.Fill(0x55);   // code 1 (w = 0) in every pair, padding included: a filler need not write the padding
             fill(r, row);
             if (HasCode3(row)) throw new RotorException($"{where}: row {r} holds the invalid 2-bit code 3");
         }

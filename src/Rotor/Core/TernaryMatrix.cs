@@ -63,9 +63,11 @@ public sealed unsafe partial class TernaryMatrix
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"a ternary matrix needs positive dimensions, got {rows}x{cols}");
         Rows = rows; Cols = cols; ScaleMode = mode;
         PaddedCols = (int)(((long)cols + BlockCols - 1) / BlockCols * BlockCols);
-        _data = new AlignedArray<byte>((long)rows * RowBytes, hugePages: true);
+        // Uninitialized: every factory writes every byte of every row before it returns the matrix (SetRow packs a
+        // whole row, padding included; FromPackedRows sets a row to code 1 just before its filler writes it), so a
+        // load touches each page of the weights once, by those writes.
+        _data = new AlignedArray<byte>((long)rows * RowBytes, hugePages: true, zeroed: false);
         _scales = new float[mode == ScaleMode.PerRow ? rows : 1];
-        _data.Span.Fill(0x55); // code 1 (w = 0) in every pair, padding included
     }
 
     /// <summary>Scale of row <paramref name="row"/>.</summary>

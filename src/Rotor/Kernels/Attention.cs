@@ -15,6 +15,11 @@ public interface IAttentionBackend
     /// </summary>
     void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
         ReadOnlySpan<float> k, ReadOnlySpan<float> v, int kvStride, int startPos, float scale, Span<float> output);
+
+    /// <summary>As the float overload, over keys and values stored in half precision (a cache of half the bytes):
+    /// each key and value is widened to float exactly before it is used; q, the scores and out stay float.</summary>
+    void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<Half> k, ReadOnlySpan<Half> v, int kvStride, int startPos, float scale, Span<float> output);
 }
 
 /// <summary>The CPU attention kernel: one task a (query row, head) pair, split over the worker threads.</summary>
@@ -23,6 +28,7 @@ internal static unsafe class AttentionKernel
     private sealed class Job : IParallelWork
     {
         public float* Q, K, V, Out;
+        public ushort* KH, VH;   // half keys and values (then K and V are null)
         public int M, Heads, KvHeads, HeadDim, KvStride, StartPos;
         public float Scale;
         public bool Reference;
@@ -37,6 +43,7 @@ internal static unsafe class AttentionKernel
             var q = new ReadOnlySpan<float>(Q + ((long)i * Heads + h) * HeadDim, HeadDim);
             var scores = s.AsSpan(0, n);
             var o = new Span<float>(Out + ((long)i * Heads + h) * HeadDim, HeadDim);
+            if (KH != null) { ExecuteHalf(q, scores, o, g, n); return; }
             if (Reference)
             {
                 float max = float.NegativeInfinity;
@@ -69,6 +76,50 @@ internal static unsafe class AttentionKernel
             for (int t = 0; t < n; t++)
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(V + (long)t * KvStride + g * HeadDim, HeadDim), scores[t], o, o);
         }
+
+        /// <summary>One (row, head) over half keys and values: the same steps as the float path, each key or value
+        /// row widened exactly (<see cref="DenseGemm.DotF16"/>, <see cref="DenseGemm.WidenF16"/>).</summary>
+        private void ExecuteHalf(ReadOnlySpan<float> q, Span<float> scores, Span<float> o, int g, int n)
+        {
+            if (Reference)
+            {
+                float max = float.NegativeInfinity;
+                for (int t = 0; t < n; t++)
+                {
+                    Half* kr = (Half*)KH + (long)t * KvStride + g * HeadDim;
+                    float d = 0;
+                    for (int j = 0; j < HeadDim; j++) d += q[j] * (float)kr[j];
+                    scores[t] = d * Scale;
+                    max = MathF.Max(max, scores[t]);
+                }
+                float sum = 0;
+                for (int t = 0; t < n; t++) { scores[t] = MathF.Exp(scores[t] - max); sum += scores[t]; }
+                o.Clear();
+                for (int t = 0; t < n; t++)
+                {
+                    Half* vr = (Half*)VH + (long)t * KvStride + g * HeadDim;
+                    float p = scores[t] / sum;
+                    for (int j = 0; j < HeadDim; j++) o[j] += p * (float)vr[j];
+                }
+                return;
+            }
+            fixed (float* qp = q)
+                for (int t = 0; t < n; t++)
+                    scores[t] = DenseGemm.DotF16(KH + (long)t * KvStride + g * HeadDim, qp, HeadDim) * Scale;
+            TensorPrimitives.Subtract(scores, TensorPrimitives.Max(scores), scores);
+            TensorPrimitives.Exp(scores, scores);
+            TensorPrimitives.Divide(scores, TensorPrimitives.Sum(scores), scores);
+            o.Clear();
+            float[] row = t_row is { } b && b.Length >= HeadDim ? b : (t_row = new float[HeadDim]);
+            fixed (float* rp = row)
+                for (int t = 0; t < n; t++)
+                {
+                    DenseGemm.WidenF16(VH + (long)t * KvStride + g * HeadDim, rp, HeadDim);
+                    TensorPrimitives.MultiplyAdd(row.AsSpan(0, HeadDim), scores[t], o, o);
+                }
+        }
+
+        [ThreadStatic] private static float[]? t_row;
     }
 
     [ThreadStatic] private static Job? t_job;
@@ -76,25 +127,44 @@ internal static unsafe class AttentionKernel
     public static void Run(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
         ReadOnlySpan<float> k, ReadOnlySpan<float> v, int kvStride, int startPos, float scale, Span<float> output, KernelPath path, WorkerPool pool)
     {
+        CheckArguments(q.Length, m, heads, kvHeads, headDim, k.Length, v.Length, kvStride, startPos, output.Length);
+        fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = output)
+            Start(qp, kp, vp, null, null, m, heads, kvHeads, headDim, kvStride, startPos, scale, op, path, pool);
+    }
+
+    /// <summary>The half-precision cache form of <see cref="Run(ReadOnlySpan{float}, int, int, int, int, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, KernelPath, WorkerPool)"/>.</summary>
+    public static void Run(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<Half> k, ReadOnlySpan<Half> v, int kvStride, int startPos, float scale, Span<float> output, KernelPath path, WorkerPool pool)
+    {
+        CheckArguments(q.Length, m, heads, kvHeads, headDim, k.Length, v.Length, kvStride, startPos, output.Length);
+        fixed (float* qp = q) fixed (Half* kp = k) fixed (Half* vp = v) fixed (float* op = output)
+            Start(qp, null, null, (ushort*)kp, (ushort*)vp, m, heads, kvHeads, headDim, kvStride, startPos, scale, op, path, pool);
+    }
+
+    private static void CheckArguments(int qLength, int m, int heads, int kvHeads, int headDim, int kLength, int vLength, int kvStride, int startPos, int outLength)
+    {
         Check.Positive(m, nameof(m)); Check.Positive(heads, nameof(heads)); Check.Positive(kvHeads, nameof(kvHeads)); Check.Positive(headDim, nameof(headDim));
         Check.NonNegative(startPos, nameof(startPos));
         if (heads % kvHeads != 0) throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})");
         if (kvStride < kvHeads * headDim) throw new ArgumentException($"kvStride {kvStride} is shorter than kvHeads * headDim = {kvHeads * headDim}");
-        Check.AtLeast(q.Length, (long)m * heads * headDim, nameof(q));
-        Check.AtLeast(output.Length, (long)m * heads * headDim, nameof(output));
+        Check.AtLeast(qLength, (long)m * heads * headDim, "q");
+        Check.AtLeast(outLength, (long)m * heads * headDim, "output");
         long positions = (long)startPos + m;
-        Check.AtLeast(k.Length, (positions - 1) * kvStride + kvHeads * headDim, nameof(k));
-        Check.AtLeast(v.Length, (positions - 1) * kvStride + kvHeads * headDim, nameof(v));
-        fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = output)
-        {
-            var job = t_job ??= new Job();
-            job.Q = qp; job.K = kp; job.V = vp; job.Out = op;
-            job.M = m; job.Heads = heads; job.KvHeads = kvHeads; job.HeadDim = headDim; job.KvStride = kvStride;
-            job.StartPos = startPos; job.Scale = scale; job.Reference = path == KernelPath.Reference;
-            int tasks = m * heads;
-            // Short contexts cost less than waking the workers.
-            if (pool.Threads == 1 || positions * headDim * tasks < 1 << 16) for (int t = 0; t < tasks; t++) job.Execute(t);
-            else pool.Run(job, tasks);
-        }
+        Check.AtLeast(kLength, (positions - 1) * kvStride + kvHeads * headDim, "k");
+        Check.AtLeast(vLength, (positions - 1) * kvStride + kvHeads * headDim, "v");
+    }
+
+    private static void Start(float* qp, float* kp, float* vp, ushort* kh, ushort* vh, int m, int heads, int kvHeads, int headDim,
+        int kvStride, int startPos, float scale, float* op, KernelPath path, WorkerPool pool)
+    {
+        long positions = (long)startPos + m;
+        var job = t_job ??= new Job();
+        job.Q = qp; job.K = kp; job.V = vp; job.KH = kh; job.VH = vh; job.Out = op;
+        job.M = m; job.Heads = heads; job.KvHeads = kvHeads; job.HeadDim = headDim; job.KvStride = kvStride;
+        job.StartPos = startPos; job.Scale = scale; job.Reference = path == KernelPath.Reference;
+        int tasks = m * heads;
+        // Short contexts cost less than waking the workers.
+        if (pool.Threads == 1 || positions * headDim * tasks < 1 << 16) for (int t = 0; t < tasks; t++) job.Execute(t);
+        else pool.Run(job, tasks);
     }
 }

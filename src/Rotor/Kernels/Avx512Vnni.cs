@@ -193,6 +193,7 @@ internal static unsafe class VnniCode
     private static readonly nint[] s_tiles = new nint[(Avx512VnniKernels.MR + 1) * (Avx512VnniKernels.NR + 1)];
     private static readonly nint s_rows;
     private static readonly nint s_rows2;
+    private static readonly nint[] s_q4 = new nint[DenseQ4.MaxRows + 1];
 
     /// <summary>Why the VNNI path cannot run here (null when it can).</summary>
     public static string? UnavailableReason { get; }
@@ -219,12 +220,14 @@ internal static unsafe class VnniCode
                 for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) Add(EmitTile(mr, nr));
             Add(EmitRows());
             Add(EmitRows2());
+            for (int mr = 1; mr <= DenseQ4.MaxRows; mr++) Add(EmitQ4(mr));
             nint page = ExecutableCode.Map(parts, offsets, at);
             int q = 0;
             for (int mr = 1; mr <= Avx512VnniKernels.MR; mr++)
                 for (int nr = 1; nr <= Avx512VnniKernels.NR; nr++) s_tiles[mr * (Avx512VnniKernels.NR + 1) + nr] = page + offsets[q++];
             s_rows = page + offsets[q];
             s_rows2 = page + offsets[q + 1];
+            for (int mr = 1; mr <= DenseQ4.MaxRows; mr++) s_q4[mr] = page + offsets[q + 1 + mr];
         }
         catch (Exception e) when (e is RotorException or InvalidOperationException or ArgumentException)
         {
@@ -422,6 +425,74 @@ internal static unsafe class VnniCode
             a.vpdpbusd(Z[acc + s], c, __zmmword_ptr[r11 + xOffset + 64 * s]);
         }
     }
+
+    private static readonly AssemblerRegisterYMM[] Y = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
+
+    /// <summary>
+    /// <c>void q4(byte* w, ushort* d, nint supers, byte* xg, nint nrows, float* y)</c>: <see cref="DenseQ4"/>'s
+    /// contract for mr activation rows (fixed per kernel). Per superblock: the 256 bytes of nibbles are loaded once
+    /// (zmm16..19) and split into the 8 steps' codes (zmm20..27); the 16 half block scales widen with vcvtph2ps
+    /// (zmm28); for each activation row, its corrections start the int32 lanes (zmm0..), eight vpdpbusd with the
+    /// activations as memory operands add the blocks' products, and one multiply-add by the scales moves them into
+    /// the row's float lanes (zmm8..15). nrows, supers &gt;= 1; weight rows and scale rows follow each other.
+    /// </summary>
+    private static byte[] EmitQ4(int mr)
+    {
+        var a = new Assembler(64);
+        a.mov(eax, 0x0F);
+        a.vpbroadcastb(zmm31, eax);
+        Label row = a.CreateLabel(), sb = a.CreateLabel();
+        int rowSuper = mr * Q4Activations.RowSuperBytes;
+        a.Label(ref row);
+        for (int i = 0; i < mr; i++) a.vpxord(Z[8 + i], Z[8 + i], Z[8 + i]);
+        a.mov(r10, rcx);                                       // activation cursor
+        a.mov(r11, rdx);                                       // superblocks left
+        a.Label(ref sb);
+        for (int k = 0; k < 4; k++) a.vmovdqu64(Z[16 + k], __zmmword_ptr[rdi + 64 * k]);
+        for (int k = 0; k < 4; k++)
+        {
+            a.vpandd(Z[20 + 2 * k], Z[16 + k], zmm31);
+            a.vpsrlw(Z[21 + 2 * k], Z[16 + k], 4);
+            a.vpandd(Z[21 + 2 * k], Z[21 + 2 * k], zmm31);
+        }
+        a.vcvtph2ps(zmm28, __ymmword_ptr[rsi]);
+        for (int i = 0; i < mr; i++)
+        {
+            a.vmovdqu32(Z[i], __zmmword_ptr[r10 + DenseQ4.CorrBytes * i]);
+            for (int t = 0; t < 8; t++)
+                a.vpdpbusd(Z[i], Z[20 + t], __zmmword_ptr[r10 + DenseQ4.CorrBytes * mr + DenseMatrix.Q4SuperCols * i + 64 * t]);
+            a.vcvtdq2ps(Z[i], Z[i]);
+            a.vfmadd231ps(Z[8 + i], Z[i], zmm28);
+        }
+        a.add(rdi, DenseMatrix.Q4SuperBytes);
+        a.add(rsi, 2 * DenseMatrix.Q4Blocks);
+        a.add(r10, rowSuper);
+        a.dec(r11);
+        a.jnz(sb);
+        for (int i = 0; i < mr; i++)
+        {
+            a.vextractf64x4(ymm0, Z[8 + i], 1);
+            a.vaddps(ymm0, ymm0, Y[8 + i]);
+            a.vextractf128(xmm1, ymm0, 1);
+            a.vaddps(xmm0, xmm0, xmm1);
+            a.vmovhlps(xmm1, xmm0, xmm0);
+            a.vaddps(xmm0, xmm0, xmm1);
+            a.vmovshdup(xmm1, xmm0);
+            a.vaddss(xmm0, xmm0, xmm1);
+            a.vmovss(__dword_ptr[r9 + 4 * i], xmm0);
+        }
+        a.add(r9, 4 * mr);
+        a.dec(r8);
+        a.jnz(row);
+        a.vzeroupper();
+        a.ret();
+        return Assemble(a);
+    }
+
+    /// <summary>Runs the Q4 kernel for <paramref name="mr"/> activation rows; see <see cref="EmitQ4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Q4(int mr, byte* w, ushort* d, nint supers, byte* xg, nint nrows, float* y) =>
+        ((delegate* unmanaged[SuppressGCTransition]<byte*, ushort*, nint, byte*, nint, float*, void>)s_q4[mr])(w, d, supers, xg, nrows, y);
 
     /// <summary>Runs the (mr, nr) register tile; see <see cref="EmitTile"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -3,6 +3,7 @@ namespace Rotor.Kernels;
 public sealed partial class CpuBackend
 {
     private QuantizedActivations? _denseScratch;
+    private readonly Q4Activations _q4Scratch = new();
     private readonly object _denseLock = new();
 
     /// <inheritdoc/>
@@ -12,6 +13,15 @@ public sealed partial class CpuBackend
         if (x.IsEmpty || x.Length % w.Cols != 0) throw new ArgumentException($"x has {x.Length} values, expected a positive multiple of W's {w.Cols} columns", nameof(x));
         int m = x.Length / w.Cols;
         Check.AtLeast(y.Length, (long)m * w.Rows, nameof(y));
+        if (w.Type == DenseType.Q4)
+        {
+            lock (_denseLock)
+            {
+                _q4Scratch.Pack(x, m, w.Cols, w.PaddedCols);
+                DenseGemm.Gemm(w, x, m, null, y, Path, _pool, _q4Scratch);
+            }
+            return;
+        }
         if (w.Type != DenseType.Int8)
         {
             DenseGemm.Gemm(w, x, m, null, y, Path, _pool);
@@ -32,5 +42,10 @@ public sealed partial class CpuBackend : IAttentionBackend
     /// <inheritdoc/>
     public void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
         ReadOnlySpan<float> k, ReadOnlySpan<float> v, int kvStride, int startPos, float scale, Span<float> output)
+        => AttentionKernel.Run(q, m, heads, kvHeads, headDim, k, v, kvStride, startPos, scale, output, Path, _pool);
+
+    /// <inheritdoc/>
+    public void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<Half> k, ReadOnlySpan<Half> v, int kvStride, int startPos, float scale, Span<float> output)
         => AttentionKernel.Run(q, m, heads, kvHeads, headDim, k, v, kvStride, startPos, scale, output, Path, _pool);
 }

@@ -11,7 +11,10 @@ namespace Rotor.Kernels;
 /// F32 and F16 weights multiply float activations (F16 rows are widened to float a row at a time, so a row is read
 /// once for all m activations). Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
 /// products do): <c>y[i, r] = xScale[i] * wScale[r] * sum_j q[r, j] * xq[i, j]</c>, exact in 32-bit integers since
-/// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2.
+/// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2. Q4 weights multiply the same int8 activations, packed
+/// by <see cref="Q4Activations"/>, through the path's <see cref="DenseQ4"/> kernel.
+/// Every type reads W once a call: a weight row (or a chunk of rows, for Q4) meets every activation row while it is in
+/// the cache.
 /// </summary>
 internal static unsafe class DenseGemm
 {
@@ -53,6 +56,78 @@ internal static unsafe class DenseGemm
             acc += Vector128.WidenLower(lo) + Vector128.WidenUpper(lo) + Vector128.WidenLower(hi) + Vector128.WidenUpper(hi);
         }
         return Vector128.Sum(acc);
+    }
+
+    /// <summary>Four int8 dot products with one weight row, <c>sums[i] = sum_j w[j] * x[i * xStride + j]</c> for
+    /// i &lt; 4, over n values (a multiple of 256), scalar: the oracle of the four-row kernels.</summary>
+    public static void DotInt8x4Reference(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        for (int i = 0; i < 4; i++) sums[i] = DotInt8Reference(w, x + i * xStride, n);
+    }
+
+    /// <summary>AVX2, four activation rows a weight load: |w| is formed once and multiplies each row's x with w's
+    /// sign (vpsignb), as <see cref="DotInt8Avx2"/> does for one.</summary>
+    public static void DotInt8x4Avx2(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector256<int> a0 = Vector256<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        Vector256<short> ones = Vector256.Create((short)1);
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 32)
+        {
+            Vector256<sbyte> wv = Avx.LoadVector256(w + j);
+            Vector256<byte> aw = Avx2.Abs(wv);
+            a0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x0 + j), wv)), ones);
+            a1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x1 + j), wv)), ones);
+            a2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x2 + j), wv)), ones);
+            a3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx.LoadVector256(x3 + j), wv)), ones);
+        }
+        sums[0] = Vector256.Sum(a0); sums[1] = Vector256.Sum(a1); sums[2] = Vector256.Sum(a2); sums[3] = Vector256.Sum(a3);
+    }
+
+    /// <summary>AVX-512 BW, four activation rows a weight load: AVX-512 has no vpsignb, so each row's x takes w's sign
+    /// by a masked negation (x is never -128, so -x fits); |w| times that with vpmaddubsw (pairs at most 2 * 127^2,
+    /// which fits 16 bits), widened with vpmaddwd.</summary>
+    public static void DotInt8x4Avx512(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector512<int> a0 = Vector512<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        Vector512<short> ones = Vector512.Create((short)1);
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 64)
+        {
+            Vector512<sbyte> wv = Vector512.Load(w + j);
+            Vector512<byte> aw = Avx512BW.Abs(wv);
+            Vector512<sbyte> neg = Vector512.LessThan(wv, Vector512<sbyte>.Zero);
+            Vector512<sbyte> v0 = Vector512.Load(x0 + j), v1 = Vector512.Load(x1 + j), v2 = Vector512.Load(x2 + j), v3 = Vector512.Load(x3 + j);
+            a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v0, v0)), ones);
+            a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v1, v1)), ones);
+            a2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v2, v2)), ones);
+            a3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(aw, Vector512.ConditionalSelect(neg, -v3, v3)), ones);
+        }
+        sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
+    }
+
+    /// <summary>Any platform, four activation rows a weight load: w is widened to 16 bits once for the four rows.</summary>
+    public static void DotInt8x4Portable(sbyte* w, sbyte* x, long xStride, int n, int* sums)
+    {
+        Vector128<int> a0 = Vector128<int>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        sbyte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int j = 0; j < n; j += 16)
+        {
+            Vector128<sbyte> wv = Vector128.Load(w + j);
+            Vector128<short> wl = Vector128.WidenLower(wv), wh = Vector128.WidenUpper(wv);
+            a0 += Products(wl, wh, Vector128.Load(x0 + j));
+            a1 += Products(wl, wh, Vector128.Load(x1 + j));
+            a2 += Products(wl, wh, Vector128.Load(x2 + j));
+            a3 += Products(wl, wh, Vector128.Load(x3 + j));
+        }
+        sums[0] = Vector128.Sum(a0); sums[1] = Vector128.Sum(a1); sums[2] = Vector128.Sum(a2); sums[3] = Vector128.Sum(a3);
+
+        // |product| <= 127^2 fits 16 bits; the four widened quarters add in 32.
+        static Vector128<int> Products(Vector128<short> wl, Vector128<short> wh, Vector128<sbyte> xv)
+        {
+            Vector128<short> lo = wl * Vector128.WidenLower(xv), hi = wh * Vector128.WidenUpper(xv);
+            return Vector128.WidenLower(lo) + Vector128.WidenUpper(lo) + Vector128.WidenLower(hi) + Vector128.WidenUpper(hi);
+        }
     }
 
     private static readonly float Pow2To112 = BitConverter.Int32BitsToSingle((127 + 112) << 23);
@@ -186,6 +261,9 @@ internal static unsafe class DenseGemm
         public int RowsPerTask;
         public bool Reference;
         public delegate*<sbyte*, sbyte*, int, int> Dot;
+        public delegate*<sbyte*, sbyte*, long, int, int*, void> Dot4;
+        public delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4;
+        public Q4Activations? X4;
         [ThreadStatic] private static float[]? t_row;
 
         public void Execute(int task)
@@ -242,13 +320,46 @@ internal static unsafe class DenseGemm
                     }
                 case DenseType.Int8:
                     {
+                        // Each weight row meets every activation row while it is in L1, four at a time: W is read
+                        // from memory once whatever the batch, and |w| is formed once for four rows.
                         int n = w.PaddedCols;
                         float[] ws = w.ScaleArray;
+                        int* four = stackalloc int[4];
                         for (int r = r0; r < r1; r++)
                         {
                             sbyte* p = (sbyte*)(data + (long)r * w.RowStride);
-                            for (int i = 0; i < M; i++)
+                            int i = 0;
+                            for (; i + 4 <= M; i += 4)
+                            {
+                                Dot4(p, Xq + (long)i * XqStride, XqStride, n, four);
+                                for (int q = 0; q < 4; q++) Y[(long)(i + q) * YStride + r] = four[q] * XScale[i + q] * ws[r];
+                            }
+                            for (; i < M; i++)
                                 Y[(long)i * YStride + r] = Dot(p, Xq + (long)i * XqStride, n) * XScale[i] * ws[r];
+                        }
+                        break;
+                    }
+                case DenseType.Q4:
+                    {
+                        // Chunks of Q4Chunk rows (46 KB at 2560 columns: they stay in L2) meet every group of
+                        // activation rows, so W is read from memory once whatever the batch.
+                        Q4Activations x4 = X4!;
+                        int supers = w.Q4Superblocks;
+                        float[] xs = x4.Scales;
+                        float* tmp = stackalloc float[Q4Chunk * DenseQ4.MaxRows];
+                        ushort* d = w.BlockScalePointer;
+                        for (int c0 = r0; c0 < r1; c0 += Q4Chunk)
+                        {
+                            int rows = Math.Min(Q4Chunk, r1 - c0);
+                            byte* wr = data + (long)c0 * w.RowStride;
+                            ushort* dr = d + (long)c0 * supers * DenseMatrix.Q4Blocks;
+                            for (int g = 0; g < M; g += DenseQ4.MaxRows)
+                            {
+                                int mr = Math.Min(DenseQ4.MaxRows, M - g);
+                                DotQ4(wr, dr, supers, x4.Group(g), mr, rows, tmp);
+                                for (int rr = 0; rr < rows; rr++)
+                                    for (int i = 0; i < mr; i++) Y[(long)(g + i) * YStride + c0 + rr] = tmp[rr * mr + i] * xs[g + i];
+                            }
                         }
                         break;
                     }
@@ -258,15 +369,24 @@ internal static unsafe class DenseGemm
 
     [ThreadStatic] private static Job? t_job;
 
-    /// <summary>y (m x w.Rows) = x (m x w.Cols) W^T; <paramref name="xq"/> holds the int8 rows of x when W is Int8.</summary>
-    public static void Gemm(DenseMatrix w, ReadOnlySpan<float> x, int m, QuantizedActivations? xq, Span<float> y, KernelPath path, WorkerPool pool)
+    /// <summary>Weight rows of a Q4 kernel call.</summary>
+    private const int Q4Chunk = 32;
+
+    /// <summary>y (m x w.Rows) = x (m x w.Cols) W^T; <paramref name="xq"/> holds the int8 rows of x when W is Int8,
+    /// <paramref name="x4"/> the packed ones when W is Q4.</summary>
+    public static void Gemm(DenseMatrix w, ReadOnlySpan<float> x, int m, QuantizedActivations? xq, Span<float> y, KernelPath path, WorkerPool pool, Q4Activations? x4 = null)
     {
+        if (w.Type == DenseType.Q4 && (x4 is null || x4.Rows != m || x4.Supers != w.Q4Superblocks))
+            throw new ArgumentException("a Q4 product needs the activations packed for it", nameof(x4));
         fixed (float* xp = x) fixed (float* yp = y)
         {
             var job = t_job ??= new Job();
             job.W = w; job.X = xp; job.XStride = w.Cols; job.M = m; job.Y = yp; job.YStride = w.Rows;
             job.Reference = path == KernelPath.Reference;
             job.Dot = KernelPaths.Get(path).DotInt8;
+            job.Dot4 = KernelPaths.Get(path).DotInt8x4;
+            job.DotQ4 = KernelPaths.Get(path).DotQ4;
+            job.X4 = x4;
             float[]? xs = xq?.ScaleArray;
             fixed (float* xsp = xs)
             {
@@ -277,8 +397,8 @@ internal static unsafe class DenseGemm
                 tasks = (w.Rows + job.RowsPerTask - 1) / job.RowsPerTask;
                 pool.Run(job, tasks);
             }
-            job.W = null;
+            job.W = null; job.X4 = null;
         }
-        GC.KeepAlive(w); GC.KeepAlive(xq);
+        GC.KeepAlive(w); GC.KeepAlive(xq); GC.KeepAlive(x4);
     }
 }

@@ -15,10 +15,11 @@ public sealed unsafe class KernelPathInfo
 
     internal KernelPathInfo(KernelPath path, string name, int priority, Func<string?> unavailableReason,
         delegate*<in GemmArgs, int, int, void> gemm, delegate*<byte*, sbyte*, int, int> dotCodes, delegate*<byte*, float*, int, float> dotF32,
-        delegate*<sbyte*, sbyte*, int, int> dotInt8, delegate*<ref GemmArgs, void> prepareGemm = null)
+        delegate*<sbyte*, sbyte*, int, int> dotInt8, delegate*<sbyte*, sbyte*, long, int, int*, void> dotInt8x4,
+        delegate*<byte*, ushort*, int, byte*, int, int, float*, void> dotQ4, delegate*<ref GemmArgs, void> prepareGemm = null)
     {
         Path = path; Name = name; Priority = priority; _unavailable = new Lazy<string?>(unavailableReason);
-        Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; DotInt8 = dotInt8; PrepareGemm = prepareGemm;
+        Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; DotInt8 = dotInt8; DotInt8x4 = dotInt8x4; DotQ4 = dotQ4; PrepareGemm = prepareGemm;
     }
 
     /// <summary>The path.</summary>
@@ -46,6 +47,12 @@ public sealed unsafe class KernelPathInfo
     /// <summary><c>sum_j w[j] * x[j]</c> of two int8 rows over a multiple of 256 values (dense Int8 matrices such as an
     /// LM head; see <see cref="DenseGemm"/>).</summary>
     internal delegate*<sbyte*, sbyte*, int, int> DotInt8 { get; }
+    /// <summary>Four <see cref="DotInt8"/> products of one weight row with activation rows <c>x + i * xStride</c>,
+    /// i &lt; 4, into sums[0..3] (the batched products of an Int8 matrix).</summary>
+    internal delegate*<sbyte*, sbyte*, long, int, int*, void> DotInt8x4 { get; }
+    /// <summary>The products of <see cref="DenseType.Q4"/> weight rows with up to <see cref="DenseQ4.MaxRows"/> packed
+    /// activation rows (the contract is <see cref="DenseQ4"/>'s).</summary>
+    internal delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4 { get; }
     /// <summary>Run once a call, before the rows are split over threads, when the path wants the activations in
     /// another layout (null: none).</summary>
     internal delegate*<ref GemmArgs, void> PrepareGemm { get; }
@@ -65,18 +72,18 @@ public static unsafe class KernelPaths
     private static readonly KernelPathInfo[] s_rows =
     [
         new(KernelPath.Reference, "reference", 0, () => null,
-            &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32, &DenseGemm.DotInt8Reference),
+            &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32, &DenseGemm.DotInt8Reference, &DenseGemm.DotInt8x4Reference, &DenseQ4.DotReference),
         new(KernelPath.Portable, "portable", 10, () => null,
-            &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable),
+            &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
         new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : "the processor has no AVX2",
-            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2),
+            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2),
         new(KernelPath.Avx512, "avx512", 40,
             () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null : "the processor has no AVX-512 BW (or .NET does not use 512-bit vectors)",
-            &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32, &DenseGemm.DotInt8Avx2),
+            &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotAvx512),
         new(KernelPath.Neon, "neon", 20, () => AdvSimd.Arm64.IsSupported ? null : "not an Arm64 processor with AdvSimd",
-            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &DenseGemm.DotInt8Portable),
+            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
         new(KernelPath.Avx512Vnni, "avx512vnni", 50, () => VnniCode.UnavailableReason,
-            &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &DenseGemm.DotInt8Avx2, &Avx512VnniKernels.PrepareGemm),
+            &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotVnni, &Avx512VnniKernels.PrepareGemm),
     ];
 
     /// <summary>Every path, supported here or not.</summary>

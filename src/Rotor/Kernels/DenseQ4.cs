@@ -1,0 +1,284 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Rotor.Kernels;
+
+/// <summary>
+/// Activation rows quantized to int8 per row (absmax, as <see cref="QuantizedActivations"/>) and packed for the
+/// <see cref="DenseType.Q4"/> kernels. Rows go in groups of up to <see cref="DenseQ4.MaxRows"/> (8); the group of rows
+/// <c>f .. f + mr - 1</c> (f a multiple of 8) starts at byte <c>f * supers * 576</c>. Within a group, superblock s (columns
+/// 512s .. 512s + 511) takes <c>mr * 576</c> bytes: <c>int32 corr[mr][16]</c>, then the mr rows' 512 int8 values in
+/// column order. <c>corr[i][l] = -8 * sum</c> of row i's values in block l of the superblock (the columns
+/// <c>64t + 4l + e</c>): the kernels multiply the stored nibbles u = q + 8 and start each lane from corr, so that a
+/// lane ends with <c>sum q * x</c> of its block.
+/// </summary>
+internal sealed unsafe class Q4Activations
+{
+    /// <summary>Bytes one superblock of one row takes (the corrections and the values).</summary>
+    public const int RowSuperBytes = DenseQ4.CorrBytes + DenseMatrix.Q4SuperCols;
+    private AlignedArray<byte> _packed = new(0);
+    private AlignedArray<sbyte> _row = new(0);
+    private float[] _scales = [];
+
+    /// <summary>Rows packed by the last <see cref="Pack"/>.</summary>
+    public int Rows { get; private set; }
+    /// <summary>Superblocks a row.</summary>
+    public int Supers { get; private set; }
+    /// <summary>Per-row scales (absmax / 127).</summary>
+    public float[] Scales => _scales;
+    /// <summary>The packed groups.</summary>
+    public byte* Pointer => _packed.Pointer;
+
+    /// <summary>The start of the group that holds row <paramref name="first"/> (a multiple of 4).</summary>
+    public byte* Group(int first) => _packed.Pointer + (long)first * Supers * RowSuperBytes;
+
+    /// <summary>Quantizes and packs m rows of <paramref name="cols"/> values for a matrix of
+    /// <paramref name="paddedCols"/> (a multiple of 512) columns.</summary>
+    public void Pack(ReadOnlySpan<float> x, int m, int cols, int paddedCols)
+    {
+        Check.Finite(x, nameof(x));
+        int supers = paddedCols / DenseMatrix.Q4SuperCols;
+        long bytes = (long)m * supers * RowSuperBytes;
+        if (_packed.Length < bytes) _packed = new AlignedArray<byte>(bytes);
+        if (_row.Length < paddedCols) _row = new AlignedArray<sbyte>(paddedCols);
+        if (_scales.Length < m) _scales = new float[m];
+        Rows = m; Supers = supers;
+        Span<sbyte> row = _row.Span[..paddedCols];
+        sbyte* q = _row.Pointer;
+        for (int i = 0; i < m; i++)
+        {
+            (_scales[i], _) = QuantizedActivations.QuantizeRow(x.Slice(i * cols, cols), row);
+            int g = i / DenseQ4.MaxRows * DenseQ4.MaxRows, mr = Math.Min(DenseQ4.MaxRows, m - g), ii = i - g;
+            byte* group = Group(g);
+            for (int s = 0; s < supers; s++)
+            {
+                byte* sb = group + (long)s * mr * RowSuperBytes;
+                int* corr = (int*)sb + ii * 16;
+                sbyte* src = q + s * DenseMatrix.Q4SuperCols;
+                new ReadOnlySpan<sbyte>(src, DenseMatrix.Q4SuperCols).CopyTo(new Span<sbyte>(sb + mr * DenseQ4.CorrBytes + ii * DenseMatrix.Q4SuperCols, DenseMatrix.Q4SuperCols));
+                for (int l = 0; l < 16; l++)
+                {
+                    int sum = 0;
+                    for (int t = 0; t < 8; t++)
+                        for (int e = 0; e < 4; e++) sum += src[64 * t + 4 * l + e];
+                    corr[l] = -8 * sum;
+                }
+            }
+        }
+        GC.KeepAlive(_row);
+    }
+}
+
+/// <summary>
+/// The dot products of <see cref="DenseType.Q4"/> weight rows with packed int8 activations (<see cref="Q4Activations"/>),
+/// one kernel a path with one contract:
+/// <c>void dot(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)</c> computes, for the nrows
+/// consecutive weight rows at w (supers * 256 bytes of nibbles each) and d (supers * 16 half block scales each) and the
+/// mr &lt;= <see cref="MaxRows"/> activation rows of the group xg,
+/// <c>y[r * mr + i] = sum_s sum_l d[s, l] * (corr_i[s, l] + sum_{t, e} u[s, t, l, e] * x_i[512 s + 64 t + 4 l + e])</c>,
+/// which is <c>sum d * (u - 8) * x</c> for the corrections that <see cref="Q4Activations"/> writes: the integer sum of
+/// each block is exact in 32 bits (32 * 15 * 127 plus the correction is far below 2^31), the block scales multiply in
+/// float.
+/// A row group is read once from memory for all mr activation rows (the driver runs the groups of a batch over the
+/// same few weight rows while they are in the cache).
+/// </summary>
+internal static unsafe class DenseQ4
+{
+    /// <summary>Activation rows a kernel call takes at most: the generated AVX-512 kernel keeps two accumulators a row
+    /// beside the 8 code vectors, 4 loads, the scales and the mask (26 of the 32 registers at 8 rows).</summary>
+    public const int MaxRows = 8;
+    /// <summary>Bytes of block corrections a superblock of one activation row: 16 int32.</summary>
+    public const int CorrBytes = 64;
+
+    /// <summary>The definition, scalar: the tests' oracle and the reference path.</summary>
+    public static void DotReference(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
+    {
+        for (int r = 0; r < nrows; r++)
+        {
+            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+            ushort* dr = d + (long)r * supers * 16;
+            for (int i = 0; i < mr; i++)
+            {
+                float sum = 0;
+                for (int s = 0; s < supers; s++)
+                {
+                    byte* sb = xg + (long)s * mr * Q4Activations.RowSuperBytes;
+                    int* corr = (int*)sb + i * 16;
+                    sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+                    for (int l = 0; l < 16; l++)
+                    {
+                        int acc = corr[l];
+                        for (int t = 0; t < 8; t++)
+                            for (int e = 0; e < 4; e++)
+                            {
+                                int b = wr[s * DenseMatrix.Q4SuperBytes + 64 * (t >> 1) + 4 * l + e];
+                                int u = (t & 1) == 0 ? b & 0xF : b >> 4;
+                                acc += u * x[64 * t + 4 * l + e];
+                            }
+                        sum += (float)BitConverter.UInt16BitsToHalf(dr[s * 16 + l]) * acc;
+                    }
+                }
+                y[r * mr + i] = sum;
+            }
+        }
+    }
+
+    private static readonly float Pow2To112 = BitConverter.Int32BitsToSingle((127 + 112) << 23);
+
+    /// <summary>Four halves widened to floats (the magic multiply of <see cref="DenseGemm.DotF16"/>; finite halves).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Halves4(ushort* p)
+    {
+        Vector128<uint> h = Vector128.WidenLower(Vector128.CreateScalarUnsafe(*(ulong*)p).AsUInt16());
+        Vector128<float> f = Vector128.AsSingle(Vector128.ShiftLeft(h & Vector128.Create(0x7fffu), 13)) * Vector128.Create(Pow2To112);
+        return Vector128.AsSingle(Vector128.AsUInt32(f) | Vector128.ShiftLeft(h & Vector128.Create(0x8000u), 16));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Halves8(ushort* p)
+    {
+        Vector256<uint> h = Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe());
+        Vector256<float> f = Vector256.AsSingle(Vector256.ShiftLeft(h & Vector256.Create(0x7fffu), 13)) * Vector256.Create(Pow2To112);
+        return Vector256.AsSingle(Vector256.AsUInt32(f) | Vector256.ShiftLeft(h & Vector256.Create(0x8000u), 16));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Halves16(ushort* p)
+    {
+        Vector512<uint> h = Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe());
+        Vector512<float> f = Vector512.AsSingle(Vector512.ShiftLeft(h & Vector512.Create(0x7fffu), 13)) * Vector512.Create(Pow2To112);
+        return Vector512.AsSingle(Vector512.AsUInt32(f) | Vector512.ShiftLeft(h & Vector512.Create(0x8000u), 16));
+    }
+
+    /// <summary>Any platform, 128-bit vectors: a quarter of a superblock (lanes 4q .. 4q + 3, 16 bytes of each step) at a
+    /// time; the products of a byte position add up over the 8 steps in 16 bits (8 * 15 * 127 fits), then each lane's
+    /// four positions are summed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotPortable(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
+    {
+        Vector128<byte> mask = Vector128.Create((byte)0x0F);
+        for (int r = 0; r < nrows; r++)
+        {
+            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+            ushort* dr = d + (long)r * supers * 16;
+            for (int i = 0; i < mr; i++)
+            {
+                Vector128<float> acc = Vector128<float>.Zero;
+                for (int s = 0; s < supers; s++)
+                {
+                    byte* sb = xg + (long)s * mr * Q4Activations.RowSuperBytes;
+                    int* corr = (int*)sb + i * 16;
+                    sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+                    byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+                    for (int q = 0; q < 4; q++)
+                    {
+                        Vector128<short> lo = Vector128<short>.Zero, hi = Vector128<short>.Zero;
+                        for (int k = 0; k < 4; k++)
+                        {
+                            Vector128<byte> p = Vector128.Load(ws + 64 * k + 16 * q);
+                            Vector128<byte> u0 = p & mask, u1 = Vector128.ShiftRightLogical(p, 4);
+                            Vector128<sbyte> x0 = Vector128.Load(x + 128 * k + 16 * q), x1 = Vector128.Load(x + 128 * k + 64 + 16 * q);
+                            lo += Vector128.WidenLower(u0).AsInt16() * Vector128.WidenLower(x0) + Vector128.WidenLower(u1).AsInt16() * Vector128.WidenLower(x1);
+                            hi += Vector128.WidenUpper(u0).AsInt16() * Vector128.WidenUpper(x0) + Vector128.WidenUpper(u1).AsInt16() * Vector128.WidenUpper(x1);
+                        }
+                        Vector128<int> lanes = Vector128.Create(
+                            Vector128.Sum(Vector128.WidenLower(lo)), Vector128.Sum(Vector128.WidenUpper(lo)),
+                            Vector128.Sum(Vector128.WidenLower(hi)), Vector128.Sum(Vector128.WidenUpper(hi)));
+                        lanes += Vector128.Load(corr + 4 * q);
+                        acc += Vector128.ConvertToSingle(lanes) * Halves4(dr + s * 16 + 4 * q);
+                    }
+                }
+                y[r * mr + i] = Vector128.Sum(acc);
+            }
+        }
+    }
+
+    /// <summary>AVX2, 256-bit: half a superblock (lanes 8h .. 8h + 7) at a time. Unsigned nibbles times signed int8 with
+    /// vpmaddubsw (pairs at most 2 * 15 * 127, no saturation) and vpmaddwd by ones into the block's int32 lane, or one
+    /// vpdpbusd where the processor has AVX-VNNI.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotAvx2(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
+    {
+        Vector256<byte> mask = Vector256.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        for (int r = 0; r < nrows; r++)
+        {
+            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+            ushort* dr = d + (long)r * supers * 16;
+            for (int i = 0; i < mr; i++)
+            {
+                Vector256<float> acc = Vector256<float>.Zero;
+                for (int s = 0; s < supers; s++)
+                {
+                    byte* sb = xg + (long)s * mr * Q4Activations.RowSuperBytes;
+                    int* corr = (int*)sb + i * 16;
+                    sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+                    byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+                    for (int h = 0; h < 2; h++)
+                    {
+                        Vector256<int> a = Avx.LoadVector256(corr + 8 * h);
+                        for (int k = 0; k < 4; k++)
+                        {
+                            Vector256<byte> p = Avx.LoadVector256(ws + 64 * k + 32 * h);
+                            Vector256<byte> u0 = p & mask, u1 = Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
+                            Vector256<sbyte> x0 = Avx.LoadVector256(x + 128 * k + 32 * h), x1 = Avx.LoadVector256(x + 128 * k + 64 + 32 * h);
+                            if (AvxVnni.IsSupported)
+                            {
+                                a = AvxVnni.MultiplyWideningAndAdd(a, u0, x0);
+                                a = AvxVnni.MultiplyWideningAndAdd(a, u1, x1);
+                            }
+                            else
+                            {
+                                a += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, x0), ones);
+                                a += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, x1), ones);
+                            }
+                        }
+                        acc = Fma.IsSupported
+                            ? Fma.MultiplyAdd(Avx.ConvertToVector256Single(a), Halves8(dr + s * 16 + 8 * h), acc)
+                            : acc + Avx.ConvertToVector256Single(a) * Halves8(dr + s * 16 + 8 * h);
+                    }
+                }
+                y[r * mr + i] = Vector256.Sum(acc);
+            }
+        }
+    }
+
+    /// <summary>AVX-512 BW: a whole superblock a step, each block in its own int32 lane; vpmaddubsw and vpmaddwd as
+    /// <see cref="DotAvx2"/> (the VNNI path does the pair in one instruction).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotAvx512(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
+    {
+        Vector512<byte> mask = Vector512.Create((byte)0x0F);
+        Vector512<short> ones = Vector512.Create((short)1);
+        for (int r = 0; r < nrows; r++)
+        {
+            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+            ushort* dr = d + (long)r * supers * 16;
+            for (int i = 0; i < mr; i++)
+            {
+                Vector512<float> acc = Vector512<float>.Zero;
+                for (int s = 0; s < supers; s++)
+                {
+                    byte* sb = xg + (long)s * mr * Q4Activations.RowSuperBytes;
+                    sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+                    byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+                    Vector512<int> a = Vector512.Load((int*)sb + i * 16);
+                    for (int k = 0; k < 4; k++)
+                    {
+                        Vector512<byte> p = Vector512.Load(ws + 64 * k);
+                        Vector512<byte> u0 = p & mask, u1 = Avx512BW.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
+                        a += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u0, Vector512.Load(x + 128 * k)), ones);
+                        a += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u1, Vector512.Load(x + 128 * k + 64)), ones);
+                    }
+                    acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a), Halves16(dr + s * 16), acc);
+                }
+                y[r * mr + i] = Vector512.Sum(acc);
+            }
+        }
+    }
+
+    /// <summary>AVX-512 VNNI: the generated kernels of <see cref="VnniCode.Q4"/>, one a row count.</summary>
+    public static void DotVnni(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y) =>
+        VnniCode.Q4(mr, w, d, supers, xg, nrows, y);
+}
