@@ -351,10 +351,18 @@ public class HardeningTests
             Assert.True(File.Exists(model), resumed.ToString());
             Assert.Empty(Directory.GetFiles(cwd, "*.safetensors"));
 
-            // Another run on the same outputs while one holds them fails at once instead of overwriting them.
+            // Another run on the same outputs while one holds them fails at once instead of overwriting them; so does a
+            // run with another model but the same checkpoint.
             using (var held = FileLock.Acquire(model, TimeSpan.Zero))
                 AssertBadInput(Run(cwd, null, "train", "--data", Mnist, "--hidden", "16", "--epochs", "1", "--limit", "300", "--out", model),
                     "being written by another process", "train on held outputs");
+            using (var held = FileLock.Acquire(ckpt, TimeSpan.Zero))
+            {
+                string other = Path.Combine(dir, "other.safetensors");
+                AssertBadInput(Run(cwd, null, "train", "--data", Mnist, "--hidden", "16", "--epochs", "1", "--limit", "300", "--out", other, "--checkpoint", ckpt),
+                    "being written by another process", "train on a held checkpoint");
+                Assert.False(File.Exists(other));
+            }
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

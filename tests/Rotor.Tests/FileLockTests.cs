@@ -64,6 +64,21 @@ public class StaleTemporaryFileTests
             File.WriteAllText(inside, "partial");
             Assert.Equal(2, AtomicFile.RemoveStale(dir));
             Assert.False(File.Exists(inside));
+
+            // A temporary folder (a BM25 index being built) of a dead process goes too.
+            string folder = Path.Combine(dir, $"bm25.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp");
+            Directory.CreateDirectory(folder);
+            File.WriteAllText(Path.Combine(folder, "segment"), "partial");
+            Assert.Equal(1, AtomicFile.RemoveStale(dir));
+            Assert.False(Directory.Exists(folder));
+
+            // Every atomic write cleans its own target's leftovers first, so each writer tidies up on its next save.
+            string stale = $"{target}.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp";
+            File.WriteAllText(stale, "partial");
+            AtomicFile.WriteAllText(target, "whole");
+            Assert.False(File.Exists(stale));
+            Assert.True(File.Exists(live));
+            Assert.Equal("whole", File.ReadAllText(target));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

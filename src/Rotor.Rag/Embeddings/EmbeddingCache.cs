@@ -39,21 +39,28 @@ public static partial class EmbeddingCache
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
+    /// <summary>How long <see cref="GetOrCompute"/> waits by default for another process that fills the same cache.</summary>
+    public static readonly TimeSpan DefaultLockWait = TimeSpan.FromMinutes(30);
+
     /// <summary>
     /// The embeddings of <paramref name="texts"/> by <paramref name="embedder"/>: read from <paramref name="path"/> when
-    /// it holds them, else computed and saved there atomically.
+    /// it holds them, else computed and saved there atomically. The whole read-embed-save holds the cache's
+    /// <see cref="FileLock"/>, so that a second process on the same cache waits for the first and then reads its result
+    /// instead of embedding the corpus again. <see cref="Load"/> takes no lock.
     /// </summary>
     /// <param name="path">Cache file.</param>
     /// <param name="texts">Texts.</param>
     /// <param name="embedder">Embedder.</param>
     /// <param name="progress">Called with texts done while embedding.</param>
-    /// <param name="log">Says whether the cache was used, and why not.</param>
+    /// <param name="log">Says whether the cache was used, and why not, and when it waits for another process.</param>
+    /// <param name="lockWait">How long to wait for another process that holds the cache (default <see cref="DefaultLockWait"/>).</param>
     /// <returns>(texts.Count, Dimensions) row-major, and whether they came from the file.</returns>
-    /// <exception cref="RotorException">The file exists but is corrupt.</exception>
+    /// <exception cref="RotorException">The file exists but is corrupt, or another process held it past <paramref name="lockWait"/>.</exception>
     public static (float[] Vectors, bool FromCache) GetOrCompute(string path, IReadOnlyList<string> texts, SentenceEmbedder embedder,
-        Action<int>? progress = null, TextWriter? log = null)
+        Action<int>? progress = null, TextWriter? log = null, TimeSpan? lockWait = null)
     {
         var expected = new Header(embedder.ModelId, embedder.ModelSha256, embedder.Dimensions, texts.Count, embedder.Options.MaxTokens, HashTexts(texts));
+        using var writer = FileLock.Acquire(path, lockWait ?? DefaultLockWait, why => log?.WriteLine($"waiting: {why}"));
         if (File.Exists(path))
         {
             var (header, vectors) = Read(path);
