@@ -65,6 +65,11 @@ public sealed class EmbeddingCacheTests(MiniLmFixture fixture) : IDisposable
         Assert.True(fromCache, log.ToString());
         Assert.Equal(vectors, got);
         Assert.Contains("waiting: ", log.ToString());
+
+        // A cache that holds the texts is read without the lock (it serves from a folder this process cannot write).
+        File.Delete(path + ".lock");
+        Assert.True(EmbeddingCache.GetOrCompute(path, texts, fixture.Embedder).FromCache);
+        Assert.False(File.Exists(path + ".lock"));
     }
 
     [Fact]

@@ -44,9 +44,10 @@ public static partial class EmbeddingCache
 
     /// <summary>
     /// The embeddings of <paramref name="texts"/> by <paramref name="embedder"/>: read from <paramref name="path"/> when
-    /// it holds them, else computed and saved there atomically. The whole read-embed-save holds the cache's
-    /// <see cref="FileLock"/>, so that a second process on the same cache waits for the first and then reads its result
-    /// instead of embedding the corpus again. <see cref="Load"/> takes no lock.
+    /// it holds them, else computed and saved there atomically. Filling the cache holds its <see cref="FileLock"/> from
+    /// the check to the save, so that a second process on the same cache waits for the first and then reads its result
+    /// instead of embedding the corpus again. Reading a cache that holds the texts takes no lock, nor does
+    /// <see cref="Load"/>.
     /// </summary>
     /// <param name="path">Cache file.</param>
     /// <param name="texts">Texts.</param>
@@ -60,21 +61,30 @@ public static partial class EmbeddingCache
         Action<int>? progress = null, TextWriter? log = null, TimeSpan? lockWait = null)
     {
         var expected = new Header(embedder.ModelId, embedder.ModelSha256, embedder.Dimensions, texts.Count, embedder.Options.MaxTokens, HashTexts(texts));
+        // A cache that holds these texts is read without the lock (saves are atomic renames), so a cache in a folder
+        // this process may not write to still serves; the lock is taken only to fill it, and the file is read again
+        // under the lock because another process may have filled it in the meantime.
+        if (TryCached(path, expected, log, quiet: true) is { } cached) return (cached, true);
         using var writer = FileLock.Acquire(path, lockWait ?? DefaultLockWait, why => log?.WriteLine($"waiting: {why}"));
-        if (File.Exists(path))
-        {
-            var (header, vectors) = Read(path);
-            if (header == expected)
-            {
-                log?.WriteLine($"{path}: using {header.Count:N0} cached embeddings");
-                return (vectors, true);
-            }
-            log?.WriteLine($"{path}: stale ({Difference(header, expected)}); embedding again");
-        }
+        if (TryCached(path, expected, log, quiet: false) is { } filled) return (filled, true);
         var result = new float[texts.Count * embedder.Dimensions];
         embedder.Embed(texts, result, progress);
         Write(path, expected, result);
         return (result, false);
+    }
+
+    // The vectors of the file when it holds the expected embeddings, else null (saying why unless quiet).
+    private static float[]? TryCached(string path, Header expected, TextWriter? log, bool quiet)
+    {
+        if (!File.Exists(path)) return null;
+        var (header, vectors) = Read(path);
+        if (header == expected)
+        {
+            log?.WriteLine($"{path}: using {header.Count:N0} cached embeddings");
+            return vectors;
+        }
+        if (!quiet) log?.WriteLine($"{path}: stale ({Difference(header, expected)}); embedding again");
+        return null;
     }
 
     /// <summary>Reads a cache file's vectors and what they were made from.</summary>
