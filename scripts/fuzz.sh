@@ -30,7 +30,9 @@ done
 failed=0
 for t in "$@"; do
     mkdir -p "$work/$t/corpus" "$work/$t/crashes"
-    (cd "$repo" && "$work/plain/Rotor.Fuzz" "$t" --seeds "$work/$t/corpus")
+    if ! (cd "$repo" && "$work/plain/Rotor.Fuzz" "$t" --seeds "$work/$t/corpus"); then
+        echo "$t: FAILED: a seed does not load (a bug of the harness or of the reader)"; failed=1; continue
+    fi
     # -timeout: an input that runs 10 s is a hang; -rss_limit_mb: one that needs 2 GiB is a failure too.
     if "$libfuzzer" --target_path="$work/bin/Rotor.Fuzz" --target_arg="$t" "$work/$t/corpus" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/$t/crashes/" \

@@ -143,7 +143,7 @@ internal static class Targets
     private static IEnumerable<(string, byte[])> GgufSeeds()
     {
         string dir = Path.Combine(Repo(), "tests", "Rotor.Lm.Tests", "Data", "gguf");
-        // The tiny models only: a seed of a few KiB keeps each run fast.
+        // The smallest ternary fixtures (about 550 KiB each): every input is loaded and run, so size is speed.
         return new[] { "bitnet-tiny-tq2_0.gguf", "bitnet-tiny-i2_s.gguf", "bitnet-tiny-tq1_0.gguf" }.Select(n => (n, File.ReadAllBytes(Path.Combine(dir, n))));
     }
 
@@ -213,7 +213,7 @@ internal static class Targets
         "<page><title>Page 1</title><ns>0</ns><id>1</id><revision><id>1</id><text>'''Page 1''' is a [[test]] page with {{infobox|x=1}} text.\n\n== Part ==\nMore text &amp; a [[link|label]] here.</text></revision></page>\n" +
         "<page><title>Page 2</title><ns>4</ns><id>2</id><revision><id>2</id><text>Not an article.</text></revision></page>\n" +
         "<page><title>Page 3</title><ns>0</ns><id>3</id><redirect title=\"Page 1\" /><revision><id>3</id><text>#REDIRECT [[Page 1]]</text></revision></page>\n" +
-        "<page><title>Page 4</title><ns>0</ns><id>4</id><revision><id>4</id><text>Some ''text'' with <ref>a note</ref> and a table\n{| class=x\n| a || b\n|}\n=== Deeper ===\nEnd.</text></revision></page>\n" +
+        "<page><title>Page 4</title><ns>0</ns><id>4</id><revision><id>4</id><text>Some ''text'' with &lt;ref&gt;a note&lt;/ref&gt; and a table\n{| class=x\n| a || b\n|}\n=== Deeper ===\nEnd.</text></revision></page>\n" +
         "</mediawiki>\n";
 
     private static byte[] Bzip2(string text)
