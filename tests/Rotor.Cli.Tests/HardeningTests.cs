@@ -326,6 +326,7 @@ public class HardeningTests
             {
                 var blocked = Rotor("index", "add", idx, a, "--lock-wait", "1");
                 AssertBadInput(blocked, "being written by another process", "index add while locked");
+                if (!OperatingSystem.IsWindows()) Assert.Contains($"process {Environment.ProcessId} holds {held.LockPath}", blocked.Err);
             }
             using (var index = VectorIndex.Open(idx)) Assert.Equal(2 * N, index.Count);
             var after = Rotor("index", "add", idx, a, "--lock-wait", "1");

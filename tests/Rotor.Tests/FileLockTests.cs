@@ -15,6 +15,12 @@ public class FileLockTests
             var e = Assert.Throws<RotorException>(() => FileLock.Acquire(target, TimeSpan.FromMilliseconds(200)));
             Assert.Contains("being written by another process", e.Message);
             Assert.Contains(first.LockPath, e.Message);
+            if (!OperatingSystem.IsWindows())
+            {
+                // The holder is named (here this process, which holds the first lock).
+                Assert.Contains($"process {Environment.ProcessId} holds", e.Message);
+                Assert.Equal(Environment.ProcessId, FileLock.HolderOf(first.LockPath));
+            }
 
             string? told = null;
             var release = Task.Run(async () => { await Task.Delay(300); first.Dispose(); });
