@@ -326,11 +326,59 @@ public class HardeningTests
             {
                 var blocked = Rotor("index", "add", idx, a, "--lock-wait", "1");
                 AssertBadInput(blocked, "being written by another process", "index add while locked");
+                if (!OperatingSystem.IsWindows()) Assert.Contains($"process {Environment.ProcessId} holds {held.LockPath}", blocked.Err);
             }
             using (var index = VectorIndex.Open(idx)) Assert.Equal(2 * N, index.Count);
             var after = Rotor("index", "add", idx, a, "--lock-wait", "1");
             Assert.True(after.Code == 0, after.ToString());
             using (var index = VectorIndex.Open(idx)) Assert.Equal(2 * N + 10, index.Count);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void ConcurrentIngestsOfOneFolderBuildItOnce()
+    {
+        string dir = TempDir();
+        try
+        {
+            string docs = Path.Combine(dir, "docs"), idx = Path.Combine(dir, "idx");
+            Directory.CreateDirectory(docs);
+            for (int i = 0; i < 12; i++)
+                File.WriteAllText(Path.Combine(docs, $"d{i}.txt"), $"Document {i} is about topic {i}. " + string.Concat(Enumerable.Repeat($"It says more about topic {i}. ", 20)));
+
+            // Two builds of one folder at once: one builds it; the other waits for it, then finds the index finished
+            // and says so (it would rebuild only with --force). The folder holds each passage once.
+            using (var pa = Process.Start(StartInfo(null, null, ["ingest", "docs", docs, "--out", idx]))!)
+            using (var pb = Process.Start(StartInfo(null, null, ["ingest", "docs", docs, "--out", idx]))!)
+            {
+                var ra = Finish(pa, "ingest a");
+                var rb = Finish(pb, "ingest b");
+                var (built, second) = ra.Code == 0 ? (ra, rb) : (rb, ra);
+                Assert.True(built.Code == 0, built.ToString());
+                Assert.Contains("index complete", built.Out);
+                AssertBadInput(second, "holds a finished index", "the second ingest");
+            }
+            string manifest = Path.Combine(idx, "manifest.json");
+            int passages = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest)).RootElement.GetProperty("counts").GetProperty("passages").GetInt32();
+            Assert.Equal(passages, File.ReadAllLines(Path.Combine(idx, "passages.jsonl")).Length);
+            Assert.True(passages >= 12);
+
+            // While another process holds the folder, a build that may not wait fails clearly and changes nothing.
+            byte[] before = File.ReadAllBytes(manifest);
+            using (var held = FileLock.Acquire(idx, TimeSpan.Zero))
+                AssertBadInput(Rotor("ingest", "docs", docs, "--out", idx, "--force", "--lock-wait", "1"), "being written by another process", "ingest while locked");
+            Assert.Equal(before, File.ReadAllBytes(manifest));
+
+            // The temporary BM25 folder of a build that was killed is deleted when the next build takes the folder.
+            using var exited = Process.Start(new ProcessStartInfo("true") { UseShellExecute = false })!;
+            exited.WaitForExit();
+            string leftover = Path.Combine(idx, $"bm25.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp");
+            Directory.CreateDirectory(leftover);
+            File.WriteAllText(Path.Combine(leftover, "_0.cfs"), "half a segment");
+            var again = Rotor("ingest", "docs", docs, "--out", idx, "--force");
+            Assert.True(again.Code == 0, again.ToString());
+            Assert.False(Directory.Exists(leftover));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
@@ -351,10 +399,18 @@ public class HardeningTests
             Assert.True(File.Exists(model), resumed.ToString());
             Assert.Empty(Directory.GetFiles(cwd, "*.safetensors"));
 
-            // Another run on the same outputs while one holds them fails at once instead of overwriting them.
+            // Another run on the same outputs while one holds them fails at once instead of overwriting them; so does a
+            // run with another model but the same checkpoint.
             using (var held = FileLock.Acquire(model, TimeSpan.Zero))
                 AssertBadInput(Run(cwd, null, "train", "--data", Mnist, "--hidden", "16", "--epochs", "1", "--limit", "300", "--out", model),
                     "being written by another process", "train on held outputs");
+            using (var held = FileLock.Acquire(ckpt, TimeSpan.Zero))
+            {
+                string other = Path.Combine(dir, "other.safetensors");
+                AssertBadInput(Run(cwd, null, "train", "--data", Mnist, "--hidden", "16", "--epochs", "1", "--limit", "300", "--out", other, "--checkpoint", ckpt),
+                    "being written by another process", "train on a held checkpoint");
+                Assert.False(File.Exists(other));
+            }
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

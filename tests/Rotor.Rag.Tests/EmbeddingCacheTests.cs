@@ -36,6 +36,42 @@ public sealed class EmbeddingCacheTests(MiniLmFixture fixture) : IDisposable
         Assert.Equal(third, loaded.Vectors);
     }
 
+    /// <summary>A second user of one cache waits for the first (which holds its lock while it embeds and saves) and
+    /// then reads its result, or fails with the lock named when it may not wait that long.</summary>
+    [Fact]
+    public async Task ASecondUserWaitsForTheFirstAndReadsItsResult()
+    {
+        string path = Path.Combine(_dir, "shared.emb");
+        string[] texts = ["one text", "another text"];
+        using (var held = FileLock.Acquire(path, TimeSpan.Zero))
+        {
+            var e = Assert.Throws<RotorException>(() => EmbeddingCache.GetOrCompute(path, texts, fixture.Embedder, lockWait: TimeSpan.FromMilliseconds(200)));
+            Assert.Contains("being written by another process", e.Message);
+            Assert.Contains(held.LockPath, e.Message);
+            Assert.False(File.Exists(path));
+        }
+        // The first user fills the cache while the second waits on it.
+        var first = FileLock.Acquire(path, TimeSpan.Zero);
+        var log = new StringWriter();
+        var second = Task.Run(() => EmbeddingCache.GetOrCompute(path, texts, fixture.Embedder, log: TextWriter.Synchronized(log), lockWait: TimeSpan.FromSeconds(60)));
+        await Task.Delay(300);
+        Assert.False(second.IsCompleted);
+        var vectors = new float[texts.Length * fixture.Embedder.Dimensions];
+        fixture.Embedder.Embed(texts, vectors);
+        EmbeddingCache.GetOrCompute(Path.Combine(_dir, "other.emb"), texts, fixture.Embedder); // the file the first user writes
+        File.Copy(Path.Combine(_dir, "other.emb"), path);
+        first.Dispose();
+        var (got, fromCache) = await second;
+        Assert.True(fromCache, log.ToString());
+        Assert.Equal(vectors, got);
+        Assert.Contains("waiting: ", log.ToString());
+
+        // A cache that holds the texts is read without the lock (it serves from a folder this process cannot write).
+        File.Delete(path + ".lock");
+        Assert.True(EmbeddingCache.GetOrCompute(path, texts, fixture.Embedder).FromCache);
+        Assert.False(File.Exists(path + ".lock"));
+    }
+
     [Fact]
     public void CorruptOrTruncatedFilesAreRefusedByName()
     {

@@ -15,6 +15,12 @@ public class FileLockTests
             var e = Assert.Throws<RotorException>(() => FileLock.Acquire(target, TimeSpan.FromMilliseconds(200)));
             Assert.Contains("being written by another process", e.Message);
             Assert.Contains(first.LockPath, e.Message);
+            if (!OperatingSystem.IsWindows())
+            {
+                // The holder is named (here this process, which holds the first lock).
+                Assert.Contains($"process {Environment.ProcessId} holds", e.Message);
+                Assert.Equal(Environment.ProcessId, FileLock.HolderOf(first.LockPath));
+            }
 
             string? told = null;
             var release = Task.Run(async () => { await Task.Delay(300); first.Dispose(); });
@@ -64,6 +70,21 @@ public class StaleTemporaryFileTests
             File.WriteAllText(inside, "partial");
             Assert.Equal(2, AtomicFile.RemoveStale(dir));
             Assert.False(File.Exists(inside));
+
+            // A temporary folder (a BM25 index being built) of a dead process goes too.
+            string folder = Path.Combine(dir, $"bm25.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp");
+            Directory.CreateDirectory(folder);
+            File.WriteAllText(Path.Combine(folder, "segment"), "partial");
+            Assert.Equal(1, AtomicFile.RemoveStale(dir));
+            Assert.False(Directory.Exists(folder));
+
+            // Every atomic write cleans its own target's leftovers first, so each writer tidies up on its next save.
+            string stale = $"{target}.{exited.Id}.{Guid.NewGuid():N}.rotor.tmp";
+            File.WriteAllText(stale, "partial");
+            AtomicFile.WriteAllText(target, "whole");
+            Assert.False(File.Exists(stale));
+            Assert.True(File.Exists(live));
+            Assert.Equal("whole", File.ReadAllText(target));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

@@ -62,7 +62,7 @@ internal static class CudaCommands
 
     public static Command CreateBench()
     {
-        var json = new Option<string?>("--json") { Description = "also write the results as JSON (input of bench/cuda/cublas_ref.py)" };
+        var json = new Option<string?>("--json") { Description = "also write the results as JSON (input of bench/cuda/cublas_ref.py)" }.OutputFile();
         var quick = new Option<bool>("--quick") { Description = "two shapes and m = 1, 32, 2048 only" };
         var allPaths = new Option<bool>("--all-paths") { Description = "also time each forced kernel (gemv, every tile) next to auto" };
         var shape = new Option<string?>("--shape") { Description = "only this weight shape, NxK (such as 16384x4096)" };
@@ -115,7 +115,7 @@ internal static class CudaCommands
             $"network {net.Layers} x TernaryLinear {net.Width}->{net.Width} (+bias, ReLU), batch {net.Batch}, one CUDA graph of {net.Kernels} kernels: {net.DeviceUs:F1} us on device data ({net.NoPdlUs:F1} us without programmatic dependent launch), {net.CopiesUs:F1} us with the host copies in the graph, {net.HostUs:F1} us per Forward call on the host clock; rounds {string.Join(" / ", net.Rounds.Select(v => v.ToString("F1", inv)))} us"));
         if (json is not null)
         {
-            File.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));
+            AtomicFile.WriteAllText(json, CudaBenchmark.Json(a, copy, products, net));
             Console.WriteLine($"wrote {json}");
         }
         return 0;

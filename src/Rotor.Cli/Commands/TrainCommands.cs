@@ -72,9 +72,10 @@ internal static class TrainCommands
                 string outPath = r.GetValue(output)
                     ?? (resumePath is not null ? ResumedOutput(resumePath) : $"rotor-{trainer.Config.Model}{(trainer.Config.Ternary ? "" : "-float")}.safetensors");
                 if (Validate.OutputFileProblem(outPath) is { } why) throw new RotorException(why);
-                // Two runs writing one model (and checkpoint) would overwrite each other's: the second fails at once.
+                // Two runs writing one model or one checkpoint would overwrite each other's: the second fails at once.
                 using var writer = FileLock.Acquire(outPath, TimeSpan.Zero);
                 string ckptPath = r.GetValue(checkpoint) ?? resumePath ?? Path.ChangeExtension(outPath, null) + ".ckpt.safetensors";
+                using var ckptWriter = FileLock.LockPathOf(ckptPath) == FileLock.LockPathOf(outPath) ? null : FileLock.Acquire(ckptPath, TimeSpan.Zero);
                 TernaryFormat fmt = TernaryFormats.Get(r.GetValue(format)!).Format;
                 Console.WriteLine($"data     {dir}: {train.Count} training, {test.Count} test images of {train.Rows}x{train.Cols}");
                 Console.WriteLine($"model    {trainer.Config} ({trainer.Network.ParameterCount:N0} parameters), {trainer.Network.Context.Threads} threads");

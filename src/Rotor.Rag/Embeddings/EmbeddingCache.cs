@@ -39,35 +39,52 @@ public static partial class EmbeddingCache
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
+    /// <summary>How long <see cref="GetOrCompute"/> waits by default for another process that fills the same cache.</summary>
+    public static readonly TimeSpan DefaultLockWait = TimeSpan.FromMinutes(30);
+
     /// <summary>
     /// The embeddings of <paramref name="texts"/> by <paramref name="embedder"/>: read from <paramref name="path"/> when
-    /// it holds them, else computed and saved there atomically.
+    /// it holds them, else computed and saved there atomically. Filling the cache holds its <see cref="FileLock"/> from
+    /// the check to the save, so that a second process on the same cache waits for the first and then reads its result
+    /// instead of embedding the corpus again. Reading a cache that holds the texts takes no lock, nor does
+    /// <see cref="Load"/>.
     /// </summary>
     /// <param name="path">Cache file.</param>
     /// <param name="texts">Texts.</param>
     /// <param name="embedder">Embedder.</param>
     /// <param name="progress">Called with texts done while embedding.</param>
-    /// <param name="log">Says whether the cache was used, and why not.</param>
+    /// <param name="log">Says whether the cache was used, and why not, and when it waits for another process.</param>
+    /// <param name="lockWait">How long to wait for another process that holds the cache (default <see cref="DefaultLockWait"/>).</param>
     /// <returns>(texts.Count, Dimensions) row-major, and whether they came from the file.</returns>
-    /// <exception cref="RotorException">The file exists but is corrupt.</exception>
+    /// <exception cref="RotorException">The file exists but is corrupt, or another process held it past <paramref name="lockWait"/>.</exception>
     public static (float[] Vectors, bool FromCache) GetOrCompute(string path, IReadOnlyList<string> texts, SentenceEmbedder embedder,
-        Action<int>? progress = null, TextWriter? log = null)
+        Action<int>? progress = null, TextWriter? log = null, TimeSpan? lockWait = null)
     {
         var expected = new Header(embedder.ModelId, embedder.ModelSha256, embedder.Dimensions, texts.Count, embedder.Options.MaxTokens, HashTexts(texts));
-        if (File.Exists(path))
-        {
-            var (header, vectors) = Read(path);
-            if (header == expected)
-            {
-                log?.WriteLine($"{path}: using {header.Count:N0} cached embeddings");
-                return (vectors, true);
-            }
-            log?.WriteLine($"{path}: stale ({Difference(header, expected)}); embedding again");
-        }
+        // A cache that holds these texts is read without the lock (saves are atomic renames), so a cache in a folder
+        // this process may not write to still serves; the lock is taken only to fill it, and the file is read again
+        // under the lock because another process may have filled it in the meantime.
+        if (TryCached(path, expected, log, quiet: true) is { } cached) return (cached, true);
+        using var writer = FileLock.Acquire(path, lockWait ?? DefaultLockWait, why => log?.WriteLine($"waiting: {why}"));
+        if (TryCached(path, expected, log, quiet: false) is { } filled) return (filled, true);
         var result = new float[texts.Count * embedder.Dimensions];
         embedder.Embed(texts, result, progress);
         Write(path, expected, result);
         return (result, false);
+    }
+
+    // The vectors of the file when it holds the expected embeddings, else null (saying why unless quiet).
+    private static float[]? TryCached(string path, Header expected, TextWriter? log, bool quiet)
+    {
+        if (!File.Exists(path)) return null;
+        var (header, vectors) = Read(path);
+        if (header == expected)
+        {
+            log?.WriteLine($"{path}: using {header.Count:N0} cached embeddings");
+            return vectors;
+        }
+        if (!quiet) log?.WriteLine($"{path}: stale ({Difference(header, expected)}); embedding again");
+        return null;
     }
 
     /// <summary>Reads a cache file's vectors and what they were made from.</summary>

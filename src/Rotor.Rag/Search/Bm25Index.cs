@@ -76,7 +76,9 @@ public sealed class Bm25Index : IDisposable
 
     /// <summary>
     /// Builds an index of <paramref name="texts"/> (ordinal = position) in <paramref name="folder"/>, replacing what is
-    /// there. Written into a temp folder beside it first and moved into place once committed.
+    /// there. Written into a temporary folder beside it first (<see cref="AtomicFile.TempPathOf"/>) and moved into place
+    /// once committed; the temporary folders of builds whose process died are deleted first. Callers that may run
+    /// concurrently hold the folder's <see cref="FileLock"/> (rotor ingest does).
     /// </summary>
     /// <param name="folder">Target folder.</param>
     /// <param name="texts">Document texts.</param>
@@ -85,17 +87,24 @@ public sealed class Bm25Index : IDisposable
     /// <param name="progress">Called every 1,000 documents with the count so far.</param>
     public static Bm25Index Build(string folder, IEnumerable<string> texts, float k1 = 0.9f, float b = 0.4f, Action<int>? progress = null)
     {
-        string full = Path.GetFullPath(folder);
-        string temp = full.TrimEnd(Path.DirectorySeparatorChar) + ".tmp-" + Guid.NewGuid().ToString("N")[..8];
+        string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        AtomicFile.RemoveStale(full);
+        string temp = AtomicFile.TempPathOf(full), old = AtomicFile.TempPathOf(full);
+        bool aside = false;
         try
         {
             using (var dir = FSDirectory.Open(temp)) Write(dir, texts, k1, b, progress);
-            if (System.IO.Directory.Exists(full)) System.IO.Directory.Delete(full, recursive: true);
+            // A folder cannot be renamed over another: the old one is moved aside first (a reader opening it in
+            // between finds no folder and says so), then deleted once the new one is in place.
+            if (System.IO.Directory.Exists(full)) { System.IO.Directory.Move(full, old); aside = true; }
             System.IO.Directory.Move(temp, full);
+            aside = false;
         }
         finally
         {
-            if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, recursive: true);
+            if (aside && !System.IO.Directory.Exists(full)) System.IO.Directory.Move(old, full); // the new one did not go in
+            foreach (string t in new[] { temp, old })
+                if (System.IO.Directory.Exists(t)) System.IO.Directory.Delete(t, recursive: true);
         }
         return Open(folder, k1, b);
     }

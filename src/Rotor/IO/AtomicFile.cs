@@ -1,7 +1,8 @@
 namespace Rotor;
 
 /// <summary>Writes files atomically: to a temporary file beside the target, flushed to disk, then renamed over it.
-/// A crash or kill during the write leaves the previous file intact.</summary>
+/// A crash or kill during the write leaves the previous file intact, and its temporary file is deleted by the next
+/// write of the same target (<see cref="RemoveStale"/>).</summary>
 public static class AtomicFile
 {
     /// <summary>Writes the file through <paramref name="write"/> atomically.</summary>
@@ -11,7 +12,8 @@ public static class AtomicFile
         string full = Path.GetFullPath(path);
         string? dir = Path.GetDirectoryName(full);
         if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        string tmp = $"{full}.{Environment.ProcessId}.{Guid.NewGuid():N}.rotor.tmp";
+        RemoveStale(full);
+        string tmp = TempPathOf(full);
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
@@ -28,9 +30,19 @@ public static class AtomicFile
         }
     }
 
-    /// <summary>Deletes the temporary files that writes of <paramref name="target"/> (a file, or every file directly in
-    /// a folder) left behind when their process died before the rename: those whose process id is no longer running. A
-    /// live writer's temporary file is never touched. Returns how many were deleted.</summary>
+    /// <summary>A new temporary name for a write of <paramref name="target"/>, beside it: <c>TARGET.PID.GUID.rotor.tmp</c>.
+    /// Writers that build a file or folder by other means name their temporaries with it, so that
+    /// <see cref="RemoveStale"/> finds them when their process dies.</summary>
+    public static string TempPathOf(string target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        return $"{Path.GetFullPath(target).TrimEnd(Path.DirectorySeparatorChar)}.{Environment.ProcessId}.{Guid.NewGuid():N}.rotor.tmp";
+    }
+
+    /// <summary>Deletes the temporary files and folders (named by <see cref="TempPathOf"/>) that writes of
+    /// <paramref name="target"/> (a file or folder, and every entry directly in a folder) left behind when their process
+    /// died before the rename: those whose process id is no longer running. A live writer's temporaries are never
+    /// touched. Returns how many were deleted.</summary>
     public static int RemoveStale(string target)
     {
         ArgumentNullException.ThrowIfNull(target);
@@ -39,8 +51,8 @@ public static class AtomicFile
         try
         {
             if (Path.GetDirectoryName(full) is { Length: > 0 } parent && Directory.Exists(parent))
-                candidates.AddRange(Directory.EnumerateFiles(parent, Path.GetFileName(full) + ".*.rotor.tmp"));
-            if (Directory.Exists(full)) candidates.AddRange(Directory.EnumerateFiles(full, "*.rotor.tmp"));
+                candidates.AddRange(Directory.EnumerateFileSystemEntries(parent, Path.GetFileName(full) + ".*.rotor.tmp"));
+            if (Directory.Exists(full)) candidates.AddRange(Directory.EnumerateFileSystemEntries(full, "*.rotor.tmp"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
         int removed = 0;
@@ -50,7 +62,11 @@ public static class AtomicFile
             string[] parts = Path.GetFileName(f).Split('.');
             if (parts.Length < 5 || !int.TryParse(parts[^4], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
             if (pid == Environment.ProcessId || IsRunning(pid)) continue;
-            try { File.Delete(f); removed++; }
+            try
+            {
+                if (Directory.Exists(f)) Directory.Delete(f, recursive: true); else File.Delete(f);
+                removed++;
+            }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
         return removed;

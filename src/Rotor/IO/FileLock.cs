@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace Rotor;
 
@@ -12,9 +13,10 @@ namespace Rotor;
 /// On Linux and macOS .NET takes <c>flock(LOCK_EX)</c> for <see cref="FileShare.None"/>, on Windows a share-mode lock;
 /// either is released by the operating system when the process dies, so a killed writer leaves no stale lock. The
 /// <c>.lock</c> file itself stays: deleting it on release would let a third process lock a new file while a second still
-/// holds the unlinked one.
+/// holds the unlinked one. The holder writes its process id into the lock file, so that a writer that has to wait or
+/// give up can say which process holds it (on Linux and macOS; Windows' share-mode lock lets nobody read it).
 /// </remarks>
-public sealed class FileLock : IDisposable
+public sealed partial class FileLock : IDisposable
 {
     private readonly FileStream _stream;
 
@@ -46,13 +48,21 @@ public sealed class FileLock : IDisposable
             try
             {
                 var fs = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1);
+                try
+                {
+                    fs.SetLength(0);
+                    fs.Write(System.Text.Encoding.ASCII.GetBytes($"{Environment.ProcessId}\n"));
+                    fs.Flush();
+                }
+                catch (IOException) { } // the id is a courtesy to other writers; the lock is held either way
                 return new FileLock(fs, path);
             }
             catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException && IsSharingViolation(e))
             {
+                string who = HolderOf(path) is int pid && pid != 0 ? $"process {pid}" : "it";
                 if (clock.Elapsed >= wait)
-                    throw new RotorException($"{target} is being written by another process (it holds {path}); waited {clock.Elapsed.TotalSeconds:F0} s. Try again when it has finished.");
-                if (!told) { waiting?.Invoke($"{target} is being written by another process (it holds {path}); waiting up to {wait.TotalSeconds:F0} s"); told = true; }
+                    throw new RotorException($"{target} is being written by another process ({who} holds {path}); waited {clock.Elapsed.TotalSeconds:F0} s. Try again when it has finished.");
+                if (!told) { waiting?.Invoke($"{target} is being written by another process ({who} holds {path}); waiting up to {wait.TotalSeconds:F0} s"); told = true; }
                 Thread.Sleep(50);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -68,6 +78,38 @@ public sealed class FileLock : IDisposable
         if (OperatingSystem.IsWindows()) return (e.HResult & 0xFFFF) is 32 or 33;
         return e.HResult == 11 || e.HResult == 35 || e.Message.Contains("being used by another process", StringComparison.OrdinalIgnoreCase);
     }
+
+    /// <summary>The process id written in the lock file <paramref name="lockPath"/> by its holder, or null where it
+    /// cannot be read (Windows, or no id written yet).</summary>
+    public static int? HolderOf(string lockPath)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        try
+        {
+            // .NET takes a shared flock for every open, which the holder's exclusive one refuses: libc's open takes none.
+            int fd = Open(lockPath, 0 /* O_RDONLY */);
+            if (fd < 0) return null;
+            try
+            {
+                Span<byte> buf = stackalloc byte[16];
+                nint n;
+                unsafe { fixed (byte* p = buf) n = Read(fd, p, buf.Length); }
+                if (n <= 0) return null;
+                return int.TryParse(buf[..(int)n].TrimEnd((byte)'\n'), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) ? pid : null;
+            }
+            finally { _ = Close(fd); }
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "read")]
+    private static unsafe partial nint Read(int fd, byte* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
 
     /// <summary>Releases the lock.</summary>
     public void Dispose() => _stream.Dispose();

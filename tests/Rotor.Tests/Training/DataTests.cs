@@ -143,6 +143,77 @@ public class GrayImageTests
         finally { File.Delete(pgm); File.Delete(png); }
     }
 
+    /// <summary>PNGs written by Pillow (tests/Rotor.Tests/Data/images/make.py: grey, grey+alpha, RGB, RGBA of odd size,
+    /// a text chunk and image data split over six chunks) decode to the grey image Pillow makes of them (its PGM beside
+    /// each), within 1 for colour (Pillow rounds luma in 16-bit fixed point, Rotor in thousandths).</summary>
+    [Theory]
+    [InlineData("grey", 0)]
+    [InlineData("grey-alpha", 0)]
+    [InlineData("grey-text", 0)]
+    [InlineData("rgb", 1)]
+    [InlineData("rgba-odd", 1)]
+    public void PngMatchesPillow(string name, int tolerance)
+    {
+        string dir = TrainingData.Dir("images");
+        var png = GrayImage.Read(Path.Combine(dir, name + ".png"));
+        var pgm = GrayImage.Read(Path.Combine(dir, name + ".pgm"));
+        Assert.Equal((pgm.Width, pgm.Height), (png.Width, png.Height));
+        int worst = 0;
+        for (int i = 0; i < pgm.Pixels.Length; i++) worst = Math.Max(worst, Math.Abs(png.Pixels[i] - pgm.Pixels[i]));
+        Assert.True(worst <= tolerance, $"{name}: max difference {worst}");
+    }
+
+    /// <summary>A 16-bit PGM by Pillow (samples v * 257) scales back to v; a text (P2) PGM reads as its binary twin.</summary>
+    [Fact]
+    public void SixteenBitAndTextPgm()
+    {
+        string dir = TrainingData.Dir("images");
+        var grey = GrayImage.Read(Path.Combine(dir, "grey.pgm"));
+        Assert.Equal(grey.Pixels, GrayImage.Read(Path.Combine(dir, "grey16.pgm")).Pixels);
+        string text = $"P2\n# a comment\n{grey.Width} {grey.Height}\n255\n" + string.Join('\n', grey.Pixels.Chunk(grey.Width).Select(r => string.Join(' ', r))) + "\n";
+        Assert.Equal(grey.Pixels, GrayImage.Decode(System.Text.Encoding.ASCII.GetBytes(text), "text.pgm").Pixels);
+    }
+
+    /// <summary>Headers that once escaped as other exceptions or asked for gigabytes: a width of more digits than an
+    /// int holds, a size over <see cref="GrayImage.MaxPixels"/> in a few bytes, a sample over maxval, a PNG chunk whose
+    /// CRC does not match (it used to decode to other pixels), image data cut inside its zlib checksum.</summary>
+    [Fact]
+    public void DamagedHeadersAreRefusedWithARotorError()
+    {
+        byte[] Ascii(string s) => System.Text.Encoding.Latin1.GetBytes(s);
+        foreach (var (bytes, says) in new (byte[], string)[]
+        {
+            (Ascii("P5\n99999999999 1\n255\n\0"), "width"),
+            (Ascii("P5\n65536 65536\n255\n\0"), "pixels supported"),
+            (Ascii("P2\n2 1\n100\n5 101\n"), "over 100"),
+            (Ascii("P5\n1 1\n100\n\u00ff"), "over the maxval"),
+            (Ascii("P5\n2 2\n255\n\0\0"), "truncated"),
+            (Ascii("P52 2 255\n\0\0\0\0"), "whitespace"),
+        })
+            Assert.Contains(says, Assert.Throws<RotorException>(() => GrayImage.Decode(bytes, "x.pgm")).Message);
+
+        var px = Enumerable.Range(0, 12).Select(i => (byte)(i * 21)).ToArray();
+        byte[] good = Png(4, 3, px);
+        byte[] flipped = (byte[])good.Clone();
+        flipped[8 + 8 + 13 + 4 + 8 + 3] ^= 1; // a byte of the image data
+        Assert.Contains("CRC", Assert.Throws<RotorException>(() => GrayImage.Decode(flipped, "x.png")).Message);
+        // IDAT without its last byte (part of the Adler-32), with a fixed CRC: the pixels are all there, the check is not.
+        int idat = 8 + 25, len = System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(good.AsSpan(idat));
+        byte[] data = good.AsSpan(idat + 8, len - 1).ToArray();
+        byte[] cut = [.. good.AsSpan(0, idat), .. PngChunk("IDAT", data), .. good.AsSpan(idat + 12 + len)];
+        Assert.IsType<RotorException>(Record.Exception(() => GrayImage.Decode(cut, "x.png")));
+    }
+
+    private static byte[] PngChunk(string type, byte[] data)
+    {
+        var o = new byte[12 + data.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(o, data.Length);
+        System.Text.Encoding.ASCII.GetBytes(type).CopyTo(o, 4);
+        data.CopyTo(o, 8);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(8 + data.Length), System.IO.Hashing.Crc32.HashToUInt32(o.AsSpan(4, 4 + data.Length)));
+        return o;
+    }
+
     private static byte[] Png(int w, int h, byte[] px)
     {
         var raw = new List<byte>();
@@ -165,7 +236,9 @@ public class GrayImageTests
         void Chunk(string type, byte[] data)
         {
             var len = new byte[4]; System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(len, data.Length);
-            o.AddRange(len); o.AddRange(System.Text.Encoding.ASCII.GetBytes(type)); o.AddRange(data); o.AddRange(new byte[4]);
+            byte[] typed = [.. System.Text.Encoding.ASCII.GetBytes(type), .. data];
+            var crc = new byte[4]; System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(crc, System.IO.Hashing.Crc32.HashToUInt32(typed));
+            o.AddRange(len); o.AddRange(typed); o.AddRange(crc);
         }
         var ihdr = new byte[13];
         System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(ihdr, w); System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(ihdr.AsSpan(4), h);
