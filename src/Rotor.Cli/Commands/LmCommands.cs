@@ -21,7 +21,7 @@ internal static class LmCommands
     private static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "tokenizer file for a model that carries none (tok*.bin, tokenizer.json, tiktoken tokenizer.model)" };
     private static Option<int?> ThreadsOption() => new Option<int?>("--threads", "-t") { Description = "worker threads (default: ROTOR_THREADS, else every processor)" }.InRange(1, 1024);
     private static Option<int?> CtxOption() => new Option<int?>("--ctx") { Description = "context length in tokens (default: the model's, at most 4096)" }.InRange(1, 1 << 20);
-    private static Option<string?> LmHeadOption()
+    internal static Option<string?> LmHeadOption()
     {
         var o = new Option<string?>("--lm-head") { Description = "element type of the LM head: f32, f16 or int8 (default: the file's)" };
         o.AcceptOnlyFromAmong("f32", "f16", "int8");
