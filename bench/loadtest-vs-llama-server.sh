@@ -22,6 +22,8 @@
 #   THREADS       threads of each server          (the processors)
 #   LM_HEAD       rotor --lm-head (f16 as stored, int8, ...)  (unset: the file's)
 #   PORT          first port (Rotor), PORT+1 llama-server     (8090)
+#   LLAMA_ARCH    general.architecture of the rewritten file (bitnet: llama.cpp's name for the
+#                 squared-ReLU BitNet b1.58 graph; llama for a float model)
 #
 # The random 2B4T-shape GGUFs carry no vocabulary (tokenizer.ggml.model = no_vocab), which llama-server cannot
 # serve (it turns every token into text). So the llama-server model is first rewritten with the Llama 3 tokenizer's
@@ -43,6 +45,7 @@ MAX_TOKENS=${MAX_TOKENS:-64}
 CTX=${CTX:-512}
 THREADS=${THREADS:-$(nproc)}
 PORT=${PORT:-8090}
+LLAMA_ARCH=${LLAMA_ARCH:-bitnet}
 PROMPT=${PROMPT:-"Tell me a story about a little dog who finds a red ball in the garden behind the old house."}
 
 for f in "$LLAMA_SERVER" "$ROTOR_MODEL" "$LLAMA_MODEL" "$TOKENIZER"; do
@@ -60,7 +63,7 @@ LOADTEST=(dotnet "$REPO/bench/Rotor.LoadTest/bin/Release/net10.0/Rotor.LoadTest.
 LLAMA_VOCAB_MODEL="$OUT/$(basename "${LLAMA_MODEL%.gguf}")-llama3.gguf"
 if [ ! -s "$LLAMA_VOCAB_MODEL" ]; then
   echo "writing $LLAMA_VOCAB_MODEL (llama-server needs the vocabulary in the file)" >&2
-  "${ROTOR[@]}" convert "$LLAMA_MODEL" --tokenizer "$TOKENIZER" --type tq2_0 --out "$LLAMA_VOCAB_MODEL" >&2
+  "${ROTOR[@]}" convert "$LLAMA_MODEL" --tokenizer "$TOKENIZER" --type tq2_0 --arch "$LLAMA_ARCH" --out "$LLAMA_VOCAB_MODEL" >&2
 fi
 
 SERVER_PID=
