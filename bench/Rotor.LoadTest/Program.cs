@@ -2,7 +2,10 @@
 // sending chat requests one after another until its request count or the level's time is used up. Reports, per
 // level: requests/s, generated tokens/s in total, time to first token and time per output token (p50/p99), failed and
 // lost requests; then the ratio of each level's tokens/s to one client's. Point it at `rotor serve` or at llama.cpp's
-// llama-server (--url), or let it start Rotor's server in this process (--serve MODEL).
+// llama-server (--url), or let it start Rotor's server in this process (--serve MODEL). `--endpoint completions` sends
+// the same text to /v1/completions (no chat template: both servers see the same tokens); `--ignore-eos` asks
+// llama-server to run to max_tokens (Rotor ignores the field); `--fresh-connections` opens a connection a request.
+// bench/loadtest-vs-llama-server.sh drives both servers.
 //
 //   dotnet run -c Release --project bench/Rotor.LoadTest -- --serve ../shared/data/lm/stories260K.bin --json out.json
 //   dotnet run -c Release --project bench/Rotor.LoadTest -- --url http://127.0.0.1:8080/ --model NAME
@@ -57,13 +60,13 @@ try
     await OneRequest(http, modelId, opts, 0, CancellationToken.None);
 
     var levels = new List<LevelResult>();
-    Console.WriteLine("clients  requests  failed  lost  seconds  req/s   tokens/s  ttft p50 ms  ttft p99 ms  tpot p50 ms  tpot p99 ms");
+    Console.WriteLine("clients  requests  failed  lost  seconds  req/s   tokens/s  ttft p50 ms  ttft p99 ms  tpot p50 ms  tpot p99 ms  prompt tokens");
     foreach (int clients in opts.Levels)
     {
         var r = await RunLevel(http, modelId, opts, clients);
         levels.Add(r);
         Console.WriteLine(string.Create(inv,
-            $"{clients,7}  {r.Requests,8}  {r.Failed,6}  {r.Lost,4}  {r.Seconds,7:F1}  {r.RequestsPerSecond,5:F2}  {r.TokensPerSecond,9:F1}  {r.TtftP50 * 1e3,11:F1}  {r.TtftP99 * 1e3,11:F1}  {r.TpotP50 * 1e3,11:F2}  {r.TpotP99 * 1e3,11:F2}"));
+            $"{clients,7}  {r.Requests,8}  {r.Failed,6}  {r.Lost,4}  {r.Seconds,7:F1}  {r.RequestsPerSecond,5:F2}  {r.TokensPerSecond,9:F1}  {r.TtftP50 * 1e3,11:F1}  {r.TtftP99 * 1e3,11:F1}  {r.TpotP50 * 1e3,11:F2}  {r.TpotP99 * 1e3,11:F2}  {r.PromptTokensMean,13:F1}"));
     }
     var one = levels.FirstOrDefault(l => l.Clients == 1);
     if (one is not null && one.TokensPerSecond > 0)
@@ -75,6 +78,8 @@ try
         using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
         w.WriteStartObject();
         w.WriteString("url", url.ToString());
+        if (opts.Label is { } label) w.WriteString("label", label);
+        w.WriteString("endpoint", opts.Endpoint);
         w.WriteString("model", opts.Serve ?? modelId);
         w.WriteNumber("max_tokens", opts.MaxTokens);
         w.WriteNumber("seconds_per_level", opts.Seconds);
@@ -85,11 +90,12 @@ try
         foreach (var l in levels)
         {
             w.WriteStartObject();
-            w.WriteNumber("clients", l.Clients); w.WriteNumber("requests", l.Requests); w.WriteNumber("failed", l.Failed); w.WriteNumber("lost", l.Lost);
-            w.WriteNumber("seconds", l.Seconds); w.WriteNumber("requests_per_second", l.RequestsPerSecond); w.WriteNumber("tokens", l.Tokens);
-            w.WriteNumber("tokens_per_second", l.TokensPerSecond);
-            w.WriteNumber("ttft_p50_ms", l.TtftP50 * 1e3); w.WriteNumber("ttft_p99_ms", l.TtftP99 * 1e3);
-            w.WriteNumber("tpot_p50_ms", l.TpotP50 * 1e3); w.WriteNumber("tpot_p99_ms", l.TpotP99 * 1e3);
+            Num(w, "clients", l.Clients); Num(w, "requests", l.Requests); Num(w, "failed", l.Failed); Num(w, "lost", l.Lost);
+            Num(w, "seconds", l.Seconds); Num(w, "requests_per_second", l.RequestsPerSecond); Num(w, "tokens", l.Tokens);
+            Num(w, "tokens_per_second", l.TokensPerSecond);
+            Num(w, "prompt_tokens_mean", l.PromptTokensMean);
+            Num(w, "ttft_p50_ms", l.TtftP50 * 1e3); Num(w, "ttft_p99_ms", l.TtftP99 * 1e3);
+            Num(w, "tpot_p50_ms", l.TpotP50 * 1e3); Num(w, "tpot_p99_ms", l.TpotP99 * 1e3);
             w.WriteEndObject();
         }
         w.WriteEndArray();
@@ -106,6 +112,12 @@ finally
 {
     if (server is not null) await server.DisposeAsync();
     model?.Dispose();
+}
+
+// A level where nothing succeeded has no percentiles: null, not NaN (which JSON cannot hold).
+static void Num(Utf8JsonWriter w, string name, double value)
+{
+    if (double.IsFinite(value)) w.WriteNumber(name, value); else w.WriteNull(name);
 }
 
 static string RuntimeInfo() => System.Runtime.InteropServices.RuntimeInformation.OSDescription;
@@ -132,7 +144,8 @@ static async Task<LevelResult> RunLevel(HttpClient http, string model, Args o, i
     int lost = results.Count(r => r.IsLost);
     return new LevelResult(clients, results.Count, results.Count - ok.Count - lost, lost, seconds, ok.Count / seconds, tokens, tokens / seconds,
         Percentile(ok.Select(r => r.Ttft), 0.5), Percentile(ok.Select(r => r.Ttft), 0.99),
-        Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.5), Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.99));
+        Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.5), Percentile(ok.Where(r => r.Tokens > 1).Select(r => r.Tpot), 0.99),
+        ok.Where(r => r.PromptTokens >= 0).Select(r => (double)r.PromptTokens).DefaultIfEmpty(double.NaN).Average());
 }
 
 /// <summary>A failed request; the first failure's reason is printed.</summary>
@@ -152,17 +165,26 @@ static double Percentile(IEnumerable<double> values, double q)
 static async Task<RequestResult> OneRequest(HttpClient http, string model, Args o, int n, CancellationToken ct)
 {
     string prompt = o.Prompt + (o.VaryPrompt ? " " + n.ToString(CultureInfo.InvariantCulture) : "");
-    string body = $$$"""{"model":{{{JsonSerializer.Serialize(model)}}},"messages":[{"role":"user","content":{{{JsonSerializer.Serialize(prompt)}}}}],"max_tokens":{{{o.MaxTokens}}},"temperature":{{{o.Temperature.ToString(CultureInfo.InvariantCulture)}}},"stream":true,"stream_options":{"include_usage":true}}""";
+    bool chat = o.Endpoint == "chat";
+    string input = chat
+        ? "\"messages\":[{\"role\":\"user\",\"content\":" + JsonSerializer.Serialize(prompt) + "}]"
+        : "\"prompt\":" + JsonSerializer.Serialize(prompt);
+    string body = "{\"model\":" + JsonSerializer.Serialize(model) + "," + input + ",\"max_tokens\":" + o.MaxTokens.ToString(CultureInfo.InvariantCulture)
+        + ",\"temperature\":" + o.Temperature.ToString(CultureInfo.InvariantCulture) + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+        + (o.IgnoreEos ? ",\"ignore_eos\":true" : "") + "}";
     var sw = Stopwatch.StartNew();
     try
     {
-        using var req = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var req = new HttpRequestMessage(HttpMethod.Post, chat ? "v1/chat/completions" : "v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        // A server that closes a connection after a streamed response (cpp-httplib's) would fail the next request sent
+        // on it: --fresh-connections opens one a request, for every server alike.
+        if (o.FreshConnections) req.Headers.ConnectionClose = true;
         using var r = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct);
         if (!r.IsSuccessStatusCode) return Fail($"HTTP {(int)r.StatusCode}: {await r.Content.ReadAsStringAsync(ct)}");
         // From here on the server accepted the request: a stream that ends without [DONE] is a lost request.
         using var reader = new StreamReader(await r.Content.ReadAsStreamAsync(ct));
         double? first = null;
-        int chunks = 0, usageTokens = -1;
+        int chunks = 0, usageTokens = -1, promptTokens = -1;
         bool done = false;
         while (await reader.ReadLineAsync(ct) is { } line)
         {
@@ -171,19 +193,29 @@ static async Task<RequestResult> OneRequest(HttpClient http, string model, Args 
             if (data == "[DONE]") { done = true; break; }
             using var j = JsonDocument.Parse(data);
             if (j.RootElement.TryGetProperty("error", out var err)) return Fail(err.ToString());
-            if (j.RootElement.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) usageTokens = u.GetProperty("completion_tokens").GetInt32();
-            foreach (var c in j.RootElement.GetProperty("choices").EnumerateArray())
-                if (c.TryGetProperty("delta", out var d) && d.TryGetProperty("content", out var t) && t.ValueKind == JsonValueKind.String && t.GetString()!.Length > 0)
+            if (j.RootElement.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
+            {
+                usageTokens = u.GetProperty("completion_tokens").GetInt32();
+                if (u.TryGetProperty("prompt_tokens", out var pt) && pt.ValueKind == JsonValueKind.Number) promptTokens = pt.GetInt32();
+            }
+            if (!j.RootElement.TryGetProperty("choices", out var choices) || choices.ValueKind != JsonValueKind.Array) continue;
+            foreach (var c in choices.EnumerateArray())
+            {
+                // Chat chunks carry delta.content, completion chunks text.
+                JsonElement t = default;
+                bool has = chat ? c.TryGetProperty("delta", out var d) && d.TryGetProperty("content", out t) : c.TryGetProperty("text", out t);
+                if (has && t.ValueKind == JsonValueKind.String && t.GetString()!.Length > 0)
                 {
                     first ??= sw.Elapsed.TotalSeconds;
                     chunks++;
                 }
+            }
         }
         double total = sw.Elapsed.TotalSeconds;
         if (!done) return RequestResult.Lost;
         if (first is null) return Fail("no token came");
         int tokens = usageTokens >= 0 ? usageTokens : chunks;
-        return new RequestResult(true, tokens, first.Value, tokens > 1 ? (total - first.Value) / (tokens - 1) : 0);
+        return new RequestResult(true, tokens, first.Value, tokens > 1 ? (total - first.Value) / (tokens - 1) : 0, PromptTokens: promptTokens);
     }
     catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
     {
@@ -197,14 +229,14 @@ static async Task<RequestResult> OneRequest(HttpClient http, string model, Args 
 
 /// <summary>One request: Ok, or refused/failed (an HTTP error or an error event), or lost (accepted, but the stream broke
 /// off before [DONE]).</summary>
-internal sealed record RequestResult(bool Ok, int Tokens, double Ttft, double Tpot, bool IsLost = false)
+internal sealed record RequestResult(bool Ok, int Tokens, double Ttft, double Tpot, bool IsLost = false, int PromptTokens = -1)
 {
     public static RequestResult Failed { get; } = new(false, 0, 0, 0);
     public static RequestResult Lost { get; } = new(false, 0, 0, 0, true);
 }
 
 internal sealed record LevelResult(int Clients, int Requests, int Failed, int Lost, double Seconds, double RequestsPerSecond, long Tokens, double TokensPerSecond,
-    double TtftP50, double TtftP99, double TpotP50, double TpotP99);
+    double TtftP50, double TtftP99, double TpotP50, double TpotP99, double PromptTokensMean);
 
 internal static class FirstFailure
 {
@@ -213,7 +245,9 @@ internal static class FirstFailure
 
 internal sealed class Args
 {
-    public string? Serve, Tokenizer, Url, Model, ApiKey, Json;
+    public string? Serve, Tokenizer, Url, Model, ApiKey, Json, Label;
+    public string Endpoint = "chat";
+    public bool IgnoreEos, FreshConnections;
     public int[] Levels = [1, 4, 16, 64];
     public int Seconds = 30, RequestsPerClient = 8, MaxTokens = 128, MaxBatch = 64, Queue = 256;
     public int? Ctx;
@@ -249,7 +283,14 @@ internal sealed class Args
                 case "--temperature": o.Temperature = float.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--prompt": o.Prompt = Next(); break;
                 case "--same-prompt": o.VaryPrompt = false; break;
-                default: throw new RotorException($"unknown option {a[i]} (--serve MODEL | --url URL --model ID, --clients 1,4,16,64, --seconds N, --requests N, --max-tokens N, --max-batch N, --queue N, --ctx N, --temperature T, --prompt TEXT, --same-prompt, --api-key K, --json FILE)");
+                case "--endpoint":
+                    o.Endpoint = Next();
+                    if (o.Endpoint is not ("chat" or "completions")) throw new RotorException($"--endpoint '{o.Endpoint}' is not chat or completions");
+                    break;
+                case "--ignore-eos": o.IgnoreEos = true; break;
+                case "--fresh-connections": o.FreshConnections = true; break;
+                case "--label": o.Label = Next(); break;
+                default: throw new RotorException($"unknown option {a[i]} (--serve MODEL | --url URL --model ID, --clients 1,4,16,64, --seconds N, --requests N, --max-tokens N, --max-batch N, --queue N, --ctx N, --temperature T, --prompt TEXT, --same-prompt, --endpoint chat|completions, --ignore-eos, --fresh-connections, --label NAME, --api-key K, --json FILE)");
             }
         }
         return o;

@@ -17,6 +17,7 @@ using Microsoft.Extensions.Logging;
 using Prometheus;
 using Rotor.Lm;
 using Rotor.Lm.Tokenizers;
+using Rotor.Rag.Answers;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Search;
 using Rotor.Server.Api;
@@ -48,6 +49,12 @@ public sealed record RotorServerOptions
     public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Log HTTP requests to the console.</summary>
     public bool Log { get; init; }
+    /// <summary>How grounded chat decides and builds its prompt, as <c>rotor ask</c>: the adaptive rule
+    /// (<see cref="GroundedAnswerOptions.Adaptive"/>, default score; a request's <c>retrieval.adaptive</c> overrides it),
+    /// its thresholds (<see cref="GroundedAnswerOptions.Policy"/>), the model rule's closed-book tokens, and the default
+    /// top and mode of <see cref="GroundedAnswerOptions.Retrieval"/>. The context is the scheduler's; the answer's room
+    /// is each request's.</summary>
+    public GroundedAnswerOptions Grounding { get; init; } = new();
 
     /// <summary>The id of retrieval-grounded chat (the same model answering from retrieved passages).</summary>
     public string GroundedModelId => ModelId + "-rag";
@@ -67,6 +74,7 @@ public sealed class RotorServer : IAsyncDisposable
     private readonly SentenceEmbedder? _embedder;
     private readonly Retriever? _retriever;
     private readonly IChatGrounding? _grounding;
+    private readonly GroundedAnswerer? _answerer;   // owned: made for the default grounding
     private readonly ChatTemplate? _template;
     private readonly WebApplication _app;
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -90,10 +98,18 @@ public sealed class RotorServer : IAsyncDisposable
         _keys = [.. _o.ApiKeys.Select(Encoding.UTF8.GetBytes)];
         _embedder = embedder; _retriever = retriever;
         if (model.Tokenizer is not null) _template = ChatTemplate.For(model.Tokenizer);
-        _grounding = grounding ?? (retriever is not null && _template is not null ? new RetrieverGrounding(retriever, _template) : null);
         Metrics = new ServerMetrics();
         Scheduler = new GenerationScheduler(model, _o.Scheduler, Metrics);
         Metrics.Scheduler = Scheduler;
+        _grounding = grounding;
+        if (grounding is null && retriever is not null && model.Tokenizer is not null)
+        {
+            // The model rule's closed-book probe is decoded by the scheduler: only its thread runs the model.
+            var answers = _o.Grounding with { ContextLength = _o.Scheduler.ContextLength };
+            var probe = new ScheduledConfidenceProbe(Scheduler, new GroundedPromptBuilder(ChatTemplate.For(model.Tokenizer, answers.Format)), answers.ConfidenceTokens);
+            _answerer = new GroundedAnswerer(model, retriever, answers, probe);
+            _grounding = new AnswererGrounding(_answerer);
+        }
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
@@ -154,6 +170,7 @@ public sealed class RotorServer : IAsyncDisposable
         await StopAsync().ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
         Scheduler.Dispose();
+        _answerer?.Dispose();
     }
 
     // ---- routing ----
@@ -260,21 +277,37 @@ public sealed class RotorServer : IAsyncDisposable
         IReadOnlyList<int> prompt;
         List<SourceDto>? sources = null;
         string? decision = null;
+        RetrievalDecisionDto? details = null;
         if (grounded)
         {
             var grounding = _grounding ?? throw new ApiException(400, "retrieval-grounded chat needs an index: start rotor serve with --index DIR", param: "retrieval", code: "retrieval_unavailable");
-            int top = req.Retrieval?.Top ?? 4;
+            int top = req.Retrieval?.Top ?? _o.Grounding.Retrieval.Top;
             if (top is < 1 or > 20) throw ApiException.Invalid("retrieval.top", $"retrieval.top {top} must be in 1..20");
-            var mode = ParseMode(req.Retrieval?.Mode, "retrieval.mode");
+            var mode = req.Retrieval?.Mode is null ? _o.Grounding.Retrieval.Mode : ParseMode(req.Retrieval.Mode, "retrieval.mode");
+            AdaptiveMode? adaptive = req.Retrieval?.Adaptive switch
+            {
+                null => null,
+                "score" => AdaptiveMode.Score,
+                "model" => AdaptiveMode.Model,
+                "off" => AdaptiveMode.Off,
+                var a => throw ApiException.Invalid("retrieval.adaptive", $"retrieval.adaptive '{a}' is not score, model or off"),
+            };
             int reserve = Math.Min(askedMax ?? _o.DefaultMaxTokens, _o.Scheduler.ContextLength / 2);
-            var g = await grounding.GroundAsync(messages, new GroundingRequest(top, mode, reserve), _o.Scheduler.ContextLength, ctx.RequestAborted).ConfigureAwait(false);
+            var g = await grounding.GroundAsync(messages, new GroundingRequest(top, mode, reserve) { Adaptive = adaptive }, _o.Scheduler.ContextLength, ctx.RequestAborted).ConfigureAwait(false);
             prompt = g.PromptIds;
             decision = g.Decision;
-            sources = [.. g.Sources.Select(s => new SourceDto { Number = s.Number, Id = s.PassageId, Title = s.Title, Section = s.Section, Text = s.Text, Score = s.Score })];
+            details = g.Details is { } d ? DecisionDto(d) : null;
+            sources = [.. g.Sources.Select(s => new SourceDto { Number = s.Number, Id = s.PassageId, Title = s.Title, Section = s.Section, Text = s.Text, Score = s.Score, Truncated = s.Truncated })];
         }
         else prompt = template.Render(messages, addGenerationPrompt: true);
-        await GenerateAsync(ctx, req, prompt, gen, askedMax, chat: true, sources, decision).ConfigureAwait(false);
+        await GenerateAsync(ctx, req, prompt, gen, askedMax, chat: true, sources, decision, details).ConfigureAwait(false);
     }
+
+    private static RetrievalDecisionDto DecisionDto(RetrievalDecision d) => new()
+    {
+        Mode = d.Mode.ToString().ToLowerInvariant(), Retrieve = d.Retrieve, Count = d.Count, Reason = d.Reason,
+        Confidence = d.Confidence is { } c ? new ConfidenceDto { MeanMaxProbability = c.MeanMaxProbability, MeanEntropy = c.MeanEntropy, Steps = c.Steps, ClosedBookText = c.Text } : null,
+    };
 
     private async Task CompletionsAsync(HttpContext ctx)
     {
@@ -285,7 +318,7 @@ public sealed class RotorServer : IAsyncDisposable
         if (req.Prompt.Count > 1) throw ApiException.Invalid("prompt", "one prompt a request: send the others as separate requests (they are batched together)");
         if (req.Prompt[0].Length == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
         var (gen, askedMax) = MapOptions(req);
-        await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null, null).ConfigureAwait(false);
+        await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null, null, null).ConfigureAwait(false);
     }
 
     /// <summary>True when the id names grounded chat; throws 404 for an unknown model.</summary>
@@ -326,7 +359,7 @@ public sealed class RotorServer : IAsyncDisposable
         return (new GenerationOptions { MaxTokens = max ?? _o.DefaultMaxTokens, Sampling = s, Stop = stop }, max);
     }
 
-    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision)
+    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision, RetrievalDecisionDto? details)
     {
         int ctxLen = _o.Scheduler.ContextLength;
         string promptParam = chat ? "messages" : "prompt";
@@ -352,7 +385,7 @@ public sealed class RotorServer : IAsyncDisposable
                 await WriteJson(ctx, new CompletionResponseDto
                 {
                     Id = id, Object = chat ? "chat.completion" : "text_completion", Created = created, Model = model, Choices = [choice],
-                    Usage = Usage(outcome), Sources = sources, RetrievalDecision = decision,
+                    Usage = Usage(outcome), Sources = sources, RetrievalDecision = decision, Retrieval = details,
                 }, ServerJson.Default.CompletionResponseDto).ConfigureAwait(false);
                 return;
             }
@@ -366,7 +399,7 @@ public sealed class RotorServer : IAsyncDisposable
                 var c = new ChoiceDto { FinishReason = finish };
                 if (chat) c.Delta = new ResponseMessageDto { Role = first ? "assistant" : null, Content = text ?? (first ? "" : null) };
                 else c.Text = text ?? "";
-                return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null, RetrievalDecision = first ? decision : null };
+                return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null, RetrievalDecision = first ? decision : null, Retrieval = first ? details : null };
             }
             if (chat) await SendEvent(ctx, Chunk(null, null, first: true)).ConfigureAwait(false);
             else await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
@@ -398,7 +431,7 @@ public sealed class RotorServer : IAsyncDisposable
 
     private static UsageDto Usage(GenerationOutcome o) => new() { PromptTokens = o.PromptTokens, CompletionTokens = o.Ids.Count, TotalTokens = o.PromptTokens + o.Ids.Count };
 
-    private static (int Status, ErrorDto Error) FailureOf(GenerationOutcome o) => o.End switch
+    internal static (int Status, ErrorDto Error) FailureOf(GenerationOutcome o) => o.End switch
     {
         GenerationEnd.TimedOut => (504, new ErrorDto { Message = "the request ran past the server's time limit", Type = "timeout_error", Code = "timeout" }),
         GenerationEnd.Shutdown => (503, new ErrorDto { Message = "the server shut down before the request finished", Type = "server_error", Code = "shutting_down" }),

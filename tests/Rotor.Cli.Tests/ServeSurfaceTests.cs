@@ -31,6 +31,64 @@ public sealed partial class ServeSurfaceTests
         Assert.Equal(2, code);
         Assert.StartsWith("rotor: /nonexistent/model.gguf: no such file", output.Trim());
         Assert.Single(output.Trim().Split('\n'));
+        (code, output) = TrainEvalEndToEndTests.Rotor("serve", "--model", "/nonexistent/model.gguf", "--adaptive", "maybe");
+        Assert.Equal(2, code);
+        Assert.Contains("maybe", output);
+        (code, output) = TrainEvalEndToEndTests.Rotor("serve", "--model", "/nonexistent/model.gguf", "--confidence-threshold", "2");
+        Assert.Equal(2, code);
+        Assert.Contains("--confidence-threshold is 2, must be in 0..1", output);
+    }
+
+    [StoriesFact]
+    public async Task ServesGroundedChatWithTheModelRuleAndAnInt8Head()
+    {
+        var (p, address) = await StartAsync("serve", "--model", Stories()!, "--port", "0", "--index", "demo", "--retrieval-rule", "model", "--confidence-tokens", "4", "--lm-head", "int8");
+        using (p)
+        {
+            try
+            {
+                using var http = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromMinutes(2) };
+                using var r = await http.PostAsync("v1/chat/completions", new StringContent("""{"model":"stories260K-rag","messages":[{"role":"user","content":"Who was the first person to walk on the Moon?"}],"max_tokens":8}""", Encoding.UTF8, "application/json"));
+                var body = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement;
+                var decision = body.GetProperty("retrieval");
+                Assert.Equal("model", decision.GetProperty("mode").GetString());
+                Assert.InRange(decision.GetProperty("confidence").GetProperty("steps").GetInt32(), 1, 4);
+                Assert.Equal(decision.GetProperty("reason").GetString(), body.GetProperty("retrieval_decision").GetString());
+                await StopAsync(p);
+            }
+            finally
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    /// <summary>Starts <c>rotor ARGS</c> and waits for its "serving ... at URL" line.</summary>
+    private static async Task<(Process Process, Uri Address)> StartAsync(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("exec"); psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "rotor.dll"));
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        psi.Environment["ROTOR_THREADS"] = "1";
+        var p = Process.Start(psi)!;
+        Uri? address = null;
+        var sw = Stopwatch.StartNew();
+        var seen = new StringBuilder();
+        while (address is null && sw.Elapsed < TimeSpan.FromMinutes(2) && await p.StandardError.ReadLineAsync() is { } line)
+        {
+            seen.AppendLine(line);
+            if (Serving().Match(line) is { Success: true } m) address = new Uri(m.Groups[1].Value);
+        }
+        if (address is null) { p.Kill(entireProcessTree: true); Assert.Fail("rotor serve did not start: " + seen); }
+        return (p, address!);
+    }
+
+    /// <summary>SIGTERM, then the process must exit 0 within 30 s.</summary>
+    private static async Task StopAsync(Process p)
+    {
+        using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "rotor serve did not stop on SIGTERM");
+        Assert.Equal(0, p.ExitCode);
     }
 
     [StoriesFact]

@@ -125,4 +125,58 @@ public sealed class GenerationTests
         Assert.Throws<RotorException>(() => new Sampler(new SamplingOptions { TopP = 0 }));
         Assert.Throws<RotorException>(() => new Sampler(new SamplingOptions { Temperature = -1 }));
     }
+
+    /// <summary>The sampler written plainly: copy, penalize each distinct recent token once, sort every candidate by
+    /// (logit descending, id ascending), keep top-k, softmax with temperature, top-p, min-p, draw.</summary>
+    private static int ReferenceSample(float[] logits, int[] history, SamplingOptions o, Random random)
+    {
+        var l = (float[])logits.Clone();
+        if (o.RepetitionPenalty != 1f && o.RepeatLastN > 0)
+            foreach (int t in history.Skip(Math.Max(0, history.Length - o.RepeatLastN)).Distinct())
+                if ((uint)t < (uint)l.Length) l[t] = l[t] > 0 ? l[t] / o.RepetitionPenalty : l[t] * o.RepetitionPenalty;
+        if (o.Temperature == 0) return Sampler.ArgMax(l);
+        int k = o.TopK > 0 ? Math.Min(o.TopK, l.Length) : l.Length;
+        var ids = Enumerable.Range(0, l.Length).OrderByDescending(i => l[i]).ThenBy(i => i).Take(k).ToArray();
+        float max = l[ids[0]];
+        var p = new float[k];
+        double sum = 0;
+        for (int i = 0; i < k; i++) { p[i] = MathF.Exp((l[ids[i]] - max) / o.Temperature); sum += p[i]; }
+        for (int i = 0; i < k; i++) p[i] = (float)(p[i] / sum);
+        int keep = k;
+        if (o.TopP < 1f) { double c = 0; for (int i = 0; i < k; i++) { c += p[i]; if (c >= o.TopP) { keep = i + 1; break; } } }
+        if (o.MinP > 0) { int m = 1; while (m < keep && p[m] >= o.MinP * p[0]) m++; keep = m; }
+        double total = 0;
+        for (int i = 0; i < keep; i++) total += p[i];
+        double r = random.NextDouble() * total;
+        for (int i = 0; i < keep; i++) { r -= p[i]; if (r < 0) return ids[i]; }
+        return ids[keep - 1];
+    }
+
+    [Fact]
+    public void SampleAndSampleInPlaceChooseAsThePlainReference()
+    {
+        var rng = new Random(11);
+        foreach (int v in new[] { 1, 2, 3, 17, 512, 1031 })
+            for (int trial = 0; trial < 12; trial++)
+            {
+                var o = new SamplingOptions
+                {
+                    Temperature = trial % 4 == 0 ? 0 : 0.3f + (float)rng.NextDouble(), TopK = trial % 3 == 0 ? 0 : 1 + rng.Next(60),
+                    TopP = trial % 5 == 0 ? 1 : 0.5f + 0.5f * (float)rng.NextDouble(), MinP = trial % 2 == 0 ? 0 : 0.05f,
+                    RepetitionPenalty = trial % 2 == 1 ? 1 : 1.1f + (float)rng.NextDouble(), RepeatLastN = 1 + rng.Next(80), Seed = trial,
+                };
+                var copying = new Sampler(o); var inPlace = new Sampler(o); var reference = new Random(trial);
+                for (int step = 0; step < 6; step++)
+                {
+                    var logits = new float[v];
+                    for (int i = 0; i < v; i++) logits[i] = (float)Math.Round(rng.NextDouble() * 8 - 4, 1);   // ties happen
+                    var history = Enumerable.Range(0, rng.Next(100)).Select(_ => rng.Next(v + 3)).ToArray();   // repeats, some outside
+                    var before = (float[])logits.Clone();
+                    int want = ReferenceSample(logits, history, o, reference);
+                    Assert.Equal(want, copying.Sample(logits, history));
+                    Assert.Equal(before, logits);   // Sample leaves the logits alone
+                    Assert.Equal(want, inPlace.SampleInPlace(logits, history));
+                }
+            }
+    }
 }

@@ -9,7 +9,7 @@ using Rotor.Lm;
 using Rotor.Lm.Tokenizers;
 using Rotor.Rag.Demo;
 using Rotor.Rag.Embeddings;
-using Rotor.Server.Grounding;
+using Rotor.Rag.Answers;
 
 namespace Rotor.Server.Tests;
 
@@ -105,7 +105,6 @@ public sealed class ClientTests(RagFixture f)
         var (status, j) = await s.PostJsonAsync("v1/chat/completions", body + "}");
         Assert.Equal(200, status);
         var sources = j.GetProperty("sources").EnumerateArray().ToArray();
-        Assert.StartsWith("retrieved ", j.GetProperty("retrieval_decision").GetString());
         Assert.NotEmpty(sources);
         var passages = DemoCorpus.Passages.ToDictionary(p => p.Id);
         for (int i = 0; i < sources.Length; i++)
@@ -118,36 +117,38 @@ public sealed class ClientTests(RagFixture f)
         var search = (await s.PostJsonAsync("v1/search", $$"""{"query":{{J.S(q)}},"top":4}""")).Body.GetProperty("data").EnumerateArray().ToArray();
         Assert.Equal(search[0].GetProperty("id").GetString(), sources[0].GetProperty("id").GetString());
 
-        // The prompt is the conversation with the numbered passages, within the context less the answer's room, and
-        // the answer is what the model makes of it.
-        var grounding = new RetrieverGrounding(f.Retriever!, ChatTemplate.For(f.Model!.RequireTokenizer()));
-        var g = await grounding.GroundAsync([("user", q)], new GroundingRequest(4, Rotor.Rag.Search.RetrievalMode.Hybrid, 40), RagFixture.Context, default);
-        Assert.Equal(g.Sources.Select(x => x.PassageId), sources.Select(x => x.GetProperty("id").GetString()));
+        // The prompt and decision are what the grounded-answer library prepares for the question (score rule, top 5,
+        // hybrid, 40 positions kept for the answer), and the answer is what the model makes of that prompt.
+        var expected = await f.ExpectedAsync(q, 40);
+        Assert.Equal(expected.Decision.Reason, j.GetProperty("retrieval_decision").GetString());
+        Assert.StartsWith("retrieve ", expected.Decision.Reason);
+        var decision = j.GetProperty("retrieval");
+        Assert.Equal("score", decision.GetProperty("mode").GetString());
+        Assert.True(decision.GetProperty("retrieve").GetBoolean());
+        Assert.Equal(expected.Decision.Count, decision.GetProperty("count").GetInt32());
+        Assert.False(decision.TryGetProperty("confidence", out _));
+        Assert.Equal(expected.Prompt.Sources.Select(x => x.Hit.Passage.Id), sources.Select(x => x.GetProperty("id").GetString()));
         int promptTokens = j.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
-        Assert.Equal(g.PromptIds.Count, promptTokens);
+        Assert.Equal(expected.Prompt.Ids!.Count, promptTokens);
         Assert.True(promptTokens + 40 <= RagFixture.Context);
-        string prompt = f.Model!.RequireTokenizer().Decode(g.PromptIds);
+        string prompt = f.Model!.RequireTokenizer().Decode(expected.Prompt.Ids!);
         Assert.Contains("[1] " + sources[0].GetProperty("title").GetString(), prompt);
         Assert.Contains(q, prompt);
-        var direct = Models.Direct(f.Model!, g.PromptIds, new GenerationOptions { MaxTokens = 40, Sampling = SamplingOptions.Greedy }, RagFixture.Context);
+        var direct = Models.Direct(f.Model!, expected.Prompt.Ids!, new GenerationOptions { MaxTokens = 40, Sampling = SamplingOptions.Greedy }, RagFixture.Context);
         Assert.Equal(direct.Text, j.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
 
-        // Streamed: the sources come in the first chunk.
+        // Streamed: the sources and the decision come in the first chunk.
         var (_, events) = await s.PostStreamAsync("v1/chat/completions", body + ""","stream":true}""");
         var first = JsonDocument.Parse(events[0]).RootElement;
         Assert.Equal(sources.Length, first.GetProperty("sources").GetArrayLength());
+        Assert.Equal(expected.Decision.Reason, first.GetProperty("retrieval").GetProperty("reason").GetString());
         Assert.Equal(direct.Text, Served.Join(events).Text);
 
-        // The retrieval field on the plain model id does the same; a context too small for any passage keeps none.
+        // The retrieval field on the plain model id does the same, with its own top and mode.
         var (st2, j2) = await s.PostJsonAsync("v1/chat/completions", $$$"""{"model":"m","messages":[{"role":"user","content":{{{J.S(q)}}}}],"max_tokens":40,"temperature":0,"retrieval":{"top":2,"mode":"lexical"}}""");
         Assert.Equal(200, st2);
+        var lexical = await f.ExpectedAsync(q, 40, new PrepareRequest { Top = 2, Mode = Rotor.Rag.Search.RetrievalMode.Lexical });
         Assert.InRange(j2.GetProperty("sources").GetArrayLength(), 1, 2);
-        var template = ChatTemplate.For(f.Model!.RequireTokenizer());
-        int bare = template.Render(RetrieverGrounding.WithPassages([("user", q)], []), addGenerationPrompt: true).Count;
-        var tight = await grounding.GroundAsync([("user", q)], new GroundingRequest(4, Rotor.Rag.Search.RetrievalMode.Hybrid, 40), bare + 45, default);
-        Assert.Empty(tight.Sources);
-        Assert.Equal(bare, tight.PromptIds.Count);
-        Assert.Contains("No passage was found", f.Model!.RequireTokenizer().Decode(tight.PromptIds));
-        await Assert.ThrowsAsync<RotorException>(() => grounding.GroundAsync([("user", q)], new GroundingRequest(4, Rotor.Rag.Search.RetrievalMode.Hybrid, 40), bare + 39, default));
+        Assert.Equal(lexical.Prompt.Sources.Select(x => x.Hit.Passage.Id), j2.GetProperty("sources").EnumerateArray().Select(x => x.GetProperty("id").GetString()));
     }
 }

@@ -1,6 +1,7 @@
 using PuppeteerSharp;
 using Rotor.Lm;
 using Rotor.Lm.Tokenizers;
+using Rotor.Rag.Answers;
 using Rotor.Server.Grounding;
 
 namespace Rotor.Server.Tests;
@@ -56,16 +57,17 @@ public sealed class PageTests(RagFixture f)
         Assert.Equal(question, await page.EvaluateExpressionAsync<string>("document.querySelector('.msg.user').textContent"));
 
         // The page's answer is the model's greedy answer on the grounded prompt (the server samples greedily here).
-        var grounding = new RetrieverGrounding(f.Retriever!, ChatTemplate.For(f.Model!.RequireTokenizer()));
-        var g = await grounding.GroundAsync([("user", question)], new GroundingRequest(4, Rotor.Rag.Search.RetrievalMode.Hybrid, 64), RagFixture.Context, default);
-        var direct = Models.Direct(f.Model!, g.PromptIds, new GenerationOptions { MaxTokens = 64, Sampling = SamplingOptions.Greedy }, RagFixture.Context);
+        using var answerer = new GroundedAnswerer(f.Model!, f.Retriever!, new GroundedAnswerOptions { ContextLength = RagFixture.Context });
+        var g = new AnswererGrounding(answerer);
+        var grounded = await g.GroundAsync([("user", question)], new GroundingRequest(5, Rotor.Rag.Search.RetrievalMode.Hybrid, 64), RagFixture.Context, default);
+        var direct = Models.Direct(f.Model!, grounded.PromptIds, new GenerationOptions { MaxTokens = 64, Sampling = SamplingOptions.Greedy }, RagFixture.Context);
         Assert.Equal(direct.Text, answer);
         Assert.True(updates > 5, $"the answer changed {updates} times while streaming");
 
         // The sources panel lists the grounded answer's passages.
         var titles = await page.EvaluateExpressionAsync<string[]>("[...document.querySelectorAll('#sources li')].map(li => li.textContent)");
-        Assert.Equal(g.Sources.Count, titles.Length);
-        for (int i = 0; i < titles.Length; i++) Assert.StartsWith(g.Sources[i].Title, titles[i]);
+        Assert.Equal(grounded.Sources.Count, titles.Length);
+        for (int i = 0; i < titles.Length; i++) Assert.StartsWith(grounded.Sources[i].Title, titles[i]);
 
         // A citation in an answer shows its passage (the tiny model does not write [n] itself, so an answer that
         // cites is rendered by the page's own function).
@@ -73,10 +75,10 @@ public sealed class PageTests(RagFixture f)
         Assert.Equal(1, await page.EvaluateExpressionAsync<int>("document.querySelectorAll('.cite').length"));
         await page.ClickAsync(".cite");
         Assert.False(await page.EvaluateExpressionAsync<bool>("document.getElementById('passage').hidden"));
-        Assert.Equal(g.Sources[0].Text, await page.EvaluateExpressionAsync<string>("document.getElementById('passage-text').textContent"));
+        Assert.Equal(grounded.Sources[0].Text, await page.EvaluateExpressionAsync<string>("document.getElementById('passage-text').textContent"));
         // Clicking a source shows it too.
-        await page.ClickAsync($"#sources li[data-n='{g.Sources.Count}']");
-        Assert.Equal(g.Sources[^1].Text, await page.EvaluateExpressionAsync<string>("document.getElementById('passage-text').textContent"));
+        await page.ClickAsync($"#sources li[data-n='{grounded.Sources.Count}']");
+        Assert.Equal(grounded.Sources[^1].Text, await page.EvaluateExpressionAsync<string>("document.getElementById('passage-text').textContent"));
         await page.ScreenshotAsync(Path.Combine(TestPaths.Artifacts(), "page-chat.png"));
 
         // The search box lists what /v1/search finds.

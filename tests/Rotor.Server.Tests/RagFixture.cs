@@ -1,4 +1,5 @@
 using Rotor.Lm;
+using Rotor.Rag.Answers;
 using Rotor.Rag.Demo;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Search;
@@ -29,6 +30,14 @@ public sealed class RagFixture : IAsyncLifetime
             ModelId = "m", ApiKeys = ["k"], Sampling = SamplingOptions.Greedy, DefaultMaxTokens = 64,
             Scheduler = new SchedulerOptions { ContextLength = Context, MaxBatch = 4 },
         }, Embedder, Retriever);
+    }
+
+    /// <summary>What the server's grounding prepares for <paramref name="question"/> as the last user message: the same
+    /// answerer (score rule by default, the server's context) on the same retriever, outside the server.</summary>
+    internal async Task<PreparedAnswer> ExpectedAsync(string question, int reserve, PrepareRequest? request = null)
+    {
+        using var answerer = new GroundedAnswerer(Model!, Retriever!, new GroundedAnswerOptions { ContextLength = Context });
+        return await answerer.PrepareAsync(question, (request ?? new PrepareRequest()) with { AnswerTokens = reserve });
     }
 
     public async Task DisposeAsync()

@@ -140,7 +140,7 @@ internal static class AskCommand
         if (invalid.Count > 0) Console.WriteLine($"cited numbers that name no source: {string.Join(", ", invalid.Select(x => $"[{x}]"))}");
     }
 
-    private static AdaptivePolicy LoadPolicy(string target, string? file)
+    internal static AdaptivePolicy LoadPolicy(string target, string? file)
     {
         string? local = target != "demo" ? Path.Combine(target, "adaptive.json") : null;
         string? path = file ?? (local is not null && File.Exists(local) ? local : null);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Rotor.Lm;
+using Rotor.Rag.Answers;
 using Rotor.Rag.Demo;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Pipeline;
@@ -33,10 +34,15 @@ internal static class ServeCommand
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
         var head = LmCommands.LmHeadOption();
+        var adaptive = new Option<string>("--adaptive", "--retrieval-rule") { Description = "grounded chat, as rotor ask: whether to retrieve and how many passages: score (dense scores), model (the model's closed-book confidence first, decoded among the requests, then the scores) or off (always the top); a request's retrieval.adaptive overrides it", DefaultValueFactory = _ => "score" };
+        adaptive.AcceptOnlyFromAmong("score", "model", "off");
+        var policy = new Option<string?>("--policy") { Description = "adaptive policy file (default: INDEX/adaptive.json if present, else built-in thresholds)" };
+        var threshold = new Option<double?>("--confidence-threshold") { Description = "model rule: retrieve when the confidence is below this (default: the policy's)" }.InRange(0.0, 1.0);
+        var confTokens = new Option<int>("--confidence-tokens") { Description = "closed-book answer tokens the model rule measures", DefaultValueFactory = _ => 8 }.InRange(1, 1024);
         var kvc = LmCommands.KvCacheOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, adaptive, policy, threshold, confTokens }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -44,6 +50,13 @@ internal static class ServeCommand
             if (r.GetValue(body) <= 0) throw new RotorException($"--max-body-kb {r.GetValue(body)} must be positive");
             var apiKeys = (r.GetValue(keys) ?? []).ToList();
             if (Environment.GetEnvironmentVariable("ROTOR_API_KEY") is { Length: > 0 } envKey) apiKeys.Add(envKey);
+            var pol = AskCommand.LoadPolicy(r.GetValue(index) ?? "demo", r.GetValue(policy));
+            if (r.GetValue(threshold) is double t) pol = pol with { ModelConfidenceThreshold = t };
+            var grounding = new GroundedAnswerOptions
+            {
+                Adaptive = r.GetValue(adaptive) switch { "off" => AdaptiveMode.Off, "model" => AdaptiveMode.Model, _ => AdaptiveMode.Score },
+                Policy = pol, ConfidenceTokens = r.GetValue(confTokens),
+            };
             using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
             int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
             SentenceEmbedder? embedder = null;
@@ -62,7 +75,7 @@ internal static class ServeCommand
                 var options = new RotorServerOptions
                 {
                     ModelId = ModelId(path), Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKeys = apiKeys,
-                    MaxBodyBytes = r.GetValue(body) * 1024L, DefaultMaxTokens = r.GetValue(maxTokens), Log = r.GetValue(log),
+                    MaxBodyBytes = r.GetValue(body) * 1024L, DefaultMaxTokens = r.GetValue(maxTokens), Log = r.GetValue(log), Grounding = grounding,
                     Scheduler = new SchedulerOptions
                     {
                         MaxBatch = r.GetValue(maxBatch), ContextLength = context, QueueLimit = r.GetValue(queue),
@@ -72,7 +85,7 @@ internal static class ServeCommand
                 var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, retriever);
                 server.StartAsync().GetAwaiter().GetResult();
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
+                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages, rule {r.GetValue(adaptive)}")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
                 server.RunAsync().GetAwaiter().GetResult();
                 server.DisposeAsync().AsTask().GetAwaiter().GetResult();
                 return 0;

@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace Rotor.Lm;
 
 /// <summary>
@@ -38,7 +41,9 @@ public sealed record SamplingOptions
     }
 }
 
-/// <summary>Chooses tokens from logits per <see cref="SamplingOptions"/>; holds its random state and buffers.</summary>
+/// <summary>Chooses tokens from logits per <see cref="SamplingOptions"/>; holds its random state and buffers. The logits
+/// are read where they lie: a copy of the vocabulary is made only for the repetition penalty (unless
+/// <see cref="SampleInPlace"/> may change them) and for a full sort (top-k 0); buffers grow once, never per token.</summary>
 public sealed class Sampler
 {
     private readonly SamplingOptions _o;
@@ -46,6 +51,7 @@ public sealed class Sampler
     private float[] _work = [];
     private int[] _ids = [];
     private float[] _p = [];
+    private int[] _recent = [];
     private readonly PriorityQueue<int, (float, int)> _heap = new();
 
     /// <summary>A sampler with <paramref name="options"/>.</summary>
@@ -65,23 +71,53 @@ public sealed class Sampler
     {
         int n = logits.Length;
         if (n == 0) throw new ArgumentException("no logits", nameof(logits));
-        if (_work.Length < n) { _work = new float[n]; _ids = new int[n]; }
+        if (!Penalizes(history)) return Choose(logits);
+        if (_work.Length < n) _work = new float[n];
         Span<float> l = _work.AsSpan(0, n);
         logits.CopyTo(l);
-        if (_o.RepetitionPenalty != 1f && _o.RepeatLastN > 0)
+        Penalize(l, history);
+        return Choose(l);
+    }
+
+    /// <summary>The token <see cref="Sample"/> would choose, applying the repetition penalty to
+    /// <paramref name="logits"/> itself (those values are changed) instead of to a copy: for callers whose logits are
+    /// scratch once sampled (a batched server's rows).</summary>
+    public int SampleInPlace(Span<float> logits, ReadOnlySpan<int> history = default)
+    {
+        if (logits.IsEmpty) throw new ArgumentException("no logits", nameof(logits));
+        if (Penalizes(history)) Penalize(logits, history);
+        return Choose(logits);
+    }
+
+    private bool Penalizes(ReadOnlySpan<int> history) => _o.RepetitionPenalty != 1f && _o.RepeatLastN > 0 && !history.IsEmpty;
+
+    /// <summary>Divides the positive logits (multiplies the negative ones) of the distinct tokens among the last
+    /// <see cref="SamplingOptions.RepeatLastN"/> of <paramref name="history"/>: each once, however often it occurred.</summary>
+    private void Penalize(Span<float> l, ReadOnlySpan<int> history)
+    {
+        ReadOnlySpan<int> recent = history.Length > _o.RepeatLastN ? history[^_o.RepeatLastN..] : history;
+        if (_recent.Length < recent.Length) _recent = new int[Math.Max(recent.Length, Math.Min(_o.RepeatLastN, 4096))];
+        Span<int> distinct = _recent.AsSpan(0, recent.Length);
+        recent.CopyTo(distinct);
+        distinct.Sort();
+        for (int i = 0; i < distinct.Length; i++)
         {
-            ReadOnlySpan<int> recent = history.Length > _o.RepeatLastN ? history[^_o.RepeatLastN..] : history;
-            // Each distinct recent token is penalized once, however often it occurred.
-            foreach (int t in recent)
-                if ((uint)t < (uint)n && l[t] == logits[t])
-                    l[t] = logits[t] > 0 ? logits[t] / _o.RepetitionPenalty : logits[t] * _o.RepetitionPenalty;
+            int t = distinct[i];
+            if ((i > 0 && t == distinct[i - 1]) || (uint)t >= (uint)l.Length) continue;
+            l[t] = l[t] > 0 ? l[t] / _o.RepetitionPenalty : l[t] * _o.RepetitionPenalty;
         }
+    }
+
+    /// <summary>Greedy, or top-k, temperature, top-p, min-p and a draw, over <paramref name="l"/> (penalized already).</summary>
+    private int Choose(ReadOnlySpan<float> l)
+    {
+        int n = l.Length;
         if (_o.Temperature == 0) return ArgMax(l);
 
         // Candidates sorted by logit, descending (ties: lower id first); top-k selects with a heap of k.
         int k = _o.TopK > 0 ? Math.Min(_o.TopK, n) : n;
+        if (_ids.Length < k) _ids = new int[k];
         Span<int> ids = _ids.AsSpan(0, k);
-        float[] work = _work;
         if (k < n)
         {
             _heap.Clear();
@@ -94,6 +130,10 @@ public sealed class Sampler
         }
         else
         {
+            // A full sort reads the values through an array (the comparison cannot hold a span).
+            if (_work.Length < n) _work = new float[n];
+            float[] work = _work;
+            if (!Unsafe.AreSame(ref MemoryMarshal.GetReference(l), ref work[0])) l.CopyTo(work);
             for (int i = 0; i < n; i++) ids[i] = i;
             ids.Sort((a, b) => work[b].CompareTo(work[a]) is var c && c != 0 ? c : a.CompareTo(b));
         }

@@ -209,10 +209,32 @@ public static class AnswerJson
     }
 }
 
+/// <summary>What one question asks beyond a <see cref="GroundedAnswerer"/>'s options (a server's request); each unset
+/// value keeps the option.</summary>
+public sealed record PrepareRequest
+{
+    /// <summary>Earlier messages of the conversation, kept in the prompt before the instructions and sources. The
+    /// rules do not read them: the search and the closed-book probe see the question alone.</summary>
+    public IReadOnlyList<PromptMessage> History { get; init; } = [];
+    /// <summary>The adaptive rule (null: <see cref="GroundedAnswerOptions.Adaptive"/>).</summary>
+    public AdaptiveMode? Adaptive { get; init; }
+    /// <summary>Passages in the prompt at most (null: <see cref="RetrievalOptions.Top"/> of the options).</summary>
+    public int? Top { get; init; }
+    /// <summary>Search mode (null: the options').</summary>
+    public RetrievalMode? Mode { get; init; }
+    /// <summary>Positions kept free for the answer (null: <see cref="GroundedAnswerOptions.MaxAnswerTokens"/>).</summary>
+    public int? AnswerTokens { get; init; }
+    /// <summary>Positions of the context the prompt is built for (null: <see cref="GroundedAnswerer.ContextLength"/>).</summary>
+    public int? ContextLength { get; init; }
+}
+
 /// <summary>
 /// Answers questions from an index with a language model: question → retrieval decision (<see cref="AdaptiveMode"/>)
 /// → passages that fit the context budget, numbered → generation → <see cref="AnswerRecord"/> with the citations mapped
-/// to passages. One question at a time (calls are serialized: the model's session is shared).
+/// to passages. <see cref="Generate"/> runs the model on the answerer's own session, one call at a time; so does the
+/// model rule's closed-book measurement unless an <see cref="IConfidenceProbe"/> is given, and then
+/// <see cref="PrepareAsync"/> never runs the model itself and may be called concurrently (a server whose batched
+/// decoder is the only thread that runs the model passes a probe that queues the measurement there).
 /// <code>
 /// using var model = LanguageModel.Open("stories260K.bin");
 /// using var embedder = SentenceEmbedder.CreateMiniLm();
@@ -227,25 +249,36 @@ public sealed class GroundedAnswerer : IDisposable
     private readonly LanguageModel _model;
     private readonly Retriever _retriever;
     private readonly GroundedPromptBuilder _builder;
-    private readonly InferenceSession _session;
-    private readonly ClosedBookConfidence? _confidence;
+    private readonly ChatFormat _format;
+    private readonly IConfidenceProbe? _probe;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private InferenceSession? _session;        // made at first use, under _gate
+    private ClosedBookConfidence? _confidence;  // on _session, under _gate
 
     /// <summary>An answerer over <paramref name="retriever"/> with <paramref name="model"/> (which must have a tokenizer).</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="retriever">The passages' retriever.</param>
+    /// <param name="options">Options (default: <see cref="GroundedAnswerOptions"/>'s).</param>
+    /// <param name="probe">Measures the model rule's confidence (null: a <see cref="ClosedBookConfidence"/> of
+    /// <see cref="GroundedAnswerOptions.ConfidenceTokens"/> tokens on the answerer's session). Must be safe to call
+    /// concurrently.</param>
     /// <exception cref="RotorException">The model has no tokenizer, its vocabulary lacks the chat format's tokens, or
     /// an option is out of range (named).</exception>
-    public GroundedAnswerer(LanguageModel model, Retriever retriever, GroundedAnswerOptions? options = null)
+    public GroundedAnswerer(LanguageModel model, Retriever retriever, GroundedAnswerOptions? options = null, IConfidenceProbe? probe = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _retriever = retriever ?? throw new ArgumentNullException(nameof(retriever));
         Options = options ?? new GroundedAnswerOptions();
         if (Options.Retrieval.Top <= 0) throw new RotorException($"top {Options.Retrieval.Top} must be positive");
         if (Options.MaxAnswerTokens <= 0) throw new RotorException($"max answer tokens {Options.MaxAnswerTokens} must be positive");
+        if (Options.ConfidenceTokens <= 0) throw new RotorException($"confidence tokens {Options.ConfidenceTokens} must be positive");
         Options.Sampling.Validate("answer sampling");
         var template = ChatTemplate.For(model.RequireTokenizer(), Options.Format);
+        _format = template.Format;
         _builder = new GroundedPromptBuilder(template);
-        _session = model.CreateSession(Options.ContextLength);
-        if (Options.Adaptive == AdaptiveMode.Model) _confidence = new ClosedBookConfidence(model, Options.ConfidenceTokens, template.Format, _session);
+        ContextLength = Options.ContextLength ?? Math.Min(model.Config.ContextLength, 4096);
+        if (ContextLength <= 1) throw new RotorException($"context length {ContextLength} must be at least 2");
+        _probe = probe;
     }
 
     /// <summary>The options.</summary>
@@ -255,62 +288,87 @@ public sealed class GroundedAnswerer : IDisposable
     public GroundedPromptBuilder PromptBuilder => _builder;
 
     /// <summary>Positions of the context.</summary>
-    public int ContextLength => _session.ContextLength;
+    public int ContextLength { get; }
 
     /// <summary>Decides whether to retrieve, searches, and builds the prompt.</summary>
     /// <exception cref="RotorException">The question is empty, or the question alone does not fit the context beside the answer's room.</exception>
     public PreparedAnswer Prepare(string question, CancellationToken cancellationToken = default)
+        => PrepareAsync(question, null, cancellationToken).GetAwaiter().GetResult();
+
+    /// <summary>Decides whether to retrieve, searches, and builds the prompt, with what <paramref name="request"/>
+    /// changes of the options. Both rules see <paramref name="question"/> alone: the score rule searches for it, the
+    /// model rule measures the closed-book answer to it; earlier turns (<see cref="PrepareRequest.History"/>) only go
+    /// into the prompt.</summary>
+    /// <exception cref="RotorException">The question is empty, a value of the request is out of range, or the question
+    /// alone does not fit the context beside the answer's room.</exception>
+    public async Task<PreparedAnswer> PrepareAsync(string question, PrepareRequest? request = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(question);
         if (string.IsNullOrWhiteSpace(question)) throw new RotorException("the question is empty");
-        _gate.Wait(cancellationToken);
-        try { return PrepareLocked(question, cancellationToken); }
-        finally { _gate.Release(); }
-    }
-
-    private PreparedAnswer PrepareLocked(string question, CancellationToken ct)
-    {
+        var r = request ?? new PrepareRequest();
         var o = Options;
-        int top = o.Retrieval.Top;
+        var adaptive = r.Adaptive ?? o.Adaptive;
+        int top = r.Top ?? o.Retrieval.Top;
+        if (top <= 0) throw new RotorException($"top {top} must be positive");
+        var retrieval = o.Retrieval with { Top = top, Mode = r.Mode ?? o.Retrieval.Mode };
+        int context = r.ContextLength ?? ContextLength;
+        int answerTokens = Math.Min(r.AnswerTokens ?? o.MaxAnswerTokens, context - 1);
+        if (answerTokens <= 0) throw new RotorException($"answer tokens {answerTokens} must be positive");
         var policy = o.Policy with { MaxPassages = Math.Min(o.Policy.MaxPassages, top) };
         var sw = Stopwatch.StartNew();
         ConfidenceMeasurement? conf = null;
         double confMs = 0;
-        if (_confidence is not null)
+        if (adaptive == AdaptiveMode.Model)
         {
-            conf = _confidence.Measure(question, ct);
+            conf = await MeasureAsync(question, cancellationToken).ConfigureAwait(false);
             confMs = sw.Elapsed.TotalMilliseconds;
             if (conf.MeanMaxProbability >= policy.ModelConfidenceThreshold)
             {
                 var skip = new RetrievalDecision(AdaptiveMode.Model, false, 0,
                     F($"no retrieval: model confident, {conf} >= {policy.ModelConfidenceThreshold:F3}"), conf);
-                return Finish(question, skip, [], PromptSituation.NotNeeded, confMs, 0);
+                return Finish(question, skip, [], PromptSituation.NotNeeded, confMs, 0, context, answerTokens, r.History);
             }
         }
         sw.Restart();
-        var result = _retriever.SearchAsync(question, o.Retrieval, ct).GetAwaiter().GetResult();
+        var result = await _retriever.SearchAsync(question, retrieval, cancellationToken).ConfigureAwait(false);
         RetrievalDecision decision;
-        if (o.Adaptive == AdaptiveMode.Off)
+        if (adaptive == AdaptiveMode.Off)
             decision = new RetrievalDecision(AdaptiveMode.Off, result.Hits.Count > 0, result.Hits.Count,
                 result.Hits.Count > 0 ? F($"adaptive retrieval off: the top {result.Hits.Count} passages") : "adaptive retrieval off: the index returned nothing", null);
         else
         {
             // The score rule reads dense cosines; a lexical search has none, so a dense search supplies them.
             var scores = result.DenseScores.Count > 0 || _retriever.Passages.Count == 0 ? result.DenseScores
-                : _retriever.SearchAsync(question, o.Retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, o.Retrieval.Candidates) }, ct).GetAwaiter().GetResult().DenseScores;
+                : (await _retriever.SearchAsync(question, retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, retrieval.Candidates) }, cancellationToken).ConfigureAwait(false)).DenseScores;
             var d = policy.Decide(scores);
             string reason = conf is null ? d.Reason : F($"model unsure, {conf} < {policy.ModelConfidenceThreshold:F3}; {d.Reason}");
-            decision = new RetrievalDecision(o.Adaptive, d.Retrieve && result.Hits.Count > 0, Math.Min(d.Count, result.Hits.Count), reason, conf);
+            decision = new RetrievalDecision(adaptive, d.Retrieve && result.Hits.Count > 0, Math.Min(d.Count, result.Hits.Count), reason, conf);
         }
         double retrievalMs = sw.Elapsed.TotalMilliseconds;
-        return Finish(question, decision, result.Hits, decision.Retrieve ? PromptSituation.Sources : PromptSituation.NothingRelevant, confMs, retrievalMs);
+        return Finish(question, decision, result.Hits, decision.Retrieve ? PromptSituation.Sources : PromptSituation.NothingRelevant, confMs, retrievalMs, context, answerTokens, r.History);
     }
 
-    private PreparedAnswer Finish(string question, RetrievalDecision decision, IReadOnlyList<RetrievedPassage> hits, PromptSituation situation, double confMs, double retrievalMs)
+    /// <summary>The model rule's measurement: the probe's, else the own session's (serialized with <see cref="Generate"/>).</summary>
+    private async Task<ConfidenceMeasurement> MeasureAsync(string question, CancellationToken ct)
+    {
+        if (_probe is not null) return await _probe.MeasureAsync(question, ct).ConfigureAwait(false);
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            _confidence ??= new ClosedBookConfidence(_model, Options.ConfidenceTokens, _format, Session());
+            return _confidence.Measure(question, ct);
+        }
+        finally { _gate.Release(); }
+    }
+
+    private InferenceSession Session() => _session ??= _model.CreateSession(ContextLength);
+
+    private PreparedAnswer Finish(string question, RetrievalDecision decision, IReadOnlyList<RetrievedPassage> hits, PromptSituation situation, double confMs, double retrievalMs,
+        int context, int answerTokens, IReadOnlyList<PromptMessage> history)
     {
         var sw = Stopwatch.StartNew();
         var offered = decision.Retrieve ? hits.Take(decision.Count).ToList() : [];
-        var prompt = _builder.Build(question, offered, situation, _session.ContextLength, Math.Min(Options.MaxAnswerTokens, _session.ContextLength - 1));
+        var prompt = _builder.Build(question, offered, situation, context, answerTokens, history);
         return new PreparedAnswer(question, decision, hits, prompt, confMs, retrievalMs, sw.Elapsed.TotalMilliseconds);
     }
 
@@ -325,7 +383,7 @@ public sealed class GroundedAnswerer : IDisposable
         try
         {
             var sw = Stopwatch.StartNew();
-            var gen = new TextGenerator(_session);
+            var gen = new TextGenerator(Session());
             var options = new GenerationOptions { MaxTokens = prepared.Prompt.AnswerTokens, Sampling = Options.Sampling, Stop = Options.Stop };
             foreach (var t in gen.Generate(prepared.Prompt.Ids, options, cancellationToken))
                 if (t.Text.Length > 0) onText?.Invoke(t.Text);

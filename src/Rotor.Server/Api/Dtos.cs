@@ -30,6 +30,8 @@ public sealed class RetrievalDto
     [JsonPropertyName("top")] public int? Top { get; set; }
     /// <summary>hybrid (default), dense or lexical.</summary>
     [JsonPropertyName("mode")] public string? Mode { get; set; }
+    /// <summary>The adaptive rule, as <c>rotor ask --adaptive</c> names it: score, model or off (default: the server's).</summary>
+    [JsonPropertyName("adaptive")] public string? Adaptive { get; set; }
 }
 
 /// <summary>POST /v1/chat/completions and /v1/completions (chat uses <see cref="Messages"/>, completions <see cref="Prompt"/>).</summary>
@@ -95,6 +97,36 @@ public sealed class SourceDto
     [JsonPropertyName("text")] public string Text { get; set; } = "";
     /// <summary>Retrieval score.</summary>
     [JsonPropertyName("score")] public float Score { get; set; }
+    /// <summary>Whether the prompt held only the passage's leading words (its excerpt); <see cref="Text"/> is the whole passage.</summary>
+    [JsonPropertyName("truncated"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] public bool Truncated { get; set; }
+}
+
+/// <summary>The closed-book confidence the model rule measured (as <c>rotor ask --json</c> writes it).</summary>
+public sealed class ConfidenceDto
+{
+    /// <summary>Mean probability of the most likely token over the measured steps (the confidence).</summary>
+    [JsonPropertyName("mean_max_probability")] public double MeanMaxProbability { get; set; }
+    /// <summary>Mean entropy of the next-token distribution, in nats.</summary>
+    [JsonPropertyName("mean_entropy")] public double MeanEntropy { get; set; }
+    /// <summary>Steps measured.</summary>
+    [JsonPropertyName("steps")] public int Steps { get; set; }
+    /// <summary>The closed-book answer's first tokens (not the answer given).</summary>
+    [JsonPropertyName("closed_book_text")] public string ClosedBookText { get; set; } = "";
+}
+
+/// <summary>Rotor: the retrieval decision of a grounded answer (as <c>rotor ask --json</c> writes it).</summary>
+public sealed class RetrievalDecisionDto
+{
+    /// <summary>The rule that decided: score, model or off.</summary>
+    [JsonPropertyName("mode")] public string Mode { get; set; } = "";
+    /// <summary>Whether passages were given to the model.</summary>
+    [JsonPropertyName("retrieve")] public bool Retrieve { get; set; }
+    /// <summary>Passages chosen (before the context budget).</summary>
+    [JsonPropertyName("count")] public int Count { get; set; }
+    /// <summary>Why, with the numbers.</summary>
+    [JsonPropertyName("reason")] public string Reason { get; set; } = "";
+    /// <summary>The model rule's measurement (absent for the other rules).</summary>
+    [JsonPropertyName("confidence"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ConfidenceDto? Confidence { get; set; }
 }
 
 /// <summary>A message of a response (or the delta of a chunk).</summary>
@@ -140,6 +172,8 @@ public sealed class CompletionResponseDto
     [JsonPropertyName("sources"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public List<SourceDto>? Sources { get; set; }
     /// <summary>Rotor: why the grounded answer retrieved what it did, in one line.</summary>
     [JsonPropertyName("retrieval_decision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? RetrievalDecision { get; set; }
+    /// <summary>Rotor: the whole retrieval decision (rule, count, reason, the model rule's confidence).</summary>
+    [JsonPropertyName("retrieval"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public RetrievalDecisionDto? Retrieval { get; set; }
 }
 
 /// <summary>POST /v1/embeddings.</summary>

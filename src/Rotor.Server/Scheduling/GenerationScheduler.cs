@@ -34,11 +34,21 @@ public sealed record SchedulerOptions
     }
 }
 
+/// <summary>Sees the logits a sequence's next token is chosen from, on the decode thread, before it is chosen.</summary>
+/// <param name="logits">The sequence's row of logits (V values), valid during the call only.</param>
+public delegate void LogitsObserver(ReadOnlySpan<float> logits);
+
 /// <summary>One generation asked of the scheduler: the whole prompt as ids and how to generate.</summary>
 /// <param name="PromptIds">The prompt (at least one token, shorter than the context).</param>
 /// <param name="Options">Token budget, sampling and stop texts, as for <see cref="TextGenerator"/>.</param>
 /// <param name="CancellationToken">Cancels the request (a client that disconnects): its slot is freed at the next step.</param>
-public sealed record GenerationRequest(IReadOnlyList<int> PromptIds, GenerationOptions Options, CancellationToken CancellationToken = default);
+public sealed record GenerationRequest(IReadOnlyList<int> PromptIds, GenerationOptions Options, CancellationToken CancellationToken = default)
+{
+    /// <summary>Called with the logits of every token this request chooses, once a token, before the choice (the
+    /// model rule's closed-book measurement reads them). Runs on the decode thread, possibly beside other rows'
+    /// sampling: it must be quick and touch only its own state. An exception from it fails this request only.</summary>
+    public LogitsObserver? OnLogits { get; init; }
+}
 
 /// <summary>How a scheduled generation ended.</summary>
 public enum GenerationEnd
@@ -120,6 +130,8 @@ public sealed class GenerationScheduler : IDisposable
     private readonly Thread _thread;
     private readonly float[] _logits;
     private readonly int[] _batchTokens;
+    private readonly Action<int> _advanceRow;   // samples row b of a decode step (made once: no delegate a step)
+    private readonly int[] _chunk;   // (PrefillChunk) prompt tokens of one prefill call
     private readonly List<KvCache> _batchCaches = [];
     private readonly List<Sequence> _batchSeqs = [];
     private readonly List<Sequence> _reading = [];
@@ -139,6 +151,8 @@ public sealed class GenerationScheduler : IDisposable
         _decoder = model.CreateDecoder(_o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
         _logits = new float[(long)_o.MaxBatch * model.Config.VocabSize];
         _batchTokens = new int[_o.MaxBatch];
+        _advanceRow = b => Advance(_batchSeqs[b], _logits.AsSpan(b * _model.Config.VocabSize, _model.Config.VocabSize));
+        _chunk = new int[_o.PrefillChunk];
         _thread = new Thread(Loop) { IsBackground = true, Name = "rotor-decode" };
         _thread.Start();
     }
@@ -256,8 +270,9 @@ public sealed class GenerationScheduler : IDisposable
                 if (end is { } e) { _queue.Remove(node); Complete(s, e, null); }
                 node = next;
             }
-            foreach (var s in _active.ToArray())
+            for (int i = _active.Count - 1; i >= 0; i--)   // backwards: Finish removes
             {
+                var s = _active[i];
                 if (_cancelAll) Finish(s, GenerationEnd.Shutdown);
                 else if (s.Request.CancellationToken.IsCancellationRequested) Finish(s, GenerationEnd.Cancelled);
                 else if (now > s.Deadline) Finish(s, GenerationEnd.TimedOut);
@@ -284,14 +299,21 @@ public sealed class GenerationScheduler : IDisposable
             if (budget <= 0) break;
             var prompt = reading.Request.PromptIds;
             int n = Math.Min(budget, prompt.Count - reading.Prefilled);
-            int[] chunk = new int[n];
+            Span<int> chunk = _chunk.AsSpan(0, n);
             for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
             try
             {
                 var logits = _decoder.Forward(chunk, reading.Cache!);
                 reading.Prefilled += n;
                 prefilled += n;
-                if (reading.Prefilled == prompt.Count) Advance(reading, logits);
+                // The decoder's last-token logits go to row 0 of the batch's logits (free until the decode step
+                // below), so every row is sampled in place: one copy a request, none a token.
+                if (reading.Prefilled == prompt.Count)
+                {
+                    Span<float> row = _logits.AsSpan(0, logits.Length);
+                    logits.CopyTo(row);
+                    Advance(reading, row);
+                }
             }
             catch (RotorException e) { lock (_lock) Finish(reading, GenerationEnd.Failed, e.Message); }
         }
@@ -311,7 +333,7 @@ public sealed class GenerationScheduler : IDisposable
                 // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
                 // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
                 if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
-                else Parallel.For(0, decoded, Rotor.Threading.ThreadCount.Options(), b => Advance(_batchSeqs[b], _logits.AsSpan(b * v, v)));
+                else Parallel.For(0, decoded, Rotor.Threading.ThreadCount.Options(), _advanceRow);
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
         }
@@ -322,7 +344,7 @@ public sealed class GenerationScheduler : IDisposable
     /// <summary>The per-token logic of <see cref="TextGenerator"/>: sample from <paramref name="logits"/>, stop on end
     /// tokens and stop texts, hand out the text that can no longer become a stop text, stop at the budget or a full
     /// context; else the token is pending for the next batched step.</summary>
-    private void Advance(Sequence s, ReadOnlySpan<float> logits)
+    private void Advance(Sequence s, Span<float> logits)
     {
         // A failure in one sequence's sampling or text (an id the tokenizer lacks) ends that sequence only.
         try { AdvanceCore(s, logits); }
@@ -332,20 +354,33 @@ public sealed class GenerationScheduler : IDisposable
         }
     }
 
-    private void AdvanceCore(Sequence s, ReadOnlySpan<float> logits)
+    private void AdvanceCore(Sequence s, Span<float> logits)
     {
         var o = s.Request.Options;
         if (s.Ids.Count >= o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
-        int next = s.Sampler.Sample(logits, CollectionsMarshal.AsSpan(s.History));
+        if (s.Request.OnLogits is { } observe)
+        {
+            try { observe(logits); }
+            catch (Exception e) { lock (_lock) Finish(s, GenerationEnd.Failed, "the logits observer failed: " + e.Message); return; }
+        }
+        // The row is scratch once observed: the repetition penalty is applied to it in place (no copy of V values).
+        int next = s.Sampler.SampleInPlace(logits, CollectionsMarshal.AsSpan(s.History));
         s.FirstToken ??= Stopwatch.GetElapsedTime(s.Started);
         if (o.StopOnEndTokens && s.Tokenizer is not null && s.Tokenizer.StopIds.Contains(next)) { lock (_lock) Finish(s, GenerationEnd.Stop); return; }
         s.Ids.Add(next); s.History.Add(next);
         if (s.TextStream is not null) s.Text.Append(s.TextStream.Append(next));
         int cut = -1;
-        foreach (string stop in o.Stop)
+        if (o.Stop.Count > 0)
         {
-            int at = s.Text.ToString().IndexOf(stop, Math.Max(0, s.Emitted - stop.Length), StringComparison.Ordinal);
-            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+            // Text handed out holds no stop text, so a new one ends after Emitted: only the tail from
+            // Emitted - (longest stop) is searched, which keeps a token's cost independent of the output's length.
+            int from = Math.Max(0, s.Emitted - s.HoldBack - 1);
+            string tail = s.Text.ToString(from, s.Text.Length - from);
+            foreach (string stop in o.Stop)
+            {
+                int at = tail.IndexOf(stop, Math.Max(0, s.Emitted - stop.Length - from), StringComparison.Ordinal);
+                if (at >= 0 && (cut < 0 || at + from < cut)) cut = at + from;
+            }
         }
         if (cut >= 0)
         {

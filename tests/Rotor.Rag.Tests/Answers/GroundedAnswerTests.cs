@@ -391,4 +391,99 @@ public sealed class GroundedAnswerTests(MiniLmFixture minilm, AnswerModelsFixtur
         Assert.True(response.Usage!.InputTokenCount + response.Usage.OutputTokenCount <= 300);
         Assert.NotEmpty((IReadOnlyList<AnswerSource>)response.AdditionalProperties![RetrievalChatClient.SourcesKey]!);
     }
+
+    /// <summary>A probe that returns a fixed confidence and counts its calls (the rule must use it, not the model).</summary>
+    private sealed class FixedProbe(double confidence) : IConfidenceProbe
+    {
+        public int Calls;
+        public int Tokens => 4;
+        public async Task<ConfidenceMeasurement> MeasureAsync(string question, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref Calls);
+            await Task.Yield();
+            return new ConfidenceMeasurement(confidence, 1.5, 4, "closed book", 0);
+        }
+    }
+
+    [SharedLmFact("stories260K.bin", "tok512.bin")]
+    public async Task AProbeDecidesTheModelRuleAndRequestsOverrideTheOptions()
+    {
+        using var retriever = BuildRetriever();
+        const string Q = "When did astronauts first land on the Moon?";
+        var sure = new FixedProbe(0.9);
+        using var answerer = new GroundedAnswerer(models.Stories, retriever, new GroundedAnswerOptions { Adaptive = AdaptiveMode.Model, MaxAnswerTokens = 8,
+            Policy = AdaptivePolicy.Default with { ModelConfidenceThreshold = 0.5 } }, sure);
+        var skip = await answerer.PrepareAsync(Q);
+        Assert.Equal(1, sure.Calls);
+        Assert.False(skip.Decision.Retrieve);
+        Assert.Equal(0.9, skip.Decision.Confidence!.MeanMaxProbability);
+        Assert.StartsWith("no retrieval: model confident, confidence 0.900", skip.Decision.Reason);
+        Assert.Equal(PromptSituation.NotNeeded, skip.Prompt.Situation);
+
+        // Per request: the score rule (the probe is not asked), top 1, lexical, room and context of the request's.
+        var score = await answerer.PrepareAsync(Q, new PrepareRequest { Adaptive = AdaptiveMode.Score, Top = 1, Mode = RetrievalMode.Lexical, AnswerTokens = 20, ContextLength = 400 });
+        Assert.Equal(1, sure.Calls);
+        Assert.Equal(AdaptiveMode.Score, score.Decision.Mode);
+        Assert.Single(score.Prompt.Sources);
+        Assert.Equal("moon#0", score.Prompt.Sources[0].Hit.Passage.Id);
+        Assert.Equal(400, score.Prompt.ContextLength);
+        Assert.Equal(20, score.Prompt.AnswerTokens);
+        Assert.True(score.Prompt.TokenCount + 20 <= 400);
+
+        // Unsure: the scores decide, the reason says both; many questions at once (a probe needs no gate).
+        var unsure = new FixedProbe(0.1);
+        using var concurrent = new GroundedAnswerer(models.Stories, retriever, new GroundedAnswerOptions { Adaptive = AdaptiveMode.Model, MaxAnswerTokens = 8 }, unsure);
+        var all = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(() => concurrent.PrepareAsync(Q))));
+        Assert.Equal(8, unsure.Calls);
+        foreach (var p in all)
+        {
+            Assert.True(p.Decision.Retrieve);
+            Assert.StartsWith("model unsure, confidence 0.100", p.Decision.Reason);
+            Assert.Equal(all[0].Prompt.Ids, p.Prompt.Ids);
+        }
+    }
+
+    [SharedLmFact("stories260K.bin", "tok512.bin")]
+    public async Task EarlierTurnsGoIntoThePromptButTheRulesSeeTheQuestionAlone()
+    {
+        using var retriever = BuildRetriever();
+        using var answerer = new GroundedAnswerer(models.Stories, retriever, new GroundedAnswerOptions { Adaptive = AdaptiveMode.Score, MaxAnswerTokens = 8 });
+        const string Q = "When did astronauts first land on the Moon?";
+        var alone = await answerer.PrepareAsync(Q);
+        PromptMessage[] history = [new("system", "You are terse."), new("user", "Tell me about Aristotle and Plato."), new("assistant", "Aristotle studied with Plato.")];
+        var turns = await answerer.PrepareAsync(Q, new PrepareRequest { History = history });
+        Assert.Equal(alone.Decision.Reason, turns.Decision.Reason);
+        Assert.Equal(alone.Prompt.Sources.Select(x => x.Hit.Passage.Id), turns.Prompt.Sources.Select(x => x.Hit.Passage.Id));
+        Assert.Equal([.. history, .. alone.Prompt.Messages], turns.Prompt.Messages);
+        Assert.True(turns.Prompt.TokenCount > alone.Prompt.TokenCount);
+        Assert.True(turns.Prompt.TokenCount + 8 <= answerer.ContextLength);
+    }
+
+    [Fact]
+    public void TheAccumulatorIsAPlainSoftmaxInDouble()
+    {
+        var rng = new Random(5);
+        foreach (int v in new[] { 1, 2, 7, 512, 4099 })
+        {
+            var acc = new ConfidenceAccumulator();
+            double sumP = 0, sumH = 0;
+            for (int step = 0; step < 3; step++)
+            {
+                var logits = new float[v];
+                for (int i = 0; i < v; i++) logits[i] = (float)(rng.NextDouble() * 20 - 10) * (step + 1);
+                if (v > 2) logits[1] = float.NegativeInfinity;   // a masked token: probability 0
+                int best = acc.Add(logits);
+                Assert.Equal(Sampler.ArgMax(logits), best);
+                double max = logits.Max(), z = logits.Sum(x => Math.Exp(x - max));
+                sumP += 1 / z;
+                sumH -= logits.Sum(x => { double p = Math.Exp(x - max) / z; return p > 0 ? p * Math.Log(p) : 0; });
+            }
+            var m = acc.Result("t", 1);
+            Assert.Equal(3, m.Steps);
+            Assert.Equal(sumP / 3, m.MeanMaxProbability, 6);
+            Assert.Equal(sumH / 3, m.MeanEntropy, 5);
+            Assert.False(double.IsNaN(m.MeanEntropy));
+        }
+        Assert.Throws<InvalidOperationException>(() => new ConfidenceAccumulator().Result("", 0));
+    }
 }
