@@ -42,7 +42,7 @@ public interface IShardRouter
 /// Exact (flat) shards give exactly the single index's results. With HNSW each shard walks its own graph, so results
 /// are those of S smaller graphs merged, not of one graph.
 /// </summary>
-public sealed class ClusterRetriever(IShardRouter router, IEmbeddingGenerator<string, Embedding<float>>? embedder)
+public sealed class ClusterRetriever(IShardRouter router, IEmbeddingGenerator<string, Embedding<float>>? embedder) : IPassageRetriever
 {
     /// <summary>Embeds the query (unless lexical) and searches the cluster.</summary>
     /// <exception cref="RotorException">The query is empty, or a shard has no replica that answers.</exception>

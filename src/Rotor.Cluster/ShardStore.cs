@@ -98,6 +98,21 @@ public sealed class ShardStore : IDisposable
         return Open(folder, shard, settings, statePath);
     }
 
+    /// <summary>The settings a shard folder was made with, or null when it holds no shard.</summary>
+    /// <exception cref="RotorException">shard.json is unreadable.</exception>
+    public static ShardSettings? ReadSettings(string folder)
+    {
+        string statePath = Path.Combine(folder, StateFile);
+        if (!File.Exists(statePath)) return null;
+        try
+        {
+            var root = JsonNode.Parse(File.ReadAllText(statePath));
+            return JsonSerializer.Deserialize(root?["settings"]?.ToJsonString() ?? "null", ClusterJson.Default.ShardSettings)
+                   ?? throw new RotorException($"{statePath}: field 'settings' missing");
+        }
+        catch (JsonException e) { throw new RotorException($"{statePath}: invalid JSON: {e.Message}", e); }
+    }
+
     private static ShardStore Open(string folder, int shard, ShardSettings settings, string statePath)
     {
         JsonNode root;

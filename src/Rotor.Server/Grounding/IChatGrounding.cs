@@ -41,22 +41,22 @@ public interface IChatGrounding
 }
 
 /// <summary>
-/// Grounding over a <see cref="Retriever"/>: the last user message is the query; the best passages are numbered and
+/// Grounding over a <see cref="Retriever"/> (any <see cref="IPassageRetriever"/>, a cluster's too): the last user message is the query; the best passages are numbered and
 /// put in a system message that asks for an answer from them with citations; passages are dropped from the end until
 /// the prompt (counted in the model's own tokens) leaves the reserve free.
 /// </summary>
-public sealed class RetrieverGrounding(Retriever retriever, ChatTemplate template) : IChatGrounding
+public sealed class RetrieverGrounding(IPassageRetriever retriever, ChatTemplate template) : IChatGrounding
 {
     /// <summary>The instruction above the passages.</summary>
     public const string Instruction = "Answer the question using only the numbered passages below. Cite the passages you use as [1], [2]. If they do not contain the answer, say so.";
 
     /// <inheritdoc/>
-    public Task<GroundedChatPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken)
+    public async Task<GroundedChatPrompt> GroundAsync(IReadOnlyList<(string Role, string Content)> messages, GroundingRequest request, int contextLength, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(messages); ArgumentNullException.ThrowIfNull(request);
         string query = messages.LastOrDefault(m => m.Role == "user").Content ?? "";
         if (query.Trim().Length == 0) throw new RotorException("a grounded request needs a user message to search for");
-        var hits = retriever.Search(query, new RetrievalOptions { Top = request.Top, Mode = request.Mode }).Hits;
+        var hits = (await retriever.SearchAsync(query, new RetrievalOptions { Top = request.Top, Mode = request.Mode }, cancellationToken).ConfigureAwait(false)).Hits;
         int budget = contextLength - request.ReserveTokens;
         for (int keep = hits.Count; keep >= 0; keep--)
         {
@@ -68,7 +68,7 @@ public sealed class RetrieverGrounding(Retriever retriever, ChatTemplate templat
                 string decision = keep == hits.Count
                     ? string.Create(CultureInfo.InvariantCulture, $"retrieved {keep} passages")
                     : string.Create(CultureInfo.InvariantCulture, $"retrieved {hits.Count} passages, {keep} fit the context of {contextLength} tokens");
-                return Task.FromResult(new GroundedChatPrompt(ids, sources, decision));
+                return new GroundedChatPrompt(ids, sources, decision);
             }
         }
         throw new RotorException($"the conversation alone does not fit the context of {contextLength} tokens with {request.ReserveTokens} left for the answer");
