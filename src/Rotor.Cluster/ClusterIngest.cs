@@ -123,7 +123,8 @@ public static class ClusterIngest
             {
                 string silo = silos[(Interlocked.Increment(ref turn) & int.MaxValue) % silos.Count];
                 try { return await grains.GetGrain<IEmbedderGrain>(silo).Embed(texts).ConfigureAwait(false); }
-                catch (Exception e) { last = e; log.WriteLine($"embedding on silo {silo} failed ({e.Message}); trying another"); }
+                // A timeout means the silo is still working on it (slow, not gone): sending the batch elsewhere would only add load.
+                catch (Exception e) when (e is not TimeoutException) { last = e; log.WriteLine($"embedding on silo {silo} failed ({e.Message}); trying another"); }
             }
             throw new RotorException($"no silo could embed a batch: {last?.Message}", last!);
         }

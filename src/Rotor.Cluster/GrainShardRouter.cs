@@ -3,10 +3,14 @@ namespace Rotor.Cluster;
 /// <summary>
 /// The front door's routing over grains: the directory's layout is cached (refreshed every
 /// <paramref name="refresh"/>, and at once when every replica of a shard failed); a shard's calls rotate over its
-/// replicas, and a failed call (silo gone, not yet declared dead) is tried on the next replica.
+/// replicas, and a failed call (silo gone, not yet declared dead) is tried on the next replica. A call that takes
+/// longer than <paramref name="callTimeout"/> (default 30 s) counts as failed: a call in flight when its silo died
+/// is otherwise only answered at the messaging response timeout. When the directory itself does not answer (its silo
+/// just died) the last layout is used until it does.
 /// </summary>
-public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh) : IShardRouter
+public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh, TimeSpan? callTimeout = null) : IShardRouter
 {
+    private readonly TimeSpan _callTimeout = callTimeout ?? TimeSpan.FromSeconds(30);
     private readonly SemaphoreSlim _refreshing = new(1, 1);
     private volatile Cache? _cache;
     private int _next;
@@ -23,7 +27,9 @@ public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh) : I
         {
             c = _cache;
             if (!force && c is not null && DateTime.UtcNow - c.At < refresh) return c.Layout;
-            var layout = await grains.GetGrain<IClusterDirectoryGrain>(0).Layout().WaitAsync(cancellationToken).ConfigureAwait(false);
+            ClusterLayout layout;
+            try { layout = await grains.GetGrain<IClusterDirectoryGrain>(0).Layout().WaitAsync(_callTimeout, cancellationToken).ConfigureAwait(false); }
+            catch (Exception) when (c is not null && !cancellationToken.IsCancellationRequested) { return c.Layout; }
             _cache = new Cache(layout, DateTime.UtcNow);
             return layout;
         }
@@ -53,7 +59,7 @@ public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh) : I
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var grain = grains.GetGrain<IShardReplicaGrain>(ShardReplicaGrain.ReplicaKey(shard, reps[(start + i) % reps.Length]));
-                try { return await call(new Replica(grain)).WaitAsync(cancellationToken).ConfigureAwait(false); }
+                try { return await call(new Replica(grain)).WaitAsync(_callTimeout, cancellationToken).ConfigureAwait(false); }
                 catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested) { last = e; }
             }
         }

@@ -155,27 +155,50 @@ internal static class ClusterCommand
 
     private static Command Search()
     {
-        var query = new Argument<string>("QUERY") { Description = "The question" };
+        var query = new Argument<string?>("QUERY") { Description = "The question", Arity = ArgumentArity.ZeroOrOne };
         var pg = PostgresOption(); var cid = ClusterIdOption();
         var top = new Option<int>("--top") { Description = "Passages to show", DefaultValueFactory = _ => 5 }.InRange(1, 1000);
         var mode = new Option<RetrievalMode>("--mode") { Description = "Dense, Lexical or Hybrid", DefaultValueFactory = _ => RetrievalMode.Hybrid };
         var candidates = new Option<int>("--candidates") { Description = "Candidates a ranking before fusion", DefaultValueFactory = _ => 100 }.InRange(1, 100_000);
-        var cmd = new Command("search", "Search the cluster index (any silo's replicas; the query is embedded here)");
+        var queries = new Option<string?>("--queries") { Description = "Measure instead: ask the questions of this file (JSON lines with \"text\", or plain lines) and print queries/s" };
+        var seconds = new Option<double>("--seconds") { Description = "With --queries: keep asking for this long (0: each question once)", DefaultValueFactory = _ => 0 }.InRange(0, 86_400);
+        var clients = new Option<int>("--clients") { Description = "With --queries: concurrent clients", DefaultValueFactory = _ => 1 }.InRange(1, 1024);
+        var local = new Option<string?>("--local") { Description = "With --queries: search this index directory (rotor ingest) in this process instead of the cluster: the one-machine baseline of the benchmark" };
+        var cmd = new Command("search", "Search the cluster index (any silo's replicas; the query is embedded here), or measure queries/s with --queries");
         cmd.Arguments.Add(query);
-        foreach (Option o in new Option[] { pg, cid, top, mode, candidates }) cmd.Options.Add(o);
-        cmd.SetAction(r => WithClient(r, pg, cid, async host =>
+        foreach (Option o in new Option[] { pg, cid, top, mode, candidates, queries, seconds, clients, local }) cmd.Options.Add(o);
+        cmd.SetAction(r =>
         {
-            var client = host.Services.GetRequiredService<IClusterClient>();
-            using var embedder = r.GetValue(mode) == RetrievalMode.Lexical ? null : SentenceEmbedder.CreateMiniLm();
-            var retriever = new ClusterRetriever(new GrainShardRouter(client, TimeSpan.FromSeconds(2)), embedder);
-            var result = await retriever.SearchAsync(r.GetValue(query)!, new RetrievalOptions { Top = r.GetValue(top), Mode = r.GetValue(mode), Candidates = r.GetValue(candidates) }).ConfigureAwait(false);
-            int n = 0;
-            foreach (var h in result.Hits)
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{++n}. {h.Score:F4} {h.Passage.Title}{(h.Passage.Section.Length > 0 ? " / " + h.Passage.Section : "")} [{h.Passage.Id}]\n   {Program.OneLine(h.Passage.Text)}"));
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"embed {result.EmbedMilliseconds:F1} ms, search {result.SearchMilliseconds:F1} ms"));
-            return 0;
-        }).GetAwaiter().GetResult());
+            var options = new RetrievalOptions { Top = r.GetValue(top), Mode = r.GetValue(mode), Candidates = r.GetValue(candidates) };
+            string? questionsFile = r.GetValue(queries);
+            if (questionsFile is null && r.GetValue(query) is null) throw new RotorException("give a QUERY, or --queries FILE");
+            if (r.GetValue(local) is { } dir)
+            {
+                if (questionsFile is null) throw new RotorException("--local measures: give --queries FILE too (use rotor search DIR for one question)");
+                using var e = SentenceEmbedder.CreateMiniLm();
+                using var index = RagIndex.Open(dir, e);
+                Console.WriteLine(QueryLoad.RunAsync(index.Retriever, QueryLoad.ReadQuestions(questionsFile), options, r.GetValue(seconds), r.GetValue(clients)).GetAwaiter().GetResult());
+                return 0;
+            }
+            return WithClient(r, pg, cid, async host =>
+            {
+                var client = host.Services.GetRequiredService<IClusterClient>();
+                using var embedder = r.GetValue(mode) == RetrievalMode.Lexical ? null : SentenceEmbedder.CreateMiniLm();
+                var retriever = new ClusterRetriever(new GrainShardRouter(client, TimeSpan.FromSeconds(2)), embedder);
+                if (questionsFile is not null)
+                {
+                    Console.WriteLine(await QueryLoad.RunAsync(retriever, QueryLoad.ReadQuestions(questionsFile), options, r.GetValue(seconds), r.GetValue(clients)).ConfigureAwait(false));
+                    return 0;
+                }
+                var result = await retriever.SearchAsync(r.GetValue(query)!, options).ConfigureAwait(false);
+                int n = 0;
+                foreach (var h in result.Hits)
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{++n}. {h.Score:F4} {h.Passage.Title}{(h.Passage.Section.Length > 0 ? " / " + h.Passage.Section : "")} [{h.Passage.Id}]\n   {Program.OneLine(h.Passage.Text)}"));
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"embed {result.EmbedMilliseconds:F1} ms, search {result.SearchMilliseconds:F1} ms"));
+                return 0;
+            }).GetAwaiter().GetResult();
+        });
         return cmd;
     }
 }
