@@ -32,7 +32,8 @@ public sealed class ClusterFactAttribute : FactAttribute
 /// of the Wikipedia sample ingested through the cluster (embedded on the silos, 4 shards x 2 replicas), every search
 /// compared with the single-machine index built by `rotor ingest`'s builder from the same documents; then one silo is
 /// killed (SIGKILL) during a stream of queries: no query may fail once the membership has declared it dead, every
-/// answer still equals the single index's, and the lost replicas are copied to the surviving silos.
+/// answer still equals the single index's, and the lost replicas are copied to the surviving silos; a fourth silo joins and
+/// `rotor cluster rebalance` moves replicas onto it.
 /// </summary>
 public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposable
 {
@@ -164,9 +165,21 @@ public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposa
             for (int qi = 0; qi < Questions.Length; qi++)
                 Assert.Null(await Compare(qi, mode));
 
+        // A new silo joins; rebalance moves replicas onto it until the silos hold about as many.
+        await StartSilo("s4", 3).WaitAsync(TimeSpan.FromSeconds(120));
+        Log(RunRotor(pg.ConnectionString, "cluster", "rebalance"));
+        var balanced = await directory.Layout();
+        var load = new[] { "s1", "s3", "s4" }.ToDictionary(s => s, s => balanced.Replicas.Values.Count(r => r.Contains(s)));
+        Assert.True(load.Values.Max() - load.Values.Min() <= 1, "replicas a silo after rebalance: " + string.Join(", ", load));
+        Assert.All(balanced.Replicas.Values, r => Assert.Equal(Replicas, r.Distinct().Count()));
+        foreach (var mode in modes)
+            for (int qi = 0; qi < Questions.Length; qi++)
+                Assert.Null(await Compare(qi, mode));
+
         // The command line shows the same.
         string text = RunRotor(pg.ConnectionString, "cluster", "status");
         Assert.Contains("s2               Dead", text);
+        Assert.Contains("s4               Active", text);
         Log(text);
         Log($"total {total.Elapsed.TotalSeconds:F1} s");
         await client.StopAsync();

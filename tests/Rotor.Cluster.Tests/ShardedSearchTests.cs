@@ -78,7 +78,7 @@ public sealed class ShardedSearchTests : IDisposable
                 {
                     Assert.Equal(passages.Count, stores.Sum(x => x.Count));
                     var cluster = new ClusterRetriever(new LocalShardRouter(s, stores.Select(x => (IReadOnlyList<ShardStore>)[x]).ToList()), null);
-                    for (int qi = 0; qi < 12; qi++)
+                    for (int qi = 0; qi < 8; qi++)
                     {
                         // Queries: a passage's own vector (so ties of repeated vectors come first) or a random one; words of a passage.
                         int p = rng.Next(passages.Count);
