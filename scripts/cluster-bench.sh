@@ -3,14 +3,14 @@
 # against one process (rotor ingest + rotor cluster search --local). The silos share this machine's cores, so the
 # figures show what the cluster costs, not a speed-up. Run it alone on the machine.
 #
-#   scripts/cluster-bench.sh [SOURCE.xml.bz2] [--seconds 60] [--clients 4] [--silos "1 2 3"] [--shards 6]
+#   scripts/cluster-bench.sh [SOURCE.xml.bz2] [--seconds 60] [--clients 4] [--silos "1 2 3"] [--shards 6] [--queries Q.jsonl] [--no-build]
 #
 # Needs: PostgreSQL's initdb/pg_ctl (Debian postgresql), Orleans' scripts in src/Rotor.Cluster/sql, the shared data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=../shared/data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
 QUERIES=../shared/data/beir-scifact/queries_test.jsonl
-SECONDS_Q=60; CLIENTS=4; SILOS="1 2 3"; SHARDS=6
+SECONDS_Q=60; CLIENTS=4; SILOS="1 2 3"; SHARDS=6; BUILD=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_Q=$2; shift 2 ;;
@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
     --silos) SILOS=$2; shift 2 ;;
     --shards) SHARDS=$2; shift 2 ;;
     --queries) QUERIES=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
     -*) echo "cluster-bench: unknown option $1" >&2; exit 2 ;;
     *) SOURCE=$1; shift ;;
   esac
@@ -27,7 +28,7 @@ done
 PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort | tail -1)")
 [ -x "$PGBIN/initdb" ] || { echo "cluster-bench: PostgreSQL's initdb not found (apt-get install postgresql)" >&2; exit 2; }
 
-dotnet build src/Rotor.Cli -c Release -v q -nologo >/dev/null
+[ "$BUILD" = 1 ] && dotnet build src/Rotor.Cli -c Release -v q -nologo >/dev/null
 ROTOR="dotnet src/Rotor.Cli/bin/Release/net10.0/rotor.dll"
 WORK=$(mktemp -d /tmp/rotor-cluster-bench.XXXXXX)
 AS=(); [ "$(id -u)" = 0 ] && { chown postgres "$WORK"; AS=(runuser -u postgres --); }

@@ -68,7 +68,7 @@ internal sealed class ClusterDirectoryGrain(
             var replicas = new Dictionary<int, List<string>>();
             for (int s = 0; s < settings.Shards; s++)
                 replicas[s] = Enumerable.Range(0, settings.Replicas).Select(j => live[(s + j) % live.Count]).ToList();
-            await Task.WhenAll(replicas.SelectMany(kv => kv.Value.Select(silo => Replica(kv.Key, silo).Open(settings)))).ConfigureAwait(true);
+            await Task.WhenAll(replicas.SelectMany(kv => kv.Value.Select(silo => Replica(kv.Key, silo).Open(settings, fresh: true)))).ConfigureAwait(true);
             state.State = new DirectoryState { Version = S.Version + 1, Settings = settings, Replicas = replicas };
             await state.WriteStateAsync().ConfigureAwait(true);
             log.LogInformation("created index: {Settings} over {Silos}", ShardStore.Describe(settings), string.Join(", ", live));

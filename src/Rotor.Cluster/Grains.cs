@@ -9,8 +9,9 @@ namespace Rotor.Cluster;
 /// </summary>
 public interface IShardReplicaGrain : IGrainWithStringKey
 {
-    /// <summary>Creates the replica's empty shard (or opens the one there) with <paramref name="settings"/>.</summary>
-    Task Open(ShardSettings settings);
+    /// <summary>Opens the replica's shard with <paramref name="settings"/>; with <paramref name="fresh"/> (a new index)
+    /// whatever the folder held is deleted first and the shard starts empty.</summary>
+    Task Open(ShardSettings settings, bool fresh);
 
     /// <summary>Takes in a batch (passages already held are skipped); returns the passages held.</summary>
     Task<long> Append(ShardBatch batch);

@@ -37,14 +37,14 @@ internal sealed class ShardReplicaGrain(SiloContext silo, ILogger<ShardReplicaGr
         return _store = ShardStore.OpenOrCreate(folder, _shard, settings);
     }
 
-    public Task Open(ShardSettings settings)
+    public Task Open(ShardSettings settings, bool fresh)
     {
-        if (_store is not null && _store.Settings == settings) return Task.CompletedTask;
+        if (!fresh && _store is not null && _store.Settings == settings) return Task.CompletedTask;
         _store?.Dispose();
         _store = null;
         string folder = silo.ShardFolder(_shard);
-        // A replica left by an earlier index with other settings is replaced.
-        if (ShardStore.ReadSettings(folder) is { } old && old != settings) Directory.Delete(folder, recursive: true);
+        // A new index starts empty; a replica left by an earlier index with other settings is replaced.
+        if (Directory.Exists(folder) && (fresh || ShardStore.ReadSettings(folder) is { } old && old != settings)) Directory.Delete(folder, recursive: true);
         _store = ShardStore.OpenOrCreate(folder, _shard, settings);
         return Task.CompletedTask;
     }
