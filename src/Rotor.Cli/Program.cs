@@ -40,6 +40,7 @@ public static class Program
         foreach (var c in LmCommands.All()) root.Subcommands.Add(c);
         root.Subcommands.Add(AskCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
+        root.Subcommands.Add(ClusterCommand.Create());
         return root;
     }
 

@@ -72,7 +72,7 @@ public sealed class RotorServer : IAsyncDisposable
     private readonly LanguageModel _model;
     private readonly RotorServerOptions _o;
     private readonly SentenceEmbedder? _embedder;
-    private readonly Retriever? _retriever;
+    private readonly IPassageRetriever? _retriever;
     private readonly IChatGrounding? _grounding;
     private readonly GroundedAnswerer? _answerer;   // owned: made for the default grounding
     private readonly ChatTemplate? _template;
@@ -85,7 +85,7 @@ public sealed class RotorServer : IAsyncDisposable
     /// <summary>A server for <paramref name="model"/> (not started). <paramref name="embedder"/> enables /v1/embeddings,
     /// <paramref name="retriever"/> /v1/search, <paramref name="grounding"/> grounded chat (default: over the retriever).</summary>
     /// <exception cref="RotorException">An option is out of range.</exception>
-    public RotorServer(LanguageModel model, RotorServerOptions? options = null, SentenceEmbedder? embedder = null, Retriever? retriever = null, IChatGrounding? grounding = null)
+    public RotorServer(LanguageModel model, RotorServerOptions? options = null, SentenceEmbedder? embedder = null, IPassageRetriever? retriever = null, IChatGrounding? grounding = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _o = options ?? new RotorServerOptions();
@@ -508,7 +508,7 @@ public sealed class RotorServer : IAsyncDisposable
         int top = req.Top ?? 5;
         if (top is < 1 or > 100) throw ApiException.Invalid("top", $"top {top} must be in 1..100");
         var mode = ParseMode(req.Mode, "mode");
-        var r = await Task.Run(() => retriever.Search(req.Query, new RetrievalOptions { Top = top, Mode = mode }), ctx.RequestAborted).ConfigureAwait(false);
+        var r = await Task.Run(() => retriever.SearchAsync(req.Query, new RetrievalOptions { Top = top, Mode = mode }, ctx.RequestAborted), ctx.RequestAborted).ConfigureAwait(false);
         var resp = new SearchResponseDto { Milliseconds = r.EmbedMilliseconds + r.SearchMilliseconds };
         int n = 0;
         foreach (var h in r.Hits)

@@ -33,6 +33,8 @@ internal static class ServeCommand
         var threads = Validate.Threads();
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
+        var cluster = new Option<string?>("--cluster") { Description = "search the index of a Rotor cluster instead of --index: the Npgsql connection string of its database (docs/CLUSTER.md)" };
+        var clusterId = new Option<string>("--cluster-id") { Description = "the cluster's id", DefaultValueFactory = _ => Rotor.Cluster.ClusterNames.DefaultClusterId };
         var head = LmCommands.LmHeadOption();
         var adaptive = new Option<string>("--adaptive", "--retrieval-rule") { Description = "grounded chat, as rotor ask: whether to retrieve and how many passages: score (dense scores), model (the model's closed-book confidence first, decoded among the requests, then the scores) or off (always the top); a request's retrieval.adaptive overrides it", DefaultValueFactory = _ => "score" };
         adaptive.AcceptOnlyFromAmong("score", "model", "off");
@@ -42,7 +44,7 @@ internal static class ServeCommand
         var kvc = LmCommands.KvCacheOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, adaptive, policy, threshold, confTokens }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, adaptive, policy, threshold, confTokens, cluster, clusterId }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -61,17 +63,31 @@ internal static class ServeCommand
             int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
             SentenceEmbedder? embedder = null;
             Retriever? retriever = null;
+            IPassageRetriever? search = null;
             RagIndex? rag = null;
+            Microsoft.Extensions.Hosting.IHost? clusterClient = null;
+            string? clusterDb = r.GetValue(cluster);
             try
             {
                 string? indexDir = r.GetValue(index);
-                if (!r.GetValue(noEmbed) || indexDir is not null)
+                if (indexDir is not null && clusterDb is not null) throw new RotorException("give --index or --cluster, not both");
+                if (!r.GetValue(noEmbed) || indexDir is not null || clusterDb is not null)
                 {
                     try { embedder = SentenceEmbedder.CreateMiniLm(); }
                     catch (RotorException e) when (indexDir is null) { Console.Error.WriteLine($"embeddings off: {e.Message}"); }
                 }
                 if (indexDir == "demo") retriever = DemoCorpus.CreateRetrieverAsync(embedder!).GetAwaiter().GetResult();
                 else if (indexDir is not null) { rag = RagIndex.Open(indexDir, embedder!); retriever = rag.Retriever; }
+                search = retriever;
+                string served = retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages";
+                if (clusterDb is not null)
+                {
+                    // The front door: a client of the cluster; every node may run one, each takes any request.
+                    clusterClient = Rotor.Cluster.ClusterHost.ConnectAsync(clusterDb, r.GetValue(clusterId)!).GetAwaiter().GetResult();
+                    var grains = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Orleans.IClusterClient>(clusterClient.Services);
+                    search = new Rotor.Cluster.ClusterRetriever(new Rotor.Cluster.GrainShardRouter(grains, TimeSpan.FromSeconds(2)), embedder);
+                    served = $"; retrieval over the cluster '{r.GetValue(clusterId)}'";
+                }
                 var options = new RotorServerOptions
                 {
                     ModelId = ModelId(path), Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKeys = apiKeys,
@@ -82,10 +98,10 @@ internal static class ServeCommand
                         RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
                     },
                 };
-                var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, retriever);
+                var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, search);
                 server.StartAsync().GetAwaiter().GetResult();
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){(retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages, rule {r.GetValue(adaptive)}")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
+                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){served}{(search is null ? "" : $", rule {r.GetValue(adaptive)}")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
                 server.RunAsync().GetAwaiter().GetResult();
                 server.DisposeAsync().AsTask().GetAwaiter().GetResult();
                 return 0;
@@ -94,6 +110,7 @@ internal static class ServeCommand
             {
                 rag?.Dispose();
                 if (rag is null) retriever?.Dispose();
+                if (clusterClient is not null) { clusterClient.StopAsync().GetAwaiter().GetResult(); clusterClient.Dispose(); }
                 embedder?.Dispose();
             }
         });

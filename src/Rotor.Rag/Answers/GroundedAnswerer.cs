@@ -247,7 +247,8 @@ public sealed record PrepareRequest
 public sealed class GroundedAnswerer : IDisposable
 {
     private readonly LanguageModel _model;
-    private readonly Retriever _retriever;
+    private readonly IPassageRetriever _retriever;
+    // Any retriever: one index or a cluster's front door (only SearchAsync is used).
     private readonly GroundedPromptBuilder _builder;
     private readonly ChatFormat _format;
     private readonly IConfidenceProbe? _probe;
@@ -264,7 +265,7 @@ public sealed class GroundedAnswerer : IDisposable
     /// concurrently.</param>
     /// <exception cref="RotorException">The model has no tokenizer, its vocabulary lacks the chat format's tokens, or
     /// an option is out of range (named).</exception>
-    public GroundedAnswerer(LanguageModel model, Retriever retriever, GroundedAnswerOptions? options = null, IConfidenceProbe? probe = null)
+    public GroundedAnswerer(LanguageModel model, IPassageRetriever retriever, GroundedAnswerOptions? options = null, IConfidenceProbe? probe = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _retriever = retriever ?? throw new ArgumentNullException(nameof(retriever));
@@ -338,7 +339,7 @@ public sealed class GroundedAnswerer : IDisposable
         else
         {
             // The score rule reads dense cosines; a lexical search has none, so a dense search supplies them.
-            var scores = result.DenseScores.Count > 0 || _retriever.Passages.Count == 0 ? result.DenseScores
+            var scores = result.DenseScores.Count > 0 || result.Hits.Count == 0 ? result.DenseScores
                 : (await _retriever.SearchAsync(question, retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, retrieval.Candidates) }, cancellationToken).ConfigureAwait(false)).DenseScores;
             var d = policy.Decide(scores);
             string reason = conf is null ? d.Reason : F($"model unsure, {conf} < {policy.ModelConfidenceThreshold:F3}; {d.Reason}");

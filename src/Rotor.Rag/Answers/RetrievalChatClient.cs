@@ -57,7 +57,8 @@ public sealed class RetrievalChatClient : DelegatingChatClient
     /// <summary>Key of the citations (<c>IReadOnlyList&lt;Citation&gt;</c>) in AdditionalProperties.</summary>
     public const string CitationsKey = "rotor.citations";
 
-    private readonly Retriever _retriever;
+    private readonly IPassageRetriever _retriever;
+    // Any retriever: one index or a cluster's front door (only SearchAsync is used).
     private readonly RetrievalChatOptions _options;
     private readonly GroundedPromptBuilder _builder;
     private readonly int _contextLength;
@@ -66,7 +67,7 @@ public sealed class RetrievalChatClient : DelegatingChatClient
 
     /// <summary>Wraps <paramref name="innerClient"/> so that it answers from <paramref name="retriever"/>'s passages.</summary>
     /// <exception cref="RotorException">The model rule is asked for without a confidence source, or the inner model has no tokenizer.</exception>
-    public RetrievalChatClient(IChatClient innerClient, Retriever retriever, RetrievalChatOptions? options = null) : base(innerClient)
+    public RetrievalChatClient(IChatClient innerClient, IPassageRetriever retriever, RetrievalChatOptions? options = null) : base(innerClient)
     {
         _retriever = retriever ?? throw new ArgumentNullException(nameof(retriever));
         _options = options ?? new RetrievalChatOptions();
@@ -125,7 +126,7 @@ public sealed class RetrievalChatClient : DelegatingChatClient
                 decision = new RetrievalDecision(AdaptiveMode.Off, result.Hits.Count > 0, result.Hits.Count, Fmt($"adaptive retrieval off: the top {result.Hits.Count} passages"), null);
             else
             {
-                var scores = result.DenseScores.Count > 0 || _retriever.Passages.Count == 0 ? result.DenseScores
+                var scores = result.DenseScores.Count > 0 || result.Hits.Count == 0 ? result.DenseScores
                     : (await _retriever.SearchAsync(question, _options.Retrieval with { Mode = RetrievalMode.Dense, Top = Math.Max(1, _options.Retrieval.Candidates) }, cancellationToken).ConfigureAwait(false)).DenseScores;
                 var d = policy.Decide(scores);
                 string reason = confidence is double u ? Fmt($"model unsure, confidence {u:F3} < {policy.ModelConfidenceThreshold:F3}; {d.Reason}") : d.Reason;

@@ -154,7 +154,19 @@ public sealed class Bm25Index : IDisposable
     }
 
     /// <summary>The <paramref name="k"/> best documents for <paramref name="query"/> by BM25, best first; empty when no query term is indexed.</summary>
-    public IReadOnlyList<ScoredOrdinal> Search(string query, int k)
+    public IReadOnlyList<ScoredOrdinal> Search(string query, int k) => Search(query, k, null);
+
+    /// <summary>
+    /// As <see cref="Search(string, int)"/>, but scored with the collection and term statistics of a larger collection
+    /// that this index is one part of (<see cref="Bm25Statistics.Sum"/> of every part's <see cref="Statistics"/>): BM25's
+    /// idf and average length then come from the whole collection, so each part scores a document exactly as one index
+    /// of the whole collection would.
+    /// </summary>
+    /// <param name="query">Query text.</param>
+    /// <param name="k">Hits to return (positive).</param>
+    /// <param name="global">Statistics of the whole collection for this query's terms; null: this index's own.</param>
+    /// <exception cref="RotorException">A query term is missing from <paramref name="global"/>.</exception>
+    public IReadOnlyList<ScoredOrdinal> Search(string query, int k, Bm25Statistics? global)
     {
         ArgumentNullException.ThrowIfNull(query);
         if (k <= 0) throw new ArgumentOutOfRangeException(nameof(k), k, "k must be positive");
@@ -163,7 +175,8 @@ public sealed class Bm25Index : IDisposable
         var bq = new BooleanQuery();
         // A repeated query term counts once per occurrence, as in Lucene's query parser.
         foreach (var t in terms.Take(BooleanQuery.MaxClauseCount)) bq.Add(new TermQuery(new Term(TextField, t)), Occur.SHOULD);
-        var top = _searcher.Search(bq, k);
+        var searcher = global is null ? _searcher : new GlobalStatisticsSearcher(_reader, global) { Similarity = Similarity };
+        var top = searcher.Search(bq, k);
         var hits = new ScoredOrdinal[top.ScoreDocs.Length];
         for (int i = 0; i < hits.Length; i++) hits[i] = new ScoredOrdinal(_ordOf[top.ScoreDocs[i].Doc], top.ScoreDocs[i].Score);
         return hits;
@@ -181,6 +194,38 @@ public sealed class Bm25Index : IDisposable
         catch (Exception e) when (e is IOException or CorruptIndexException)
         {
             throw new RotorException($"{_where}: BM25 (Lucene) index is corrupt: {e.Message}", e);
+        }
+    }
+
+    /// <summary>This index's BM25 statistics for the analyzed terms of <paramref name="query"/>: what
+    /// <see cref="Search(string, int, Bm25Statistics?)"/> needs, summed over every part of a collection.</summary>
+    public Bm25Statistics Statistics(string query)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        var c = _searcher.CollectionStatistics(TextField);
+        var terms = new Dictionary<string, (long DocFreq, long TotalTermFreq)>(StringComparer.Ordinal);
+        foreach (var t in Analyze(query).Take(BooleanQuery.MaxClauseCount))
+        {
+            if (terms.ContainsKey(t)) continue;
+            var term = new Term(TextField, t);
+            var context = TermContext.Build(_searcher.TopReaderContext, term);
+            var s = _searcher.TermStatistics(term, context);
+            terms[t] = (s.DocFreq, s.TotalTermFreq);
+        }
+        return new Bm25Statistics(c.MaxDoc, c.DocCount, c.SumTotalTermFreq, c.SumDocFreq, terms);
+    }
+
+    // Answers Lucene's statistics questions with the whole collection's figures; everything else is the part's own.
+    private sealed class GlobalStatisticsSearcher(IndexReader reader, Bm25Statistics global) : IndexSearcher(reader)
+    {
+        public override CollectionStatistics CollectionStatistics(string field)
+            => new(field, global.MaxDocuments, global.DocumentCount, global.SumTotalTermFrequency, global.SumDocumentFrequency);
+
+        public override TermStatistics TermStatistics(Term term, TermContext context)
+        {
+            string text = term.Text;
+            if (!global.Terms.TryGetValue(text, out var s)) throw new RotorException($"BM25 statistics hold no entry for the query term '{text}'");
+            return new TermStatistics(term.Bytes, s.DocFreq, s.TotalTermFreq);
         }
     }
 

@@ -37,6 +37,15 @@ public sealed record RetrievalOptions
     }
 }
 
+/// <summary>Anything that answers a query with passages: one <see cref="Retriever"/>, or a cluster's front door that
+/// searches shards on other machines and merges them into the same ranking.</summary>
+public interface IPassageRetriever
+{
+    /// <summary>The best passages for <paramref name="query"/> (embedded here unless lexical).</summary>
+    /// <exception cref="RotorException">The query is empty, or the index cannot answer.</exception>
+    Task<RetrievalResult> SearchAsync(string query, RetrievalOptions? options = null, CancellationToken cancellationToken = default);
+}
+
 /// <summary>A passage found for a query.</summary>
 /// <param name="Passage">The passage: id, document id, title, section and text.</param>
 /// <param name="Score">Score in the mode used: cosine (dense), BM25 (lexical) or RRF (hybrid); higher is better.</param>
@@ -62,7 +71,7 @@ public sealed record RetrievalResult(IReadOnlyList<RetrievedPassage> Hits, IRead
 /// <para>Made in memory by <see cref="BuildInMemoryAsync"/>, or over an index directory by
 /// <see cref="Pipeline.RagIndex.Open"/> (its <see cref="Pipeline.RagIndex.Retriever"/>).</para>
 /// </summary>
-public sealed class Retriever : IDisposable
+public sealed class Retriever : IPassageRetriever, IDisposable
 {
     private readonly IEmbeddingGenerator<string, Embedding<float>> _embedder;
     private readonly bool _ownsIndexes;
