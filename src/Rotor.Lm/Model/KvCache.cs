@@ -23,6 +23,14 @@ public sealed class KvCache
         Bytes = bytes;
     }
 
+    /// <summary>A cache whose keys and values live elsewhere (on a GPU): it keeps only the length.</summary>
+    internal KvCache(int capacity, int kvDim, long bytes)
+    {
+        if (capacity <= 0) throw new RotorException($"context length {capacity} must be positive");
+        Capacity = capacity; KvDim = kvDim; Bytes = bytes;
+        _k = []; _v = [];
+    }
+
     /// <summary>Positions the cache holds at most (the context length).</summary>
     public int Capacity { get; }
     /// <summary>Values a position takes in one layer's keys.</summary>
@@ -42,6 +50,6 @@ public sealed class KvCache
         Length = length;
     }
 
-    internal float[] Keys(int layer) => _k[layer];
-    internal float[] Values(int layer) => _v[layer];
+    internal float[] Keys(int layer) => _k.Length > 0 ? _k[layer] : throw new InvalidOperationException("this cache lives on the GPU");
+    internal float[] Values(int layer) => _v.Length > 0 ? _v[layer] : throw new InvalidOperationException("this cache lives on the GPU");
 }
