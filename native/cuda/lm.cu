@@ -177,6 +177,109 @@ __global__ void __launch_bounds__(512) norm_kernel(float* x, int x_stride, const
     finish_row(row, cols, i, o, fs, is);
 }
 
+// The same with the row in registers, for rows of up to 8 * 1024 columns: 1024 threads, element j = tid + 1024 k in
+// v[k], all loads of a thread issued before any is used (one memory round trip instead of one a loop step), the norm
+// weight loaded before the wait on the previous kernel (weights are never written by a kernel).
+constexpr int kRowThreads = 1024;
+
+template <int K>
+__device__ void finish_regs(float (&v)[K], const float (&w)[K], int cols, int i, const RowOut& o, float* fs, int* is) {
+    const int tid = threadIdx.x;
+    if (o.norm) {
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            if (tid + k * kRowThreads < cols) ss += v[k] * v[k];
+        ss = block_sum(ss, fs);
+        const float inv = __fdiv_rn(1.f, sqrtf(__fdiv_rn(ss, (float)cols) + o.eps));
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            float x = __fmul_rn(v[k], inv);
+            if (o.weight != nullptr) x = __fmul_rn(x, w[k]);
+            v[k] = x;
+        }
+    }
+    float amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = tid + k * kRowThreads;
+        if (j < cols) {
+            if (o.y != nullptr) o.y[(size_t)i * o.y_stride + j] = v[k];
+            amax = fmaxf(amax, fabsf(v[k]));
+        }
+    }
+    if (o.q == nullptr) return;
+    amax = block_max(amax, fs);
+    const float inv = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
+    int8_t* qr = o.q + (size_t)i * o.q_stride;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = tid + k * kRowThreads;
+        if (j < o.q_stride) {
+            int q = 0;
+            if (j < cols) q = min(max(__float2int_rn(__fmul_rn(v[k], inv)), -127), 127);
+            qr[j] = (int8_t)q;
+            s += q;
+        }
+    }
+    for (int j = tid + K * kRowThreads; j < o.q_stride; j += kRowThreads) qr[j] = 0;
+    s = block_sum_int(s, is);
+    if (tid == 0) {
+        o.q_scale[i] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
+        o.q_sum[i] = s;
+    }
+}
+
+template <int K>
+__device__ __forceinline__ void load_weight(float (&w)[K], const RowOut& o, int cols) {
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = threadIdx.x + k * kRowThreads;
+        w[k] = (o.norm && o.weight != nullptr && j < cols) ? __ldg(o.weight + j) : 1.f;
+    }
+}
+
+template <int K>
+__global__ void __launch_bounds__(kRowThreads) norm_regs_kernel(float* x, int x_stride, const float* add, int add_stride,
+                                                               const float* up, int up_stride, int act, int cols, RowOut o) {
+    pdl_trigger();
+    float w[K];
+    load_weight(w, o, cols);
+    pdl_wait();
+    __shared__ float fs[32];
+    __shared__ int is[32];
+    const int i = blockIdx.x, tid = threadIdx.x;
+    float* xr = x + (size_t)i * x_stride;
+    float v[K], u[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = tid + k * kRowThreads;
+        v[k] = j < cols ? xr[j] : 0.f;
+        u[k] = 0.f;
+        if (j < cols && add != nullptr) u[k] = add[(size_t)i * add_stride + j];
+        if (j < cols && up != nullptr) u[k] = up[(size_t)i * up_stride + j];
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = tid + k * kRowThreads;
+        if (add != nullptr) {
+            v[k] = __fadd_rn(v[k], u[k]);
+            if (j < cols) xr[j] = v[k];
+        } else if (up != nullptr) {
+            float g;
+            if (act == ROTOR_LM_RELU2) {
+                g = fmaxf(v[k], 0.f);
+                g = __fmul_rn(g, g);
+            } else {
+                g = __fmul_rn(v[k], __fdiv_rn(1.f, 1.f + expf(-v[k])));
+            }
+            v[k] = __fmul_rn(g, u[k]);
+        }
+    }
+    finish_regs(v, w, cols, i, o, fs, is);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Rotary embeddings and the key/value cache append. Row i of qkv holds q (heads * hd), k (kv_heads * hd), v (kv_heads
 // * hd); q and k are rotated in place by position pos[i] (cos/sin tables (positions, hd / 2), Decoder.RopeTables), and
@@ -185,7 +288,7 @@ __global__ void __launch_bounds__(512) norm_kernel(float* x, int x_stride, const
 // ---------------------------------------------------------------------------------------------------------------
 
 template <typename T>
-__global__ void __launch_bounds__(128) rope_kv_kernel(float* qkv, int qkv_stride, int heads, int kv_heads, int hd, int style,
+__global__ void __launch_bounds__(1024) rope_kv_kernel(float* qkv, int qkv_stride, int heads, int kv_heads, int hd, int style,
                                                       const float* cos_t, const float* sin_t, const int* pos,
                                                       const int* slot, T* kc, T* vc, long long slot_stride) {
     pdl_trigger();
@@ -355,6 +458,50 @@ __global__ void __launch_bounds__(256) attn_combine_kernel(AttnArgs a, RowOut o)
     __syncthreads();
     finish_row(row, qd, i, o, fs, is);
 }
+
+// The combine with the row in registers (rows of up to 8 * 1024 columns), as norm_regs_kernel.
+template <int K>
+__global__ void __launch_bounds__(kRowThreads) attn_combine_regs_kernel(AttnArgs a, RowOut o) {
+    pdl_trigger();
+    const int qd = a.heads * a.hd;
+    float w[K];
+    load_weight(w, o, qd);
+    pdl_wait();
+    extern __shared__ float coef[];   // (heads, active)
+    __shared__ float fs[32];
+    __shared__ int is[32];
+    const int i = blockIdx.x, tid = threadIdx.x;
+    const int active = (a.pos[i] + a.split_len) / a.split_len;
+    const int warp = tid >> 5, lane = tid & 31, warps = blockDim.x >> 5;
+    for (int h = warp; h < a.heads; h += warps) {
+        const float2* ml = a.part_ml + ((size_t)i * a.heads + h) * a.splits;
+        float m = -INFINITY;
+        for (int s = lane; s < active; s += 32) m = fmaxf(m, ml[s].x);
+        m = warp_max(m);
+        float l = 0.f;
+        for (int s = lane; s < active; s += 32) l += ml[s].y * expf(ml[s].x - m);
+        l = warp_sum(l);
+        for (int s = lane; s < active; s += 32) coef[h * active + s] = expf(ml[s].x - m) / l;
+    }
+    __syncthreads();
+    float v[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int e = tid + k * kRowThreads;
+        v[k] = 0.f;
+        if (e < qd) {
+            const int h = e / a.hd, d = e % a.hd;
+            const float* acc = a.part_acc + (((size_t)i * a.heads + h) * a.splits) * a.hd + d;
+            for (int s = 0; s < active; s++) v[k] += coef[h * active + s] * acc[(size_t)s * a.hd];
+        }
+    }
+    finish_regs(v, w, qd, i, o, fs, is);
+}
+
+// Greedy sampling's first pass: CTA (b, i) finds the largest logit of slice b of row i, packed with its id so that the
+// larger value and then the lower id wins a plain 64-bit max: (order_key << 32) | (0xffffffff - id).
+__global__ void __launch_bounds__(256) argmax_part_kernel(const float* logits, int vocab, int stride, int parts,
+                                                          unsigned long long* out);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dense products y (m, n) = x (m, cols) W^T for the LM head and float models' layers: W rows of row_stride bytes,
@@ -528,10 +675,32 @@ __global__ void __launch_bounds__(256) dense_mma_kernel(const uint8_t* w, int ro
 
 constexpr int kSampleThreads = 1024;
 constexpr int kMaxTopK = 1024;
+constexpr int kArgmaxParts = 64;  // CTAs a row of the greedy first pass (rotor_lm_sample's workspace: m * 64 * 8 bytes)
 
 __device__ __forceinline__ unsigned order_key(float f) {
     const unsigned u = __float_as_uint(f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(256) argmax_part_kernel(const float* logits, int vocab, int stride, int parts,
+                                                          unsigned long long* out) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ unsigned long long best_w[8];
+    const int b = blockIdx.x, i = blockIdx.y;
+    const int chunk = (vocab + parts - 1) / parts, j0 = b * chunk, j1 = min(vocab, j0 + chunk);
+    const float* l = logits + (size_t)i * stride;
+    unsigned long long best = 0;
+    for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+        best = max(best, ((unsigned long long)order_key(l[j]) << 32) | (0xffffffffu - (unsigned)j));
+    for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+    if ((threadIdx.x & 31) == 0) best_w[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) best = max(best, best_w[w]);
+        best = max(best, best_w[0]);
+        out[(size_t)i * parts + b] = best;
+    }
 }
 
 __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
@@ -580,7 +749,7 @@ __device__ int block_scan_int(int v, int* scratch, int* total) {
 
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int vocab, int stride,
                                                                 const rotor_lm_sampling* params, const int* pos,
-                                                                int* out) {
+                                                                const unsigned long long* part, int parts, int* out) {
     pdl_trigger();
     pdl_wait();
     __shared__ unsigned hist[256];
@@ -592,6 +761,15 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
     const int i = blockIdx.x, tid = threadIdx.x;
     const float* l = logits + (size_t)i * stride;
     const rotor_lm_sampling p = params[i];
+    if (part != nullptr && (p.temperature <= 0.f || p.top_k == 1)) {
+        if (tid < 32) {
+            unsigned long long best = 0;
+            for (int b = tid; b < parts; b += 32) best = max(best, part[(size_t)i * parts + b]);
+            for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+            if (tid == 0) out[i] = (int)(0xffffffffu - (unsigned)(best & 0xffffffffu));
+        }
+        return;
+    }
 
     // Argmax: the largest key, then the lowest id holding it.
     unsigned best = 0;
@@ -806,11 +984,21 @@ ROTOR_API int rotor_lm_norm(float* d_x, int m, int cols, int x_stride, const flo
         return fail(ROTOR_CUDA_EINVAL, "lm_norm: add_stride = %d, up_stride = %d < cols = %d", add_stride, up_stride, cols);
     if (d_up != nullptr && act != ROTOR_LM_SILU && act != ROTOR_LM_RELU2) return fail(ROTOR_CUDA_EINVAL, "lm_norm: act = %d", act);
     if (int r = check_row_out("lm_norm", cols, d_y, y_stride, d_q, q_stride, d_q_scale, d_q_sum)) return r;
+    const cudaStream_t st = as_stream(stream);
+    const RowOut o = row_out(norm, d_weight, eps, d_y, y_stride, d_q, q_stride, d_q_scale, d_q_sum);
+    const int kk = (cols + kRowThreads - 1) / kRowThreads;
+#define ROTOR_NORM_REGS(K) \
+    launch(norm_regs_kernel<K>, dim3(m), dim3(kRowThreads), 0, st, "norm_regs_kernel", d_x, x_stride, d_add, add_stride, d_up, up_stride, act, cols, o)
+    if (kk <= 1) return ROTOR_NORM_REGS(1);
+    if (kk <= 2) return ROTOR_NORM_REGS(2);
+    if (kk <= 3) return ROTOR_NORM_REGS(3);
+    if (kk <= 4) return ROTOR_NORM_REGS(4);
+    if (kk <= 8) return ROTOR_NORM_REGS(8);
+#undef ROTOR_NORM_REGS
     const size_t smem = (size_t)cols * sizeof(float);
     if (int r = allow_smem(norm_kernel, smem, &g_norm_smem)) return r;
-    return launch(norm_kernel, dim3(m), dim3(row_threads(cols)), smem, as_stream(stream), "norm_kernel", d_x, x_stride, d_add,
-                  add_stride, d_up, up_stride, act, cols,
-                  row_out(norm, d_weight, eps, d_y, y_stride, d_q, q_stride, d_q_scale, d_q_sum));
+    return launch(norm_kernel, dim3(m), dim3(row_threads(cols)), smem, st, "norm_kernel", d_x, x_stride, d_add,
+                  add_stride, d_up, up_stride, act, cols, o);
 }
 
 ROTOR_API int rotor_lm_rope_kv(float* d_qkv, int m, int qkv_stride, int heads, int kv_heads, int head_dim, int style,
@@ -826,11 +1014,14 @@ ROTOR_API int rotor_lm_rope_kv(float* d_qkv, int m, int qkv_stride, int heads, i
     const cudaStream_t s = as_stream(stream);
     const int* pos = reinterpret_cast<const int*>(d_pos);
     const int* slot = reinterpret_cast<const int*>(d_slot);
+    // Every rotated pair and copied value in one step of the CTA where the head fits 1024 threads.
+    const int work = std::max((heads + kv_heads) * head_dim / 2, kv_heads * head_dim);
+    const int threads = std::min(1024, (work + 31) / 32 * 32);
     if (cache_type == ROTOR_LM_F16)
-        return launch(rope_kv_kernel<__half>, dim3(m), dim3(128), 0, s, "rope_kv_kernel", d_qkv, qkv_stride, heads, kv_heads,
+        return launch(rope_kv_kernel<__half>, dim3(m), dim3(threads), 0, s, "rope_kv_kernel", d_qkv, qkv_stride, heads, kv_heads,
                       head_dim, style, d_cos, d_sin, pos, slot, static_cast<__half*>(d_k_cache), static_cast<__half*>(d_v_cache),
                       (long long)slot_stride);
-    return launch(rope_kv_kernel<float>, dim3(m), dim3(128), 0, s, "rope_kv_kernel", d_qkv, qkv_stride, heads, kv_heads, head_dim,
+    return launch(rope_kv_kernel<float>, dim3(m), dim3(threads), 0, s, "rope_kv_kernel", d_qkv, qkv_stride, heads, kv_heads, head_dim,
                   style, d_cos, d_sin, pos, slot, static_cast<float*>(d_k_cache), static_cast<float*>(d_v_cache),
                   (long long)slot_stride);
 }
@@ -890,9 +1081,21 @@ ROTOR_API int rotor_lm_attention(const float* d_q, int m, int q_stride, int head
     else if (head_dim <= 128) r = launch_attn_split<4>(a, m, cache_type, s);
     else r = launch_attn_split<8>(a, m, cache_type, s);
     if (r != 0) return r;
+    const RowOut o = row_out(norm, d_weight, eps, d_y, y_stride, d_q8, q8_stride, d_q8_scale, d_q8_sum);
+    const int kk = (qd + kRowThreads - 1) / kRowThreads;
+    const size_t csmem = (size_t)heads * splits * sizeof(float);
+#define ROTOR_COMBINE_REGS(K) \
+    launch(attn_combine_regs_kernel<K>, dim3(m), dim3(kRowThreads), csmem, s, "attn_combine_regs_kernel", a, o)
+    if (csmem <= 48 * 1024) {
+        if (kk <= 1) return ROTOR_COMBINE_REGS(1);
+        if (kk <= 2) return ROTOR_COMBINE_REGS(2);
+        if (kk <= 3) return ROTOR_COMBINE_REGS(3);
+        if (kk <= 4) return ROTOR_COMBINE_REGS(4);
+        if (kk <= 8) return ROTOR_COMBINE_REGS(8);
+    }
+#undef ROTOR_COMBINE_REGS
     if (int r = allow_smem(attn_combine_kernel, smem, &g_combine_smem)) return r;
-    return launch(attn_combine_kernel, dim3(m), dim3(256), smem, s, "attn_combine_kernel", a,
-                  row_out(norm, d_weight, eps, d_y, y_stride, d_q8, q8_stride, d_q8_scale, d_q8_sum));
+    return launch(attn_combine_kernel, dim3(m), dim3(256), smem, s, "attn_combine_kernel", a, o);
 }
 
 ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const float* d_w_scale, int n, int cols,
@@ -935,12 +1138,18 @@ ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const fl
 }
 
 ROTOR_API int rotor_lm_sample(const float* d_logits, int m, int vocab, int stride, const rotor_lm_sampling* d_params,
-                              const int32_t* d_pos, int32_t* d_out, void* stream) {
+                              const int32_t* d_pos, void* d_workspace, int32_t* d_out, void* stream) {
     if (int r = use_device()) return r;
     if (m <= 0 || vocab <= 0 || stride < vocab) return fail(ROTOR_CUDA_EINVAL, "lm_sample: m = %d, vocab = %d, stride = %d", m, vocab, stride);
     if (!d_logits || !d_params || !d_pos || !d_out) return fail(ROTOR_CUDA_EINVAL, "lm_sample: NULL pointer");
-    return launch(sample_kernel, dim3(m), dim3(kSampleThreads), 0, as_stream(stream), "sample_kernel", d_logits, vocab, stride,
-                  d_params, reinterpret_cast<const int*>(d_pos), reinterpret_cast<int*>(d_out));
+    const cudaStream_t st = as_stream(stream);
+    unsigned long long* part = static_cast<unsigned long long*>(d_workspace);
+    const int parts = std::min(kArgmaxParts, std::max(1, vocab / 2048));
+    if (part != nullptr)
+        if (int r = launch(argmax_part_kernel, dim3(parts, m), dim3(256), 0, st, "argmax_part_kernel", d_logits, vocab, stride, parts, part))
+            return r;
+    return launch(sample_kernel, dim3(m), dim3(kSampleThreads), 0, st, "sample_kernel", d_logits, vocab, stride, d_params,
+                  reinterpret_cast<const int*>(d_pos), static_cast<const unsigned long long*>(part), parts, reinterpret_cast<int*>(d_out));
 }
 
 }  // extern "C"

@@ -193,8 +193,9 @@ ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const fl
                              const float* d_x, int x_stride, const int8_t* d_xq, int xq_stride, const float* d_x_scale,
                              int m, float* d_y, int y_stride, void* d_half_ws, void* stream);
 // out[i] = a token drawn from logits row i (m rows of `stride` floats, vocab used) per params[i] (rotor_lm_sampling).
+// d_workspace: NULL, or m * 64 * 8 bytes for the greedy rows' argmax over 64 CTAs a row (else one CTA a row).
 ROTOR_API int rotor_lm_sample(const float* d_logits, int m, int vocab, int stride, const rotor_lm_sampling* d_params,
-                              const int32_t* d_pos, int32_t* d_out, void* stream);
+                              const int32_t* d_pos, void* d_workspace, int32_t* d_out, void* stream);
 
 #ifdef __cplusplus
 }

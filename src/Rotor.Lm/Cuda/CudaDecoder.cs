@@ -31,6 +31,7 @@ public sealed class CudaDecoder : IDisposable
     // Run state on the device, (MaxBatch, width) each unless noted.
     private readonly nint _x, _h, _q8, _qScale, _qSum, _qkv, _o, _gu, _logits, _half, _attnWs;
     private readonly nint _tokens, _pos, _slot, _params, _next;   // (MaxBatch) int32 / rotor_lm_sampling
+    private readonly nint _sampleWs;                               // (MaxBatch, 64) uint64: the greedy argmax's partial maxima
     private readonly nint _cos, _sin;                              // (capacity, hd / 2)
     private readonly nint _kv;                                     // (sequences, layers, 2, capacity, KV)
     private readonly PinnedBuffer _hostIn, _hostOut;
@@ -42,7 +43,7 @@ public sealed class CudaDecoder : IDisposable
     /// <paramref name="contextLength"/> positions, steps of up to <paramref name="maxBatch"/> rows, and a key/value
     /// cache of f16 (<paramref name="f16Cache"/>) or float32.</summary>
     /// <exception cref="CudaException">Device memory ran out (the message says how much was asked).</exception>
-    public CudaDecoder(CudaModel model, int maxSequences, int contextLength, int maxBatch = 256, bool f16Cache = true)
+    public CudaDecoder(CudaModel model, int maxSequences, int contextLength, int maxBatch = 256, bool f16Cache = false)
     {
         _m = model ?? throw new ArgumentNullException(nameof(model));
         _c = model.Config;
@@ -77,6 +78,7 @@ public sealed class CudaDecoder : IDisposable
             }
             _tokens = Alloc(b * 4L); _pos = Alloc(b * 4L); _slot = Alloc(b * 4L); _next = Alloc(b * 4L);
             _params = Alloc(b * 24L);
+            _sampleWs = Alloc(b * 64L * 8);
             var (cos, sin) = Decoder.RopeTables(_c, contextLength);
             _cos = Upload(cos); _sin = Upload(sin);
             _slotStride = 2L * _c.Layers * contextLength * kvd;
@@ -276,7 +278,7 @@ public sealed class CudaDecoder : IDisposable
         Head(0, n);
         if (sample)
         {
-            Native.Check(Native.rotor_lm_sample(_logits, n, _c.VocabSize, _c.VocabSize, _params, _pos, _next, _s.Pointer), "sampling");
+            Native.Check(Native.rotor_lm_sample(_logits, n, _c.VocabSize, _c.VocabSize, _params, _pos, _sampleWs, _next, _s.Pointer), "sampling");
         }
     }
 

@@ -186,5 +186,5 @@ internal static partial class Native
     public static partial int rotor_lm_dense(nint w, int type, int rowStride, nint wScale, int n, int cols, nint x, int xStride, nint xq, int xqStride,
         nint xScale, int m, nint y, int yStride, nint halfWorkspace, nint stream);
     [LibraryImport(Library)]
-    public static partial int rotor_lm_sample(nint logits, int m, int vocab, int stride, nint parameters, nint pos, nint output, nint stream);
+    public static partial int rotor_lm_sample(nint logits, int m, int vocab, int stride, nint parameters, nint pos, nint workspace, nint output, nint stream);
 }
