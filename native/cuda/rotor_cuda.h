@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 5        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 6        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -135,6 +135,67 @@ ROTOR_API int rotor_cuda_bench_gemm_many(const rotor_gemm_args* args, int count,
 ROTOR_API int rotor_cuda_l2_bytes(int64_t* bytes);
 // Device-to-device copy of `bytes` bytes, `reps` times; writes the median bandwidth counting bytes read and written.
 ROTOR_API int rotor_cuda_bench_copy(size_t bytes, int reps, double* gbps, void* stream);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Language-model kernels (lm.cu): the steps of a decoder around the ternary products, shapes and pointers only.
+// Legend: m rows (tokens of a step), D columns, hd head size. Integer arrays (tokens, pos, slot) are int32 on the
+// device. Key/value caches: a layer's keys (and values) of sequence slot s at position p, column c, are element
+// s * slot_stride + p * kv_heads * hd + c of d_k_cache (d_v_cache), float or f16 (cache_type).
+// ---------------------------------------------------------------------------------------------------------------
+
+enum rotor_lm_type { ROTOR_LM_F32 = 0, ROTOR_LM_F16 = 1, ROTOR_LM_I8 = 2 };        // dense element types
+enum rotor_lm_act { ROTOR_LM_SILU = 0, ROTOR_LM_RELU2 = 1 };                       // gate activations
+enum rotor_lm_rope { ROTOR_LM_ROPE_INTERLEAVED = 0, ROTOR_LM_ROPE_HALF = 1 };      // rotary pairings
+
+// Sampling of one row (rotor_lm_sample). temperature <= 0 or top_k == 1: the argmax (first among equals). Else
+// top_k in 2..1024 (0 and larger k are not done on the device): the k largest (ties by lower id), softmax with
+// temperature over them, the smallest prefix reaching top_p (1: all), min_p relative to the best (0: off), one
+// uniform draw from (seed, the row's position).
+typedef struct rotor_lm_sampling {
+    float temperature;
+    float top_p;
+    float min_p;
+    int32_t top_k;
+    uint64_t seed;
+} rotor_lm_sampling;  // 24 bytes; mirrored by LmSamplingNative in Native.cs
+
+// x[i] = row tokens[i] of the table (vocab rows of row_stride bytes, type; int8 rows times d_scales[row]) as float.
+ROTOR_API int rotor_lm_embed(const void* d_table, int type, int row_stride, const float* d_scales, int vocab,
+                             const int32_t* d_tokens, int m, int dim, float* d_x, int x_stride, void* stream);
+// One row at a time: v = x[i] (+ add[i], written back to x: the residual add), or with up != NULL the gated product
+// v = act(x[i]) * up[i]; then, when norm, RMSNorm v = v / sqrt(mean(v^2) + eps) (* weight when not NULL); then v to
+// y (when not NULL) and quantized to int8 as rotor_cuda_quantize does into q/q_scale/q_sum (when q is not NULL).
+ROTOR_API int rotor_lm_norm(float* d_x, int m, int cols, int x_stride, const float* d_add, int add_stride,
+                            const float* d_up, int up_stride, int act, int norm, const float* d_weight, float eps,
+                            float* d_y, int y_stride, int8_t* d_q, int q_stride, float* d_q_scale, int32_t* d_q_sum,
+                            void* stream);
+// Row i of qkv holds q (heads * hd), k and v (kv_heads * hd each): q and k rotated in place by position pos[i]
+// (tables (positions, hd / 2) of cos and sin), k and v written to the caches of sequence slot[i] at pos[i].
+ROTOR_API int rotor_lm_rope_kv(float* d_qkv, int m, int qkv_stride, int heads, int kv_heads, int head_dim, int style,
+                               const float* d_cos, const float* d_sin, const int32_t* d_pos, const int32_t* d_slot,
+                               void* d_k_cache, void* d_v_cache, int cache_type, int64_t slot_stride, void* stream);
+// The split of the context for caches of `capacity` positions and the workspace rotor_lm_attention needs for m rows.
+ROTOR_API int rotor_lm_attention_plan(int capacity, int m, int heads, int head_dim, int* split_len, int* splits,
+                                      int64_t* workspace_bytes);
+// Attention of row i's query heads (q (m, q_stride), rotated) over positions 0..pos[i] of sequence slot[i]'s cache,
+// grouped-query (heads a multiple of kv_heads), scores times scale, softmax: split over the context (CTAs of
+// split_len positions, then a combine), then as rotor_lm_norm from v = the heads' outputs (norm, weight, y, q8).
+ROTOR_API int rotor_lm_attention(const float* d_q, int m, int q_stride, int heads, int kv_heads, int head_dim,
+                                 const void* d_k_cache, const void* d_v_cache, int cache_type, int64_t slot_stride,
+                                 const int32_t* d_pos, const int32_t* d_slot, float scale, int split_len, int splits,
+                                 void* d_workspace, int norm, const float* d_weight, float eps, float* d_y, int y_stride,
+                                 int8_t* d_q8, int q8_stride, float* d_q8_scale, int32_t* d_q8_sum, void* stream);
+// y (m, n) = x (m, cols) W^T, W (n, cols) of type with rows of row_stride bytes (a multiple of 16). F32/F16: float x
+// (16-byte aligned, x_stride a multiple of 4); f16 with m > 8, cols a multiple of 16 and d_half_ws (m * cols f16) runs
+// tensor-core tiles, else a GEMV per 8 rows. I8: x given quantized (xq (m, xq_stride) with zeroed padding to a multiple
+// of 256 columns, x_scale), y = (float)dot * x_scale[i] * w_scale[r].
+ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const float* d_w_scale, int n, int cols,
+                             const float* d_x, int x_stride, const int8_t* d_xq, int xq_stride, const float* d_x_scale,
+                             int m, float* d_y, int y_stride, void* d_half_ws, void* stream);
+// out[i] = a token drawn from logits row i (m rows of `stride` floats, vocab used) per params[i] (rotor_lm_sampling).
+// d_workspace: NULL, or m * 64 * 8 bytes for the greedy rows' argmax over 64 CTAs a row (else one CTA a row).
+ROTOR_API int rotor_lm_sample(const float* d_logits, int m, int vocab, int stride, const rotor_lm_sampling* d_params,
+                              const int32_t* d_pos, void* d_workspace, int32_t* d_out, void* stream);
 
 #ifdef __cplusplus
 }

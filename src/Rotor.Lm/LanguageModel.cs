@@ -22,6 +22,20 @@ public sealed record LanguageModelOptions
     /// <summary>How the key/value caches of <see cref="LanguageModel.CreateSession"/> and
     /// <see cref="LanguageModel.CreateCache"/> store keys and values (default F32; F16 takes half the memory).</summary>
     public KvCacheType KvCacheType { get; init; }
+
+    /// <summary>Where the decoder runs (default <see cref="LmDevice.Cpu"/>). <see cref="LmDevice.Cuda"/> uploads the
+    /// weights to the GPU; without a usable GPU the model runs on the CPU and <see cref="LanguageModel.DeviceNote"/>
+    /// says why.</summary>
+    public LmDevice Device { get; init; } = LmDevice.Cpu;
+}
+
+/// <summary>Where a <see cref="LanguageModel"/> runs its decoder.</summary>
+public enum LmDevice
+{
+    /// <summary>The CPU backend.</summary>
+    Cpu = 0,
+    /// <summary>The GPU (Rotor's CUDA library), falling back to the CPU where there is none.</summary>
+    Cuda = 1,
 }
 
 /// <summary>
@@ -104,7 +118,9 @@ public sealed class LanguageModel : IDisposable
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
             throw new RotorException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
         var backend = new CpuBackend(options.Threads);
-        return new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes, options.KvCacheType);
+        var model = new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes, options.KvCacheType);
+        model.PlaceOn(options.Device);
+        return model;
     }
 
     /// <summary>The tokenizer <see cref="Load"/> would give the model at <paramref name="path"/>, without its weights:
@@ -144,7 +160,35 @@ public sealed class LanguageModel : IDisposable
         config.Validate(source);
         weights.Validate(config, source);
         if (options.LmHeadType is { } ht && ht != weights.LmHead.Type) weights = Reheaded(weights, ht);
-        return new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0, options.KvCacheType);
+        var model = new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0, options.KvCacheType);
+        model.PlaceOn(options.Device);
+        return model;
+    }
+
+    /// <summary>The weights on the GPU when the model runs there, else null.</summary>
+    public Cuda.CudaModel? Cuda { get; private set; }
+
+    /// <summary>Where the decoder runs, in one line: "cpu", the GPU's name, or why the GPU asked for is not used.</summary>
+    public string DeviceNote { get; private set; } = "cpu";
+
+    private void PlaceOn(LmDevice device)
+    {
+        if (device != LmDevice.Cuda) return;
+        var a = Rotor.Cuda.CudaBackend.Availability;
+        if (!a.IsAvailable) { DeviceNote = $"cpu (CUDA {a})"; return; }
+        try
+        {
+            Cuda = new Cuda.CudaModel(Config, Weights);
+            DeviceNote = $"cuda: {a}";
+        }
+        catch (Rotor.Cuda.CudaException e)
+        {
+            DeviceNote = $"cpu (CUDA not used: {e.Message})";
+        }
+        catch (RotorException e)
+        {
+            DeviceNote = $"cpu (CUDA not used: {e.Message})";
+        }
     }
 
     /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).
@@ -182,6 +226,8 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Stops the backend's worker threads.</summary>
     public void Dispose()
     {
+        Cuda?.Dispose();
+        Cuda = null;
         if (_ownsBackend) Backend.Dispose();
     }
 }
@@ -189,13 +235,34 @@ public sealed class LanguageModel : IDisposable
 /// <summary>One sequence being decoded: its key/value cache and the decoder's buffers.</summary>
 public sealed class InferenceSession
 {
-    private readonly Decoder _decoder;
+    private readonly Decoder? _decoder;
+    private readonly Cuda.CudaDecoder? _gpu;   // one sequence, slot 0; Cache then only keeps the length
 
     internal InferenceSession(LanguageModel model, int contextLength, int maxBatch)
     {
         Model = model;
-        Cache = new KvCache(model.Config, contextLength, model.KvCacheType);
-        _decoder = new Decoder(model.Config, model.Weights, model.Backend, contextLength, maxBatch);
+        if (model.Cuda is { } gpu)
+        {
+            _gpu = new Cuda.CudaDecoder(gpu, 1, contextLength, maxBatch, f16Cache: model.KvCacheType == KvCacheType.F16);
+            Cache = new KvCache(contextLength, model.Config.KvDim, _gpu.KvBytes, model.KvCacheType);
+        }
+        else
+        {
+            Cache = new KvCache(model.Config, contextLength, model.KvCacheType);
+            _decoder = new Decoder(model.Config, model.Weights, model.Backend, contextLength, maxBatch);
+        }
+    }
+
+    /// <summary>Whether this session runs on the GPU.</summary>
+    public bool OnGpu => _gpu is not null;
+
+    private ReadOnlySpan<float> Run(scoped ReadOnlySpan<int> ids, LogitsMode mode, Span<float> all)
+    {
+        if (_decoder is not null) return _decoder.Forward(ids, Cache, mode, all);
+        if (ids.IsEmpty) throw new ArgumentException("no tokens to run", nameof(ids));
+        var logits = _gpu!.Forward(ids, 0, Cache.Length, mode, all);
+        Cache.Length += ids.Length;
+        return logits;
     }
 
     /// <summary>The model.</summary>
@@ -217,7 +284,7 @@ public sealed class InferenceSession
     /// <exception cref="RotorException">The tokens do not fit the context, or an id is outside the vocabulary.</exception>
     public ReadOnlySpan<float> Append(scoped ReadOnlySpan<int> ids)
     {
-        var logits = _decoder.Forward(ids, Cache);
+        var logits = Run(ids, LogitsMode.Last, default);
         _tokens.AddRange(ids);
         return logits;
     }
@@ -226,7 +293,7 @@ public sealed class InferenceSession
     /// <paramref name="logits"/> (ids.Length x vocab).</summary>
     public void AppendAll(scoped ReadOnlySpan<int> ids, Span<float> logits)
     {
-        _decoder.Forward(ids, Cache, LogitsMode.All, logits);
+        Run(ids, LogitsMode.All, logits);
         _tokens.AddRange(ids);
     }
 

@@ -22,13 +22,17 @@ internal static class CudaCommands
         var quick = new Option<bool>("--quick") { Description = "a subset of the shapes" };
         var cmd = new Command("selftest", "Compare the kernels of a device with the CPU reference on random data, odd shapes and tails; exit 1 on any mismatch");
         cmd.Options.Add(device);
+        var stories = new Option<string?>("--stories") { Description = "with --device cuda: the llama2.c stories260K checkpoint, whose greedy continuation on the GPU must equal the CPU's (default: shared/data/lm/stories260K.bin or ../shared/data/lm/stories260K.bin where found)" };
+        cmd.Options.Add(stories);
+        var lmOnly = new Option<bool>("--lm-only") { Description = "with --device cuda: only the language-model kernels and decoder" };
+        cmd.Options.Add(lmOnly);
         cmd.Options.Add(quick);
         cmd.Options.Add(Validate.Threads());
-        cmd.SetAction(r => Selftest(r.GetValue(device)!, r.GetValue(quick)));
+        cmd.SetAction(r => Selftest(r.GetValue(device)!, r.GetValue(quick), r.GetValue(stories), r.GetValue(lmOnly)));
         return cmd;
     }
 
-    private static int Selftest(string device, bool quick)
+    private static int Selftest(string device, bool quick, string? stories = null, bool lmOnly = false)
     {
         List<CheckResult> results;
         const string header = "result check                                    shape                              detail                          values    bad  max |diff|";
@@ -49,7 +53,9 @@ internal static class CudaCommands
             Console.Error.WriteLine($"selftest: {a}");
             using CudaBackend gpu = CudaBackend.Create();
             Console.WriteLine(header);
-            results = CudaSelfTest.RunGpu(gpu, quick, Print);
+            results = lmOnly ? [] : CudaSelfTest.RunGpu(gpu, quick, Print);
+            stories ??= new[] { "shared/data/lm/stories260K.bin", "../shared/data/lm/stories260K.bin" }.FirstOrDefault(File.Exists);
+            results.AddRange(Rotor.Lm.Cuda.CudaLmSelfTest.Run(stories, Print));
         }
         int failed = results.Count(r => !r.Passed);
         Console.WriteLine($"selftest {device}: {results.Count - failed} passed, {failed} failed");

@@ -28,6 +28,13 @@ internal static class LmCommands
         return o;
     }
 
+    private static Option<string> DeviceOption()
+    {
+        var o = new Option<string>("--device") { Description = "cpu, or cuda: the decoder on the GPU (falls back to the CPU, saying why, where there is none)", DefaultValueFactory = _ => "cpu" };
+        o.AcceptOnlyFromAmong("cpu", "cuda");
+        return o;
+    }
+
     internal static Option<string?> KvCacheOption()
     {
         var o = new Option<string?>("--kv-cache") { Description = "how the key/value cache stores keys and values: f32 or f16 (half the memory) (default: f32)" };
@@ -35,7 +42,7 @@ internal static class LmCommands
         return o;
     }
 
-    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead, string? kvCache = null)
+    internal static LanguageModel Open(string path, string? tokenizer, int? threads, string? lmHead, string? kvCache = null, string device = "cpu")
     {
         if (threads is <= 0) throw new RotorException($"--threads {threads} must be a positive number");
         DenseType? head = lmHead switch
@@ -49,10 +56,11 @@ internal static class LmCommands
             null or "f32" => KvCacheType.F32, "f16" => KvCacheType.F16,
             _ => throw new RotorException($"--kv-cache {kvCache} is not a key/value cache type (f32, f16)"),
         };
-        var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head, KvCacheType = kv };
+        var options = new LanguageModelOptions { TokenizerPath = tokenizer, Threads = threads, LmHeadType = head, KvCacheType = kv, Device = device == "cuda" ? LmDevice.Cuda : LmDevice.Cpu };
         var model = LanguageModel.Open(path, options);
+        string runs = model.Cuda is not null || device == "cuda" ? model.DeviceNote : model.Backend.Name;
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {model.Backend.Name}"));
+            $"loaded {path} ({model.Format}, {model.Config.Architecture}, {model.Config.Layers} layers, dim {model.Config.Dim}, vocab {model.Config.VocabSize}) in {model.LoadTime.TotalSeconds:F2} s; weights {model.Weights.Bytes / 1048576.0:F1} MiB; {runs}"));
         return model;
     }
 
@@ -84,10 +92,10 @@ internal static class LmCommands
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var noBos = new Option<bool>("--no-bos") { Description = "do not put the beginning-of-sequence token first" };
         var json = new Option<string?>("--json") { Description = "write the prompt and generated ids, the text and the speeds as JSON to this file (- for stdout)" };
-        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption(); var device = DeviceOption();
         var cmd = new Command("generate", "Generate text from a prompt, streamed as it is decoded; prompt and generation tokens/s at the end");
         foreach (var a in new Argument[] { model, prompt }) cmd.Arguments.Add(a);
-        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head, kvc }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head, kvc, device }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             var ct = CancelOnCtrlC();
@@ -100,7 +108,7 @@ internal static class LmCommands
                 RepetitionPenalty = r.GetValue(rep), Seed = r.GetValue(seed),
             };
             sampling.Validate("options");
-            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc), r.GetValue(device)!);
             int[] promptIds = idText is not null ? ParseIds(idText, "--ids")
                 : [.. m.RequireTokenizer().Encode(text!, addBos: !r.GetValue(noBos))];
             var session = m.CreateSession(r.GetValue(ctx));
@@ -142,13 +150,13 @@ internal static class LmCommands
         var n = new Option<int>("--max-tokens", "-n") { Description = "tokens a reply takes at most", DefaultValueFactory = _ => 512 }.InRange(1, 1 << 20);
         var temp = new Option<float>("--temperature", "--temp") { Description = "sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.7f }.InRange(0f, 100f);
         var seed = new Option<int?>("--seed") { Description = "seed for reproducible sampling" };
-        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption();
+        var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption(); var device = DeviceOption();
         var cmd = new Command("chat", "Talk with a model: type a message and Enter; /reset starts over, /exit (or end of input) quits");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { system, format, n, temp, seed, tok, threads, ctx, head, kvc }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { system, format, n, temp, seed, tok, threads, ctx, head, kvc, device }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
-            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
+            using var m = Open(r.GetValue(model)!, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc), r.GetValue(device)!);
             var fmt = r.GetValue(format) switch { "bitnet" => Rotor.Lm.Tokenizers.ChatFormat.BitNet, "llama3" => Rotor.Lm.Tokenizers.ChatFormat.Llama3, "plain" => Rotor.Lm.Tokenizers.ChatFormat.Plain, _ => (Rotor.Lm.Tokenizers.ChatFormat?)null };
             using var client = new Rotor.Lm.Chat.RotorChatClient(m, new Rotor.Lm.Chat.RotorChatClientOptions
             {
@@ -333,15 +341,23 @@ internal static class LmCommands
         var reps = new Option<int>("--repetitions", "-r") { Description = "repetitions of each test (the median is reported)", DefaultValueFactory = _ => 3 }.InRange(1, 1000);
         var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts to measure, comma-separated (default: 1 and ROTOR_THREADS, else every processor)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
-        var head = LmHeadOption(); var kvc = KvCacheOption();
+        var head = LmHeadOption(); var kvc = KvCacheOption(); var device = DeviceOption();
+        var batchList = new Option<string?>("--batch") { Description = "with --device cuda: sequences decoded together, comma-separated (default 1,8,32,64)" };
         var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128 at 1 and all threads, with load time, resident memory and generation against the memory-bandwidth bound; random token ids, no sampling");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head, kvc }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head, kvc, device, batchList }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             int p = r.GetValue(pp), g = r.GetValue(tg), rep = r.GetValue(reps);
             if (p < 0 || g < 0 || p + g == 0) throw new RotorException("--prompt and --gen must be 0 or more, not both 0");
             if (rep <= 0) throw new RotorException($"--repetitions {rep} must be positive");
+            if (r.GetValue(device) == "cuda")
+            {
+                int[] batches = r.GetValue(batchList) is { } bl ? ParseIds(bl, "--batch") : [1, 8, 32, 64];
+                if (batches.Any(b => b <= 0 || b > 64)) throw new RotorException("--batch: batch sizes must be in 1..64");
+                return BenchCuda(r.GetValue(model)!, r.GetValue(head), r.GetValue(kvc), p, g, rep, batches, r.GetValue(json));
+            }
+            if (r.GetValue(batchList) is not null) throw new RotorException("--batch is an option of --device cuda");
             int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Rotor.Threading.ThreadCount.Default > 1 ? [1, Rotor.Threading.ThreadCount.Default] : [1];
             if (threads.Any(t => t <= 0)) throw new RotorException("--threads: thread counts must be positive");
             var rows = new List<BenchRow>();
@@ -424,6 +440,34 @@ internal static class LmCommands
         }
         static double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
+    }
+
+    private static int BenchCuda(string path, string? head, string? kvCache, int p, int g, int reps, int[] batches, string? json)
+    {
+        using var m = Open(path, null, null, head, kvCache, "cuda");
+        if (m.Cuda is null) throw new RotorException($"bench-lm --device cuda: {m.DeviceNote}");
+        var inv = CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Create(inv, $"model {m.Source} on {m.Cuda.Device.DeviceName}: weights on the device {m.Cuda.Bytes / 1048576.0:F0} MiB; a decode step reads {m.Cuda.StepWeightBytes / 1048576.0:F0} MiB of weights"));
+        var (gbps, stepBytes, rows) = Rotor.Lm.Cuda.CudaLmBenchmark.Run(m.Cuda, p, g, batches, reps, Console.WriteLine);
+        if (json is not null) WriteJson(json, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("model", path); w.WriteString("device", m.Cuda.Device.DeviceName);
+            w.WriteNumber("copy_gbps", gbps); w.WriteNumber("step_bytes", stepBytes);
+            w.WriteStartArray("rows");
+            foreach (var row in rows)
+            {
+                w.WriteStartObject();
+                w.WriteString("test", row.Test); w.WriteNumber("batch", row.Batch);
+                w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("ms_per_step", row.MsPerStep);
+                if (row.Test.StartsWith("tg", StringComparison.Ordinal))
+                    w.WriteNumber("share_of_bound", stepBytes / (gbps * 1e9) * 1000 / row.MsPerStep);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+        return 0;
     }
 
     private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps,

@@ -43,6 +43,13 @@ public sealed class KvCache
         Bytes = config.KvBytesPerToken(type) * capacity;
     }
 
+    /// <summary>A cache whose keys and values live elsewhere (on a GPU): it keeps only the length.</summary>
+    internal KvCache(int capacity, int kvDim, long bytes, KvCacheType type = KvCacheType.F32)
+    {
+        if (capacity <= 0) throw new RotorException($"context length {capacity} must be positive");
+        Capacity = capacity; KvDim = kvDim; Bytes = bytes; Type = type;
+    }
+
     /// <summary>Positions the cache holds at most (the context length).</summary>
     public int Capacity { get; }
     /// <summary>Values a position takes in one layer's keys.</summary>
@@ -64,8 +71,10 @@ public sealed class KvCache
         Length = length;
     }
 
-    internal float[] Keys(int layer) => _k![layer];
-    internal float[] Values(int layer) => _v![layer];
-    internal Half[] KeysF16(int layer) => _kh![layer];
-    internal Half[] ValuesF16(int layer) => _vh![layer];
+    // A cache made by the GPU decoder keeps only its length: its keys and values live on the device.
+    internal float[] Keys(int layer) => (_k ?? throw OnDevice())[layer];
+    internal float[] Values(int layer) => (_v ?? throw OnDevice())[layer];
+    internal Half[] KeysF16(int layer) => (_kh ?? throw OnDevice())[layer];
+    internal Half[] ValuesF16(int layer) => (_vh ?? throw OnDevice())[layer];
+    private InvalidOperationException OnDevice() => new($"this key/value cache holds no {Type} values here (a GPU cache, or the other storage type)");
 }

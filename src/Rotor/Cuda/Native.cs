@@ -24,6 +24,20 @@ internal struct GemmArgsNative
     public int Act;
 }
 
+/// <summary>Mirror of <c>rotor_lm_sampling</c> in native/cuda/rotor_cuda.h (24 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct LmSamplingNative
+{
+    public float Temperature;
+    public float TopP;
+    public float MinP;
+    public int TopK;
+    public ulong Seed;
+}
+
+/// <summary>Element types of the dense language-model kernels, <c>rotor_lm_type</c> (the values of <see cref="DenseType"/>).</summary>
+internal enum LmType { F32 = 0, F16 = 1, I8 = 2 }
+
 /// <summary>Product kernel choice, <c>rotor_path</c> of rotor_cuda.h: <see cref="Auto"/>, or one kernel forced (tests
 /// and benchmarks).</summary>
 internal enum CudaPath
@@ -65,7 +79,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 5;
+    public const int Abi = 6;
     public const int EInval = -1;
 
     static Native()
@@ -152,4 +166,25 @@ internal static partial class Native
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_gemm_many(GemmArgsNative* args, int count, int path, int inner, int reps, float* us, nint stream);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_l2_bytes(long* bytes);
     [LibraryImport(Library)] public static unsafe partial int rotor_cuda_bench_copy(nuint bytes, int reps, double* gbps, nint stream);
+
+    // Language-model kernels (native/cuda/lm.cu).
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_embed(nint table, int type, int rowStride, nint scales, int vocab, nint tokens, int m, int dim, nint x, int xStride, nint stream);
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_norm(nint x, int m, int cols, int xStride, nint add, int addStride, nint up, int upStride, int act, int norm,
+        nint weight, float eps, nint y, int yStride, nint q, int qStride, nint qScale, nint qSum, nint stream);
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_rope_kv(nint qkv, int m, int qkvStride, int heads, int kvHeads, int headDim, int style, nint cos, nint sin,
+        nint pos, nint slot, nint kCache, nint vCache, int cacheType, long slotStride, nint stream);
+    [LibraryImport(Library)]
+    public static unsafe partial int rotor_lm_attention_plan(int capacity, int m, int heads, int headDim, int* splitLen, int* splits, long* workspaceBytes);
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_attention(nint q, int m, int qStride, int heads, int kvHeads, int headDim, nint kCache, nint vCache, int cacheType,
+        long slotStride, nint pos, nint slot, float scale, int splitLen, int splits, nint workspace, int norm, nint weight, float eps,
+        nint y, int yStride, nint q8, int q8Stride, nint q8Scale, nint q8Sum, nint stream);
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_dense(nint w, int type, int rowStride, nint wScale, int n, int cols, nint x, int xStride, nint xq, int xqStride,
+        nint xScale, int m, nint y, int yStride, nint halfWorkspace, nint stream);
+    [LibraryImport(Library)]
+    public static partial int rotor_lm_sample(nint logits, int m, int vocab, int stride, nint parameters, nint pos, nint workspace, nint output, nint stream);
 }
