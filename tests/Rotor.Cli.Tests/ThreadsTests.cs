@@ -21,7 +21,7 @@ public class ThreadsTests
         "demo", "bench", "selftest", "bench-cuda", "index add", "index search", "index compact", "index bench",
         "ingest wiki", "ingest docs", "ingest jsonl", "ingest passages", "search", "eval model", "eval retrieval",
         "eval quality", "eval latency", "train", "predict", "generate", "chat", "logits", "perplexity", "convert",
-        "ask", "eval confidence", "serve",
+        "ask", "eval confidence", "serve", "cluster silo",
     ];
     private static readonly string[] MeasureLists = ["bench-lm", "eval embedding"];
 

@@ -55,7 +55,7 @@ internal static class ClusterCommand
         var missed = new Option<int>("--missed-probes") { Description = "Missed probes before a silo votes another dead", DefaultValueFactory = _ => 3 }.InRange(1, 100);
         var heal = new Option<double>("--heal-seconds") { Description = "Seconds between checks for lost replicas", DefaultValueFactory = _ => 5 }.InRange(0.1, 3600);
         var sql = new Option<string?>("--sql") { Description = "Folder of Orleans' PostgreSQL scripts (default: sql/ beside rotor)" };
-        var threads = new Option<int>("--threads") { Description = "Embedding threads (0: one a processor)", DefaultValueFactory = _ => 0 }.InRange(0, 1024);
+        var threads = Validate.Threads();
         var cmd = new Command("silo", "Run a silo: holds shard replicas in --data, embeds for ingestion, answers searches; Ctrl+C or SIGTERM stops it");
         foreach (Option o in new Option[] { name, data, pg, cid, host, siloPort, gatewayPort, probe, missed, heal, sql, threads }) cmd.Options.Add(o);
         cmd.SetAction(r =>
@@ -66,7 +66,7 @@ internal static class ClusterCommand
                 Name = r.GetValue(name)!, DataFolder = r.GetValue(data)!, Postgres = Postgres(r, pg), ClusterId = r.GetValue(cid)!,
                 Address = address, SiloPort = r.GetValue(siloPort), GatewayPort = r.GetValue(gatewayPort),
                 ProbeTimeout = TimeSpan.FromSeconds(r.GetValue(probe)), MissedProbes = r.GetValue(missed),
-                HealInterval = TimeSpan.FromSeconds(r.GetValue(heal)), SqlFolder = r.GetValue(sql), EmbedThreads = r.GetValue(threads),
+                HealInterval = TimeSpan.FromSeconds(r.GetValue(heal)), SqlFolder = r.GetValue(sql), EmbedThreads = r.GetValue(threads) ?? Rotor.Threading.ThreadCount.Default,
             };
             using var silo = ClusterHost.BuildSiloAsync(options).GetAwaiter().GetResult();
             silo.Start();
