@@ -66,7 +66,7 @@ EOF
   done
 else
   ms() { local s e; s=$(date +%s%N); eval "$1" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
-  stats() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f %.1f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1000, v[1] / 1000 }'; }
+  stats() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f %.1f\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1000, v[1] / 1000 }'; }
   for n in "${names[@]}"; do
     a=$(args_of "$n")
     for ((i = 0; i < warmup; i++)); do ms "$jit $a" >/dev/null; ms "$aot $a" >/dev/null; done
