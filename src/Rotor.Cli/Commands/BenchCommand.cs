@@ -19,7 +19,7 @@ internal static class BenchCommand
         var skip = new Option<bool>("--no-prototype") { Description = "Skip the prototype table" };
         var device = new Option<string>("--device") { Description = "cpu, or cuda: the GPU benchmark of 'rotor bench-cuda' (with --json and --quick)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
-        var against = new Option<string?>("--against") { Description = "Also time every product on this kernel path (reference, portable, avx2, avx512, avx512vnni, neon), in alternation with the path in use, and print the ratio" };
+        var against = new Option<string?>("--against") { Description = $"Also time every product on this kernel path ({string.Join(", ", KernelPaths.All.Select(r => r.Name))}), in alternation with the path in use, and print the ratio" };
         var cmd = new Command("bench", "Benchmark the ternary kernels (GEMV/GEMM, hot and cold, 1 and all threads) against bitnet.cpp's figures and the memory limit");
         foreach (var o in new Option[] { json, quick, threads, shapes, ms, skip, device, against }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
@@ -35,7 +35,7 @@ internal static class BenchCommand
             if (pr.GetValue(against) is { } a)
             {
                 if (!Enum.TryParse(a, ignoreCase: true, out KernelPath p) || !Enum.IsDefined(p))
-                    throw new RotorException($"--against {a}: not a kernel path (reference, portable, avx2, avx512, avx512vnni, neon)");
+                    throw new RotorException($"--against {a}: not a kernel path ({string.Join(", ", KernelPaths.All.Select(r => r.Name))})");
                 if (!KernelSelector.IsSupported(p)) throw new RotorException($"--against {a}: this machine does not support it (supported: {string.Join(", ", KernelSelector.Supported)})");
                 againstPath = p;
             }

@@ -85,7 +85,10 @@ internal sealed class FilterTranslator(CollectionModel model)
     private static object? Evaluate(Expression e, ParameterExpression record, Expression whole)
     {
         if (new ParameterFinder(record).Finds(e)) throw Unsupported(whole);
-        return e is ConstantExpression c ? c.Value : Expression.Lambda(e).Compile().DynamicInvoke();
+        // A value the filter captured (a local, a field, a call): evaluated once a query, so it is interpreted rather
+        // than compiled, which also needs no run-time code generation (native AOT).
+        return e is ConstantExpression c ? c.Value
+            : Expression.Lambda<Func<object?>>(Expression.Convert(e, typeof(object))).Compile(preferInterpretation: true)();
     }
 
     private static NotSupportedException Unsupported(Expression e) =>

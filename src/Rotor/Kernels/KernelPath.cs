@@ -2,7 +2,7 @@ namespace Rotor.Kernels;
 
 /// <summary>An implementation of the CPU kernels; its traits are its row in <see cref="KernelPaths"/>.
 /// <see cref="KernelSelector"/> picks the best supported one; the environment variable <c>ROTOR_KERNEL</c>
-/// (reference, portable, avx2, avx512, avx512vnni, neon) or <see cref="KernelSelector.Override"/> forces one.</summary>
+/// (reference, portable, avx2, avx512, avx512vnni, neon, neondot) or <see cref="KernelSelector.Override"/> forces one.</summary>
 public enum KernelPath
 {
     /// <summary>Plain scalar code on decoded trits: the test oracle.</summary>
@@ -13,15 +13,18 @@ public enum KernelPath
     Avx2 = 2,
     /// <summary>x86 AVX-512 BW (512-bit, vpmaddubsw).</summary>
     Avx512 = 3,
-    /// <summary>Arm AdvSimd (NEON), with the dot-product extension where present.</summary>
+    /// <summary>Arm AdvSimd (NEON) without the dot-product extension: smull + sadalp widen the products.</summary>
     Neon = 4,
     /// <summary>x86 AVX-512 VNNI (vpdpbusd): machine code generated at run time, Linux x64 (see
     /// <see cref="KernelSelector.Avx512VnniUnavailableReason"/>).</summary>
     Avx512Vnni = 5,
+    /// <summary>Arm AdvSimd with the dot-product extension (sdot, Armv8.2 DotProd): four int8 products into each int32
+    /// lane in one instruction.</summary>
+    NeonDot = 6,
 }
 
 /// <summary>Chooses the kernel path at run time: the supported row of <see cref="KernelPaths"/> with the highest
-/// priority (AVX-512 VNNI, AVX-512 BW, AVX2, NEON, portable), unless <c>ROTOR_KERNEL</c> or <see cref="Override"/>
+/// priority (AVX-512 VNNI, AVX-512 BW, AVX2, NEON with sdot, NEON, portable), unless <c>ROTOR_KERNEL</c> or <see cref="Override"/>
 /// names one.</summary>
 public static class KernelSelector
 {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
@@ -75,16 +76,31 @@ public static unsafe class KernelPaths
             &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32, &DenseGemm.DotInt8Reference, &DenseGemm.DotInt8x4Reference, &DenseQ4.DotReference),
         new(KernelPath.Portable, "portable", 10, () => null,
             &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
-        new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : "the processor has no AVX2",
+        new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : Missing("AVX2", CpuId7Ebx(5)),
             &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2),
         new(KernelPath.Avx512, "avx512", 40,
-            () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null : "the processor has no AVX-512 BW (or .NET does not use 512-bit vectors)",
+            () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null
+                : Avx512BW.IsSupported ? "the processor has AVX-512 BW but .NET does not use 512-bit vectors on it" : Missing("AVX-512 BW", CpuId7Ebx(30)),
             &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotAvx512),
         new(KernelPath.Neon, "neon", 20, () => AdvSimd.Arm64.IsSupported ? null : "not an Arm64 processor with AdvSimd",
-            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
+            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &NeonKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
         new(KernelPath.Avx512Vnni, "avx512vnni", 50, () => VnniCode.UnavailableReason,
             &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotVnni, &Avx512VnniKernels.PrepareGemm),
+        new(KernelPath.NeonDot, "neondot", 25,
+            () => !AdvSimd.Arm64.IsSupported ? "not an Arm64 processor with AdvSimd" : Dp.IsSupported ? null : "the processor has no dot-product extension (Armv8.2 DotProd, sdot)",
+            &NeonDotKernels.Gemm, &NeonDotKernels.DotCodes, &NeonDotKernels.DotF32, &NeonDotKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
     ];
+
+    /// <summary>Why an x86 path is missing: the processor lacks <paramref name="isa"/>, or (native AOT) the processor
+    /// has it but this build does not. A native AOT build fixes its instruction sets when it is compiled: AVX2 and
+    /// AVX-512 code exists only where the build's x86-64 level includes them (see scripts/publish-aot.sh).</summary>
+    private static string Missing(string isa, bool processorHasIt) =>
+        processorHasIt && !RuntimeFeature.IsDynamicCodeSupported
+            ? $"the processor has {isa} but this native build was compiled for a lower x86-64 level (scripts/publish-aot.sh --x64-level)"
+            : $"the processor has no {isa}";
+
+    /// <summary>CPUID leaf 7, sub-leaf 0, EBX bit <paramref name="bit"/> (5: AVX2, 30: AVX-512 BW); false off x86.</summary>
+    private static bool CpuId7Ebx(int bit) => X86Base.IsSupported && (X86Base.CpuId(7, 0).Ebx & (1 << bit)) != 0;
 
     /// <summary>Every path, supported here or not.</summary>
     public static IReadOnlyList<KernelPathInfo> All => s_rows;
