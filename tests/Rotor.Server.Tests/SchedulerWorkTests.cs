@@ -55,12 +55,15 @@ public sealed class SchedulerWorkTests(ITestOutputHelper output)
     /// <summary>Records, on the decode thread, the bytes it allocated between consecutive steps.</summary>
     private sealed class AllocationObserver : ISchedulerObserver
     {
-        public readonly List<(int Decoded, int Prefilled, long Bytes)> Steps = [];
+        // The decode thread may still report a step after the last completion resolves: the test reads a copy.
+        private readonly List<(int Decoded, int Prefilled, long Bytes)> _steps = [];
+        private readonly Lock _gate = new();
         private long _last = -1;
+        public List<(int Decoded, int Prefilled, long Bytes)> Steps() { lock (_gate) return [.. _steps]; }
         public void Step(int decoded, int prefilled, TimeSpan elapsed)
         {
             long now = GC.GetAllocatedBytesForCurrentThread();
-            if (_last >= 0) Steps.Add((decoded, prefilled, now - _last));
+            if (_last >= 0) lock (_gate) _steps.Add((decoded, prefilled, now - _last));
             _last = GC.GetAllocatedBytesForCurrentThread();   // the list's own growth is not the step's
         }
         public void Finished(GenerationOutcome outcome) { }
@@ -88,7 +91,7 @@ public sealed class SchedulerWorkTests(ITestOutputHelper output)
         foreach (var s in streams) Assert.Equal(GenerationEnd.Length, (await s.Completion).End);
 
         // The steady state: every row decoding, no prefill, past the first steps (buffers and lists grown once).
-        var steady = observer.Steps.Where(x => x.Decoded == Rows && x.Prefilled == 0).Skip(8).ToList();
+        var steady = observer.Steps().Where(x => x.Decoded == Rows && x.Prefilled == 0).Skip(8).ToList();
         Assert.True(steady.Count > Tokens / 2, $"{steady.Count} steady steps");
         long most = steady.Max(x => x.Bytes);
         output.WriteLine($"decode-thread bytes a steady step of {Rows} rows: mean {steady.Average(x => x.Bytes):F0}, max {most}; one row of logits is {Shape.VocabSize * 4} bytes");
