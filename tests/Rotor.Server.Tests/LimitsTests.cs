@@ -102,19 +102,28 @@ public sealed class LimitsTests
         await using var s = await Served.StartAsync(model, new RotorServerOptions { ModelId = "m", Scheduler = new SchedulerOptions { MaxBatch = 1, QueueLimit = 4, ContextLength = 1024 } });
         // One slot: a long streamed request, abandoned after its first tokens.
         string longBody = """{"model":"m","prompt":"The","max_tokens":1000,"temperature":0,"stream":true}""";
-        using (var cts = new CancellationTokenSource())
-        {
-            using var req = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = new StringContent(longBody, Encoding.UTF8, "application/json") };
-            using var r = await s.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);
-            using var reader = new StreamReader(await r.Content.ReadAsStreamAsync(cts.Token));
-            int data = 0;
-            while (data < 3 && await reader.ReadLineAsync(cts.Token) is { } line) if (line.StartsWith("data: ", StringComparison.Ordinal)) data++;
-            Assert.Equal(3, data);
-            await cts.CancelAsync();
-        }
-        // The slot frees without the 1000 tokens being decoded, and the next request is served.
+        // The 1000 tokens take about a second here; a client starved of the processor for that long (tests of other
+        // projects run beside this one) sees its stream finish before it leaves. Such a run proves nothing and is tried
+        // again, at most three times; a server that never notices a disconnect still fails.
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (s.Server.Metrics.Ended(GenerationEnd.Cancelled) == 0 && sw.Elapsed < TimeSpan.FromSeconds(20)) await Task.Delay(10);
+        for (int attempt = 0; attempt < 3 && s.Server.Metrics.Ended(GenerationEnd.Cancelled) == 0; attempt++)
+        {
+            long before = s.Server.Metrics.Ended(GenerationEnd.Length);
+            using (var cts = new CancellationTokenSource())
+            {
+                using var req = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = new StringContent(longBody, Encoding.UTF8, "application/json") };
+                using var r = await s.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);
+                using var reader = new StreamReader(await r.Content.ReadAsStreamAsync(cts.Token));
+                int data = 0;
+                while (data < 3 && await reader.ReadLineAsync(cts.Token) is { } line) if (line.StartsWith("data: ", StringComparison.Ordinal)) data++;
+                Assert.Equal(3, data);
+                await cts.CancelAsync();
+            }
+            // The slot frees without the 1000 tokens being decoded, and the next request is served.
+            sw.Restart();
+            while (s.Server.Metrics.Ended(GenerationEnd.Cancelled) == 0 && s.Server.Metrics.Ended(GenerationEnd.Length) == before
+                   && sw.Elapsed < TimeSpan.FromSeconds(20)) await Task.Delay(10);
+        }
         Assert.Equal(1, s.Server.Metrics.Ended(GenerationEnd.Cancelled));
         Assert.Equal(0, s.Server.Scheduler.ActiveCount);
         var (status, body) = await s.PostJsonAsync("v1/chat/completions", Good);
