@@ -40,7 +40,9 @@ public static class Program
         foreach (var c in LmCommands.All()) root.Subcommands.Add(c);
         root.Subcommands.Add(AskCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
+#if !ROTOR_AOT
         root.Subcommands.Add(ClusterCommand.Create());
+#endif
         return root;
     }
 

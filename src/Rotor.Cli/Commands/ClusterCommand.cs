@@ -1,3 +1,5 @@
+#if !ROTOR_AOT
+// Not in the native AOT build: Orleans needs the JIT build (Rotor.Cli.csproj).
 using System.CommandLine;
 using System.Globalization;
 using System.Net;
@@ -202,3 +204,4 @@ internal static class ClusterCommand
         return cmd;
     }
 }
+#endif

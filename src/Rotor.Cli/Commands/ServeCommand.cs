@@ -34,7 +34,7 @@ internal static class ServeCommand
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
         var cluster = new Option<string?>("--cluster") { Description = "search the index of a Rotor cluster instead of --index: the Npgsql connection string of its database (docs/CLUSTER.md)" };
-        var clusterId = new Option<string>("--cluster-id") { Description = "the cluster's id", DefaultValueFactory = _ => Rotor.Cluster.ClusterNames.DefaultClusterId };
+        var clusterId = new Option<string>("--cluster-id") { Description = "the cluster's id", DefaultValueFactory = _ => DefaultClusterId };
         var head = LmCommands.LmHeadOption();
         var adaptive = new Option<string>("--adaptive", "--retrieval-rule") { Description = "grounded chat, as rotor ask: whether to retrieve and how many passages: score (dense scores), model (the model's closed-book confidence first, decoded among the requests, then the scores) or off (always the top); a request's retrieval.adaptive overrides it", DefaultValueFactory = _ => "score" };
         adaptive.AcceptOnlyFromAmong("score", "model", "off");
@@ -82,11 +82,15 @@ internal static class ServeCommand
                 string served = retriever is null ? "" : $"; retrieval over {retriever.Passages.Count} passages";
                 if (clusterDb is not null)
                 {
+#if ROTOR_AOT
+                    throw new RotorException("--cluster: this native build has no cluster client (Orleans needs the JIT build: dotnet rotor.dll serve --cluster ...)");
+#else
                     // The front door: a client of the cluster; every node may run one, each takes any request.
                     clusterClient = Rotor.Cluster.ClusterHost.ConnectAsync(clusterDb, r.GetValue(clusterId)!).GetAwaiter().GetResult();
                     var grains = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Orleans.IClusterClient>(clusterClient.Services);
                     search = new Rotor.Cluster.ClusterRetriever(new Rotor.Cluster.GrainShardRouter(grains, TimeSpan.FromSeconds(2)), embedder);
                     served = $"; retrieval over the cluster '{r.GetValue(clusterId)}'";
+#endif
                 }
                 var options = new RotorServerOptions
                 {
@@ -118,6 +122,12 @@ internal static class ServeCommand
     }
 
     /// <summary>The id clients name: the file or folder name without extension ("random-2b4t" for random:2b4t).</summary>
+#if ROTOR_AOT
+    private const string DefaultClusterId = "rotor";
+#else
+    private const string DefaultClusterId = Rotor.Cluster.ClusterNames.DefaultClusterId;
+#endif
+
     private static string ModelId(string path)
     {
         if (path.StartsWith("random:", StringComparison.Ordinal)) return "random-" + path["random:".Length..];
