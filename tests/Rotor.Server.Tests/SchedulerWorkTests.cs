@@ -116,9 +116,16 @@ public sealed class SchedulerWorkTests(ITestOutputHelper output)
             for (int i = 0; i < logits.Length; i++) logits[i] = (float)rng.NextDouble();
             sampler.SampleInPlace(logits, history);
             sampler.Sample(logits, history);
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int k = 0; k < 20; k++) { sampler.SampleInPlace(logits, history); sampler.Sample(logits, history); }
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            // The least a round of 20 allocates: a sampler that allocates a call does in every round, while the
+            // runtime's own one-off work on this thread (tiering up a method, loading a type) lands in one round only.
+            long least = long.MaxValue;
+            for (int round = 0; round < 5 && least > 0; round++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                for (int k = 0; k < 20; k++) { sampler.SampleInPlace(logits, history); sampler.Sample(logits, history); }
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+            }
+            Assert.Equal(0, least);
         }
     }
 }

@@ -90,7 +90,7 @@ async function ask(question) {
   const body = { model: grounded ? models.grounded : models.chat, stream: true, messages: [{ role: 'user', content: question }] };
   controller = new AbortController();
   $('send').disabled = true; $('stop').disabled = false;
-  let text = '';
+  let text = '', deltas = 0;
   try {
     const r = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body), signal: controller.signal });
     if (!r.ok) { const j = await r.json(); throw new Error(j.error ? j.error.message : r.statusText); }
@@ -110,8 +110,9 @@ async function ask(question) {
         const j = JSON.parse(data);
         if (j.error) throw new Error(j.error.message);
         if (j.sources) setSources(j.sources);
-        for (const c of j.choices || []) if (c.delta && c.delta.content) text += c.delta.content;
+        for (const c of j.choices || []) if (c.delta && c.delta.content) { text += c.delta.content; deltas++; }
         renderAnswer(answer, text);
+        answer.dataset.deltas = deltas;
       }
     }
     answer.dataset.done = 'true';
