@@ -81,12 +81,12 @@ public class Llama3TokenizerTests
         string s = string.Concat(Enumerable.Repeat(string.Join("", TokenizerTestData.Strings), 4));
         var ids = tok.Encode(s, addBos: false);
         Assert.Equal(s, tok.Decode(ids));
-        // One word of 100 KB: tiktoken's and the byte-level merge both stay far from quadratic blow-up here.
+        // One word of 100 KB: tiktoken's and the byte-level merge both stay far from quadratic blow-up here (speed is
+        // not asserted: tests hold no timings; a quadratic merge would not finish the test).
         string word = new('a', 100_000);
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        Assert.Equal(word, tok.Decode(tok.Encode(word, addBos: false)));
-        Assert.Equal(word, Merged.Value.Decode(Merged.Value.Encode(word, addBos: false)));
-        Assert.True(sw.Elapsed.TotalSeconds < 30, $"encoding 100 KB took {sw.Elapsed.TotalSeconds:F1} s");
+        var a = tok.Encode(word, addBos: false);
+        Assert.Equal(word, tok.Decode(a));
+        Assert.Equal(a, Merged.Value.Encode(word, addBos: false));
     }
 
     // ---- the same vocabulary as byte-level BPE merges ----------------------------------------------------------

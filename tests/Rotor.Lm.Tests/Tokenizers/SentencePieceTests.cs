@@ -72,11 +72,10 @@ public class SentencePieceTests
         var tok = SentencePieceBpeTokenizer.LoadLlama2c(TokenizerTestData.Tok512!);
         // 400 KB without a single space: one text run, so llama2.c's merge loop would take ~10^11 steps here.
         string s = string.Concat(Enumerable.Repeat("onceuponatimetherewasalittlegirl", 12_500));
-        var sw = System.Diagnostics.Stopwatch.StartNew();
+        // Speed is not asserted (tests hold no timings); a quadratic merge loop would not finish this test at all.
         var ids = tok.Encode(s, addBos: false);
-        sw.Stop();
         Assert.Equal(s, tok.Decode(ids));
-        Assert.True(sw.Elapsed.TotalSeconds < 20, $"encoding 400 KB took {sw.Elapsed.TotalSeconds:F1} s");
+        Assert.True(ids.Count < s.Length * 3 / 4, $"{ids.Count} ids for {s.Length} characters: the merges did not run");
     }
 
     /// <summary>llama2.c's encode written out plainly (O(n²) merge loop), the oracle for the priority-queue version.</summary>
