@@ -136,7 +136,6 @@ public sealed class LanguageModel : IDisposable
                 weights.Mapping?.Dispose();
                 throw;
             }
-            clock.Mark("tokenizer");
         }
         else if (Llama2cLoader.Probe(path))
         {
@@ -147,6 +146,7 @@ public sealed class LanguageModel : IDisposable
             tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath, config.VocabSize) ?? TokenizerFiles.BesideLlama2c(path, config.VocabSize);
         }
         else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
+        clock.Mark("tokenizer");
 
         try
         {
@@ -228,6 +228,9 @@ public sealed class LanguageModel : IDisposable
         {
             Cuda = new Cuda.CudaModel(Config, Weights);
             DeviceNote = $"cuda: {a}";
+            // The upload read the mapped weights whole; the GPU decoder does not read them again.
+            Loading.FileView.DropPages(Weights.Embedding);
+            if (!ReferenceEquals(Weights.LmHead, Weights.Embedding)) Loading.FileView.DropPages(Weights.LmHead);
         }
         catch (Rotor.Cuda.CudaException e)
         {
