@@ -37,4 +37,4 @@ print()
 for key, vals in sorted(extra.items()):
     share = statistics.median(v[0] for v in vals); bw = statistics.median(v[1] for v in vals)
     print(f"{key[0]} {key[1]} t={key[2]}: {share:.0%} of the bandwidth bound ({bw:.1f} GB/s read, {vals[0][2] / 2**20:.0f} MiB a step); "
-          f"resident {vals[0][3] / 2**20:.0f} MiB for a {vals[0][5] / 2**20:.0f} MiB file; load {statistics.median(v[4] for v in vals):.2f} s")
+          f"resident {vals[0][3] / 2**20:.0f} MiB after load for a {vals[0][5] / 2**20:.0f} MiB file; load {statistics.median(v[4] for v in vals):.2f} s")

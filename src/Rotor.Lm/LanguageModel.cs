@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Rotor.Kernels;
 using Rotor.Lm.Loading;
 using Rotor.Lm.Tokenizers;
@@ -22,6 +21,14 @@ public sealed record LanguageModelOptions
     /// <summary>How the key/value caches of <see cref="LanguageModel.CreateSession"/> and
     /// <see cref="LanguageModel.CreateCache"/> store keys and values (default F32; F16 takes half the memory).</summary>
     public KvCacheType KvCacheType { get; init; }
+
+    /// <summary>Whether a tied LM head (the token embedding, used as the file stores it) is read from the memory-mapped
+    /// file instead of a copy (default: <c>ROTOR_MAP_TIED_HEAD=1</c> turns it on, else off). A copy in 2 MiB pages costs a
+    /// pass over the head at load and memory of its own; the mapped file costs nothing to load, is shared with the page
+    /// cache, and is read through 4 KiB pages at every decode step. An embedding that is not the head (an untied model,
+    /// or <see cref="LmHeadType"/> converting the head) is always mapped where its stored type and row size allow
+    /// (<see cref="Loading.GgufLoader.CanMap"/>): it is read a row a token, so only the rows used become resident.</summary>
+    public bool MapTiedHead { get; init; } = Environment.GetEnvironmentVariable("ROTOR_MAP_TIED_HEAD") == "1";
 
     /// <summary>Where the decoder runs (default <see cref="LmDevice.Cpu"/>). <see cref="LmDevice.Cuda"/> uploads the
     /// weights to the GPU; without a usable GPU the model runs on the CPU and <see cref="LanguageModel.DeviceNote"/>
@@ -48,11 +55,22 @@ public sealed class LanguageModel : IDisposable
     private readonly bool _ownsBackend;
 
     private LanguageModel(string source, string format, ModelConfig config, ModelWeights weights, LmTokenizer? tokenizer,
-        CpuBackend backend, bool ownsBackend, TimeSpan loadTime, long fileBytes, KvCacheType kvCacheType)
+        CpuBackend backend, bool ownsBackend, TimeSpan loadTime, long fileBytes, KvCacheType kvCacheType, IReadOnlyList<LoadStep> loadSteps)
     {
         Source = source; Format = format; Config = config; Weights = weights; Tokenizer = tokenizer;
         Backend = backend; _ownsBackend = ownsBackend; LoadTime = loadTime; FileBytes = fileBytes; KvCacheType = kvCacheType;
+        LoadSteps = loadSteps;
     }
+
+    /// <summary>The steps of <see cref="Load"/> in order, with their wall times (they add up to <see cref="LoadTime"/>);
+    /// empty for a model made from weights in memory.</summary>
+    public IReadOnlyList<LoadStep> LoadSteps { get; }
+
+    /// <summary>Whether <see cref="Load"/> keeps a token embedding of <paramref name="embeddingType"/> in the file:
+    /// always when it is not the LM head (an untied model, or a head converted to another type), and a tied head when
+    /// <paramref name="mapTiedHead"/> asks for it. <see cref="ModelMemory"/> counts by the same rule.</summary>
+    internal static bool MapsEmbedding(bool tied, DenseType embeddingType, DenseType? headType, bool mapTiedHead)
+        => !tied || headType is { } h && h != embeddingType || mapTiedHead;
 
     /// <summary>How the caches this model makes store keys and values.</summary>
     public KvCacheType KvCacheType { get; }
@@ -85,13 +103,14 @@ public sealed class LanguageModel : IDisposable
     public static LanguageModel Load(string path, LanguageModelOptions? options = null)
     {
         options ??= new LanguageModelOptions();
-        var sw = Stopwatch.StartNew();
+        var clock = new LoadClock();
         if (!File.Exists(path) && !Directory.Exists(path)) throw new RotorException($"{path}: no such file or folder");
         ModelConfig config; ModelWeights weights; string format; long bytes; LmTokenizer? tokenizer = options.Tokenizer;
         if (Directory.Exists(path))
         {
             if (!HuggingFaceLoader.Probe(path)) throw new RotorException($"{path}: a folder without config.json is not a Hugging Face model");
             (config, weights) = HuggingFaceLoader.Load(path);
+            clock.Mark("weights");
             format = "hugging face";
             bytes = Directory.EnumerateFiles(path, "*.safetensors").Sum(f => new FileInfo(f).Length);
             tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromFolder(path);
@@ -99,26 +118,54 @@ public sealed class LanguageModel : IDisposable
         else if (GgufLoader.Probe(path))
         {
             using var f = Gguf.GgufFile.Open(path);
-            (config, weights) = GgufLoader.Load(f);
+            var (c, _) = GgufLoader.ReadConfig(f);
+            var embd = f.Get("token_embd.weight");
+            clock.Mark("map and read headers");
+            bool map = MapsEmbedding(c.TiedEmbeddings, GgufLoader.DenseTypeOf(embd.Type), options.LmHeadType, options.MapTiedHead);
+            // An untied head about to be converted is read once, from the file: no copy of it is made.
+            bool mapHead = !c.TiedEmbeddings && options.LmHeadType is { } h && h != GgufLoader.DenseTypeOf(f.Get("output.weight").Type);
+            (config, weights) = GgufLoader.Load(f, map, mapHead, clock);
             format = "gguf";
             bytes = f.Length;
-            tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromGguf(f);
+            try
+            {
+                tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath) ?? TokenizerFiles.FromGguf(f);
+            }
+            catch
+            {
+                weights.Mapping?.Dispose();
+                throw;
+            }
         }
         else if (Llama2cLoader.Probe(path))
         {
             (config, weights) = Llama2cLoader.Load(path);
+            clock.Mark("weights");
             format = "llama2.c";
             bytes = new FileInfo(path).Length;
             tokenizer ??= TokenizerFiles.FromPath(options.TokenizerPath, config.VocabSize) ?? TokenizerFiles.BesideLlama2c(path, config.VocabSize);
         }
         else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
+        clock.Mark("tokenizer");
 
-        if (options.LmHeadType is { } ht && ht != weights.LmHead.Type)
-            weights = Reheaded(weights, ht);
-        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
-            throw new RotorException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
+        try
+        {
+            if (options.LmHeadType is { } ht && ht != weights.LmHead.Type)
+            {
+                weights = Reheaded(weights, ht);
+                clock.Mark("LM head conversion");
+            }
+            if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+                throw new RotorException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens, the model's vocabulary {config.VocabSize}");
+        }
+        catch
+        {
+            weights.Mapping?.Dispose();
+            throw;
+        }
         var backend = new CpuBackend(options.Threads);
-        var model = new LanguageModel(path, format, config, weights, tokenizer, backend, true, sw.Elapsed, bytes, options.KvCacheType);
+        clock.Mark("backend");
+        var model = new LanguageModel(path, format, config, weights, tokenizer, backend, true, clock.Elapsed, bytes, options.KvCacheType, clock.Steps);
         model.PlaceOn(options.Device);
         return model;
     }
@@ -152,7 +199,8 @@ public sealed class LanguageModel : IDisposable
         return FromWeights(config, RandomModel.Create(config), options with { Tokenizer = tokenizer }, nameOrPath);
     }
 
-    /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code).</summary>
+    /// <summary>A model from weights already in memory (a <see cref="RandomModel"/>, weights built by code). The model
+    /// takes the weights' <see cref="ModelWeights.Mapping"/>, if any, and closes it on <see cref="Dispose"/>.</summary>
     public static LanguageModel FromWeights(ModelConfig config, ModelWeights weights, LanguageModelOptions? options = null, string source = "(in memory)")
     {
         ArgumentNullException.ThrowIfNull(config); ArgumentNullException.ThrowIfNull(weights);
@@ -160,7 +208,7 @@ public sealed class LanguageModel : IDisposable
         config.Validate(source);
         weights.Validate(config, source);
         if (options.LmHeadType is { } ht && ht != weights.LmHead.Type) weights = Reheaded(weights, ht);
-        var model = new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0, options.KvCacheType);
+        var model = new LanguageModel(source, "memory", config, weights, options.Tokenizer, new CpuBackend(options.Threads), true, TimeSpan.Zero, 0, options.KvCacheType, []);
         model.PlaceOn(options.Device);
         return model;
     }
@@ -180,6 +228,9 @@ public sealed class LanguageModel : IDisposable
         {
             Cuda = new Cuda.CudaModel(Config, Weights);
             DeviceNote = $"cuda: {a}";
+            // The upload read the mapped weights whole; the GPU decoder does not read them again.
+            Loading.FileView.DropPages(Weights.Embedding);
+            if (!ReferenceEquals(Weights.LmHead, Weights.Embedding)) Loading.FileView.DropPages(Weights.LmHead);
         }
         catch (Rotor.Cuda.CudaException e)
         {
@@ -203,7 +254,10 @@ public sealed class LanguageModel : IDisposable
             for (int r = c * chunk, end = Math.Min(src.Rows, r + chunk); r < end; r++) { src.GetRow(r, row); head.SetRow(r, row); }
             return row;
         }, _ => { });
-        return new ModelWeights { Embedding = w.Embedding, Layers = w.Layers, FinalNorm = w.FinalNorm, LmHead = head };
+        // The pass over a mapped source left its file pages mapped here: drop them, so that only the rows the embedding
+        // lookup reads count as this process's memory.
+        if (src.IsView) Loading.FileView.DropPages(src);
+        return new ModelWeights { Embedding = w.Embedding, Layers = w.Layers, FinalNorm = w.FinalNorm, LmHead = head, Mapping = w.Mapping };
     }
 
     /// <summary>A sequence with a key/value cache of <paramref name="contextLength"/> positions (default: the model's
@@ -223,12 +277,14 @@ public sealed class LanguageModel : IDisposable
     /// <summary>An empty key/value cache for one sequence of up to <paramref name="contextLength"/> positions.</summary>
     public KvCache CreateCache(int contextLength) => new(Config, contextLength, KvCacheType);
 
-    /// <summary>Stops the backend's worker threads.</summary>
+    /// <summary>Stops the backend's worker threads and unmaps the model file where weights are read from it
+    /// (<see cref="ModelWeights.Mapping"/>: those weights throw <see cref="ObjectDisposedException"/> afterwards).</summary>
     public void Dispose()
     {
         Cuda?.Dispose();
         Cuda = null;
         if (_ownsBackend) Backend.Dispose();
+        Weights.Mapping?.Dispose();
     }
 }
 

@@ -22,13 +22,22 @@ namespace Rotor.Lm;
 /// <param name="UncertainBytes">How much less <see cref="ModelWeights.Bytes"/> may be than <see cref="WeightBytes"/>: a
 /// TQ1_0 or TQ2_0 matrix keeps one scale a tensor when all its block scales agree, else one a row, which only its data
 /// tells; it is counted here at one a row (4 bytes a row), the most it can take.</param>
+/// <param name="MappedBytes">Bytes of the weights the load keeps in the memory-mapped file instead of copying (the
+/// token embedding, by <see cref="LanguageModelOptions.MapTiedHead"/>'s rule, where its stored type and row size allow):
+/// what <see cref="ModelWeights.MappedBytes"/> will be.</param>
 public sealed record ModelMemory(string Source, string Format, long FileBytes, ModelConfig Config,
     IReadOnlyList<(string Kind, int Matrices, long Bytes)> Linears, DenseType EmbeddingType, long EmbeddingBytes,
-    DenseType LmHeadType, long LmHeadBytes, long NormBytes, long UncertainBytes)
+    DenseType LmHeadType, long LmHeadBytes, long NormBytes, long UncertainBytes, long MappedBytes)
 {
     /// <summary>Bytes of every weight (a tied head counted once): what <see cref="ModelWeights.Bytes"/> will be, exactly
     /// or at most <see cref="UncertainBytes"/> less.</summary>
     public long WeightBytes => Linears.Sum(l => l.Bytes) + EmbeddingBytes + LmHeadBytes + NormBytes;
+
+    /// <summary>Bytes the load allocates (<see cref="WeightBytes"/> less <see cref="MappedBytes"/>): the model's own
+    /// copies, resident from the load on; what <see cref="ModelWeights.AllocatedBytes"/> will be, exactly or at most
+    /// <see cref="UncertainBytes"/> less. Mapped weights become resident as file pages as they are read: an embedding
+    /// a row a token, a mapped tied head all of it from the first decode step.</summary>
+    public long AllocatedBytes => WeightBytes - MappedBytes;
 
     /// <summary>Bytes the key/value cache takes a token (float32 keys and values, every layer).</summary>
     public long KvBytesPerToken => Config.KvBytesPerToken();
@@ -37,11 +46,13 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
     public long TotalBytes(int tokens) => WeightBytes + KvBytesPerToken * tokens;
 
     /// <summary>Reads the headers of <paramref name="path"/> (a GGUF file, a Hugging Face folder or a llama2.c
-    /// checkpoint) and works out the memory; <paramref name="lmHeadType"/> is <c>--lm-head</c>'s choice (null: the file's).</summary>
+    /// checkpoint) and works out the memory; <paramref name="lmHeadType"/> is <c>--lm-head</c>'s choice (null: the file's),
+    /// <paramref name="mapTiedHead"/> <see cref="LanguageModelOptions.MapTiedHead"/>'s (null: its default).</summary>
     /// <exception cref="RotorException">The path is not a model, or a header, shape or type is invalid (named as the
     /// loader names it).</exception>
-    public static ModelMemory Of(string path, DenseType? lmHeadType = null)
+    public static ModelMemory Of(string path, DenseType? lmHeadType = null, bool? mapTiedHead = null)
     {
+        bool mapTied = mapTiedHead ?? new LanguageModelOptions().MapTiedHead;
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path) && !Directory.Exists(path)) throw new RotorException($"{path}: no such file or folder");
         ModelMemory m;
@@ -50,7 +61,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
             if (!HuggingFaceLoader.Probe(path)) throw new RotorException($"{path}: a folder without config.json is not a Hugging Face model");
             m = HuggingFace(path);
         }
-        else if (GgufLoader.Probe(path)) m = GgufFileOf(path);
+        else if (GgufLoader.Probe(path)) m = GgufFileOf(path, lmHeadType, mapTied);
         else if (Llama2cLoader.Probe(path)) m = Llama2c(path);
         else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
         // LanguageModel.Load converts the head to the type asked for (a tied head then becomes a matrix of its own).
@@ -88,7 +99,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
     private static IReadOnlyList<(string, int, long)> Group(IEnumerable<(string Kind, long Bytes, long Uncertain)> linears)
         => linears.GroupBy(x => x.Kind).Select(g => (g.Key, g.Count(), g.Sum(x => x.Bytes))).ToList();
 
-    private static ModelMemory GgufFileOf(string path)
+    private static ModelMemory GgufFileOf(string path, DenseType? lmHeadType, bool mapTiedHead)
     {
         using var f = GgufFile.Open(path);
         var (c, arch) = GgufLoader.ReadConfig(f);
@@ -100,7 +111,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
             return t;
         }
         // GgufLoader's rule: F32 and BF16 become float32, every other dense type float16.
-        static DenseType DenseOf(GgufTensorInfo t) => t.Type is GgmlType.F32 or GgmlType.BF16 ? DenseType.F32 : DenseType.F16;
+        static DenseType DenseOf(GgufTensorInfo t) => GgufLoader.DenseTypeOf(t.Type);
         foreach (var (name, length) in NormShapes(c, LayerTensorNames.Gguf)) Tensor(name, length);
         Tensor("output_norm.weight", c.Dim);
         var linears = LinearShapes(c, LayerTensorNames.Gguf).Select(x =>
@@ -120,8 +131,11 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
             ht = DenseOf(Tensor("output.weight", c.Dim, c.VocabSize));
             headBytes = DenseMatrix.BytesFor(c.VocabSize, c.Dim, ht);
         }
-        return new ModelMemory(path, "gguf", f.Length, c, Group(linears), et, DenseMatrix.BytesFor(c.VocabSize, c.Dim, et), ht, headBytes, Norms(c),
-            linears.Sum(x => x.Item3));
+        long embeddingBytes = DenseMatrix.BytesFor(c.VocabSize, c.Dim, et);
+        // LanguageModel.Load's rule; a view's rows are packed, so it reads the bytes a copy would hold.
+        long mapped = LanguageModel.MapsEmbedding(c.TiedEmbeddings, et, lmHeadType, mapTiedHead) && GgufLoader.CanMap(embd) ? embeddingBytes : 0;
+        return new ModelMemory(path, "gguf", f.Length, c, Group(linears), et, embeddingBytes, ht, headBytes, Norms(c),
+            linears.Sum(x => x.Item3), mapped);
     }
 
     private static ModelMemory HuggingFace(string folder)
@@ -159,7 +173,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
         DenseType ht = tied ? et : DenseOf(Matrix("lm_head.weight", c.VocabSize, c.Dim));
         long fileBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(p => new FileInfo(p).Length);
         return new ModelMemory(folder, "hugging face", fileBytes, c with { TiedEmbeddings = tied }, Group(linears), et,
-            DenseMatrix.BytesFor(c.VocabSize, c.Dim, et), ht, tied ? 0 : DenseMatrix.BytesFor(c.VocabSize, c.Dim, ht), Norms(c), 0);
+            DenseMatrix.BytesFor(c.VocabSize, c.Dim, et), ht, tied ? 0 : DenseMatrix.BytesFor(c.VocabSize, c.Dim, ht), Norms(c), 0, 0);
     }
 
     private static ModelMemory Llama2c(string path)
@@ -168,6 +182,6 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
         var (c, shared) = Llama2cLoader.ReadHeader(path);
         var linears = LinearShapes(c, LayerTensorNames.Gguf).Select(x => ("f32", DenseMatrix.BytesFor(x.Rows, x.Cols, DenseType.F32), 0L)).ToList();
         long matrix = DenseMatrix.BytesFor(c.VocabSize, c.Dim, DenseType.F32);
-        return new ModelMemory(path, "llama2.c", new FileInfo(path).Length, c, Group(linears), DenseType.F32, matrix, DenseType.F32, shared ? 0 : matrix, Norms(c), 0);
+        return new ModelMemory(path, "llama2.c", new FileInfo(path).Length, c, Group(linears), DenseType.F32, matrix, DenseType.F32, shared ? 0 : matrix, Norms(c), 0, 0);
     }
 }

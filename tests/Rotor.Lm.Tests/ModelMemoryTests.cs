@@ -20,21 +20,49 @@ public class ModelMemoryTests
     public void HeadersGiveTheBytesOfTheLoadedWeights(string name)
     {
         string path = name == "stories260K.bin" ? Path.Combine(TestPaths.RepoRoot!, "src", "Rotor.Cli", "Resources", "lm", name) : TestPaths.Data(name.Split('/'));
-        foreach (DenseType? head in new DenseType?[] { null, DenseType.F32, DenseType.F16, DenseType.Int8 })
+        foreach (bool mapTied in new[] { false, true })
+            foreach (DenseType? head in new DenseType?[] { null, DenseType.F32, DenseType.F16, DenseType.Int8, DenseType.Q4 })
+            {
+                var plan = ModelMemory.Of(path, head, mapTied);
+                using var m = LanguageModel.Load(path, new LanguageModelOptions { LmHeadType = head, Threads = 1, MapTiedHead = mapTied });
+                // Exact, except the scales of TQ1_0/TQ2_0 matrices, which their data decides (counted at the most).
+                Assert.InRange(m.Weights.Bytes, plan.WeightBytes - plan.UncertainBytes, plan.WeightBytes);
+                Assert.InRange(m.Weights.AllocatedBytes, plan.AllocatedBytes - plan.UncertainBytes, plan.AllocatedBytes);
+                Assert.Equal(m.Weights.MappedBytes, plan.MappedBytes);
+                Assert.Equal(name.Contains("tq", StringComparison.Ordinal), plan.UncertainBytes > 0);
+                Assert.Equal(m.Config.KvBytesPerToken(), plan.KvBytesPerToken);
+                Assert.Equal(m.Weights.LmHead.Type, plan.LmHeadType);
+                Assert.Equal(m.Weights.Embedding.DataBytes, plan.EmbeddingBytes);
+                Assert.Equal(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? 0 : m.Weights.LmHead.DataBytes, plan.LmHeadBytes);
+                Assert.InRange(m.Weights.Layers.SelectMany(l => l.Linears).Sum(x => x.W.Bytes), plan.Linears.Sum(l => l.Bytes) - plan.UncertainBytes, plan.Linears.Sum(l => l.Bytes));
+                Assert.Equal(m.FileBytes, plan.FileBytes);
+                Assert.Equal(m.Format, plan.Format);
+            }
+    }
+
+    [Fact]
+    public void AnEmbeddingThatIsNotTheHeadIsCountedAsMapped()
+    {
+        // bitnet-tiny-i2_s.gguf: tied F16 embedding of 512 x 256 (512-byte rows), I2_S layers.
+        string path = TestPaths.Data("gguf", "bitnet-tiny-i2_s.gguf");
+        long embedding = 512L * 256 * 2;
+        var copy = ModelMemory.Of(path, null, mapTiedHead: false);
+        Assert.Equal(0, copy.MappedBytes);
+        Assert.Equal(copy.WeightBytes, copy.AllocatedBytes);
+        foreach (var (head, mapTied) in new (DenseType?, bool)[] { (DenseType.Int8, false), (DenseType.Q4, false), (null, true) })
         {
-            var plan = ModelMemory.Of(path, head);
-            using var m = LanguageModel.Load(path, new LanguageModelOptions { LmHeadType = head, Threads = 1 });
-            // Exact, except the scales of TQ1_0/TQ2_0 matrices, which their data decides (counted at the most).
-            Assert.InRange(m.Weights.Bytes, plan.WeightBytes - plan.UncertainBytes, plan.WeightBytes);
-            Assert.Equal(name.Contains("tq", StringComparison.Ordinal), plan.UncertainBytes > 0);
-            Assert.Equal(m.Config.KvBytesPerToken(), plan.KvBytesPerToken);
-            Assert.Equal(m.Weights.LmHead.Type, plan.LmHeadType);
-            Assert.Equal(m.Weights.Embedding.AllocatedBytes, plan.EmbeddingBytes);
-            Assert.Equal(ReferenceEquals(m.Weights.LmHead, m.Weights.Embedding) ? 0 : m.Weights.LmHead.AllocatedBytes, plan.LmHeadBytes);
-            Assert.InRange(m.Weights.Layers.SelectMany(l => l.Linears).Sum(x => x.W.Bytes), plan.Linears.Sum(l => l.Bytes) - plan.UncertainBytes, plan.Linears.Sum(l => l.Bytes));
-            Assert.Equal(m.FileBytes, plan.FileBytes);
-            Assert.Equal(m.Format, plan.Format);
+            var plan = ModelMemory.Of(path, head, mapTied);
+            Assert.Equal(embedding, plan.MappedBytes);
+            // The head converted to int8 or q4 is the model's own; the embedding is not copied.
+            long head8 = head is { } h ? DenseMatrix.BytesFor(512, 256, h) : 0;
+            Assert.Equal(copy.WeightBytes - embedding + head8, plan.AllocatedBytes);
+            using var m = LanguageModel.Load(path, new LanguageModelOptions { LmHeadType = head, Threads = 1, MapTiedHead = mapTied });
+            Assert.True(m.Weights.Embedding.IsView);
+            Assert.Equal(0, m.Weights.Embedding.AllocatedBytes);
+            Assert.Equal(plan.AllocatedBytes, m.Weights.AllocatedBytes);
         }
+        // A Q6_K embedding (llama-quantize's own choice in the ffn320 TQ2_0 file) is converted, so it is never mapped.
+        Assert.Equal(0, ModelMemory.Of(TestPaths.Data("gguf", "bitnet-ffn320-tq2_0.gguf"), DenseType.Int8, true).MappedBytes);
     }
 
     [Fact]

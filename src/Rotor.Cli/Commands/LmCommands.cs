@@ -370,10 +370,10 @@ internal static class LmCommands
                 int[] prompt = Enumerable.Range(0, Math.Max(p, 1)).Select(_ => rnd.Next(m.Config.VocabSize)).ToArray();
                 var session = m.CreateSession(Math.Min(m.Config.ContextLength, Math.Max(p, 1) + g + 1), maxBatch: Math.Clamp(p, 1, 512));
                 // What one decode step reads: every projection, the LM head, the norms and one embedding row.
-                long stepBytes = m.Weights.Layers.Sum(l => l.Linears.Sum(x => x.W.Bytes)) + m.Weights.LmHead.AllocatedBytes
+                long stepBytes = m.Weights.Layers.Sum(l => l.Linears.Sum(x => x.W.Bytes)) + m.Weights.LmHead.DataBytes
                     + (m.Weights.Layers.Length * 4L + 1) * m.Config.Dim * 4;
                 var bandwidth = new Bench.MemoryBandwidth.Sampler(t);
-                Console.WriteLine(string.Create(inv, $"model {m.Source}: load {m.LoadTime.TotalSeconds:F2} s, file {m.FileBytes / 1048576.0:F0} MiB, resident {rssLoaded / 1048576.0:F0} MiB after load; a decode step reads {stepBytes / 1048576.0:F0} MiB; KV cache {session.Cache.Type.ToString().ToLowerInvariant()}, {m.Config.KvBytesPerToken(session.Cache.Type) / 1024.0:F1} KiB a token, {session.Cache.Bytes / 1048576.0:F0} MiB"));
+                Console.WriteLine(string.Create(inv, $"model {m.Source}: load {m.LoadTime.TotalSeconds:F2} s ({LoadShares(m)}), file {m.FileBytes / 1048576.0:F0} MiB, resident {rssLoaded / 1048576.0:F0} MiB after load (weights allocated {m.Weights.AllocatedBytes / 1048576.0:F0} MiB, mapped from the file {m.Weights.MappedBytes / 1048576.0:F0} MiB); a decode step reads {stepBytes / 1048576.0:F0} MiB; KV cache {session.Cache.Type.ToString().ToLowerInvariant()}, {m.Config.KvBytesPerToken(session.Cache.Type) / 1024.0:F1} KiB a token, {session.Cache.Bytes / 1048576.0:F0} MiB"));
                 if (p > 0)
                 {
                     var speeds = new List<double>();
@@ -400,7 +400,8 @@ internal static class LmCommands
                         if (i > 0) speeds.Add(g / sw.Elapsed.TotalSeconds);
                         for (int k = 0; k < 8; k++) bandwidth.Sample();
                     }
-                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, ResidentBytes(), m.FileBytes, stepBytes, bandwidth.TakeMedianGbps(), m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type)));
+                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, bandwidth.TakeMedianGbps(), m.Weights.LmHead.Type, session.Cache.Type, m.Config.KvBytesPerToken(session.Cache.Type))
+                        { ResidentAfterRun = ResidentBytes() });
                     Report(rows[^1]);
                 }
             }
@@ -413,6 +414,7 @@ internal static class LmCommands
                     w.WriteString("model", r.GetValue(model)); w.WriteString("test", row.Test); w.WriteNumber("threads", row.Threads);
                     w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
                     w.WriteNumber("load_seconds", row.LoadSeconds); w.WriteNumber("resident_bytes", row.Resident); w.WriteNumber("file_bytes", row.FileBytes);
+                    if (row.ResidentAfterRun > 0) w.WriteNumber("resident_after_run_bytes", row.ResidentAfterRun);
                     w.WriteNumber("step_bytes", row.StepBytes);
                     w.WriteString("lm_head", row.LmHead.ToString().ToLowerInvariant());
                     w.WriteString("kv_cache", row.KvCache.ToString().ToLowerInvariant());
@@ -470,9 +472,22 @@ internal static class LmCommands
         return 0;
     }
 
+    /// <summary>Each step's share of the load ("layers 60 %, embedding 35 %, ..."), steps under 1 % left out.</summary>
+    private static string LoadShares(LanguageModel m)
+    {
+        double total = m.LoadTime.TotalSeconds;
+        if (total <= 0 || m.LoadSteps.Count == 0) return "no steps recorded";
+        return string.Join(", ", m.LoadSteps.Where(s => s.Time.TotalSeconds / total >= 0.01)
+            .Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Name} {100 * s.Time.TotalSeconds / total:F0} %")));
+    }
+
+    /// <summary>A row of bench-lm: <paramref name="Resident"/> is the resident memory right after the load (every row),
+    /// <see cref="ResidentAfterRun"/> after a generation test (the KV cache, the decoder's buffers and the benchmark's
+    /// bandwidth buffer besides).</summary>
     private sealed record BenchRow(string Test, int Threads, double TokensPerSecond, double Spread, double LoadSeconds, long Resident, long FileBytes, long StepBytes, double BandwidthGbps,
         DenseType LmHead, KvCacheType KvCache, long KvBytesPerToken)
     {
+        public long ResidentAfterRun { get; init; }
         public double BoundTps => BandwidthGbps * 1e9 / StepBytes;
     }
 
@@ -512,7 +527,8 @@ internal static class LmCommands
         Console.WriteLine($"embedding    {plan.EmbeddingType.ToString().ToLowerInvariant()} {c.VocabSize}x{c.Dim}, {MiB(plan.EmbeddingBytes)}; LM head {headText}{(head is null ? "" : $" (--lm-head {lmHead})")}");
         int ctx = Math.Min(c.ContextLength, 4096);
         string upTo = plan.UncertainBytes > 0 ? $" (or up to {(plan.UncertainBytes / 1024.0).ToString("F1", inv)} KiB less: TQ1_0/TQ2_0 matrices keep one scale when their blocks agree)" : "";
-        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token (f32; {(c.KvBytesPerToken(KvCacheType.F16) / 1024.0).ToString("F1", inv)} with --kv-cache f16), {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
+        string mapped = plan.MappedBytes > 0 ? $" ({MiB(plan.AllocatedBytes)} allocated at load, {MiB(plan.MappedBytes)} read from the mapped file: resident as rows are read)" : "";
+        Console.WriteLine($"memory       weights {MiB(plan.WeightBytes)}{upTo}{mapped}; KV cache {(plan.KvBytesPerToken / 1024.0).ToString("F1", inv)} KiB a token (f32; {(c.KvBytesPerToken(KvCacheType.F16) / 1024.0).ToString("F1", inv)} with --kv-cache f16), {MiB(plan.KvBytesPerToken * ctx)} at {ctx} tokens (the default --ctx){(ctx == c.ContextLength ? ", the full context" : $", {MiB(plan.KvBytesPerToken * c.ContextLength)} at the full context of {c.ContextLength}")}");
         string full = ctx == c.ContextLength ? "" : $", {MiB(plan.TotalBytes(c.ContextLength))} at {c.ContextLength}";
         Console.WriteLine($"total        {MiB(plan.TotalBytes(ctx))} at {ctx} tokens{full} (weights in Rotor's layout and the KV cache; activations and buffers besides)");
         Console.WriteLine($"tokenizer    {(tok is { } t ? $"{t.GetType().Name}, {t.VocabSize} tokens" : "none (name one with --tokenizer)")}");

@@ -85,9 +85,33 @@ public static class GgufLoader
         return (c, arch);
     }
 
-    /// <summary>Loads the weights of <paramref name="f"/>.</summary>
+    /// <summary>Loads the weights of <paramref name="f"/>, every one a copy in Rotor's layout.</summary>
     /// <exception cref="RotorException">A tensor is missing, of the wrong shape, or of a type Rotor cannot read.</exception>
-    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f)
+    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f) => Load(f, mapEmbedding: false, mapHead: false, null);
+
+    /// <summary>Loads the weights of <paramref name="f"/>; with <paramref name="mapEmbedding"/> the token embedding, and
+    /// with <paramref name="mapHead"/> an untied LM head (one about to be converted to another type), stay in the file
+    /// as read-only views (<see cref="DenseMatrix.FromMemory"/>) where <see cref="CanMap"/> allows.
+    /// <see cref="ModelWeights.Mapping"/> then owns a read-only mapping of the file that outlives
+    /// <paramref name="f"/>; the caller closes it.</summary>
+    /// <exception cref="RotorException">A tensor is missing, of the wrong shape, or of a type Rotor cannot read.</exception>
+    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead) => Load(f, mapEmbedding, mapHead, null);
+
+    /// <summary>Whether a GGUF matrix can be used as the file stores it: F32 or F16 rows of a multiple of 64 bytes
+    /// (<see cref="DenseMatrix.CanView"/>) at an offset aligned to the element size.</summary>
+    public static bool CanMap(GgufTensorInfo t)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        if (t.Dims.Length != 2 || t.Dims[0] > int.MaxValue || t.Dims[1] > int.MaxValue) return false;
+        DenseType? type = t.Type switch { GgmlType.F32 => DenseType.F32, GgmlType.F16 => DenseType.F16, _ => null };
+        return type is { } d && DenseMatrix.CanView((int)t.Dims[0], d) && t.Offset % DenseMatrix.ElementBytes(d) == 0;
+    }
+
+    /// <summary>The element type a dense GGUF tensor of <paramref name="type"/> loads as: F32 and BF16 as F32, every
+    /// other dense type as F16.</summary>
+    public static DenseType DenseTypeOf(GgmlType type) => type is GgmlType.F32 or GgmlType.BF16 ? DenseType.F32 : DenseType.F16;
+
+    internal static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead, LoadClock? clock)
     {
         var (c, arch) = ReadConfig(f);
         GgufTensorInfo Tensor(string name, params long[] dims)
@@ -100,22 +124,25 @@ public static class GgufLoader
         float[] Vector(string name, int n) => GgufTensors.ReadFloats(f, Tensor(name, n));
         DenseMatrix Dense(GgufTensorInfo t, int rows, int cols)
         {
-            var type = t.Type switch { GgmlType.F32 or GgmlType.BF16 => DenseType.F32, _ => DenseType.F16 };
+            var type = DenseTypeOf(t.Type);
             var m = DenseMatrix.CreateUninitialized(rows, cols, type);   // every row is set below
+            const int chunk = 256;   // rows a work item: each item writes only its own rows
             if (t.Type == GgmlType.F16)
             {
-                // F16 rows are copied as they are, in two halves at once.
-                int half = rows / 2;
-                Parallel.For(0, 2, part =>
+                // F16 rows are copied as they are.
+                Parallel.For(0, (rows + chunk - 1) / chunk, Rotor.Threading.ThreadCount.Options(), k =>
                 {
                     var bytes = f.GetData(t);
-                    for (int r = part == 0 ? 0 : half; r < (part == 0 ? half : rows); r++)
+                    for (int r = k * chunk, end = Math.Min(rows, r + chunk); r < end; r++)
                         m.SetRow(r, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(bytes.Slice(r * cols * 2, cols * 2)));
                 });
                 return m;
             }
-            var row = new float[cols];
-            for (int r = 0; r < rows; r++) { GgufTensors.ReadRow(f, t, r, row); m.SetRow(r, row); }
+            Parallel.For(0, (rows + chunk - 1) / chunk, Rotor.Threading.ThreadCount.Options(), () => new float[cols], (k, _, row) =>
+            {
+                for (int r = k * chunk, end = Math.Min(rows, r + chunk); r < end; r++) { GgufTensors.ReadRow(f, t, r, row); m.SetRow(r, row); }
+                return row;
+            }, _ => { });
             return m;
         }
         LinearWeights Linear(string name, int rows, int cols)
@@ -139,10 +166,34 @@ public static class GgufLoader
         }
 
         var layers = LayerTensorNames.Gguf.BuildLayers(c, Vector, Linear);
-        var embedding = Dense(Tensor("token_embd.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
-        var head = c.TiedEmbeddings ? embedding : Dense(Tensor("output.weight", c.Dim, c.VocabSize), c.VocabSize, c.Dim);
-        var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head };
-        weights.Validate(c, f.Path);
-        return (c, weights);
+        clock?.Mark("layers");
+        var embd = Tensor("token_embd.weight", c.Dim, c.VocabSize);
+        var output = c.TiedEmbeddings ? null : Tensor("output.weight", c.Dim, c.VocabSize);
+        // One read-only mapping of the whole file for every view: address space only until rows are read. It is not f's
+        // mapping, so that the pages the load read elsewhere in the file are unmapped with f.
+        System.Runtime.InteropServices.SafeHandle? mapping = null;
+        nint fileAt = 0;
+        DenseMatrix Matrix(GgufTensorInfo t, bool map)
+        {
+            if (!map || !CanMap(t)) return Dense(t, c.VocabSize, c.Dim);
+            if (mapping is null) (mapping, fileAt) = FileView.Map(f.Path, 0, f.Length);
+            return DenseMatrix.FromMemory(mapping, fileAt + (nint)t.Offset, c.VocabSize, c.Dim, DenseTypeOf(t.Type));
+        }
+        try
+        {
+            var embedding = Matrix(embd, mapEmbedding);
+            clock?.Mark("embedding");
+            var head = output is null ? embedding : Matrix(output, mapHead);
+            clock?.Mark("head");
+            var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head, Mapping = mapping };
+            weights.Validate(c, f.Path);
+            clock?.Mark("norms and checks");
+            return (c, weights);
+        }
+        catch
+        {
+            mapping?.Dispose();
+            throw;
+        }
     }
 }

@@ -16,8 +16,8 @@ public sealed class LinearWeights
     public int Rows => Ternary?.Rows ?? Dense!.Rows;
     /// <summary>Input features.</summary>
     public int Cols => Ternary?.Cols ?? Dense!.Cols;
-    /// <summary>Bytes the weights hold.</summary>
-    public long Bytes => Ternary?.AllocatedBytes ?? Dense!.AllocatedBytes;
+    /// <summary>Bytes the weights hold (a ternary or dense matrix's data; every layer's weights are the model's own).</summary>
+    public long Bytes => Ternary?.AllocatedBytes ?? Dense!.DataBytes;
     /// <summary>"ternary" or the dense element type, for reports.</summary>
     public string Kind => Ternary is not null ? "ternary" : Dense!.Type.ToString().ToLowerInvariant();
 
@@ -120,8 +120,30 @@ public sealed class ModelWeights
     /// <summary>LM head, (vocab, dim): the embedding itself when tied, unless a different type was asked for.</summary>
     public required DenseMatrix LmHead { get; init; }
 
-    /// <summary>Bytes every weight holds (a tied head counted once).</summary>
-    public long Bytes
+    /// <summary>The read-only mapping of the model file that views among these weights read (a token embedding kept
+    /// in the file, <see cref="DenseMatrix.IsView"/>), or null when every weight is a copy. Whoever owns the weights
+    /// closes it when done (<see cref="LanguageModel.Dispose"/>); views read after that throw
+    /// <see cref="ObjectDisposedException"/>.</summary>
+    public System.Runtime.InteropServices.SafeHandle? Mapping { get; init; }
+
+    /// <summary>Bytes of every weight (a tied head counted once): what the model reads, copies and views alike.</summary>
+    public long Bytes => AllocatedBytes + MappedBytes;
+
+    /// <summary>Bytes of the weights that are views of the model file (<see cref="Mapping"/>): file pages, resident
+    /// only once read (an embedding, a row a token), shared with the page cache.</summary>
+    public long MappedBytes
+    {
+        get
+        {
+            long b = Embedding.IsView ? Embedding.DataBytes : 0;
+            if (!ReferenceEquals(LmHead, Embedding) && LmHead.IsView) b += LmHead.DataBytes;
+            return b;
+        }
+    }
+
+    /// <summary>Bytes the weights allocated: the model's own copies (converted layers, norms, a copied embedding or
+    /// head), resident from the load on.</summary>
+    public long AllocatedBytes
     {
         get
         {

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Rotor;
@@ -19,7 +20,8 @@ public enum DenseType
 
 /// <summary>
 /// A dense (non-ternary) weight matrix W (rows x cols, row-major): embeddings, LM heads and the linear layers of
-/// float models. Rows start on 64-byte boundaries: a row takes <see cref="RowStride"/> bytes, its padding is zero.
+/// float models. Rows of a matrix that allocates its memory start on 64-byte boundaries: a row takes
+/// <see cref="RowStride"/> bytes, its padding is zero.
 /// For <see cref="DenseType.Int8"/> rows are padded to a multiple of 256 columns (the kernels then need no tail) and
 /// <c>W[r, c] = Scales[r] * q[r, c]</c> with <c>Scales[r] = max_c |W[r, c]| / 127</c>, q rounded half to even.
 /// <para><see cref="DenseType.Q4"/> (4.5 bits a weight): rows are padded to a multiple of 512 columns, a superblock
@@ -32,10 +34,16 @@ public enum DenseType
 /// to half, with m the block's weight of largest magnitude (its largest weight when that is at least minus its
 /// smallest, else its smallest); <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
 /// Block scales are a second buffer, <see cref="PaddedCols"/> / 32 halves a row.</para>
+/// <para>A view (<see cref="FromMemory"/>) reads F32 or F16 rows where another owner keeps them (a memory-mapped model
+/// file): rows are packed (<see cref="RowStride"/> = <see cref="Cols"/> times the element size, a multiple of 64, so
+/// there is no padding to clear) and start wherever the owner puts them, element-aligned; it is read-only, and reading
+/// it after its owner is closed throws <see cref="ObjectDisposedException"/>.</para>
 /// </summary>
 public sealed unsafe class DenseMatrix
 {
-    private readonly AlignedArray<byte> _data;
+    private readonly AlignedArray<byte>? _data;
+    private readonly byte* _view;                 // a view's first row, else null
+    private readonly SafeHandle? _owner;          // what keeps a view's memory mapped
     private readonly float[] _scales;
     private readonly AlignedArray<ushort>? _blockScales;
 
@@ -52,8 +60,13 @@ public sealed unsafe class DenseMatrix
     /// <summary>Per-block scales of a <see cref="DenseType.Q4"/> matrix as half bits, <see cref="PaddedCols"/> / 32 a row
     /// (empty otherwise).</summary>
     public ReadOnlySpan<ushort> BlockScales => _blockScales is null ? default : _blockScales.Span;
-    /// <summary>Bytes the matrix holds (rows with padding, plus scales).</summary>
-    public long AllocatedBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float) + (_blockScales is null ? 0 : (long)_blockScales.Length * sizeof(ushort));
+    /// <summary>Bytes of the matrix's data (rows with padding, plus scales): what a pass over every row reads, whether
+    /// the matrix owns them or is a view.</summary>
+    public long DataBytes => (long)Rows * RowStride + (long)_scales.Length * sizeof(float) + (_blockScales is null ? 0 : (long)_blockScales.Length * sizeof(ushort));
+    /// <summary>Bytes the matrix allocated: <see cref="DataBytes"/>, or 0 for a view (its rows are its owner's).</summary>
+    public long AllocatedBytes => IsView ? 0 : DataBytes;
+    /// <summary>Whether the rows live in memory another owner keeps (<see cref="FromMemory"/>).</summary>
+    public bool IsView => _owner is not null;
     /// <summary>Bytes one element takes (<see cref="DenseType.Q4"/>: 1, two weights a byte rounded up; its exact size is
     /// <see cref="AllocatedBytes"/>).</summary>
     public static int ElementBytes(DenseType t) => t switch { DenseType.F32 => 4, DenseType.F16 => 2, DenseType.Int8 => 1, DenseType.Q4 => 1, _ => throw new ArgumentOutOfRangeException(nameof(t)) };
@@ -81,7 +94,18 @@ public sealed unsafe class DenseMatrix
         return rows * stride + extra;
     }
 
-    internal byte* DataPointer => _data.Pointer;
+    /// <summary>The first row. A view checks that its owner still keeps the memory (a kernel handed this pointer must
+    /// finish before the owner is closed).</summary>
+    /// <exception cref="ObjectDisposedException">The view's owner is closed.</exception>
+    internal byte* DataPointer
+    {
+        get
+        {
+            if (_data is not null) return _data.Pointer;
+            ObjectDisposedException.ThrowIf(_owner!.IsClosed, this);
+            return _view;
+        }
+    }
     internal float[] ScaleArray => _scales;
     internal ushort* BlockScalePointer => _blockScales is null ? null : _blockScales.Pointer;
     /// <summary>Columns a row holds in memory (Int8: a multiple of 256; Q4: of 512; others: <see cref="Cols"/>).</summary>
@@ -108,6 +132,39 @@ public sealed unsafe class DenseMatrix
         if (type == DenseType.Q4) _blockScales = new AlignedArray<ushort>((long)rows * (PaddedCols / 32), hugePages: true, zeroed);
     }
 
+    private DenseMatrix(SafeHandle owner, byte* rows, int rowCount, int cols, DenseType type)
+    {
+        Rows = rowCount; Cols = cols; Type = type;
+        RowStride = cols * ElementBytes(type);
+        _owner = owner; _view = rows;
+        _scales = [];
+    }
+
+    /// <summary>Whether <see cref="FromMemory"/> takes rows of <paramref name="cols"/> values of <paramref name="type"/>
+    /// stored one after another: F32 or F16 rows whose bytes are a multiple of 64 (the kernels read whole rows of
+    /// <see cref="RowStride"/> bytes, so a view has no room for padding).</summary>
+    public static bool CanView(int cols, DenseType type)
+        => cols > 0 && type is DenseType.F32 or DenseType.F16 && (long)cols * ElementBytes(type) % 64 == 0
+           && (long)cols * ElementBytes(type) <= int.MaxValue / 2;
+
+    /// <summary>A read-only view of <paramref name="rows"/> x <paramref name="cols"/> values of <paramref name="type"/>
+    /// (F32 or F16, row-major, rows packed) at <paramref name="data"/>, memory that <paramref name="owner"/> keeps valid
+    /// until it is closed (a memory-mapped file's view handle): nothing is copied, so only the rows read become resident.
+    /// <see cref="SetRow(int, ReadOnlySpan{float})"/> is refused; reads after the owner is closed throw
+    /// <see cref="ObjectDisposedException"/>. The caller keeps <paramref name="owner"/> open as long as the matrix is
+    /// used and closes it when done.</summary>
+    /// <exception cref="ArgumentException">The shape is not one <see cref="CanView"/> takes, <paramref name="data"/> is
+    /// null or not aligned to the element size, or the owner is closed.</exception>
+    public static DenseMatrix FromMemory(SafeHandle owner, nint data, int rows, int cols, DenseType type)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        if (!CanView(cols, type)) throw new ArgumentException($"a view takes F32 or F16 rows of a multiple of 64 bytes, not {cols} {type} values", nameof(cols));
+        if (data == 0 || data % ElementBytes(type) != 0) throw new ArgumentException($"a view of {type} values needs an address aligned to {ElementBytes(type)} bytes", nameof(data));
+        if (owner.IsClosed || owner.IsInvalid) throw new ArgumentException("the owner of a view's memory is closed", nameof(owner));
+        return new DenseMatrix(owner, (byte*)data, rows, cols, type);
+    }
+
     /// <summary>A matrix of <paramref name="type"/> from float weights (rows x cols, row-major).</summary>
     /// <exception cref="RotorException">A weight is NaN or infinite.</exception>
     public static DenseMatrix FromFloat(ReadOnlySpan<float> weights, int rows, int cols, DenseType type)
@@ -129,8 +186,10 @@ public sealed unsafe class DenseMatrix
     public static DenseMatrix CreateUninitialized(int rows, int cols, DenseType type) => new(rows, cols, type, zeroed: false);
 
     /// <summary>Writes row <paramref name="row"/> from float values (converted to the element type).</summary>
+    /// <exception cref="InvalidOperationException">The matrix is a view (read-only).</exception>
     public void SetRow(int row, ReadOnlySpan<float> values)
     {
+        if (_data is null) throw new InvalidOperationException("a view of another owner's memory is read-only");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
         byte* p = _data.Pointer + (long)row * RowStride;
@@ -243,10 +302,11 @@ public sealed unsafe class DenseMatrix
 
     /// <summary>Writes row <paramref name="row"/> of an <see cref="DenseType.F16"/> matrix from half values as they are
     /// (a loader copying F16 weights: no rounding through float).</summary>
-    /// <exception cref="InvalidOperationException">The matrix is not F16.</exception>
+    /// <exception cref="InvalidOperationException">The matrix is not F16, or is a view.</exception>
     public void SetRow(int row, ReadOnlySpan<Half> values)
     {
         if (Type != DenseType.F16) throw new InvalidOperationException($"SetRow(Half) needs an F16 matrix, this one is {Type}");
+        if (_data is null) throw new InvalidOperationException("a view of another owner's memory is read-only");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
         ClearRowTail(_data.Pointer + (long)row * RowStride);
@@ -265,11 +325,25 @@ public sealed unsafe class DenseMatrix
     }
 
     /// <summary>Row <paramref name="row"/> as floats (an embedding lookup).</summary>
+    /// <exception cref="ObjectDisposedException">The matrix is a view whose owner is closed.</exception>
     public void GetRow(int row, Span<float> dst)
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.AtLeast(dst.Length, Cols, nameof(dst));
-        byte* p = _data.Pointer + (long)row * RowStride;
+        if (_owner is null) { ReadRow(_data!.Pointer + (long)row * RowStride, row, dst); return; }
+        // The owner cannot release the memory while the reference taken here is held.
+        bool added = false;
+        try
+        {
+            try { _owner.DangerousAddRef(ref added); }
+            catch (ObjectDisposedException) { throw new ObjectDisposedException(nameof(DenseMatrix), "the owner of this view's memory is closed"); }
+            ReadRow(_view + (long)row * RowStride, row, dst);
+        }
+        finally { if (added) _owner.DangerousRelease(); }
+    }
+
+    private void ReadRow(byte* p, int row, Span<float> dst)
+    {
         switch (Type)
         {
             case DenseType.F32: new ReadOnlySpan<float>(p, Cols).CopyTo(dst); break;
@@ -300,5 +374,5 @@ public sealed unsafe class DenseMatrix
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"DenseMatrix {Rows}x{Cols} {Type} ({AllocatedBytes} bytes)";
+    public override string ToString() => $"DenseMatrix {Rows}x{Cols} {Type} ({DataBytes} bytes{(IsView ? ", a view" : "")})";
 }
