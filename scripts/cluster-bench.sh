@@ -3,14 +3,18 @@
 # against one process (rotor ingest + rotor cluster search --local). The silos share this machine's cores, so the
 # figures show what the cluster costs, not a speed-up. Run it alone on the machine.
 #
-#   scripts/cluster-bench.sh [SOURCE.xml.bz2] [--seconds 60] [--clients 4] [--silos "1 2 3"] [--shards 6] [--queries Q.jsonl] [--no-build]
+#   scripts/cluster-bench.sh [SOURCE.xml.bz2] [--seconds 60] [--clients 4] [--silos "1 2 3"] [--shards 6] [--queries Q.jsonl]
+#                            [--documents N] [--no-build]
 #
-# Needs: PostgreSQL's initdb/pg_ctl (Debian postgresql), Orleans' scripts in src/Rotor.Cluster/sql, the shared data.
+# --documents N ingests the first N pages of SOURCE only (a cut copy), for a quick check that every step runs:
+#   scripts/cluster-bench.sh --documents 12 --seconds 2 --clients 1 --silos "1 2"
+# Needs: PostgreSQL's initdb/pg_ctl (Debian postgresql), Orleans' scripts in src/Rotor.Cluster/sql, the shared data,
+# python3 (for --documents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=../shared/data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
 QUERIES=../shared/data/beir-scifact/queries_test.jsonl
-SECONDS_Q=60; CLIENTS=4; SILOS="1 2 3"; SHARDS=6; BUILD=1
+SECONDS_Q=60; CLIENTS=4; SILOS="1 2 3"; SHARDS=6; BUILD=1; DOCUMENTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_Q=$2; shift 2 ;;
@@ -18,6 +22,7 @@ while [ $# -gt 0 ]; do
     --silos) SILOS=$2; shift 2 ;;
     --shards) SHARDS=$2; shift 2 ;;
     --queries) QUERIES=$2; shift 2 ;;
+    --documents) DOCUMENTS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -*) echo "cluster-bench: unknown option $1" >&2; exit 2 ;;
     *) SOURCE=$1; shift ;;
@@ -41,12 +46,38 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# run NAME COMMAND...: the command's standard output; on failure, the end of its error output, and the script stops.
+run() {
+  local name=$1; shift
+  if ! "$@" 2>"$WORK/$name.err"; then
+    echo "cluster-bench: $name failed: $*" >&2; tail -20 "$WORK/$name.err" >&2; exit 1
+  fi
+}
+
+if [ "$DOCUMENTS" -gt 0 ]; then
+  # The dump's header, its first N pages and the closing tag, compressed again.
+  python3 - "$SOURCE" "$WORK/source.xml.bz2" "$DOCUMENTS" <<'PY'
+import bz2, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with bz2.open(src, "rt", encoding="utf-8") as f, bz2.open(dst, "wt", encoding="utf-8") as out:
+    pages = 0
+    for line in f:
+        if line.strip() == "</page>": pages += 1
+        out.write(line)
+        if pages == n: break
+    out.write("</mediawiki>\n")
+PY
+  SOURCE=$WORK/source.xml.bz2
+fi
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "source: $SOURCE; queries: $QUERIES ($SECONDS_Q s, $CLIENTS clients, hybrid top 5)"
+echo "source: $SOURCE$([ "$DOCUMENTS" -gt 0 ] && echo " (first $DOCUMENTS pages)"); queries: $QUERIES ($SECONDS_Q s, $CLIENTS clients, hybrid top 5)"
 
 # One process: the baseline.
-$ROTOR ingest wiki "$SOURCE" --out "$WORK/single" 2>/dev/null | grep "this run"
-echo "one process search: $($ROTOR cluster search --local "$WORK/single" --queries "$QUERIES" --seconds "$SECONDS_Q" --clients "$CLIENTS" 2>/dev/null)"
+OUT=$(run ingest $ROTOR ingest wiki "$SOURCE" --out "$WORK/single")
+echo "one process ingest: $(grep "this run" <<<"$OUT")"
+OUT=$(run search $ROTOR cluster search --local "$WORK/single" --queries "$QUERIES" --seconds "$SECONDS_Q" --clients "$CLIENTS")
+echo "one process search: $OUT"
 
 for N in $SILOS; do
   "${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U rotor --auth=trust -E UTF8 --no-sync >/dev/null
@@ -62,8 +93,10 @@ for N in $SILOS; do
   done
   REPLICAS=$(( N < 2 ? 1 : 2 ))
   echo "$N silo(s), $SHARDS shards x $REPLICAS replicas:"
-  echo "  ingest: $($ROTOR cluster ingest wiki "$SOURCE" --shards "$SHARDS" --replicas "$REPLICAS" 2>/dev/null | tail -1)"
-  echo "  search: $($ROTOR cluster search --queries "$QUERIES" --seconds "$SECONDS_Q" --clients "$CLIENTS" 2>/dev/null)"
+  OUT=$(run "cluster-ingest-$N" $ROTOR cluster ingest wiki "$SOURCE" --shards "$SHARDS" --replicas "$REPLICAS")
+  echo "  ingest: $(tail -1 <<<"$OUT")"
+  OUT=$(run "cluster-search-$N" $ROTOR cluster search --queries "$QUERIES" --seconds "$SECONDS_Q" --clients "$CLIENTS")
+  echo "  search: $OUT"
   for p in "${PIDS[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
   PIDS=()
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null

@@ -40,7 +40,9 @@ public interface IShardRouter
 /// <item>hybrid: the two merged lists are fused by <see cref="ReciprocalRankFusion"/> over global ordinals.</item>
 /// </list>
 /// Exact (flat) shards give exactly the single index's results. With HNSW each shard walks its own graph, so results
-/// are those of S smaller graphs merged, not of one graph.
+/// are those of S smaller graphs merged, not of one graph; a shard's graph is built one vector after another in ordinal
+/// order (<see cref="ShardStore"/>), so it is the same on every replica and the results do not depend on the number of
+/// silos, the layout or which replica answers.
 /// </summary>
 public sealed class ClusterRetriever(IShardRouter router, IEmbeddingGenerator<string, Embedding<float>>? embedder) : IPassageRetriever
 {

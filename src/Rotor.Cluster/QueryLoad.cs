@@ -27,7 +27,10 @@ public sealed record QueryLoadReport(int Queries, int Failed, double Seconds, in
 public static class QueryLoad
 {
     /// <summary>Each client takes the next question (cycling) until <paramref name="seconds"/> have passed, or until
-    /// every question was asked once when <paramref name="seconds"/> is 0.</summary>
+    /// every question was asked once when <paramref name="seconds"/> is 0. First every client asks one question, not
+    /// timed nor counted: the first query of a cluster activates grains, opens shard files and runs the models for the
+    /// first time (seconds), which is not the load being measured.</summary>
+    /// <exception cref="RotorException">No questions, no clients, or a warm-up question failed (its message).</exception>
     public static async Task<QueryLoadReport> RunAsync(IPassageRetriever retriever, IReadOnlyList<string> questions, RetrievalOptions options,
         double seconds, int clients, CancellationToken cancellationToken = default)
     {
@@ -35,6 +38,14 @@ public static class QueryLoad
         ArgumentNullException.ThrowIfNull(questions);
         if (questions.Count == 0) throw new RotorException("no questions to ask");
         if (clients < 1) throw new RotorException($"clients must be positive, not {clients}");
+        try
+        {
+            await Task.WhenAll(Enumerable.Range(0, clients).Select(c => retriever.SearchAsync(questions[c % questions.Count], options, cancellationToken))).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            throw new RotorException($"the warm-up question failed, nothing measured: {e.Message}", e);
+        }
         var latencies = new ConcurrentBag<double>();
         int next = -1, failed = 0;
         var clock = Stopwatch.StartNew();

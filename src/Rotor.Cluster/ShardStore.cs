@@ -86,11 +86,11 @@ public sealed class ShardStore : IDisposable
         {
             foreach (var f in new[] { PassagesFile, OrdinalsFile, VectorsFile }) File.Delete(Path.Combine(folder, f));
             if (Directory.Exists(Path.Combine(folder, Bm25Folder))) Directory.Delete(Path.Combine(folder, Bm25Folder), true);
-            var vectors = VectorIndex.Create(new VectorIndexOptions
+            var vectors = Reproducible(VectorIndex.Create(new VectorIndexOptions
             {
                 Dimensions = settings.Dimensions, Code = settings.Code, Metric = Metric.Cosine, Structure = settings.Structure,
                 KeepFullPrecision = settings.Rescores,
-            });
+            }));
             var created = new ShardStore(folder, shard, settings, vectors);
             created.Commit();
             return created;
@@ -133,9 +133,9 @@ public sealed class ShardStore : IDisposable
         CutBack(passagesPath, passageBytes);
         CutBack(ordinalsPath, ordinalBytes);
         if (ordinalBytes != committed * 8L) throw new RotorException($"{statePath}: ordinalsBytes {ordinalBytes} is not 8 x passages {committed}");
-        var vectors = committed == 0 && !File.Exists(vectorsPath)
+        var vectors = Reproducible(committed == 0 && !File.Exists(vectorsPath)
             ? VectorIndex.Create(new VectorIndexOptions { Dimensions = settings.Dimensions, Code = settings.Code, Metric = Metric.Cosine, Structure = settings.Structure, KeepFullPrecision = settings.Rescores })
-            : VectorIndex.Open(vectorsPath, memoryMap: false);
+            : VectorIndex.Open(vectorsPath, memoryMap: false));
         var store = new ShardStore(folder, shard, settings, vectors) { _passageBytes = passageBytes, _ordinalBytes = ordinalBytes };
         try
         {
@@ -175,6 +175,15 @@ public sealed class ShardStore : IDisposable
             store.Dispose();
             throw;
         }
+    }
+
+    // Every replica of a shard builds its own HNSW graph from the same passages in the same (ordinal) order, in batches
+    // that differ with the ingestion's timing and across restarts; inserting one vector after another makes the graph,
+    // and so the file and every answer, the same on every replica. A silo holds several shards, which insert in parallel.
+    private static VectorIndex Reproducible(VectorIndex vectors)
+    {
+        vectors.GraphBuildThreads = 1;
+        return vectors;
     }
 
     private static void CutBack(string path, long length)

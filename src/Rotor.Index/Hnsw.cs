@@ -4,8 +4,10 @@ namespace Rotor.Index;
 /// <summary>
 /// A hierarchical navigable small world graph (Malkov and Yashunin, 2016) over the slots of a <see cref="CodeStore"/>,
 /// scored on the codes. Layer 0 keeps 2 M links a node, upper layers M; links are chosen by the paper's heuristic
-/// (algorithm 4). Nodes are inserted in parallel with a lock a node; deleted slots stay in the graph as waypoints and
-/// are never returned.
+/// (algorithm 4). Nodes are inserted in parallel with a lock a node, or one after another in slot order (threads 1):
+/// then the graph is a function of the codes, their order and the settings alone (a node's level is a hash of the seed
+/// and its slot), whatever the batches it was inserted in and however often the index was saved and reopened between
+/// them. Deleted slots stay in the graph as waypoints and are never returned.
 /// <code>
 /// levels  (slots) byte              top layer of each node
 /// links0  (slots, 1 + 2M) int       [count, neighbours...] on layer 0
@@ -20,7 +22,6 @@ internal sealed unsafe class Hnsw
     private readonly object _entryLock = new();
     private readonly ThreadLocal<Scratch> _scratch;
     private readonly double _levelMult;
-    private Random _random;
     private volatile bool _building;
 
     public Hnsw(CodeStore store, Metric metric, HnswSettings settings)
@@ -28,7 +29,6 @@ internal sealed unsafe class Hnsw
         _store = store; _metric = metric; Settings = settings;
         M = settings.M; M0 = 2 * settings.M;
         _levelMult = 1.0 / Math.Log(M);
-        _random = new Random(settings.Seed);
         _scratch = new ThreadLocal<Scratch>(() => new Scratch());
     }
 
@@ -65,15 +65,16 @@ internal sealed unsafe class Hnsw
 
     // ---- build ------------------------------------------------------------------------------------------------
 
-    /// <summary>Inserts slots [first, first + count) (already in the store), in parallel.</summary>
-    public void Insert(int first, int count, IProgress<int>? progress = null)
+    /// <summary>Inserts slots [first, first + count) (already in the store), on up to <paramref name="threads"/> threads
+    /// (0: <see cref="Rotor.Threading.ThreadCount.Default"/>; 1: one after another, in slot order, reproducibly).</summary>
+    public void Insert(int first, int count, IProgress<int>? progress = null, int threads = 0)
     {
         int total = first + count;
         if (Levels.Length < total) { Array.Resize(ref Levels, Math.Max(total, Levels.Length * 2)); Array.Resize(ref Upper, Levels.Length); }
         if (Links0.Length < (long)total * (1 + M0)) Array.Resize(ref Links0, checked(Math.Max(total, Links0.Length / (1 + M0) * 2) * (1 + M0)));
         for (int i = first; i < total; i++)
         {
-            int level = Math.Min(32, (int)(-Math.Log(1 - _random.NextDouble()) * _levelMult));
+            int level = Math.Min(32, (int)(-Math.Log(1 - LevelDraw(Settings.Seed, i)) * _levelMult));
             Levels[i] = (byte)level;
             Upper[i] = level > 0 ? new int[level * (1 + M)] : null;
             Links0[(long)i * (1 + M0)] = 0;
@@ -85,14 +86,38 @@ internal sealed unsafe class Hnsw
             int start = first;
             if (EntryPoint < 0 && count > 0) { EntryPoint = first; MaxLevel = Levels[first]; start++; }
             int done = 0;
-            Parallel.For(start, total, Rotor.Threading.ThreadCount.Options(), i =>
+            if (threads == 1)
             {
-                InsertOne(i);
-                int n = Interlocked.Increment(ref done);
-                if ((n & 1023) == 0) progress?.Report(n);
-            });
+                for (int i = start; i < total; i++)
+                {
+                    InsertOne(i);
+                    if ((++done & 1023) == 0) progress?.Report(done);
+                }
+            }
+            else
+            {
+                var options = Rotor.Threading.ThreadCount.Options();
+                if (threads > 1) options.MaxDegreeOfParallelism = Math.Min(threads, options.MaxDegreeOfParallelism);
+                Parallel.For(start, total, options, i =>
+                {
+                    InsertOne(i);
+                    int n = Interlocked.Increment(ref done);
+                    if ((n & 1023) == 0) progress?.Report(n);
+                });
+            }
         }
         finally { _building = false; }
+    }
+
+    /// <summary>A uniform draw in [0, 1) for the level of <paramref name="slot"/>: SplitMix64 of the seed and the slot,
+    /// so that a slot's level does not depend on which slots were drawn before it (or in which process).</summary>
+    internal static double LevelDraw(int seed, int slot)
+    {
+        ulong z = ((ulong)(uint)seed << 32 | (uint)slot) + 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        z ^= z >> 31;
+        return (z >> 11) * (1.0 / (1UL << 53));
     }
 
     private void InsertOne(int q)

@@ -44,7 +44,8 @@ public enum IndexStructure
 /// vector on layer 0.</param>
 /// <param name="EfConstruction">Beam width while inserting: larger builds a better graph, more slowly.</param>
 /// <param name="EfSearch">Default beam width while searching (raised to k when k is larger).</param>
-/// <param name="Seed">Seed of the level generator, so that a build is reproducible.</param>
+/// <param name="Seed">Seed of the nodes' levels (each a hash of the seed and the node's slot); a build on one thread
+/// (<see cref="VectorIndex.GraphBuildThreads"/>) is then reproducible.</param>
 public sealed record HnswSettings(int M = 32, int EfConstruction = 200, int EfSearch = 64, int Seed = 42)
 {
     /// <summary>The smallest <see cref="M"/>.</summary>

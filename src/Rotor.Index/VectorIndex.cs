@@ -95,6 +95,20 @@ public sealed unsafe class VectorIndex : IDisposable
     internal IReadOnlyList<IReadOnlyDictionary<string, object>?> FieldsBySlot => _fields;
     internal ulong[] DeletedBits => _deleted;
 
+    /// <summary>Threads that insert into the HNSW graph (<see cref="Add"/>, <see cref="Upsert"/>, <see cref="Compact"/>):
+    /// 0 (the default) uses <see cref="Rotor.Threading.ThreadCount.Default"/>; 1 inserts one record after another, so
+    /// that the graph depends only on the vectors, their order and <see cref="HnswSettings"/>: two indexes given the
+    /// same records in the same order, in any batches and across saves and reopens, hold the same graph (with float32
+    /// codes, on machines whose dot products sum in the same order). Not stored in the file.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is negative.</exception>
+    public int GraphBuildThreads
+    {
+        get => _graphBuildThreads;
+        set { ArgumentOutOfRangeException.ThrowIfNegative(value); _graphBuildThreads = value; }
+    }
+
+    private int _graphBuildThreads;
+
     /// <summary>Live records.</summary>
     public int Count { get { using var _ = Read(); return _slotOf.Count; } }
 
@@ -169,7 +183,7 @@ public sealed unsafe class VectorIndex : IDisposable
             _fields.Add(fields[keep[j]]);
             _slotOf[r.Key] = first + j;
         }
-        _graph?.Insert(first, keep.Count, progress);
+        _graph?.Insert(first, keep.Count, progress, GraphBuildThreads);
     }
 
     private static IReadOnlyDictionary<string, object>? NormalizeFields(IReadOnlyDictionary<string, object>? fields, string key)
@@ -253,7 +267,7 @@ public sealed unsafe class VectorIndex : IDisposable
         if (Options.Structure == IndexStructure.Hnsw)
         {
             _graph = new Hnsw(_store, Options.Metric, Options.Hnsw);
-            _graph.Insert(0, live.Count, progress);
+            _graph.Insert(0, live.Count, progress, GraphBuildThreads);
         }
     }
 

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Rotor.Index;
 using Rotor.Rag.Corpus;
 using Rotor.Rag.Embeddings;
 using Rotor.Rag.Pipeline;
@@ -33,7 +34,10 @@ public sealed class ClusterFactAttribute : FactAttribute
 /// compared with the single-machine index built by `rotor ingest`'s builder from the same documents; then one silo is
 /// killed (SIGKILL) during a stream of queries: no query may fail once the membership has declared it dead, every
 /// answer still equals the single index's, and the lost replicas are copied to the surviving silos; a fourth silo joins and
-/// `rotor cluster rebalance` moves replicas onto it.
+/// `rotor cluster rebalance` moves replicas onto it. The shards are HNSW: every replica builds its own graph, and every
+/// replica of a shard (built on its silo, copied, moved) must hold the same files. The shards hold fewer than the 2048
+/// vectors below which <see cref="VectorIndex"/> scans exactly, so answers still equal the flat single
+/// index's; graph search itself is compared with one graph in <see cref="HnswShardTests"/>.
 /// </summary>
 public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposable
 {
@@ -51,7 +55,7 @@ public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposa
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
     }
 
-    private static readonly string[] Questions =
+    internal static readonly string[] Questions =
     [
         "Who founded anarchism as a political philosophy?", "What causes autism in children?", "How is albedo measured?",
         "What is the capital of Alabama?", "Achilles heel in Greek mythology", "Abraham Lincoln and the Civil War",
@@ -76,6 +80,7 @@ public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposa
         var report = await ClusterIngest.RunAsync(grains, DocumentSource.Folder(corpus), new ClusterIngestOptions
         {
             Shards = Shards, Replicas = Replicas, BatchPassages = Batch, CommitInterval = TimeSpan.FromSeconds(1), Log = new StringWriter(),
+            Structure = IndexStructure.Hnsw,
         });
         Log($"cluster ingestion: {report.Passages} passages from {report.Documents} documents on {report.Silos} silos ({total.Elapsed.TotalSeconds:F1} s)");
         Assert.True(report.Sealed);
@@ -176,6 +181,18 @@ public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IDisposa
         foreach (var mode in modes)
             for (int qi = 0; qi < Questions.Length; qi++)
                 Assert.Null(await Compare(qi, mode));
+
+        // Every replica of a shard holds the same passages and graph files (BM25's Lucene segments carry random ids):
+        // those built during ingestion on s1, s2 (dead, its folder left) and s3, the copies made after s2 died, the
+        // replicas moved to s4.
+        for (int shard = 0; shard < Shards; shard++)
+        {
+            var copies = new[] { "s1", "s2", "s3", "s4" }.Select(s => Path.Combine(_dir, s, $"shard-{shard:D4}", ShardStore.StateFile)).Where(File.Exists)
+                .Select(f => (Folder: f, Files: string.Join(", ", System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(f))!["files"]!.AsArray()
+                    .Where(x => !x!["path"]!.GetValue<string>().StartsWith("bm25/", StringComparison.Ordinal)).Select(x => $"{x!["path"]} {x["sha256"]}")))).ToList();
+            Assert.True(copies.Count >= Replicas, $"shard {shard}: {copies.Count} replica folders");
+            foreach (var c in copies.Skip(1)) Assert.True(c.Files == copies[0].Files, $"shard {shard}: {c.Folder} lists [{c.Files}], {copies[0].Folder} [{copies[0].Files}]");
+        }
 
         // The command line shows the same.
         string text = RunRotor(pg.ConnectionString, "cluster", "status");

@@ -1,9 +1,10 @@
 using Xunit;
 
-namespace Rotor.Rag.Tests;
+namespace Rotor.Testing;
 
 /// <summary>Where test data lives: the repository root is the folder holding Rotor.sln above the test assembly;
-/// shared data is ../shared/data from there, or the folder named by ROTOR_SHARED_DATA (a checkout elsewhere).</summary>
+/// shared data is ../shared/data from there, or the folder named by ROTOR_SHARED_DATA (a checkout elsewhere).
+/// Linked into each test project that reads the shared data.</summary>
 internal static class TestPaths
 {
     public static readonly string? RepoRoot = FindRepoRoot();
@@ -11,7 +12,9 @@ internal static class TestPaths
     public static string? SharedData => Environment.GetEnvironmentVariable("ROTOR_SHARED_DATA") is { Length: > 0 } named ? Path.GetFullPath(named)
         : RepoRoot is null ? null : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
 
-    public static string? WikiSample => Existing(SharedData, "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2");
+    public const string WikiFile = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2";
+
+    public static string? WikiSample => Existing(SharedData, WikiFile);
 
     public static string? SciFact => SharedData is { } d && Directory.Exists(Path.Combine(d, "beir-scifact")) ? Path.Combine(d, "beir-scifact") : null;
 
@@ -30,10 +33,10 @@ internal static class TestPaths
         return null;
     }
 
-    /// <summary>A fresh empty folder under the temp folder, removed by the caller.</summary>
+    /// <summary>A fresh empty folder under the temp folder, named after the test assembly, removed by the caller.</summary>
     public static string TempDir()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "rotor-rag-tests-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(Path.GetTempPath(), $"{typeof(TestPaths).Assembly.GetName().Name}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         return dir;
     }
