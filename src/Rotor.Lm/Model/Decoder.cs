@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using Rotor.Kernels;
 
@@ -74,6 +75,21 @@ public sealed class Decoder
     /// <summary>Tokens one internal step takes at most (longer inputs are split).</summary>
     public int MaxBatch => _maxBatch;
 
+    /// <summary>Where the phases of each pass are timed while set (null: not timed); the caller begins its steps.</summary>
+    public StepTrace? Trace { get; set; }
+
+    /// <summary>Adds the time since <paramref name="since"/> to <paramref name="phase"/> and returns now; 0 (no clock
+    /// read) without a trace.</summary>
+    private long Tick(StepPhase phase, long since)
+    {
+        if (Trace is not { } t) return 0;
+        long now = Stopwatch.GetTimestamp();
+        t.Add(phase, now - since);
+        return now;
+    }
+
+    private long Now() => Trace is null ? 0 : Stopwatch.GetTimestamp();
+
     /// <summary>
     /// Runs <paramref name="tokens"/> at positions <c>cache.Length ..</c>, appends their keys and values to
     /// <paramref name="cache"/>, and returns the logits: (1, V) of the last token, or (B, V) of every token with
@@ -128,6 +144,7 @@ public sealed class Decoder
         if (caches.Count != n) throw new ArgumentException($"{n} tokens but {caches.Count} caches", nameof(caches));
         if (n > _maxBatch) throw new ArgumentException($"{n} sequences, the decoder was made for batches of at most {_maxBatch}", nameof(tokens));
         if (logits.Length < (long)n * _c.VocabSize) throw new ArgumentException($"logits holds {logits.Length} values, need {(long)n * _c.VocabSize}", nameof(logits));
+        long t = Now();
         var seen = new HashSet<KvCache>(ReferenceEqualityComparer.Instance);
         for (int b = 0; b < n; b++)
         {
@@ -137,6 +154,7 @@ public sealed class Decoder
             if (cache.Length >= Math.Min(cache.Capacity, _ropePositions)) throw new RotorException($"sequence {b}: its context of {Math.Min(cache.Capacity, _ropePositions)} positions is full");
             if ((uint)tokens[b] >= (uint)_c.VocabSize) throw new RotorException($"token id {tokens[b]} is outside the vocabulary (0..{_c.VocabSize - 1})");
         }
+        Tick(StepPhase.Checks, t);
         Step(tokens, null, caches);
         Head(n, 0, logits[..(n * _c.VocabSize)]);
     }
@@ -147,8 +165,10 @@ public sealed class Decoder
     {
         int n = tokens.Length, d = _c.Dim, qd = _c.QDim, kvd = _c.KvDim, f = _c.FfnDim;
         int pos0 = single?.Length ?? 0;
+        long t = Now();
         Span<float> x = _x.AsSpan(0, n * d);
         for (int i = 0; i < n; i++) _w.Embedding.GetRow(tokens[i], x.Slice(i * d, d));
+        t = Tick(StepPhase.Embedding, t);
 
         Span<float> h = _h.AsSpan(0, n * d), q = _q.AsSpan(0, n * qd), k = _k.AsSpan(0, n * kvd), v = _v.AsSpan(0, n * kvd);
         Span<float> att = _att.AsSpan(0, n * qd), o = _o.AsSpan(0, n * d), gate = _gate.AsSpan(0, n * f), up = _up.AsSpan(0, n * f);
@@ -157,36 +177,53 @@ public sealed class Decoder
         {
             LayerWeights w = _w.Layers[l];
             RmsNorm(x, w.AttnNorm, h, n, d);
+            t = Tick(StepPhase.Norms, t);
             bool quantized = Quantize(h, _qDim, w.Wq, w.Wk, w.Wv);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.Wq, h, quantized ? _qDim : null, q);
             Project(w.Wk, h, quantized ? _qDim : null, k);
             Project(w.Wv, h, quantized ? _qDim : null, v);
+            t = Tick(StepPhase.Qkv, t);
             if (single is not null)
             {
                 Rope(q, n, _c.Heads, pos0);
                 Rope(k, n, _c.KvHeads, pos0);
+                t = Tick(StepPhase.Rope, t);
                 Attend(single, l, q, k, v, n, pos0, scale, att);
             }
             else
             {
                 for (int i = 0; i < n; i++)
                 {
-                    KvCache cache = perRow![i];
-                    int pos = cache.Length;
+                    int pos = perRow![i].Length;
                     Rope(q.Slice(i * qd, qd), 1, _c.Heads, pos);
                     Rope(k.Slice(i * kvd, kvd), 1, _c.KvHeads, pos);
+                }
+                t = Tick(StepPhase.Rope, t);
+                for (int i = 0; i < n; i++)
+                {
+                    KvCache cache = perRow![i];
+                    int pos = cache.Length;
                     Attend(cache, l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, pos, scale, att.Slice(i * qd, qd));
                 }
             }
+            t = Tick(StepPhase.Attention, t);
             if (w.AttnSubNorm is not null) RmsNorm(att, w.AttnSubNorm, att, n, qd);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(att, _qAtt, w.Wo);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.Wo, att, quantized ? _qAtt : null, o);
+            t = Tick(StepPhase.Wo, t);
             TensorPrimitives.Add(x, o, x);
+            t = Tick(StepPhase.Elementwise, t);
 
             RmsNorm(x, w.FfnNorm, h, n, d);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(h, _qDim, w.WGate, w.WUp);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.WGate, h, quantized ? _qDim : null, gate);
             Project(w.WUp, h, quantized ? _qDim : null, up);
+            t = Tick(StepPhase.GateUp, t);
             if (_c.Activation == FfnActivation.Relu2)
             {
                 TensorPrimitives.Max(gate, 0f, gate);
@@ -199,10 +236,15 @@ public sealed class Decoder
                 TensorPrimitives.Multiply(gate, _h.AsSpan(0, n * f), gate);
             }
             TensorPrimitives.Multiply(gate, up, gate);
+            t = Tick(StepPhase.Elementwise, t);
             if (w.FfnSubNorm is not null) RmsNorm(gate, w.FfnSubNorm, gate, n, f);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(gate, _qFfn, w.WDown);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.WDown, gate, quantized ? _qFfn : null, o);
+            t = Tick(StepPhase.Down, t);
             TensorPrimitives.Add(x, o, x);
+            t = Tick(StepPhase.Elementwise, t);
         }
         if (single is not null) single.Length = pos0 + n;
         else for (int i = 0; i < n; i++) perRow![i].Length++;
@@ -233,9 +275,11 @@ public sealed class Decoder
     private void Head(int rows, int first, Span<float> dst)
     {
         int d = _c.Dim;
+        long t = Now();
         Span<float> h = _h.AsSpan(0, rows * d);
         RmsNorm(_x.AsSpan(first * d, rows * d), _w.FinalNorm, h, rows, d);
         _dense.MatMul(_w.LmHead, h, dst);
+        Tick(StepPhase.Head, t);
     }
 
     /// <summary>Quantizes x for the ternary layers among <paramref name="consumers"/>; false when all are dense.</summary>
