@@ -121,6 +121,82 @@ public class DenseKernelTests
     }
 
     [Fact]
+    public void FloatTileKernelsMatchTheReference()
+    {
+        // Every path's tile against the scalar tile: lengths around each vector width (0, tails of 4, 8 and 16, long
+        // rows), 1-4 activation rows, rows further apart than their length; sums of rows not asked for stay untouched.
+        int seed = 40;
+        foreach (int k in new[] { 0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 100, 1029 })
+        foreach (int mr in new[] { 1, 2, 3, 4 })
+        {
+            seed++;
+            long wStride = k + 5, xStride = k + 11;
+            float[] w = TestData.Floats((int)(DenseGemm.TileRows * wStride), seed, 2f), x = TestData.Floats((int)(DenseGemm.TileRows * xStride), seed + 1, 3f);
+            var expected = new float[16];
+            var got = new float[16];
+            unsafe
+            {
+                fixed (float* wp = w) fixed (float* xp = x) fixed (float* ep = expected) fixed (float* gp = got)
+                {
+                    DenseGemm.TileF32Reference(wp, wStride, xp, xStride, k, mr, ep);
+                    foreach (var path in KernelSelector.Supported)
+                    {
+                        Array.Fill(got, float.NaN);
+                        KernelPaths.Get(path).TileF32(wp, wStride, xp, xStride, k, mr, gp);
+                        for (int r = 0; r < 4; r++)
+                            for (int i = 0; i < 4; i++)
+                            {
+                                float e = expected[r * 4 + i], g = got[r * 4 + i];
+                                if (i >= mr) { Assert.True(float.IsNaN(g), $"{path} k={k} mr={mr}: sum ({r}, {i}) was written"); continue; }
+                                double mag = 0;
+                                for (int j = 0; j < k; j++) mag += Math.Abs((double)w[r * wStride + j] * x[i * xStride + j]);
+                                Assert.True(Math.Abs(e - g) <= 1e-5 * Math.Max(1, mag), $"{path} k={k} mr={mr} ({r}, {i}): {g} vs {e}");
+                            }
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void BatchedFloatProductsMatchFormula(KernelPath path)
+    {
+        // The tiled F32 and F16 products for every batch of 1-17 activation rows: weight rows not a multiple of the
+        // tile (and split over 3 threads, so every task ends in a partial tile), columns with vector tails and columns
+        // cut into several chunks (2100: three).
+        long saved = TernaryGemm.ParallelThreshold;
+        TernaryGemm.ParallelThreshold = 1;
+        try
+        {
+            int seed = 900;
+            foreach (var type in new[] { DenseType.F32, DenseType.F16 })
+            foreach (var (n, k) in new[] { (5, 17), (67, 300), (13, 2100) })
+            foreach (int threads in new[] { 1, 3 })
+            {
+                seed++;
+                var w = DenseMatrix.FromFloat(TestData.Floats(n * k, seed), n, k, type);
+                float[] wd = w.ToFloat();
+                using var be = new CpuBackend(threads, path);
+                for (int m = 1; m <= 17; m++)
+                {
+                    float[] x = TestData.Floats(m * k, seed * 31 + m, 3f);
+                    var y = new float[m * n];
+                    be.MatMul(w, x, y);
+                    for (int i = 0; i < m; i++)
+                        for (int r = 0; r < n; r++)
+                        {
+                            double s = 0, mag = 0;
+                            for (int j = 0; j < k; j++) { double p = (double)wd[r * k + j] * x[i * k + j]; s += p; mag += Math.Abs(p); }
+                            Assert.True(Math.Abs(s - y[i * n + r]) <= 1e-5 * Math.Max(1, mag), $"{path} {type} {n}x{k} m={m} t={threads} ({i}, {r}): {y[i * n + r]} vs {s}");
+                        }
+                }
+            }
+        }
+        finally { TernaryGemm.ParallelThreshold = saved; }
+    }
+
+    [Fact]
     public void HalfDotWidensEveryFiniteHalfExactly()
     {
         // Every finite half value (subnormals, both zeros, the largest) against (float)Half, in lengths that exercise
