@@ -41,6 +41,7 @@ public sealed class Decoder
     private readonly QuantizedActivations _qDim, _qAtt, _qFfn;
     private readonly float[] _cos, _sin;   // (ropePositions, headDim / 2)
     private readonly int _ropePositions;
+    private readonly HashSet<KvCache> _seen = new(ReferenceEqualityComparer.Instance);   // ForwardBatch's duplicate check
 
     /// <summary>A decoder for <paramref name="weights"/> of a model shaped <paramref name="config"/>, computing with
     /// <paramref name="backend"/>, for batches of up to <paramref name="maxBatch"/> tokens and positions below
@@ -145,11 +146,11 @@ public sealed class Decoder
         if (n > _maxBatch) throw new ArgumentException($"{n} sequences, the decoder was made for batches of at most {_maxBatch}", nameof(tokens));
         if (logits.Length < (long)n * _c.VocabSize) throw new ArgumentException($"logits holds {logits.Length} values, need {(long)n * _c.VocabSize}", nameof(logits));
         long t = Now();
-        var seen = new HashSet<KvCache>(ReferenceEqualityComparer.Instance);
+        _seen.Clear();
         for (int b = 0; b < n; b++)
         {
             var cache = caches[b] ?? throw new ArgumentNullException(nameof(caches));
-            if (!seen.Add(cache)) throw new RotorException($"sequence {b}'s cache appears twice in one batch");
+            if (!_seen.Add(cache)) throw new RotorException($"sequence {b}'s cache appears twice in one batch");
             if (cache.KvDim != _c.KvDim) throw new ArgumentException("a cache was made for another model", nameof(caches));
             if (cache.Length >= Math.Min(cache.Capacity, _ropePositions)) throw new RotorException($"sequence {b}: its context of {Math.Min(cache.Capacity, _ropePositions)} positions is full");
             if ((uint)tokens[b] >= (uint)_c.VocabSize) throw new RotorException($"token id {tokens[b]} is outside the vocabulary (0..{_c.VocabSize - 1})");

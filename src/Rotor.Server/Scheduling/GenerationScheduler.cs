@@ -131,6 +131,7 @@ public sealed class GenerationScheduler : IDisposable
     private readonly float[] _logits;
     private readonly int[] _batchTokens;
     private readonly Action<int> _advanceRow;   // samples row b of a decode step (made once: no delegate a step)
+    private readonly ParallelOptions _parallel;   // the rows' sampling (made once: no options a step)
     private readonly int[] _chunk;   // (PrefillChunk) prompt tokens of one prefill call
     private readonly List<KvCache> _batchCaches = [];
     private readonly List<Sequence> _batchSeqs = [];
@@ -154,6 +155,7 @@ public sealed class GenerationScheduler : IDisposable
         _batchTokens = new int[_o.MaxBatch];
         _advanceRow = b => Advance(_batchSeqs[b], _logits.AsSpan(b * _model.Config.VocabSize, _model.Config.VocabSize));
         _chunk = new int[_o.PrefillChunk];
+        _parallel = Rotor.Threading.ThreadCount.Options();
         _trace = StepTrace.Requested ? new StepTrace() : null;
         _thread = new Thread(Loop) { IsBackground = true, Name = "rotor-decode" };
         _thread.Start();
@@ -348,7 +350,7 @@ public sealed class GenerationScheduler : IDisposable
                 // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
                 // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
                 if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
-                else Parallel.For(0, decoded, Rotor.Threading.ThreadCount.Options(), _advanceRow);
+                else Parallel.For(0, decoded, _parallel, _advanceRow);
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
             finally { _decoder.Trace = null; }

@@ -135,8 +135,9 @@ internal static unsafe class DenseGemm
     /// <summary>
     /// <c>sum_j w[j] * x[j]</c> with half-precision w widened in registers (.NET has no F16C intrinsic): the magnitude
     /// bits shifted into a float's place are the value times 2^-112 for normal and subnormal halves alike, so one
-    /// multiply by 2^112 restores it; the sign bit moves across. Weights are finite, so infinities and NaNs, which
-    /// this maps to large finite values, do not occur.
+    /// multiply by 2^112 restores it. Each half is sign-extended to 32 bits and shifted left by 13: its sign lands in
+    /// bit 31 with copies in bits 28-30, which one mask clears. Weights are finite, so infinities and NaNs, which this
+    /// maps to large finite values, do not occur.
     /// </summary>
     public static float DotF16(ushort* w, float* x, int n)
     {
@@ -144,16 +145,11 @@ internal static unsafe class DenseGemm
         float sum = 0;
         if (Vector512.IsHardwareAccelerated && n >= 32)
         {
-            Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero, scale = Vector512.Create(Pow2To112);
-            Vector512<uint> mag = Vector512.Create(0x7fffu), sign = Vector512.Create(0x8000u);
+            Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero;
             for (; j + 32 <= n; j += 32)
             {
-                Vector512<ushort> h = Vector512.Load(w + j);
-                Vector512<uint> lo = Vector512.WidenLower(h), hi = Vector512.WidenUpper(h);
-                Vector512<float> flo = Vector512.AsSingle(Vector512.ShiftLeft(lo & mag, 13)) * scale;
-                Vector512<float> fhi = Vector512.AsSingle(Vector512.ShiftLeft(hi & mag, 13)) * scale;
-                flo = Vector512.AsSingle(Vector512.AsUInt32(flo) | Vector512.ShiftLeft(lo & sign, 16));
-                fhi = Vector512.AsSingle(Vector512.AsUInt32(fhi) | Vector512.ShiftLeft(hi & sign, 16));
+                Vector512<short> h = Vector512.Load((short*)w + j);
+                Vector512<float> flo = Widen(Vector512.WidenLower(h)), fhi = Widen(Vector512.WidenUpper(h));
                 acc0 = Vector512.FusedMultiplyAdd(flo, Vector512.Load(x + j), acc0);
                 acc1 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x + j + 16), acc1);
             }
@@ -161,16 +157,11 @@ internal static unsafe class DenseGemm
         }
         else if (Vector256.IsHardwareAccelerated && n >= 16)
         {
-            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero, scale = Vector256.Create(Pow2To112);
-            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero;
             for (; j + 16 <= n; j += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + j);
-                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
-                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
-                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
-                flo = Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16));
-                fhi = Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16));
+                Vector256<short> h = Vector256.Load((short*)w + j);
+                Vector256<float> flo = Widen(Vector256.WidenLower(h)), fhi = Widen(Vector256.WidenUpper(h));
                 acc0 = Vector256.FusedMultiplyAdd(flo, Vector256.Load(x + j), acc0);
                 acc1 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x + j + 8), acc1);
             }
@@ -356,22 +347,35 @@ internal static unsafe class DenseGemm
     public static void WidenF16(ushort* w, float* dst, int n)
     {
         int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j + 32 <= n; j += 32)
+            {
+                Vector512<short> h = Vector512.Load((short*)w + j);
+                Widen(Vector512.WidenLower(h)).Store(dst + j);
+                Widen(Vector512.WidenUpper(h)).Store(dst + j + 16);
+            }
         if (Vector256.IsHardwareAccelerated)
-        {
-            Vector256<float> scale = Vector256.Create(Pow2To112);
-            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
             for (; j + 16 <= n; j += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + j);
-                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
-                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
-                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
-                Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16)).Store(dst + j);
-                Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16)).Store(dst + j + 8);
+                Vector256<short> h = Vector256.Load((short*)w + j);
+                Widen(Vector256.WidenLower(h)).Store(dst + j);
+                Widen(Vector256.WidenUpper(h)).Store(dst + j + 8);
             }
-        }
         for (; j < n; j++) dst[j] = (float)BitConverter.UInt16BitsToHalf(w[j]);
     }
+
+    /// <summary>Sign-extended half bits to floats (see <see cref="DotF16"/>): shift, clear the sign's copies, scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(Vector512<int> h) =>
+        Vector512.AsSingle(Vector512.ShiftLeft(h, 13) & Vector512.Create(HalfBits)) * Vector512.Create(Pow2To112);
+
+    /// <inheritdoc cref="Widen(Vector512{int})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen(Vector256<int> h) =>
+        Vector256.AsSingle(Vector256.ShiftLeft(h, 13) & Vector256.Create(HalfBits)) * Vector256.Create(Pow2To112);
+
+    /// <summary>Bit 31 (the sign) and bits 0-27 (a half's magnitude shifted by 13) of a 32-bit lane.</summary>
+    private const int HalfBits = unchecked((int)0x8FFFFFFF);
 
     private sealed class Job : IParallelWork
     {
