@@ -308,6 +308,68 @@ public class DenseKernelTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void AttentionOfManySequencesMatchesFormula(KernelPath path)
+    {
+        // One query row per sequence, each over its own cache at its own position (a batched decode step), float and
+        // half caches, 1-17 rows, threads 1 and 2 (the widest shape has work enough to be split), against the formula
+        // row by row.
+        int seed = 300;
+        foreach (var (heads, kvHeads, hd) in new[] { (1, 1, 2), (4, 2, 8), (6, 3, 10), (2, 1, 33), (8, 2, 64) })
+        foreach (int m in new[] { 1, 2, 5, 17 })
+        foreach (bool half in new[] { false, true })
+        foreach (int threads in new[] { 1, 2 })
+        {
+            seed++;
+            var rng = new Random(seed);
+            int kvStride = kvHeads * hd + 3, w = heads * hd;
+            int[] pos = [.. Enumerable.Range(0, m).Select(_ => rng.Next(0, 60))];
+            float[][] k = [.. pos.Select((p, b) => TestData.Floats((p + 1 + b % 3) * kvStride, seed * 100 + 2 * b, 2f))];
+            float[][] v = [.. pos.Select((p, b) => TestData.Floats((p + 1 + b % 3) * kvStride, seed * 100 + 2 * b + 1))];
+            if (half) { k = [.. k.Select(a => a.Select(f => (float)(Half)f).ToArray())]; v = [.. v.Select(a => a.Select(f => (float)(Half)f).ToArray())]; }
+            float[] q = TestData.Floats(m * w, seed, seed % 2 == 0 ? 1f : 300f);
+            var got = new float[m * w];
+            using var be = new CpuBackend(threads, path);
+            IAttentionBackend backend = be;
+            float scale = 1f / MathF.Sqrt(hd);
+            if (half)
+                backend.AttentionRows(q, heads, kvHeads, hd, [.. k.Select(a => a.Select(f => (Half)f).ToArray())], [.. v.Select(a => a.Select(f => (Half)f).ToArray())], pos, kvStride, scale, got);
+            else
+                backend.AttentionRows(q, heads, kvHeads, hd, k, v, pos, kvStride, scale, got);
+            for (int b = 0; b < m; b++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int g = h / (heads / kvHeads), n = pos[b] + 1;
+                    var s = new double[n];
+                    for (int t = 0; t < n; t++)
+                    {
+                        double d = 0;
+                        for (int j = 0; j < hd; j++) d += q[b * w + h * hd + j] * k[b][t * kvStride + g * hd + j];
+                        s[t] = d * scale;
+                    }
+                    double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+                    for (int j = 0; j < hd; j++)
+                    {
+                        double o = 0;
+                        for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * v[b][t * kvStride + g * hd + j];
+                        Assert.True(Math.Abs(o - got[b * w + h * hd + j]) <= 1e-4, $"{path} half={half} m={m} t={threads} row {b} head {h} [{j}]: {got[b * w + h * hd + j]} vs {o}");
+                    }
+                }
+        }
+    }
+
+    [Fact]
+    public void AttentionOfManySequencesRejectsShortCaches()
+    {
+        using var be = new CpuBackend(1);
+        IAttentionBackend backend = be;
+        // Row 1 is at position 2 but its cache holds two positions.
+        var e = Assert.Throws<ArgumentException>(() => backend.AttentionRows(new float[16], 1, 1, 8, [new float[8], new float[16]], [new float[8], new float[24]], [0, 2], 8, 1f, new float[16]));
+        Assert.Contains("k", e.Message);
+        Assert.Throws<ArgumentException>(() => backend.AttentionRows(new float[16], 1, 1, 8, [new float[8]], [new float[8]], [0, 0], 8, 1f, new float[16]));
+    }
+
     [Fact]
     public void AttentionRejectsShortCaches()
     {

@@ -42,6 +42,10 @@ public sealed class Decoder
     private readonly float[] _cos, _sin;   // (ropePositions, headDim / 2)
     private readonly int _ropePositions;
     private readonly HashSet<KvCache> _seen = new(ReferenceEqualityComparer.Instance);   // ForwardBatch's duplicate check
+    // ForwardBatch's per-row caches of one layer and positions, (maxBatch) each: the attention of every row in one call.
+    private readonly float[][] _rowK, _rowV;
+    private readonly Half[][] _rowKH, _rowVH;
+    private readonly int[] _rowPos;
 
     /// <summary>A decoder for <paramref name="weights"/> of a model shaped <paramref name="config"/>, computing with
     /// <paramref name="backend"/>, for batches of up to <paramref name="maxBatch"/> tokens and positions below
@@ -69,6 +73,7 @@ public sealed class Decoder
         _qFfn = new QuantizedActivations(b, _c.FfnDim);
         (_cos, _sin) = RopeTables(_c, maxPositions);
         _ropePositions = maxPositions;
+        _rowK = new float[b][]; _rowV = new float[b][]; _rowKH = new Half[b][]; _rowVH = new Half[b][]; _rowPos = new int[b];
     }
 
     /// <summary>The configuration this decoder runs.</summary>
@@ -201,12 +206,7 @@ public sealed class Decoder
                     Rope(k.Slice(i * kvd, kvd), 1, _c.KvHeads, pos);
                 }
                 t = Tick(StepPhase.Rope, t);
-                for (int i = 0; i < n; i++)
-                {
-                    KvCache cache = perRow![i];
-                    int pos = cache.Length;
-                    Attend(cache, l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, pos, scale, att.Slice(i * qd, qd));
-                }
+                AttendRows(perRow!, l, q, k, v, n, scale, att);
             }
             t = Tick(StepPhase.Attention, t);
             if (w.AttnSubNorm is not null) RmsNorm(att, w.AttnSubNorm, att, n, qd);
@@ -269,6 +269,51 @@ public sealed class Decoder
             k[..(n * kvd)].CopyTo(kc.AsSpan(pos0 * kvd, n * kvd));
             v[..(n * kvd)].CopyTo(vc.AsSpan(pos0 * kvd, n * kvd));
             _attention.Attention(q, n, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, kvd, pos0, scale, att);
+        }
+    }
+
+    /// <summary>Stores row i's key and value at its cache's next position in layer l and runs every row's attention
+    /// over its own cache in one call (one job for all rows and heads); caches of mixed types go one row at a time.</summary>
+    private void AttendRows(IReadOnlyList<KvCache> caches, int l, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n, float scale, Span<float> att)
+    {
+        int kvd = _c.KvDim, qd = _c.QDim;
+        KvCacheType type = caches[0].Type;
+        bool same = true;
+        for (int i = 1; i < n; i++) same &= caches[i].Type == type;
+        if (!same)
+        {
+            for (int i = 0; i < n; i++)
+                Attend(caches[i], l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, caches[i].Length, scale, att.Slice(i * qd, qd));
+            return;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            KvCache cache = caches[i];
+            int pos = _rowPos[i] = cache.Length;
+            if (type == KvCacheType.F16)
+            {
+                Half[] kc = _rowKH[i] = cache.KeysF16(l), vc = _rowVH[i] = cache.ValuesF16(l);
+                TensorPrimitives.ConvertToHalf(k.Slice(i * kvd, kvd), kc.AsSpan(pos * kvd, kvd));
+                TensorPrimitives.ConvertToHalf(v.Slice(i * kvd, kvd), vc.AsSpan(pos * kvd, kvd));
+            }
+            else
+            {
+                float[] kc = _rowK[i] = cache.Keys(l), vc = _rowV[i] = cache.Values(l);
+                k.Slice(i * kvd, kvd).CopyTo(kc.AsSpan(pos * kvd, kvd));
+                v.Slice(i * kvd, kvd).CopyTo(vc.AsSpan(pos * kvd, kvd));
+            }
+        }
+        try
+        {
+            if (type == KvCacheType.F16)
+                _attention.AttentionRows(q, _c.Heads, _c.KvHeads, _c.HeadDim, _rowKH.AsSpan(0, n), _rowVH.AsSpan(0, n), _rowPos.AsSpan(0, n), kvd, scale, att);
+            else
+                _attention.AttentionRows(q, _c.Heads, _c.KvHeads, _c.HeadDim, _rowK.AsSpan(0, n), _rowV.AsSpan(0, n), _rowPos.AsSpan(0, n), kvd, scale, att);
+        }
+        finally
+        {
+            // The tables must not keep a finished sequence's cache alive.
+            Array.Clear(_rowK); Array.Clear(_rowV); Array.Clear(_rowKH); Array.Clear(_rowVH);
         }
     }
 
