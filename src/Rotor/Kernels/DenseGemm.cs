@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -8,8 +7,9 @@ namespace Rotor.Kernels;
 
 /// <summary>
 /// Products with a <see cref="DenseMatrix"/>: <c>y[i, r] = sum_j W[r, j] * x[i, j]</c> for m activation rows.
-/// F32 and F16 weights multiply float activations (F16 rows are widened to float a row at a time, so a row is read
-/// once for all m activations). Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
+/// F32 and F16 weights multiply float activations: one activation row meets each F16 weight widened in registers;
+/// several go through the path's 4 x 4 float tile, F16 widened once a call into a small panel that every group of four
+/// activation rows reads. Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
 /// products do): <c>y[i, r] = xScale[i] * wScale[r] * sum_j q[r, j] * xq[i, j]</c>, exact in 32-bit integers since
 /// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2. Q4 weights multiply the same int8 activations, packed
 /// by <see cref="Q4Activations"/>, through the path's <see cref="DenseQ4"/> kernel.
@@ -283,34 +283,32 @@ internal static unsafe class DenseGemm
     }
 
     /// <summary><see cref="TileF32Reference"/> with 128-bit vectors on any platform (Arm has 32 registers: the 4 x 4
-    /// tile fits), multiply and add kept separate where the platform lacks a fused one.</summary>
+    /// tile fits); a multiply then an add, not fused.</summary>
     public static void TileF32Portable(float* w, long wStride, float* x, long xStride, int k, int mr, float* sums)
     {
         int k4 = k & ~3;
         float* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
         if (mr == TileRows)
         {
+            Vector128<float> a00 = Vector128<float>.Zero, a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            Vector128<float> a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+            for (int j = 0; j < k4; j += 4)
             {
-                Vector128<float> a00 = Vector128<float>.Zero, a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-                Vector128<float> a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-                float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
-                for (int j = 0; j < k4; j += 4)
-                {
-                    Vector128<float> v0 = Vector128.Load(w0 + j), v1 = Vector128.Load(w1 + j), v2 = Vector128.Load(w2 + j), v3 = Vector128.Load(w3 + j);
-                    Vector128<float> xv = Vector128.Load(x0 + j);
-                    a00 += v0 * xv; a10 += v1 * xv; a20 += v2 * xv; a30 += v3 * xv;
-                    xv = Vector128.Load(x1 + j);
-                    a01 += v0 * xv; a11 += v1 * xv; a21 += v2 * xv; a31 += v3 * xv;
-                    xv = Vector128.Load(x2 + j);
-                    a02 += v0 * xv; a12 += v1 * xv; a22 += v2 * xv; a32 += v3 * xv;
-                    xv = Vector128.Load(x3 + j);
-                    a03 += v0 * xv; a13 += v1 * xv; a23 += v2 * xv; a33 += v3 * xv;
-                }
-                sums[0] = Vector128.Sum(a00); sums[1] = Vector128.Sum(a01); sums[2] = Vector128.Sum(a02); sums[3] = Vector128.Sum(a03);
-                sums[4] = Vector128.Sum(a10); sums[5] = Vector128.Sum(a11); sums[6] = Vector128.Sum(a12); sums[7] = Vector128.Sum(a13);
-                sums[8] = Vector128.Sum(a20); sums[9] = Vector128.Sum(a21); sums[10] = Vector128.Sum(a22); sums[11] = Vector128.Sum(a23);
-                sums[12] = Vector128.Sum(a30); sums[13] = Vector128.Sum(a31); sums[14] = Vector128.Sum(a32); sums[15] = Vector128.Sum(a33);
+                Vector128<float> v0 = Vector128.Load(w0 + j), v1 = Vector128.Load(w1 + j), v2 = Vector128.Load(w2 + j), v3 = Vector128.Load(w3 + j);
+                Vector128<float> xv = Vector128.Load(x0 + j);
+                a00 += v0 * xv; a10 += v1 * xv; a20 += v2 * xv; a30 += v3 * xv;
+                xv = Vector128.Load(x1 + j);
+                a01 += v0 * xv; a11 += v1 * xv; a21 += v2 * xv; a31 += v3 * xv;
+                xv = Vector128.Load(x2 + j);
+                a02 += v0 * xv; a12 += v1 * xv; a22 += v2 * xv; a32 += v3 * xv;
+                xv = Vector128.Load(x3 + j);
+                a03 += v0 * xv; a13 += v1 * xv; a23 += v2 * xv; a33 += v3 * xv;
             }
+            sums[0] = Vector128.Sum(a00); sums[1] = Vector128.Sum(a01); sums[2] = Vector128.Sum(a02); sums[3] = Vector128.Sum(a03);
+            sums[4] = Vector128.Sum(a10); sums[5] = Vector128.Sum(a11); sums[6] = Vector128.Sum(a12); sums[7] = Vector128.Sum(a13);
+            sums[8] = Vector128.Sum(a20); sums[9] = Vector128.Sum(a21); sums[10] = Vector128.Sum(a22); sums[11] = Vector128.Sum(a23);
+            sums[12] = Vector128.Sum(a30); sums[13] = Vector128.Sum(a31); sums[14] = Vector128.Sum(a32); sums[15] = Vector128.Sum(a33);
         }
         else
         {
@@ -409,6 +407,7 @@ internal static unsafe class DenseGemm
                 case DenseType.F16 when !Reference:
                     TiledRows(w, r0, r1);
                     break;
+                // The reference path: plain loops.
                 case DenseType.F32:
                 case DenseType.F16:
                     {
@@ -421,16 +420,14 @@ internal static unsafe class DenseGemm
                             if (w.Type == DenseType.F32) row = new ReadOnlySpan<float>(p, k);
                             else
                             {
-                                if (Reference) for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
-                                else fixed (float* b = buf) WidenF16((ushort*)p, b, k);
+                                for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
                                 row = buf.AsSpan(0, k);
                             }
                             for (int i = 0; i < M; i++)
                             {
                                 var x = new ReadOnlySpan<float>(X + (long)i * XStride, k);
-                                float s;
-                                if (Reference) { s = 0; for (int j = 0; j < k; j++) s += row[j] * x[j]; }
-                                else s = TensorPrimitives.Dot(row, x);
+                                float s = 0;
+                                for (int j = 0; j < k; j++) s += row[j] * x[j];
                                 Y[(long)i * YStride + r] = s;
                             }
                         }
