@@ -121,6 +121,82 @@ public class DenseKernelTests
     }
 
     [Fact]
+    public void FloatTileKernelsMatchTheReference()
+    {
+        // Every path's tile against the scalar tile: lengths around each vector width (0, tails of 4, 8 and 16, long
+        // rows), 1-4 activation rows, rows further apart than their length; sums of rows not asked for stay untouched.
+        int seed = 40;
+        foreach (int k in new[] { 0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 100, 1029 })
+        foreach (int mr in new[] { 1, 2, 3, 4 })
+        {
+            seed++;
+            long wStride = k + 5, xStride = k + 11;
+            float[] w = TestData.Floats((int)(DenseGemm.TileRows * wStride), seed, 2f), x = TestData.Floats((int)(DenseGemm.TileRows * xStride), seed + 1, 3f);
+            var expected = new float[16];
+            var got = new float[16];
+            unsafe
+            {
+                fixed (float* wp = w) fixed (float* xp = x) fixed (float* ep = expected) fixed (float* gp = got)
+                {
+                    DenseGemm.TileF32Reference(wp, wStride, xp, xStride, k, mr, ep);
+                    foreach (var path in KernelSelector.Supported)
+                    {
+                        Array.Fill(got, float.NaN);
+                        KernelPaths.Get(path).TileF32(wp, wStride, xp, xStride, k, mr, gp);
+                        for (int r = 0; r < 4; r++)
+                            for (int i = 0; i < 4; i++)
+                            {
+                                float e = expected[r * 4 + i], g = got[r * 4 + i];
+                                if (i >= mr) { Assert.True(float.IsNaN(g), $"{path} k={k} mr={mr}: sum ({r}, {i}) was written"); continue; }
+                                double mag = 0;
+                                for (int j = 0; j < k; j++) mag += Math.Abs((double)w[r * wStride + j] * x[i * xStride + j]);
+                                Assert.True(Math.Abs(e - g) <= 1e-5 * Math.Max(1, mag), $"{path} k={k} mr={mr} ({r}, {i}): {g} vs {e}");
+                            }
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void BatchedFloatProductsMatchFormula(KernelPath path)
+    {
+        // The tiled F32 and F16 products for every batch of 1-17 activation rows: weight rows not a multiple of the
+        // tile (and split over 3 threads, so every task ends in a partial tile), columns with vector tails and columns
+        // cut into several chunks (2100: three).
+        long saved = TernaryGemm.ParallelThreshold;
+        TernaryGemm.ParallelThreshold = 1;
+        try
+        {
+            int seed = 900;
+            foreach (var type in new[] { DenseType.F32, DenseType.F16 })
+            foreach (var (n, k) in new[] { (5, 17), (67, 300), (13, 2100) })
+            foreach (int threads in new[] { 1, 3 })
+            {
+                seed++;
+                var w = DenseMatrix.FromFloat(TestData.Floats(n * k, seed), n, k, type);
+                float[] wd = w.ToFloat();
+                using var be = new CpuBackend(threads, path);
+                for (int m = 1; m <= 17; m++)
+                {
+                    float[] x = TestData.Floats(m * k, seed * 31 + m, 3f);
+                    var y = new float[m * n];
+                    be.MatMul(w, x, y);
+                    for (int i = 0; i < m; i++)
+                        for (int r = 0; r < n; r++)
+                        {
+                            double s = 0, mag = 0;
+                            for (int j = 0; j < k; j++) { double p = (double)wd[r * k + j] * x[i * k + j]; s += p; mag += Math.Abs(p); }
+                            Assert.True(Math.Abs(s - y[i * n + r]) <= 1e-5 * Math.Max(1, mag), $"{path} {type} {n}x{k} m={m} t={threads} ({i}, {r}): {y[i * n + r]} vs {s}");
+                        }
+                }
+            }
+        }
+        finally { TernaryGemm.ParallelThreshold = saved; }
+    }
+
+    [Fact]
     public void HalfDotWidensEveryFiniteHalfExactly()
     {
         // Every finite half value (subnormals, both zeros, the largest) against (float)Half, in lengths that exercise
@@ -230,6 +306,68 @@ public class DenseKernelTests
                     }
                 }
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(AllPaths))]
+    public void AttentionOfManySequencesMatchesFormula(KernelPath path)
+    {
+        // One query row per sequence, each over its own cache at its own position (a batched decode step), float and
+        // half caches, 1-17 rows, threads 1 and 2 (the widest shape has work enough to be split), against the formula
+        // row by row.
+        int seed = 300;
+        foreach (var (heads, kvHeads, hd) in new[] { (1, 1, 2), (4, 2, 8), (6, 3, 10), (2, 1, 33), (8, 2, 64) })
+        foreach (int m in new[] { 1, 2, 5, 17 })
+        foreach (bool half in new[] { false, true })
+        foreach (int threads in new[] { 1, 2 })
+        {
+            seed++;
+            var rng = new Random(seed);
+            int kvStride = kvHeads * hd + 3, w = heads * hd;
+            int[] pos = [.. Enumerable.Range(0, m).Select(_ => rng.Next(0, 60))];
+            float[][] k = [.. pos.Select((p, b) => TestData.Floats((p + 1 + b % 3) * kvStride, seed * 100 + 2 * b, 2f))];
+            float[][] v = [.. pos.Select((p, b) => TestData.Floats((p + 1 + b % 3) * kvStride, seed * 100 + 2 * b + 1))];
+            if (half) { k = [.. k.Select(a => a.Select(f => (float)(Half)f).ToArray())]; v = [.. v.Select(a => a.Select(f => (float)(Half)f).ToArray())]; }
+            float[] q = TestData.Floats(m * w, seed, seed % 2 == 0 ? 1f : 300f);
+            var got = new float[m * w];
+            using var be = new CpuBackend(threads, path);
+            IAttentionBackend backend = be;
+            float scale = 1f / MathF.Sqrt(hd);
+            if (half)
+                backend.AttentionRows(q, heads, kvHeads, hd, [.. k.Select(a => a.Select(f => (Half)f).ToArray())], [.. v.Select(a => a.Select(f => (Half)f).ToArray())], pos, kvStride, scale, got);
+            else
+                backend.AttentionRows(q, heads, kvHeads, hd, k, v, pos, kvStride, scale, got);
+            for (int b = 0; b < m; b++)
+                for (int h = 0; h < heads; h++)
+                {
+                    int g = h / (heads / kvHeads), n = pos[b] + 1;
+                    var s = new double[n];
+                    for (int t = 0; t < n; t++)
+                    {
+                        double d = 0;
+                        for (int j = 0; j < hd; j++) d += q[b * w + h * hd + j] * k[b][t * kvStride + g * hd + j];
+                        s[t] = d * scale;
+                    }
+                    double max = s.Max(), sum = s.Sum(z => Math.Exp(z - max));
+                    for (int j = 0; j < hd; j++)
+                    {
+                        double o = 0;
+                        for (int t = 0; t < n; t++) o += Math.Exp(s[t] - max) / sum * v[b][t * kvStride + g * hd + j];
+                        Assert.True(Math.Abs(o - got[b * w + h * hd + j]) <= 1e-4, $"{path} half={half} m={m} t={threads} row {b} head {h} [{j}]: {got[b * w + h * hd + j]} vs {o}");
+                    }
+                }
+        }
+    }
+
+    [Fact]
+    public void AttentionOfManySequencesRejectsShortCaches()
+    {
+        using var be = new CpuBackend(1);
+        IAttentionBackend backend = be;
+        // Row 1 is at position 2 but its cache holds two positions.
+        var e = Assert.Throws<ArgumentException>(() => backend.AttentionRows(new float[16], 1, 1, 8, [new float[8], new float[16]], [new float[8], new float[24]], [0, 2], 8, 1f, new float[16]));
+        Assert.Contains("k", e.Message);
+        Assert.Throws<ArgumentException>(() => backend.AttentionRows(new float[16], 1, 1, 8, [new float[8]], [new float[8]], [0, 0], 8, 1f, new float[16]));
     }
 
     [Fact]

@@ -121,10 +121,17 @@ public sealed class Sampler
         if (k < n)
         {
             _heap.Clear();
+            // Once the heap is full, a logit below its least one cannot enter: one float comparison rejects most of the
+            // vocabulary (equal logits, NaNs and the rest take the full comparison, so the result is unchanged).
+            float floor = float.NegativeInfinity;
             for (int i = 0; i < n; i++)
             {
-                if (_heap.Count < k) _heap.Enqueue(i, (l[i], -i));
-                else if (_heap.TryPeek(out _, out var least) && (l[i], -i).CompareTo(least) > 0) _heap.EnqueueDequeue(i, (l[i], -i));
+                float li = l[i];
+                if (li < floor) continue;
+                if (_heap.Count < k) _heap.Enqueue(i, (li, -i));
+                else if (_heap.TryPeek(out _, out var least) && (li, -i).CompareTo(least) > 0) _heap.EnqueueDequeue(i, (li, -i));
+                else continue;
+                if (_heap.Count == k && _heap.TryPeek(out _, out var now)) floor = now.Item1;
             }
             for (int i = k - 1; i >= 0; i--) ids[i] = _heap.Dequeue();
         }

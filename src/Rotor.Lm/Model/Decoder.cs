@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using Rotor.Kernels;
 
@@ -40,6 +41,11 @@ public sealed class Decoder
     private readonly QuantizedActivations _qDim, _qAtt, _qFfn;
     private readonly float[] _cos, _sin;   // (ropePositions, headDim / 2)
     private readonly int _ropePositions;
+    private readonly HashSet<KvCache> _seen = new(ReferenceEqualityComparer.Instance);   // ForwardBatch's duplicate check
+    // ForwardBatch's per-row caches of one layer and positions, (maxBatch) each: the attention of every row in one call.
+    private readonly float[][] _rowK, _rowV;
+    private readonly Half[][] _rowKH, _rowVH;
+    private readonly int[] _rowPos;
 
     /// <summary>A decoder for <paramref name="weights"/> of a model shaped <paramref name="config"/>, computing with
     /// <paramref name="backend"/>, for batches of up to <paramref name="maxBatch"/> tokens and positions below
@@ -67,12 +73,28 @@ public sealed class Decoder
         _qFfn = new QuantizedActivations(b, _c.FfnDim);
         (_cos, _sin) = RopeTables(_c, maxPositions);
         _ropePositions = maxPositions;
+        _rowK = new float[b][]; _rowV = new float[b][]; _rowKH = new Half[b][]; _rowVH = new Half[b][]; _rowPos = new int[b];
     }
 
     /// <summary>The configuration this decoder runs.</summary>
     public ModelConfig Config => _c;
     /// <summary>Tokens one internal step takes at most (longer inputs are split).</summary>
     public int MaxBatch => _maxBatch;
+
+    /// <summary>Where the phases of each pass are timed while set (null: not timed); the caller begins its steps.</summary>
+    public StepTrace? Trace { get; set; }
+
+    /// <summary>Adds the time since <paramref name="since"/> to <paramref name="phase"/> and returns now; 0 (no clock
+    /// read) without a trace.</summary>
+    private long Tick(StepPhase phase, long since)
+    {
+        if (Trace is not { } t) return 0;
+        long now = Stopwatch.GetTimestamp();
+        t.Add(phase, now - since);
+        return now;
+    }
+
+    private long Now() => Trace is null ? 0 : Stopwatch.GetTimestamp();
 
     /// <summary>
     /// Runs <paramref name="tokens"/> at positions <c>cache.Length ..</c>, appends their keys and values to
@@ -128,15 +150,17 @@ public sealed class Decoder
         if (caches.Count != n) throw new ArgumentException($"{n} tokens but {caches.Count} caches", nameof(caches));
         if (n > _maxBatch) throw new ArgumentException($"{n} sequences, the decoder was made for batches of at most {_maxBatch}", nameof(tokens));
         if (logits.Length < (long)n * _c.VocabSize) throw new ArgumentException($"logits holds {logits.Length} values, need {(long)n * _c.VocabSize}", nameof(logits));
-        var seen = new HashSet<KvCache>(ReferenceEqualityComparer.Instance);
+        long t = Now();
+        _seen.Clear();
         for (int b = 0; b < n; b++)
         {
             var cache = caches[b] ?? throw new ArgumentNullException(nameof(caches));
-            if (!seen.Add(cache)) throw new RotorException($"sequence {b}'s cache appears twice in one batch");
+            if (!_seen.Add(cache)) throw new RotorException($"sequence {b}'s cache appears twice in one batch");
             if (cache.KvDim != _c.KvDim) throw new ArgumentException("a cache was made for another model", nameof(caches));
             if (cache.Length >= Math.Min(cache.Capacity, _ropePositions)) throw new RotorException($"sequence {b}: its context of {Math.Min(cache.Capacity, _ropePositions)} positions is full");
             if ((uint)tokens[b] >= (uint)_c.VocabSize) throw new RotorException($"token id {tokens[b]} is outside the vocabulary (0..{_c.VocabSize - 1})");
         }
+        Tick(StepPhase.Checks, t);
         Step(tokens, null, caches);
         Head(n, 0, logits[..(n * _c.VocabSize)]);
     }
@@ -147,8 +171,10 @@ public sealed class Decoder
     {
         int n = tokens.Length, d = _c.Dim, qd = _c.QDim, kvd = _c.KvDim, f = _c.FfnDim;
         int pos0 = single?.Length ?? 0;
+        long t = Now();
         Span<float> x = _x.AsSpan(0, n * d);
         for (int i = 0; i < n; i++) _w.Embedding.GetRow(tokens[i], x.Slice(i * d, d));
+        t = Tick(StepPhase.Embedding, t);
 
         Span<float> h = _h.AsSpan(0, n * d), q = _q.AsSpan(0, n * qd), k = _k.AsSpan(0, n * kvd), v = _v.AsSpan(0, n * kvd);
         Span<float> att = _att.AsSpan(0, n * qd), o = _o.AsSpan(0, n * d), gate = _gate.AsSpan(0, n * f), up = _up.AsSpan(0, n * f);
@@ -157,36 +183,48 @@ public sealed class Decoder
         {
             LayerWeights w = _w.Layers[l];
             RmsNorm(x, w.AttnNorm, h, n, d);
+            t = Tick(StepPhase.Norms, t);
             bool quantized = Quantize(h, _qDim, w.Wq, w.Wk, w.Wv);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.Wq, h, quantized ? _qDim : null, q);
             Project(w.Wk, h, quantized ? _qDim : null, k);
             Project(w.Wv, h, quantized ? _qDim : null, v);
+            t = Tick(StepPhase.Qkv, t);
             if (single is not null)
             {
                 Rope(q, n, _c.Heads, pos0);
                 Rope(k, n, _c.KvHeads, pos0);
+                t = Tick(StepPhase.Rope, t);
                 Attend(single, l, q, k, v, n, pos0, scale, att);
             }
             else
             {
                 for (int i = 0; i < n; i++)
                 {
-                    KvCache cache = perRow![i];
-                    int pos = cache.Length;
+                    int pos = perRow![i].Length;
                     Rope(q.Slice(i * qd, qd), 1, _c.Heads, pos);
                     Rope(k.Slice(i * kvd, kvd), 1, _c.KvHeads, pos);
-                    Attend(cache, l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, pos, scale, att.Slice(i * qd, qd));
                 }
+                t = Tick(StepPhase.Rope, t);
+                AttendRows(perRow!, l, q, k, v, n, scale, att);
             }
+            t = Tick(StepPhase.Attention, t);
             if (w.AttnSubNorm is not null) RmsNorm(att, w.AttnSubNorm, att, n, qd);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(att, _qAtt, w.Wo);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.Wo, att, quantized ? _qAtt : null, o);
+            t = Tick(StepPhase.Wo, t);
             TensorPrimitives.Add(x, o, x);
+            t = Tick(StepPhase.Elementwise, t);
 
             RmsNorm(x, w.FfnNorm, h, n, d);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(h, _qDim, w.WGate, w.WUp);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.WGate, h, quantized ? _qDim : null, gate);
             Project(w.WUp, h, quantized ? _qDim : null, up);
+            t = Tick(StepPhase.GateUp, t);
             if (_c.Activation == FfnActivation.Relu2)
             {
                 TensorPrimitives.Max(gate, 0f, gate);
@@ -199,10 +237,15 @@ public sealed class Decoder
                 TensorPrimitives.Multiply(gate, _h.AsSpan(0, n * f), gate);
             }
             TensorPrimitives.Multiply(gate, up, gate);
+            t = Tick(StepPhase.Elementwise, t);
             if (w.FfnSubNorm is not null) RmsNorm(gate, w.FfnSubNorm, gate, n, f);
+            t = Tick(StepPhase.Norms, t);
             quantized = Quantize(gate, _qFfn, w.WDown);
+            t = Tick(StepPhase.Quantize, t);
             Project(w.WDown, gate, quantized ? _qFfn : null, o);
+            t = Tick(StepPhase.Down, t);
             TensorPrimitives.Add(x, o, x);
+            t = Tick(StepPhase.Elementwise, t);
         }
         if (single is not null) single.Length = pos0 + n;
         else for (int i = 0; i < n; i++) perRow![i].Length++;
@@ -229,13 +272,60 @@ public sealed class Decoder
         }
     }
 
+    /// <summary>Stores row i's key and value at its cache's next position in layer l and runs every row's attention
+    /// over its own cache in one call (one job for all rows and heads); caches of mixed types go one row at a time.</summary>
+    private void AttendRows(IReadOnlyList<KvCache> caches, int l, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n, float scale, Span<float> att)
+    {
+        int kvd = _c.KvDim, qd = _c.QDim;
+        KvCacheType type = caches[0].Type;
+        bool same = true;
+        for (int i = 1; i < n; i++) same &= caches[i].Type == type;
+        if (!same)
+        {
+            for (int i = 0; i < n; i++)
+                Attend(caches[i], l, q.Slice(i * qd, qd), k.Slice(i * kvd, kvd), v.Slice(i * kvd, kvd), 1, caches[i].Length, scale, att.Slice(i * qd, qd));
+            return;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            KvCache cache = caches[i];
+            int pos = _rowPos[i] = cache.Length;
+            if (type == KvCacheType.F16)
+            {
+                Half[] kc = _rowKH[i] = cache.KeysF16(l), vc = _rowVH[i] = cache.ValuesF16(l);
+                TensorPrimitives.ConvertToHalf(k.Slice(i * kvd, kvd), kc.AsSpan(pos * kvd, kvd));
+                TensorPrimitives.ConvertToHalf(v.Slice(i * kvd, kvd), vc.AsSpan(pos * kvd, kvd));
+            }
+            else
+            {
+                float[] kc = _rowK[i] = cache.Keys(l), vc = _rowV[i] = cache.Values(l);
+                k.Slice(i * kvd, kvd).CopyTo(kc.AsSpan(pos * kvd, kvd));
+                v.Slice(i * kvd, kvd).CopyTo(vc.AsSpan(pos * kvd, kvd));
+            }
+        }
+        try
+        {
+            if (type == KvCacheType.F16)
+                _attention.AttentionRows(q, _c.Heads, _c.KvHeads, _c.HeadDim, _rowKH.AsSpan(0, n), _rowVH.AsSpan(0, n), _rowPos.AsSpan(0, n), kvd, scale, att);
+            else
+                _attention.AttentionRows(q, _c.Heads, _c.KvHeads, _c.HeadDim, _rowK.AsSpan(0, n), _rowV.AsSpan(0, n), _rowPos.AsSpan(0, n), kvd, scale, att);
+        }
+        finally
+        {
+            // The tables must not keep a finished sequence's cache alive.
+            Array.Clear(_rowK); Array.Clear(_rowV); Array.Clear(_rowKH); Array.Clear(_rowVH);
+        }
+    }
+
     /// <summary>Final norm and LM head for rows [first, first + rows) of _x into <paramref name="dst"/>.</summary>
     private void Head(int rows, int first, Span<float> dst)
     {
         int d = _c.Dim;
+        long t = Now();
         Span<float> h = _h.AsSpan(0, rows * d);
         RmsNorm(_x.AsSpan(first * d, rows * d), _w.FinalNorm, h, rows, d);
         _dense.MatMul(_w.LmHead, h, dst);
+        Tick(StepPhase.Head, t);
     }
 
     /// <summary>Quantizes x for the ternary layers among <paramref name="consumers"/>; false when all are dense.</summary>

@@ -131,11 +131,13 @@ public sealed class GenerationScheduler : IDisposable
     private readonly float[] _logits;
     private readonly int[] _batchTokens;
     private readonly Action<int> _advanceRow;   // samples row b of a decode step (made once: no delegate a step)
+    private readonly ParallelOptions _parallel;   // the rows' sampling (made once: no options a step)
     private readonly int[] _chunk;   // (PrefillChunk) prompt tokens of one prefill call
     private readonly List<KvCache> _batchCaches = [];
     private readonly List<Sequence> _batchSeqs = [];
     private readonly List<Sequence> _reading = [];
     private readonly ISchedulerObserver? _observer;
+    private readonly StepTrace? _trace;   // ROTOR_STEP_TRACE: phase shares of decode steps, on stderr
     private volatile bool _accepting = true;
     private volatile bool _cancelAll;
     private volatile bool _exit;
@@ -153,6 +155,8 @@ public sealed class GenerationScheduler : IDisposable
         _batchTokens = new int[_o.MaxBatch];
         _advanceRow = b => Advance(_batchSeqs[b], _logits.AsSpan(b * _model.Config.VocabSize, _model.Config.VocabSize));
         _chunk = new int[_o.PrefillChunk];
+        _parallel = Rotor.Threading.ThreadCount.Options();
+        _trace = StepTrace.Requested ? new StepTrace() : null;
         _thread = new Thread(Loop) { IsBackground = true, Name = "rotor-decode" };
         _thread.Start();
     }
@@ -252,6 +256,7 @@ public sealed class GenerationScheduler : IDisposable
             foreach (var s in _active.ToArray()) Finish(s, GenerationEnd.Shutdown);
             foreach (var s in _queue.ToArray()) { _queue.Remove(s); Complete(s, GenerationEnd.Shutdown, null); }
         }
+        if (_trace is not null) foreach (string line in _trace.TakeAll()) Console.Error.WriteLine(line);
     }
 
     /// <summary>One scheduling step; false when there was nothing to do.</summary>
@@ -288,6 +293,7 @@ public sealed class GenerationScheduler : IDisposable
         }
 
         var sw = Stopwatch.StartNew();
+        long tPrefill = Stopwatch.GetTimestamp(), scheduling = tPrefill - now;
         // Prefill: up to PrefillChunk prompt tokens a step, oldest sequence first (several short prompts share a step;
         // a long one is split), so prompts never stall the decoding sequences for more than one chunk.
         int prefilled = 0;
@@ -319,6 +325,7 @@ public sealed class GenerationScheduler : IDisposable
         }
 
         // Decode: every sequence with a token pending, in one batched step.
+        long tDecode = Stopwatch.GetTimestamp(), prefillTicks = tDecode - tPrefill;
         _batchSeqs.Clear(); _batchCaches.Clear();
         foreach (var s in _active)
             if (s.Pending >= 0) { _batchTokens[_batchSeqs.Count] = s.Pending; _batchSeqs.Add(s); _batchCaches.Add(s.Cache!); }
@@ -326,16 +333,32 @@ public sealed class GenerationScheduler : IDisposable
         if (decoded > 0)
         {
             int v = _model.Config.VocabSize;
+            long tSample = 0;
+            if (_trace is not null)
+            {
+                _trace.BeginStep(decoded);
+                _trace.Add(StepPhase.Prefill, prefillTicks);
+                tSample = Stopwatch.GetTimestamp();
+                _trace.Add(StepPhase.Scheduling, scheduling + tSample - tDecode);
+                _decoder.Trace = _trace;
+            }
             try
             {
                 _decoder.ForwardBatch(_batchTokens.AsSpan(0, decoded), _batchCaches, _logits);
+                if (_trace is not null) { _decoder.Trace = null; tSample = Stopwatch.GetTimestamp(); }
                 foreach (var s in _batchSeqs) s.Pending = -1;
                 // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
                 // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
                 if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
-                else Parallel.For(0, decoded, Rotor.Threading.ThreadCount.Options(), _advanceRow);
+                else Parallel.For(0, decoded, _parallel, _advanceRow);
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
+            finally { _decoder.Trace = null; }
+            if (_trace is not null)
+            {
+                _trace.Add(StepPhase.Sampling, Stopwatch.GetTimestamp() - tSample);
+                if (_trace.TakeReport() is { } line) Console.Error.WriteLine(line);
+            }
         }
         _observer?.Step(decoded, prefilled, sw.Elapsed);
         return true;

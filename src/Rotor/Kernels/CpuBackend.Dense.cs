@@ -48,4 +48,14 @@ public sealed partial class CpuBackend : IAttentionBackend
     public void Attention(ReadOnlySpan<float> q, int m, int heads, int kvHeads, int headDim,
         ReadOnlySpan<Half> k, ReadOnlySpan<Half> v, int kvStride, int startPos, float scale, Span<float> output)
         => AttentionKernel.Run(q, m, heads, kvHeads, headDim, k, v, kvStride, startPos, scale, output, Path, _pool);
+
+    /// <inheritdoc/>
+    public void AttentionRows(ReadOnlySpan<float> q, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<float[]> keys, ReadOnlySpan<float[]> values, ReadOnlySpan<int> positions, int kvStride, float scale, Span<float> output)
+        => AttentionKernel.RunRows(q, heads, kvHeads, headDim, keys, values, default, default, positions, kvStride, scale, output, Path, _pool);
+
+    /// <inheritdoc/>
+    public void AttentionRows(ReadOnlySpan<float> q, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<Half[]> keys, ReadOnlySpan<Half[]> values, ReadOnlySpan<int> positions, int kvStride, float scale, Span<float> output)
+        => AttentionKernel.RunRows(q, heads, kvHeads, headDim, default, default, keys, values, positions, kvStride, scale, output, Path, _pool);
 }

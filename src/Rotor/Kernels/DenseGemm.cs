@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -8,8 +7,9 @@ namespace Rotor.Kernels;
 
 /// <summary>
 /// Products with a <see cref="DenseMatrix"/>: <c>y[i, r] = sum_j W[r, j] * x[i, j]</c> for m activation rows.
-/// F32 and F16 weights multiply float activations (F16 rows are widened to float a row at a time, so a row is read
-/// once for all m activations). Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
+/// F32 and F16 weights multiply float activations: one activation row meets each F16 weight widened in registers;
+/// several go through the path's 4 x 4 float tile, F16 widened once a call into a small panel that every group of four
+/// activation rows reads. Int8 weights multiply activations quantized to int8 per row (absmax, as the ternary
 /// products do): <c>y[i, r] = xScale[i] * wScale[r] * sum_j q[r, j] * xq[i, j]</c>, exact in 32-bit integers since
 /// |q|, |xq| &lt;= 127 and rows are far shorter than 2^31 / 127^2. Q4 weights multiply the same int8 activations, packed
 /// by <see cref="Q4Activations"/>, through the path's <see cref="DenseQ4"/> kernel.
@@ -135,8 +135,9 @@ internal static unsafe class DenseGemm
     /// <summary>
     /// <c>sum_j w[j] * x[j]</c> with half-precision w widened in registers (.NET has no F16C intrinsic): the magnitude
     /// bits shifted into a float's place are the value times 2^-112 for normal and subnormal halves alike, so one
-    /// multiply by 2^112 restores it; the sign bit moves across. Weights are finite, so infinities and NaNs, which
-    /// this maps to large finite values, do not occur.
+    /// multiply by 2^112 restores it. Each half is sign-extended to 32 bits and shifted left by 13: its sign lands in
+    /// bit 31 with copies in bits 28-30, which one mask clears. Weights are finite, so infinities and NaNs, which this
+    /// maps to large finite values, do not occur.
     /// </summary>
     public static float DotF16(ushort* w, float* x, int n)
     {
@@ -144,16 +145,11 @@ internal static unsafe class DenseGemm
         float sum = 0;
         if (Vector512.IsHardwareAccelerated && n >= 32)
         {
-            Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero, scale = Vector512.Create(Pow2To112);
-            Vector512<uint> mag = Vector512.Create(0x7fffu), sign = Vector512.Create(0x8000u);
+            Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero;
             for (; j + 32 <= n; j += 32)
             {
-                Vector512<ushort> h = Vector512.Load(w + j);
-                Vector512<uint> lo = Vector512.WidenLower(h), hi = Vector512.WidenUpper(h);
-                Vector512<float> flo = Vector512.AsSingle(Vector512.ShiftLeft(lo & mag, 13)) * scale;
-                Vector512<float> fhi = Vector512.AsSingle(Vector512.ShiftLeft(hi & mag, 13)) * scale;
-                flo = Vector512.AsSingle(Vector512.AsUInt32(flo) | Vector512.ShiftLeft(lo & sign, 16));
-                fhi = Vector512.AsSingle(Vector512.AsUInt32(fhi) | Vector512.ShiftLeft(hi & sign, 16));
+                Vector512<short> h = Vector512.Load((short*)w + j);
+                Vector512<float> flo = Widen(Vector512.WidenLower(h)), fhi = Widen(Vector512.WidenUpper(h));
                 acc0 = Vector512.FusedMultiplyAdd(flo, Vector512.Load(x + j), acc0);
                 acc1 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x + j + 16), acc1);
             }
@@ -161,16 +157,11 @@ internal static unsafe class DenseGemm
         }
         else if (Vector256.IsHardwareAccelerated && n >= 16)
         {
-            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero, scale = Vector256.Create(Pow2To112);
-            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero;
             for (; j + 16 <= n; j += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + j);
-                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
-                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
-                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
-                flo = Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16));
-                fhi = Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16));
+                Vector256<short> h = Vector256.Load((short*)w + j);
+                Vector256<float> flo = Widen(Vector256.WidenLower(h)), fhi = Widen(Vector256.WidenUpper(h));
                 acc0 = Vector256.FusedMultiplyAdd(flo, Vector256.Load(x + j), acc0);
                 acc1 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x + j + 8), acc1);
             }
@@ -180,77 +171,209 @@ internal static unsafe class DenseGemm
         return sum;
     }
 
-    /// <summary>Four dot products at once, <c>y[i] = sum_j w[j] * x[i * xStride + j]</c> for i &lt; 4: each group of
-    /// halves is widened once (as <see cref="DotF16"/> does) for the four activation rows, so a batch of activation rows
-    /// costs one weight read and one widening per row of W.</summary>
-    public static void DotF16x4(ushort* w, float* x, long xStride, int n, float* y)
+    /// <summary>Weight rows of a float tile: a tile kernel multiplies this many weight rows with up to
+    /// <see cref="TileRows"/> activation rows.</summary>
+    public const int TileRows = 4;
+
+    /// <summary>
+    /// The float tile product, scalar: the oracle of the tile kernels. For weight rows r &lt; 4 at
+    /// <c>w + r * wStride</c> and activation rows i &lt; mr (1..4) at <c>x + i * xStride</c>, all k long (any k &gt;= 0):
+    /// <c>sums[r * 4 + i] = sum_j w[r * wStride + j] * x[i * xStride + j]</c>. Entries with i &gt;= mr are not written.
+    /// </summary>
+    public static void TileF32Reference(float* w, long wStride, float* x, long xStride, int k, int mr, float* sums)
     {
-        int j = 0;
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector512.IsHardwareAccelerated && n >= 32)
-        {
-            Vector512<float> a0 = Vector512<float>.Zero, a1 = a0, a2 = a0, a3 = a0, scale = Vector512.Create(Pow2To112);
-            Vector512<uint> mag = Vector512.Create(0x7fffu), sign = Vector512.Create(0x8000u);
-            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
-            for (; j + 32 <= n; j += 32)
+        for (int r = 0; r < TileRows; r++)
+            for (int i = 0; i < mr; i++)
             {
-                Vector512<ushort> h = Vector512.Load(w + j);
-                Vector512<uint> lo = Vector512.WidenLower(h), hi = Vector512.WidenUpper(h);
-                Vector512<float> flo = Vector512.AsSingle(Vector512.AsUInt32(Vector512.AsSingle(Vector512.ShiftLeft(lo & mag, 13)) * scale) | Vector512.ShiftLeft(lo & sign, 16));
-                Vector512<float> fhi = Vector512.AsSingle(Vector512.AsUInt32(Vector512.AsSingle(Vector512.ShiftLeft(hi & mag, 13)) * scale) | Vector512.ShiftLeft(hi & sign, 16));
-                a0 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x0 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x0 + j), a0));
-                a1 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x1 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x1 + j), a1));
-                a2 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x2 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x2 + j), a2));
-                a3 = Vector512.FusedMultiplyAdd(fhi, Vector512.Load(x3 + j + 16), Vector512.FusedMultiplyAdd(flo, Vector512.Load(x3 + j), a3));
+                float s = 0;
+                for (int j = 0; j < k; j++) s += w[r * wStride + j] * x[i * xStride + j];
+                sums[r * TileRows + i] = s;
             }
-            s0 = Vector512.Sum(a0); s1 = Vector512.Sum(a1); s2 = Vector512.Sum(a2); s3 = Vector512.Sum(a3);
-        }
-        else if (Vector256.IsHardwareAccelerated && n >= 16)
+    }
+
+    /// <summary><see cref="TileF32Reference"/> with 512-bit vectors: a 4 x 4 register tile (16 accumulators) loads each
+    /// weight vector once for four activation rows and each activation vector once for four weight rows, so a
+    /// multiply-add costs half a load; fewer than four activation rows run one at a time (4 x 1).</summary>
+    public static void TileF32Avx512(float* w, long wStride, float* x, long xStride, int k, int mr, float* sums)
+    {
+        int j = 0, k16 = k & ~15;
+        float* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
+        if (mr == TileRows)
         {
-            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, scale = Vector256.Create(Pow2To112);
-            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
+            Vector512<float> a00 = Vector512<float>.Zero, a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            Vector512<float> a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
             float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
-            for (; j + 16 <= n; j += 16)
+            for (; j < k16; j += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + j);
-                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
-                Vector256<float> flo = Vector256.AsSingle(Vector256.AsUInt32(Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale) | Vector256.ShiftLeft(lo & sign, 16));
-                Vector256<float> fhi = Vector256.AsSingle(Vector256.AsUInt32(Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale) | Vector256.ShiftLeft(hi & sign, 16));
-                a0 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x0 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x0 + j), a0));
-                a1 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x1 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x1 + j), a1));
-                a2 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x2 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x2 + j), a2));
-                a3 = Vector256.FusedMultiplyAdd(fhi, Vector256.Load(x3 + j + 8), Vector256.FusedMultiplyAdd(flo, Vector256.Load(x3 + j), a3));
+                Vector512<float> v0 = Vector512.Load(w0 + j), v1 = Vector512.Load(w1 + j), v2 = Vector512.Load(w2 + j), v3 = Vector512.Load(w3 + j);
+                Vector512<float> xv = Vector512.Load(x0 + j);
+                a00 = Vector512.FusedMultiplyAdd(v0, xv, a00); a10 = Vector512.FusedMultiplyAdd(v1, xv, a10);
+                a20 = Vector512.FusedMultiplyAdd(v2, xv, a20); a30 = Vector512.FusedMultiplyAdd(v3, xv, a30);
+                xv = Vector512.Load(x1 + j);
+                a01 = Vector512.FusedMultiplyAdd(v0, xv, a01); a11 = Vector512.FusedMultiplyAdd(v1, xv, a11);
+                a21 = Vector512.FusedMultiplyAdd(v2, xv, a21); a31 = Vector512.FusedMultiplyAdd(v3, xv, a31);
+                xv = Vector512.Load(x2 + j);
+                a02 = Vector512.FusedMultiplyAdd(v0, xv, a02); a12 = Vector512.FusedMultiplyAdd(v1, xv, a12);
+                a22 = Vector512.FusedMultiplyAdd(v2, xv, a22); a32 = Vector512.FusedMultiplyAdd(v3, xv, a32);
+                xv = Vector512.Load(x3 + j);
+                a03 = Vector512.FusedMultiplyAdd(v0, xv, a03); a13 = Vector512.FusedMultiplyAdd(v1, xv, a13);
+                a23 = Vector512.FusedMultiplyAdd(v2, xv, a23); a33 = Vector512.FusedMultiplyAdd(v3, xv, a33);
             }
-            s0 = Vector256.Sum(a0); s1 = Vector256.Sum(a1); s2 = Vector256.Sum(a2); s3 = Vector256.Sum(a3);
+            sums[0] = Vector512.Sum(a00); sums[1] = Vector512.Sum(a01); sums[2] = Vector512.Sum(a02); sums[3] = Vector512.Sum(a03);
+            sums[4] = Vector512.Sum(a10); sums[5] = Vector512.Sum(a11); sums[6] = Vector512.Sum(a12); sums[7] = Vector512.Sum(a13);
+            sums[8] = Vector512.Sum(a20); sums[9] = Vector512.Sum(a21); sums[10] = Vector512.Sum(a22); sums[11] = Vector512.Sum(a23);
+            sums[12] = Vector512.Sum(a30); sums[13] = Vector512.Sum(a31); sums[14] = Vector512.Sum(a32); sums[15] = Vector512.Sum(a33);
         }
-        for (; j < n; j++)
+        else
         {
-            float v = (float)BitConverter.UInt16BitsToHalf(w[j]);
-            s0 += v * x[j]; s1 += v * x[xStride + j]; s2 += v * x[2 * xStride + j]; s3 += v * x[3 * xStride + j];
+            for (int i = 0; i < mr; i++)
+            {
+                Vector512<float> a0 = Vector512<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+                float* xi = x + i * xStride;
+                for (j = 0; j < k16; j += 16)
+                {
+                    Vector512<float> xv = Vector512.Load(xi + j);
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w0 + j), xv, a0); a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + j), xv, a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + j), xv, a2); a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + j), xv, a3);
+                }
+                sums[i] = Vector512.Sum(a0); sums[4 + i] = Vector512.Sum(a1); sums[8 + i] = Vector512.Sum(a2); sums[12 + i] = Vector512.Sum(a3);
+            }
         }
-        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+        TileTail(w, wStride, x, xStride, k16, k, mr, sums);
+    }
+
+    /// <summary><see cref="TileF32Reference"/> with 256-bit vectors: sixteen registers hold a 4 x 2 tile (8
+    /// accumulators, 4 weight vectors, 1 activation vector), so four activation rows run as two pairs; an odd one runs
+    /// alone (4 x 1).</summary>
+    public static void TileF32Avx2(float* w, long wStride, float* x, long xStride, int k, int mr, float* sums)
+    {
+        int k8 = k & ~7;
+        float* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
+        int i = 0;
+        for (; i + 2 <= mr; i += 2)
+        {
+            Vector256<float> a00 = Vector256<float>.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            float* x0 = x + i * xStride, x1 = x0 + xStride;
+            for (int j = 0; j < k8; j += 8)
+            {
+                Vector256<float> v0 = Vector256.Load(w0 + j), v1 = Vector256.Load(w1 + j), v2 = Vector256.Load(w2 + j), v3 = Vector256.Load(w3 + j);
+                Vector256<float> xv = Vector256.Load(x0 + j);
+                a00 = Vector256.FusedMultiplyAdd(v0, xv, a00); a10 = Vector256.FusedMultiplyAdd(v1, xv, a10);
+                a20 = Vector256.FusedMultiplyAdd(v2, xv, a20); a30 = Vector256.FusedMultiplyAdd(v3, xv, a30);
+                xv = Vector256.Load(x1 + j);
+                a01 = Vector256.FusedMultiplyAdd(v0, xv, a01); a11 = Vector256.FusedMultiplyAdd(v1, xv, a11);
+                a21 = Vector256.FusedMultiplyAdd(v2, xv, a21); a31 = Vector256.FusedMultiplyAdd(v3, xv, a31);
+            }
+            sums[i] = Vector256.Sum(a00); sums[i + 1] = Vector256.Sum(a01); sums[4 + i] = Vector256.Sum(a10); sums[5 + i] = Vector256.Sum(a11);
+            sums[8 + i] = Vector256.Sum(a20); sums[9 + i] = Vector256.Sum(a21); sums[12 + i] = Vector256.Sum(a30); sums[13 + i] = Vector256.Sum(a31);
+        }
+        for (; i < mr; i++)
+        {
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+            float* xi = x + i * xStride;
+            for (int j = 0; j < k8; j += 8)
+            {
+                Vector256<float> xv = Vector256.Load(xi + j);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w0 + j), xv, a0); a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + j), xv, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(w2 + j), xv, a2); a3 = Vector256.FusedMultiplyAdd(Vector256.Load(w3 + j), xv, a3);
+            }
+            sums[i] = Vector256.Sum(a0); sums[4 + i] = Vector256.Sum(a1); sums[8 + i] = Vector256.Sum(a2); sums[12 + i] = Vector256.Sum(a3);
+        }
+        TileTail(w, wStride, x, xStride, k8, k, mr, sums);
+    }
+
+    /// <summary><see cref="TileF32Reference"/> with 128-bit vectors on any platform (Arm has 32 registers: the 4 x 4
+    /// tile fits); a multiply then an add, not fused.</summary>
+    public static void TileF32Portable(float* w, long wStride, float* x, long xStride, int k, int mr, float* sums)
+    {
+        int k4 = k & ~3;
+        float* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
+        if (mr == TileRows)
+        {
+            Vector128<float> a00 = Vector128<float>.Zero, a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            Vector128<float> a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+            for (int j = 0; j < k4; j += 4)
+            {
+                Vector128<float> v0 = Vector128.Load(w0 + j), v1 = Vector128.Load(w1 + j), v2 = Vector128.Load(w2 + j), v3 = Vector128.Load(w3 + j);
+                Vector128<float> xv = Vector128.Load(x0 + j);
+                a00 += v0 * xv; a10 += v1 * xv; a20 += v2 * xv; a30 += v3 * xv;
+                xv = Vector128.Load(x1 + j);
+                a01 += v0 * xv; a11 += v1 * xv; a21 += v2 * xv; a31 += v3 * xv;
+                xv = Vector128.Load(x2 + j);
+                a02 += v0 * xv; a12 += v1 * xv; a22 += v2 * xv; a32 += v3 * xv;
+                xv = Vector128.Load(x3 + j);
+                a03 += v0 * xv; a13 += v1 * xv; a23 += v2 * xv; a33 += v3 * xv;
+            }
+            sums[0] = Vector128.Sum(a00); sums[1] = Vector128.Sum(a01); sums[2] = Vector128.Sum(a02); sums[3] = Vector128.Sum(a03);
+            sums[4] = Vector128.Sum(a10); sums[5] = Vector128.Sum(a11); sums[6] = Vector128.Sum(a12); sums[7] = Vector128.Sum(a13);
+            sums[8] = Vector128.Sum(a20); sums[9] = Vector128.Sum(a21); sums[10] = Vector128.Sum(a22); sums[11] = Vector128.Sum(a23);
+            sums[12] = Vector128.Sum(a30); sums[13] = Vector128.Sum(a31); sums[14] = Vector128.Sum(a32); sums[15] = Vector128.Sum(a33);
+        }
+        else
+        {
+            for (int i = 0; i < mr; i++)
+            {
+                Vector128<float> a0 = Vector128<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+                float* xi = x + i * xStride;
+                for (int j = 0; j < k4; j += 4)
+                {
+                    Vector128<float> xv = Vector128.Load(xi + j);
+                    a0 += Vector128.Load(w0 + j) * xv; a1 += Vector128.Load(w1 + j) * xv;
+                    a2 += Vector128.Load(w2 + j) * xv; a3 += Vector128.Load(w3 + j) * xv;
+                }
+                sums[i] = Vector128.Sum(a0); sums[4 + i] = Vector128.Sum(a1); sums[8 + i] = Vector128.Sum(a2); sums[12 + i] = Vector128.Sum(a3);
+            }
+        }
+        TileTail(w, wStride, x, xStride, k4, k, mr, sums);
+    }
+
+    /// <summary>Adds columns [from, k) of the tile product to sums (the columns a vector loop leaves).</summary>
+    private static void TileTail(float* w, long wStride, float* x, long xStride, int from, int k, int mr, float* sums)
+    {
+        if (from == k) return;
+        for (int r = 0; r < TileRows; r++)
+            for (int i = 0; i < mr; i++)
+            {
+                float s = 0;
+                for (int j = from; j < k; j++) s += w[r * wStride + j] * x[i * xStride + j];
+                sums[r * TileRows + i] += s;
+            }
     }
 
     /// <summary>Widens n halves to floats with <see cref="DotF16"/>'s magic multiply (exact for finite halves).</summary>
     public static void WidenF16(ushort* w, float* dst, int n)
     {
         int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j + 32 <= n; j += 32)
+            {
+                Vector512<short> h = Vector512.Load((short*)w + j);
+                Widen(Vector512.WidenLower(h)).Store(dst + j);
+                Widen(Vector512.WidenUpper(h)).Store(dst + j + 16);
+            }
         if (Vector256.IsHardwareAccelerated)
-        {
-            Vector256<float> scale = Vector256.Create(Pow2To112);
-            Vector256<uint> mag = Vector256.Create(0x7fffu), sign = Vector256.Create(0x8000u);
             for (; j + 16 <= n; j += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + j);
-                Vector256<uint> lo = Vector256.WidenLower(h), hi = Vector256.WidenUpper(h);
-                Vector256<float> flo = Vector256.AsSingle(Vector256.ShiftLeft(lo & mag, 13)) * scale;
-                Vector256<float> fhi = Vector256.AsSingle(Vector256.ShiftLeft(hi & mag, 13)) * scale;
-                Vector256.AsSingle(Vector256.AsUInt32(flo) | Vector256.ShiftLeft(lo & sign, 16)).Store(dst + j);
-                Vector256.AsSingle(Vector256.AsUInt32(fhi) | Vector256.ShiftLeft(hi & sign, 16)).Store(dst + j + 8);
+                Vector256<short> h = Vector256.Load((short*)w + j);
+                Widen(Vector256.WidenLower(h)).Store(dst + j);
+                Widen(Vector256.WidenUpper(h)).Store(dst + j + 8);
             }
-        }
         for (; j < n; j++) dst[j] = (float)BitConverter.UInt16BitsToHalf(w[j]);
     }
+
+    /// <summary>Sign-extended half bits to floats (see <see cref="DotF16"/>): shift, clear the sign's copies, scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(Vector512<int> h) =>
+        Vector512.AsSingle(Vector512.ShiftLeft(h, 13) & Vector512.Create(HalfBits)) * Vector512.Create(Pow2To112);
+
+    /// <inheritdoc cref="Widen(Vector512{int})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen(Vector256<int> h) =>
+        Vector256.AsSingle(Vector256.ShiftLeft(h, 13) & Vector256.Create(HalfBits)) * Vector256.Create(Pow2To112);
+
+    /// <summary>Bit 31 (the sign) and bits 0-27 (a half's magnitude shifted by 13) of a 32-bit lane.</summary>
+    private const int HalfBits = unchecked((int)0x8FFFFFFF);
 
     private sealed class Job : IParallelWork
     {
@@ -263,8 +386,10 @@ internal static unsafe class DenseGemm
         public delegate*<sbyte*, sbyte*, int, int> Dot;
         public delegate*<sbyte*, sbyte*, long, int, int*, void> Dot4;
         public delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4;
+        public delegate*<float*, long, float*, long, int, int, float*, void> Tile;
         public Q4Activations? X4;
         [ThreadStatic] private static float[]? t_row;
+        [ThreadStatic] private static float[]? t_panel, t_acc;
 
         public void Execute(int task)
         {
@@ -274,23 +399,15 @@ internal static unsafe class DenseGemm
             byte* data = w.DataPointer;
             switch (w.Type)
             {
-                // Widened in registers: four activation rows at a time share each weight row's widening.
+                // One activation row: each half is widened in registers and meets its one activation (memory-bound).
+                case DenseType.F16 when !Reference && M == 1:
+                    for (int r = r0; r < r1; r++) Y[r] = DotF16((ushort*)(data + (long)r * w.RowStride), X, k);
+                    break;
+                case DenseType.F32 when !Reference:
                 case DenseType.F16 when !Reference:
-                    {
-                        float* four = stackalloc float[4];
-                        for (int r = r0; r < r1; r++)
-                        {
-                            ushort* p = (ushort*)(data + (long)r * w.RowStride);
-                            int i = 0;
-                            for (; i + 4 <= M; i += 4)
-                            {
-                                DotF16x4(p, X + (long)i * XStride, XStride, k, four);
-                                for (int q = 0; q < 4; q++) Y[(long)(i + q) * YStride + r] = four[q];
-                            }
-                            for (; i < M; i++) Y[(long)i * YStride + r] = DotF16(p, X + (long)i * XStride, k);
-                        }
-                        break;
-                    }
+                    TiledRows(w, r0, r1);
+                    break;
+                // The reference path: plain loops.
                 case DenseType.F32:
                 case DenseType.F16:
                     {
@@ -303,16 +420,14 @@ internal static unsafe class DenseGemm
                             if (w.Type == DenseType.F32) row = new ReadOnlySpan<float>(p, k);
                             else
                             {
-                                if (Reference) for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
-                                else fixed (float* b = buf) WidenF16((ushort*)p, b, k);
+                                for (int j = 0; j < k; j++) buf![j] = (float)((Half*)p)[j];
                                 row = buf.AsSpan(0, k);
                             }
                             for (int i = 0; i < M; i++)
                             {
                                 var x = new ReadOnlySpan<float>(X + (long)i * XStride, k);
-                                float s;
-                                if (Reference) { s = 0; for (int j = 0; j < k; j++) s += row[j] * x[j]; }
-                                else s = TensorPrimitives.Dot(row, x);
+                                float s = 0;
+                                for (int j = 0; j < k; j++) s += row[j] * x[j];
                                 Y[(long)i * YStride + r] = s;
                             }
                         }
@@ -365,7 +480,65 @@ internal static unsafe class DenseGemm
                     }
             }
         }
+
+        /// <summary>
+        /// Weight rows [r0, r1) times every activation row through the path's 4 x 4 float tile: four weight rows at a
+        /// time, in column chunks of at most <see cref="PanelCols"/>. An F16 chunk is widened once into a float panel
+        /// (4 x chunk, in L1) that every group of four activation rows then reads, so each weight is read from memory
+        /// and widened once a call whatever the batch. F32 rows are read in place (through the panel only for the last,
+        /// incomplete group of four). The partial sums of the chunks add up in a (M, 4) buffer, written to y once.
+        /// </summary>
+        private void TiledRows(DenseMatrix w, int r0, int r1)
+        {
+            int k = w.Cols, m = M;
+            int chunks = (k + PanelCols - 1) / PanelCols;
+            int kc = Math.Min(k, ((k + chunks - 1) / chunks + 15) & ~15);   // a multiple of 16 but for a lone chunk
+            float[] panel = t_panel is { } pb && pb.Length >= TileRows * kc ? pb : (t_panel = GC.AllocateArray<float>(TileRows * PanelCols, pinned: true));
+            float[] acc = t_acc is { } ab && ab.Length >= TileRows * m ? ab : (t_acc = GC.AllocateArray<float>(TileRows * Math.Max(m, 64), pinned: true));
+            float* sums = stackalloc float[TileRows * TileRows];
+            byte* data = w.DataPointer;
+            fixed (float* pp = panel) fixed (float* ap = acc)
+            {
+                for (int r = r0; r < r1; r += TileRows)
+                {
+                    int rows = Math.Min(TileRows, r1 - r);
+                    for (int c0 = 0; c0 < k; c0 += kc)
+                    {
+                        int n = Math.Min(kc, k - c0);
+                        float* wp = pp;
+                        long ws = kc;
+                        if (w.Type == DenseType.F32 && rows == TileRows) { wp = (float*)(data + (long)r * w.RowStride) + c0; ws = w.RowStride / sizeof(float); }
+                        else
+                        {
+                            // Rows past r1 repeat the last row: the tile always reads four valid rows; their sums are dropped.
+                            for (int rr = 0; rr < TileRows; rr++)
+                            {
+                                byte* row = data + (long)(r + Math.Min(rr, rows - 1)) * w.RowStride;
+                                if (w.Type == DenseType.F16) WidenF16((ushort*)row + c0, pp + rr * kc, n);
+                                else new ReadOnlySpan<float>((float*)row + c0, n).CopyTo(new Span<float>(pp + rr * kc, n));
+                            }
+                        }
+                        for (int i = 0; i < m; i += TileRows)
+                        {
+                            int mr = Math.Min(TileRows, m - i);
+                            Tile(wp, ws, X + (long)i * XStride + c0, XStride, n, mr, sums);
+                            for (int q = 0; q < mr; q++)
+                            {
+                                float* a = ap + (i + q) * TileRows;
+                                if (c0 == 0) for (int rr = 0; rr < TileRows; rr++) a[rr] = sums[rr * TileRows + q];
+                                else for (int rr = 0; rr < TileRows; rr++) a[rr] += sums[rr * TileRows + q];
+                            }
+                        }
+                    }
+                    for (int i = 0; i < m; i++)
+                        for (int rr = 0; rr < rows; rr++) Y[(long)i * YStride + r + rr] = ap[i * TileRows + rr];
+                }
+            }
+        }
     }
+
+    /// <summary>Columns of a float tile chunk at most: four rows of them (16 KB) stay in L1 beside the activations.</summary>
+    private const int PanelCols = 1024;
 
     [ThreadStatic] private static Job? t_job;
 
@@ -386,6 +559,7 @@ internal static unsafe class DenseGemm
             job.Dot = KernelPaths.Get(path).DotInt8;
             job.Dot4 = KernelPaths.Get(path).DotInt8x4;
             job.DotQ4 = KernelPaths.Get(path).DotQ4;
+            job.Tile = KernelPaths.Get(path).TileF32;
             job.X4 = x4;
             float[]? xs = xq?.ScaleArray;
             fixed (float* xsp = xs)

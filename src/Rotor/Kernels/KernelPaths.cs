@@ -17,10 +17,11 @@ public sealed unsafe class KernelPathInfo
     internal KernelPathInfo(KernelPath path, string name, int priority, Func<string?> unavailableReason,
         delegate*<in GemmArgs, int, int, void> gemm, delegate*<byte*, sbyte*, int, int> dotCodes, delegate*<byte*, float*, int, float> dotF32,
         delegate*<sbyte*, sbyte*, int, int> dotInt8, delegate*<sbyte*, sbyte*, long, int, int*, void> dotInt8x4,
-        delegate*<byte*, ushort*, int, byte*, int, int, float*, void> dotQ4, delegate*<ref GemmArgs, void> prepareGemm = null)
+        delegate*<byte*, ushort*, int, byte*, int, int, float*, void> dotQ4, delegate*<float*, long, float*, long, int, int, float*, void> tileF32,
+        delegate*<ref GemmArgs, void> prepareGemm = null)
     {
         Path = path; Name = name; Priority = priority; _unavailable = new Lazy<string?>(unavailableReason);
-        Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; DotInt8 = dotInt8; DotInt8x4 = dotInt8x4; DotQ4 = dotQ4; PrepareGemm = prepareGemm;
+        Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; DotInt8 = dotInt8; DotInt8x4 = dotInt8x4; DotQ4 = dotQ4; TileF32 = tileF32; PrepareGemm = prepareGemm;
     }
 
     /// <summary>The path.</summary>
@@ -54,6 +55,9 @@ public sealed unsafe class KernelPathInfo
     /// <summary>The products of <see cref="DenseType.Q4"/> weight rows with up to <see cref="DenseQ4.MaxRows"/> packed
     /// activation rows (the contract is <see cref="DenseQ4"/>'s).</summary>
     internal delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4 { get; }
+    /// <summary>Products of four float weight rows with up to four activation rows (the batched products of F32 and F16
+    /// matrices, F16 widened first; the contract is <see cref="DenseGemm.TileF32Reference"/>'s).</summary>
+    internal delegate*<float*, long, float*, long, int, int, float*, void> TileF32 { get; }
     /// <summary>Run once a call, before the rows are split over threads, when the path wants the activations in
     /// another layout (null: none).</summary>
     internal delegate*<ref GemmArgs, void> PrepareGemm { get; }
@@ -73,22 +77,22 @@ public static unsafe class KernelPaths
     private static readonly KernelPathInfo[] s_rows =
     [
         new(KernelPath.Reference, "reference", 0, () => null,
-            &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32, &DenseGemm.DotInt8Reference, &DenseGemm.DotInt8x4Reference, &DenseQ4.DotReference),
+            &ReferenceKernels.Gemm, &ReferenceKernels.DotCodes, &ReferenceKernels.DotF32, &DenseGemm.DotInt8Reference, &DenseGemm.DotInt8x4Reference, &DenseQ4.DotReference, &DenseGemm.TileF32Reference),
         new(KernelPath.Portable, "portable", 10, () => null,
-            &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
+            &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable, &DenseGemm.TileF32Portable),
         new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : Missing("AVX2", CpuId7Ebx(5)),
-            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2),
+            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2, &DenseGemm.TileF32Avx2),
         new(KernelPath.Avx512, "avx512", 40,
             () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null
                 : Avx512BW.IsSupported ? "the processor has AVX-512 BW but .NET does not use 512-bit vectors on it" : Missing("AVX-512 BW", CpuId7Ebx(30)),
-            &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotAvx512),
+            &Avx512Kernels.Gemm, &Avx512Kernels.DotCodes, &Avx512Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotAvx512, &DenseGemm.TileF32Avx512),
         new(KernelPath.Neon, "neon", 20, () => AdvSimd.Arm64.IsSupported ? null : "not an Arm64 processor with AdvSimd",
-            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &NeonKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
+            &NeonKernels.Gemm, &NeonKernels.DotCodes, &NeonKernels.DotF32, &NeonKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable, &DenseGemm.TileF32Portable),
         new(KernelPath.Avx512Vnni, "avx512vnni", 50, () => VnniCode.UnavailableReason,
-            &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotVnni, &Avx512VnniKernels.PrepareGemm),
+            &Avx512VnniKernels.Gemm, &Avx512VnniKernels.DotCodes, &Avx512VnniKernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx512, &DenseQ4.DotVnni, &DenseGemm.TileF32Avx512, &Avx512VnniKernels.PrepareGemm),
         new(KernelPath.NeonDot, "neondot", 25,
             () => !AdvSimd.Arm64.IsSupported ? "not an Arm64 processor with AdvSimd" : Dp.IsSupported ? null : "the processor has no dot-product extension (Armv8.2 DotProd, sdot)",
-            &NeonDotKernels.Gemm, &NeonDotKernels.DotCodes, &NeonDotKernels.DotF32, &NeonDotKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable),
+            &NeonDotKernels.Gemm, &NeonDotKernels.DotCodes, &NeonDotKernels.DotF32, &NeonDotKernels.DotInt8, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable, &DenseGemm.TileF32Portable),
     ];
 
     /// <summary>Why an x86 path is missing: the processor lacks <paramref name="isa"/>, or (native AOT) the processor
