@@ -75,6 +75,33 @@ public class DenseKernelTests
     }
 
     [Fact]
+    public void Int8RowsFollowTheQuantizationFormula()
+    {
+        // Lengths around the 32-value vector step (1, tails, exact multiples); a zero row; values that land on .5 after
+        // scaling (ties round to even); the extremes +-amax map to +-127.
+        foreach (int k in new[] { 1, 7, 31, 32, 33, 64, 95, 300, 1029 })
+        {
+            float[] wf = TestData.Floats(4 * k, k + 7, 3f);
+            Array.Clear(wf, 2 * k, k);                                      // row 2: all zero
+            for (int c = 0; c < k; c++) wf[3 * k + c] = (c % 5 - 2) * 0.5f * 3f / 127f;   // row 3: halves of a step
+            wf[3 * k] = 3f;                                                 // row 3's amax: a step is 3 / 127
+            var w = DenseMatrix.FromFloat(wf, 4, k, DenseType.Int8);
+            float[] back = w.ToFloat();
+            for (int r = 0; r < 4; r++)
+            {
+                float amax = 0;
+                for (int c = 0; c < k; c++) amax = MathF.Max(amax, MathF.Abs(wf[r * k + c]));
+                Assert.Equal(amax / 127f, w.Scales[r]);
+                for (int c = 0; c < k; c++)
+                {
+                    float q = amax == 0 ? 0 : Math.Clamp(MathF.Round(wf[r * k + c] * (127f / amax)), -127f, 127f);
+                    Assert.True(q * w.Scales[r] == back[r * k + c], $"k={k} [{r},{c}]: {back[r * k + c]} vs {q} * {w.Scales[r]}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void Int8DotKernelsAreExactOnExtremes()
     {
         var w = new sbyte[512]; var x = new sbyte[512];

@@ -205,12 +205,10 @@ public sealed unsafe class DenseMatrix
             case DenseType.Int8:
                 {
                     float amax = values.IsEmpty ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(values));
-                    var q = new Span<sbyte>(p, PaddedCols);
-                    q.Clear();
                     _scales[row] = amax / 127f;
-                    if (amax == 0) break;
-                    float inv = 127f / amax;
-                    for (int c = 0; c < Cols; c++) q[c] = (sbyte)Math.Clamp(MathF.Round(values[c] * inv), -127f, 127f);
+                    if (amax == 0) { new Span<sbyte>(p, PaddedCols).Clear(); break; }
+                    new Span<sbyte>(p + Cols, PaddedCols - Cols).Clear();
+                    fixed (float* v = values) QuantizeInt8(v, Cols, 127f / amax, (sbyte*)p);
                     break;
                 }
             case DenseType.Q4:
@@ -246,9 +244,13 @@ public sealed unsafe class DenseMatrix
                     v = padded;
                 }
                 // Column j of a step belongs to block j / 4.
-                for (int j = 0; j < 64; j++) { hi[j] = v[j]; lo[j] = v[j]; }
-                for (int t = 1; t < 8; t++)
-                    for (int j = 0; j < 64; j++) { hi[j] = MathF.Max(hi[j], v[64 * t + j]); lo[j] = MathF.Min(lo[j], v[64 * t + j]); }
+                // Vector128 is accelerated on every processor Rotor runs on (x64 and Arm64 alike).
+                for (int j = 0; j < 64; j += 4)
+                {
+                    Vector128<float> h = Vector128.Load(v + j), w = h;
+                    for (int t = 1; t < 8; t++) { var x = Vector128.Load(v + 64 * t + j); h = Vector128.Max(h, x); w = Vector128.Min(w, x); }
+                    h.Store(hi + j); w.Store(lo + j);
+                }
                 for (int l = 0; l < Q4Blocks; l++)
                 {
                     float max = MathF.Max(MathF.Max(hi[4 * l], hi[4 * l + 1]), MathF.Max(hi[4 * l + 2], hi[4 * l + 3]));
@@ -264,8 +266,31 @@ public sealed unsafe class DenseMatrix
                 QuantizeQ4(v, inv, u);
                 byte* dst = nib + (long)s * Q4SuperBytes;
                 for (int k = 0; k < 4; k++)
-                    for (int j = 0; j < 64; j++) dst[64 * k + j] = (byte)(u[128 * k + j] | (u[128 * k + 64 + j] << 4));
+                    for (int j = 0; j < 64; j += 16)
+                        (Vector128.Load(u + 128 * k + j) | Vector128.ShiftLeft(Vector128.Load(u + 128 * k + 64 + j), 4)).Store(dst + 64 * k + j);
             }
+    }
+
+    /// <summary><c>q[i] = clamp(round_half_even(v[i] * inv), -127, 127)</c> for i &lt; n; 32 values a step in vectors
+    /// (the same rounding as <see cref="MathF.Round(float)"/>), the tail one at a time.</summary>
+    private static void QuantizeInt8(float* v, int n, float inv, sbyte* q)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var scale = Vector256.Create(inv);
+            var lowest = Vector256.Create(-127f);
+            var highest = Vector256.Create(127f);
+            for (; i + 32 <= n; i += 32)
+            {
+                var a = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i) * scale), lowest, highest));
+                var b = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 8) * scale), lowest, highest));
+                var c = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 16) * scale), lowest, highest));
+                var d = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 24) * scale), lowest, highest));
+                Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, d)).Store(q + i);
+            }
+        }
+        for (; i < n; i++) q[i] = (sbyte)Math.Clamp(MathF.Round(v[i] * inv), -127f, 127f);
     }
 
     /// <summary><c>u[i] = clamp(round_half_even(v[i] * inv[i mod 64]), -8, 7) + 8</c> for the 512 values of a superblock.</summary>
