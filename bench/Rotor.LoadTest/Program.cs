@@ -164,7 +164,9 @@ static double Percentile(IEnumerable<double> values, double q)
 
 static async Task<RequestResult> OneRequest(HttpClient http, string model, Args o, int n, CancellationToken ct)
 {
-    string prompt = o.Prompt + (o.VaryPrompt ? " " + n.ToString(CultureInfo.InvariantCulture) : "");
+    // The request number leads the prompt: a server that reuses cached prompt prefixes (llama-server's cache_prompt)
+    // then evaluates every prompt token, as one without such a cache (Rotor) does.
+    string prompt = (o.VaryPrompt ? n.ToString(CultureInfo.InvariantCulture) + ". " : "") + o.Prompt;
     bool chat = o.Endpoint == "chat";
     string input = chat
         ? "\"messages\":[{\"role\":\"user\",\"content\":" + JsonSerializer.Serialize(prompt) + "}]"
