@@ -23,12 +23,13 @@ public sealed record LanguageModelOptions
     public KvCacheType KvCacheType { get; init; }
 
     /// <summary>Whether a tied LM head (the token embedding, used as the file stores it) is read from the memory-mapped
-    /// file instead of a copy (default: <c>ROTOR_MAP_TIED_HEAD=1</c> turns it on, else off). A copy in 2 MiB pages costs a
-    /// pass over the head at load and memory of its own; the mapped file costs nothing to load, is shared with the page
-    /// cache, and is read through 4 KiB pages at every decode step. An embedding that is not the head (an untied model,
+    /// file instead of a copy (default on; <c>ROTOR_MAP_TIED_HEAD=0</c> turns it off). The mapped file costs nothing to
+    /// load and is shared with the page cache, as llama.cpp's memory-mapped weights are; it is read through 4 KiB pages
+    /// at every decode step. A copy in 2 MiB pages costs a pass over the head at load and memory of its own, and reads a
+    /// little faster on several threads (docs/BENCHMARKS-lm.md). An embedding that is not the head (an untied model,
     /// or <see cref="LmHeadType"/> converting the head) is always mapped where its stored type and row size allow
     /// (<see cref="Loading.GgufLoader.CanMap"/>): it is read a row a token, so only the rows used become resident.</summary>
-    public bool MapTiedHead { get; init; } = Environment.GetEnvironmentVariable("ROTOR_MAP_TIED_HEAD") == "1";
+    public bool MapTiedHead { get; init; } = Environment.GetEnvironmentVariable("ROTOR_MAP_TIED_HEAD") != "0";
 
     /// <summary>Where the decoder runs (default <see cref="LmDevice.Cpu"/>). <see cref="LmDevice.Cuda"/> uploads the
     /// weights to the GPU; without a usable GPU the model runs on the CPU and <see cref="LanguageModel.DeviceNote"/>
