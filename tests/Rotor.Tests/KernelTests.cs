@@ -132,7 +132,8 @@ public class KernelTests
         // Batches that cross the activation-row passes of the blocked paths (the VNNI path keeps about 512 KB of
         // activations a pass: 72 rows at k = 6912) and leave partial 6-row tiles, weight counts that leave partial
         // 4-row panels, extreme values, and 1 to 3 threads.
-        foreach (var (n, k, m) in new[] { (13, 6912 - 3, 150), (31, 2560, 133), (7, 512, 10) })
+        // (450, 2560, 7): more weight rows than one pass of the AVX2 GEMM's weight block, and tails of 2 and 1 rows.
+        foreach (var (n, k, m) in new[] { (13, 6912 - 3, 150), (31, 2560, 133), (7, 512, 10), (450, 2560, 7) })
         {
             sbyte[] wt = TestData.Trits(n * k, n + k);
             for (int j = 0; j < k; j++) wt[j] = 1;                      // row 0 all +1

@@ -91,6 +91,48 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         dots[0] = Vector256.Sum(c0); dots[1] = Vector256.Sum(c1);
     }
 
+    /// <summary>One weight row against four activation rows: each half block is unpacked once for the four; the
+    /// activations are read from memory operands (four rows of x stay in L1 while a block of weight rows passes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows1x4(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
+    {
+        Vector256<int> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector256<byte> m = Vector256.Create((byte)3);
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            int end = Math.Min(kb0 + Chunk, kBlocks);
+            Vector256<short> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int kb = kb0; kb < end; kb++)
+            {
+                for (int h = 0; h < 64; h += 32)
+                {
+                    Vector256<ushort> v = Vector256.Load(w + kb * 64 + h).AsUInt16();
+                    Vector256<byte> s0 = v.AsByte() & m, s1 = (v >> 2).AsByte() & m, s2 = (v >> 4).AsByte() & m, s3 = (v >> 6).AsByte() & m;
+                    sbyte* xp = x + kb * 256 + h;
+                    a0 += Mad4(s0, s1, s2, s3, xp);
+                    a1 += Mad4(s0, s1, s2, s3, xp + xs);
+                    a2 += Mad4(s0, s1, s2, s3, xp + 2 * xs);
+                    a3 += Mad4(s0, s1, s2, s3, xp + 3 * xs);
+                }
+            }
+            c0 += Widen(a0); c1 += Widen(a1); c2 += Widen(a2); c3 += Widen(a3);
+        }
+        // One reduction tree for the four rows: hadd pairs, then the two 128-bit halves.
+        Vector256<int> abcd = Avx2.HorizontalAdd(Avx2.HorizontalAdd(c0, c1), Avx2.HorizontalAdd(c2, c3));
+        (abcd.GetLower() + abcd.GetUpper()).Store(dots);
+    }
+
+    /// <summary>The four codes of a half block times x's four 64-byte slices at <paramref name="xp"/>, summed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Mad4(Vector256<byte> s0, Vector256<byte> s1, Vector256<byte> s2, Vector256<byte> s3, sbyte* xp) =>
+        (Avx2.MultiplyAddAdjacent(s0, Vector256.Load(xp)) + Avx2.MultiplyAddAdjacent(s1, Vector256.Load(xp + 64)))
+        + (Avx2.MultiplyAddAdjacent(s2, Vector256.Load(xp + 128)) + Avx2.MultiplyAddAdjacent(s3, Vector256.Load(xp + 192)));
+
+    // Bytes of weight rows in one pass of the GEMM: the block stays in L2 while every group of four activation rows
+    // (at most 4 * 6912 bytes, in L1) runs over it, so W comes from memory once a call. A quarter of a 256-512 KB L2,
+    // leaving room for the activations and the output lines (blocks of half the L2 were slower).
+    private const int WeightBlockBytes = 64 * 1024;
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(in GemmArgs a, int r0, int r1)
     {
@@ -107,20 +149,34 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
             for (; r < r1; r++) a.Store(0, r, DotCodes(a.W + (long)r * a.RowBytes, x, a.KBlocks));
             return;
         }
-        const int RowTile = 64;
-        for (int i0 = 0; i0 < a.M; i0 += RowTile)
+        int blockRows = Math.Max(4, WeightBlockBytes / a.RowBytes);
+        for (int rb0 = r0; rb0 < r1; rb0 += blockRows)
         {
-            int iEnd = Math.Min(i0 + RowTile, a.M);
-            for (int r = r0; r < r1; r++)
+            int rbEnd = Math.Min(rb0 + blockRows, r1);
+            int i = 0;
+            for (; i + 4 <= a.M; i += 4)
             {
-                byte* w = a.W + (long)r * a.RowBytes;
-                int i = i0;
-                for (; i + 2 <= iEnd; i += 2)
+                sbyte* x = a.X + (long)i * a.XStride;
+                for (int r = rb0; r < rbEnd; r++)
                 {
-                    Rows1x2(w, a.X + (long)i * a.XStride, a.XStride, a.KBlocks, d);
+                    Rows1x4(a.W + (long)r * a.RowBytes, x, a.XStride, a.KBlocks, d);
+                    a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]); a.Store(i + 2, r, d[2]); a.Store(i + 3, r, d[3]);
+                }
+            }
+            if (a.M - i >= 2)
+            {
+                sbyte* x = a.X + (long)i * a.XStride;
+                for (int r = rb0; r < rbEnd; r++)
+                {
+                    Rows1x2(a.W + (long)r * a.RowBytes, x, a.XStride, a.KBlocks, d);
                     a.Store(i, r, d[0]); a.Store(i + 1, r, d[1]);
                 }
-                for (; i < iEnd; i++) a.Store(i, r, DotCodes(w, a.X + (long)i * a.XStride, a.KBlocks));
+                i += 2;
+            }
+            if (i < a.M)
+            {
+                sbyte* x = a.X + (long)i * a.XStride;
+                for (int r = rb0; r < rbEnd; r++) a.Store(i, r, DotCodes(a.W + (long)r * a.RowBytes, x, a.KBlocks));
             }
         }
     }
