@@ -220,6 +220,7 @@ internal static unsafe class DenseQ4
                         Vector256<int> a = Avx.LoadVector256(corr + 8 * h);
                         for (int k = 0; k < 4; k++)
                         {
+                            if (h == 0 && i == 0) Sse.Prefetch0(ws + 64 * k + DenseGemm.PrefetchBytes);   // the next rows' stream
                             Vector256<byte> p = Avx.LoadVector256(ws + 64 * k + 32 * h);
                             Vector256<byte> u0 = p & mask, u1 = Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
                             Vector256<sbyte> x0 = Avx.LoadVector256(x + 128 * k + 32 * h), x1 = Avx.LoadVector256(x + 128 * k + 64 + 32 * h);
