@@ -22,6 +22,7 @@
 #   THREADS       threads of each server          (the processors)
 #   LM_HEAD       rotor --lm-head (f16 as stored, int8, ...)  (unset: the file's)
 #   PORT          first port (Rotor), PORT+1 llama-server     (8090)
+#   SERVERS       which servers to run            (rotor,llama-server; the side-by-side table needs both)
 #   LLAMA_ARCH    general.architecture of the rewritten file (bitnet: llama.cpp's name for the
 #                 squared-ReLU BitNet b1.58 graph; llama for a float model)
 #
@@ -45,6 +46,7 @@ MAX_TOKENS=${MAX_TOKENS:-64}
 CTX=${CTX:-512}
 THREADS=${THREADS:-$(nproc)}
 PORT=${PORT:-8090}
+SERVERS=${SERVERS:-rotor,llama-server}
 LLAMA_ARCH=${LLAMA_ARCH:-bitnet}
 PROMPT=${PROMPT:-"Tell me a story about a little dog who finds a red ball in the garden behind the old house."}
 
@@ -100,6 +102,7 @@ run_load() {   # LABEL URL EXTRA...  (the model id is the server's first in GET 
 }
 
 # 1. Rotor.
+if [[ ",$SERVERS," == *",rotor,"* ]]; then
 ROTOR_URL="http://127.0.0.1:$PORT"
 HEAD_ARGS=(); [ -n "${LM_HEAD:-}" ] && HEAD_ARGS=(--lm-head "$LM_HEAD")
 echo "rotor serve $ROTOR_MODEL (batch $SLOTS, ctx $CTX, threads $THREADS)" >&2
@@ -109,6 +112,8 @@ SERVER_PID=$!
 wait_healthy "$ROTOR_URL" "$OUT/rotor-server.log"
 run_load rotor "$ROTOR_URL"
 stop_server
+fi
+[[ ",$SERVERS," == *",llama-server,"* ]] || exit 0
 
 # 2. llama-server: SLOTS slots of CTX positions each (its -c is the total), continuous batching.
 LLAMA_URL="http://127.0.0.1:$((PORT + 1))"
