@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using Rotor.Kernels;
 
 namespace Rotor.Tests;
@@ -180,6 +181,48 @@ public class DenseKernelTests
                                 Assert.True(Math.Abs(e - g) <= 1e-5 * Math.Max(1, mag), $"{path} k={k} mr={mr} ({r}, {i}): {g} vs {e}");
                             }
                     }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void FewRowF16KernelsMatchTheReference()
+    {
+        // Every path's few-row F16 kernel (where it has one) against the scalar one: lengths around the 16-half step
+        // and its tail, 1-4 activation rows further apart than their length; sums of rows not asked for stay untouched.
+        int seed = 70;
+        foreach (int k in new[] { 1, 7, 15, 16, 17, 31, 33, 100, 1029, 2560 })
+        foreach (int mr in new[] { 1, 2, 3, 4 })
+        {
+            seed++;
+            long xStride = k + 9;
+            ushort[] w = TestData.Floats(k, seed, 2f).Select(v => BitConverter.HalfToUInt16Bits((Half)v)).ToArray();
+            float[] x = TestData.Floats((int)(DenseGemm.F16Rows * xStride), seed + 1, 3f);
+            var expected = new float[DenseGemm.F16Rows];
+            var got = new float[DenseGemm.F16Rows];
+            unsafe
+            {
+                fixed (ushort* wp = w) fixed (float* xp = x) fixed (float* ep = expected) fixed (float* gp = got)
+                {
+                    DenseGemm.DotF16x4Reference(wp, xp, xStride, k, mr, ep);
+                    int kernels = 0;
+                    foreach (var path in KernelSelector.Supported)
+                    {
+                        var kernel = KernelPaths.Get(path).DotF16x4;
+                        if (kernel == null) continue;
+                        kernels++;
+                        Array.Fill(got, float.NaN);
+                        kernel(wp, xp, xStride, k, mr, gp);
+                        for (int i = 0; i < DenseGemm.F16Rows; i++)
+                        {
+                            if (i >= mr) { Assert.True(float.IsNaN(got[i]), $"{path} k={k} mr={mr}: sum {i} was written"); continue; }
+                            double mag = 0;
+                            for (int j = 0; j < k; j++) mag += Math.Abs((double)(float)BitConverter.UInt16BitsToHalf(w[j]) * x[i * xStride + j]);
+                            Assert.True(Math.Abs(expected[i] - got[i]) <= 1e-5 * Math.Max(1, mag), $"{path} k={k} mr={mr} row {i}: {got[i]} vs {expected[i]}");
+                        }
+                    }
+                    if (Avx2.IsSupported) Assert.True(kernels > 0, "the AVX2 path has a few-row F16 kernel");
                 }
             }
         }

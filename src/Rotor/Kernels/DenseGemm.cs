@@ -177,6 +177,52 @@ internal static unsafe class DenseGemm
         return sum;
     }
 
+    /// <summary>Activation rows the few-row F16 kernels take at most (<see cref="DotF16x4Reference"/>).</summary>
+    public const int F16Rows = 4;
+
+    /// <summary>
+    /// One F16 weight row against mr (1..4) activation rows at <c>x + i * xStride</c>, n values each:
+    /// <c>sums[i] = sum_j w[j] * x[i, j]</c>. Scalar: the oracle of the few-row F16 kernels, which widen each half
+    /// once in registers for all the rows (no float panel in memory), the route of small batches.
+    /// </summary>
+    public static void DotF16x4Reference(ushort* w, float* x, long xStride, int n, int mr, float* sums)
+    {
+        for (int i = 0; i < mr; i++)
+        {
+            float s = 0;
+            for (int j = 0; j < n; j++) s += (float)BitConverter.UInt16BitsToHalf(w[j]) * x[i * xStride + j];
+            sums[i] = s;
+        }
+    }
+
+    /// <summary><see cref="DotF16x4Reference"/> with 256-bit vectors: 16 halves a step are widened as
+    /// <see cref="DotF16"/> does, then meet the rows' activations in two accumulators a row (eight independent
+    /// multiply-add chains). Fewer than four rows repeat the first row's activations; their sums are dropped.</summary>
+    public static void DotF16x4Avx2(ushort* w, float* x, long xStride, int n, int mr, float* sums)
+    {
+        float* x0 = x, x1 = mr > 1 ? x + xStride : x, x2 = mr > 2 ? x + 2 * xStride : x, x3 = mr > 3 ? x + 3 * xStride : x;
+        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            Vector256<short> h = Vector256.Load((short*)w + j);
+            Vector256<float> lo = Widen(Vector256.WidenLower(h)), hi = Widen(Vector256.WidenUpper(h));
+            a0 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x0 + j), a0); b0 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x0 + j + 8), b0);
+            a1 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x1 + j), a1); b1 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x1 + j + 8), b1);
+            a2 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x2 + j), a2); b2 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x2 + j + 8), b2);
+            a3 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x3 + j), a3); b3 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x3 + j + 8), b3);
+        }
+        float* s = stackalloc float[4];
+        s[0] = Vector256.Sum(a0 + b0); s[1] = Vector256.Sum(a1 + b1); s[2] = Vector256.Sum(a2 + b2); s[3] = Vector256.Sum(a3 + b3);
+        for (int i = 0; i < mr; i++)
+        {
+            float* xi = x + i * xStride;
+            float t = s[i];
+            for (int jj = j; jj < n; jj++) t += (float)BitConverter.UInt16BitsToHalf(w[jj]) * xi[jj];
+            sums[i] = t;
+        }
+    }
+
     /// <summary>Weight rows of a float tile: a tile kernel multiplies this many weight rows with up to
     /// <see cref="TileRows"/> activation rows.</summary>
     public const int TileRows = 4;
@@ -393,6 +439,7 @@ internal static unsafe class DenseGemm
         public delegate*<sbyte*, sbyte*, long, int, int*, void> Dot4;
         public delegate*<byte*, ushort*, int, byte*, int, int, float*, void> DotQ4;
         public delegate*<float*, long, float*, long, int, int, float*, void> Tile;
+        public delegate*<ushort*, float*, long, int, int, float*, void> DotF16x4;
         public Q4Activations? X4;
         [ThreadStatic] private static float[]? t_row;
         [ThreadStatic] private static float[]? t_panel, t_acc;
@@ -409,6 +456,18 @@ internal static unsafe class DenseGemm
                 case DenseType.F16 when !Reference && M == 1:
                     for (int r = r0; r < r1; r++) Y[r] = DotF16((ushort*)(data + (long)r * w.RowStride), X, k);
                     break;
+                // A few activation rows, on a path with a few-row F16 kernel: each half is widened once in registers
+                // for all of them; a float panel would cost a store and a load of every weight for little reuse.
+                case DenseType.F16 when !Reference && DotF16x4 != null && M <= F16Rows:
+                    {
+                        float* four = stackalloc float[F16Rows];
+                        for (int r = r0; r < r1; r++)
+                        {
+                            DotF16x4((ushort*)(data + (long)r * w.RowStride), X, XStride, k, M, four);
+                            for (int i = 0; i < M; i++) Y[(long)i * YStride + r] = four[i];
+                        }
+                        break;
+                    }
                 case DenseType.F32 when !Reference:
                 case DenseType.F16 when !Reference:
                     TiledRows(w, r0, r1);
@@ -566,6 +625,7 @@ internal static unsafe class DenseGemm
             job.Dot4 = KernelPaths.Get(path).DotInt8x4;
             job.DotQ4 = KernelPaths.Get(path).DotQ4;
             job.Tile = KernelPaths.Get(path).TileF32;
+            job.DotF16x4 = KernelPaths.Get(path).DotF16x4;
             job.X4 = x4;
             float[]? xs = xq?.ScaleArray;
             fixed (float* xsp = xs)

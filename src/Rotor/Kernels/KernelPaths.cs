@@ -18,10 +18,11 @@ public sealed unsafe class KernelPathInfo
         delegate*<in GemmArgs, int, int, void> gemm, delegate*<byte*, sbyte*, int, int> dotCodes, delegate*<byte*, float*, int, float> dotF32,
         delegate*<sbyte*, sbyte*, int, int> dotInt8, delegate*<sbyte*, sbyte*, long, int, int*, void> dotInt8x4,
         delegate*<byte*, ushort*, int, byte*, int, int, float*, void> dotQ4, delegate*<float*, long, float*, long, int, int, float*, void> tileF32,
-        delegate*<ref GemmArgs, void> prepareGemm = null)
+        delegate*<ref GemmArgs, void> prepareGemm = null, delegate*<ushort*, float*, long, int, int, float*, void> dotF16x4 = null)
     {
         Path = path; Name = name; Priority = priority; _unavailable = new Lazy<string?>(unavailableReason);
         Gemm = gemm; DotCodes = dotCodes; DotF32 = dotF32; DotInt8 = dotInt8; DotInt8x4 = dotInt8x4; DotQ4 = dotQ4; TileF32 = tileF32; PrepareGemm = prepareGemm;
+        DotF16x4 = dotF16x4;
     }
 
     /// <summary>The path.</summary>
@@ -58,6 +59,10 @@ public sealed unsafe class KernelPathInfo
     /// <summary>Products of four float weight rows with up to four activation rows (the batched products of F32 and F16
     /// matrices, F16 widened first; the contract is <see cref="DenseGemm.TileF32Reference"/>'s).</summary>
     internal delegate*<float*, long, float*, long, int, int, float*, void> TileF32 { get; }
+    /// <summary>One F16 weight row against up to <see cref="DenseGemm.F16Rows"/> activation rows, each half widened once
+    /// in registers (the contract is <see cref="DenseGemm.DotF16x4Reference"/>'s); null: batches of F16 go through
+    /// <see cref="TileF32"/> whatever their size.</summary>
+    internal delegate*<ushort*, float*, long, int, int, float*, void> DotF16x4 { get; }
     /// <summary>Run once a call, before the rows are split over threads, when the path wants the activations in
     /// another layout (null: none).</summary>
     internal delegate*<ref GemmArgs, void> PrepareGemm { get; }
@@ -81,7 +86,8 @@ public static unsafe class KernelPaths
         new(KernelPath.Portable, "portable", 10, () => null,
             &PortableKernels.Gemm, &PortableKernels.DotCodes, &PortableKernels.DotF32, &DenseGemm.DotInt8Portable, &DenseGemm.DotInt8x4Portable, &DenseQ4.DotPortable, &DenseGemm.TileF32Portable),
         new(KernelPath.Avx2, "avx2", 30, () => Avx2.IsSupported ? null : Missing("AVX2", CpuId7Ebx(5)),
-            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2, &DenseGemm.TileF32Avx2),
+            &Avx2Kernels.Gemm, &Avx2Kernels.DotCodes, &Avx2Kernels.DotF32, &DenseGemm.DotInt8Avx2, &DenseGemm.DotInt8x4Avx2, &DenseQ4.DotAvx2, &DenseGemm.TileF32Avx2,
+            dotF16x4: &DenseGemm.DotF16x4Avx2),
         new(KernelPath.Avx512, "avx512", 40,
             () => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? null
                 : Avx512BW.IsSupported ? "the processor has AVX-512 BW but .NET does not use 512-bit vectors on it" : Missing("AVX-512 BW", CpuId7Ebx(30)),
