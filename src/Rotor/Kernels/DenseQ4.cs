@@ -200,6 +200,7 @@ internal static unsafe class DenseQ4
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void DotAvx2(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
     {
+        if (mr == 1 && !AvxVnni.IsSupported) { OneRowAvx2(w, d, supers, xg, nrows, y); return; }
         Vector256<byte> mask = Vector256.Create((byte)0x0F);
         Vector256<short> ones = Vector256.Create((short)1);
         for (int r = 0; r < nrows; r++)
@@ -242,6 +243,50 @@ internal static unsafe class DenseQ4
                 }
                 y[r * mr + i] = Vector256.Sum(acc);
             }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DotAvx2"/> for one activation row (a GEMV: an LM head at decode), without VNNI: both halves of a
+    /// superblock at once in two int32 accumulators, the two nibbles of a byte summed in int16 before one vpmaddwd
+    /// (each vpmaddubsw pair at most 2 * 15 * 127 = 3810, two of them 7620: no overflow), so a 64-weight step costs
+    /// one vpmaddwd instead of two; four prefetches a superblock keep the weight stream 2 KiB ahead.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void OneRowAvx2(byte* w, ushort* d, int supers, byte* xg, int nrows, float* y)
+    {
+        Vector256<byte> mask = Vector256.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        for (int r = 0; r < nrows; r++)
+        {
+            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+            ushort* dr = d + (long)r * supers * 16;
+            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+            for (int s = 0; s < supers; s++)
+            {
+                byte* sb = xg + (long)s * Q4Activations.RowSuperBytes;
+                int* corr = (int*)sb;
+                sbyte* x = (sbyte*)(sb + CorrBytes);
+                byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+                byte* ahead = ws + DenseGemm.PrefetchBytes;
+                Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+                Vector256<int> a0 = Avx.LoadVector256(corr), a1 = Avx.LoadVector256(corr + 8);
+                for (int k = 0; k < 4; k++)
+                {
+                    Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
+                    Vector256<short> s0 = Avx2.MultiplyAddAdjacent(p0 & mask, Avx.LoadVector256(x + 128 * k))
+                        + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 64));
+                    Vector256<short> s1 = Avx2.MultiplyAddAdjacent(p1 & mask, Avx.LoadVector256(x + 128 * k + 32))
+                        + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 96));
+                    a0 += Avx2.MultiplyAddAdjacent(s0, ones);
+                    a1 += Avx2.MultiplyAddAdjacent(s1, ones);
+                }
+                Vector256<float> f0 = Avx.ConvertToVector256Single(a0), f1 = Avx.ConvertToVector256Single(a1);
+                Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
+                acc0 = Fma.IsSupported ? Fma.MultiplyAdd(f0, d0, acc0) : acc0 + f0 * d0;
+                acc1 = Fma.IsSupported ? Fma.MultiplyAdd(f1, d1, acc1) : acc1 + f1 * d1;
+            }
+            y[r] = Vector256.Sum(acc0 + acc1);
         }
     }
 
