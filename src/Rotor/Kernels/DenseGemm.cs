@@ -34,7 +34,7 @@ internal static unsafe class DenseGemm
         Vector256<short> ones = Vector256.Create((short)1);
         for (int j = 0; j < n; j += 64)
         {
-            Sse.Prefetch0(w + j + PrefetchBytes);   // rows are read one after another: the stream runs on
+            Sse.Prefetch0(w + j + PrefetchBytes);   // rows are read one after another, so this runs into the next row
             Vector256<sbyte> w0 = Avx.LoadVector256(w + j), w1 = Avx.LoadVector256(w + j + 32);
             Vector256<sbyte> x0 = Avx.LoadVector256(x + j), x1 = Avx.LoadVector256(x + j + 32);
             Vector256<short> p0 = Avx2.MultiplyAddAdjacent(Avx2.Abs(w0), Avx2.Sign(x0, w0));
@@ -212,12 +212,11 @@ internal static unsafe class DenseGemm
             a2 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x2 + j), a2); b2 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x2 + j + 8), b2);
             a3 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x3 + j), a3); b3 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x3 + j + 8), b3);
         }
-        float* s = stackalloc float[4];
-        s[0] = Vector256.Sum(a0 + b0); s[1] = Vector256.Sum(a1 + b1); s[2] = Vector256.Sum(a2 + b2); s[3] = Vector256.Sum(a3 + b3);
+        Vector128<float> s = Vector128.Create(Vector256.Sum(a0 + b0), Vector256.Sum(a1 + b1), Vector256.Sum(a2 + b2), Vector256.Sum(a3 + b3));
         for (int i = 0; i < mr; i++)
         {
             float* xi = x + i * xStride;
-            float t = s[i];
+            float t = s.GetElement(i);
             for (int jj = j; jj < n; jj++) t += (float)BitConverter.UInt16BitsToHalf(w[jj]) * xi[jj];
             sums[i] = t;
         }
