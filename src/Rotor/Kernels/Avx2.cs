@@ -45,7 +45,6 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     private static void Rows1x2(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
     {
         Vector256<int> c0 = default, c1 = default;
-        Vector256<byte> m = Vector256.Create((byte)3);
         for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
         {
             int end = Math.Min(kb0 + Chunk, kBlocks);
@@ -54,14 +53,10 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
             {
                 for (int h = 0; h < 64; h += 32)
                 {
-                    Vector256<ushort> v = Vector256.Load(w + kb * 64 + h).AsUInt16();
-                    Vector256<byte> s0 = v.AsByte() & m, s1 = (v >> 2).AsByte() & m, s2 = (v >> 4).AsByte() & m, s3 = (v >> 6).AsByte() & m;
+                    Unpack(w + kb * 64 + h, out var s0, out var s1, out var s2, out var s3);
                     sbyte* xp = x + kb * 256 + h;
-                    a0 += (Avx2.MultiplyAddAdjacent(s0, Vector256.Load(xp)) + Avx2.MultiplyAddAdjacent(s1, Vector256.Load(xp + 64)))
-                        + (Avx2.MultiplyAddAdjacent(s2, Vector256.Load(xp + 128)) + Avx2.MultiplyAddAdjacent(s3, Vector256.Load(xp + 192)));
-                    xp += xs;
-                    a1 += (Avx2.MultiplyAddAdjacent(s0, Vector256.Load(xp)) + Avx2.MultiplyAddAdjacent(s1, Vector256.Load(xp + 64)))
-                        + (Avx2.MultiplyAddAdjacent(s2, Vector256.Load(xp + 128)) + Avx2.MultiplyAddAdjacent(s3, Vector256.Load(xp + 192)));
+                    a0 += Mad4(s0, s1, s2, s3, xp);
+                    a1 += Mad4(s0, s1, s2, s3, xp + xs);
                 }
             }
             c0 += Widen(a0); c1 += Widen(a1);
@@ -97,7 +92,6 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     private static void Rows1x4(byte* w, sbyte* x, int xs, int kBlocks, int* dots)
     {
         Vector256<int> c0 = default, c1 = default, c2 = default, c3 = default;
-        Vector256<byte> m = Vector256.Create((byte)3);
         for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
         {
             int end = Math.Min(kb0 + Chunk, kBlocks);
@@ -106,8 +100,7 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
             {
                 for (int h = 0; h < 64; h += 32)
                 {
-                    Vector256<ushort> v = Vector256.Load(w + kb * 64 + h).AsUInt16();
-                    Vector256<byte> s0 = v.AsByte() & m, s1 = (v >> 2).AsByte() & m, s2 = (v >> 4).AsByte() & m, s3 = (v >> 6).AsByte() & m;
+                    Unpack(w + kb * 64 + h, out var s0, out var s1, out var s2, out var s3);
                     sbyte* xp = x + kb * 256 + h;
                     a0 += Mad4(s0, s1, s2, s3, xp);
                     a1 += Mad4(s0, s1, s2, s3, xp + xs);
@@ -120,6 +113,15 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         // One reduction tree for the four rows: hadd pairs, then the two 128-bit halves.
         Vector256<int> abcd = Avx2.HorizontalAdd(Avx2.HorizontalAdd(c0, c1), Avx2.HorizontalAdd(c2, c3));
         (abcd.GetLower() + abcd.GetUpper()).Store(dots);
+    }
+
+    /// <summary>The four code vectors of a 32-byte half block (bit pairs 0, 2, 4, 6 of each byte).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Unpack(byte* p, out Vector256<byte> s0, out Vector256<byte> s1, out Vector256<byte> s2, out Vector256<byte> s3)
+    {
+        Vector256<byte> m = Vector256.Create((byte)3);
+        Vector256<ushort> v = Vector256.Load(p).AsUInt16();
+        s0 = v.AsByte() & m; s1 = (v >> 2).AsByte() & m; s2 = (v >> 4).AsByte() & m; s3 = (v >> 6).AsByte() & m;
     }
 
     /// <summary>The four codes of a half block times x's four 64-byte slices at <paramref name="xp"/>, summed.</summary>
