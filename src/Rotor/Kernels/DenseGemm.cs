@@ -582,9 +582,20 @@ internal static unsafe class DenseGemm
                                 else new ReadOnlySpan<float>((float*)row + c0, n).CopyTo(new Span<float>(pp + rr * kc, n));
                             }
                         }
-                        for (int i = 0; i < m; i += TileRows)
+                        // The next chunk's F16 rows, prefetched a share before each tile call so that their reads
+                        // overlap this chunk's arithmetic instead of stalling the next widening.
+                        int nr = c0 + kc < k ? r : r + TileRows, nc0 = c0 + kc < k ? c0 + kc : 0;
+                        int nn = nr < r1 ? Math.Min(kc, k - nc0) : 0;
+                        int groups = (m + TileRows - 1) / TileRows, lines = (nn * 2 + 63) / 64, share = (lines + groups - 1) / groups;
+                        for (int i = 0, g = 0; i < m; i += TileRows, g++)
                         {
                             int mr = Math.Min(TileRows, m - i);
+                            if (w.Type == DenseType.F16 && nn > 0)
+                                for (int rr = 0; rr < TileRows && nr + rr < r1; rr++)
+                                {
+                                    int l0 = g * share, l1 = Math.Min(lines, l0 + share);
+                                    if (l1 > l0) CacheHints.Prefetch(data + (long)(nr + rr) * w.RowStride + nc0 * 2L + l0 * 64L, (l1 - l0) * 64);
+                                }
                             Tile(wp, ws, X + (long)i * XStride + c0, XStride, n, mr, sums);
                             for (int q = 0; q < mr; q++)
                             {
