@@ -74,21 +74,24 @@ public unsafe class DenseQ4Tests
         foreach (int supers in new[] { 1, 2, 5 })
         foreach (int mr in new[] { 1, 2, 3, 5, 8 })
         foreach (int nrows in new[] { 1, 3, 33 })
-        foreach (bool extreme in new[] { false, true })
+        foreach (int mode in new[] { 0, 1, 2 })
         {
+            // 1: nibbles 0 or 15 and values +-127; 2: every nibble 15 and every value of a row +127 or -127, the largest
+            // int16 partial sums a kernel can form (eight vpmaddubsw pairs of 2 * 15 * 127 a lane).
+            bool extreme = mode > 0;
             seed++;
             var rnd = new Random(seed);
             int wBytes = nrows * supers * 256, scales = nrows * supers * 16;
             var w = new AlignedArray<byte>(wBytes);
             var d = new AlignedArray<ushort>(scales);
             var xg = new AlignedArray<byte>((long)mr * supers * Q4Activations.RowSuperBytes);
-            for (int i = 0; i < wBytes; i++) w.Span[i] = extreme ? (byte)(rnd.Next(2) == 0 ? 0x00 : 0xFF) : (byte)rnd.Next(256);
+            for (int i = 0; i < wBytes; i++) w.Span[i] = mode == 2 ? (byte)0xFF : extreme ? (byte)(rnd.Next(2) == 0 ? 0x00 : 0xFF) : (byte)rnd.Next(256);
             for (int i = 0; i < scales; i++) d.Span[i] = BitConverter.HalfToUInt16Bits((Half)((rnd.NextDouble() * 2 - 1) * (i % 7 == 0 ? 1e-6 : 0.05)));
             for (int s = 0; s < supers; s++)
             {
                 byte* sb = xg.Pointer + (long)s * mr * Q4Activations.RowSuperBytes;
                 for (int i = 0; i < mr * 16; i++) ((int*)sb)[i] = rnd.Next(-100000, 100000);
-                for (int i = 0; i < mr * 512; i++) ((sbyte*)sb)[mr * 64 + i] = extreme ? (sbyte)(rnd.Next(2) == 0 ? -127 : 127) : (sbyte)rnd.Next(-127, 128);
+                for (int i = 0; i < mr * 512; i++) ((sbyte*)sb)[mr * 64 + i] = mode == 2 ? (sbyte)(i / 512 % 2 == 0 ? 127 : -127) : extreme ? (sbyte)(rnd.Next(2) == 0 ? -127 : 127) : (sbyte)rnd.Next(-127, 128);
             }
             var expected = new float[nrows * mr];
             var got = new float[nrows * mr];
@@ -104,7 +107,7 @@ public unsafe class DenseQ4Tests
                     double mag = 0;
                     int r = i / mr;
                     for (int b = 0; b < supers * 16; b++) mag += Math.Abs((float)BitConverter.UInt16BitsToHalf(d.Span[r * supers * 16 + b])) * (32 * 8 * 127 + 100000);
-                    Assert.True(Math.Abs(expected[i] - got[i]) <= 1e-6 * mag, $"{name} supers={supers} mr={mr} nrows={nrows} extreme={extreme} [{i}]: {got[i]} vs {expected[i]}");
+                    Assert.True(Math.Abs(expected[i] - got[i]) <= 1e-6 * mag, $"{name} supers={supers} mr={mr} nrows={nrows} mode={mode} [{i}]: {got[i]} vs {expected[i]}");
                 }
             }
             GC.KeepAlive(w); GC.KeepAlive(d); GC.KeepAlive(xg);

@@ -194,15 +194,25 @@ internal static unsafe class DenseQ4
         }
     }
 
-    /// <summary>AVX2, 256-bit: half a superblock (lanes 8h .. 8h + 7) at a time. Unsigned nibbles times signed int8 with
-    /// vpmaddubsw (pairs at most 2 * 15 * 127, no saturation) and vpmaddwd by ones into the block's int32 lane, or one
-    /// vpdpbusd where the processor has AVX-VNNI.</summary>
+    /// <summary>AVX2, 256-bit. Without AVX-VNNI: <see cref="TwoRowsAvx2"/>, two activation rows a weight row at a time
+    /// (the last one alone when mr is odd). With AVX-VNNI: half a superblock (lanes 8h .. 8h + 7) at a time, one
+    /// vpdpbusd a 32-byte step.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void DotAvx2(byte* w, ushort* d, int supers, byte* xg, int mr, int nrows, float* y)
     {
-        if (mr == 1 && !AvxVnni.IsSupported) { OneRowAvx2(w, d, supers, xg, nrows, y); return; }
+        if (!AvxVnni.IsSupported)
+        {
+            for (int r = 0; r < nrows; r++)
+            {
+                byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
+                ushort* dr = d + (long)r * supers * 16;
+                int i = 0;
+                for (; i + 2 <= mr; i += 2) TwoRowsAvx2(wr, dr, supers, xg, mr, i, y + r * mr + i);
+                if (i < mr) OneRowAvx2(wr, dr, supers, xg, mr, i, y + r * mr + i);
+            }
+            return;
+        }
         Vector256<byte> mask = Vector256.Create((byte)0x0F);
-        Vector256<short> ones = Vector256.Create((short)1);
         for (int r = 0; r < nrows; r++)
         {
             byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
@@ -223,18 +233,8 @@ internal static unsafe class DenseQ4
                         {
                             if (h == 0 && i == 0) Sse.Prefetch0(ws + 64 * k + DenseGemm.PrefetchBytes);   // the next rows' stream
                             Vector256<byte> p = Avx.LoadVector256(ws + 64 * k + 32 * h);
-                            Vector256<byte> u0 = p & mask, u1 = Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
-                            Vector256<sbyte> x0 = Avx.LoadVector256(x + 128 * k + 32 * h), x1 = Avx.LoadVector256(x + 128 * k + 64 + 32 * h);
-                            if (AvxVnni.IsSupported)
-                            {
-                                a = AvxVnni.MultiplyWideningAndAdd(a, u0, x0);
-                                a = AvxVnni.MultiplyWideningAndAdd(a, u1, x1);
-                            }
-                            else
-                            {
-                                a += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, x0), ones);
-                                a += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, x1), ones);
-                            }
+                            a = AvxVnni.MultiplyWideningAndAdd(a, p & mask, Avx.LoadVector256(x + 128 * k + 32 * h));
+                            a = AvxVnni.MultiplyWideningAndAdd(a, Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 64 + 32 * h));
                         }
                         acc = Fma.IsSupported
                             ? Fma.MultiplyAdd(Avx.ConvertToVector256Single(a), Halves8(dr + s * 16 + 8 * h), acc)
@@ -247,47 +247,92 @@ internal static unsafe class DenseQ4
     }
 
     /// <summary>
-    /// <see cref="DotAvx2"/> for one activation row (a GEMV: an LM head at decode), without VNNI: both halves of a
-    /// superblock at once in two int32 accumulators, the two nibbles of a byte summed in int16 before one vpmaddwd
-    /// (each vpmaddubsw pair at most 2 * 15 * 127 = 3810, two of them 7620: no overflow), so a 64-weight step costs
-    /// one vpmaddwd instead of two; four prefetches a superblock keep the weight stream 2 KiB ahead.
+    /// One Q4 weight row (<paramref name="wr"/>, <paramref name="dr"/>) against activation row <paramref name="i"/> of
+    /// the group xg of mr rows into y[0], on AVX2 without VNNI: both halves of a superblock at once, each half's
+    /// vpmaddubsw results (pairs at most 2 * 15 * 127 = 3810) summed in int16 over the whole superblock (eight of them a
+    /// lane: at most 30480, no overflow) before one vpmaddwd, so a superblock costs 16 vpmaddubsw and 2 vpmaddwd; the
+    /// halves go to two float accumulators (independent FMA chains). Four prefetches a superblock keep the weight stream
+    /// <see cref="DenseGemm.PrefetchBytes"/> ahead (a GEMV reads its rows one after another).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void OneRowAvx2(byte* w, ushort* d, int supers, byte* xg, int nrows, float* y)
+    private static void OneRowAvx2(byte* wr, ushort* dr, int supers, byte* xg, int mr, int i, float* y)
     {
         Vector256<byte> mask = Vector256.Create((byte)0x0F);
         Vector256<short> ones = Vector256.Create((short)1);
-        for (int r = 0; r < nrows; r++)
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        long groupSuper = (long)mr * Q4Activations.RowSuperBytes;
+        for (int s = 0; s < supers; s++)
         {
-            byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
-            ushort* dr = d + (long)r * supers * 16;
-            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-            for (int s = 0; s < supers; s++)
+            byte* sb = xg + s * groupSuper;
+            int* corr = (int*)sb + i * 16;
+            sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+            byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+            byte* ahead = ws + DenseGemm.PrefetchBytes;
+            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+            Vector256<short> s0 = default, s1 = default;
+            for (int k = 0; k < 4; k++)
             {
-                byte* sb = xg + (long)s * Q4Activations.RowSuperBytes;
-                int* corr = (int*)sb;
-                sbyte* x = (sbyte*)(sb + CorrBytes);
-                byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
-                byte* ahead = ws + DenseGemm.PrefetchBytes;
-                Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
-                Vector256<int> a0 = Avx.LoadVector256(corr), a1 = Avx.LoadVector256(corr + 8);
-                for (int k = 0; k < 4; k++)
-                {
-                    Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
-                    Vector256<short> s0 = Avx2.MultiplyAddAdjacent(p0 & mask, Avx.LoadVector256(x + 128 * k))
-                        + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 64));
-                    Vector256<short> s1 = Avx2.MultiplyAddAdjacent(p1 & mask, Avx.LoadVector256(x + 128 * k + 32))
-                        + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 96));
-                    a0 += Avx2.MultiplyAddAdjacent(s0, ones);
-                    a1 += Avx2.MultiplyAddAdjacent(s1, ones);
-                }
-                Vector256<float> f0 = Avx.ConvertToVector256Single(a0), f1 = Avx.ConvertToVector256Single(a1);
-                Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
-                acc0 = Fma.IsSupported ? Fma.MultiplyAdd(f0, d0, acc0) : acc0 + f0 * d0;
-                acc1 = Fma.IsSupported ? Fma.MultiplyAdd(f1, d1, acc1) : acc1 + f1 * d1;
+                Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
+                s0 += Avx2.MultiplyAddAdjacent(p0 & mask, Avx.LoadVector256(x + 128 * k))
+                    + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 64));
+                s1 += Avx2.MultiplyAddAdjacent(p1 & mask, Avx.LoadVector256(x + 128 * k + 32))
+                    + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 96));
             }
-            y[r] = Vector256.Sum(acc0 + acc1);
+            Vector256<float> f0 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr) + Avx2.MultiplyAddAdjacent(s0, ones));
+            Vector256<float> f1 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr + 8) + Avx2.MultiplyAddAdjacent(s1, ones));
+            Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
+            acc0 = Fma.IsSupported ? Fma.MultiplyAdd(f0, d0, acc0) : acc0 + f0 * d0;
+            acc1 = Fma.IsSupported ? Fma.MultiplyAdd(f1, d1, acc1) : acc1 + f1 * d1;
         }
+        y[0] = Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary><see cref="OneRowAvx2"/> for activation rows i and i + 1 (y[0], y[1]): a superblock's bytes are loaded
+    /// and unpacked once for both rows; each row keeps its own int16 sums and one float accumulator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TwoRowsAvx2(byte* wr, ushort* dr, int supers, byte* xg, int mr, int i, float* y)
+    {
+        Vector256<byte> mask = Vector256.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        long groupSuper = (long)mr * Q4Activations.RowSuperBytes;
+        for (int s = 0; s < supers; s++)
+        {
+            byte* sb = xg + s * groupSuper;
+            int* corr = (int*)sb + i * 16;
+            sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols), x2 = x + DenseMatrix.Q4SuperCols;
+            byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
+            byte* ahead = ws + DenseGemm.PrefetchBytes;
+            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+            Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
+            for (int k = 0; k < 4; k++)
+            {
+                Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
+                Vector256<byte> l0 = p0 & mask, h0 = Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask;
+                Vector256<byte> l1 = p1 & mask, h1 = Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask;
+                s0 += Avx2.MultiplyAddAdjacent(l0, Avx.LoadVector256(x + 128 * k)) + Avx2.MultiplyAddAdjacent(h0, Avx.LoadVector256(x + 128 * k + 64));
+                s1 += Avx2.MultiplyAddAdjacent(l1, Avx.LoadVector256(x + 128 * k + 32)) + Avx2.MultiplyAddAdjacent(h1, Avx.LoadVector256(x + 128 * k + 96));
+                t0 += Avx2.MultiplyAddAdjacent(l0, Avx.LoadVector256(x2 + 128 * k)) + Avx2.MultiplyAddAdjacent(h0, Avx.LoadVector256(x2 + 128 * k + 64));
+                t1 += Avx2.MultiplyAddAdjacent(l1, Avx.LoadVector256(x2 + 128 * k + 32)) + Avx2.MultiplyAddAdjacent(h1, Avx.LoadVector256(x2 + 128 * k + 96));
+            }
+            Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
+            Vector256<float> f0 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr) + Avx2.MultiplyAddAdjacent(s0, ones));
+            Vector256<float> f1 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr + 8) + Avx2.MultiplyAddAdjacent(s1, ones));
+            Vector256<float> g0 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr + 16) + Avx2.MultiplyAddAdjacent(t0, ones));
+            Vector256<float> g1 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr + 24) + Avx2.MultiplyAddAdjacent(t1, ones));
+            if (Fma.IsSupported)
+            {
+                acc0 = Fma.MultiplyAdd(f1, d1, Fma.MultiplyAdd(f0, d0, acc0));
+                acc1 = Fma.MultiplyAdd(g1, d1, Fma.MultiplyAdd(g0, d0, acc1));
+            }
+            else
+            {
+                acc0 = acc0 + f0 * d0 + f1 * d1;
+                acc1 = acc1 + g0 * d0 + g1 * d1;
+            }
+        }
+        y[0] = Vector256.Sum(acc0);
+        y[1] = Vector256.Sum(acc1);
     }
 
     /// <summary>AVX-512 BW: a whole superblock a step, each block in its own int32 lane; vpmaddubsw and vpmaddwd as
