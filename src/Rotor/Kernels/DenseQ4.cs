@@ -251,8 +251,7 @@ internal static unsafe class DenseQ4
     /// the group xg of mr rows into y[0], on AVX2 without VNNI: both halves of a superblock at once, each half's
     /// vpmaddubsw results (pairs at most 2 * 15 * 127 = 3810) summed in int16 over the whole superblock (eight of them a
     /// lane: at most 30480, no overflow) before one vpmaddwd, so a superblock costs 16 vpmaddubsw and 2 vpmaddwd; the
-    /// halves go to two float accumulators (independent FMA chains). Four prefetches a superblock keep the weight stream
-    /// <see cref="DenseGemm.PrefetchBytes"/> ahead (a GEMV reads its rows one after another).
+    /// halves go to two float accumulators (independent FMA chains).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void OneRowAvx2(byte* wr, ushort* dr, int supers, byte* xg, int mr, int i, float* y)
@@ -260,23 +259,14 @@ internal static unsafe class DenseQ4
         Vector256<byte> mask = Vector256.Create((byte)0x0F);
         Vector256<short> ones = Vector256.Create((short)1);
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        long groupSuper = (long)mr * Q4Activations.RowSuperBytes;
         for (int s = 0; s < supers; s++)
         {
-            byte* sb = xg + s * groupSuper;
-            int* corr = (int*)sb + i * 16;
-            sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
-            byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
-            byte* ahead = ws + DenseGemm.PrefetchBytes;
-            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+            byte* ws = Super(wr, xg, mr, i, s, out int* corr, out sbyte* x);
             Vector256<short> s0 = default, s1 = default;
             for (int k = 0; k < 4; k++)
             {
-                Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
-                s0 += Avx2.MultiplyAddAdjacent(p0 & mask, Avx.LoadVector256(x + 128 * k))
-                    + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 64));
-                s1 += Avx2.MultiplyAddAdjacent(p1 & mask, Avx.LoadVector256(x + 128 * k + 32))
-                    + Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask, Avx.LoadVector256(x + 128 * k + 96));
+                Split(ws + 64 * k, mask, out var l0, out var h0, out var l1, out var h1);
+                Mad(l0, h0, l1, h1, x + 128 * k, ref s0, ref s1);
             }
             Vector256<float> f0 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr) + Avx2.MultiplyAddAdjacent(s0, ones));
             Vector256<float> f1 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr + 8) + Avx2.MultiplyAddAdjacent(s1, ones));
@@ -295,25 +285,16 @@ internal static unsafe class DenseQ4
         Vector256<byte> mask = Vector256.Create((byte)0x0F);
         Vector256<short> ones = Vector256.Create((short)1);
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        long groupSuper = (long)mr * Q4Activations.RowSuperBytes;
         for (int s = 0; s < supers; s++)
         {
-            byte* sb = xg + s * groupSuper;
-            int* corr = (int*)sb + i * 16;
-            sbyte* x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols), x2 = x + DenseMatrix.Q4SuperCols;
-            byte* ws = wr + s * DenseMatrix.Q4SuperBytes;
-            byte* ahead = ws + DenseGemm.PrefetchBytes;
-            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+            byte* ws = Super(wr, xg, mr, i, s, out int* corr, out sbyte* x);
+            sbyte* x2 = x + DenseMatrix.Q4SuperCols;
             Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
             for (int k = 0; k < 4; k++)
             {
-                Vector256<byte> p0 = Avx.LoadVector256(ws + 64 * k), p1 = Avx.LoadVector256(ws + 64 * k + 32);
-                Vector256<byte> l0 = p0 & mask, h0 = Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask;
-                Vector256<byte> l1 = p1 & mask, h1 = Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask;
-                s0 += Avx2.MultiplyAddAdjacent(l0, Avx.LoadVector256(x + 128 * k)) + Avx2.MultiplyAddAdjacent(h0, Avx.LoadVector256(x + 128 * k + 64));
-                s1 += Avx2.MultiplyAddAdjacent(l1, Avx.LoadVector256(x + 128 * k + 32)) + Avx2.MultiplyAddAdjacent(h1, Avx.LoadVector256(x + 128 * k + 96));
-                t0 += Avx2.MultiplyAddAdjacent(l0, Avx.LoadVector256(x2 + 128 * k)) + Avx2.MultiplyAddAdjacent(h0, Avx.LoadVector256(x2 + 128 * k + 64));
-                t1 += Avx2.MultiplyAddAdjacent(l1, Avx.LoadVector256(x2 + 128 * k + 32)) + Avx2.MultiplyAddAdjacent(h1, Avx.LoadVector256(x2 + 128 * k + 96));
+                Split(ws + 64 * k, mask, out var l0, out var h0, out var l1, out var h1);
+                Mad(l0, h0, l1, h1, x + 128 * k, ref s0, ref s1);
+                Mad(l0, h0, l1, h1, x2 + 128 * k, ref t0, ref t1);
             }
             Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
             Vector256<float> f0 = Avx.ConvertToVector256Single(Avx.LoadVector256(corr) + Avx2.MultiplyAddAdjacent(s0, ones));
@@ -333,6 +314,39 @@ internal static unsafe class DenseQ4
         }
         y[0] = Vector256.Sum(acc0);
         y[1] = Vector256.Sum(acc1);
+    }
+
+    /// <summary>Superblock s of weight row wr (returned, its stream prefetched <see cref="DenseGemm.PrefetchBytes"/>
+    /// ahead: a GEMV reads its rows one after another) and, of activation row i of the group xg of mr rows, its block
+    /// corrections and values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Super(byte* wr, byte* xg, int mr, int i, int s, out int* corr, out sbyte* x)
+    {
+        byte* sb = xg + (long)s * mr * Q4Activations.RowSuperBytes;
+        corr = (int*)sb + i * 16;
+        x = (sbyte*)(sb + mr * CorrBytes + i * DenseMatrix.Q4SuperCols);
+        byte* ws = wr + (long)s * DenseMatrix.Q4SuperBytes;
+        byte* ahead = ws + DenseGemm.PrefetchBytes;
+        Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+        return ws;
+    }
+
+    /// <summary>The low and high nibbles of the 64 bytes at p: halves 0 (l0, h0) and 1 (l1, h1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Split(byte* p, Vector256<byte> mask, out Vector256<byte> l0, out Vector256<byte> h0, out Vector256<byte> l1, out Vector256<byte> h1)
+    {
+        Vector256<byte> p0 = Avx.LoadVector256(p), p1 = Avx.LoadVector256(p + 32);
+        l0 = p0 & mask; h0 = Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask;
+        l1 = p1 & mask; h1 = Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask;
+    }
+
+    /// <summary>One 64-byte step of a superblock against the 128 activations at x: half 0's products into s0, half
+    /// 1's into s1 (int16, see <see cref="OneRowAvx2"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Mad(Vector256<byte> l0, Vector256<byte> h0, Vector256<byte> l1, Vector256<byte> h1, sbyte* x, ref Vector256<short> s0, ref Vector256<short> s1)
+    {
+        s0 += Avx2.MultiplyAddAdjacent(l0, Avx.LoadVector256(x)) + Avx2.MultiplyAddAdjacent(h0, Avx.LoadVector256(x + 64));
+        s1 += Avx2.MultiplyAddAdjacent(l1, Avx.LoadVector256(x + 32)) + Avx2.MultiplyAddAdjacent(h1, Avx.LoadVector256(x + 96));
     }
 
     /// <summary>AVX-512 BW: a whole superblock a step, each block in its own int32 lane; vpmaddubsw and vpmaddwd as
