@@ -31,6 +31,14 @@ public sealed record LanguageModelOptions
     /// (<see cref="Loading.GgufLoader.CanMap"/>): it is read a row a token, so only the rows used become resident.</summary>
     public bool MapTiedHead { get; init; } = Environment.GetEnvironmentVariable("ROTOR_MAP_TIED_HEAD") != "0";
 
+    /// <summary>Whether ternary weights that the file stores in a layout the kernels can run (bitnet.cpp's x86 I2_S, rows
+    /// of whole 256-weight blocks, as 2B4T's GGUF has them) are used where the memory-mapped file holds them (default on;
+    /// <c>ROTOR_MMAP=0</c> turns it off), as llama.cpp maps its weights: the load copies nothing, the weights are clean
+    /// file pages shared with the page cache and other processes, and the products reorder each activation row's 32-value
+    /// chunks to the file's order instead (<see cref="TernaryLayout.I2S"/>). Off, they are converted into Rotor's own
+    /// layout in memory of the process (2 MiB pages where the system gives them), as every other ternary type is.</summary>
+    public bool MapWeights { get; init; } = Environment.GetEnvironmentVariable("ROTOR_MMAP") != "0";
+
     /// <summary>Where the decoder runs (default <see cref="LmDevice.Cpu"/>). <see cref="LmDevice.Cuda"/> uploads the
     /// weights to the GPU; without a usable GPU the model runs on the CPU and <see cref="LanguageModel.DeviceNote"/>
     /// says why.</summary>
@@ -125,7 +133,7 @@ public sealed class LanguageModel : IDisposable
             bool map = MapsEmbedding(c.TiedEmbeddings, GgufLoader.DenseTypeOf(embd.Type), options.LmHeadType, options.MapTiedHead);
             // An untied head about to be converted is read once, from the file: no copy of it is made.
             bool mapHead = !c.TiedEmbeddings && options.LmHeadType is { } h && h != GgufLoader.DenseTypeOf(f.Get("output.weight").Type);
-            (config, weights) = GgufLoader.Load(f, map, mapHead, clock);
+            (config, weights) = GgufLoader.Load(f, map, mapHead, options.MapWeights, clock);
             format = "gguf";
             bytes = f.Length;
             try

@@ -23,8 +23,9 @@ namespace Rotor.Lm;
 /// TQ1_0 or TQ2_0 matrix keeps one scale a tensor when all its block scales agree, else one a row, which only its data
 /// tells; it is counted here at one a row (4 bytes a row), the most it can take.</param>
 /// <param name="MappedBytes">Bytes of the weights the load keeps in the memory-mapped file instead of copying (the
-/// token embedding, by <see cref="LanguageModelOptions.MapTiedHead"/>'s rule, where its stored type and row size allow):
-/// what <see cref="ModelWeights.MappedBytes"/> will be.</param>
+/// token embedding, by <see cref="LanguageModelOptions.MapTiedHead"/>'s rule, where its stored type and row size allow;
+/// x86 I2_S projections by <see cref="LanguageModelOptions.MapWeights"/>'): what <see cref="ModelWeights.MappedBytes"/>
+/// will be.</param>
 public sealed record ModelMemory(string Source, string Format, long FileBytes, ModelConfig Config,
     IReadOnlyList<(string Kind, int Matrices, long Bytes)> Linears, DenseType EmbeddingType, long EmbeddingBytes,
     DenseType LmHeadType, long LmHeadBytes, long NormBytes, long UncertainBytes, long MappedBytes)
@@ -47,12 +48,14 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
 
     /// <summary>Reads the headers of <paramref name="path"/> (a GGUF file, a Hugging Face folder or a llama2.c
     /// checkpoint) and works out the memory; <paramref name="lmHeadType"/> is <c>--lm-head</c>'s choice (null: the file's),
-    /// <paramref name="mapTiedHead"/> <see cref="LanguageModelOptions.MapTiedHead"/>'s (null: its default).</summary>
+    /// <paramref name="mapTiedHead"/> <see cref="LanguageModelOptions.MapTiedHead"/>'s and <paramref name="mapWeights"/>
+    /// <see cref="LanguageModelOptions.MapWeights"/>'s (null: their defaults).</summary>
     /// <exception cref="RotorException">The path is not a model, or a header, shape or type is invalid (named as the
     /// loader names it).</exception>
-    public static ModelMemory Of(string path, DenseType? lmHeadType = null, bool? mapTiedHead = null)
+    public static ModelMemory Of(string path, DenseType? lmHeadType = null, bool? mapTiedHead = null, bool? mapWeights = null)
     {
         bool mapTied = mapTiedHead ?? new LanguageModelOptions().MapTiedHead;
+        bool mapTernary = mapWeights ?? new LanguageModelOptions().MapWeights;
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path) && !Directory.Exists(path)) throw new RotorException($"{path}: no such file or folder");
         ModelMemory m;
@@ -61,7 +64,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
             if (!HuggingFaceLoader.Probe(path)) throw new RotorException($"{path}: a folder without config.json is not a Hugging Face model");
             m = HuggingFace(path);
         }
-        else if (GgufLoader.Probe(path)) m = GgufFileOf(path, lmHeadType, mapTied);
+        else if (GgufLoader.Probe(path)) m = GgufFileOf(path, lmHeadType, mapTied, mapTernary);
         else if (Llama2cLoader.Probe(path)) m = Llama2c(path);
         else throw new RotorException($"{path}: not a model this version reads (a GGUF file, a Hugging Face folder with config.json, or a llama2.c checkpoint)");
         // LanguageModel.Load converts the head to the type asked for (a tied head then becomes a matrix of its own).
@@ -99,7 +102,7 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
     private static IReadOnlyList<(string, int, long)> Group(IEnumerable<(string Kind, long Bytes, long Uncertain)> linears)
         => linears.GroupBy(x => x.Kind).Select(g => (g.Key, g.Count(), g.Sum(x => x.Bytes))).ToList();
 
-    private static ModelMemory GgufFileOf(string path, DenseType? lmHeadType, bool mapTiedHead)
+    private static ModelMemory GgufFileOf(string path, DenseType? lmHeadType, bool mapTiedHead, bool mapTernary)
     {
         using var f = GgufFile.Open(path);
         var (c, arch) = GgufLoader.ReadConfig(f);
@@ -134,6 +137,10 @@ public sealed record ModelMemory(string Source, string Format, long FileBytes, M
         long embeddingBytes = DenseMatrix.BytesFor(c.VocabSize, c.Dim, et);
         // LanguageModel.Load's rule; a view's rows are packed, so it reads the bytes a copy would hold.
         long mapped = LanguageModel.MapsEmbedding(c.TiedEmbeddings, et, lmHeadType, mapTiedHead) && GgufLoader.CanMap(embd) ? embeddingBytes : 0;
+        // GgufLoader's rule for ternary views: their rows are the file's (only the scale is the model's own).
+        if (mapTernary)
+            foreach (var x in LinearShapes(c, LayerTensorNames.Gguf))
+                if (f.Get(x.Name) is var t && (arch.BitLinear || t.Traits.IsTernary) && GgufTensors.CanMapTernary(t)) mapped += (long)x.Rows * x.Cols / 4;
         return new ModelMemory(path, "gguf", f.Length, c, Group(linears), et, embeddingBytes, ht, headBytes, Norms(c),
             linears.Sum(x => x.Item3), mapped);
     }

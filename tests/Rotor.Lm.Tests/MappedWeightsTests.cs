@@ -12,10 +12,12 @@ public sealed class MappedWeightsTests
 {
     private static readonly int[] Ids = [1, 7, 300, 511, 0, 42, 42, 256, 3, 100];
 
+    private static int[] IdsOf(LanguageModel m) => Ids.Select(i => i % m.Config.VocabSize).ToArray();
+
     private static float[] AllLogits(LanguageModel m)
     {
         var logits = new float[Ids.Length * m.Config.VocabSize];
-        m.CreateSession(64).AppendAll(Ids, logits);
+        m.CreateSession(64).AppendAll(IdsOf(m), logits);
         return logits;
     }
 
@@ -52,15 +54,38 @@ public sealed class MappedWeightsTests
     {
         var s = m.CreateSession(64);
         var tokens = new List<int>();
-        int next = Sampler.ArgMax(s.Append(Ids));
+        int next = Sampler.ArgMax(s.Append(IdsOf(m)));
         for (int i = 0; i < 16; i++) { tokens.Add(next); next = Sampler.ArgMax(s.Append([next])); }
         return [.. tokens];
+    }
+
+    [Theory]
+    [InlineData("bitnet-tiny-i2_s.gguf", 1)]    // every projection a view of the file
+    [InlineData("bitnet-tiny-i2_s.gguf", 2)]
+    [InlineData("bitnet-ffn320-i2_s.gguf", 2)]  // ffn_down's rows of 320 converted, the rest views
+    public void I2SProjectionsReadFromTheFileGiveTheLogitsOfTheCopy(string file, int threads)
+    {
+        string path = TestPaths.Data("gguf", file);
+        using var mapped = LanguageModel.Load(path, new LanguageModelOptions { Threads = threads, MapTiedHead = false, MapWeights = true });
+        using var copied = LanguageModel.Load(path, new LanguageModelOptions { Threads = threads, MapTiedHead = false, MapWeights = false });
+        var views = mapped.Weights.Layers.SelectMany(l => l.Linears).Select(x => x.W.Ternary!).ToList();
+        Assert.Contains(views, t => t.IsView && t.Layout == TernaryLayout.I2S);
+        Assert.DoesNotContain(copied.Weights.Layers.SelectMany(l => l.Linears), x => x.W.Ternary!.IsView);
+        Assert.NotNull(mapped.Weights.Mapping);
+        // The same trits and scales, through the same kernels with the activations reordered: the same floats.
+        Assert.Equal(AllLogits(copied), AllLogits(mapped));
+        Assert.Equal(Greedy(copied), Greedy(mapped));
+        foreach (var (a, b) in mapped.Weights.Layers.SelectMany(l => l.Linears).Zip(copied.Weights.Layers.SelectMany(l => l.Linears)))
+        {
+            Assert.Equal(b.W.Ternary!.ToTrits(), a.W.Ternary!.ToTrits());
+            Assert.Equal(b.W.Ternary!.Scales.ToArray(), a.W.Ternary!.Scales.ToArray());
+        }
     }
 
     [Fact]
     public void TheTiedHeadIsACopyUnlessAskedOtherwise()
     {
-        using var m = LanguageModel.Load(TestPaths.Data("gguf", "bitnet-tiny-i2_s.gguf"), new LanguageModelOptions { Threads = 1, MapTiedHead = false });
+        using var m = LanguageModel.Load(TestPaths.Data("gguf", "bitnet-tiny-i2_s.gguf"), new LanguageModelOptions { Threads = 1, MapTiedHead = false, MapWeights = false });
         Assert.False(m.Weights.Embedding.IsView);
         Assert.Same(m.Weights.Embedding, m.Weights.LmHead);
         Assert.Null(m.Weights.Mapping);

@@ -95,7 +95,7 @@ public sealed class CudaModel : IDisposable
             foreach (var p in parts)
             {
                 var t = p.Ternary!;
-                data.Upload(t.Data, Stream, off);
+                Rotor.Cuda.DeviceMatrix.UploadI2_256(t, data, off, Stream);
                 off += (long)t.Rows * rowBytes;
                 for (int r = 0; r < t.Rows; r++) scales[r0 + r] = t.ScaleOf(r);
                 r0 += t.Rows;

@@ -94,6 +94,27 @@ public static class GgufTensors
     /// <exception cref="RotorException">Block scales differ within a row, the data is invalid, the type cannot be
     /// decoded, or the shape does not fit a matrix.</exception>
     public static TernaryMatrix ReadTernary(GgufFile f, GgufTensorInfo t, I2SLayout layout = I2SLayout.X86)
+        => ReadTernary(f, t, layout, null, 1f);
+
+    /// <summary>Whether <see cref="ReadTernary(GgufFile, GgufTensorInfo, I2SLayout, Loading.FileMapping?, float)"/> can keep
+    /// <paramref name="t"/> where the file holds it (a view in <see cref="TernaryLayout.I2S"/>): x86 I2_S weights in
+    /// rows of whole 256-weight blocks.</summary>
+    public static bool CanMapTernary(GgufTensorInfo t, I2SLayout layout = I2SLayout.X86)
+        => t.Type == GgmlType.I2_S && layout == I2SLayout.X86 && t.RowLength % 256 == 0 && t.Rows is > 0 and <= int.MaxValue && t.RowLength <= int.MaxValue;
+
+    /// <summary><see cref="ReadTernary(GgufFile, GgufTensorInfo, I2SLayout)"/>, with the scales multiplied by
+    /// <paramref name="scale"/>; where <see cref="CanMapTernary"/> allows and <paramref name="mapping"/> (a read-only
+    /// mapping of the whole file) is given, the matrix is a view of the file's bytes instead of a copy.</summary>
+    internal static TernaryMatrix ReadTernary(GgufFile f, GgufTensorInfo t, I2SLayout layout, Loading.FileMapping? mapping, float scale)
+    {
+        var m = ReadTernaryCore(f, t, layout, mapping, scale);
+        if (scale == 1f || m.IsView) return m;
+        var scales = m.Scales.ToArray();
+        for (int i = 0; i < scales.Length; i++) scales[i] *= scale;
+        return TernaryMatrix.FromTrits(m.ToTrits(), m.Rows, m.Cols, scales);
+    }
+
+    private static TernaryMatrix ReadTernaryCore(GgufFile f, GgufTensorInfo t, I2SLayout layout, Loading.FileMapping? mapping, float extraScale)
     {
         ArgumentNullException.ThrowIfNull(f); ArgumentNullException.ThrowIfNull(t);
         long rowsL = t.Rows, colsL = t.RowLength;
@@ -110,6 +131,9 @@ public static class GgufTensors
             ReadOnlySpan<byte> data = f.GetData(t);
             float scale = BinaryPrimitives.ReadSingleLittleEndian(data.Slice((int)(rowsL * colsL / 4)));
             if (!float.IsFinite(scale)) throw Error(f, t, $"the I2_S scale is {scale}");
+            // The codes used where the file holds them: the kernels reorder the activations instead (TernaryLayout.I2S).
+            if (mapping is { } map && float.IsFinite(scale * extraScale))
+                return TernaryMatrix.FromMemory(map.Handle, map.Address + (nint)t.Offset, rows, cols, TernaryLayout.I2S, [scale * extraScale], where + ": I2_S weights");
             return PackedTernary.FromI2S(data, rows, cols, scale, where + ": I2_S weights");
         }
         var trits = new sbyte[rowsL * colsL];
@@ -133,7 +157,7 @@ public static class GgufTensors
         return TernaryMatrix.FromTrits(trits, rows, cols, scales);
     }
 
-    /// <summary>The scales of a TQ2_0 tensor by the rule of <see cref="ReadTernary"/>, from the blocks' scales alone.</summary>
+    /// <summary>The scales of a TQ2_0 tensor by the rule of <see cref="ReadTernary(GgufFile, GgufTensorInfo, I2SLayout)"/>, from the blocks' scales alone.</summary>
     private static float[] TQScales(GgufFile f, GgufTensorInfo t, int rows, int cols)
     {
         ReadOnlySpan<byte> data = f.GetData(t);

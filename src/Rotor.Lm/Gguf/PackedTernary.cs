@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Runtime.Intrinsics;
 
 namespace Rotor.Lm.Gguf;
 
@@ -15,31 +14,6 @@ namespace Rotor.Lm.Gguf;
 /// </summary>
 internal static class PackedTernary
 {
-    /// <summary>Rotor's 64 bytes from the two 32-byte halves A (weights 0..127) and B (128..255), where weight
-    /// 32s + m of a half sits in byte m at bit position <c>pos[s]</c>.</summary>
-    private static void Shuffle(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, Span<byte> dst, int p0, int p1, int p2, int p3)
-    {
-        // Rotor byte m (m < 32): weights m (s0 of A), 64 + m (s2 of A), 128 + m (s0 of B), 192 + m (s2 of B);
-        // byte 32 + m: weights 32 + m (s1 of A), 96 + m (s3 of A), 160 + m (s1 of B), 224 + m (s3 of B).
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var va = Vector256.Create(a); var vb = Vector256.Create(b); var three = Vector256.Create((byte)3);
-            var lo = (Vector256.ShiftRightLogical(va, p0) & three) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(va, p2) & three, 2)
-                | Vector256.ShiftLeft(Vector256.ShiftRightLogical(vb, p0) & three, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(vb, p2) & three, 6);
-            var hi = (Vector256.ShiftRightLogical(va, p1) & three) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(va, p3) & three, 2)
-                | Vector256.ShiftLeft(Vector256.ShiftRightLogical(vb, p1) & three, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(vb, p3) & three, 6);
-            lo.CopyTo(dst);
-            hi.CopyTo(dst[32..]);
-            return;
-        }
-        for (int m = 0; m < 32; m++)
-        {
-            int x = a[m], y = b[m];
-            dst[m] = (byte)(((x >> p0) & 3) | ((x >> p2) & 3) << 2 | ((y >> p0) & 3) << 4 | ((y >> p2) & 3) << 6);
-            dst[32 + m] = (byte)(((x >> p1) & 3) | ((x >> p3) & 3) << 2 | ((y >> p1) & 3) << 4 | ((y >> p3) & 3) << 6);
-        }
-    }
-
     /// <summary>A TQ2_0 tensor (rows of cols, cols a multiple of 256) as a ternary matrix with the block scales
     /// <paramref name="scales"/> decided by the caller (one, or one a row).</summary>
     public static TernaryMatrix FromTQ2_0(ReadOnlySpan<byte> data, int rows, int cols, float[] scales, string where)
@@ -58,7 +32,7 @@ internal static class PackedTernary
                     for (int k = 0; k < blocks; k++)
                     {
                         var qs = src.Slice(k * blockBytes, 64);
-                        Shuffle(qs[..32], qs[32..], dst.Slice(k * 64, 64), 0, 2, 4, 6);
+                        TernaryLayouts.ShuffleHalves(qs[..32], qs[32..], dst.Slice(k * 64, 64), 0, 2, 4, 6);
                     }
                 }, where);
             }
@@ -77,8 +51,7 @@ internal static class PackedTernary
                 return TernaryMatrix.FromPackedRows(rows, cols, [scale], (r, dst) =>
                 {
                     var src = new ReadOnlySpan<byte>(basePtr + (long)r * rowBytes, rowBytes);
-                    for (int k = 0; k < rowBytes / 64; k++)
-                        Shuffle(src.Slice(k * 64, 32), src.Slice(k * 64 + 32, 32), dst.Slice(k * 64, 64), 6, 4, 2, 0);
+                    TernaryLayouts.ToI2_256(TernaryLayout.I2S, src, dst);
                 }, where);
             }
         }

@@ -3,6 +3,9 @@ using System.Runtime.InteropServices;
 
 namespace Rotor.Lm.Loading;
 
+/// <summary>A read-only mapping of a whole model file: the handle that keeps it mapped and the address of byte 0.</summary>
+internal readonly record struct FileMapping(SafeHandle Handle, nint Address);
+
 /// <summary>
 /// Read-only memory mappings of one byte range of a model file, for weights that are used as the file stores them
 /// (<see cref="DenseMatrix.FromMemory"/>): only the pages read become resident, as clean file pages the kernel can drop

@@ -87,15 +87,16 @@ public static class GgufLoader
 
     /// <summary>Loads the weights of <paramref name="f"/>, every one a copy in Rotor's layout.</summary>
     /// <exception cref="RotorException">A tensor is missing, of the wrong shape, or of a type Rotor cannot read.</exception>
-    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f) => Load(f, mapEmbedding: false, mapHead: false, null);
+    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f) => Load(f, mapEmbedding: false, mapHead: false, mapTernary: false, null);
 
     /// <summary>Loads the weights of <paramref name="f"/>; with <paramref name="mapEmbedding"/> the token embedding, and
     /// with <paramref name="mapHead"/> an untied LM head (one about to be converted to another type), stay in the file
-    /// as read-only views (<see cref="DenseMatrix.FromMemory"/>) where <see cref="CanMap"/> allows.
-    /// <see cref="ModelWeights.Mapping"/> then owns a read-only mapping of the file that outlives
-    /// <paramref name="f"/>; the caller closes it.</summary>
+    /// as read-only views (<see cref="DenseMatrix.FromMemory"/>) where <see cref="CanMap"/> allows, and with
+    /// <paramref name="mapTernary"/> so do the ternary projections where <see cref="GgufTensors.CanMapTernary"/> allows
+    /// (<see cref="TernaryMatrix.FromMemory"/>). <see cref="ModelWeights.Mapping"/> then owns a read-only mapping of the
+    /// file that outlives <paramref name="f"/>; the caller closes it.</summary>
     /// <exception cref="RotorException">A tensor is missing, of the wrong shape, or of a type Rotor cannot read.</exception>
-    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead) => Load(f, mapEmbedding, mapHead, null);
+    public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead, bool mapTernary = false) => Load(f, mapEmbedding, mapHead, mapTernary, null);
 
     /// <summary>Whether a GGUF matrix can be used as the file stores it: F32 or F16 rows of a multiple of 64 bytes
     /// (<see cref="DenseMatrix.CanView"/>) at an offset aligned to the element size.</summary>
@@ -111,7 +112,26 @@ public static class GgufLoader
     /// other dense type as F16.</summary>
     public static DenseType DenseTypeOf(GgmlType type) => type is GgmlType.F32 or GgmlType.BF16 ? DenseType.F32 : DenseType.F16;
 
-    internal static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead, LoadClock? clock)
+    internal static (ModelConfig Config, ModelWeights Weights) Load(GgufFile f, bool mapEmbedding, bool mapHead, bool mapTernary, LoadClock? clock)
+    {
+        // One read-only mapping of the whole file for every view: address space only until rows are read. It is not f's
+        // mapping, so that the pages the load read elsewhere in the file are unmapped with f.
+        FileMapping? mapping = null;
+        FileMapping Map()
+        {
+            if (mapping is null) { var (h, a) = FileView.Map(f.Path, 0, f.Length); mapping = new FileMapping(h, a); }
+            return mapping.Value;
+        }
+        try { return LoadCore(f, mapEmbedding, mapHead, mapTernary, clock, Map, () => mapping?.Handle); }
+        catch
+        {
+            mapping?.Handle.Dispose();
+            throw;
+        }
+    }
+
+    private static (ModelConfig Config, ModelWeights Weights) LoadCore(GgufFile f, bool mapEmbedding, bool mapHead, bool mapTernary, LoadClock? clock,
+        Func<FileMapping> map, Func<System.Runtime.InteropServices.SafeHandle?> mapped)
     {
         var (c, arch) = ReadConfig(f);
         GgufTensorInfo Tensor(string name, params long[] dims)
@@ -150,50 +170,36 @@ public static class GgufLoader
             var t = Tensor(name, cols, rows);
             bool ternary = arch.BitLinear || t.Traits.IsTernary;
             if (!ternary) return new LinearWeights(Dense(t, rows, cols));
-            var m = GgufTensors.ReadTernary(f, t);
             // llama.cpp's bitnet graph multiplies a projection's output by an optional one-value scale tensor.
             string scaleName = name[..^".weight".Length] + ".scale";
+            float s = 1f;
             if (f.Find(scaleName) is { } st)
             {
                 if (st.Elements != 1) throw new RotorException($"{f.Path}: tensor {scaleName} has {st.Elements} values, expected one");
-                float s = GgufTensors.ReadFloats(f, st)[0];
+                s = GgufTensors.ReadFloats(f, st)[0];
                 if (!float.IsFinite(s)) throw new RotorException($"{f.Path}: tensor {scaleName} = {s}");
-                var scales = m.Scales.ToArray();
-                for (int i = 0; i < scales.Length; i++) scales[i] *= s;
-                m = TernaryMatrix.FromTrits(m.ToTrits(), m.Rows, m.Cols, scales);
             }
-            return new LinearWeights(m);
+            FileMapping? view = mapTernary && GgufTensors.CanMapTernary(t) ? map() : null;
+            return new LinearWeights(GgufTensors.ReadTernary(f, t, I2SLayout.X86, view, s));
         }
 
         var layers = LayerTensorNames.Gguf.BuildLayers(c, Vector, Linear);
         clock?.Mark("layers");
         var embd = Tensor("token_embd.weight", c.Dim, c.VocabSize);
         var output = c.TiedEmbeddings ? null : Tensor("output.weight", c.Dim, c.VocabSize);
-        // One read-only mapping of the whole file for every view: address space only until rows are read. It is not f's
-        // mapping, so that the pages the load read elsewhere in the file are unmapped with f.
-        System.Runtime.InteropServices.SafeHandle? mapping = null;
-        nint fileAt = 0;
-        DenseMatrix Matrix(GgufTensorInfo t, bool map)
+        DenseMatrix Matrix(GgufTensorInfo t, bool mapIt)
         {
-            if (!map || !CanMap(t)) return Dense(t, c.VocabSize, c.Dim);
-            if (mapping is null) (mapping, fileAt) = FileView.Map(f.Path, 0, f.Length);
-            return DenseMatrix.FromMemory(mapping, fileAt + (nint)t.Offset, c.VocabSize, c.Dim, DenseTypeOf(t.Type));
+            if (!mapIt || !CanMap(t)) return Dense(t, c.VocabSize, c.Dim);
+            var m = map();
+            return DenseMatrix.FromMemory(m.Handle, m.Address + (nint)t.Offset, c.VocabSize, c.Dim, DenseTypeOf(t.Type));
         }
-        try
-        {
-            var embedding = Matrix(embd, mapEmbedding);
-            clock?.Mark("embedding");
-            var head = output is null ? embedding : Matrix(output, mapHead);
-            clock?.Mark("head");
-            var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head, Mapping = mapping };
-            weights.Validate(c, f.Path);
-            clock?.Mark("norms and checks");
-            return (c, weights);
-        }
-        catch
-        {
-            mapping?.Dispose();
-            throw;
-        }
+        var embedding = Matrix(embd, mapEmbedding);
+        clock?.Mark("embedding");
+        var head = output is null ? embedding : Matrix(output, mapHead);
+        clock?.Mark("head");
+        var weights = new ModelWeights { Embedding = embedding, Layers = layers, FinalNorm = Vector("output_norm.weight", c.Dim), LmHead = head, Mapping = mapped() };
+        weights.Validate(c, f.Path);
+        clock?.Mark("norms and checks");
+        return (c, weights);
     }
 }

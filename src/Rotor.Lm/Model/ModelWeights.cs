@@ -16,8 +16,11 @@ public sealed class LinearWeights
     public int Rows => Ternary?.Rows ?? Dense!.Rows;
     /// <summary>Input features.</summary>
     public int Cols => Ternary?.Cols ?? Dense!.Cols;
-    /// <summary>Bytes the weights hold (a ternary or dense matrix's data; every layer's weights are the model's own).</summary>
-    public long Bytes => Ternary?.AllocatedBytes ?? Dense!.DataBytes;
+    /// <summary>Bytes the weights hold (a ternary or dense matrix's data), whether copies or views of the model file.</summary>
+    public long Bytes => Ternary?.DataBytes ?? Dense!.DataBytes;
+    /// <summary>Bytes the weights allocated: <see cref="Bytes"/> for a copy; for a ternary view of the mapped model file
+    /// only its scales.</summary>
+    public long AllocatedBytes => Ternary?.AllocatedBytes ?? Dense!.AllocatedBytes;
     /// <summary>"ternary" or the dense element type, for reports.</summary>
     public string Kind => Ternary is not null ? "ternary" : Dense!.Type.ToString().ToLowerInvariant();
 
@@ -120,8 +123,8 @@ public sealed class ModelWeights
     /// <summary>LM head, (vocab, dim): the embedding itself when tied, unless a different type was asked for.</summary>
     public required DenseMatrix LmHead { get; init; }
 
-    /// <summary>The read-only mapping of the model file that views among these weights read (a token embedding kept
-    /// in the file, <see cref="DenseMatrix.IsView"/>), or null when every weight is a copy. Whoever owns the weights
+    /// <summary>The read-only mapping of the model file that views among these weights read (a token embedding or
+    /// ternary projections kept in the file, <see cref="DenseMatrix.IsView"/>, <see cref="TernaryMatrix.IsView"/>), or null when every weight is a copy. Whoever owns the weights
     /// closes it when done (<see cref="LanguageModel.Dispose"/>); views read after that throw
     /// <see cref="ObjectDisposedException"/>.</summary>
     public System.Runtime.InteropServices.SafeHandle? Mapping { get; init; }
@@ -130,13 +133,16 @@ public sealed class ModelWeights
     public long Bytes => AllocatedBytes + MappedBytes;
 
     /// <summary>Bytes of the weights that are views of the model file (<see cref="Mapping"/>): file pages, resident
-    /// only once read (an embedding, a row a token), shared with the page cache.</summary>
+    /// only once read (an embedding, a row a token; ternary projections, all of them at the first token), shared with
+    /// the page cache.</summary>
     public long MappedBytes
     {
         get
         {
             long b = Embedding.IsView ? Embedding.DataBytes : 0;
             if (!ReferenceEquals(LmHead, Embedding) && LmHead.IsView) b += LmHead.DataBytes;
+            foreach (var l in Layers)
+                foreach (var (_, w) in l.Linears) b += w.Bytes - w.AllocatedBytes;
             return b;
         }
     }
@@ -152,7 +158,7 @@ public sealed class ModelWeights
             foreach (var l in Layers)
             {
                 b += (l.AttnNorm.Length + l.FfnNorm.Length + (l.AttnSubNorm?.Length ?? 0) + (l.FfnSubNorm?.Length ?? 0)) * 4L;
-                foreach (var (_, w) in l.Linears) b += w.Bytes;
+                foreach (var (_, w) in l.Linears) b += w.AllocatedBytes;
             }
             return b;
         }

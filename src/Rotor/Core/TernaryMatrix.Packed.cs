@@ -22,7 +22,7 @@ public sealed partial class TernaryMatrix
         scales.CopyTo(m._scales);
         for (int r = 0; r < rows; r++)
         {
-            Span<byte> row = m._data.Span.Slice(r * m.RowBytes, m.RowBytes);
+            Span<byte> row = m._data!.Span.Slice(r * m.RowBytes, m.RowBytes);
             row.Fill(0x55);   // code 1 (w = 0) in every pair, padding included: a filler need not write the padding
             fill(r, row);
             if (HasCode3(row)) throw new RotorException($"{where}: row {r} holds the invalid 2-bit code 3");

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace Rotor;
 
 /// <summary>How a <see cref="TernaryMatrix"/> scales its trits back to real values.</summary>
@@ -16,13 +18,18 @@ public enum ScaleMode
 /// PaddedCols / 4 bytes; the buffer is 64-byte aligned so every row is. Block b of a row covers columns 256b..256b+255
 /// in bytes 64b..64b+63; byte j of the block holds <c>(w[256b+j]+1) | (w[256b+64+j]+1) &lt;&lt; 2 |
 /// (w[256b+128+j]+1) &lt;&lt; 4 | (w[256b+192+j]+1) &lt;&lt; 6</c>. Padding columns hold w = 0.</para>
+/// <para>A view (<see cref="FromMemory"/>) reads rows where another owner keeps them (a memory-mapped model file), in
+/// the <see cref="Layout"/> that owner wrote, packed without padding (its columns a multiple of 256); it is read-only,
+/// and using it after its owner is closed throws <see cref="ObjectDisposedException"/>.</para>
 /// </summary>
 public sealed unsafe partial class TernaryMatrix
 {
     /// <summary>Columns are padded to a multiple of this.</summary>
     public const int BlockCols = I2Blocks.BlockWeights;
 
-    private readonly AlignedArray<byte> _data;
+    private readonly AlignedArray<byte>? _data;
+    private readonly byte* _view;                 // a view's first row, else null
+    private readonly SafeHandle? _owner;          // what keeps a view's memory mapped
     private readonly float[] _scales;
 
     /// <summary>Rows (output features).</summary>
@@ -39,15 +46,37 @@ public sealed unsafe partial class TernaryMatrix
     public ScaleMode ScaleMode { get; }
     /// <summary>The scales: one value, or one a row.</summary>
     public ReadOnlySpan<float> Scales => _scales;
-    /// <summary>The packed codes, Rows * RowBytes bytes.</summary>
-    public ReadOnlySpan<byte> Data => _data.Span;
-    internal byte* DataPointer => _data.Pointer;
+    /// <summary>The order of the codes within a block: <see cref="TernaryLayout.I2_256"/> unless the matrix is a view
+    /// of another program's layout.</summary>
+    public TernaryLayout Layout { get; }
+    /// <summary>Whether the rows live in memory another owner keeps (<see cref="FromMemory"/>).</summary>
+    public bool IsView => _owner is not null;
+    /// <summary>The packed codes in <see cref="Layout"/>, Rows * RowBytes bytes (<see cref="CopyRowsI2_256"/> gives
+    /// them in the compute layout whatever the layout).</summary>
+    /// <exception cref="ObjectDisposedException">The view's owner is closed.</exception>
+    public ReadOnlySpan<byte> Data => new(DataPointer, checked((int)((long)Rows * RowBytes)));
+    /// <summary>The first row. A view checks that its owner still keeps the memory (a kernel handed this pointer must
+    /// finish before the owner is closed).</summary>
+    /// <exception cref="ObjectDisposedException">The view's owner is closed.</exception>
+    internal byte* DataPointer
+    {
+        get
+        {
+            if (_data is not null) return _data.Pointer;
+            ObjectDisposedException.ThrowIf(_owner!.IsClosed, this);
+            return _view;
+        }
+    }
     internal float[] ScaleArray => _scales;
 
     /// <summary>Bytes the weights take at exactly 2 bits each, without row padding or scales: rows * cols / 4.</summary>
     public long PayloadBytes => ((long)Rows * Cols * 2 + 7) / 8;
-    /// <summary>Bytes this matrix holds: packed rows with padding plus the scales.</summary>
-    public long AllocatedBytes => (long)Rows * RowBytes + (long)_scales.Length * sizeof(float);
+    /// <summary>Bytes of the packed rows (with padding) plus the scales: what a pass over the matrix reads, whether it
+    /// owns the rows or is a view.</summary>
+    public long DataBytes => (long)Rows * RowBytes + (long)_scales.Length * sizeof(float);
+    /// <summary>Bytes this matrix allocated: <see cref="DataBytes"/>, or only the scales for a view (its rows are its
+    /// owner's).</summary>
+    public long AllocatedBytes => IsView ? (long)_scales.Length * sizeof(float) : DataBytes;
 
     /// <summary>The <see cref="AllocatedBytes"/> a matrix of this shape and scale mode will have, without making it (for
     /// memory estimates from file headers).</summary>
@@ -68,6 +97,75 @@ public sealed unsafe partial class TernaryMatrix
         // load touches each page of the weights once, by those writes.
         _data = new AlignedArray<byte>((long)rows * RowBytes, hugePages: true, zeroed: false);
         _scales = new float[mode == ScaleMode.PerRow ? rows : 1];
+    }
+
+    private TernaryMatrix(SafeHandle owner, byte* rows, int rowCount, int cols, TernaryLayout layout, float[] scales)
+    {
+        Rows = rowCount; Cols = cols; PaddedCols = cols; Layout = layout;
+        ScaleMode = scales.Length == 1 ? ScaleMode.PerTensor : ScaleMode.PerRow;
+        _owner = owner; _view = rows; _scales = scales;
+    }
+
+    /// <summary>
+    /// A read-only matrix over packed rows that <paramref name="owner"/> keeps in memory (a memory-mapped model file):
+    /// <paramref name="rows"/> rows of <paramref name="cols"/> / 4 bytes from <paramref name="data"/> on, codes in
+    /// <paramref name="layout"/>, with its scales (one, or one a row). Nothing is copied; every code is checked for the
+    /// invalid value 3 here (a read of every row, spread over the threads). The caller keeps <paramref name="owner"/>
+    /// open as long as the matrix is used; afterwards the matrix throws <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="cols"/> is not a positive multiple of 256, or the scales do
+    /// not fit.</exception>
+    /// <exception cref="RotorException">A row holds code 3 (the message names <paramref name="where"/> and the row).</exception>
+    public static TernaryMatrix FromMemory(SafeHandle owner, nint data, int rows, int cols, TernaryLayout layout, ReadOnlySpan<float> scales, string where = "tensor")
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        Check.Positive(rows, nameof(rows)); Check.Positive(cols, nameof(cols));
+        if (cols % BlockCols != 0) throw new ArgumentException($"a view's rows are whole blocks: {cols} columns are not a multiple of {BlockCols}", nameof(cols));
+        if (data == 0) throw new ArgumentException("the rows' address is null", nameof(data));
+        _ = TernaryLayouts.ChunkOrder(layout);
+        if (scales.Length != 1 && scales.Length != rows)
+            throw new ArgumentException($"scales has length {scales.Length}, expected 1 (per tensor) or {rows} (per row)", nameof(scales));
+        Check.Finite(scales, nameof(scales));
+        var m = new TernaryMatrix(owner, (byte*)data, rows, cols, layout, scales.ToArray());
+        int rowBytes = m.RowBytes, chunk = Math.Max(1, (1 << 20) / rowBytes);   // rows a work item: about 1 MiB
+        int bad = int.MaxValue;
+        bool added = false;
+        try
+        {
+            owner.DangerousAddRef(ref added);
+            Parallel.For(0, (rows + chunk - 1) / chunk, Threading.ThreadCount.Options(), k =>
+            {
+                for (int r = k * chunk, end = Math.Min(rows, r + chunk); r < end; r++)
+                    if (HasCode3(new ReadOnlySpan<byte>((byte*)data + (long)r * rowBytes, rowBytes))) { InterlockedMin(ref bad, r); return; }
+            });
+        }
+        finally { if (added) owner.DangerousRelease(); }
+        if (bad != int.MaxValue) throw new RotorException($"{where}: row {bad} holds the invalid 2-bit code 3");
+        return m;
+    }
+
+    private static void InterlockedMin(ref int target, int value)
+    {
+        int seen = Volatile.Read(ref target);
+        while (value < seen)
+        {
+            int was = Interlocked.CompareExchange(ref target, value, seen);
+            if (was == seen) return;
+            seen = was;
+        }
+    }
+
+    /// <summary>Copies rows <paramref name="firstRow"/>..+<paramref name="count"/> into <paramref name="dst"/> in the
+    /// compute layout <see cref="TernaryLayout.I2_256"/> (count * <see cref="RowBytes"/> bytes), converting a view of
+    /// another layout: what a device that runs the I2_256 kernels uploads.</summary>
+    public void CopyRowsI2_256(int firstRow, int count, Span<byte> dst)
+    {
+        if (firstRow < 0 || count < 0 || firstRow > Rows - count) throw new ArgumentOutOfRangeException(nameof(count), $"rows {firstRow}..+{count} are not within the {Rows} rows");
+        long bytes = (long)count * RowBytes;
+        Check.AtLeast(dst.Length, bytes, nameof(dst));
+        var src = new ReadOnlySpan<byte>(DataPointer + (long)firstRow * RowBytes, checked((int)bytes));
+        TernaryLayouts.ToI2_256(Layout, src, dst);
+        GC.KeepAlive(this);
     }
 
     /// <summary>Scale of row <paramref name="row"/>.</summary>
@@ -110,8 +208,10 @@ public sealed unsafe partial class TernaryMatrix
     }
 
     /// <summary>Writes row <paramref name="row"/> from trit values.</summary>
+    /// <exception cref="InvalidOperationException">The matrix is a view (read-only).</exception>
     public void SetRow(int row, ReadOnlySpan<sbyte> trits)
     {
+        if (_data is null) throw new InvalidOperationException("a view of another owner's memory is read-only");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(trits.Length, Cols, nameof(trits));
         for (int c = 0; c < Cols; c++)
@@ -124,7 +224,8 @@ public sealed unsafe partial class TernaryMatrix
     {
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.AtLeast(trits.Length, Cols, nameof(trits));
-        I2Blocks.Unpack(_data.Span.Slice(row * RowBytes, RowBytes), trits[..Cols]);
+        TernaryLayouts.Unpack(Layout, new ReadOnlySpan<byte>(DataPointer + (long)row * RowBytes, RowBytes), trits[..Cols]);
+        GC.KeepAlive(this);
     }
 
     /// <summary>All trit values, row-major.</summary>
@@ -211,5 +312,5 @@ public sealed unsafe partial class TernaryMatrix
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"TernaryMatrix {Rows}x{Cols} ({ScaleMode}, {AllocatedBytes} bytes)";
+    public override string ToString() => $"TernaryMatrix {Rows}x{Cols} ({ScaleMode}, {DataBytes} bytes{(IsView ? $", a view in {Layout}" : "")})";
 }

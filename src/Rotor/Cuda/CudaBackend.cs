@@ -20,9 +20,29 @@ internal sealed class DeviceMatrix : IDisposable
         ScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0;
         Data = new DeviceBuffer((long)w.Rows * w.RowBytes);
         Scales = new DeviceBuffer(w.Scales.Length * sizeof(float));
-        Data.Upload(w.Data, stream);
+        UploadI2_256(w, Data, 0, stream);
         Scales.Upload(w.Scales, stream);
         stream.Synchronize();
+    }
+
+    /// <summary>Uploads <paramref name="w"/>'s rows in the I2_256 layout the device kernels read to
+    /// <paramref name="dst"/> at byte <paramref name="offset"/>: as they are, or converted a slice of rows at a time
+    /// from a view of another layout (an upload's source may be reused once it returns).</summary>
+    internal static void UploadI2_256(TernaryMatrix w, DeviceBuffer dst, long offset, CudaStream stream)
+    {
+        if (w.Layout == TernaryLayout.I2_256)
+        {
+            dst.Upload(w.Data, stream, offset);
+            return;
+        }
+        int rowsPer = Math.Max(1, (8 << 20) / w.RowBytes);   // about 8 MiB a slice
+        var staging = new byte[(long)Math.Min(rowsPer, w.Rows) * w.RowBytes];
+        for (int r = 0; r < w.Rows; r += rowsPer)
+        {
+            int n = Math.Min(rowsPer, w.Rows - r);
+            w.CopyRowsI2_256(r, n, staging);
+            dst.Upload(staging.AsSpan(0, n * w.RowBytes), stream, offset + (long)r * w.RowBytes);
+        }
     }
 
     public int Rows { get; }

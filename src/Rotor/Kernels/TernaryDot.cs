@@ -12,6 +12,7 @@ public static unsafe class TernaryDot
         sbyte[] buf = new sbyte[w.PaddedCols];
         int sum = 0;
         for (int j = 0; j < x.Length; j++) { buf[j] = x[j]; sum += x[j]; }
+        if (w.Layout != TernaryLayout.I2_256) TernaryLayouts.ReorderActivations<sbyte>(w.Layout, buf.ToArray(), buf);
         int dot;
         fixed (sbyte* xp = buf)
             dot = KernelPaths.Get(path ?? KernelSelector.Current).DotCodes(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks) - sum;
@@ -27,6 +28,7 @@ public static unsafe class TernaryDot
         Check.Length(x.Length, w.Cols, nameof(x));
         float[] buf = new float[w.PaddedCols];
         x.CopyTo(buf);
+        if (w.Layout != TernaryLayout.I2_256) TernaryLayouts.ReorderActivations<float>(w.Layout, buf.ToArray(), buf);
         float dot;
         fixed (float* xp = buf)
             dot = KernelPaths.Get(path ?? KernelSelector.Current).DotF32(w.DataPointer + (long)row * w.RowBytes, xp, w.Blocks);

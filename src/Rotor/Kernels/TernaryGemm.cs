@@ -43,6 +43,21 @@ internal static unsafe class TernaryGemm
 
     [ThreadStatic] private static GemmJob? t_gemmJob;
     [ThreadStatic] private static F32Job? t_f32Job;
+    [ThreadStatic] private static AlignedArray<sbyte>? t_reordered;
+    [ThreadStatic] private static AlignedArray<float>? t_reorderedF32;
+
+    /// <summary>The m activation rows (stride <paramref name="stride"/>, whole 256-value blocks of <paramref name="cols"/>)
+    /// in the order the I2_256 kernels need for weights in <paramref name="layout"/>, in a buffer of the calling thread
+    /// that the workers read until the call returns (<see cref="TernaryLayouts"/>).</summary>
+    private static T* Reordered<T>(ref AlignedArray<T>? cache, TernaryLayout layout, T* x, int m, int stride, int cols) where T : unmanaged
+    {
+        long need = (long)m * cols;
+        if (cache is null || cache.Length < need) cache = new AlignedArray<T>(need);
+        T* dst = cache.Pointer;
+        for (int i = 0; i < m; i++)
+            TernaryLayouts.ReorderActivations(layout, new ReadOnlySpan<T>(x + (long)i * stride, cols), new Span<T>(dst + (long)i * cols, cols));
+        return dst;
+    }
 
     /// <summary>Tasks for n rows: four contiguous ranges a thread (multiples of 4 rows), claimed dynamically, so that a
     /// thread slowed by its core's other work hands rows to the other (one range a thread is slower for GEMV too).</summary>
@@ -75,6 +90,12 @@ internal static unsafe class TernaryGemm
                 Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
             };
             job.Kernel = info.Gemm;
+            // Weights kept in another program's layout: the same kernels, with each row's activation chunks reordered.
+            if (w.Layout != TernaryLayout.I2_256)
+            {
+                job.Args.X = Reordered(ref t_reordered, w.Layout, x.DataPointer, m, x.PaddedCols, w.PaddedCols);
+                job.Args.XStride = w.PaddedCols;
+            }
             // Once a call, before the split: a path may want the activations in its own layout.
             if (info.PrepareGemm != null) info.PrepareGemm(ref job.Args);
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
@@ -99,6 +120,11 @@ internal static unsafe class TernaryGemm
                 W = w.DataPointer, RowBytes = w.RowBytes, KBlocks = w.Blocks, N = n, X = xp, XStride = xStride, M = m,
                 WScale = ws, WScaleStride = w.ScaleMode == ScaleMode.PerRow ? 1 : 0, Bias = bias.IsEmpty ? null : b, Y = yp, YStride = n,
             };
+            if (w.Layout != TernaryLayout.I2_256)
+            {
+                job.Args.X = Reordered(ref t_reorderedF32, w.Layout, xp, m, xStride, w.PaddedCols);
+                job.Args.XStride = w.PaddedCols;
+            }
             job.Dot = KernelPaths.Get(path).DotF32;
             bool parallel = pool.Threads > 1 && (long)m * n * w.PaddedCols >= ParallelThreshold && n >= 8;
             if (!parallel) { job.RowsPerTask = n; job.Execute(0); }
