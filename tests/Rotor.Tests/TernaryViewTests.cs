@@ -166,16 +166,23 @@ public sealed unsafe class TernaryViewTests
         Assert.Throws<ArgumentException>(() => TernaryLayouts.ReorderActivations<float>(TernaryLayout.I2S, new float[300], new float[300]));
     }
 
-    [Fact]
-    public void ACode3IsRefusedNamingTheRow()
+    [Theory]
+    [InlineData(256, 17, 0xC0)]    // a row shorter than the wide loop
+    [InlineData(768, 5, 0x0C)]     // in the four-vector loop
+    [InlineData(768, 150, 0x03)]   // in the one-vector tail
+    [InlineData(768, 191, 0x30)]   // the row's last byte
+    public void ACode3IsRefusedNamingTheRow(int cols, int at3, byte code)
     {
-        var (owner, _, _, _) = Make(5, 256, [1f], 2);
+        var (owner, _, _, _) = Make(5, cols, [1f], 2);
         using (owner)
         {
             byte* at = (byte*)owner.DangerousGetHandle() + 32;
-            at[3 * 64 + 17] = 0xC0;   // row 3: a pair of 3
-            var e = Assert.Throws<RotorException>(() => TernaryMatrix.FromMemory(owner, (nint)at, 5, 256, TernaryLayout.I2S, [1f], "model.gguf: tensor blk.0.attn_q.weight"));
+            int rowBytes = cols / 4;
+            at[3 * rowBytes + at3] |= code;   // row 3: a pair of 3
+            var e = Assert.Throws<RotorException>(() => TernaryMatrix.FromMemory(owner, (nint)at, 5, cols, TernaryLayout.I2S, [1f], "model.gguf: tensor blk.0.attn_q.weight"));
             Assert.Contains("model.gguf: tensor blk.0.attn_q.weight: row 3", e.Message);
+            at[3 * rowBytes + at3] &= (byte)~(code & (code >> 1));   // one bit of the pair cleared: valid again
+            Assert.Equal(cols, TernaryMatrix.FromMemory(owner, (nint)at, 5, cols, TernaryLayout.I2S, [1f]).Cols);
             Assert.Throws<ArgumentException>(() => TernaryMatrix.FromMemory(owner, (nint)at, 2, 320, TernaryLayout.I2S, [1f]));
             Assert.Throws<ArgumentException>(() => TernaryMatrix.FromMemory(owner, (nint)at, 5, 256, TernaryLayout.I2S, [1f, 2f]));
         }

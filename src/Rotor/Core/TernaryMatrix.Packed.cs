@@ -34,18 +34,34 @@ public sealed partial class TernaryMatrix
     public delegate void RowFiller(int row, Span<byte> packedRow);
 
     /// <summary>Whether any 2-bit field of <paramref name="b"/> is 3 (both bits set).</summary>
-    private static bool HasCode3(ReadOnlySpan<byte> b)
+    private static unsafe bool HasCode3(ReadOnlySpan<byte> b)
     {
+        // A load checks every weight of a model once: four vectors a step, one test at the end.
         int i = 0;
-        if (Vector128.IsHardwareAccelerated)
+        fixed (byte* p = b)
         {
-            var acc = Vector128<byte>.Zero;
-            for (; i + 16 <= b.Length; i += 16)
+            if (Vector256.IsHardwareAccelerated && b.Length >= 128)
             {
-                var v = Vector128.Create(b.Slice(i, 16));
-                acc |= v & Vector128.ShiftRightLogical(v, 1);
+                Vector256<byte> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (; i + 128 <= b.Length; i += 128)
+                {
+                    var v0 = Vector256.Load(p + i); var v1 = Vector256.Load(p + i + 32);
+                    var v2 = Vector256.Load(p + i + 64); var v3 = Vector256.Load(p + i + 96);
+                    a0 |= v0 & Vector256.ShiftRightLogical(v0, 1); a1 |= v1 & Vector256.ShiftRightLogical(v1, 1);
+                    a2 |= v2 & Vector256.ShiftRightLogical(v2, 1); a3 |= v3 & Vector256.ShiftRightLogical(v3, 1);
+                }
+                if (((a0 | a1 | a2 | a3) & Vector256.Create((byte)0x55)) != Vector256<byte>.Zero) return true;
             }
-            if ((acc & Vector128.Create((byte)0x55)) != Vector128<byte>.Zero) return true;
+            if (Vector128.IsHardwareAccelerated)
+            {
+                var acc = Vector128<byte>.Zero;
+                for (; i + 16 <= b.Length; i += 16)
+                {
+                    var v = Vector128.Load(p + i);
+                    acc |= v & Vector128.ShiftRightLogical(v, 1);
+                }
+                if ((acc & Vector128.Create((byte)0x55)) != Vector128<byte>.Zero) return true;
+            }
         }
         for (; i < b.Length; i++) if ((b[i] & (b[i] >> 1) & 0x55) != 0) return true;
         return false;
