@@ -240,6 +240,9 @@ public sealed class LanguageModel : IDisposable
             // The upload read the mapped weights whole; the GPU decoder does not read them again.
             Loading.FileView.DropPages(Weights.Embedding);
             if (!ReferenceEquals(Weights.LmHead, Weights.Embedding)) Loading.FileView.DropPages(Weights.LmHead);
+            foreach (var layer in Weights.Layers)
+                foreach (var (_, w) in layer.Linears)
+                    if (w.Ternary is { } t) Loading.FileView.DropPages(t);
         }
         catch (Rotor.Cuda.CudaException e)
         {

@@ -52,6 +52,12 @@ internal static unsafe partial class FileView
         if (view.IsView) DropPages((nint)view.DataPointer, view.DataBytes);
     }
 
+    /// <summary><see cref="DropPages(nint, long)"/> over the rows of a ternary view.</summary>
+    public static void DropPages(TernaryMatrix view)
+    {
+        if (view.IsView) DropPages((nint)view.DataPointer, (long)view.Rows * view.RowBytes);
+    }
+
     private const int MadvDontNeed = 4;
 
     [LibraryImport("libc", SetLastError = true)]
