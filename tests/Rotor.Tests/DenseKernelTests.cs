@@ -295,6 +295,30 @@ public class DenseKernelTests
         }
     }
 
+    [Fact]
+    public void TwoRowHalfDotsAreEachRowsOwnDot()
+    {
+        // The F16 GEMV reads two rows side by side (DotF16Rows2): each sum must be DotF16's, bit for bit, over random
+        // halves of both signs, lengths with and without a scalar tail, and the head's 2560.
+        var rng = new Random(17);
+        foreach (int n in new[] { 1, 15, 16, 17, 31, 48, 2560, 2563 })
+        {
+            var w = new ushort[2 * n];
+            var x = new float[n];
+            for (int i = 0; i < w.Length; i++) w[i] = BitConverter.HalfToUInt16Bits((Half)(rng.NextDouble() * 4 - 2));
+            for (int j = 0; j < n; j++) x[j] = (float)(rng.NextDouble() * 2 - 1);
+            unsafe
+            {
+                fixed (float* sums = new float[2]) fixed (ushort* wp = w) fixed (float* xp = x)
+                {
+                    DenseGemm.DotF16Rows2(wp, wp + n, xp, n, sums);
+                    Assert.Equal(DenseGemm.DotF16(wp, xp, n), sums[0]);
+                    Assert.Equal(DenseGemm.DotF16(wp + n, xp, n), sums[1]);
+                }
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(AllPaths))]
     public void AttentionMatchesFormula(KernelPath path)

@@ -195,6 +195,36 @@ internal static unsafe class DenseGemm
         }
     }
 
+    /// <summary><see cref="DotF16"/> of two weight rows against the same activations, each result bit for bit
+    /// <see cref="DotF16"/>'s (the same operations in the same order a row): with 256-bit vectors the two rows share each
+    /// activation load; with 512-bit ones it is two calls.</summary>
+    public static void DotF16Rows2(ushort* w0, ushort* w1, float* x, int n, float* sums)
+    {
+        if (Vector512.IsHardwareAccelerated || !Vector256.IsHardwareAccelerated || n < 16)
+        {
+            sums[0] = DotF16(w0, x, n); sums[1] = DotF16(w1, x, n);
+            return;
+        }
+        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0;
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            Vector256<float> xl = Vector256.Load(x + j), xh = Vector256.Load(x + j + 8);
+            Vector256<short> h0 = Vector256.Load((short*)w0 + j), h1 = Vector256.Load((short*)w1 + j);
+            a0 = Vector256.FusedMultiplyAdd(Widen(Vector256.WidenLower(h0)), xl, a0);
+            b0 = Vector256.FusedMultiplyAdd(Widen(Vector256.WidenUpper(h0)), xh, b0);
+            a1 = Vector256.FusedMultiplyAdd(Widen(Vector256.WidenLower(h1)), xl, a1);
+            b1 = Vector256.FusedMultiplyAdd(Widen(Vector256.WidenUpper(h1)), xh, b1);
+        }
+        float s0 = Vector256.Sum(a0 + b0), s1 = Vector256.Sum(a1 + b1);
+        for (; j < n; j++)
+        {
+            s0 += (float)BitConverter.UInt16BitsToHalf(w0[j]) * x[j];
+            s1 += (float)BitConverter.UInt16BitsToHalf(w1[j]) * x[j];
+        }
+        sums[0] = s0; sums[1] = s1;
+    }
+
     /// <summary><see cref="DotF16x4Reference"/> with 256-bit vectors: 16 halves a step are widened as
     /// <see cref="DotF16"/> does, then meet the rows' activations in two accumulators a row (eight independent
     /// multiply-add chains). Fewer than four rows repeat the first row's activations; their sums are dropped.</summary>
@@ -452,9 +482,22 @@ internal static unsafe class DenseGemm
             switch (w.Type)
             {
                 // One activation row: each half is widened in registers and meets its one activation (memory-bound).
+                // The range is read as two halves side by side: two weight streams keep one core's reads from DRAM
+                // going where one stream leaves it waiting (as the ternary GEMVs do).
                 case DenseType.F16 when !Reference && M == 1:
-                    for (int r = r0; r < r1; r++) Y[r] = DotF16((ushort*)(data + (long)r * w.RowStride), X, k);
-                    break;
+                    {
+                        int half = (r1 - r0) / 2;
+                        long offset = (long)half * w.RowStride;
+                        float* two = stackalloc float[2];
+                        for (int r = r0; r < r0 + half; r++)
+                        {
+                            ushort* p = (ushort*)(data + (long)r * w.RowStride);
+                            DotF16Rows2(p, (ushort*)((byte*)p + offset), X, k, two);
+                            Y[r] = two[0]; Y[r + half] = two[1];
+                        }
+                        if (((r1 - r0) & 1) != 0) Y[r1 - 1] = DotF16((ushort*)(data + (long)(r1 - 1) * w.RowStride), X, k);
+                        break;
+                    }
                 // A few activation rows, on a path with a few-row F16 kernel: each half is widened once in registers
                 // for all of them; a float panel would cost a store and a load of every weight for little reuse.
                 case DenseType.F16 when !Reference && DotF16x4 != null && M <= F16Rows:
