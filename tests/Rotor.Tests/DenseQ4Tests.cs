@@ -73,7 +73,7 @@ public unsafe class DenseQ4Tests
         int seed = 0;
         foreach (int supers in new[] { 1, 2, 5 })
         foreach (int mr in new[] { 1, 2, 3, 5, 8 })
-        foreach (int nrows in new[] { 1, 3, 33 })
+        foreach (int nrows in new[] { 1, 2, 3, 8, 33 })
         foreach (int mode in new[] { 0, 1, 2 })
         {
             // 1: nibbles 0 or 15 and values +-127; 2: every nibble 15 and every value of a row +127 or -127, the largest

@@ -568,6 +568,14 @@ internal static unsafe class DenseGemm
                         Q4Activations x4 = X4!;
                         int supers = w.Q4Superblocks;
                         float[] xs = x4.Scales;
+                        if (M == 1)
+                        {
+                            // One activation row: the whole range in one call, so a path may read it as two streams
+                            // (chunks only serve W's reuse across activation groups).
+                            DotQ4(data + (long)r0 * w.RowStride, w.BlockScalePointer + (long)r0 * supers * DenseMatrix.Q4Blocks, supers, x4.Group(0), 1, r1 - r0, Y + r0);
+                            for (int r = r0; r < r1; r++) Y[r] *= xs[0];
+                            break;
+                        }
                         float* tmp = stackalloc float[Q4Chunk * DenseQ4.MaxRows];
                         ushort* d = w.BlockScalePointer;
                         for (int c0 = r0; c0 < r1; c0 += Q4Chunk)

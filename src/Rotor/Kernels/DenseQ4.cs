@@ -202,6 +202,16 @@ internal static unsafe class DenseQ4
     {
         if (!AvxVnni.IsSupported)
         {
+            if (mr == 1 && nrows >= 2)
+            {
+                // One activation row: weight rows from the two halves of the range side by side, two streams.
+                int half = nrows / 2;
+                long rowBytes = (long)supers * DenseMatrix.Q4SuperBytes, rowScales = (long)supers * 16;
+                for (int r = 0; r < half; r++)
+                    TwoWeightRowsAvx2(w + r * rowBytes, d + r * rowScales, half * rowBytes, half * rowScales, supers, xg, y + r, y + r + half);
+                if ((nrows & 1) != 0) OneRowAvx2(w + (nrows - 1) * rowBytes, d + (nrows - 1) * rowScales, supers, xg, 1, 0, y + nrows - 1);
+                return;
+            }
             for (int r = 0; r < nrows; r++)
             {
                 byte* wr = w + (long)r * supers * DenseMatrix.Q4SuperBytes;
@@ -275,6 +285,51 @@ internal static unsafe class DenseQ4
             acc1 = Fma.IsSupported ? Fma.MultiplyAdd(f1, d1, acc1) : acc1 + f1 * d1;
         }
         y[0] = Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary><see cref="OneRowAvx2"/> for two weight rows, at wr / dr and wr + wOffset / dr + dOffset, against the one
+    /// activation row of the group xg (mr = 1) into y0 and y1: the same operations in the same order a row, so each
+    /// result is bit for bit OneRowAvx2's; the two rows are two weight streams a core reads side by side.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TwoWeightRowsAvx2(byte* wr, ushort* dr, long wOffset, long dOffset, int supers, byte* xg, float* y0, float* y1)
+    {
+        Vector256<byte> mask = Vector256.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, b0 = a0, b1 = a0;
+        byte* wr1 = wr + wOffset;
+        ushort* dr1 = dr + dOffset;
+        for (int s = 0; s < supers; s++)
+        {
+            byte* ws = Super(wr, xg, 1, 0, s, out int* corr, out sbyte* x);
+            byte* ws1 = Super(wr1, xg, 1, 0, s, out _, out _);
+            Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
+            for (int k = 0; k < 4; k++)
+            {
+                Split(ws + 64 * k, mask, out var l0, out var h0, out var l1, out var h1);
+                Mad(l0, h0, l1, h1, x + 128 * k, ref s0, ref s1);
+                Split(ws1 + 64 * k, mask, out l0, out h0, out l1, out h1);
+                Mad(l0, h0, l1, h1, x + 128 * k, ref t0, ref t1);
+            }
+            Vector256<int> c0 = Avx.LoadVector256(corr), c1 = Avx.LoadVector256(corr + 8);
+            Vector256<float> f0 = Avx.ConvertToVector256Single(c0 + Avx2.MultiplyAddAdjacent(s0, ones));
+            Vector256<float> f1 = Avx.ConvertToVector256Single(c1 + Avx2.MultiplyAddAdjacent(s1, ones));
+            Vector256<float> g0 = Avx.ConvertToVector256Single(c0 + Avx2.MultiplyAddAdjacent(t0, ones));
+            Vector256<float> g1 = Avx.ConvertToVector256Single(c1 + Avx2.MultiplyAddAdjacent(t1, ones));
+            Vector256<float> d0 = Halves8(dr + s * 16), d1 = Halves8(dr + s * 16 + 8);
+            Vector256<float> e0 = Halves8(dr1 + s * 16), e1 = Halves8(dr1 + s * 16 + 8);
+            if (Fma.IsSupported)
+            {
+                a0 = Fma.MultiplyAdd(f0, d0, a0); a1 = Fma.MultiplyAdd(f1, d1, a1);
+                b0 = Fma.MultiplyAdd(g0, e0, b0); b1 = Fma.MultiplyAdd(g1, e1, b1);
+            }
+            else
+            {
+                a0 += f0 * d0; a1 += f1 * d1;
+                b0 += g0 * e0; b1 += g1 * e1;
+            }
+        }
+        *y0 = Vector256.Sum(a0 + a1);
+        *y1 = Vector256.Sum(b0 + b1);
     }
 
     /// <summary><see cref="OneRowAvx2"/> for activation rows i and i + 1 (y[0], y[1]): a superblock's bytes are loaded
