@@ -96,6 +96,38 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         dots[0] = Vector256.Sum(c0); dots[1] = Vector256.Sum(c1);
     }
 
+    /// <summary><see cref="Rows2x1"/> for four weight rows, at <paramref name="w"/> + j * <paramref name="offset"/>
+    /// (j &lt; 4): four weight streams, which one Zen 3 core reads from DRAM a little faster still than two.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4x1(byte* w, nint offset, int rb, sbyte* x, int kBlocks, int* dots)
+    {
+        Vector256<int> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector256<byte> m = Vector256.Create((byte)3);
+        byte* w0 = w, w1 = w + offset, w2 = w + 2 * offset, w3 = w + 3 * offset;
+        nint ahead = 2 * (nint)rb;
+        sbyte* xp = x;
+        for (int kb0 = 0; kb0 < kBlocks; kb0 += Chunk)
+        {
+            Vector256<short> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int n = Math.Min(Chunk, kBlocks - kb0); n > 0; n--)
+            {
+                Sse.Prefetch0(w0 + ahead); Sse.Prefetch0(w1 + ahead); Sse.Prefetch0(w2 + ahead); Sse.Prefetch0(w3 + ahead);
+                for (int h = 0; h < 64; h += 32)
+                {
+                    var x0 = Vector256.Load(xp + h); var x1 = Vector256.Load(xp + 64 + h); var x2 = Vector256.Load(xp + 128 + h); var x3 = Vector256.Load(xp + 192 + h);
+                    a0 += Codes(Vector256.Load(w0 + h), m, x0, x1, x2, x3);
+                    a1 += Codes(Vector256.Load(w1 + h), m, x0, x1, x2, x3);
+                    a2 += Codes(Vector256.Load(w2 + h), m, x0, x1, x2, x3);
+                    a3 += Codes(Vector256.Load(w3 + h), m, x0, x1, x2, x3);
+                }
+                w0 += 64; w1 += 64; w2 += 64; w3 += 64; xp += 256;
+            }
+            c0 += Widen(a0); c1 += Widen(a1); c2 += Widen(a2); c3 += Widen(a3);
+        }
+        Vector256<int> abcd = Avx2.HorizontalAdd(Avx2.HorizontalAdd(c0, c1), Avx2.HorizontalAdd(c2, c3));
+        (abcd.GetLower() + abcd.GetUpper()).Store(dots);
+    }
+
     /// <summary>The four codes of a 32-byte half block <paramref name="v"/> times the four activation vectors, summed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<short> Codes(Vector256<byte> v, Vector256<byte> m, Vector256<sbyte> x0, Vector256<sbyte> x1, Vector256<sbyte> x2, Vector256<sbyte> x3)
@@ -160,16 +192,22 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
         int* d = stackalloc int[4];
         if (a.M < 2)
         {
-            // The range as two halves read side by side (two weight streams), an odd last row on its own.
+            // The range as four quarters read side by side (four weight streams), the last rows in a pair and alone.
             sbyte* x = a.X;
-            int half = (r1 - r0) / 2;
-            nint offset = (nint)half * a.RowBytes;
-            for (int r = r0; r < r0 + half; r++)
+            int quarter = (r1 - r0) / 4;
+            nint offset = (nint)quarter * a.RowBytes;
+            for (int r = r0; r < r0 + quarter; r++)
             {
-                Rows2x1(a.W + (long)r * a.RowBytes, offset, a.RowBytes, x, a.KBlocks, d);
-                a.Store(0, r, d[0]); a.Store(0, r + half, d[1]);
+                Rows4x1(a.W + (long)r * a.RowBytes, offset, a.RowBytes, x, a.KBlocks, d);
+                a.Store(0, r, d[0]); a.Store(0, r + quarter, d[1]); a.Store(0, r + 2 * quarter, d[2]); a.Store(0, r + 3 * quarter, d[3]);
             }
-            if (((r1 - r0) & 1) != 0) a.Store(0, r1 - 1, DotCodes(a.W + (long)(r1 - 1) * a.RowBytes, x, a.KBlocks));
+            int rest = r0 + 4 * quarter;
+            for (; rest + 2 <= r1; rest += 2)
+            {
+                Rows2x1(a.W + (long)rest * a.RowBytes, a.RowBytes, a.RowBytes, x, a.KBlocks, d);
+                a.Store(0, rest, d[0]); a.Store(0, rest + 1, d[1]);
+            }
+            if (rest < r1) a.Store(0, rest, DotCodes(a.W + (long)rest * a.RowBytes, x, a.KBlocks));
             return;
         }
         int blockRows = Math.Max(4, WeightBlockBytes / a.RowBytes);
