@@ -180,7 +180,13 @@ __global__ void __launch_bounds__(512) norm_kernel(float* x, int x_stride, const
 // The same with the row in registers, for rows of up to 8 * 1024 columns: 1024 threads, element j = tid + 1024 k in
 // v[k], all loads of a thread issued before any is used (one memory round trip instead of one a loop step), the norm
 // weight loaded before the wait on the previous kernel (weights are never written by a kernel).
-constexpr int kRowThreads = 1024;
+// Threads of the one-CTA-a-row kernels (norms, the attention combine): 512 beat 1024 and 256 in a decode step on an
+// H100 (fewer warps to gather in each block reduction, against fewer loads in flight); -DROTOR_ROW_THREADS=N to try
+// others (a multiple of 32, at most 1024).
+#ifndef ROTOR_ROW_THREADS
+#define ROTOR_ROW_THREADS 512
+#endif
+constexpr int kRowThreads = ROTOR_ROW_THREADS;
 
 template <int K>
 __device__ void finish_regs(float (&v)[K], const float (&w)[K], int cols, int i, const RowOut& o, float* fs, int* is) {
@@ -993,7 +999,10 @@ ROTOR_API int rotor_lm_norm(float* d_x, int m, int cols, int x_stride, const flo
     if (kk <= 2) return ROTOR_NORM_REGS(2);
     if (kk <= 3) return ROTOR_NORM_REGS(3);
     if (kk <= 4) return ROTOR_NORM_REGS(4);
+    if (kk <= 5) return ROTOR_NORM_REGS(5);
     if (kk <= 8) return ROTOR_NORM_REGS(8);
+    if (kRowThreads < 1024 && kk <= 16) return ROTOR_NORM_REGS(16);
+    if (kRowThreads < 512 && kk <= 32) return ROTOR_NORM_REGS(32);
 #undef ROTOR_NORM_REGS
     const size_t smem = (size_t)cols * sizeof(float);
     if (int r = allow_smem(norm_kernel, smem, &g_norm_smem)) return r;
@@ -1091,7 +1100,10 @@ ROTOR_API int rotor_lm_attention(const float* d_q, int m, int q_stride, int head
         if (kk <= 2) return ROTOR_COMBINE_REGS(2);
         if (kk <= 3) return ROTOR_COMBINE_REGS(3);
         if (kk <= 4) return ROTOR_COMBINE_REGS(4);
+        if (kk <= 5) return ROTOR_COMBINE_REGS(5);
         if (kk <= 8) return ROTOR_COMBINE_REGS(8);
+        if (kRowThreads < 1024 && kk <= 16) return ROTOR_COMBINE_REGS(16);
+        if (kRowThreads < 512 && kk <= 32) return ROTOR_COMBINE_REGS(32);
     }
 #undef ROTOR_COMBINE_REGS
     if (int r = allow_smem(attn_combine_kernel, smem, &g_combine_smem)) return r;
