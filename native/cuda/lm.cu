@@ -36,16 +36,16 @@ __device__ __forceinline__ float load_f(const __half* p, size_t i) { return __ha
 __device__ __forceinline__ void store_f(float* p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void store_f(__half* p, size_t i, float v) { p[i] = __float2half_rn(v); }
 
-// Block reductions (blockDim a multiple of 32, at most 1024); every thread gets the result. scratch: 32 values.
+// Block reductions (blockDim a multiple of 32, at most 1024); every thread gets the result. scratch: 32 values. After
+// the warps' partials are in shared memory, every warp reduces them with shuffles itself (one load a lane) instead of
+// each thread adding them one after another: a row kernel runs three of these on its critical path.
 __device__ float block_sum(float v, float* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     v = warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float r = 0.f;
-    for (int w = 0; w < warps; w++) r += scratch[w];
-    return r;
+    return warp_sum(lane < warps ? scratch[lane] : 0.f);
 }
 __device__ float block_max(float v, float* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -53,9 +53,7 @@ __device__ float block_max(float v, float* scratch) {
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float r = scratch[0];
-    for (int w = 1; w < warps; w++) r = fmaxf(r, scratch[w]);
-    return r;
+    return warp_max(lane < warps ? scratch[lane] : -INFINITY);
 }
 __device__ int block_sum_int(int v, int* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -63,9 +61,7 @@ __device__ int block_sum_int(int v, int* scratch) {
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    int r = 0;
-    for (int w = 0; w < warps; w++) r += scratch[w];
-    return r;
+    return warp_sum(lane < warps ? scratch[lane] : 0);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
