@@ -349,15 +349,22 @@ struct AttnArgs {
     float2* part_ml;       // (m, heads, splits): running max and sum
 };
 
-constexpr int kAttnWarps = 4;
+// Warps of an attention split CTA: a split holds up to 64 positions, which its warps take in turn, so the warps set the
+// split's latency on a decode step's critical path; 8 beat 4 on an H100 (-DROTOR_ATTN_WARPS=N to try others).
+#ifndef ROTOR_ATTN_WARPS
+#define ROTOR_ATTN_WARPS 8
+#endif
+constexpr int kAttnWarps = ROTOR_ATTN_WARPS;
+// Warps of a split CTA for DPL dims a lane: their partial sums must fit 48 KB of static shared memory.
+template <int DPL> constexpr int attn_warps() { return DPL * kAttnWarps <= 32 ? kAttnWarps : 32 / DPL; }
 constexpr int kMaxGroup = 8;
 
 template <int DPL, typename T>
-__global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(AttnArgs a) {
+__global__ void __launch_bounds__(attn_warps<DPL>() * 32) attn_split_kernel(AttnArgs a) {
     pdl_trigger();
     pdl_wait();
-    __shared__ float s_acc[kAttnWarps][kMaxGroup][DPL * 32];
-    __shared__ float s_ml[kAttnWarps][kMaxGroup][2];
+    __shared__ float s_acc[attn_warps<DPL>()][kMaxGroup][DPL * 32];
+    __shared__ float s_ml[attn_warps<DPL>()][kMaxGroup][2];
     const int s = blockIdx.x, h0 = blockIdx.y * a.gb, i = blockIdx.z;
     const int len = a.pos[i] + 1, t0 = s * a.split_len;
     if (t0 >= len) return;
@@ -377,7 +384,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(AttnArgs a)
     }
     const T* K = static_cast<const T*>(a.k) + (size_t)a.slot[i] * a.slot_stride + (size_t)kvh * a.hd;
     const T* V = static_cast<const T*>(a.v) + (size_t)a.slot[i] * a.slot_stride + (size_t)kvh * a.hd;
-    for (int t = t0 + warp; t < t1; t += kAttnWarps) {
+    for (int t = t0 + warp; t < t1; t += attn_warps<DPL>()) {
         float kk[DPL], vv[DPL];
 #pragma unroll
         for (int j = 0; j < DPL; j++) {
@@ -411,10 +418,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(AttnArgs a)
         const int g = e / a.hd, d = e % a.hd;
         float m = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < kAttnWarps; w++) m = fmaxf(m, s_ml[w][g][0]);
+        for (int w = 0; w < attn_warps<DPL>(); w++) m = fmaxf(m, s_ml[w][g][0]);
         float sum = 0.f, lsum = 0.f;
 #pragma unroll
-        for (int w = 0; w < kAttnWarps; w++) {
+        for (int w = 0; w < attn_warps<DPL>(); w++) {
             if (s_ml[w][g][0] == -INFINITY) continue;  // a warp without positions
             const float c = expf(s_ml[w][g][0] - m);
             sum += s_acc[w][g][d] * c;
@@ -909,8 +916,8 @@ template <int DPL>
 int launch_attn_split(const AttnArgs& a, int m, int cache_type, cudaStream_t s) {
     const dim3 grid(a.splits, a.heads / a.gb, m);
     if (cache_type == ROTOR_LM_F16)
-        return launch(attn_split_kernel<DPL, __half>, grid, dim3(kAttnWarps * 32), 0, s, "attn_split_kernel", a);
-    return launch(attn_split_kernel<DPL, float>, grid, dim3(kAttnWarps * 32), 0, s, "attn_split_kernel", a);
+        return launch(attn_split_kernel<DPL, __half>, grid, dim3(attn_warps<DPL>() * 32), 0, s, "attn_split_kernel", a);
+    return launch(attn_split_kernel<DPL, float>, grid, dim3(attn_warps<DPL>() * 32), 0, s, "attn_split_kernel", a);
 }
 
 RowOut row_out(int norm, const float* weight, float eps, float* y, int y_stride, int8_t* q, int q_stride, float* q_scale,
