@@ -33,7 +33,7 @@ public class KernelTests
         return d;
     }
 
-    private static float[] Run(KernelPath path, int threads, TernaryMatrix w, QuantizedActivations qa, float[]? bias)
+    internal static float[] Run(KernelPath path, int threads, TernaryMatrix w, QuantizedActivations qa, float[]? bias)
     {
         using var be = new CpuBackend(threads, path);
         var y = new float[qa.Count * w.Rows];

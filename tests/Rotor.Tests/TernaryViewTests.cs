@@ -43,13 +43,8 @@ public sealed unsafe class TernaryViewTests
         return (owner, view, TernaryMatrix.FromTrits(t, rows, cols, scales), t);
     }
 
-    private static float[] Run(KernelPath path, int threads, TernaryMatrix w, QuantizedActivations qa, float[]? bias)
-    {
-        using var be = new CpuBackend(threads, path);
-        var y = new float[qa.Count * w.Rows];
-        be.MatMul(w, qa, y, bias);
-        return y;
-    }
+    private static float[] Run(KernelPath path, int threads, TernaryMatrix w, QuantizedActivations qa, float[]? bias) =>
+        KernelTests.Run(path, threads, w, qa, bias);
 
     [Theory]
     [MemberData(nameof(Paths))]

@@ -65,10 +65,8 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     }
 
     /// <summary>Two weight rows, at <paramref name="w"/> and <paramref name="w"/> + <paramref name="offset"/>, against one
-    /// activation row. The GEMV passes rows from the two halves of its range: two sequential weight streams that the
-    /// hardware prefetchers follow side by side, where adjacent rows make one stream that a single core reads from
-    /// DRAM at two thirds of the rate. Each half block's four activation vectors are loaded once for both rows;
-    /// pointers advance by a block and the mask stays in a register.</summary>
+    /// activation row (the GEMV's rows left after <see cref="Rows4x1"/>'s quarters). Each half block's four activation
+    /// vectors are loaded once for both rows; pointers advance by a block and the mask stays in a register.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows2x1(byte* w, nint offset, int rb, sbyte* x, int kBlocks, int* dots)
     {
@@ -97,7 +95,9 @@ internal unsafe struct Avx2Kernels : ITernaryKernels
     }
 
     /// <summary><see cref="Rows2x1"/> for four weight rows, at <paramref name="w"/> + j * <paramref name="offset"/>
-    /// (j &lt; 4): four weight streams, which one Zen 3 core reads from DRAM a little faster still than two.</summary>
+    /// (j &lt; 4). The GEMV passes rows from the four quarters of its range: four sequential weight streams that the
+    /// hardware prefetchers follow side by side, where adjacent rows make one stream that a single core reads from DRAM
+    /// well below its bandwidth (docs/KERNELS.md).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows4x1(byte* w, nint offset, int rb, sbyte* x, int kBlocks, int* dots)
     {
