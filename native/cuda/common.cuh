@@ -191,6 +191,11 @@ __device__ __forceinline__ void cp_async_wait() {
 // 128-bit reads of rows g and g + 1 in one read phase land 64 bytes apart (no bank conflict).
 __device__ __forceinline__ int x_offset(int r, int c) { return r * 256 + 16 * (c ^ ((r & 1) << 2)); }
 
+// The bulk-copy GEMVs' row stride in shared memory: a row of k_blocks * 64 bytes rounded to 64 mod 128 bytes, so that
+// the 128-bit reads of rows g and g + 1 fall on disjoint banks; and their weight tile's shared memory at most (K up to
+// 47 blocks).
+__host__ __device__ constexpr int bulk_stride(int k_blocks) { return k_blocks * 64 + (k_blocks % 2 == 0 ? 64 : 0); }
+constexpr int kBulkMaxSmem = 48 * 1024;
 // ---------------------------------------------------------------------------------------------------------------
 // The tensor-core GEMM configurations (weight rows BN x activation rows BM a tile), indexed as the path
 // ROTOR_PATH_TILED_CFG0 + i of rotor_cuda.h. Each kernel file checks its tiles against this table.
@@ -227,6 +232,8 @@ int sk_tiles(int m);                       // its 8-row activation tiles for m (
 int launch_gemv(const rotor_gemm_args& a, cudaStream_t s);  // the register GEMVs, m <= 64 (ROTOR_PATH_GEMV)
 int launch_gemv_bulk(const rotor_gemm_args& a, cudaStream_t s);
 int launch_gemv_sk(const rotor_gemm_args& a, cudaStream_t s);
+// gemv_fused.cu: allows the fused GEMVs their shared memory (after g_bulk is known).
+int fused_init();
 int launch_gemm_f32(const uint8_t* w, int row_bytes, int k_blocks, int n, const float* x, int cols, int x_stride, int m,
                     const float* w_scale, int w_scale_stride, const float* bias, float* y, int y_stride, int act,
                     cudaStream_t s);

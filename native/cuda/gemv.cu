@@ -211,8 +211,6 @@ __global__ void __launch_bounds__(128, 8) gemv8_kernel(rotor_gemm_args a) {
 // the copies start before griddepcontrol.wait. EARLY: let the next kernel launch at entry.
 // ---------------------------------------------------------------------------------------------------------------
 
-__host__ __device__ constexpr int bulk_stride(int k_blocks) { return k_blocks * 64 + (k_blocks % 2 == 0 ? 64 : 0); }
-constexpr int kBulkMaxSmem = 48 * 1024;  // a tile's shared memory at most: K up to 47 blocks
 
 #if ROTOR_BULK
 // Warp 0 copies rows 16 tile .. of the weights into buf (row stride S), completing on the mbarrier at mb.
@@ -587,7 +585,8 @@ int gemv_init(const cudaDeviceProp& p) {
     // Fails with cudaErrorNoKernelImageForDevice when the library was not built for this architecture.
     cudaFuncAttributes fa;
     CK(cudaFuncGetAttributes(&fa, gemv8_kernel<false>));
-    return probe_bulk(p);
+    if (int r = probe_bulk(p)) return r;
+    return fused_init();
 }
 
 bool bulk_fits(const rotor_gemm_args& a) { return g_bulk && a.m <= 8 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem; }

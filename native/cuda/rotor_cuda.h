@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 6        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 7        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -192,6 +192,27 @@ ROTOR_API int rotor_lm_attention(const float* d_q, int m, int q_stride, int head
 ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const float* d_w_scale, int n, int cols,
                              const float* d_x, int x_stride, const int8_t* d_xq, int xq_stride, const float* d_x_scale,
                              int m, float* d_y, int y_stride, void* d_half_ws, void* stream);
+// A ternary product of m <= 8 rows with the work around it fused in (a decode step's layers; gemv_fused.cu):
+//   input     g.x/x_scale/x_sum as rotor_cuda_gemm takes them, or, with src given, made from the float rows src
+//             (m, src_stride) of `cols` columns as rotor_lm_norm makes q8 (RMSNorm when norm, times norm_weight when not
+//             NULL, then int8; g.x, x_scale and x_sum are not read);
+//   epilogue  ROTOR_LM_STORE: y = the product (g.act applied); ROTOR_LM_ADD: y += the product (the residual stream);
+//             ROTOR_LM_GATED: the weights are gate rows [0, n/2) then up rows [n/2, n), and y (m, n/2) = act(gate) * up
+//             (act: rotor_lm_act).
+// g.bias must be NULL.
+enum rotor_lm_epilogue { ROTOR_LM_STORE = 0, ROTOR_LM_ADD = 1, ROTOR_LM_GATED = 2 };
+typedef struct rotor_lm_linear_args {
+    rotor_gemm_args g;
+    const float* src;
+    const float* norm_weight;
+    int32_t src_stride;
+    int32_t cols;
+    int32_t norm;
+    float eps;
+    int32_t epilogue;  // rotor_lm_epilogue
+    int32_t act;       // rotor_lm_act, for ROTOR_LM_GATED
+} rotor_lm_linear_args;  // 128 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
+ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void* stream);
 // out[i] = a token drawn from logits row i (m rows of `stride` floats, vocab used) per params[i] (rotor_lm_sampling).
 // d_workspace: NULL, or m * 64 * 8 bytes for the greedy rows' argmax over 64 CTAs a row (else one CTA a row).
 ROTOR_API int rotor_lm_sample(const float* d_logits, int m, int vocab, int stride, const rotor_lm_sampling* d_params,

@@ -15,6 +15,9 @@ namespace Rotor.Lm.Cuda;
 ///            q8 = quant(rmsnorm(x += o)) -> gu = Wgu q8 -> q8 = quant([rmsnorm] act(g) * u) -> o = Wdown q8
 /// logits = LmHead rmsnorm(x += o)                                              (rows, V)
 /// </code>
+/// Steps of one row run the fused layer (<c>rotor_lm_linear</c>): the residual adds and the gated activation happen in
+/// the products' epilogues, the sub-norm before the down projection in its prologue, so a layer is 8 kernels instead
+/// of 10 (the same results within the norm's summation order).
 /// A decode step of a given batch size is recorded once as a CUDA graph and replayed: the token ids, positions and
 /// slots are copied to device memory before each replay, and every kernel reads the attention length from there.
 /// Not thread-safe.
@@ -38,6 +41,9 @@ public sealed class CudaDecoder : IDisposable
     private readonly int _q8Stride, _splitLen, _splits, _logitRows, _cacheType;
     private readonly long _slotStride;                             // elements from one slot to the next
     private readonly bool _headInt8;
+    private readonly int _fuseRows;                                // steps of up to this many rows run the fused layer (0: none)
+    private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down
+    private bool _residualInO;                                     // the last down projection is in _o, not yet added to _x
 
     /// <summary>A decoder over <paramref name="model"/> for <paramref name="maxSequences"/> sequences of up to
     /// <paramref name="contextLength"/> positions, steps of up to <paramref name="maxBatch"/> rows, and a key/value
@@ -93,6 +99,32 @@ public sealed class CudaDecoder : IDisposable
             throw;
         }
         KvBytes = maxSequences * _slotStride * (f16Cache ? 2 : 4);
+        _fuseRows = FusedRows(model);
+    }
+
+    /// <summary>Rows a step of the fused layer takes at most (<c>rotor_lm_linear</c>: every product ternary, the
+    /// int8 input of up to 8 rows and a bulk-copied weight tile within its shared memory), 0 where it does not apply
+    /// or <c>ROTOR_FUSED=0</c> turns it off.</summary>
+    // Default 4: only the sub-norm before the down projection runs in the product's prologue. The norms before q/k/v
+    // and gate/up stay kernels of their own, which the products' weight streams overlap (programmatic dependent
+    // launch): every CTA of a product repeating the norm (the row and the norm weight from L2, three passes, three
+    // block reductions) costs more than that kernel, most for gate/up with the most CTAs. ROTOR_FUSED=1..7 picks
+    // others (benchmarks), 0 turns the fused layer off.
+    private static int ParseFuseMask() =>
+        int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 7 ? v : 4;
+
+    private static int FusedRows(CudaModel m)
+    {
+        if (Environment.GetEnvironmentVariable("ROTOR_FUSED") == "0") return 0;
+        int kp = 0;
+        foreach (var l in m.Layers)
+        {
+            if (!l.Qkv.Ternary || !l.Wo.Ternary || !l.GateUp.Ternary || !l.Down.Ternary || l.GateUp.Rows % 2 != 0) return 0;
+            kp = Math.Max(kp, Math.Max(Math.Max(l.Qkv.KBlocks, l.GateUp.KBlocks), l.Down.KBlocks) * 256);
+        }
+        // gemv_fused.cu's shared memory: a bulk-copied weight tile, the int8 rows, and a float row and norm weight.
+        const int smem = 160 * 1024, weightTile = 48 * 1024;
+        return kp == 0 ? 0 : Math.Clamp((smem - weightTile - 8 * kp) / kp, 0, 8);
     }
 
     /// <summary>Sequences (cache slots).</summary>
@@ -289,8 +321,9 @@ public sealed class CudaDecoder : IDisposable
         _s.Synchronize();
     }
 
-    /// <summary>The layers for the n rows staged (tokens, positions, slots). Leaves the residual in _x without the
-    /// last layer's down projection, which stays in _o for <see cref="Head"/> to add.</summary>
+    /// <summary>The layers for the n rows staged (tokens, positions, slots). Leaves the residual in _x; without the
+    /// last layer's down projection, which then stays in _o for <see cref="Head"/> to add, unless the step ran fused
+    /// (<see cref="_residualInO"/>).</summary>
     private void Step(int n)
     {
         int d = _c.Dim, qd = _c.QDim, kvd = _c.KvDim, f = _c.FfnDim, qkvW = qd + 2 * kvd;
@@ -299,11 +332,23 @@ public sealed class CudaDecoder : IDisposable
         Native.Check(Native.rotor_lm_embed(emb.Weights, (int)emb.Type, emb.RowStride, emb.Scales, emb.Rows, _tokens, n, d, _x, d, st), "embedding");
         float scale = 1f / MathF.Sqrt(_c.HeadDim);
         long cacheElem = _cacheType == 1 ? 2 : 4;
+        // One row only: a prologue repeats its norm for each row in every CTA, and a batch of 8 ran slower fused.
+        bool fused = n == 1 && _fuseRows >= 1;
+        int act = _c.Activation == FfnActivation.Relu2 ? 1 : 0;
         for (int l = 0; l < _c.Layers; l++)
         {
             DeviceLayer w = _m.Layers[l];
-            Norm(_x, n, d, d, l == 0 ? 0 : _o, 0, 0, w.AttnNorm, norm: true, w.Qkv);
-            Linear(w.Qkv, n, _qkv, qkvW);
+            if (fused && (_fuseMask & 1) != 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, LmEpilogue.Store, 0, _qkv, qkvW);
+            else if (fused)
+            {
+                Norm(_x, n, d, d, 0, 0, 0, w.AttnNorm, norm: true, w.Qkv);
+                Fused(w.Qkv, n, 0, 0, 0, 0, norm: false, LmEpilogue.Store, 0, _qkv, qkvW);
+            }
+            else
+            {
+                Norm(_x, n, d, d, l == 0 ? 0 : _o, 0, 0, w.AttnNorm, norm: true, w.Qkv);
+                Linear(w.Qkv, n, _qkv, qkvW);
+            }
             nint kc = _kv + (nint)(2L * l * ContextLength * kvd * cacheElem);
             nint vc = kc + (nint)((long)ContextLength * kvd * cacheElem);
             Native.Check(Native.rotor_lm_rope_kv(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, _c.Rope == RopeStyle.Half ? 1 : 0, _cos, _sin, _pos, _slot,
@@ -312,14 +357,50 @@ public sealed class CudaDecoder : IDisposable
             Native.Check(Native.rotor_lm_attention(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, _cacheType, _slotStride, _pos, _slot, scale,
                 _splitLen, _splits, _attnWs, sub ? 1 : 0, w.AttnSubNorm, _c.NormEps,
                 w.Wo.ReadsInt8 ? 0 : _h, qd, w.Wo.ReadsInt8 ? _q8 : 0, _q8Stride, _qScale, _qSum, st), "attention");
+            bool fsub = w.FfnSubNorm != 0;
+            if (fused)
+            {
+                // The residual adds happen in the products' epilogues, the norms and quantizations in their prologues.
+                Fused(w.Wo, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d);
+                if ((_fuseMask & 2) != 0) Fused(w.GateUp, n, _x, d, d, w.FfnNorm, norm: true, LmEpilogue.Gated, act, _gu, f);
+                else
+                {
+                    Norm(_x, n, d, d, 0, 0, 0, w.FfnNorm, norm: true, w.GateUp);
+                    Fused(w.GateUp, n, 0, 0, 0, 0, norm: false, LmEpilogue.Gated, act, _gu, f);
+                }
+                if ((_fuseMask & 4) != 0) Fused(w.Down, n, _gu, f, f, w.FfnSubNorm, norm: fsub, LmEpilogue.Add, 0, _x, d);
+                else
+                {
+                    Norm(_gu, n, f, f, 0, 0, 0, w.FfnSubNorm, norm: fsub, w.Down);
+                    Fused(w.Down, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d);
+                }
+                continue;
+            }
             Linear(w.Wo, n, _o, d);
             Norm(_x, n, d, d, _o, 0, 0, w.FfnNorm, norm: true, w.GateUp);
             Linear(w.GateUp, n, _gu, 2 * f);
-            bool fsub = w.FfnSubNorm != 0;
-            int act = _c.Activation == FfnActivation.Relu2 ? 1 : 0;
             Norm(_gu, n, f, 2 * f, 0, _gu + (nint)(f * 4L), act, w.FfnSubNorm, norm: fsub, w.Down);
             Linear(w.Down, n, _o, d);
         }
+        _residualInO = !fused;
+    }
+
+    /// <summary>A ternary product of n rows (at most <see cref="_fuseRows"/>) with its input made from the float rows
+    /// at <paramref name="src"/> (norm, quantization), or read from _q8 where src is 0, and the result stored, added to
+    /// y or gated (<c>rotor_lm_linear</c>).</summary>
+    private unsafe void Fused(DeviceLinear w, int n, nint src, int cols, int srcStride, nint normWeight, bool norm, LmEpilogue epilogue, int act, nint y, int yStride)
+    {
+        var a = new LmLinearNative
+        {
+            G = new GemmArgsNative
+            {
+                W = w.Weights, X = src == 0 ? _q8 : 0, XScale = src == 0 ? _qScale : 0, XSum = src == 0 ? _qSum : 0, WScale = w.Scales, Bias = 0, Y = y,
+                RowBytes = w.RowBytes, KBlocks = w.KBlocks, N = w.Rows, XStride = _q8Stride, M = n, WScaleStride = w.ScaleStride, YStride = yStride, Act = 0,
+            },
+            Src = src, NormWeight = norm ? normWeight : 0, SrcStride = srcStride, Cols = cols, Norm = norm ? 1 : 0, Eps = _c.NormEps,
+            Epilogue = (int)epilogue, Act = act,
+        };
+        Native.Check(Native.rotor_lm_linear(&a, _s.Pointer), "fused ternary product");
     }
 
     /// <summary>Final norm (after the last residual add) and the LM head for rows [first, first + rows) into _logits.</summary>
@@ -331,7 +412,7 @@ public sealed class CudaDecoder : IDisposable
         var head = _m.LmHead;
         // The residual add writes x back, so the head of rows already added must not add again: Head is called once a
         // step for the last row (Last), or for row chunks in order (All) which each add their own rows once.
-        Native.Check(Native.rotor_lm_norm(x, rows, d, d, o, d, 0, 0, 0, 1, _m.FinalNorm, _c.NormEps,
+        Native.Check(Native.rotor_lm_norm(x, rows, d, d, _residualInO ? o : 0, _residualInO ? d : 0, 0, 0, 0, 1, _m.FinalNorm, _c.NormEps,
             _headInt8 ? 0 : _h, d, _headInt8 ? _q8 : 0, _q8Stride, _qScale, _qSum, st), "final norm");
         Native.Check(Native.rotor_lm_dense(head.Weights, (int)head.Type, head.RowStride, head.Scales, head.Rows, d, _h, d, _q8, _q8Stride, _qScale,
             rows, _logits, _c.VocabSize, _half, st), "LM head");

@@ -24,6 +24,7 @@ public static unsafe class CudaLmSelfTest
         foreach (var r in RopeChecks(s)) Add(r);
         foreach (var r in AttentionChecks(s)) Add(r);
         foreach (var r in DenseChecks(s)) Add(r);
+        foreach (var r in LinearChecks(s)) Add(r);
         foreach (var r in SampleChecks(s)) Add(r);
         foreach (var r in ModelChecks()) Add(r);
         if (stories is not null && File.Exists(stories)) foreach (var r in StoriesChecks(stories)) Add(r);
@@ -470,6 +471,95 @@ public static unsafe class CudaLmSelfTest
         gpu.ForwardBatch(tokens, slots, lens, got);
         yield return Relative($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got);
     }
+
+    /// <summary>rotor_lm_linear (the fused decode-step product) against a scalar CPU reference: the input made from
+    /// float rows (RMSNorm with and without a weight, or quantization alone) or given as int8, and each epilogue (store,
+    /// add, gated relu2 / silu), on shapes that take the bulk-copy and the register weights (with and without the
+    /// early launch), partial tiles, odd columns and 1..8 rows. With the int8 input given the result is bit for bit the
+    /// reference's; with the input made on the device the norm's sum is added in another order (a quantized value may
+    /// differ by one), so within 1e-3 of the largest |expected|.</summary>
+    private static IEnumerable<CheckResult> LinearChecks(CudaStream s)
+    {
+        var rng = new Random(19);
+        // (n, cols, m, epilogue, input): bulk-copy tiles (few CTAs, K not a multiple of 16 blocks), register tiles
+        // (K a multiple of 16, or 4+ CTAs a multiprocessor: early launch), the down projection's 27 blocks.
+        var cases = new (int N, int Cols, int M, LmEpilogue Epi, string Input)[]
+        {
+            (40, 300, 1, LmEpilogue.Store, "norm"), (40, 300, 3, LmEpilogue.Add, "int8"), (40, 300, 8, LmEpilogue.Gated, "norm"),
+            (3840, 2560, 1, LmEpilogue.Store, "norm"), (2560, 2560, 1, LmEpilogue.Add, "int8"), (2 * 1000, 2560, 2, LmEpilogue.Gated, "norm"),
+            (2560, 6912, 1, LmEpilogue.Add, "norm"), (2560, 6905, 8, LmEpilogue.Add, "norm noweight"), (2 * 700, 6912, 5, LmEpilogue.Gated, "plain"),
+            (100, 4096, 4, LmEpilogue.Store, "norm"), (9600, 2560, 1, LmEpilogue.Store, "norm"), (2 * 4300, 700, 3, LmEpilogue.Gated, "norm"),
+            (2 * 4300, 512, 1, LmEpilogue.Gated, "int8"), (17, 1, 7, LmEpilogue.Store, "norm"),
+        };
+        foreach (var (n, cols, m, epi, input) in cases)
+            foreach (int act in epi == LmEpilogue.Gated ? new[] { 1, 0 } : new[] { 0 })
+            {
+                using var dv = new Dev(s);
+                bool perRow = n % 2 == 0;
+                var trits = new sbyte[(long)n * cols];
+                for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
+                float[] wscale = Rand(rng, perRow ? n : 1, 0.5f);
+                var tm = TernaryMatrix.FromTrits(trits, n, cols, wscale);
+                using var dm = new DeviceMatrix(tm, s);
+                bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
+                float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
+                // The reference input: the rows normalized on the CPU, then quantized as the device does.
+                var rows = (float[])x.Clone();
+                if (norm)
+                    for (int i = 0; i < m; i++)
+                    {
+                        var row = rows.AsSpan(i * cols, cols);
+                        double ss = 0;
+                        foreach (float v in row) ss += (double)v * v;
+                        float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
+                        for (int j = 0; j < cols; j++) { row[j] *= inv; if (weight) row[j] *= nw[j]; }
+                    }
+                var qa = new QuantizedActivations(m, cols);
+                qa.Quantize(rows);
+                int padded = qa.PaddedCols, outCols = epi == LmEpilogue.Gated ? n / 2 : n;
+                float[] y0 = Rand(rng, m * outCols, 2f);
+                nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
+                var a = new LmLinearNative
+                {
+                    G = new GemmArgsNative
+                    {
+                        W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
+                        WScaleStride = dm.ScaleStride, YStride = outCols,
+                        X = given ? dv.Put<sbyte>(qa.Data) : 0, XScale = given ? dv.Put<float>(qa.Scales) : 0, XSum = given ? dv.Put<int>(qa.Sums) : 0, XStride = padded,
+                    },
+                    Src = given ? 0 : dv.Put<float>(x), NormWeight = weight ? dv.Put<float>(nw) : 0, SrcStride = cols, Cols = cols, Norm = norm ? 1 : 0, Eps = 1e-5f,
+                    Epilogue = (int)epi, Act = act,
+                };
+                RunLinear(a, s);
+                var got = dv.Get<float>(dy, m * outCols);
+                // Scalar reference: the exact integer dot of trits and int8 values, then GemmArgs.Store's roundings.
+                var q = qa.Data.ToArray();
+                float Product(int i, int r)
+                {
+                    long dot = 0;
+                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
+                    return (float)dot * qa.Scales[i] * wscale[perRow ? r : 0];
+                }
+                var want = new float[m * outCols];
+                for (int i = 0; i < m; i++)
+                    for (int r = 0; r < outCols; r++)
+                    {
+                        float v = Product(i, r);
+                        if (epi == LmEpilogue.Add) v = y0[i * outCols + r] + v;
+                        else if (epi == LmEpilogue.Gated)
+                        {
+                            float g = act == 1 ? MathF.Max(v, 0) * MathF.Max(v, 0) : v * (1f / (1f + MathF.Exp(-v)));
+                            v = g * Product(i, outCols + r);
+                        }
+                        want[i * outCols + r] = v;
+                    }
+                string shape = $"n={n} cols={cols} m={m}", detail = $"{epi.ToString().ToLowerInvariant()}{(epi == LmEpilogue.Gated ? act == 1 ? " relu2" : " silu" : "")}, input {input}";
+                if (given && (epi != LmEpilogue.Gated || act == 1)) yield return Compare("lm linear", shape, detail, want, got, 0, 0);
+                else yield return Relative("lm linear", shape, detail, want, got);
+            }
+    }
+
+    private static void RunLinear(LmLinearNative a, CudaStream s) => Native.Check(Native.rotor_lm_linear(&a, s.Pointer), "lm linear");
 
     /// <summary>Within 1e-3 of the largest |expected| (the issue's tolerance for logits).</summary>
     private static CheckResult Relative(string kernel, string shape, string detail, ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)

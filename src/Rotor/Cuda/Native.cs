@@ -24,6 +24,24 @@ internal struct GemmArgsNative
     public int Act;
 }
 
+/// <summary>Mirror of <c>rotor_lm_linear_args</c> in native/cuda/rotor_cuda.h (128 bytes; field order is the ABI).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct LmLinearNative
+{
+    public GemmArgsNative G;
+    public nint Src;          // const float* (m, srcStride), or 0: G.X holds the int8 input
+    public nint NormWeight;   // const float* (cols), or 0
+    public int SrcStride;
+    public int Cols;
+    public int Norm;
+    public float Eps;
+    public int Epilogue;      // LmEpilogue
+    public int Act;           // rotor_lm_act, for the gated epilogue
+}
+
+/// <summary>What <c>rotor_lm_linear</c> does with the product, <c>rotor_lm_epilogue</c>.</summary>
+internal enum LmEpilogue { Store = 0, Add = 1, Gated = 2 }
+
 /// <summary>Mirror of <c>rotor_lm_sampling</c> in native/cuda/rotor_cuda.h (24 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct LmSamplingNative
@@ -79,7 +97,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 6;
+    public const int Abi = 7;
     public const int EInval = -1;
 
     static Native()
@@ -185,6 +203,8 @@ internal static partial class Native
     [LibraryImport(Library)]
     public static partial int rotor_lm_dense(nint w, int type, int rowStride, nint wScale, int n, int cols, nint x, int xStride, nint xq, int xqStride,
         nint xScale, int m, nint y, int yStride, nint halfWorkspace, nint stream);
+    [LibraryImport(Library)]
+    public static unsafe partial int rotor_lm_linear(LmLinearNative* args, nint stream);
     [LibraryImport(Library)]
     public static partial int rotor_lm_sample(nint logits, int m, int vocab, int stride, nint parameters, nint pos, nint workspace, nint output, nint stream);
 }

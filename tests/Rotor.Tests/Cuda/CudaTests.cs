@@ -86,6 +86,17 @@ public class CudaTests
     }
 
     [Fact]
+    public void LmLinearArgsMatchTheNativeStructLayout()
+    {
+        // rotor_lm_linear_args: rotor_gemm_args, two pointers, then six 4-byte fields.
+        Assert.Equal(128, Marshal.SizeOf<LmLinearNative>());
+        Assert.Equal(88, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.Src)));
+        Assert.Equal(96, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.NormWeight)));
+        Assert.Equal(104, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.SrcStride)));
+        Assert.Equal(124, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.Act)));
+    }
+
+    [Fact]
     public void CpuSelftestPasses() => AllPass(CudaSelfTest.RunCpu(quick: true));
 
     // ---- on a GPU --------------------------------------------------------------------------------------------------
