@@ -254,18 +254,12 @@ public sealed class LanguageModel : IDisposable
         }
     }
 
-    /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is).
-    /// Rows convert on every processor: each writes only its own row (and, for Int8 and Q4, its own scales).</summary>
+    /// <summary>The weights with the LM head converted to <paramref name="type"/> (the embedding is kept as it is), on
+    /// every thread of <see cref="Rotor.Threading.ThreadCount"/> (<see cref="DenseMatrix.ConvertTo"/>).</summary>
     private static ModelWeights Reheaded(ModelWeights w, DenseType type)
     {
         var src = w.LmHead;
-        var head = DenseMatrix.CreateUninitialized(src.Rows, src.Cols, type);   // every row is set below
-        const int chunk = 256;
-        Parallel.For(0, (src.Rows + chunk - 1) / chunk, () => new float[src.Cols], (c, _, row) =>
-        {
-            for (int r = c * chunk, end = Math.Min(src.Rows, r + chunk); r < end; r++) { src.GetRow(r, row); head.SetRow(r, row); }
-            return row;
-        }, _ => { });
+        var head = src.ConvertTo(type);
         // The pass over a mapped source left its file pages mapped here: drop them, so that only the rows the embedding
         // lookup reads count as this process's memory.
         if (src.IsView) Loading.FileView.DropPages(src);

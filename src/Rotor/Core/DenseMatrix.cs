@@ -1,6 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 
 namespace Rotor;
 
@@ -32,7 +32,8 @@ public enum DenseType
 /// <c>W[r, c] = BlockScales[r, 16 s + l] * (u - 8)</c> with the nibble u (0..15) in byte <c>256 s + 64 (t / 2) + 4 l + e</c>
 /// of the row, low nibble for even t, high for odd. Block quantization follows ggml's Q4_0: <c>d = m / -8</c> rounded
 /// to half, with m the block's weight of largest magnitude (its largest weight when that is at least minus its
-/// smallest, else its smallest); <c>u - 8 = clamp(round_half_even(w / d), -8, 7)</c>.
+/// smallest, else its smallest); <c>u - 8 = clamp(round_half_even(w * (1 / d)), -8, 7)</c>, 0 where d is 0
+/// (the scalar definition: <c>DenseQuantizer.Q4RowReference</c>).
 /// Block scales are a second buffer, <see cref="PaddedCols"/> / 32 halves a row.</para>
 /// <para>A view (<see cref="FromMemory"/>) reads F32 or F16 rows where another owner keeps them (a memory-mapped model
 /// file): rows are packed (<see cref="RowStride"/> = <see cref="Cols"/> times the element size, a multiple of 64, so
@@ -187,6 +188,8 @@ public sealed unsafe class DenseMatrix
 
     /// <summary>Writes row <paramref name="row"/> from float values (converted to the element type).</summary>
     /// <exception cref="InvalidOperationException">The matrix is a view (read-only).</exception>
+    /// <exception cref="RotorException">An <see cref="DenseType.Int8"/> or <see cref="DenseType.Q4"/> row holds a NaN or
+    /// an infinity, or a Q4 block's scale would not be a finite half (a refused Q4 row is left partly written).</exception>
     public void SetRow(int row, ReadOnlySpan<float> values)
     {
         if (_data is null) throw new InvalidOperationException("a view of another owner's memory is read-only");
@@ -204,11 +207,13 @@ public sealed unsafe class DenseMatrix
                 break;
             case DenseType.Int8:
                 {
-                    float amax = values.IsEmpty ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(values));
+                    // MaxMagnitude is NaN or infinite exactly when a value is.
+                    float amax = MathF.Abs(TensorPrimitives.MaxMagnitude(values));
+                    if (!float.IsFinite(amax)) Check.Finite(values, $"Int8 row {row}");
                     _scales[row] = amax / 127f;
                     if (amax == 0) { new Span<sbyte>(p, PaddedCols).Clear(); break; }
                     new Span<sbyte>(p + Cols, PaddedCols - Cols).Clear();
-                    fixed (float* v = values) QuantizeInt8(v, Cols, 127f / amax, (sbyte*)p);
+                    fixed (float* v = values) DenseQuantizer.QuantizeInt8(v, Cols, 127f / amax, (sbyte*)p, DenseQuantizer.Wide);
                     break;
                 }
             case DenseType.Q4:
@@ -218,22 +223,18 @@ public sealed unsafe class DenseMatrix
         GC.KeepAlive(this);
     }
 
-    /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout: nibbles at <paramref name="nib"/>
-    /// (PaddedCols / 2 bytes), block scales at <paramref name="d"/> (PaddedCols / 32 halves). Padding columns are 0.
-    /// A superblock at a time: the column-wise maximum and minimum over its 8 steps give each block's extremes, then
-    /// every weight is scaled by its block's 1 / d, rounded, clamped and offset in vectors, and pairs of steps are
-    /// packed into nibbles.</summary>
+    /// <summary>Quantizes one row to the <see cref="DenseType.Q4"/> layout (<see cref="DenseQuantizer.Q4RowReference"/>
+    /// defines it): nibbles at <paramref name="nib"/> (PaddedCols / 2 bytes), block scales at <paramref name="d"/>
+    /// (PaddedCols / 32 halves). Padding columns are 0. A superblock at a time (<see cref="DenseQuantizer.Q4Superblock"/>),
+    /// which also finds NaN and infinite values: a refused row is left partly written.</summary>
     /// <exception cref="RotorException">A weight is NaN or infinite, or so large that its block's scale is not a finite
     /// half (the kernels widen finite halves only).</exception>
+    [SkipLocalsInit, MethodImpl(MethodImplOptions.AggressiveOptimization)]   // see DenseQuantizer
     private void SetQ4Row(int row, ReadOnlySpan<float> values, byte* nib, ushort* d)
     {
-        Check.Finite(values, $"Q4 row {row}");
-        int supers = Q4Superblocks;
         float* padded = stackalloc float[Q4SuperCols];
-        float* hi = stackalloc float[64], lo = stackalloc float[64], inv = stackalloc float[64];
-        byte* u = stackalloc byte[Q4SuperCols];
         fixed (float* all = values)
-            for (int s = 0; s < supers; s++)
+            for (int s = 0; s < Q4Superblocks; s++)
             {
                 float* v = all + (long)s * Q4SuperCols;
                 int valid = Math.Min(Q4SuperCols, Cols - s * Q4SuperCols);
@@ -243,76 +244,76 @@ public sealed unsafe class DenseMatrix
                     new Span<float>(padded + valid, Q4SuperCols - valid).Clear();
                     v = padded;
                 }
-                // Column j of a step belongs to block j / 4.
-                // Vector128 is accelerated on every processor Rotor runs on (x64 and Arm64 alike).
-                for (int j = 0; j < 64; j += 4)
-                {
-                    Vector128<float> h = Vector128.Load(v + j), w = h;
-                    for (int t = 1; t < 8; t++) { var x = Vector128.Load(v + 64 * t + j); h = Vector128.Max(h, x); w = Vector128.Min(w, x); }
-                    h.Store(hi + j); w.Store(lo + j);
-                }
-                for (int l = 0; l < Q4Blocks; l++)
-                {
-                    float max = MathF.Max(MathF.Max(hi[4 * l], hi[4 * l + 1]), MathF.Max(hi[4 * l + 2], hi[4 * l + 3]));
-                    float min = MathF.Min(MathF.Min(lo[4 * l], lo[4 * l + 1]), MathF.Min(lo[4 * l + 2], lo[4 * l + 3]));
-                    float m = max >= -min ? max : min;
-                    Half dh = (Half)(m / -8f);
-                    if (!Half.IsFinite(dh)) throw new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
-                    d[s * Q4Blocks + l] = BitConverter.HalfToUInt16Bits(dh);
-                    float df = (float)dh;
-                    float iv = df == 0 ? 0f : 1f / df;   // a zero scale quantizes every weight of the block to 0
-                    inv[4 * l] = iv; inv[4 * l + 1] = iv; inv[4 * l + 2] = iv; inv[4 * l + 3] = iv;
-                }
-                QuantizeQ4(v, inv, u);
-                byte* dst = nib + (long)s * Q4SuperBytes;
-                for (int k = 0; k < 4; k++)
-                    for (int j = 0; j < 64; j += 16)
-                        (Vector128.Load(u + 128 * k + j) | Vector128.ShiftLeft(Vector128.Load(u + 128 * k + 64 + j), 4)).Store(dst + 64 * k + j);
+                if (DenseQuantizer.Q4Superblock(v, nib + (long)s * Q4SuperBytes, d + s * Q4Blocks, DenseQuantizer.Wide) != DenseQuantizer.Q4Status.Ok)
+                    throw Q4Refusal(row, values, v);
             }
     }
 
-    /// <summary><c>q[i] = clamp(round_half_even(v[i] * inv), -127, 127)</c> for i &lt; n; 32 values a step in vectors
-    /// (the same rounding as <see cref="MathF.Round(float)"/>), the tail one at a time.</summary>
-    private static void QuantizeInt8(float* v, int n, float inv, sbyte* q)
+    /// <summary>As <see cref="SetQ4Row(int, ReadOnlySpan{float}, byte*, ushort*)"/> from <see cref="Cols"/> half bit
+    /// patterns: each superblock is widened (exactly) and quantized as floats. A row with a NaN or infinite value is
+    /// refused before anything is written.</summary>
+    [SkipLocalsInit, MethodImpl(MethodImplOptions.AggressiveOptimization)]   // see DenseQuantizer
+    private void SetQ4Row(int row, ushort* h, byte* nib, ushort* d)
     {
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
+        if (DenseQuantizer.MaxMagnitudeBits(h, Cols, DenseQuantizer.Wide) >= DenseQuantizer.HalfNonFinite) throw NonFinite(row, h);
+        float* v = stackalloc float[Q4SuperCols];
+        for (int s = 0; s < Q4Superblocks; s++)
         {
-            var scale = Vector256.Create(inv);
-            var lowest = Vector256.Create(-127f);
-            var highest = Vector256.Create(127f);
-            for (; i + 32 <= n; i += 32)
-            {
-                var a = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i) * scale), lowest, highest));
-                var b = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 8) * scale), lowest, highest));
-                var c = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 16) * scale), lowest, highest));
-                var d = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(v + i + 24) * scale), lowest, highest));
-                Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, d)).Store(q + i);
-            }
+            int valid = Math.Min(Q4SuperCols, Cols - s * Q4SuperCols);
+            DenseQuantizer.WidenHalves(h + (long)s * Q4SuperCols, v, valid, DenseQuantizer.Wide);
+            if (valid < Q4SuperCols) new Span<float>(v + valid, Q4SuperCols - valid).Clear();
+            if (DenseQuantizer.Q4Superblock(v, nib + (long)s * Q4SuperBytes, d + s * Q4Blocks, DenseQuantizer.Wide) != DenseQuantizer.Q4Status.Ok)
+                throw Q4Refusal(row, Widened(h), v);
         }
-        for (; i < n; i++) q[i] = (sbyte)Math.Clamp(MathF.Round(v[i] * inv), -127f, 127f);
     }
 
-    /// <summary><c>u[i] = clamp(round_half_even(v[i] * inv[i mod 64]), -8, 7) + 8</c> for the 512 values of a superblock.</summary>
-    private static void QuantizeQ4(float* v, float* inv, byte* u)
+    /// <summary>As the float <see cref="DenseType.Int8"/> row of <see cref="SetRow(int, ReadOnlySpan{float})"/> from
+    /// <see cref="Cols"/> half bit patterns: amax is the half of largest magnitude; the values are widened (exactly) and
+    /// quantized in pieces that stay in the first-level cache.</summary>
+    [SkipLocalsInit, MethodImpl(MethodImplOptions.AggressiveOptimization)]   // see DenseQuantizer
+    private void SetInt8Row(int row, ushort* h, sbyte* q)
     {
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
+        int bits = DenseQuantizer.MaxMagnitudeBits(h, Cols, DenseQuantizer.Wide);
+        if (bits >= DenseQuantizer.HalfNonFinite) throw NonFinite(row, h);
+        float amax = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
+        _scales[row] = amax / 127f;
+        if (amax == 0) { new Span<sbyte>(q, PaddedCols).Clear(); return; }
+        new Span<sbyte>(q + Cols, PaddedCols - Cols).Clear();
+        float inv = 127f / amax;
+        const int piece = 512;
+        float* v = stackalloc float[piece];
+        for (int c = 0; c < Cols; c += piece)
         {
-            var lowest = Vector256.Create(-8f);
-            var highest = Vector256.Create(7f);
-            var eight = Vector256.Create(8);
-            for (; i < Q4SuperCols; i += 16)
-            {
-                var a = Vector256.Load(v + i) * Vector256.Load(inv + i % 64);
-                var b = Vector256.Load(v + i + 8) * Vector256.Load(inv + i % 64 + 8);
-                var qa = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(a), lowest, highest)) + eight;
-                var qb = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(b), lowest, highest)) + eight;
-                var s16 = Vector256.Narrow(qa, qb);
-                Vector128.Narrow(s16.GetLower(), s16.GetUpper()).AsByte().Store(u + i);
-            }
+            int n = Math.Min(piece, Cols - c);
+            DenseQuantizer.WidenHalves(h + c, v, n, DenseQuantizer.Wide);
+            DenseQuantizer.QuantizeInt8(v, n, inv, q + c, DenseQuantizer.Wide);
         }
-        for (; i < Q4SuperCols; i++) u[i] = (byte)((int)Math.Clamp(MathF.Round(v[i] * inv[i % 64]), -8f, 7f) + 8);
+    }
+
+    /// <summary>The error for a <see cref="DenseType.Q4"/> row that <see cref="DenseQuantizer.Q4Superblock"/> refused in
+    /// the superblock <paramref name="v"/>: a NaN or infinity anywhere in the row is named first, as
+    /// <see cref="Check.Finite"/> names it.</summary>
+    private static RotorException Q4Refusal(int row, ReadOnlySpan<float> values, float* v)
+    {
+        Check.Finite(values, $"Q4 row {row}");
+        var (_, m) = DenseQuantizer.Q4ScaleOverflow(v);
+        return new RotorException($"row {row}: the weight {m} is too large for Q4's half-precision block scales (at most {(float)Half.MaxValue * 8})");
+    }
+
+    /// <summary>The error for row <paramref name="row"/> of half bits <paramref name="h"/>, which holds a NaN or an
+    /// infinity: <see cref="Check.Finite"/>'s, naming the first.</summary>
+    private RotorException NonFinite(int row, ushort* h)
+    {
+        Check.Finite(Widened(h), $"{Type} row {row}");
+        return new RotorException($"{Type} row {row} holds a NaN or an infinity");
+    }
+
+    /// <summary>A row of <see cref="Cols"/> half bit patterns as floats (any halves, NaN and infinities too).</summary>
+    private float[] Widened(ushort* h)
+    {
+        var f = new float[Cols];
+        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(h, Cols), f);
+        return f;
     }
 
     /// <summary>Weight <paramref name="c"/> of a <see cref="DenseType.Q4"/> row (nibbles at <paramref name="nib"/>, block
@@ -325,18 +326,91 @@ public sealed unsafe class DenseMatrix
         return (float)BitConverter.UInt16BitsToHalf(d[s * Q4Blocks + j / 4]) * (u - 8);
     }
 
-    /// <summary>Writes row <paramref name="row"/> of an <see cref="DenseType.F16"/> matrix from half values as they are
-    /// (a loader copying F16 weights: no rounding through float).</summary>
-    /// <exception cref="InvalidOperationException">The matrix is not F16, or is a view.</exception>
+    /// <summary>Writes row <paramref name="row"/> from half values: an <see cref="DenseType.F16"/> matrix takes them as
+    /// they are (a loader copying F16 weights: no rounding through float); the other types convert them as
+    /// <see cref="SetRow(int, ReadOnlySpan{float})"/> converts their float values (halves widen to float exactly: the same
+    /// bits), without a float copy of the row.</summary>
+    /// <exception cref="InvalidOperationException">The matrix is a view.</exception>
+    /// <exception cref="RotorException">An <see cref="DenseType.Int8"/> or <see cref="DenseType.Q4"/> row holds a NaN or
+    /// an infinity (the row is left as it was).</exception>
     public void SetRow(int row, ReadOnlySpan<Half> values)
     {
-        if (Type != DenseType.F16) throw new InvalidOperationException($"SetRow(Half) needs an F16 matrix, this one is {Type}");
         if (_data is null) throw new InvalidOperationException("a view of another owner's memory is read-only");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"row must be in [0, {Rows})");
         Check.Length(values.Length, Cols, nameof(values));
-        ClearRowTail(_data.Pointer + (long)row * RowStride);
-        values.CopyTo(new Span<Half>(_data.Pointer + (long)row * RowStride, Cols));
+        fixed (Half* h = values) SetHalfRow(row, (ushort*)h);
         GC.KeepAlive(this);
+    }
+
+    /// <summary><see cref="SetRow(int, ReadOnlySpan{Half})"/> of <see cref="Cols"/> half bit patterns at
+    /// <paramref name="h"/>, arguments checked.</summary>
+    private void SetHalfRow(int row, ushort* h)
+    {
+        byte* p = _data!.Pointer + (long)row * RowStride;
+        ClearRowTail(p);
+        switch (Type)
+        {
+            case DenseType.F32:
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(h, Cols), new Span<float>(p, Cols));
+                break;
+            case DenseType.F16:
+                new ReadOnlySpan<ushort>(h, Cols).CopyTo(new Span<ushort>(p, Cols));
+                break;
+            case DenseType.Int8:
+                SetInt8Row(row, h, (sbyte*)p);
+                break;
+            case DenseType.Q4:
+                SetQ4Row(row, h, p, _blockScales!.Pointer + (long)row * (PaddedCols / 32));
+                break;
+        }
+    }
+
+    /// <summary>A new matrix of <paramref name="type"/> with this matrix's weights: row r is what
+    /// <see cref="SetRow(int, ReadOnlySpan{float})"/> writes from row r's values as <see cref="GetRow"/> reads them
+    /// (<see cref="DenseType.F16"/> rows convert straight from their halves, <see cref="SetRow(int, ReadOnlySpan{Half})"/>:
+    /// the same bits). Rows convert on <see cref="Threading.ThreadCount.Default"/> threads, about 1 MiB of this matrix a
+    /// work item; the new matrix's memory is not cleared first, so each of its pages is first touched by the thread
+    /// that writes it. A view stays open for the whole pass.</summary>
+    /// <exception cref="RotorException">Converting to <see cref="DenseType.Int8"/> or <see cref="DenseType.Q4"/>, a
+    /// weight is NaN or infinite, or too large for Q4's block scales (the error of one such row).</exception>
+    /// <exception cref="ObjectDisposedException">The matrix is a view whose owner is closed.</exception>
+    public DenseMatrix ConvertTo(DenseType type)
+    {
+        var m = new DenseMatrix(Rows, Cols, type, zeroed: false);   // every row is set below
+        int chunk = Math.Max(1, (1 << 20) / RowStride);   // rows a work item: each writes only its own rows (and scales)
+        bool added = false;
+        try
+        {
+            if (_owner is not null)
+            {
+                // The owner cannot release the memory while the reference taken here is held.
+                try { _owner.DangerousAddRef(ref added); }
+                catch (ObjectDisposedException) { throw new ObjectDisposedException(nameof(DenseMatrix), "the owner of this view's memory is closed"); }
+            }
+            byte* src = _owner is null ? _data!.Pointer : _view;
+            Parallel.For(0, (Rows + chunk - 1) / chunk, Threading.ThreadCount.Options(), () => (float[]?)null, (k, _, buffer) =>
+            {
+                for (int r = k * chunk, end = Math.Min(Rows, r + chunk); r < end; r++)
+                {
+                    byte* p = src + (long)r * RowStride;
+                    switch (Type)
+                    {
+                        case DenseType.F16: m.SetHalfRow(r, (ushort*)p); break;
+                        case DenseType.F32: m.SetRow(r, new ReadOnlySpan<float>(p, Cols)); break;
+                        default: buffer ??= new float[Cols]; ReadRow(p, r, buffer); m.SetRow(r, buffer); break;
+                    }
+                }
+                return buffer;
+            }, _ => { });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            // A row's own error, as a sequential pass would report it.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+        }
+        finally { if (added) _owner!.DangerousRelease(); }
+        GC.KeepAlive(this);
+        return m;
     }
 
     /// <summary>Zeroes the bytes of the row at <paramref name="p"/> past its F32 or F16 values (the stride's padding):
