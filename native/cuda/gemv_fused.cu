@@ -22,7 +22,8 @@ constexpr int kFusedMaxRows = 8;
 constexpr int kFusedMaxSmem = 160 * 1024;  // weights (bulk copies), the int8 input and the staged float rows, at most
 
 // Block reductions over the CTA's 4 warps; every thread gets the result. scratch: 4 values, free on entry.
-__device__ __forceinline__ float cta_sum(float v, float* scratch) {
+template <typename T>
+__device__ __forceinline__ T cta_sum(T v, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     v = warp_sum(v);
     if (lane == 0) scratch[warp] = v;
@@ -37,15 +38,6 @@ __device__ __forceinline__ float cta_max(float v, float* scratch) {
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = fmaxf(fmaxf(scratch[0], scratch[1]), fmaxf(scratch[2], scratch[3]));
-    __syncthreads();
-    return v;
-}
-__device__ __forceinline__ int cta_sum_int(int v, int* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = scratch[0] + scratch[1] + scratch[2] + scratch[3];
     __syncthreads();
     return v;
 }
@@ -151,7 +143,7 @@ __device__ void make_x(const rotor_lm_linear_args& la, int8_t* xs, int kp, float
                 s += q;
             }
         }
-        s = cta_sum_int(s, ir);  // ends with a barrier: rbuf is free for the next row
+        s = cta_sum(s, ir);  // ends with a barrier: rbuf is free for the next row
         if (tid == 0) {
             s_scale[i] = amax == 0.f ? 0.f : __fdiv_rn(amax, 127.f);
             s_sum[i] = s;
