@@ -29,6 +29,27 @@ public sealed class LmCommandTests
     }
 
     [Fact]
+    public void BenchLmRunsABatchedGenerationTestOnTheCpu()
+    {
+        string dir = TempDir();
+        try
+        {
+            string json = Path.Combine(dir, "bench.json");
+            var r = Rotor("bench-lm", Stories, "-p", "0", "-n", "4", "-r", "1", "-t", "1", "--batch", "1,3", "--json", json);
+            Assert.True(r.Code == 0, r.Out);
+            Assert.Contains("batch   3", r.Out);
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var batches = doc.RootElement.EnumerateArray().Where(e => e.TryGetProperty("batch", out _))
+                .Select(e => (Batch: e.GetProperty("batch").GetInt32(), Tps: e.GetProperty("tokens_per_second").GetDouble())).ToArray();
+            Assert.Equal([1, 3], batches.Select(b => b.Batch));
+            Assert.All(batches, b => Assert.True(b.Tps > 0, $"batch {b.Batch}: {b.Tps} tokens/s"));
+            AssertOneLineError(Rotor("bench-lm", Stories, "-p", "4", "-n", "0", "--batch", "2"), "--batch", "--gen");
+            AssertOneLineError(Rotor("bench-lm", Stories, "-n", "4", "--batch", "0"), "--batch", "1..64");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void GenerateStreamsTheTextLlama2cPrints()
     {
         // The tokenizer beside the checkpoint is found by llama2.c's naming (tok512.bin).

@@ -342,7 +342,7 @@ internal static class LmCommands
         var threadList = new Option<string?>("--threads", "-t") { Description = "thread counts to measure, comma-separated (default: 1 and ROTOR_THREADS, else every processor)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON" };
         var head = LmHeadOption(); var kvc = KvCacheOption(); var device = DeviceOption();
-        var batchList = new Option<string?>("--batch") { Description = "with --device cuda: sequences decoded together, comma-separated (default 1,8,32,64)" };
+        var batchList = new Option<string?>("--batch") { Description = "sequences decoded together, comma-separated: with --device cuda the generation tests (default 1,8,32,64); on the CPU a batched generation test after tg, each step one row a sequence" };
         var cmd = new Command("bench-lm", "Prompt processing and generation speed (tokens/s) like llama-bench's pp512 / tg128 at 1 and all threads, with load time, resident memory and generation against the memory-bandwidth bound; random token ids, no sampling");
         cmd.Arguments.Add(model);
         foreach (Option o in new Option[] { pp, tg, reps, threadList, json, head, kvc, device, batchList }) cmd.Options.Add(o);
@@ -357,7 +357,9 @@ internal static class LmCommands
                 if (batches.Any(b => b <= 0 || b > 64)) throw new RotorException("--batch: batch sizes must be in 1..64");
                 return BenchCuda(r.GetValue(model)!, r.GetValue(head), r.GetValue(kvc), p, g, rep, batches, r.GetValue(json));
             }
-            if (r.GetValue(batchList) is not null) throw new RotorException("--batch is an option of --device cuda");
+            int[] cpuBatches = r.GetValue(batchList) is { } cb ? ParseIds(cb, "--batch") : [];
+            if (cpuBatches.Any(b => b <= 0 || b > 64)) throw new RotorException("--batch: batch sizes must be in 1..64");
+            if (cpuBatches.Length > 0 && g == 0) throw new RotorException("--batch: the batched generation test needs --gen above 0");
             int[] threads = r.GetValue(threadList) is { } tl ? ParseIds(tl, "--threads") : Rotor.Threading.ThreadCount.Default > 1 ? [1, Rotor.Threading.ThreadCount.Default] : [1];
             if (threads.Any(t => t <= 0)) throw new RotorException("--threads: thread counts must be positive");
             var rows = new List<BenchRow>();
@@ -404,6 +406,31 @@ internal static class LmCommands
                         { ResidentAfterRun = ResidentBytes() });
                     Report(rows[^1]);
                 }
+                // Batched generation as a server steps it (Decoder.ForwardBatch: one row a sequence, each with its own
+                // cache), from one token each; tokens/s of all sequences together.
+                foreach (int b in cpuBatches)
+                {
+                    int vocab = m.Config.VocabSize;
+                    var decoder = m.CreateDecoder(g + 2, b);
+                    var caches = Enumerable.Range(0, b).Select(_ => m.CreateCache(g + 2)).ToArray();
+                    var logits = new float[(long)b * vocab];
+                    var next = new int[b];
+                    var speeds = new List<double>();
+                    for (int i = 0; i <= rep; i++)
+                    {
+                        for (int s = 0; s < b; s++) { caches[s].Clear(); next[s] = prompt[s % prompt.Length]; decoder.Forward([next[s]], caches[s]); }
+                        var sw = Stopwatch.StartNew();
+                        for (int k = 0; k < g; k++)
+                        {
+                            decoder.ForwardBatch(next, caches, logits);
+                            for (int s = 0; s < b; s++) next[s] = Sampler.ArgMax(logits.AsSpan(s * vocab, vocab));
+                        }
+                        if (i > 0) speeds.Add((double)b * g / sw.Elapsed.TotalSeconds);   // the first run warms up
+                    }
+                    rows.Add(new($"tg{g}", t, Median(speeds), Spread(speeds), m.LoadTime.TotalSeconds, rssLoaded, m.FileBytes, stepBytes, 0, m.Weights.LmHead.Type, caches[0].Type, m.Config.KvBytesPerToken(caches[0].Type))
+                        { Batch = b });
+                    Report(rows[^1]);
+                }
             }
             if (r.GetValue(json) is { } j) WriteJson(j, w =>
             {
@@ -412,6 +439,7 @@ internal static class LmCommands
                 {
                     w.WriteStartObject();
                     w.WriteString("model", r.GetValue(model)); w.WriteString("test", row.Test); w.WriteNumber("threads", row.Threads);
+                    if (row.Batch > 0) w.WriteNumber("batch", row.Batch);
                     w.WriteNumber("tokens_per_second", row.TokensPerSecond); w.WriteNumber("spread", row.Spread);
                     w.WriteNumber("load_seconds", row.LoadSeconds); w.WriteNumber("resident_bytes", row.Resident); w.WriteNumber("file_bytes", row.FileBytes);
                     if (row.ResidentAfterRun > 0) w.WriteNumber("resident_after_run_bytes", row.ResidentAfterRun);
@@ -438,7 +466,8 @@ internal static class LmCommands
             string bound = row.BandwidthGbps > 0
                 ? string.Create(CultureInfo.InvariantCulture, $"  bound {row.BoundTps:F2} tokens/s at {row.BandwidthGbps:F1} GB/s read: {row.TokensPerSecond / row.BoundTps:P0}")
                 : "";
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Test,-8} threads {row.Threads,2}  {row.TokensPerSecond,10:F2} tokens/s  ± {row.Spread:F2}{bound}"));
+            string batch = row.Batch > 0 ? string.Create(CultureInfo.InvariantCulture, $"  batch {row.Batch,3}") : "";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Test,-8} threads {row.Threads,2}{batch}  {row.TokensPerSecond,10:F2} tokens/s  ± {row.Spread:F2}{bound}"));
         }
         static double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
         static double Spread(List<double> v) => v.Count < 2 ? 0 : (v.Max() - v.Min()) / 2;
@@ -488,6 +517,8 @@ internal static class LmCommands
         DenseType LmHead, KvCacheType KvCache, long KvBytesPerToken)
     {
         public long ResidentAfterRun { get; init; }
+        /// <summary>Sequences of the batched generation test (0: not one).</summary>
+        public int Batch { get; init; }
         public double BoundTps => BandwidthGbps * 1e9 / StepBytes;
     }
 
