@@ -41,7 +41,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly int _q8Stride, _splitLen, _splits, _logitRows, _cacheType;
     private readonly long _slotStride;                             // elements from one slot to the next
     private readonly bool _headInt8;
-    private readonly int _fuseRows;                                // steps of up to this many rows run the fused layer (0: none)
+    private readonly bool _fusable;                                // the fused layer runs this model's one-row steps
     private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down
     private bool _residualInO;                                     // the last down projection is in _o, not yet added to _x
 
@@ -99,12 +99,9 @@ public sealed class CudaDecoder : IDisposable
             throw;
         }
         KvBytes = maxSequences * _slotStride * (f16Cache ? 2 : 4);
-        _fuseRows = FusedRows(model);
+        _fusable = Fusable(model);
     }
 
-    /// <summary>Rows a step of the fused layer takes at most (<c>rotor_lm_linear</c>: every product ternary, the
-    /// int8 input of up to 8 rows and a bulk-copied weight tile within its shared memory), 0 where it does not apply
-    /// or <c>ROTOR_FUSED=0</c> turns it off.</summary>
     // Default 4: only the sub-norm before the down projection runs in the product's prologue. The norms before q/k/v
     // and gate/up stay kernels of their own, which the products' weight streams overlap (programmatic dependent
     // launch): every CTA of a product repeating the norm (the row and the norm weight from L2, three passes, three
@@ -113,18 +110,22 @@ public sealed class CudaDecoder : IDisposable
     private static int ParseFuseMask() =>
         int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 7 ? v : 4;
 
-    private static int FusedRows(CudaModel m)
+    /// <summary>Whether the fused layer (<c>rotor_lm_linear</c>) runs this model's one-row steps: every product
+    /// ternary, gate/up in two halves, a row's int8 input, float row and norm weight beside a bulk-copied weight tile
+    /// within the kernel's shared memory; and <c>ROTOR_FUSED=0</c> not set.</summary>
+    private static bool Fusable(CudaModel m)
     {
-        if (Environment.GetEnvironmentVariable("ROTOR_FUSED") == "0") return 0;
+        if (Environment.GetEnvironmentVariable("ROTOR_FUSED") == "0") return false;
         int kp = 0;
         foreach (var l in m.Layers)
         {
-            if (!l.Qkv.Ternary || !l.Wo.Ternary || !l.GateUp.Ternary || !l.Down.Ternary || l.GateUp.Rows % 2 != 0) return 0;
+            if (!l.Qkv.Ternary || !l.Wo.Ternary || !l.GateUp.Ternary || !l.Down.Ternary || l.GateUp.Rows % 2 != 0) return false;
             kp = Math.Max(kp, Math.Max(Math.Max(l.Qkv.KBlocks, l.GateUp.KBlocks), l.Down.KBlocks) * 256);
         }
-        // gemv_fused.cu's shared memory: a bulk-copied weight tile, the int8 rows, and a float row and norm weight.
+        // gemv_fused.cu's shared memory (kFusedMaxSmem): the weight tile (at most kBulkMaxSmem), the int8 row, and a
+        // float row and the norm weight.
         const int smem = 160 * 1024, weightTile = 48 * 1024;
-        return kp == 0 ? 0 : Math.Clamp((smem - weightTile - 8 * kp) / kp, 0, 8);
+        return kp > 0 && weightTile + 9 * kp <= smem;
     }
 
     /// <summary>Sequences (cache slots).</summary>
@@ -333,7 +334,7 @@ public sealed class CudaDecoder : IDisposable
         float scale = 1f / MathF.Sqrt(_c.HeadDim);
         long cacheElem = _cacheType == 1 ? 2 : 4;
         // One row only: a prologue repeats its norm for each row in every CTA, and a batch of 8 ran slower fused.
-        bool fused = n == 1 && _fuseRows >= 1;
+        bool fused = n == 1 && _fusable;
         int act = _c.Activation == FfnActivation.Relu2 ? 1 : 0;
         for (int l = 0; l < _c.Layers; l++)
         {
@@ -385,7 +386,7 @@ public sealed class CudaDecoder : IDisposable
         _residualInO = !fused;
     }
 
-    /// <summary>A ternary product of n rows (at most <see cref="_fuseRows"/>) with its input made from the float rows
+    /// <summary>A ternary product of n rows (at most 8) with its input made from the float rows
     /// at <paramref name="src"/> (norm, quantization), or read from _q8 where src is 0, and the result stored, added to
     /// y or gated (<c>rotor_lm_linear</c>).</summary>
     private unsafe void Fused(DeviceLinear w, int n, nint src, int cols, int srcStride, nint normWeight, bool norm, LmEpilogue epilogue, int act, nint y, int yStride)
