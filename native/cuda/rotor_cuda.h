@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 7        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 8        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -213,6 +213,42 @@ typedef struct rotor_lm_linear_args {
     int32_t act;       // rotor_lm_act, for ROTOR_LM_GATED
 } rotor_lm_linear_args;  // 128 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
 ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void* stream);
+// The layers of a one-row decode step of a BitNet-style model in one persistent kernel (decode.cu): every product
+// ternary (I2_256 rows of row_bytes >= k_blocks * 64 bytes, a multiple of 16, 16-byte aligned), pre-norms before q/k/v
+// and gate/up, optional sub-norms before the output and down projections, gated FFN (gate rows then up rows),
+// rotary embeddings and grouped-query attention over the cache (addressed as rotor_lm_rope_kv does: layer l's keys at
+// kv + 2 l capacity kvd elements, its values capacity kvd after them, slot s at s * slot_stride). x holds the embedded
+// token on entry and the residual stream after the last layer on return (the final norm and the head are not run).
+// Needs compute capability 9.0 (bulk copies) and one CTA a multiprocessor resident (a cooperative launch).
+typedef struct rotor_lm_decode_layer {
+    const uint8_t* w[4];       // q/k/v (q rows, k rows, v rows), output, gate/up, down
+    const float* w_scale[4];
+    const float* norm[4];      // attn_norm, attn_sub_norm (or NULL), ffn_norm, ffn_sub_norm (or NULL)
+    int32_t row_bytes[4];
+    int32_t w_scale_stride[4]; // 0: one scale, 1: one a row
+} rotor_lm_decode_layer;       // 128 bytes; mirrored by LmDecodeLayerNative in Native.cs
+typedef struct rotor_lm_decode_args {
+    const rotor_lm_decode_layer* d_layers;  // (layers), device memory
+    float* x;                  // (dim)
+    float* q;                  // (heads * head_dim) scratch
+    float* o;                  // (heads * head_dim) scratch
+    float* h;                  // (ffn) scratch
+    float* ws;                 // workspace_bytes of rotor_lm_decode_plan
+    uint32_t* sync;            // sync_count of rotor_lm_decode_plan, zero before the first call (they return to zero)
+    void* kv;                  // float (cache_type 0) or half (1) cache
+    const float* cos_t;        // (capacity, head_dim / 2)
+    const float* sin_t;
+    const int32_t* pos;        // the row's position (one int32, device memory)
+    const int32_t* slot;       // its sequence slot
+    int64_t slot_stride;
+    int32_t layers, dim, heads, kv_heads, head_dim, ffn;
+    int32_t capacity, cache_type, rope_style, act;  // rotor_lm_rope, rotor_lm_act
+    float eps, scale;          // norm epsilon, attention scale
+} rotor_lm_decode_args;        // 152 bytes; mirrored by LmDecodeArgsNative in Native.cs
+// Checks a shape (EINVAL with the reason where the kernel cannot run it), prepares the kernel, and tells the CTAs,
+// the workspace bytes and the sync counters (uint32) it needs.
+ROTOR_API int rotor_lm_decode_plan(const rotor_lm_decode_args* args, int32_t* ctas, int64_t* workspace_bytes, int32_t* sync_count);
+ROTOR_API int rotor_lm_decode(const rotor_lm_decode_args* args, void* stream);
 // out[i] = a token drawn from logits row i (m rows of `stride` floats, vocab used) per params[i] (rotor_lm_sampling).
 // d_workspace: NULL, or m * 64 * 8 bytes for the greedy rows' argmax over 64 CTAs a row (else one CTA a row).
 ROTOR_API int rotor_lm_sample(const float* d_logits, int m, int vocab, int stride, const rotor_lm_sampling* d_params,

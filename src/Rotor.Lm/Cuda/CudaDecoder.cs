@@ -44,6 +44,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly bool _fusable;                                // the fused layer runs this model's one-row steps
     private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down
     private bool _residualInO;                                     // the last down projection is in _o, not yet added to _x
+    private readonly LmDecodeArgsNative _decode;                   // the persistent one-row step (rotor_lm_decode), when Persistent
 
     /// <summary>A decoder over <paramref name="model"/> for <paramref name="maxSequences"/> sequences of up to
     /// <paramref name="contextLength"/> positions, steps of up to <paramref name="maxBatch"/> rows, and a key/value
@@ -100,6 +101,68 @@ public sealed class CudaDecoder : IDisposable
         }
         KvBytes = maxSequences * _slotStride * (f16Cache ? 2 : 4);
         _fusable = Fusable(model);
+        try
+        {
+            (_decode, PersistentReason) = PlanPersistent();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+        Persistent = PersistentReason is null;
+    }
+
+    /// <summary>Whether one-row steps run as one persistent kernel (<c>rotor_lm_decode</c>: every layer, weights
+    /// bulk-copied a layer ahead); else <see cref="PersistentReason"/> says why not.</summary>
+    public bool Persistent { get; }
+    /// <summary>Why one-row steps do not run as one persistent kernel, or null.</summary>
+    public string? PersistentReason { get; }
+
+    // The persistent kernel takes BitNet-style layers (all products ternary, gate/up halves): the layer table goes to
+    // the device once, the kernel's plan says whether the shape fits (shared memory for a layer's weights a CTA, head
+    // size, columns). ROTOR_PERSISTENT=0 turns it off (benchmarks, the fused path's checks).
+    private unsafe (LmDecodeArgsNative Args, string? Reason) PlanPersistent()
+    {
+        if (Environment.GetEnvironmentVariable("ROTOR_PERSISTENT") != "1") return (default, "ROTOR_PERSISTENT=1 not set (not yet checked on a device)");
+        if (!_fusable) return (default, "not every product is ternary with gate/up halves (or ROTOR_FUSED=0)");
+        int layers = _c.Layers;
+        if (_c.QDim > _c.Dim) return (default, "query heads wider than the model dimension");
+        var table = new LmDecodeLayerNative[layers];
+        for (int l = 0; l < layers; l++)
+        {
+            DeviceLayer w = _m.Layers[l];
+            DeviceLinear[] ps = [w.Qkv, w.Wo, w.GateUp, w.Down];
+            nint[] norms = [w.AttnNorm, w.AttnSubNorm, w.FfnNorm, w.FfnSubNorm];
+            for (int p = 0; p < 4; p++)
+            {
+                if (ps[p].RowBytes % 16 != 0 || ps[p].Weights % 16 != 0) return (default, "weight rows not 16-byte aligned");
+                table[l].W[p] = ps[p].Weights;
+                table[l].WScale[p] = ps[p].Scales;
+                table[l].Norm[p] = norms[p];
+                table[l].RowBytes[p] = ps[p].RowBytes;
+                table[l].WScaleStride[p] = ps[p].ScaleStride;
+            }
+        }
+        var a = new LmDecodeArgsNative
+        {
+            X = _x, Q = _qkv, O = _o, H = _gu, Kv = _kv, Cos = _cos, Sin = _sin, Pos = _pos, Slot = _slot,
+            SlotStride = _slotStride, LayerCount = layers, Dim = _c.Dim, Heads = _c.Heads, KvHeads = _c.KvHeads, HeadDim = _c.HeadDim,
+            Ffn = _c.FfnDim, Capacity = ContextLength, CacheType = _cacheType, RopeStyle = _c.Rope == RopeStyle.Half ? 1 : 0,
+            Act = _c.Activation == FfnActivation.Relu2 ? 1 : 0, Eps = _c.NormEps, Scale = 1f / MathF.Sqrt(_c.HeadDim),
+        };
+        int ctas; long ws; int syncCount;
+        int rc = Native.rotor_lm_decode_plan(&a, &ctas, &ws, &syncCount);
+        if (rc != 0) return (default, Native.LastError());
+        var buf = new DeviceBuffer(layers * (long)sizeof(LmDecodeLayerNative));
+        _buffers.Add(buf);
+        buf.Upload<LmDecodeLayerNative>(table, _s);
+        a.Layers = buf.Pointer;
+        a.Workspace = Alloc(ws);
+        a.Sync = Alloc(syncCount * 4L);
+        Native.Check(Native.rotor_cuda_memset(a.Sync, 0, (nuint)(syncCount * 4L), _s.Pointer), "clearing the decode counters");
+        _s.Synchronize();
+        return (a, null);
     }
 
     // Default 4: only the sub-norm before the down projection runs in the product's prologue. The norms before q/k/v
@@ -333,6 +396,13 @@ public sealed class CudaDecoder : IDisposable
         Native.Check(Native.rotor_lm_embed(emb.Weights, (int)emb.Type, emb.RowStride, emb.Scales, emb.Rows, _tokens, n, d, _x, d, st), "embedding");
         float scale = 1f / MathF.Sqrt(_c.HeadDim);
         long cacheElem = _cacheType == 1 ? 2 : 4;
+        if (n == 1 && Persistent)
+        {
+            var a = _decode;
+            unsafe { Native.Check(Native.rotor_lm_decode(&a, st), "decode step"); }
+            _residualInO = false;
+            return;
+        }
         // One row only: a prologue repeats its norm for each row in every CTA, and a batch of 8 ran slower fused.
         bool fused = n == 1 && _fusable;
         int act = _c.Activation == FfnActivation.Relu2 ? 1 : 0;

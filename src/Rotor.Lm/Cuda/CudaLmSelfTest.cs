@@ -433,7 +433,7 @@ public static unsafe class CudaLmSelfTest
             a = Sampler.ArgMax(lw); b = Sampler.ArgMax(lg);
             if (a == b) same++;
         }
-        if (logits && wl.Count > 0) yield return Relative($"lm model {name}", $"decode {wl.Count / c.VocabSize} steps", detail + " (graph)", wl.ToArray(), gl.ToArray());
+        if (logits && wl.Count > 0) yield return Relative($"lm model {name}", $"decode {wl.Count / c.VocabSize} steps", $"{detail} (graph; {Path(gpu)})", wl.ToArray(), gl.ToArray());
         yield return new CheckResult($"lm model {name}", $"greedy {generate} tokens", detail, generate, generate - same, 0, true);
     }
 
@@ -470,7 +470,15 @@ public static unsafe class CudaLmSelfTest
         cpu.ForwardBatch(tokens, caches, want);
         gpu.ForwardBatch(tokens, slots, lens, got);
         yield return Relative($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got);
+        // Then one sequence alone, a one-row step (the persistent kernel where it runs) on a slot other than 0.
+        for (int i = 0; i < seqs; i++) lens[i]++;
+        int one = 3, tok = rng.Next(c.VocabSize);
+        float[] lw = cpu.Forward([tok], caches[one]).ToArray();
+        var lg = gpu.Forward([tok], one, lens[one]);
+        yield return Relative($"lm model {name}", $"sequence {one} of {seqs} alone", Path(gpu), lw, lg);
     }
+
+    private static string Path(CudaDecoder d) => d.Persistent ? "one-row step: persistent kernel" : $"one-row step: kernels ({d.PersistentReason})";
 
     /// <summary>rotor_lm_linear (the fused decode-step product) against a scalar CPU reference: the input made from
     /// float rows (RMSNorm with and without a weight, or quantization alone) or given as int8, and each epilogue (store,

@@ -39,6 +39,31 @@ internal struct LmLinearNative
     public int Act;           // rotor_lm_act, for the gated epilogue
 }
 
+/// <summary>Mirror of <c>rotor_lm_decode_layer</c> in native/cuda/rotor_cuda.h (128 bytes): one layer's weights for
+/// the persistent decode kernel, indexed q/k/v, output, gate/up, down (norms: attn_norm, attn_sub_norm, ffn_norm,
+/// ffn_sub_norm).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct LmDecodeLayerNative
+{
+    public fixed long W[4];
+    public fixed long WScale[4];
+    public fixed long Norm[4];
+    public fixed int RowBytes[4];
+    public fixed int WScaleStride[4];
+}
+
+/// <summary>Mirror of <c>rotor_lm_decode_args</c> in native/cuda/rotor_cuda.h (152 bytes; field order is the ABI).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct LmDecodeArgsNative
+{
+    public nint Layers;       // const rotor_lm_decode_layer* (device)
+    public nint X, Q, O, H, Workspace, Sync, Kv, Cos, Sin, Pos, Slot;
+    public long SlotStride;
+    public int LayerCount, Dim, Heads, KvHeads, HeadDim, Ffn;
+    public int Capacity, CacheType, RopeStyle, Act;
+    public float Eps, Scale;
+}
+
 /// <summary>What <c>rotor_lm_linear</c> does with the product, <c>rotor_lm_epilogue</c>.</summary>
 internal enum LmEpilogue { Store = 0, Add = 1, Gated = 2 }
 
@@ -97,7 +122,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 7;
+    public const int Abi = 8;
     public const int EInval = -1;
 
     static Native()
@@ -205,6 +230,10 @@ internal static partial class Native
         nint xScale, int m, nint y, int yStride, nint halfWorkspace, nint stream);
     [LibraryImport(Library)]
     public static unsafe partial int rotor_lm_linear(LmLinearNative* args, nint stream);
+    [LibraryImport(Library)]
+    public static unsafe partial int rotor_lm_decode_plan(LmDecodeArgsNative* args, int* ctas, long* workspaceBytes, int* syncCount);
+    [LibraryImport(Library)]
+    public static unsafe partial int rotor_lm_decode(LmDecodeArgsNative* args, nint stream);
     [LibraryImport(Library)]
     public static partial int rotor_lm_sample(nint logits, int m, int vocab, int stride, nint parameters, nint pos, nint workspace, nint output, nint stream);
 }

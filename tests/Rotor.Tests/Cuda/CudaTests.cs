@@ -97,6 +97,21 @@ public class CudaTests
     }
 
     [Fact]
+    public void LmDecodeArgsMatchTheNativeStructLayout()
+    {
+        // rotor_lm_decode_layer: twelve pointers, eight int32; rotor_lm_decode_args: twelve pointers, an int64, ten
+        // int32, two floats.
+        Assert.Equal(128, Marshal.SizeOf<LmDecodeLayerNative>());
+        Assert.Equal(96, (int)Marshal.OffsetOf<LmDecodeLayerNative>(nameof(LmDecodeLayerNative.RowBytes)));
+        Assert.Equal(112, (int)Marshal.OffsetOf<LmDecodeLayerNative>(nameof(LmDecodeLayerNative.WScaleStride)));
+        Assert.Equal(152, Marshal.SizeOf<LmDecodeArgsNative>());
+        Assert.Equal(96, (int)Marshal.OffsetOf<LmDecodeArgsNative>(nameof(LmDecodeArgsNative.SlotStride)));
+        Assert.Equal(104, (int)Marshal.OffsetOf<LmDecodeArgsNative>(nameof(LmDecodeArgsNative.LayerCount)));
+        Assert.Equal(128, (int)Marshal.OffsetOf<LmDecodeArgsNative>(nameof(LmDecodeArgsNative.Capacity)));
+        Assert.Equal(144, (int)Marshal.OffsetOf<LmDecodeArgsNative>(nameof(LmDecodeArgsNative.Eps)));
+    }
+
+    [Fact]
     public void CpuSelftestPasses() => AllPass(CudaSelfTest.RunCpu(quick: true));
 
     // ---- on a GPU --------------------------------------------------------------------------------------------------
