@@ -384,7 +384,10 @@ public static unsafe class CudaLmSelfTest
             ContextLength = 256, RopeTheta = 500000f, NormEps = 1e-5f, Activation = FfnActivation.Relu2, Rope = RopeStyle.Half, SubNorms = true, TiedEmbeddings = true };
         var llama = bitnet with { Architecture = "llama", Dim = 128, Heads = 8, KvHeads = 4, HeadDim = 16, FfnDim = 200, Activation = FfnActivation.Silu,
             Rope = RopeStyle.Interleaved, SubNorms = false };
-        foreach (var (name, c, headType) in new[] { ("random bitnet", bitnet, DenseType.F16), ("random bitnet int8 head", bitnet, DenseType.Int8), ("random llama f16", llama, DenseType.F16) })
+        // Head size 32: the persistent one-row step takes it (interleaved rotary pairs, SiLU, no sub-norms).
+        var llama32 = llama with { Heads = 4, KvHeads = 2, HeadDim = 32 };
+        foreach (var (name, c, headType) in new[] { ("random bitnet", bitnet, DenseType.F16), ("random bitnet int8 head", bitnet, DenseType.Int8), ("random llama f16", llama, DenseType.F16),
+            ("random llama hd32", llama32, DenseType.F16) })
         {
             var w = RandomModel.Create(c, seed: 5, embeddingType: DenseType.F16);
             using var model = LanguageModel.FromWeights(c, w, new LanguageModelOptions { Threads = 1, LmHeadType = headType });
@@ -394,6 +397,12 @@ public static unsafe class CudaLmSelfTest
             // greedy tokens are compared.
             foreach (var r in CompareModel(name, model, prompt: 13, generate: 4, f16Cache: true, logits: !c.SubNorms)) yield return r;
             foreach (var r in CompareBatch(name, model)) yield return r;
+        }
+        {
+            // A context longer than 8 positions a warp times the persistent kernel's splits (several positions a warp).
+            var w = RandomModel.Create(bitnet, seed: 6, embeddingType: DenseType.F16);
+            using var model = LanguageModel.FromWeights(bitnet, w, new LanguageModelOptions { Threads = 1, LmHeadType = DenseType.F16 });
+            foreach (var r in CompareModel("random bitnet long", model, prompt: 1100, generate: 4, f16Cache: false)) yield return r;
         }
     }
 
