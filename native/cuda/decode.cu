@@ -109,20 +109,34 @@ __device__ __forceinline__ int tile_row(const Plan& pl, const rotor_lm_decode_ar
 __device__ void prefetch(const Plan& pl, const rotor_lm_decode_args& a, const rotor_lm_decode_layer* L, int p,
                          unsigned char* smem, unsigned mb) {
 #if ROTOR_BULK
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    const float* nw = L->norm[p];
+    if (nw != nullptr) {
+        // The phase's norm weight is read on the critical path: its 128-byte lines brought into L2 now, spread over
+        // the CTAs.
+        const int cols = p == P_WO ? a.heads * a.head_dim : (p == P_DOWN ? a.ffn : a.dim), lines = (cols * 4 + 127) / 128;
+        for (int k = blockIdx.x + lane * pl.ctas; k < lines; k += 32 * pl.ctas)
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const char*>(nw) + (size_t)k * 128));
+    }
     const int T = my_units(pl, p) * pl.tpu[p];
-    if (T == 0 || threadIdx.x >= 32) return;
-    const int lane = threadIdx.x, bytes = pl.kb[p] * 64, rows = 16 * T;
+    if (T == 0) return;
+    const int bytes = pl.kb[p] * 64, rows = 16 * T;
     const uint8_t* w = L->w[p];
     const long long rb = L->row_bytes[p];
     if (lane == 0)
         asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(rows * bytes) : "memory");
     __syncwarp();
+    const float* sc = L->w_scale[p];
+    const int scs = L->w_scale_stride[p];
     for (int idx = lane; idx < rows; idx += 32) {
         bool valid;
         const int row = tile_row(pl, a, p, idx / 16, idx % 16, &valid);
         const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem + pl.off[p] + (size_t)idx * pl.stride[p]));
         asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
                      ::"r"(dst), "l"(w + row * rb), "r"(bytes), "r"(mb) : "memory");
+        // So is the row's scale (the epilogue's): into L2 now.
+        if (scs != 0 || idx == 0) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(sc + (size_t)row * scs));
     }
 #endif
 }
@@ -273,7 +287,7 @@ struct Shared {
 // l + 1 are requested.
 template <int P, typename T>
 __device__ void product_phase(const Plan& pl, const rotor_lm_decode_args& a, int l, unsigned char* smem, Shared& sh,
-                              unsigned mb, int pos, int slot) {
+                              unsigned mb, int pos, int slot, float rc, float rs) {
     const int T_ = my_units(pl, P) * pl.tpu[P];
     if (T_ == 0) return;
     const rotor_lm_decode_layer* L = a.d_layers + l;
@@ -329,28 +343,22 @@ __device__ void product_phase(const Plan& pl, const rotor_lm_decode_args& a, int
         // QKV: rotary pairs, then q to a.q, k and v into the cache at (slot, pos).
         if (tid < T_ * 16) sh.val[tid] = v;
         __syncthreads();
-        const int qd = a.heads * a.head_dim, kvd = a.kv_heads * a.head_dim, half = a.head_dim / 2;
+        const int qd = a.heads * a.head_dim, kvd = a.kv_heads * a.head_dim;
         if (tid < T_ * 16) {
             const int lt = tid / 16, r = tid % 16;
             float out = v;
             if (row < qd + kvd) {
-                const int j = row % a.head_dim;  // dim in the head
-                const float* cs = a.cos_t + (size_t)pos * half;
-                const float* sn = a.sin_t + (size_t)pos * half;
+                const float c = rc, s = rs;  // rotary_of(row)
                 if (a.rope_style == ROTOR_LM_ROPE_HALF) {
                     // Tile k = 0 of a unit holds dims j < hd / 2, tile k = 1 the partners j + hd / 2 (same r).
                     const bool first = (lt % 2) == 0;
                     const float pa = first ? v : sh.val[(lt - 1) * 16 + r];
                     const float pb = first ? sh.val[(lt + 1) * 16 + r] : v;
-                    const int jj = first ? j : j - half;
-                    const float c = __ldg(cs + jj), s = __ldg(sn + jj);
                     out = first ? __fsub_rn(__fmul_rn(pa, c), __fmul_rn(pb, s)) : __fadd_rn(__fmul_rn(pb, c), __fmul_rn(pa, s));
                 } else {
                     const bool first = (r % 2) == 0;
                     const float pa = first ? v : sh.val[tid - 1];
                     const float pb = first ? sh.val[tid + 1] : v;
-                    const int jj = j / 2;
-                    const float c = __ldg(cs + jj), s = __ldg(sn + jj);
                     out = first ? __fsub_rn(__fmul_rn(pa, c), __fmul_rn(pb, s)) : __fadd_rn(__fmul_rn(pa, s), __fmul_rn(pb, c));
                 }
             }
@@ -507,16 +515,28 @@ __global__ void __launch_bounds__(kDT, 1) decode_kernel(rotor_lm_decode_args a, 
     for (int p = 0; p < 4; p++) prefetch(pl, a, a.d_layers, p, smem, mb[p]);
     pdl_wait();
     const int pos = a.pos[0], slot = a.slot[0];
+    // This thread's rotary cos and sin: a CTA's q/k/v rows are the same in every layer.
+    float rc = 0.f, rs = 0.f;
+    if ((int)threadIdx.x < my_units(pl, P_QKV) * 32) {
+        bool valid;
+        const int row = tile_row(pl, a, P_QKV, threadIdx.x / 16, threadIdx.x % 16, &valid);
+        if (row < (a.heads + a.kv_heads) * a.head_dim) {
+            const int j = row % a.head_dim, half = a.head_dim / 2;
+            const int jj = a.rope_style == ROTOR_LM_ROPE_HALF ? (j < half ? j : j - half) : j / 2;
+            rc = __ldg(a.cos_t + (size_t)pos * half + jj);
+            rs = __ldg(a.sin_t + (size_t)pos * half + jj);
+        }
+    }
     for (int l = 0; l < a.layers; l++) {
-        product_phase<P_QKV, T>(pl, a, l, smem, sh, mb[P_QKV], pos, slot);
+        product_phase<P_QKV, T>(pl, a, l, smem, sh, mb[P_QKV], pos, slot, rc, rs);
         grid_sync(a.sync, pl.ctas);
         attention_phase<T>(pl, a, l, smem, sh, pos, slot);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_WO, T>(pl, a, l, smem, sh, mb[P_WO], pos, slot);
+        product_phase<P_WO, T>(pl, a, l, smem, sh, mb[P_WO], pos, slot, 0.f, 0.f);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_GU, T>(pl, a, l, smem, sh, mb[P_GU], pos, slot);
+        product_phase<P_GU, T>(pl, a, l, smem, sh, mb[P_GU], pos, slot, 0.f, 0.f);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_DOWN, T>(pl, a, l, smem, sh, mb[P_DOWN], pos, slot);
+        product_phase<P_DOWN, T>(pl, a, l, smem, sh, mb[P_DOWN], pos, slot, 0.f, 0.f);
         if (l + 1 < a.layers) grid_sync(a.sync, pl.ctas);
     }
 }
