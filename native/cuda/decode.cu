@@ -579,7 +579,7 @@ int plan(const rotor_lm_decode_args& a, Plan* out) {
     p.smem = off + (kp > attn ? kp : attn);
     p.max_splits = p.ctas / a.kv_heads < 1 ? 1 : p.ctas / a.kv_heads;
     if (p.max_splits > 64) p.max_splits = 64;  // Shared::coef
-    if (p.smem > kDMaxSmem)
+    if (p.smem + (int)sizeof(Shared) + 64 > kDMaxSmem)  // with the static shared memory and the mbarriers
         return fail(ROTOR_CUDA_EINVAL, "lm_decode: a layer's weights take %d bytes of shared memory a CTA over %d CTAs (at most %d)", p.smem, p.ctas, kDMaxSmem);
     *out = p;
     return 0;
