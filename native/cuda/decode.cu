@@ -28,6 +28,7 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <cstdlib>
 
 namespace rotor {
 namespace {
@@ -56,6 +57,7 @@ struct Plan {
     int xs_off;     // the int8 input row (kp_max bytes) and, aliased, the attention's per-warp partial sums
     int smem;
     int max_splits; // attention splits at most (a.ws holds heads * max_splits partials)
+    int skip;       // phases left out (bit P, attention bit 4): ROTOR_DECODE_SKIP, for timing the parts (wrong results)
 };
 
 __device__ __forceinline__ float ldcg(const float* p) { return __ldcg(p); }
@@ -512,7 +514,8 @@ __global__ void __launch_bounds__(kDT, 1) decode_kernel(rotor_lm_decode_args a, 
 #endif
     // The weights never change: layer 0's are requested before waiting for the embedding.
 #pragma unroll
-    for (int p = 0; p < 4; p++) prefetch(pl, a, a.d_layers, p, smem, mb[p]);
+    for (int p = 0; p < 4; p++)
+        if (!(pl.skip & (1 << p))) prefetch(pl, a, a.d_layers, p, smem, mb[p]);
     pdl_wait();
     const int pos = a.pos[0], slot = a.slot[0];
     // This thread's rotary cos and sin: a CTA's q/k/v rows are the same in every layer.
@@ -527,16 +530,17 @@ __global__ void __launch_bounds__(kDT, 1) decode_kernel(rotor_lm_decode_args a, 
             rs = __ldg(a.sin_t + (size_t)pos * half + jj);
         }
     }
+    const int skip = pl.skip;
     for (int l = 0; l < a.layers; l++) {
-        product_phase<P_QKV, T>(pl, a, l, smem, sh, mb[P_QKV], pos, slot, rc, rs);
+        if (!(skip & 1)) product_phase<P_QKV, T>(pl, a, l, smem, sh, mb[P_QKV], pos, slot, rc, rs);
         grid_sync(a.sync, pl.ctas);
-        attention_phase<T>(pl, a, l, smem, sh, pos, slot);
+        if (!(skip & 16)) attention_phase<T>(pl, a, l, smem, sh, pos, slot);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_WO, T>(pl, a, l, smem, sh, mb[P_WO], pos, slot, 0.f, 0.f);
+        if (!(skip & 2)) product_phase<P_WO, T>(pl, a, l, smem, sh, mb[P_WO], pos, slot, 0.f, 0.f);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_GU, T>(pl, a, l, smem, sh, mb[P_GU], pos, slot, 0.f, 0.f);
+        if (!(skip & 4)) product_phase<P_GU, T>(pl, a, l, smem, sh, mb[P_GU], pos, slot, 0.f, 0.f);
         grid_sync(a.sync, pl.ctas);
-        product_phase<P_DOWN, T>(pl, a, l, smem, sh, mb[P_DOWN], pos, slot, 0.f, 0.f);
+        if (!(skip & 8)) product_phase<P_DOWN, T>(pl, a, l, smem, sh, mb[P_DOWN], pos, slot, 0.f, 0.f);
         if (l + 1 < a.layers) grid_sync(a.sync, pl.ctas);
     }
 }
@@ -577,6 +581,8 @@ int plan(const rotor_lm_decode_args& a, Plan* out) {
     p.xs_off = off;
     const int attn = kDW * (a.heads / a.kv_heads) * a.head_dim * (int)sizeof(float);
     p.smem = off + (kp > attn ? kp : attn);
+    const char* skip = getenv("ROTOR_DECODE_SKIP");
+    p.skip = skip != nullptr ? atoi(skip) & 31 : 0;
     p.max_splits = p.ctas / a.kv_heads < 1 ? 1 : p.ctas / a.kv_heads;
     if (p.max_splits > 64) p.max_splits = 64;  // Shared::coef
     if (p.smem + (int)sizeof(Shared) + 64 > kDMaxSmem)  // with the static shared memory and the mbarriers
