@@ -121,7 +121,7 @@ public sealed class CudaDecoder : IDisposable
 
     // The persistent kernel takes BitNet-style layers (all products ternary, gate/up halves): the layer table goes to
     // the device once, the kernel's plan says whether the shape fits (shared memory for a layer's weights a CTA, head
-    // size, columns). ROTOR_PERSISTENT=0 turns it off (benchmarks, the fused path's checks).
+    // size, columns). Opt-in (ROTOR_PERSISTENT=1) until the kernel has been built and checked on a device.
     private unsafe (LmDecodeArgsNative Args, string? Reason) PlanPersistent()
     {
         if (Environment.GetEnvironmentVariable("ROTOR_PERSISTENT") != "1") return (default, "ROTOR_PERSISTENT=1 not set (not yet checked on a device)");
