@@ -103,6 +103,41 @@ int launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaS
 // Device helpers
 // ---------------------------------------------------------------------------------------------------------------
 
+#if ROTOR_BULK
+// Clusters (the split-K GEMV of gemv.cu and the split-K wgmma GEMM of gemm_wgmma.cu).
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned cluster_count() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;  // release, acquire by default\n" ::: "memory");
+}
+// 8 bytes at the same shared-memory offset in CTA `rank` of the cluster.
+__device__ __forceinline__ int2 ld_cluster_v2(const void* p, unsigned rank) {
+    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+    int2 v;
+    asm volatile("ld.shared::cluster.v2.s32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(remote) : "memory");
+    return v;
+}
+// 4 bytes at the same shared-memory offset in CTA `rank` of the cluster.
+__device__ __forceinline__ int ld_cluster_s32(const void* p, unsigned rank) {
+    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+    int v;
+    asm volatile("ld.shared::cluster.s32 %0, [%1];\n" : "=r"(v) : "r"(remote) : "memory");
+    return v;
+}
+#endif  // ROTOR_BULK
+
 constexpr unsigned kCodeMask = 0x03030303u;
 
 // Codes of bit pair q of four packed bytes: byte e of the result is the code of byte e's column + 64q.
@@ -202,23 +237,32 @@ constexpr int kBulkMaxSmem = 48 * 1024;
 // ---------------------------------------------------------------------------------------------------------------
 
 enum class GemmFamily { Mma, Wgmma, Ws };
+// split: the tile's K blocks are shared out among the CTAs of a cluster (wg_splits), for grids of few tiles.
 struct GemmConfig {
     GemmFamily family;
     int bn, bm;
+    bool split;
     const char* name;
 };
-enum : int { kMma128x128, kMma64x128, kWg128x128, kWg128x96, kWg128x64, kWg128x80, kWs256x128, kWs256x80, kWs256x96, kWs128x128, kGemmConfigs };
+enum : int { kMma128x128, kMma64x128, kWg128x128, kWg128x96, kWg128x64, kWg128x80, kWs256x128, kWs256x80, kWs256x96, kWs128x128,
+             kWg128x64k, kGemmConfigs };
 inline constexpr GemmConfig kGemm[kGemmConfigs] = {
-    {GemmFamily::Mma, 128, 128, "mma 128x128"},   {GemmFamily::Mma, 64, 128, "mma 64x128"},
-    {GemmFamily::Wgmma, 128, 128, "wgmma 128x128"}, {GemmFamily::Wgmma, 128, 96, "wgmma 128x96"},
-    {GemmFamily::Wgmma, 128, 64, "wgmma 128x64"},   {GemmFamily::Wgmma, 128, 80, "wgmma 128x80"},
-    {GemmFamily::Ws, 256, 128, "ws 256x128"},       {GemmFamily::Ws, 256, 80, "ws 256x80"},
-    {GemmFamily::Ws, 256, 96, "ws 256x96"},         {GemmFamily::Ws, 128, 128, "ws 128x128"},
+    {GemmFamily::Mma, 128, 128, false, "mma 128x128"},   {GemmFamily::Mma, 64, 128, false, "mma 64x128"},
+    {GemmFamily::Wgmma, 128, 128, false, "wgmma 128x128"}, {GemmFamily::Wgmma, 128, 96, false, "wgmma 128x96"},
+    {GemmFamily::Wgmma, 128, 64, false, "wgmma 128x64"},   {GemmFamily::Wgmma, 128, 80, false, "wgmma 128x80"},
+    {GemmFamily::Ws, 256, 128, false, "ws 256x128"},       {GemmFamily::Ws, 256, 80, false, "ws 256x80"},
+    {GemmFamily::Ws, 256, 96, false, "ws 256x96"},         {GemmFamily::Ws, 128, 128, false, "ws 128x128"},
+    {GemmFamily::Wgmma, 128, 64, true, "wgmma 128x64 split-K"},
 };
 
 inline long long gemm_tiles(const rotor_gemm_args& a, int cfg) {
     return (long long)((a.m + kGemm[cfg].bm - 1) / kGemm[cfg].bm) * ((a.n + kGemm[cfg].bn - 1) / kGemm[cfg].bn);
 }
+
+// The CTAs a tile of the split-K wgmma kernel (kWg128x64k): as many as keep every CTA of the grid resident at once
+// (two a multiprocessor), at most 8 (the portable cluster size) and at most half the K blocks (two or more a CTA).
+// ROTOR_GEMM_SPLITS=n sets the count (clipped to 1..8 and to K), for benchmarks.
+int wg_splits(const rotor_gemm_args& a);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Entry points of the kernel files, for rotor_cuda.cu. Launchers take checked arguments (check_gemm and the C API).

@@ -161,7 +161,8 @@ using Wg1 = WgConfig<96, 3>;   // 128 x 96, 96 KB, two blocks ahead
 using Wg2 = WgConfig<64, 4>;   // 128 x 64, 104 KB, three blocks ahead
 using Wg3 = WgConfig<80, 3>;   // 128 x 80, 90 KB, two blocks ahead: 2048 / 80 = 25.6 tiles fill two waves of 2560 rows
 static_assert(Wg0::BM == kGemm[kWg128x128].bm && Wg1::BM == kGemm[kWg128x96].bm && Wg2::BM == kGemm[kWg128x64].bm &&
-              Wg3::BM == kGemm[kWg128x80].bm && Wg0::BN == kGemm[kWg128x128].bn, "the configuration table");
+              Wg3::BM == kGemm[kWg128x80].bm && Wg0::BN == kGemm[kWg128x128].bn && Wg2::BM == kGemm[kWg128x64k].bm,
+              "the configuration table");
 
 #if ROTOR_WGMMA
 // Copies K block kb into stage memory st (x then w), thread `first` of `count` taking every count-th 16 bytes.
@@ -244,6 +245,15 @@ __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int 
         if (row + 8 < a.n && col + 1 < a.m) a.y[(size_t)(col + 1) * a.y_stride + row + 8] = apply_act(v[3], a.act);
     }
 }
+
+// One result of the split kernel: dot product `dot` of activation row `col` and weight row `row`, as wg_epilogue
+// computes it.
+__device__ __forceinline__ void wg_store_one(const rotor_gemm_args& a, int dot, int col, int row) {
+    if (row >= a.n || col >= a.m) return;
+    float v = __fmul_rn(__fmul_rn(__int2float_rn(dot - a.x_sum[col]), a.x_scale[col]), a.w_scale[(size_t)row * a.w_scale_stride]);
+    if (a.bias != nullptr) v = __fadd_rn(v, a.bias[row]);
+    a.y[(size_t)col * a.y_stride + row] = apply_act(v, a.act);
+}
 #endif  // ROTOR_WGMMA
 
 // With 3 or more stages the barrier, the copies of a later block and the next block's packed words all happen while
@@ -251,13 +261,26 @@ __device__ __forceinline__ void wg_epilogue(const rotor_gemm_args& a, const int 
 // 128-row tile: two CTAs have the shared memory for no more) the stage to refill is free only once the previous
 // block's wgmmas are done, so everything runs in step (overlapping would take a second barrier a block, which costs
 // more than it hides).
-template <class C>
+//
+// SPLIT: the K blocks are shared out among the gridDim.z CTAs of a cluster (1, 1, gridDim.z) that own one tile, CTA z
+// taking blocks [z K / S, (z + 1) K / S). For grids of fewer tiles than multiprocessors, where one CTA's chain of K
+// blocks is the whole time. Each CTA leaves its partial accumulators in its own (then idle) stage memory, and after a
+// cluster barrier CTA z sums accumulator registers [z A / S, (z + 1) A / S) of every thread over the cluster (A =
+// BM / 2 a thread) through distributed shared memory and stores those results: integer sums, so the order of the
+// pieces does not matter and the results equal the unsplit kernel's bit for bit.
+template <class C, bool SPLIT>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor_gemm_args a) {
 #if ROTOR_WGMMA
     extern __shared__ __align__(1024) unsigned char wg_smem[];
     unsigned char* const smem = wg_smem;
     const int tid = threadIdx.x, lane = tid & 31, t = lane & 3;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+    // This CTA's K blocks: [kb0, kb0 + nk), all of them unless SPLIT (gridDim.z <= k_blocks: nk >= 1).
+    int kb0 = 0, nk = a.k_blocks;
+    if constexpr (SPLIT) {
+        kb0 = (int)blockIdx.z * a.k_blocks / (int)gridDim.z;
+        nk = ((int)blockIdx.z + 1) * a.k_blocks / (int)gridDim.z - kb0;
+    }
     // This thread's first weight row in the tile (the second is + 8): warpgroup, warp, group g.
     const int wrow = 64 * (tid >> 7) + 16 * ((tid >> 5) & 3) + (lane >> 2);
     auto stage = [&](int kb) { return smem + (kb % C::STAGES) * C::kStageBytes; };
@@ -267,7 +290,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
 
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < a.k_blocks) wg_load<C>(a, stage(s), s, m0, n0, tid, C::kThreads);
+        if (s < nk) wg_load<C>(a, stage(s), kb0 + s, m0, n0, tid, C::kThreads);
         cp_async_commit();
     }
     if constexpr (C::STAGES >= 3) {
@@ -276,14 +299,14 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         __syncthreads();                 // ... for everyone's copies
         unsigned p0[4], p1[4];           // packed words t + 4j of rows wrow and wrow + 8 of the next block
         wg_words<C>(p0, p1, stage(0), wrow, t);
-        for (int kb = 0; kb < a.k_blocks; kb++) {
+        for (int kb = 0; kb < nk; kb++) {
             wg_issue<C>(acc, stage(kb), p0, p1);
-            if (kb + 1 < a.k_blocks) {
+            if (kb + 1 < nk) {
                 cp_async_wait<C::STAGES - 3>();  // block kb + 1 (this thread's copies)
                 fence_proxy_async();
                 __syncthreads();  // everyone's copies of kb + 1; every wgmma of kb - 1 done: its stage is free
-                const int nk = kb + C::STAGES - 1;
-                if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
+                const int next = kb + C::STAGES - 1;
+                if (next < nk) wg_load<C>(a, stage(next), kb0 + next, m0, n0, tid, C::kThreads);
                 cp_async_commit();
                 wg_words<C>(p0, p1, stage(kb + 1), wrow, t);
             }
@@ -291,12 +314,12 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
             fence_regs(acc);
         }
     } else {
-        for (int kb = 0; kb < a.k_blocks; kb++) {
+        for (int kb = 0; kb < nk; kb++) {
             cp_async_wait<C::STAGES - 2>();  // block kb has landed (this thread's copies) ...
             fence_proxy_async();             // ... is visible to wgmma ...
             __syncthreads();                 // ... for everyone's copies; the stage written next is no longer read
-            const int nk = kb + C::STAGES - 1;
-            if (nk < a.k_blocks) wg_load<C>(a, stage(nk), nk, m0, n0, tid, C::kThreads);
+            const int next = kb + C::STAGES - 1;
+            if (next < nk) wg_load<C>(a, stage(next), kb0 + next, m0, n0, tid, C::kThreads);
             cp_async_commit();
             unsigned p0[4], p1[4];
             wg_words<C>(p0, p1, stage(kb), wrow, t);
@@ -306,7 +329,27 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) wgmma_kernel(rotor
         }
     }
     cp_async_wait<0>();
-    wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
+    if constexpr (SPLIT) {
+#if ROTOR_BULK
+        constexpr int A = C::BM / 2;
+        static_assert(C::kThreads * A * 4 <= C::kSmem, "the partial tile fits the stage memory");
+        __syncthreads();  // every warp is done reading the stages
+        int* part = reinterpret_cast<int*>(smem);  // [A][kThreads]: consecutive threads, consecutive words
+#pragma unroll
+        for (int j = 0; j < A; j++) part[j * C::kThreads + tid] = acc[j];
+        cluster_sync();
+        const unsigned rank = cluster_rank(), cs = cluster_count();
+        const int j1 = ((int)rank + 1) * A / (int)cs;
+        for (int j = (int)rank * A / (int)cs; j < j1; j++) {
+            int sum = 0;
+            for (unsigned c = 0; c < cs; c++) sum += ld_cluster_s32(part + j * C::kThreads + tid, c);
+            wg_store_one(a, sum, m0 + 8 * (j >> 2) + 2 * t + (j & 1), n0 + wrow + 8 * ((j >> 1) & 1));
+        }
+        cluster_sync();  // the other CTAs have read this one's partial tile
+#endif
+    } else {
+        wg_epilogue<C>(a, acc, m0, n0 + wrow, t);
+    }
 #endif
 }
 
@@ -465,12 +508,40 @@ int launch_wg(const rotor_gemm_args& a, cudaStream_t s) {
     if (!g_wgmma) return fail(ROTOR_CUDA_EINVAL, "gemm: the wgmma kernels need compute capability 9.0 and a library built for sm_90a");
     const dim3 grid((a.m + C::BM - 1) / C::BM, (a.n + C::BN - 1) / C::BN);
     if (grid.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, grid.y);
-    return launch_plain(wgmma_kernel<C>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+    return launch_plain(wgmma_kernel<C, false>, grid, dim3(C::kThreads), C::kSmem, s, "wgmma_kernel", a);
+}
+
+// The split kernel: wg_splits(a) CTAs a tile in clusters along z; one piece is the plain kernel.
+template <class C>
+int launch_wg_split(const rotor_gemm_args& a, cudaStream_t s) {
+    if (!g_wgmma || !g_bulk) return fail(ROTOR_CUDA_EINVAL, "gemm: the split-K wgmma kernel needs compute capability 9.0 and a library built for sm_90a with CUDA 12");
+    const int splits = wg_splits(a);
+    if (splits <= 1) return launch_wg<C>(a, s);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((a.m + C::BM - 1) / C::BM), (unsigned)((a.n + C::BN - 1) / C::BN), (unsigned)splits);
+    if (cfg.gridDim.y > 65535) return fail(ROTOR_CUDA_EINVAL, "n = %d needs %u row tiles, more than 65535", a.n, cfg.gridDim.y);
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = C::kSmem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = (unsigned)splits;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wgmma_kernel<C, true>, a);
+    return e == cudaSuccess ? 0 : cuda_fail(e, "wgmma_kernel (split-K)");
 }
 
 template <class C>
 int prepare_wg() {
-    CK(cudaFuncSetAttribute(wgmma_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    CK(cudaFuncSetAttribute(wgmma_kernel<C, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    return 0;
+}
+template <class C>
+int prepare_wg_split() {
+    CK(cudaFuncSetAttribute(wgmma_kernel<C, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     return 0;
 }
 
@@ -560,6 +631,7 @@ int wgmma_init(const cudaDeviceProp& p) {
     if ((r = prepare_wg<Wg1>()) != 0) return r;
     if ((r = prepare_wg<Wg2>()) != 0) return r;
     if ((r = prepare_wg<Wg3>()) != 0) return r;
+    if (g_bulk && (r = prepare_wg_split<Wg2>()) != 0) return r;
     g_wgmma = true;
     return probe_ws();
 }
@@ -570,6 +642,7 @@ int launch_wgmma(const rotor_gemm_args& a, int cfg, cudaStream_t s) {
         case kWg128x96: return launch_wg<Wg1>(a, s);
         case kWg128x64: return launch_wg<Wg2>(a, s);
         case kWg128x80: return launch_wg<Wg3>(a, s);
+        case kWg128x64k: return launch_wg_split<Wg2>(a, s);
         case kWs256x128: return launch_ws<Ws0>(a, s);
         case kWs256x80: return launch_ws<Ws1>(a, s);
         case kWs256x96: return launch_ws<Ws2>(a, s);

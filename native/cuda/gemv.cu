@@ -365,30 +365,6 @@ constexpr int kSkMaxBlocks = 4 * kSkMaxCluster;
 // bias [128].
 __host__ __device__ constexpr int sk_smem(int nt, int kpc) { return kpc * 8 * nt * 256 + kSkWarps * nt * 128 * 4 + 2 * 8 * nt * 4 + 2 * kSkRows * 4; }
 
-#if ROTOR_BULK
-__device__ __forceinline__ unsigned cluster_rank() {
-    unsigned r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-__device__ __forceinline__ unsigned cluster_count() {
-    unsigned r;
-    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
-    return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;  // release, acquire by default\n" ::: "memory");
-}
-// 8 bytes at the same shared-memory offset in CTA `rank` of the cluster.
-__device__ __forceinline__ int2 ld_cluster_v2(const void* p, unsigned rank) {
-    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
-    unsigned remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
-    int2 v;
-    asm volatile("ld.shared::cluster.v2.s32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(remote) : "memory");
-    return v;
-}
-#endif
 
 template <int NT, int KPC>
 __global__ void __launch_bounds__(32 * kSkWarps) gemv_sk_kernel(rotor_gemm_args a) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -97,23 +98,58 @@ Gemv choose_gemv(const rotor_gemm_args& a) {
 // 96, 64, 80), on one scale fitted to timings of each tile on H100.
 constexpr long long kWgAlone[] = {100, 75, 58, 66};
 
-// The time of the busiest multiprocessor, in the units of kWgAlone; far above every other where the kernel is absent.
+// The split-K kernel's extra time a CTA, in K blocks of its tile: the second pipeline fill and the reduction over the
+// cluster. An estimate until fitted to timings (the kernel enters AUTO only with ROTOR_GEMM_SPLITK=1 until then).
+constexpr long long kSplitExtraBlocks = 2;
+
+// ROTOR_GEMM_SPLITS, read once: 0 when unset.
+int splits_override() {
+    static const int v = [] {
+        const char* e = getenv("ROTOR_GEMM_SPLITS");
+        return e != nullptr ? atoi(e) : 0;
+    }();
+    return v;
+}
+
+// The time of the busiest multiprocessor over the whole K, in the units of kWgAlone; far above every other where the
+// kernel is absent.
 long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     constexpr long long kNo = 1LL << 62;
     const GemmConfig& c = kGemm[cfg];
+    if (c.split) {
+        static const bool on = [] {
+            const char* e = getenv("ROTOR_GEMM_SPLITK");
+            return e != nullptr && strcmp(e, "1") == 0;
+        }();
+        if (!on || !g_bulk) return kNo;
+        const long long splits = wg_splits(a), k = (gemm_tiles(a, cfg) * splits + g_sms - 1) / g_sms;
+        return (k / 2 * 135 + k % 2 * 100) * kWgAlone[kWg128x64 - kWg128x128] *
+               ((a.k_blocks + splits - 1) / splits + (splits > 1 ? kSplitExtraBlocks : 0));
+    }
     const long long k = (gemm_tiles(a, cfg) + g_sms - 1) / g_sms;  // tiles of the busiest multiprocessor
     switch (c.family) {
         case GemmFamily::Wgmma:
             // Two CTAs share a multiprocessor; a pair takes 1.35 times as long as one CTA alone.
-            return (k / 2 * 135 + k % 2 * 100) * kWgAlone[cfg - kWg128x128];
+            return (k / 2 * 135 + k % 2 * 100) * kWgAlone[cfg - kWg128x128] * a.k_blocks;
         case GemmFamily::Ws:
             // One persistent CTA a multiprocessor: BM + 40 units of 52 a tile of 256 weight rows. The 128-row form (two
             // consumer warpgroups) takes 5/8 of that, and only pays back its pipeline's fill on 16 or more K blocks.
             if (!g_ws || (c.bn == 128 && a.k_blocks < 16)) return kNo;
-            return k * (c.bm + 40) * 52 * (c.bn == 256 ? 8 : 5) / 8;
+            return k * (c.bm + 40) * 52 * (c.bn == 256 ? 8 : 5) / 8 * a.k_blocks;
         default:
             return kNo;
     }
+}
+
+int wg_splits(const rotor_gemm_args& a) {
+    const int forced = splits_override();
+    long long s;
+    if (forced > 0) s = forced;
+    else {
+        const long long tiles = gemm_tiles(a, kWg128x64k);
+        s = std::min<long long>(2LL * g_sms / std::max<long long>(tiles, 1), a.k_blocks / 2);
+    }
+    return (int)std::max<long long>(1, std::min<long long>({s, 8, (long long)a.k_blocks}));
 }
 
 // m > 64 (and ROTOR_PATH_TILED).
@@ -227,7 +263,7 @@ ROTOR_API int rotor_cuda_path_supported(int path) {
     if (path >= ROTOR_PATH_TILED_CFG0 && path < ROTOR_PATH_TILED_CFG0 + kGemmConfigs) {
         switch (kGemm[path - ROTOR_PATH_TILED_CFG0].family) {
             case GemmFamily::Mma: return 1;
-            case GemmFamily::Wgmma: return g_wgmma ? 1 : 0;
+            case GemmFamily::Wgmma: return g_wgmma && (g_bulk || !kGemm[path - ROTOR_PATH_TILED_CFG0].split) ? 1 : 0;
             default: return g_ws ? 1 : 0;
         }
     }

@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 8        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 9        // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -31,7 +31,8 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // GEMV forces the register-load GEMVs (m <= 64); TILED the tiled kernels' choice for any m. TILED_CFG0 + i forces
 // configuration i, weight rows x activation rows: mma.sync 0: 128x128, 1: 64x128; wgmma (see
 // rotor_cuda_path_supported) 2: 128x128, 3: 128x96, 4: 128x64, 5: 128x80; warp-specialized wgmma (TMA, persistent;
-// CUDA 12 or newer) 6: 256x128, 7: 256x80, 8: 256x96, 9: 128x128. GEMV_BULK forces the GEMV whose weights come by bulk
+// CUDA 12 or newer) 6: 256x128, 7: 256x80, 8: 256x96, 9: 128x128; wgmma 10: 128x64 split-K (a tile's K blocks shared
+// out among the CTAs of a cluster; CUDA 12; ROTOR_GEMM_SPLITS=n sets their count). GEMV_BULK forces the GEMV whose weights come by bulk
 // copies (m <= 8, k_blocks <= 47, compute capability 9.0 or newer), GEMV_SK the split-K cluster GEMV (m <= 64,
 // k_blocks <= 32, compute capability 9.0 or newer, CUDA 12). The forced paths serve tests and benchmarks.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,

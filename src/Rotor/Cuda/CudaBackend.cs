@@ -109,7 +109,8 @@ public sealed unsafe class CudaBackend : ITernaryBackend, IDisposable
 
     /// <summary>The wgmma kernel configurations (two CTAs a multiprocessor, then the warp-specialized ones), each forced by its own path.</summary>
     internal static readonly CudaPath[] WgmmaPaths = [CudaPath.Wgmma128x128, CudaPath.Wgmma128x96, CudaPath.Wgmma128x64, CudaPath.Wgmma128x80,
-                                                      CudaPath.Ws256x128, CudaPath.Ws256x80, CudaPath.Ws256x96, CudaPath.Ws128x128];
+                                                      CudaPath.Ws256x128, CudaPath.Ws256x80, CudaPath.Ws256x96, CudaPath.Ws128x128,
+                                                      CudaPath.Wgmma128x64SplitK];
 
     internal Lock Gate => _gate;
 

@@ -115,6 +115,9 @@ internal enum CudaPath
     Ws256x96 = 24,
     /// <summary>Warp-specialized wgmma, two consumer warpgroups: 128 x 128, five stages.</summary>
     Ws128x128 = 25,
+    /// <summary>wgmma 128 x 64 with the K blocks of a tile shared out among the CTAs of a cluster (up to 8), for grids of
+    /// few tiles; CUDA 12.</summary>
+    Wgmma128x64SplitK = 26,
 }
 
 /// <summary>The C API of librotor_cuda (native/cuda/rotor_cuda.h), one declaration a function. Every call returns 0
@@ -122,7 +125,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 8;
+    public const int Abi = 9;
     public const int EInval = -1;
 
     static Native()
