@@ -429,7 +429,7 @@ public static unsafe class CudaLmSelfTest
         cpu.Forward(ids, cache, LogitsMode.All, want);
         gpu.Forward(ids, 0, 0, LogitsMode.All, got);
         string detail = f16Cache ? "f16 cache" : "f32 cache";
-        if (logits) yield return Relative($"lm model {name}", $"prompt={prompt} (prefill, all logits)", detail, want, got);
+        if (logits) yield return Relative($"lm model {name}", $"prompt={prompt} (prefill, all logits)", detail, want, got, c.VocabSize);
         // Greedy continuation, each side feeding its own choice.
         int a = Sampler.ArgMax(want.AsSpan((prompt - 1) * c.VocabSize, c.VocabSize)), b = Sampler.ArgMax(got.AsSpan((prompt - 1) * c.VocabSize, c.VocabSize));
         int pos = prompt, same = a == b ? 1 : 0;
@@ -579,11 +579,30 @@ public static unsafe class CudaLmSelfTest
     private static void RunLinear(LmLinearNative a, CudaStream s) => Native.Check(Native.rotor_lm_linear(&a, s.Pointer), "lm linear");
 
     /// <summary>Within 1e-3 of the largest |expected| (the tolerance for logits).</summary>
-    private static CheckResult Relative(string kernel, string shape, string detail, ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
+    /// <summary>Compares within 1e-3 of the largest |expected|; with <paramref name="rowLength"/> (logits of several
+    /// positions) a failure also says at how many positions and the first, and whether the argmax differs there.</summary>
+    private static CheckResult Relative(string kernel, string shape, string detail, ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, int rowLength = 0)
     {
         double top = 0;
         foreach (float v in expected) top = Math.Max(top, Math.Abs(v));
         var r = Compare(kernel, shape, detail, expected, actual, 1e-3 * top, 0);
-        return r with { Detail = $"{detail}, max|logit| {top:G3}" };
+        string where = "";
+        if (r.Mismatches > 0 && rowLength > 0)
+        {
+            int rows = expected.Length / rowLength, badRows = 0, first = -1, argmax = 0;
+            for (int i = 0; i < rows; i++)
+            {
+                var e = expected.Slice(i * rowLength, rowLength);
+                var g = actual.Slice(i * rowLength, rowLength);
+                bool bad = false;
+                for (int j = 0; j < rowLength && !bad; j++) bad = !(Math.Abs((double)e[j] - g[j]) <= 1e-3 * top);
+                if (!bad) continue;
+                badRows++;
+                if (first < 0) first = i;
+                if (Sampler.ArgMax(e) != Sampler.ArgMax(g)) argmax++;
+            }
+            where = $"; at {badRows} of {rows} positions (first {first}), argmax differs at {argmax}";
+        }
+        return r with { Detail = $"{detail}, max|logit| {top:G3}{where}" };
     }
 }
