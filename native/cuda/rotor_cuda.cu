@@ -98,10 +98,6 @@ Gemv choose_gemv(const rotor_gemm_args& a) {
 // 96, 64, 80), on one scale fitted to timings of each tile on H100.
 constexpr long long kWgAlone[] = {100, 75, 58, 66};
 
-// The split-K kernel's extra time a CTA, in K blocks of its tile: the second pipeline fill and the reduction over the
-// cluster. An estimate until fitted to timings (the kernel enters AUTO only with ROTOR_GEMM_SPLITK=1 until then).
-constexpr long long kSplitExtraBlocks = 2;
-
 // ROTOR_GEMM_SPLITS, read once: 0 when unset.
 int splits_override() {
     static const int v = [] {
@@ -116,16 +112,7 @@ int splits_override() {
 long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     constexpr long long kNo = 1LL << 62;
     const GemmConfig& c = kGemm[cfg];
-    if (c.split) {
-        static const bool on = [] {
-            const char* e = getenv("ROTOR_GEMM_SPLITK");
-            return e != nullptr && strcmp(e, "1") == 0;
-        }();
-        if (!on || !g_bulk) return kNo;
-        const long long splits = wg_splits(a), k = (gemm_tiles(a, cfg) * splits + g_sms - 1) / g_sms;
-        return (k / 2 * 135 + k % 2 * 100) * kWgAlone[kWg128x64 - kWg128x128] *
-               ((a.k_blocks + splits - 1) / splits + (splits > 1 ? kSplitExtraBlocks : 0));
-    }
+    if (c.split) return kNo;  // chosen by its own rule (choose_gemm)
     const long long k = (gemm_tiles(a, cfg) + g_sms - 1) / g_sms;  // tiles of the busiest multiprocessor
     switch (c.family) {
         case GemmFamily::Wgmma:
@@ -141,15 +128,27 @@ long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     }
 }
 
+// Timed on an H100 at m = 128 (bench-cuda --all-paths with ROTOR_GEMM_SPLITS = 1..8): a split pays while the grid
+// stays within about one CTA a multiprocessor (40 tiles: 4 pieces best, 64 tiles: 2, 108 tiles: none), and pieces of
+// 6 were slower than 4 and 8 on every shape (clusters that do not tile a GPC's multiprocessors); so S is the largest
+// power of two with S * tiles <= 5/4 of the multiprocessors, at most 8 and at most half the K blocks.
 int wg_splits(const rotor_gemm_args& a) {
     const int forced = splits_override();
-    long long s;
-    if (forced > 0) s = forced;
-    else {
-        const long long tiles = gemm_tiles(a, kWg128x64k);
-        s = std::min<long long>(2LL * g_sms / std::max<long long>(tiles, 1), a.k_blocks / 2);
-    }
-    return (int)std::max<long long>(1, std::min<long long>({s, 8, (long long)a.k_blocks}));
+    if (forced > 0) return std::max(1, std::min({forced, 8, a.k_blocks}));
+    const long long tiles = std::max<long long>(1, gemm_tiles(a, kWg128x64k));
+    const long long fit = std::min<long long>({5LL * g_sms / (4 * tiles), 8, a.k_blocks / 2});
+    int s = 1;
+    while (2LL * s <= fit) s *= 2;
+    return s;
+}
+
+// The split-K wgmma GEMM where it splits (wg_splits > 1), unless ROTOR_GEMM_SPLITK=0.
+bool use_split(const rotor_gemm_args& a) {
+    static const bool off = [] {
+        const char* e = getenv("ROTOR_GEMM_SPLITK");
+        return e != nullptr && strcmp(e, "0") == 0;
+    }();
+    return !off && g_bulk && wg_splits(a) > 1;
 }
 
 // m > 64 (and ROTOR_PATH_TILED).
@@ -159,6 +158,8 @@ int choose_gemm(const rotor_gemm_args& a) {
         // that the 64 x 128 tiles keep more multiprocessors busy.
         return gemm_tiles(a, kMma128x128) * 2 >= 7LL * g_sms ? kMma128x128 : kMma64x128;
     }
+    // Few tiles: the K blocks of a tile shared out among a cluster's CTAs.
+    if (use_split(a)) return kWg128x64k;
     // wgmma: the configuration whose busiest multiprocessor finishes first (tile height against waves).
     int best = kWg128x128;
     for (int cfg = kWg128x128 + 1; cfg < kGemmConfigs; cfg++)

@@ -32,7 +32,8 @@ enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
 // configuration i, weight rows x activation rows: mma.sync 0: 128x128, 1: 64x128; wgmma (see
 // rotor_cuda_path_supported) 2: 128x128, 3: 128x96, 4: 128x64, 5: 128x80; warp-specialized wgmma (TMA, persistent;
 // CUDA 12 or newer) 6: 256x128, 7: 256x80, 8: 256x96, 9: 128x128; wgmma 10: 128x64 split-K (a tile's K blocks shared
-// out among the CTAs of a cluster; CUDA 12; ROTOR_GEMM_SPLITS=n sets their count). GEMV_BULK forces the GEMV whose weights come by bulk
+// out among the CTAs of a cluster; CUDA 12; AUTO's choice for m > 64 on grids of few tiles unless
+// ROTOR_GEMM_SPLITK=0; ROTOR_GEMM_SPLITS=n sets the CTAs a tile). GEMV_BULK forces the GEMV whose weights come by bulk
 // copies (m <= 8, k_blocks <= 47, compute capability 9.0 or newer), GEMV_SK the split-K cluster GEMV (m <= 64,
 // k_blocks <= 32, compute capability 9.0 or newer, CUDA 12). The forced paths serve tests and benchmarks.
 enum rotor_path { ROTOR_PATH_AUTO = 0, ROTOR_PATH_GEMV = 1, ROTOR_PATH_TILED = 2, ROTOR_PATH_GEMV_BULK = 3,
