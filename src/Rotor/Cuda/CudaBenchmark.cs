@@ -66,7 +66,7 @@ public static unsafe class CudaBenchmark
                     // "auto-nopdl": each launch waits for the previous one to end.
                     var paths = new List<(CudaPath Path, bool Pdl, string Name)> { (CudaPath.Auto, true, "auto"), (CudaPath.Auto, false, "auto-nopdl") };
                     if (allPaths)
-                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? new[] { CudaPath.Gemv, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : new[] { CudaPath.Tiled128x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
+                        foreach (CudaPath p in m <= 8 ? new[] { CudaPath.Gemv, CudaPath.GemvBulk, CudaPath.GemvSplitK, CudaPath.Tiled64x128 }.Where(CudaBackend.Supports) : m <= 64 ? new[] { CudaPath.Gemv, CudaPath.GemvSplitK, CudaPath.Tiled64x128, CudaPath.Wgmma128x64, CudaPath.Wgmma128x64SplitK }.Where(CudaBackend.Supports) : new[] { CudaPath.Tiled128x128, CudaPath.Tiled64x128 }.Concat(CudaBackend.WgmmaPaths.Where(CudaBackend.Supports)))
                             paths.Add((p, true, p.ToString().ToLowerInvariant()));
                     foreach (var (p, pdl, label) in paths)
                     {
