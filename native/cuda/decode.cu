@@ -57,7 +57,7 @@ struct Plan {
     int xs_off;     // the int8 input row (kp_max bytes) and, aliased, the attention's per-warp partial sums
     int smem;
     int max_splits; // attention splits at most (a.ws holds heads * max_splits partials)
-    int skip;       // phases left out (bit P, attention bit 4): ROTOR_DECODE_SKIP, for timing the parts (wrong results)
+    int skip;       // phases left out (bit P, attention bit 4; bit 5: no weight copies): ROTOR_DECODE_SKIP, for timing the parts (wrong results)
 };
 
 __device__ __forceinline__ float ldcg(const float* p) { return __ldcg(p); }
@@ -302,14 +302,14 @@ __device__ void product_phase(const Plan& pl, const rotor_lm_decode_args& a, int
     const bool norm = P == P_QKV || P == P_GU || nw != nullptr;
     int8_t* xs = reinterpret_cast<int8_t*>(smem + pl.xs_off);
     const float xscale = make_input(src, nw, cols, norm, a.eps, pl.kb[P] * 256, xs, sh.fsum, sh.fmax, sh.isum);
-    mbar_wait(mb, (unsigned)(l & 1));
+    if (!(pl.skip & 32)) mbar_wait(mb, (unsigned)(l & 1));
     __syncthreads();  // xs and isum written
     int xsum = 0;
 #pragma unroll
     for (int w = 0; w < kDW; w++) xsum += sh.isum[w];
     products(smem + pl.off[P], pl.stride[P], T_, pl.kb[P], xs, sh.dot);
     __syncthreads();  // the weights are read: the buffer takes the next layer's
-    if (l + 1 < a.layers) prefetch(pl, a, L + 1, P, smem, mb);
+    if (l + 1 < a.layers && !(pl.skip & 32)) prefetch(pl, a, L + 1, P, smem, mb);
 
     // Epilogue: thread tid < 16 T computes tile row (tid / 16, tid % 16).
     float v = 0.f;
@@ -515,7 +515,7 @@ __global__ void __launch_bounds__(kDT, 1) decode_kernel(rotor_lm_decode_args a, 
     // The weights never change: layer 0's are requested before waiting for the embedding.
 #pragma unroll
     for (int p = 0; p < 4; p++)
-        if (!(pl.skip & (1 << p))) prefetch(pl, a, a.d_layers, p, smem, mb[p]);
+        if (!(pl.skip & (1 << p)) && !(pl.skip & 32)) prefetch(pl, a, a.d_layers, p, smem, mb[p]);
     pdl_wait();
     const int pos = a.pos[0], slot = a.slot[0];
     // This thread's rotary cos and sin: a CTA's q/k/v rows are the same in every layer.
@@ -582,7 +582,7 @@ int plan(const rotor_lm_decode_args& a, Plan* out) {
     const int attn = kDW * (a.heads / a.kv_heads) * a.head_dim * (int)sizeof(float);
     p.smem = off + (kp > attn ? kp : attn);
     const char* skip = getenv("ROTOR_DECODE_SKIP");
-    p.skip = skip != nullptr ? atoi(skip) & 31 : 0;
+    p.skip = skip != nullptr ? atoi(skip) & 63 : 0;
     p.max_splits = p.ctas / a.kv_heads < 1 ? 1 : p.ctas / a.kv_heads;
     if (p.max_splits > 64) p.max_splits = 64;  // Shared::coef
     if (p.smem + (int)sizeof(Shared) + 64 > kDMaxSmem)  // with the static shared memory and the mbarriers

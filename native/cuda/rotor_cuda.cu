@@ -128,14 +128,16 @@ long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     }
 }
 
-// Timed on an H100 at m = 128 (bench-cuda --all-paths with ROTOR_GEMM_SPLITS = 1..8): a split pays while the grid
-// stays within about one CTA a multiprocessor (40 tiles: 4 pieces best, 64 tiles: 2, 108 tiles: none), and pieces of
-// 6 were slower than 4 and 8 on every shape (clusters that do not tile a GPC's multiprocessors); so S is the largest
-// power of two with S * tiles <= 5/4 of the multiprocessors, at most 8 and at most half the K blocks.
+// Timed on an H100 at m = 128 and 256 (bench-cuda --all-paths with ROTOR_GEMM_SPLITS = 1..8 on the five BitNet
+// shapes): a split pays on grids of at most half a tile a multiprocessor (40 tiles: 4 pieces best, 64 tiles: 2; 80,
+// 108 and more: none), and pieces of 3, 5 and 6 were slower than 4 on most shapes (clusters that do not tile a GPC's
+// multiprocessors); so S is the largest power of two with S * tiles <= 5/4 of the multiprocessors, where tiles <= half
+// of them, at most 8 and at most half the K blocks.
 int wg_splits(const rotor_gemm_args& a) {
     const int forced = splits_override();
     if (forced > 0) return std::max(1, std::min({forced, 8, a.k_blocks}));
     const long long tiles = std::max<long long>(1, gemm_tiles(a, kWg128x64k));
+    if (2 * tiles > g_sms) return 1;
     const long long fit = std::min<long long>({5LL * g_sms / (4 * tiles), 8, a.k_blocks / 2});
     int s = 1;
     while (2LL * s <= fit) s *= 2;
