@@ -121,10 +121,11 @@ public sealed class CudaDecoder : IDisposable
 
     // The persistent kernel takes BitNet-style layers (all products ternary, gate/up halves): the layer table goes to
     // the device once, the kernel's plan says whether the shape fits (shared memory for a layer's weights a CTA, head
-    // size, columns). Opt-in (ROTOR_PERSISTENT=1) until the kernel has been built and checked on a device.
+    // size, columns). Opt-in (ROTOR_PERSISTENT=1): it gives the CPU's results but is slower than the fused layer so far
+    // (docs/CUDA.md says where its time goes).
     private unsafe (LmDecodeArgsNative Args, string? Reason) PlanPersistent()
     {
-        if (Environment.GetEnvironmentVariable("ROTOR_PERSISTENT") != "1") return (default, "ROTOR_PERSISTENT=1 not set (not yet checked on a device)");
+        if (Environment.GetEnvironmentVariable("ROTOR_PERSISTENT") != "1") return (default, "ROTOR_PERSISTENT=1 not set (opt-in: slower than the fused layer so far)");
         if (!_fusable) return (default, "not every product is ternary with gate/up halves (or ROTOR_FUSED=0)");
         int layers = _c.Layers;
         if (_c.QDim > _c.Dim) return (default, "query heads wider than the model dimension");
