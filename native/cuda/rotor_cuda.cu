@@ -198,6 +198,10 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
     if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
     if (path == ROTOR_PATH_GEMV_SK) return launch_gemv_sk(a, s);
     if (path == ROTOR_PATH_GEMV) return launch_gemv(a, s);
+    // 49 <= m <= 64 on the wgmma devices: the 128 x 64 wgmma tile (split where it splits) beat every GEMV on all five
+    // BitNet shapes at m = 64 on an H100 (1.06-2.7x); at m = 40 it won on four of five, lost on 4096x4096 (the GEMV
+    // 8.7 against 11.3 us), so the GEMVs keep m <= 48.
+    if (path == ROTOR_PATH_AUTO && a.m > 48 && a.m <= 64 && g_wgmma) return launch_wgmma(a, use_split(a) ? kWg128x64k : kWg128x64, s);
     if (path == ROTOR_PATH_AUTO && a.m <= 64) {
         switch (choose_gemv(a)) {
             case Gemv::Bulk: return launch_gemv_bulk(a, s);
