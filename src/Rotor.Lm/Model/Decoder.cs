@@ -34,6 +34,7 @@ public sealed class Decoder
     private readonly ITernaryBackend _ternary;
     private readonly IDenseBackend _dense;
     private readonly IAttentionBackend _attention;
+    private readonly IRowBackend? _rows;   // norms and the gated activation over a batch's rows, on the backend's threads
     private readonly int _maxBatch;
 
     // Run state, (maxBatch, width) each.
@@ -59,6 +60,7 @@ public sealed class Decoder
         _c = config ?? throw new ArgumentNullException(nameof(config));
         _w = weights ?? throw new ArgumentNullException(nameof(weights));
         _ternary = ternary; _dense = dense; _attention = attention;
+        _rows = ternary as IRowBackend ?? dense as IRowBackend;
         if (maxBatch <= 0) throw new ArgumentOutOfRangeException(nameof(maxBatch), maxBatch, "maxBatch must be positive");
         if (maxPositions <= 0) throw new ArgumentOutOfRangeException(nameof(maxPositions), maxPositions, "maxPositions must be positive");
         _maxBatch = maxBatch;
@@ -225,18 +227,21 @@ public sealed class Decoder
             Project(w.WGate, h, quantized ? _qDim : null, gate);
             Project(w.WUp, h, quantized ? _qDim : null, up);
             t = Tick(StepPhase.GateUp, t);
-            if (_c.Activation == FfnActivation.Relu2)
+            var act = _c.Activation == FfnActivation.Relu2 ? GateActivation.Relu2 : GateActivation.Silu;
+            if (_rows is not null) _rows.GatedActivation(gate, up, n * f, act);
+            else if (act == GateActivation.Relu2)
             {
                 TensorPrimitives.Max(gate, 0f, gate);
                 TensorPrimitives.Multiply(gate, gate, gate);
+                TensorPrimitives.Multiply(gate, up, gate);
             }
             else
             {
                 // silu(g) = g * sigmoid(g)
                 TensorPrimitives.Sigmoid(gate, _h.AsSpan(0, n * f));
                 TensorPrimitives.Multiply(gate, _h.AsSpan(0, n * f), gate);
+                TensorPrimitives.Multiply(gate, up, gate);
             }
-            TensorPrimitives.Multiply(gate, up, gate);
             t = Tick(StepPhase.Elementwise, t);
             if (w.FfnSubNorm is not null) RmsNorm(gate, w.FfnSubNorm, gate, n, f);
             t = Tick(StepPhase.Norms, t);
@@ -345,6 +350,7 @@ public sealed class Decoder
     /// <summary><c>y[i] = x[i] / sqrt(mean(x[i]^2) + eps) * weight</c> for n rows of width; y may be x.</summary>
     private void RmsNorm(ReadOnlySpan<float> x, float[] weight, Span<float> y, int n, int width)
     {
+        if (_rows is not null) { _rows.RmsNorm(x, weight, y, n, width, _c.NormEps); return; }
         for (int i = 0; i < n; i++)
         {
             ReadOnlySpan<float> xi = x.Slice(i * width, width);
