@@ -107,8 +107,7 @@ int splits_override() {
     return v;
 }
 
-// The time of the busiest multiprocessor over the whole K, in the units of kWgAlone; far above every other where the
-// kernel is absent.
+// The time of the busiest multiprocessor, in the units of kWgAlone; far above every other where the kernel is absent.
 long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     constexpr long long kNo = 1LL << 62;
     const GemmConfig& c = kGemm[cfg];
@@ -117,22 +116,22 @@ long long gemm_cost(const rotor_gemm_args& a, int cfg) {
     switch (c.family) {
         case GemmFamily::Wgmma:
             // Two CTAs share a multiprocessor; a pair takes 1.35 times as long as one CTA alone.
-            return (k / 2 * 135 + k % 2 * 100) * kWgAlone[cfg - kWg128x128] * a.k_blocks;
+            return (k / 2 * 135 + k % 2 * 100) * kWgAlone[cfg - kWg128x128];
         case GemmFamily::Ws:
             // One persistent CTA a multiprocessor: BM + 40 units of 52 a tile of 256 weight rows. The 128-row form (two
             // consumer warpgroups) takes 5/8 of that, and only pays back its pipeline's fill on 16 or more K blocks.
             if (!g_ws || (c.bn == 128 && a.k_blocks < 16)) return kNo;
-            return k * (c.bm + 40) * 52 * (c.bn == 256 ? 8 : 5) / 8 * a.k_blocks;
+            return k * (c.bm + 40) * 52 * (c.bn == 256 ? 8 : 5) / 8;
         default:
             return kNo;
     }
 }
 
-// Timed on an H100 at m = 128 and 256 (bench-cuda --all-paths with ROTOR_GEMM_SPLITS = 1..8 on the five BitNet
-// shapes): a split pays on grids of at most half a tile a multiprocessor (40 tiles: 4 pieces best, 64 tiles: 2; 80,
-// 108 and more: none), and pieces of 3, 5 and 6 were slower than 4 on most shapes (clusters that do not tile a GPC's
-// multiprocessors); so S is the largest power of two with S * tiles <= 5/4 of the multiprocessors, where tiles <= half
-// of them, at most 8 and at most half the K blocks.
+// A split pays only on grids of at most half a tile a multiprocessor, where one CTA's chain of K blocks is the whole
+// time, and while the split grid stays within about one CTA a multiprocessor; counts that are no power of two were
+// slower (clusters that do not tile a GPC's multiprocessors). So S is the largest power of two with S * tiles <= 5/4
+// of the multiprocessors, where tiles <= half of them, at most 8 and at most half the K blocks (the timings of every
+// forced S: docs/BENCHMARKS-cuda.md).
 int wg_splits(const rotor_gemm_args& a) {
     const int forced = splits_override();
     if (forced > 0) return std::max(1, std::min({forced, 8, a.k_blocks}));
@@ -198,9 +197,9 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
     if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
     if (path == ROTOR_PATH_GEMV_SK) return launch_gemv_sk(a, s);
     if (path == ROTOR_PATH_GEMV) return launch_gemv(a, s);
-    // 49 <= m <= 64 on the wgmma devices: the 128 x 64 wgmma tile (split where it splits) beat every GEMV on all five
-    // BitNet shapes at m = 64 on an H100 (1.06-2.7x); at m = 40 it won on four of five, lost on 4096x4096 (the GEMV
-    // 8.7 against 11.3 us), so the GEMVs keep m <= 48.
+    // 49 <= m <= 64 on the wgmma devices: one 64-row activation tile of the 128 x 64 wgmma kernel (split where it
+    // splits) reads every weight byte once on the tensor cores and beats the GEMVs, whose work grows with m; below
+    // that the GEMVs win on some shapes (docs/BENCHMARKS-cuda.md, m = 40 and 64), so they keep m <= 48.
     if (path == ROTOR_PATH_AUTO && a.m > 48 && a.m <= 64 && g_wgmma) return launch_wgmma(a, use_split(a) ? kWg128x64k : kWg128x64, s);
     if (path == ROTOR_PATH_AUTO && a.m <= 64) {
         switch (choose_gemv(a)) {
