@@ -228,20 +228,9 @@ public sealed class Decoder
             Project(w.WUp, h, quantized ? _qDim : null, up);
             t = Tick(StepPhase.GateUp, t);
             var act = _c.Activation == FfnActivation.Relu2 ? GateActivation.Relu2 : GateActivation.Silu;
+            // Without row threads: the same per-span arithmetic as the backend's, on this thread.
             if (_rows is not null) _rows.GatedActivation(gate, up, n * f, act);
-            else if (act == GateActivation.Relu2)
-            {
-                TensorPrimitives.Max(gate, 0f, gate);
-                TensorPrimitives.Multiply(gate, gate, gate);
-                TensorPrimitives.Multiply(gate, up, gate);
-            }
-            else
-            {
-                // silu(g) = g * sigmoid(g)
-                TensorPrimitives.Sigmoid(gate, _h.AsSpan(0, n * f));
-                TensorPrimitives.Multiply(gate, _h.AsSpan(0, n * f), gate);
-                TensorPrimitives.Multiply(gate, up, gate);
-            }
+            else CpuBackend.GateSpan(gate[..(n * f)], up[..(n * f)], act);
             t = Tick(StepPhase.Elementwise, t);
             if (w.FfnSubNorm is not null) RmsNorm(gate, w.FfnSubNorm, gate, n, f);
             t = Tick(StepPhase.Norms, t);
@@ -351,15 +340,7 @@ public sealed class Decoder
     private void RmsNorm(ReadOnlySpan<float> x, float[] weight, Span<float> y, int n, int width)
     {
         if (_rows is not null) { _rows.RmsNorm(x, weight, y, n, width, _c.NormEps); return; }
-        for (int i = 0; i < n; i++)
-        {
-            ReadOnlySpan<float> xi = x.Slice(i * width, width);
-            float ms = TensorPrimitives.SumOfSquares(xi) / width;
-            float inv = 1f / MathF.Sqrt(ms + _c.NormEps);
-            Span<float> yi = y.Slice(i * width, width);
-            TensorPrimitives.Multiply(xi, inv, yi);
-            TensorPrimitives.Multiply(yi, weight, yi);
-        }
+        for (int i = 0; i < n; i++) CpuBackend.RmsNormRow(x.Slice(i * width, width), weight, y.Slice(i * width, width), _c.NormEps);
     }
 
     /// <summary>Rotates each head of n rows (heads * headDim wide) by its position pos0 + i.</summary>
