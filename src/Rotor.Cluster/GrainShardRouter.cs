@@ -6,7 +6,8 @@ namespace Rotor.Cluster;
 /// replicas, and a failed call (silo gone, not yet declared dead) is tried on the next replica. A call that takes
 /// longer than <paramref name="callTimeout"/> (default 30 s) counts as failed: a call in flight when its silo died
 /// is otherwise only answered at the messaging response timeout. When the directory itself does not answer (its silo
-/// just died) the last layout is used until it does.
+/// just died) the last layout is used until it does; with no layout yet, a directory call that timed out is repeated
+/// (three calls in all) before the query fails.
 /// </summary>
 public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh, TimeSpan? callTimeout = null) : IShardRouter
 {
@@ -14,6 +15,7 @@ public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh, Tim
     private readonly SemaphoreSlim _refreshing = new(1, 1);
     private volatile Cache? _cache;
     private int _next;
+    private const int FirstFetchAttempts = 3;
 
     private sealed record Cache(ClusterLayout Layout, DateTime At);
 
@@ -27,11 +29,24 @@ public sealed class GrainShardRouter(IGrainFactory grains, TimeSpan refresh, Tim
         {
             c = _cache;
             if (!force && c is not null && DateTime.UtcNow - c.At < refresh) return c.Layout;
-            ClusterLayout layout;
-            try { layout = await grains.GetGrain<IClusterDirectoryGrain>(0).Layout().WaitAsync(_callTimeout, cancellationToken).ConfigureAwait(false); }
-            catch (Exception) when (c is not null && !cancellationToken.IsCancellationRequested) { return c.Layout; }
-            _cache = new Cache(layout, DateTime.UtcNow);
-            return layout;
+            // With a cached layout a directory that does not answer costs one call timeout and the cache serves. Without
+            // one (the first fetch) there is nothing to fall back on, so a call that timed out (the directory being
+            // activated on a busy or new silo) is asked again, FirstFetchAttempts calls in all, before the query fails.
+            for (int attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    var layout = await grains.GetGrain<IClusterDirectoryGrain>(0).Layout().WaitAsync(_callTimeout, cancellationToken).ConfigureAwait(false);
+                    _cache = new Cache(layout, DateTime.UtcNow);
+                    return layout;
+                }
+                catch (Exception) when (c is not null && !cancellationToken.IsCancellationRequested) { return c.Layout; }
+                catch (TimeoutException e) when (attempt >= FirstFetchAttempts)
+                {
+                    throw new RotorException($"the cluster directory did not answer within {attempt} x {_callTimeout.TotalSeconds:0.#} s", e);
+                }
+                catch (TimeoutException) when (!cancellationToken.IsCancellationRequested) { }
+            }
         }
         finally { _refreshing.Release(); }
     }
