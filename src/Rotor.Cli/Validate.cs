@@ -114,6 +114,27 @@ public static class Validate
         return Rotor.Threading.ThreadCount.Default;
     }
 
+    /// <summary>The <c>--device cpu|cuda</c> option of the commands that embed passages: where the embedding model runs
+    /// (ONNX Runtime's CUDA provider, or the CPU with the reason printed where that cannot be had).</summary>
+    public static Option<string> EmbeddingDevice() =>
+        new Option<string>("--device") { Description = "where the embedding model runs: cpu, or cuda (ONNX Runtime's CUDA provider; falls back to the CPU, saying why, where it cannot be had)", DefaultValueFactory = _ => "cpu" }
+            .OneOf("cpu", "cuda");
+
+    /// <summary>The <see cref="Rotor.Rag.Embeddings.EmbeddingDevice"/> of an <see cref="EmbeddingDevice()"/> value.</summary>
+    public static Rotor.Rag.Embeddings.EmbeddingDevice ToEmbeddingDevice(string? value) =>
+        string.Equals(value, "cuda", StringComparison.OrdinalIgnoreCase) ? Rotor.Rag.Embeddings.EmbeddingDevice.Cuda : Rotor.Rag.Embeddings.EmbeddingDevice.Cpu;
+
+    /// <summary>The line a command prints about where its embedder runs ("embedding on CUDA", or the reason it runs on
+    /// the CPU although CUDA was asked for); null when the CPU was asked for.</summary>
+    public static string? EmbeddingDeviceLine(Rotor.Rag.Embeddings.SentenceEmbedder embedder, string command)
+    {
+        ArgumentNullException.ThrowIfNull(embedder);
+        if (embedder.Options.Device == Rotor.Rag.Embeddings.EmbeddingDevice.Cpu) return null;
+        return embedder.DeviceNote is null
+            ? $"{command}: embedding on the GPU (ONNX Runtime CUDA provider, device {embedder.Options.CudaDeviceId})"
+            : $"{command} --device cuda: {embedder.DeviceNote}; embedding on the CPU";
+    }
+
     /// <summary>The value must be one of <paramref name="allowed"/> (ordinal, case-insensitive).</summary>
     public static Option<string> OneOf(this Option<string> option, params string[] allowed)
     {

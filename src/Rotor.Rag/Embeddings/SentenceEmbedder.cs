@@ -17,6 +17,24 @@ public sealed record SentenceEmbedderOptions
     /// <summary>Threads for tokenization and for the model's operators; 0 means <see cref="Rotor.Threading.ThreadCount.Default"/>
     /// (<c>--threads</c>, else <c>ROTOR_THREADS</c>, else every processor).</summary>
     public int Threads { get; init; }
+
+    /// <summary>Where the model runs: the CPU, or an NVIDIA GPU through ONNX Runtime's CUDA execution provider. Where
+    /// the CUDA provider cannot be had (a CPU build of ONNX Runtime, no GPU, missing CUDA libraries) the embedder runs
+    /// on the CPU and <see cref="SentenceEmbedder.DeviceNote"/> says why.</summary>
+    public EmbeddingDevice Device { get; init; } = EmbeddingDevice.Cpu;
+
+    /// <summary>The CUDA device's ordinal, with <see cref="EmbeddingDevice.Cuda"/>.</summary>
+    public int CudaDeviceId { get; init; }
+}
+
+/// <summary>Where a <see cref="SentenceEmbedder"/>'s model runs.</summary>
+public enum EmbeddingDevice
+{
+    /// <summary>ONNX Runtime's CPU execution provider.</summary>
+    Cpu,
+    /// <summary>ONNX Runtime's CUDA execution provider (the CUDA build of ONNX Runtime: publish with
+    /// <c>-p:RotorOnnxRuntime=cuda</c>), falling back to the CPU with a reason where it cannot be had.</summary>
+    Cuda,
 }
 
 /// <summary>Where an embedder's time went, summed over every call so far.</summary>
@@ -68,21 +86,51 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
             SplitOnSpecialTokens = true,
         });
 
-        var so = new SessionOptions
+        ExecutionProvider = "CPU";
+        InferenceSession? session = null;
+        if (options.Device == EmbeddingDevice.Cuda)
         {
-            IntraOpNumThreads = Options.Threads,
-            InterOpNumThreads = 1,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-        };
-        try
-        {
-            _session = new InferenceSession(files.Model, so);
+            if (options.CudaDeviceId < 0) throw new ArgumentOutOfRangeException(nameof(options), options.CudaDeviceId, "CudaDeviceId must be 0 or positive");
+            DeviceNote = CudaProviderMissing();
+            if (DeviceNote is null)
+            {
+                // The provider library and the CUDA libraries it links are loaded here or at the session's creation;
+                // either failing leaves the CPU, with ONNX Runtime's own message as the reason.
+                // ONNX Runtime also logs such a failure itself, in colour, on stderr: the reason goes into the one
+                // line the caller prints instead, so its own log is held at Fatal while trying.
+                using var cso = NewSessionOptions();
+                var env = OrtEnv.Instance();
+                var level = env.EnvLogLevel;
+                env.EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
+                try
+                {
+                    cso.AppendExecutionProvider_CUDA(options.CudaDeviceId);
+                    session = new InferenceSession(files.Model, cso);
+                    ExecutionProvider = "CUDA";
+                }
+                catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
+                {
+                    string? missing = MissingCudaLibrary();
+                    DeviceNote = missing is not null
+                        ? $"ONNX Runtime's CUDA provider did not start: {missing} cannot be loaded (it needs an NVIDIA driver and CUDA 13's runtime, cuBLAS and cuRAND, and cuDNN 9, on the library path)"
+                        : $"ONNX Runtime's CUDA provider did not start ({FirstLine(e.Message)})";
+                }
+                finally { env.EnvLogLevel = level; }
+            }
         }
-        catch (OnnxRuntimeException e)
+        if (session is null)
         {
-            throw new RotorException($"{files.Source}: ONNX Runtime cannot load the model: {e.Message}", e);
+            using var so = NewSessionOptions();
+            try
+            {
+                session = new InferenceSession(files.Model, so);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new RotorException($"{files.Source}: ONNX Runtime cannot load the model: {e.Message}", e);
+            }
         }
+        _session = session;
 
         // Inputs: input_ids and attention_mask are required, token_type_ids optional; all int64 (B, T).
         var inputs = _session.InputMetadata;
@@ -108,6 +156,53 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
         Dimensions = dims[2];
         _metadata = new EmbeddingGeneratorMetadata("rotor-onnx", null, ModelId, Dimensions);
     }
+
+    private SessionOptions NewSessionOptions() => new()
+    {
+        IntraOpNumThreads = Options.Threads,
+        InterOpNumThreads = 1,
+        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+    };
+
+    private static string FirstLine(string s)
+    {
+        int nl = s.IndexOfAny(['\r', '\n']);
+        return (nl < 0 ? s : s[..nl]).Trim();
+    }
+
+    // The libraries ONNX Runtime's CUDA provider (the 1.32 Linux build) links or opens, in the order a user would
+    // install them: the first this process cannot load, or null.
+    private static string? MissingCudaLibrary()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        foreach (string lib in (string[])["libcuda.so.1", "libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13", "libcurand.so.10", "libcudnn.so.9"])
+        {
+            if (!System.Runtime.InteropServices.NativeLibrary.TryLoad(lib, out nint handle)) return lib;
+            System.Runtime.InteropServices.NativeLibrary.Free(handle);
+        }
+        return null;
+    }
+
+    /// <summary>Why this process's ONNX Runtime cannot run the CUDA provider at all (it is not in the build), or null.</summary>
+    public static string? CudaProviderMissing()
+    {
+        string[] providers;
+        try { providers = OrtEnv.Instance().GetAvailableProviders(); }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or TypeInitializationException)
+        {
+            return $"ONNX Runtime could not be loaded ({FirstLine(e.Message)})";
+        }
+        return providers.Contains("CUDAExecutionProvider")
+            ? null
+            : $"this ONNX Runtime build has no CUDA provider (it has {string.Join(", ", providers)}): publish with -p:RotorOnnxRuntime=cuda for the CUDA build (Microsoft.ML.OnnxRuntime.Gpu.Linux)";
+    }
+
+    /// <summary>The execution provider the model runs on: "CPU" or "CUDA".</summary>
+    public string ExecutionProvider { get; }
+
+    /// <summary>Why the model runs on the CPU although <see cref="SentenceEmbedderOptions.Device"/> asked for CUDA; null otherwise.</summary>
+    public string? DeviceNote { get; }
 
     /// <summary>Creates an embedder for the model in <paramref name="files"/>.</summary>
     /// <exception cref="RotorException">The model cannot be loaded or does not have BERT inputs and a token-embedding output.</exception>
