@@ -166,6 +166,9 @@ public class HardeningTests
         Assert.True(info.Code == 0, info.ToString());
         Assert.Contains("kernels      unusable: ROTOR_KERNEL=no-such-path", info.Out);
         Assert.Contains("processors", info.Out);
+        // Where the embedding model can run: the GPU line, or the CPU with why --device cuda would fall back.
+        string emb = Assert.Single(info.Out.Split('\n'), l => l.StartsWith("embeddings   ", StringComparison.Ordinal));
+        Assert.True(emb.Contains("--device cuda would fall back: ", StringComparison.Ordinal) || emb.EndsWith("(ONNX Runtime's CUDA provider)", StringComparison.Ordinal), emb);
         var threads = Run(null, new Dictionary<string, string> { ["ROTOR_THREADS"] = "zero" }, "info");
         Assert.True(threads.Code == 0, threads.ToString());
         Assert.Contains("threads      unusable: ROTOR_THREADS=zero", threads.Out);

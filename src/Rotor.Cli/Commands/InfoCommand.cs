@@ -34,6 +34,7 @@ internal static class InfoCommand
             Console.WriteLine($"threads      {Try(() => $"{Rotor.Threading.ThreadCount.Default} (from {Rotor.Threading.ThreadCount.Source}; --threads of a command, else ROTOR_THREADS, else every processor)")}");
             Console.WriteLine($"huge pages   {HugePagesLine()}");
             Console.WriteLine(CudaCommands.InfoLine());
+            Console.WriteLine($"embeddings   {Try(() => Rotor.Rag.Embeddings.SentenceEmbedder.CudaUnavailableReason() is { } why ? $"on the CPU (ONNX Runtime); --device cuda would fall back: {why}" : "on the CPU (ONNX Runtime), or the GPU with --device cuda (ONNX Runtime's CUDA provider)")}");
             return 0;
         });
         return cmd;

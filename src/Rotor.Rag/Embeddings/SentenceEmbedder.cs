@@ -198,6 +198,17 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
             : $"this ONNX Runtime build has no CUDA provider (it has {string.Join(", ", providers)}): publish with -p:RotorOnnxRuntime=cuda for the CUDA build (Microsoft.ML.OnnxRuntime.Gpu.Linux)";
     }
 
+    /// <summary>Why <see cref="EmbeddingDevice.Cuda"/> would fall back to the CPU in this process, as far as can be told
+    /// without starting a session (the provider is not in this build, or a CUDA library it needs cannot be loaded), or
+    /// null where it should start (ONNX Runtime may still refuse, with no usable GPU).</summary>
+    public static string? CudaUnavailableReason()
+    {
+        if (CudaProviderMissing() is { } why) return why;
+        return MissingCudaLibrary() is { } lib
+            ? $"{lib} cannot be loaded (ONNX Runtime's CUDA provider needs an NVIDIA driver and CUDA 13's runtime, cuBLAS and cuRAND, and cuDNN 9, on the library path)"
+            : null;
+    }
+
     /// <summary>The execution provider the model runs on: "CPU" or "CUDA".</summary>
     public string ExecutionProvider { get; }
 
