@@ -28,7 +28,7 @@ public class CudaDecoderTests
     [LmCudaFact]
     public void KernelsAndModelsMatchTheCpu()
     {
-        var results = CudaLmSelfTest.Run(TestPaths.SharedLm("stories260K.bin"));
+        var results = CudaLmSelfTest.Run(TestPaths.SharedLm("stories260K.bin"), fixtures: Path.GetDirectoryName(TestPaths.Data("gguf", "types.gguf")));
         var failed = results.Where(r => !r.Passed).Select(r => $"{r.Kernel} {r.Shape} {r.Detail}: {r.Mismatches} bad, max {r.MaxDiff}").ToList();
         Assert.True(failed.Count == 0, string.Join("\n", failed));
         Assert.Contains(results, r => r.Kernel.StartsWith("lm model", StringComparison.Ordinal));

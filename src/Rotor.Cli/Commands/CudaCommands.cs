@@ -26,13 +26,19 @@ internal static class CudaCommands
         cmd.Options.Add(stories);
         var lmOnly = new Option<bool>("--lm-only") { Description = "with --device cuda: only the language-model kernels and decoder" };
         cmd.Options.Add(lmOnly);
+        var fixtures = new Option<string?>("--fixtures") { Description = "with --device cuda: a folder of GGUF models (the language model's test fixtures, made by llama.cpp's and bitnet.cpp's tools), each of whose logits and greedy continuation on the GPU must equal the CPU's (default: tests/Rotor.Lm.Tests/Data/gguf where found)" };
+        cmd.Options.Add(fixtures);
         cmd.Options.Add(quick);
         cmd.Options.Add(Validate.Threads());
-        cmd.SetAction(r => Selftest(r.GetValue(device)!, r.GetValue(quick), r.GetValue(stories), r.GetValue(lmOnly)));
+        cmd.SetAction(r =>
+        {
+            if (r.GetValue(fixtures) is { } f && !Directory.Exists(f)) throw new RotorException($"--fixtures {f}: no such folder");
+            return Selftest(r.GetValue(device)!, r.GetValue(quick), r.GetValue(stories), r.GetValue(lmOnly), r.GetValue(fixtures));
+        });
         return cmd;
     }
 
-    private static int Selftest(string device, bool quick, string? stories = null, bool lmOnly = false)
+    private static int Selftest(string device, bool quick, string? stories = null, bool lmOnly = false, string? fixtures = null)
     {
         List<CheckResult> results;
         const string header = "result check                                    shape                              detail                          values    bad  max |diff|";
@@ -55,7 +61,8 @@ internal static class CudaCommands
             Console.WriteLine(header);
             results = lmOnly ? [] : CudaSelfTest.RunGpu(gpu, quick, Print);
             stories ??= new[] { "shared/data/lm/stories260K.bin", "../shared/data/lm/stories260K.bin" }.FirstOrDefault(File.Exists);
-            results.AddRange(Rotor.Lm.Cuda.CudaLmSelfTest.Run(stories, Print));
+            fixtures ??= new[] { "tests/Rotor.Lm.Tests/Data/gguf", "../tests/Rotor.Lm.Tests/Data/gguf" }.FirstOrDefault(Directory.Exists);
+            results.AddRange(Rotor.Lm.Cuda.CudaLmSelfTest.Run(stories, Print, fixtures));
         }
         int failed = results.Count(r => !r.Passed);
         Console.WriteLine($"selftest {device}: {results.Count - failed} passed, {failed} failed");

@@ -11,8 +11,10 @@ namespace Rotor.Lm.Cuda;
 /// </summary>
 public static unsafe class CudaLmSelfTest
 {
-    /// <summary>Runs every check; <paramref name="stories"/> is the llama2.c stories260K checkpoint (or null).</summary>
-    public static List<CheckResult> Run(string? stories = null, Action<CheckResult>? progress = null)
+    /// <summary>Runs every check; <paramref name="stories"/> is the llama2.c stories260K checkpoint (or null),
+    /// <paramref name="fixtures"/> a folder of GGUF model files (the language model's test fixtures, made by llama.cpp's
+    /// and bitnet.cpp's tools: tests/Rotor.Lm.Tests/Data/gguf), each run on the GPU against the CPU (or null).</summary>
+    public static List<CheckResult> Run(string? stories = null, Action<CheckResult>? progress = null, string? fixtures = null)
     {
         var a = CudaBackend.Availability;
         if (!a.IsAvailable) throw new CudaException(100, $"CUDA is not available: {a.Reason}");
@@ -28,6 +30,7 @@ public static unsafe class CudaLmSelfTest
         foreach (var r in SampleChecks(s)) Add(r);
         foreach (var r in ModelChecks()) Add(r);
         if (stories is not null && File.Exists(stories)) foreach (var r in StoriesChecks(stories)) Add(r);
+        if (fixtures is not null && Directory.Exists(fixtures)) foreach (var r in FixtureChecks(fixtures)) Add(r);
         return results;
     }
 
@@ -415,6 +418,24 @@ public static unsafe class CudaLmSelfTest
             // more than 1e-3 of the largest (a few percent of the positions, not their argmax); so the prompt's logits
             // are compared by their argmax at every position, the decode steps' within the bound.
             foreach (var r in CompareModel("random bitnet long", model, prompt: 1100, generate: 4, f16Cache: false, prefillArgmax: true)) yield return r;
+        }
+    }
+
+    /// <summary>Every model file of the folder (GGUF files with a block count: not a bare tensor file such as
+    /// types.gguf): each prompt position's logits and a greedy continuation on the GPU against the CPU decoder.</summary>
+    private static IEnumerable<CheckResult> FixtureChecks(string folder)
+    {
+        foreach (string path in Directory.GetFiles(folder, "*.gguf").Order(StringComparer.Ordinal))
+        {
+            string name = System.IO.Path.GetFileNameWithoutExtension(path);
+            LanguageModel model;
+            try { model = LanguageModel.Load(path, new LanguageModelOptions { Threads = 1 }); }
+            catch (RotorException) { continue; }  // not a model (a file of tensors only)
+            using (model)
+            {
+                var results = CompareModel(name, model, prompt: 9, generate: 16, f16Cache: false).ToList();
+                foreach (var r in results) yield return r;
+            }
         }
     }
 

@@ -107,7 +107,11 @@ public sealed class CudaModel : IDisposable
         }
         if (parts.All(p => p.Dense is not null) && parts.All(p => p.Dense!.Type == parts[0].Dense!.Type))
         {
-            var d = Dense(parts.Select(p => p.Dense!).ToArray());
+            // A layer matrix of a type the device kernels do not read (the 4-bit Q4_0 that llama.cpp's quantizer puts
+            // where rows are no whole ternary blocks) goes up as f32, which holds its values exactly.
+            var dense = parts.Select(p => p.Dense!).ToArray();
+            if (dense[0].Type is not (DenseType.F32 or DenseType.F16 or DenseType.Int8)) dense = dense.Select(m => m.ConvertTo(DenseType.F32)).ToArray();
+            var d = Dense(dense);
             return new DeviceLinear { Ternary = false, Weights = d.Weights, Scales = d.Scales, Type = d.Type, Rows = rows, Cols = cols, RowBytes = d.RowStride };
         }
         throw new RotorException("a layer mixes ternary and dense (or differently typed) q/k/v or gate/up projections, which the GPU decoder does not run");
