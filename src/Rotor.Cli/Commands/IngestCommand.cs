@@ -56,7 +56,7 @@ internal static class IngestCommand
                 Threads = pr.GetValue(threads) ?? 0, MaxTokens = pr.GetValue(maxTokens), Device = Validate.ToEmbeddingDevice(pr.GetValue(device)),
             });
             if (Validate.EmbeddingDeviceLine(embedder, $"ingest {name}") is { } line) Console.Error.WriteLine(line);
-            Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.ExecutionProvider}, {embedder.Options.Threads} threads), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
+            Console.Error.WriteLine($"indexing {src.Path} into {dir}: {embedder.ModelId} ({embedder.Dimensions} dims, {embedder.Options.Threads} threads{(embedder.ExecutionProvider == "CPU" ? "" : ", on the GPU")}), {pr.GetValue(code)} codes, rescore x{pr.GetValue(rescore)}");
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); Console.Error.WriteLine("stopping at the next document: writing a checkpoint"); };
             Console.CancelKeyPress += onCancel;
