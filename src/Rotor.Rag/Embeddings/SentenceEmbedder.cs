@@ -171,6 +171,18 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
         return (nl < 0 ? s : s[..nl]).Trim();
     }
 
+    // Where the CUDA build of ONNX Runtime puts its provider library: beside a published application, or under
+    // runtimes/RID/native of a build's output.
+    private static string? CudaProviderLibrary()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        const string name = "libonnxruntime_providers_cuda.so";
+        string baseDir = AppContext.BaseDirectory;
+        foreach (string path in (string[])[Path.Combine(baseDir, name), Path.Combine(baseDir, "runtimes", System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier, "native", name)])
+            if (File.Exists(path)) return path;
+        return null;
+    }
+
     // The libraries ONNX Runtime's CUDA provider (the 1.32 Linux build) links or opens, in the order a user would
     // install them: the first this process cannot load, or null.
     private static string? MissingCudaLibrary()
@@ -199,11 +211,13 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
     }
 
     /// <summary>Why <see cref="EmbeddingDevice.Cuda"/> would fall back to the CPU in this process, as far as can be told
-    /// without starting a session (the provider is not in this build, or a CUDA library it needs cannot be loaded), or
-    /// null where it should start (ONNX Runtime may still refuse, with no usable GPU).</summary>
+    /// without loading ONNX Runtime (its provider library is not beside the application, or a CUDA library it needs
+    /// cannot be loaded), or null where it should start (ONNX Runtime may still refuse, with no usable GPU). ONNX
+    /// Runtime itself is not loaded: a report such as <c>rotor info</c> must not depend on it starting.</summary>
     public static string? CudaUnavailableReason()
     {
-        if (CudaProviderMissing() is { } why) return why;
+        if (CudaProviderLibrary() is null)
+            return "this ONNX Runtime build has no CUDA provider (no libonnxruntime_providers_cuda.so beside rotor): publish with -p:RotorOnnxRuntime=cuda for the CUDA build (Microsoft.ML.OnnxRuntime.Gpu.Linux)";
         return MissingCudaLibrary() is { } lib
             ? $"{lib} cannot be loaded (ONNX Runtime's CUDA provider needs an NVIDIA driver and CUDA 13's runtime, cuBLAS and cuRAND, and cuDNN 9, on the library path)"
             : null;
