@@ -421,16 +421,28 @@ public static unsafe class CudaLmSelfTest
         }
     }
 
-    /// <summary>Every model file of the folder (GGUF files with a block count: not a bare tensor file such as
-    /// types.gguf): each prompt position's logits and a greedy continuation on the GPU against the CPU decoder.</summary>
+    /// <summary>Every model of the folder (GGUF files of an architecture Rotor runs; a file of tensors only, such as
+    /// types.gguf, is passed over): each prompt position's logits and a greedy continuation on the GPU against the CPU
+    /// decoder. A model file that does not load is a failed check.</summary>
     private static IEnumerable<CheckResult> FixtureChecks(string folder)
     {
         foreach (string path in Directory.GetFiles(folder, "*.gguf").Order(StringComparer.Ordinal))
         {
             string name = System.IO.Path.GetFileNameWithoutExtension(path);
-            LanguageModel model;
-            try { model = LanguageModel.Load(path, new LanguageModelOptions { Threads = 1 }); }
-            catch (RotorException) { continue; }  // not a model (a file of tensors only)
+            LanguageModel? model = null;
+            string? error = null;
+            try
+            {
+                using (var f = Rotor.Lm.Gguf.GgufFile.Open(path))
+                    if (f.Architecture is not { } arch || Rotor.Lm.Loading.GgufArchitecture.Find(arch) is null) continue;
+                model = LanguageModel.Load(path, new LanguageModelOptions { Threads = 1 });
+            }
+            catch (RotorException e) { error = e.Message; }
+            if (model is null)
+            {
+                yield return new CheckResult($"lm model {name}", "load", error ?? "", 1, 1, 0, true);
+                continue;
+            }
             using (model)
             {
                 var results = CompareModel(name, model, prompt: 9, generate: 16, f16Cache: false).ToList();

@@ -196,8 +196,8 @@ public sealed class SentenceEmbedder : IEmbeddingGenerator<string, Embedding<flo
         return null;
     }
 
-    /// <summary>Why this process's ONNX Runtime cannot run the CUDA provider at all (it is not in the build), or null.</summary>
-    public static string? CudaProviderMissing()
+    // Why this process's ONNX Runtime cannot run the CUDA provider at all (it is not in the build), or null.
+    private static string? CudaProviderMissing()
     {
         string[] providers;
         try { providers = OrtEnv.Instance().GetAvailableProviders(); }
