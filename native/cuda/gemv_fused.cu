@@ -6,16 +6,22 @@
 //             on the step's critical path.
 //   epilogue  store; add to y (the residual stream, each output read and written by the thread that computes it); or,
 //             for a matrix of gate rows [0, n/2) and up rows [n/2, n), the gated product act(gate) * up into n/2
-//             columns (a CTA owns gate rows 8c .. 8c + 7 and the same up rows: its tile's rows g and g + 8).
+//             columns (a CTA owns gate rows 8c .. 8c + 7 and the same up rows: its tile's rows g and g + 8); or, for
+//             the q/k/v rows of an attention layer, rotary embeddings on q and k and the append of k and v to the
+//             caches (rotor_lm_rope_kv's work: a CTA owns 8 rotary pairs, each pair's rows at g and g + 8).
 // The product itself is gemv.cu's: the 16 x 8 tile of mma.m16n8k32 over the I2_256 codes (common.cuh), 4 warps
 // splitting the K blocks, weights streamed once, either into registers (4 blocks a warp in flight, issued before the
 // wait on the previous kernel) or, on grids of fewer than 4 CTAs a multiprocessor, by bulk copies into shared memory.
 #include "common.cuh"
 
+#include <cuda_fp16.h>
+
 #include <cmath>
 
 namespace rotor {
 namespace {
+
+static_assert(sizeof(rotor_lm_linear_args) == 208, "rotor_lm_linear_args is mirrored by LmLinearNative in Native.cs");
 
 constexpr int kFusedThreads = 128;
 constexpr int kFusedMaxRows = 8;
@@ -152,15 +158,25 @@ __device__ void make_x(const rotor_lm_linear_args& la, int8_t* xs, int kp, float
     __syncthreads();
 }
 
-// Weight row of the CTA's local row lr (0..15): rows 16c + lr, or for the gated epilogue gate row 8c + lr (lr < 8)
-// and up row n/2 + 8c + lr - 8; valid: the row exists (its output is stored). A row past the end is clamped to the
-// last one of its part: read, computed, never stored.
+// Weight row of the CTA's local row lr (0..15): rows 16c + lr; for the gated epilogue gate row 8c + lr (lr < 8) and
+// up row n/2 + 8c + lr - 8; for the rotary epilogue the two rows of pair 8c + (lr & 7) (lr < 8: the first), so that
+// a pair's values meet in one thread as the gated product's gate and up do. valid: the row exists (its output is
+// stored). A row past the end is clamped to the last one of its part: read, computed, never stored.
 template <int EPI>
-__device__ __forceinline__ int local_row(const rotor_gemm_args& a, int lr, bool* valid) {
+__device__ __forceinline__ int local_row(const rotor_lm_linear_args& la, int lr, bool* valid) {
+    const rotor_gemm_args& a = la.g;
     if constexpr (EPI == ROTOR_LM_GATED) {
         const int half = a.n / 2, r = 8 * blockIdx.x + (lr & 7);
         *valid = r < half;
         return (lr < 8 ? 0 : half) + min(r, half - 1);
+    } else if constexpr (EPI == ROTOR_LM_ROPE) {
+        const int pairs = a.n / 2, p = min(8 * blockIdx.x + (lr & 7), pairs - 1);
+        *valid = 8 * blockIdx.x + (lr & 7) < pairs;
+        const int half = la.head_dim / 2, rotated = (la.heads + la.kv_heads) * half;
+        if (p >= rotated) return a.n - 2 * (pairs - p) + (lr >> 3);  // v: adjacent rows, not rotated
+        const int o = (p / half) * la.head_dim, j = p % half;
+        if (la.rope_style == ROTOR_LM_ROPE_HALF) return o + j + (lr < 8 ? 0 : half);
+        return o + 2 * j + (lr >> 3);
     } else {
         const int r = 16 * blockIdx.x + lr;
         *valid = r < a.n;
@@ -208,7 +224,7 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
             if (la.norm && la.norm_weight != nullptr) stage_floats(wbuf, la.norm_weight, la.cols);
         }
         bool okA, okB;
-        const int rowA = local_row<EPI>(a, g, &okA), rowB = local_row<EPI>(a, g + 8, &okB);
+        const int rowA = local_row<EPI>(la, g, &okA), rowB = local_row<EPI>(la, g + 8, &okB);
 
         constexpr int U = 4;
         uint4 wa[U], wb[U];
@@ -224,7 +240,7 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
             if (warp == 0) {
                 const int bytes = a.k_blocks * 64;
                 bool ok = false;
-                const int r = lane < 16 ? local_row<EPI>(a, lane, &ok) : 0;
+                const int r = lane < 16 ? local_row<EPI>(la, lane, &ok) : 0;
                 const unsigned copies = __ballot_sync(0xffffffffu, lane < 16 && ok);
                 if (lane == 0)
                     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(__popc(copies) * bytes) : "memory");
@@ -306,6 +322,41 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
                 float* p = a.y + (size_t)i * a.y_stride + r;
                 *p = __fadd_rn(*p, v);
             }
+        } else if constexpr (EPI == ROTOR_LM_ROPE) {
+            s_v[warp][lane] = v;
+            __syncthreads();
+            if (warp < 2 && ok) {
+                // rowA and rowB (warps 2, 3 hold rowB's value for the same activation row) as rope_kv_kernel rotates
+                // them, with its roundings; k and v also to the caches, as it appends them.
+                const int qd = la.heads * la.head_dim, kvd = la.kv_heads * la.head_dim, half = la.head_dim / 2;
+                const int p = la.pos[i];
+                float na = v, nb = s_v[warp + 2][lane];
+                if (rowA < qd + kvd) {
+                    const int j = la.rope_style == ROTOR_LM_ROPE_HALF ? rowA % la.head_dim : (rowA % la.head_dim) / 2;
+                    const float c = la.rope_cos[(size_t)p * half + j], sn = la.rope_sin[(size_t)p * half + j], b = nb;
+                    na = __fsub_rn(__fmul_rn(v, c), __fmul_rn(b, sn));
+                    nb = la.rope_style == ROTOR_LM_ROPE_HALF ? __fadd_rn(__fmul_rn(b, c), __fmul_rn(v, sn))
+                                                             : __fadd_rn(__fmul_rn(v, sn), __fmul_rn(b, c));
+                }
+                float* yr = a.y + (size_t)i * a.y_stride;
+                yr[rowA] = na;
+                yr[rowB] = nb;
+                if (rowA >= qd) {
+                    const bool isv = rowA >= qd + kvd;
+                    const size_t base = (size_t)la.slot[i] * la.slot_stride + (size_t)p * kvd + (isv ? rowA - qd - kvd : rowA - qd);
+                    const size_t off = (size_t)(rowB - rowA);
+                    void* cache = isv ? la.v_cache : la.k_cache;
+                    if (la.cache_type == 1) {
+                        __half* hc = static_cast<__half*>(cache);
+                        hc[base] = __float2half_rn(na);
+                        hc[base + off] = __float2half_rn(nb);
+                    } else {
+                        float* fc = static_cast<float*>(cache);
+                        fc[base] = na;
+                        fc[base + off] = nb;
+                    }
+                }
+            }
         } else {
             s_v[warp][lane] = v;
             __syncthreads();
@@ -341,7 +392,8 @@ int allow_fused2() {
     int r;
     if ((r = allow_fused<BULK, PRO, ROTOR_LM_STORE, false>()) || (r = allow_fused<BULK, PRO, ROTOR_LM_STORE, true>()) ||
         (r = allow_fused<BULK, PRO, ROTOR_LM_ADD, false>()) || (r = allow_fused<BULK, PRO, ROTOR_LM_ADD, true>()) ||
-        (r = allow_fused<BULK, PRO, ROTOR_LM_GATED, false>()) || (r = allow_fused<BULK, PRO, ROTOR_LM_GATED, true>()))
+        (r = allow_fused<BULK, PRO, ROTOR_LM_GATED, false>()) || (r = allow_fused<BULK, PRO, ROTOR_LM_GATED, true>()) ||
+        (r = allow_fused<BULK, PRO, ROTOR_LM_ROPE, false>()) || (r = allow_fused<BULK, PRO, ROTOR_LM_ROPE, true>()))
         return r;
     return 0;
 }
@@ -356,6 +408,7 @@ int launch_fused2(const rotor_lm_linear_args& la, dim3 grid, size_t smem, bool e
     switch (la.epilogue) {
         case ROTOR_LM_STORE: return launch_fused3<BULK, PRO, ROTOR_LM_STORE>(la, grid, smem, early, s);
         case ROTOR_LM_ADD: return launch_fused3<BULK, PRO, ROTOR_LM_ADD>(la, grid, smem, early, s);
+        case ROTOR_LM_ROPE: return launch_fused3<BULK, PRO, ROTOR_LM_ROPE>(la, grid, smem, early, s);
         default: return launch_fused3<BULK, PRO, ROTOR_LM_GATED>(la, grid, smem, early, s);
     }
 }
@@ -381,9 +434,9 @@ extern "C" ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void*
     }
     const rotor_lm_linear_args& la = *args;
     const rotor_gemm_args& a = la.g;
-    const bool gated = la.epilogue == ROTOR_LM_GATED;
+    const bool gated = la.epilogue == ROTOR_LM_GATED, rope = la.epilogue == ROTOR_LM_ROPE;
     if (a.m < 1 || a.m > kFusedMaxRows || a.n < 1 || a.k_blocks < 1 || a.row_bytes < a.k_blocks * 64 ||
-        la.epilogue < ROTOR_LM_STORE || la.epilogue > ROTOR_LM_GATED || (gated && a.n % 2 != 0) ||
+        la.epilogue < ROTOR_LM_STORE || la.epilogue > ROTOR_LM_ROPE || (gated && a.n % 2 != 0) ||
         a.y_stride < (gated ? a.n / 2 : a.n) || a.w_scale_stride < 0)
         return fail(ROTOR_CUDA_EINVAL, "lm_linear: m = %d (1..%d), n = %d, k_blocks = %d, row_bytes = %d, epilogue = %d, y_stride = %d",
                     a.m, kFusedMaxRows, a.n, a.k_blocks, a.row_bytes, la.epilogue, a.y_stride);
@@ -391,13 +444,23 @@ extern "C" ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void*
     if (a.bias != nullptr) return fail(ROTOR_CUDA_EINVAL, "lm_linear: a bias is not supported");
     if (gated && la.act != ROTOR_LM_SILU && la.act != ROTOR_LM_RELU2) return fail(ROTOR_CUDA_EINVAL, "lm_linear: act = %d", la.act);
     if (!gated && la.epilogue == ROTOR_LM_ADD && a.act != ROTOR_ACT_NONE) return fail(ROTOR_CUDA_EINVAL, "lm_linear: the add epilogue takes no activation");
+    if (rope) {
+        if (la.heads < 1 || la.kv_heads < 1 || la.head_dim < 2 || la.head_dim % 2 != 0 ||
+            a.n != (la.heads + 2 * la.kv_heads) * la.head_dim || a.act != ROTOR_ACT_NONE ||
+            (la.rope_style != ROTOR_LM_ROPE_HALF && la.rope_style != ROTOR_LM_ROPE_INTERLEAVED) ||
+            (la.cache_type != 0 && la.cache_type != 1) || la.slot_stride < 0)
+            return fail(ROTOR_CUDA_EINVAL, "lm_linear: rotary epilogue with heads = %d, kv_heads = %d, head_dim = %d, n = %d, style = %d, cache_type = %d, act = %d",
+                        la.heads, la.kv_heads, la.head_dim, a.n, la.rope_style, la.cache_type, a.act);
+        if (!la.rope_cos || !la.rope_sin || !la.pos || !la.slot || !la.k_cache || !la.v_cache)
+            return fail(ROTOR_CUDA_EINVAL, "lm_linear: rotary epilogue with a NULL table, position, slot or cache");
+    }
     if (la.src != nullptr) {
         if (la.cols < 1 || la.cols > a.k_blocks * 256 || la.src_stride < la.cols)
             return fail(ROTOR_CUDA_EINVAL, "lm_linear: cols = %d (1..%d), src_stride = %d", la.cols, a.k_blocks * 256, la.src_stride);
     } else if (a.x == nullptr || a.x_scale == nullptr || a.x_sum == nullptr || a.x_stride < a.k_blocks * 256) {
         return fail(ROTOR_CUDA_EINVAL, "lm_linear: no src and no int8 x (x_stride = %d)", a.x_stride);
     }
-    const int ctas = gated ? (a.n / 2 + 7) / 8 : (a.n + 15) / 16;
+    const int ctas = gated || rope ? (a.n / 2 + 7) / 8 : (a.n + 15) / 16;
     // As choose_gemv: bulk copies where the grid has fewer than 4 CTAs a multiprocessor and K is not a multiple of 16
     // blocks; an early launch of the next kernel where it has 4 or more.
     const bool bulk = g_bulk && ctas < 4 * g_sms && a.k_blocks % 16 != 0 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem;

@@ -21,7 +21,7 @@ extern "C" {
 #define ROTOR_API __attribute__((visibility("default")))
 #endif
 
-#define ROTOR_CUDA_ABI 9        // bumped on any change of a signature or struct below
+#define ROTOR_CUDA_ABI 10       // bumped on any change of a signature or struct below
 #define ROTOR_CUDA_EINVAL (-1)  // an argument was out of range; see rotor_cuda_last_error
 
 enum rotor_act { ROTOR_ACT_NONE = 0, ROTOR_ACT_RELU = 1, ROTOR_ACT_SIGN = 2 };
@@ -200,9 +200,12 @@ ROTOR_API int rotor_lm_dense(const void* d_w, int type, int row_stride, const fl
 //             NULL, then int8; g.x, x_scale and x_sum are not read);
 //   epilogue  ROTOR_LM_STORE: y = the product (g.act applied); ROTOR_LM_ADD: y += the product (the residual stream);
 //             ROTOR_LM_GATED: the weights are gate rows [0, n/2) then up rows [n/2, n), and y (m, n/2) = act(gate) * up
-//             (act: rotor_lm_act).
+//             (act: rotor_lm_act); ROTOR_LM_ROPE: the weights are q (heads * head_dim rows), k and v (kv_heads *
+//             head_dim each), and y (m, y_stride) gets the product with q and k rotated by position pos[i] (tables
+//             rope_cos/rope_sin (positions, head_dim / 2), pairing rope_style), k and v also written to the caches of
+//             sequence slot[i] at pos[i] (float, or f16 where cache_type is 1): rotor_lm_rope_kv's work on the result.
 // g.bias must be NULL.
-enum rotor_lm_epilogue { ROTOR_LM_STORE = 0, ROTOR_LM_ADD = 1, ROTOR_LM_GATED = 2 };
+enum rotor_lm_epilogue { ROTOR_LM_STORE = 0, ROTOR_LM_ADD = 1, ROTOR_LM_GATED = 2, ROTOR_LM_ROPE = 3 };
 typedef struct rotor_lm_linear_args {
     rotor_gemm_args g;
     const float* src;
@@ -213,7 +216,22 @@ typedef struct rotor_lm_linear_args {
     float eps;
     int32_t epilogue;  // rotor_lm_epilogue
     int32_t act;       // rotor_lm_act, for ROTOR_LM_GATED
-} rotor_lm_linear_args;  // 128 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
+    // ROTOR_LM_ROPE only (else ignored): the rotary tables, positions, slots and a layer's caches as rotor_lm_rope_kv
+    // takes them.
+    const float* rope_cos;
+    const float* rope_sin;
+    const int32_t* pos;
+    const int32_t* slot;
+    void* k_cache;
+    void* v_cache;
+    int64_t slot_stride;
+    int32_t heads;
+    int32_t kv_heads;
+    int32_t head_dim;
+    int32_t rope_style;  // rotor_lm_rope
+    int32_t cache_type;  // 0 float, 1 f16
+    int32_t reserved;
+} rotor_lm_linear_args;  // 208 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
 ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void* stream);
 // The layers of a one-row decode step of a BitNet-style model in one persistent kernel (decode.cu): every product
 // ternary (I2_256 rows of row_bytes >= k_blocks * 64 bytes, a multiple of 16, 16-byte aligned), pre-norms before q/k/v

@@ -42,7 +42,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly long _slotStride;                             // elements from one slot to the next
     private readonly bool _headInt8;
     private readonly bool _fusable;                                // the fused layer runs this model's one-row steps
-    private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down
+    private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down; 8 rotary in the qkv epilogue
     private bool _residualInO;                                     // the last down projection is in _o, not yet added to _x
     private readonly LmDecodeArgsNative _decode;                   // the persistent one-row step (rotor_lm_decode), when Persistent
 
@@ -169,10 +169,11 @@ public sealed class CudaDecoder : IDisposable
     // Default 4: only the sub-norm before the down projection runs in the product's prologue. The norms before q/k/v
     // and gate/up stay kernels of their own, which the products' weight streams overlap (programmatic dependent
     // launch): every CTA of a product repeating the norm (the row and the norm weight from L2, three passes, three
-    // block reductions) costs more than that kernel, most for gate/up with the most CTAs. ROTOR_FUSED=1..7 picks
-    // others (benchmarks), 0 turns the fused layer off.
+    // block reductions) costs more than that kernel, most for gate/up with the most CTAs. Bit 8 runs the rotary
+    // embeddings and the cache append in the q/k/v product's epilogue instead of rotor_lm_rope_kv. ROTOR_FUSED=1..15
+    // picks others (benchmarks), 0 turns the fused layer off.
     private static int ParseFuseMask() =>
-        int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 7 ? v : 4;
+        int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 15 ? v : 4;
 
     /// <summary>Whether the fused layer (<c>rotor_lm_linear</c>) runs this model's one-row steps: every product
     /// ternary, gate/up in two halves, a row's int8 input, float row and norm weight beside a bulk-copied weight tile
@@ -410,21 +411,25 @@ public sealed class CudaDecoder : IDisposable
         for (int l = 0; l < _c.Layers; l++)
         {
             DeviceLayer w = _m.Layers[l];
-            if (fused && (_fuseMask & 1) != 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, LmEpilogue.Store, 0, _qkv, qkvW);
+            nint kc = _kv + (nint)(2L * l * ContextLength * kvd * cacheElem);
+            nint vc = kc + (nint)((long)ContextLength * kvd * cacheElem);
+            // The rotary embeddings and the cache append in the q/k/v product's epilogue (bit 8), else rope_kv's kernel.
+            bool ropeFused = fused && (_fuseMask & 8) != 0;
+            var qkvEpi = ropeFused ? LmEpilogue.Rope : LmEpilogue.Store;
+            if (fused && (_fuseMask & 1) != 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, qkvEpi, 0, _qkv, qkvW, kc, vc);
             else if (fused)
             {
                 Norm(_x, n, d, d, 0, 0, 0, w.AttnNorm, norm: true, w.Qkv);
-                Fused(w.Qkv, n, 0, 0, 0, 0, norm: false, LmEpilogue.Store, 0, _qkv, qkvW);
+                Fused(w.Qkv, n, 0, 0, 0, 0, norm: false, qkvEpi, 0, _qkv, qkvW, kc, vc);
             }
             else
             {
                 Norm(_x, n, d, d, l == 0 ? 0 : _o, 0, 0, w.AttnNorm, norm: true, w.Qkv);
                 Linear(w.Qkv, n, _qkv, qkvW);
             }
-            nint kc = _kv + (nint)(2L * l * ContextLength * kvd * cacheElem);
-            nint vc = kc + (nint)((long)ContextLength * kvd * cacheElem);
-            Native.Check(Native.rotor_lm_rope_kv(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, _c.Rope == RopeStyle.Half ? 1 : 0, _cos, _sin, _pos, _slot,
-                kc, vc, _cacheType, _slotStride, st), "rotary embeddings");
+            if (!ropeFused)
+                Native.Check(Native.rotor_lm_rope_kv(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, _c.Rope == RopeStyle.Half ? 1 : 0, _cos, _sin, _pos, _slot,
+                    kc, vc, _cacheType, _slotStride, st), "rotary embeddings");
             bool sub = w.AttnSubNorm != 0;
             Native.Check(Native.rotor_lm_attention(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, _cacheType, _slotStride, _pos, _slot, scale,
                 _splitLen, _splits, _attnWs, sub ? 1 : 0, w.AttnSubNorm, _c.NormEps,
@@ -460,7 +465,8 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>A ternary product of n rows (at most 8) with its input made from the float rows
     /// at <paramref name="src"/> (norm, quantization), or read from _q8 where src is 0, and the result stored, added to
     /// y or gated (<c>rotor_lm_linear</c>).</summary>
-    private unsafe void Fused(DeviceLinear w, int n, nint src, int cols, int srcStride, nint normWeight, bool norm, LmEpilogue epilogue, int act, nint y, int yStride)
+    private unsafe void Fused(DeviceLinear w, int n, nint src, int cols, int srcStride, nint normWeight, bool norm, LmEpilogue epilogue, int act, nint y, int yStride,
+        nint kCache = 0, nint vCache = 0)
     {
         var a = new LmLinearNative
         {
@@ -472,6 +478,11 @@ public sealed class CudaDecoder : IDisposable
             Src = src, NormWeight = norm ? normWeight : 0, SrcStride = srcStride, Cols = cols, Norm = norm ? 1 : 0, Eps = _c.NormEps,
             Epilogue = (int)epilogue, Act = act,
         };
+        if (epilogue == LmEpilogue.Rope)
+        {
+            a.RopeCos = _cos; a.RopeSin = _sin; a.Pos = _pos; a.Slot = _slot; a.KCache = kCache; a.VCache = vCache; a.SlotStride = _slotStride;
+            a.Heads = _c.Heads; a.KvHeads = _c.KvHeads; a.HeadDim = _c.HeadDim; a.RopeStyle = _c.Rope == RopeStyle.Half ? 1 : 0; a.CacheType = _cacheType;
+        }
         Native.Check(Native.rotor_lm_linear(&a, _s.Pointer), "fused ternary product");
     }
 

@@ -27,6 +27,7 @@ public static unsafe class CudaLmSelfTest
         foreach (var r in AttentionChecks(s)) Add(r);
         foreach (var r in DenseChecks(s)) Add(r);
         foreach (var r in LinearChecks(s)) Add(r);
+        foreach (var r in LinearRopeChecks(s)) Add(r);
         foreach (var r in SampleChecks(s)) Add(r);
         foreach (var r in ModelChecks()) Add(r);
         if (stories is not null && File.Exists(stories)) foreach (var r in StoriesChecks(stories)) Add(r);
@@ -626,6 +627,114 @@ public static unsafe class CudaLmSelfTest
                 if (given && (epi != LmEpilogue.Gated || act == 1)) yield return Compare("lm linear", shape, detail, want, got, 0, 0);
                 else yield return Relative("lm linear", shape, detail, want, got);
             }
+    }
+
+    /// <summary>rotor_lm_linear's rotary epilogue (the q/k/v product with rotary embeddings and the cache append)
+    /// against a scalar reference: the exact product, then rope_kv's rotation (one rounding an operation) and the rows
+    /// of the caches. Both pairings, float and f16 caches, head sizes with pairs of a CTA in two heads, the bulk-copy and
+    /// register tiles (and the early launch), 1..8 rows at different positions and slots. With the int8 input given,
+    /// y and a float cache are bit for bit the reference's; with the input made on the device, within 1e-3 of the
+    /// largest |expected|.</summary>
+    private static IEnumerable<CheckResult> LinearRopeChecks(CudaStream s)
+    {
+        var rng = new Random(23);
+        var cases = new (int Heads, int KvHeads, int Hd, int Cols, int M, RopeStyle Style, bool F16, string Input)[]
+        {
+            (20, 5, 128, 2560, 1, RopeStyle.Half, false, "int8"), (20, 5, 128, 2560, 1, RopeStyle.Half, true, "norm"),
+            (4, 2, 8, 300, 3, RopeStyle.Interleaved, true, "norm"), (3, 1, 62, 4096, 8, RopeStyle.Half, false, "int8"),
+            (12, 4, 64, 700, 2, RopeStyle.Interleaved, false, "norm noweight"), (64, 8, 128, 256, 1, RopeStyle.Half, false, "int8"),
+            (6, 6, 48, 2560, 5, RopeStyle.Interleaved, false, "int8"),
+        };
+        foreach (var (heads, kvHeads, hd, cols, m, style, f16, input) in cases)
+        {
+            using var dv = new Dev(s);
+            int qd = heads * hd, kvd = kvHeads * hd, n = qd + 2 * kvd, cap = 40, slots = 3;
+            var trits = new sbyte[(long)n * cols];
+            for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
+            float[] wscale = Rand(rng, n, 0.5f);
+            using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
+            bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
+            float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
+            var rows = (float[])x.Clone();
+            if (norm)
+                for (int i = 0; i < m; i++)
+                {
+                    var row = rows.AsSpan(i * cols, cols);
+                    double ss = 0;
+                    foreach (float v in row) ss += (double)v * v;
+                    float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
+                    for (int j = 0; j < cols; j++) { row[j] *= inv; if (weight) row[j] *= nw[j]; }
+                }
+            var qa = new QuantizedActivations(m, cols);
+            qa.Quantize(rows);
+            int padded = qa.PaddedCols;
+            var c = new ModelConfig { Architecture = "t", Dim = qd, Layers = 1, Heads = heads, KvHeads = kvHeads, HeadDim = hd, FfnDim = 1, VocabSize = 1,
+                ContextLength = cap, RopeTheta = 10000f, NormEps = 1e-5f, Activation = FfnActivation.Silu, Rope = style };
+            var (cos, sin) = Decoder.RopeTables(c, cap);
+            var pos = new int[m];
+            var slot = new int[m];
+            for (int i = 0; i < m; i++) { pos[i] = cap - 1 - 3 * i; slot[i] = i % slots; }  // no two rows at one (slot, pos)
+            long slotStride = 2L * cap * kvd, elem = f16 ? 2 : 4;
+            nint kc = dv.Zeros(slots * slotStride * elem), vc = kc + (nint)(cap * kvd * elem);
+            nint dy = dv.Put<float>(new float[m * n]);
+            var a = new LmLinearNative
+            {
+                G = new GemmArgsNative
+                {
+                    W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
+                    WScaleStride = dm.ScaleStride, YStride = n,
+                    X = given ? dv.Put<sbyte>(qa.Data) : 0, XScale = given ? dv.Put<float>(qa.Scales) : 0, XSum = given ? dv.Put<int>(qa.Sums) : 0, XStride = padded,
+                },
+                Src = given ? 0 : dv.Put<float>(x), NormWeight = weight ? dv.Put<float>(nw) : 0, SrcStride = cols, Cols = cols, Norm = norm ? 1 : 0, Eps = 1e-5f,
+                Epilogue = (int)LmEpilogue.Rope,
+                RopeCos = dv.Put<float>(cos), RopeSin = dv.Put<float>(sin), Pos = dv.Put<int>(pos), Slot = dv.Put<int>(slot), KCache = kc, VCache = vc,
+                SlotStride = slotStride, Heads = heads, KvHeads = kvHeads, HeadDim = hd, RopeStyle = style == RopeStyle.Half ? 1 : 0, CacheType = f16 ? 1 : 0,
+            };
+            RunLinear(a, s);
+            var q = qa.Data.ToArray();
+            var want = new float[m * n];
+            for (int i = 0; i < m; i++)
+                for (int r = 0; r < n; r++)
+                {
+                    long dot = 0;
+                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
+                    want[i * n + r] = (float)dot * qa.Scales[i] * wscale[r];
+                }
+            for (int i = 0; i < m; i++)
+                for (int h = 0; h < heads + kvHeads; h++)
+                {
+                    var v = want.AsSpan(i * n + h * hd, hd);
+                    for (int j = 0; j < hd / 2; j++)
+                    {
+                        float co = cos[pos[i] * (hd / 2) + j], si = sin[pos[i] * (hd / 2) + j];
+                        int ia = style == RopeStyle.Half ? j : 2 * j, ib = style == RopeStyle.Half ? j + hd / 2 : 2 * j + 1;
+                        float av = v[ia], bv = v[ib];
+                        v[ia] = av * co - bv * si;
+                        v[ib] = style == RopeStyle.Half ? bv * co + av * si : av * si + bv * co;
+                    }
+                }
+            // The cache rows written: k and v of each row at (slot, pos).
+            var wk = new float[m * 2 * kvd];
+            var gk = new float[m * 2 * kvd];
+            for (int i = 0; i < m; i++)
+            {
+                want.AsSpan(i * n + qd, 2 * kvd).CopyTo(wk.AsSpan(i * 2 * kvd));
+                long ko = slot[i] * slotStride + (long)pos[i] * kvd, vo = ko + (long)cap * kvd;
+                for (int part = 0; part < 2; part++)
+                {
+                    long off = part == 0 ? ko : vo;
+                    if (f16) { var hv = dv.Get<Half>(kc + (nint)(off * 2), kvd); for (int j = 0; j < kvd; j++) gk[i * 2 * kvd + part * kvd + j] = (float)hv[j]; }
+                    else dv.Get<float>(kc + (nint)(off * 4), kvd).CopyTo(gk.AsSpan(i * 2 * kvd + part * kvd));
+                }
+            }
+            string shape = $"heads={heads}/{kvHeads} hd={hd} cols={cols} m={m}", detail = $"rotary {style}, {(f16 ? "f16" : "f32")} cache, input {input}";
+            var got = dv.Get<float>(dy, m * n);
+            if (given) yield return Compare("lm linear", shape, detail, want, got, 0, 0);
+            else yield return Relative("lm linear", shape, detail, want, got);
+            if (given && !f16) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 0);
+            else if (given) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 1e-3);
+            else yield return Relative("lm linear cache", shape, detail, wk, gk);
+        }
     }
 
     private static void RunLinear(LmLinearNative a, CudaStream s) => Native.Check(Native.rotor_lm_linear(&a, s.Pointer), "lm linear");

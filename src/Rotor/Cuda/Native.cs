@@ -24,7 +24,7 @@ internal struct GemmArgsNative
     public int Act;
 }
 
-/// <summary>Mirror of <c>rotor_lm_linear_args</c> in native/cuda/rotor_cuda.h (128 bytes; field order is the ABI).</summary>
+/// <summary>Mirror of <c>rotor_lm_linear_args</c> in native/cuda/rotor_cuda.h (208 bytes; field order is the ABI).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct LmLinearNative
 {
@@ -37,6 +37,13 @@ internal struct LmLinearNative
     public float Eps;
     public int Epilogue;      // LmEpilogue
     public int Act;           // rotor_lm_act, for the gated epilogue
+    // The rotary epilogue's tables, positions, slots and a layer's caches (as rotor_lm_rope_kv takes them).
+    public nint RopeCos, RopeSin, Pos, Slot, KCache, VCache;
+    public long SlotStride;
+    public int Heads, KvHeads, HeadDim;
+    public int RopeStyle;     // 1: pairs (j, j + headDim / 2); 0: (2j, 2j + 1)
+    public int CacheType;     // 0 float, 1 f16
+    public int Reserved;
 }
 
 /// <summary>Mirror of <c>rotor_lm_decode_layer</c> in native/cuda/rotor_cuda.h (128 bytes): one layer's weights for
@@ -65,7 +72,7 @@ internal struct LmDecodeArgsNative
 }
 
 /// <summary>What <c>rotor_lm_linear</c> does with the product, <c>rotor_lm_epilogue</c>.</summary>
-internal enum LmEpilogue { Store = 0, Add = 1, Gated = 2 }
+internal enum LmEpilogue { Store = 0, Add = 1, Gated = 2, Rope = 3 }
 
 /// <summary>Mirror of <c>rotor_lm_sampling</c> in native/cuda/rotor_cuda.h (24 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
@@ -125,7 +132,7 @@ internal enum CudaPath
 internal static partial class Native
 {
     public const string Library = "rotor_cuda";
-    public const int Abi = 9;
+    public const int Abi = 10;
     public const int EInval = -1;
 
     static Native()
