@@ -28,6 +28,7 @@ public static unsafe class CudaLmSelfTest
         foreach (var r in DenseChecks(s)) Add(r);
         foreach (var r in LinearChecks(s)) Add(r);
         foreach (var r in LinearRopeChecks(s)) Add(r);
+        foreach (var r in LinearStatsChecks(s)) Add(r);
         foreach (var r in SampleChecks(s)) Add(r);
         foreach (var r in ModelChecks()) Add(r);
         if (stories is not null && File.Exists(stories)) foreach (var r in StoriesChecks(stories)) Add(r);
@@ -734,6 +735,128 @@ public static unsafe class CudaLmSelfTest
             if (given && !f16) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 0);
             else if (given) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 1e-3);
             else yield return Relative("lm linear cache", shape, detail, wk, gk);
+        }
+    }
+
+    /// <summary>rotor_lm_linear's norm statistics: a producer (add and gated epilogues) writes, a CTA and activation
+    /// row, the sum of squares of its outputs (within 1e-5 relative of the sum over the same columns of the device's y)
+    /// and max |y * weight| (exact); a consumer's prologue normalizes from given partials (the rows' columns cut into
+    /// uneven slices) within 1e-3 of the largest |expected| of the reference that normalizes on the CPU.</summary>
+    private static IEnumerable<CheckResult> LinearStatsChecks(CudaStream s)
+    {
+        var rng = new Random(29);
+        var cases = new (int N, int Cols, int M, LmEpilogue Epi, bool Producer, bool Weighted)[]
+        {
+            (2560, 2560, 1, LmEpilogue.Add, true, true), (40, 300, 3, LmEpilogue.Add, true, false), (2560, 6912, 8, LmEpilogue.Add, true, true),
+            (2 * 6912, 2560, 1, LmEpilogue.Gated, true, true), (2 * 700, 6912, 5, LmEpilogue.Gated, true, false), (2 * 4300, 700, 3, LmEpilogue.Gated, true, true),
+            (3840, 2560, 1, LmEpilogue.Store, false, true), (2 * 1000, 2560, 2, LmEpilogue.Gated, false, true), (2560, 6905, 8, LmEpilogue.Add, false, false),
+            (17, 1, 7, LmEpilogue.Store, false, true),
+        };
+        foreach (var (n, cols, m, epi, producer, weighted) in cases)
+        {
+            using var dv = new Dev(s);
+            var trits = new sbyte[(long)n * cols];
+            for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
+            float[] wscale = Rand(rng, n, 0.5f);
+            using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
+            int outCols = epi == LmEpilogue.Gated ? n / 2 : n;
+            float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols), sw = Rand(rng, outCols);
+            float[] y0 = Rand(rng, m * outCols, 2f);
+            nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
+            var a = new LmLinearNative
+            {
+                G = new GemmArgsNative
+                {
+                    W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
+                    WScaleStride = dm.ScaleStride, YStride = outCols, XStride = 0,
+                },
+                Src = dv.Put<float>(x), SrcStride = cols, Cols = cols, Norm = 1, Eps = 1e-5f, Epilogue = (int)epi, Act = 1,
+                NormWeight = !producer && weighted ? dv.Put<float>(nw) : 0,
+            };
+            string shape = $"n={n} cols={cols} m={m}";
+            if (producer)
+            {
+                int ctas = Native.rotor_lm_linear_ctas(n, (int)epi), per = epi == LmEpilogue.Gated ? 8 : 16;
+                nint st = dv.Zeros(8L * m * ctas);
+                a.StatsOut = st;
+                a.StatsWeight = weighted ? dv.Put<float>(sw) : 0;
+                RunLinear(a, s);
+                var got = dv.Get<float>(st, 2 * m * ctas);
+                var y = dv.Get<float>(dy, m * outCols);
+                var wantSs = new float[m * ctas];
+                var wantMax = new float[m * ctas];
+                var gotSs = new float[m * ctas];
+                var gotMax = new float[m * ctas];
+                for (int i = 0; i < m; i++)
+                    for (int c = 0; c < ctas; c++)
+                    {
+                        double ss = 0; float mx = 0;
+                        for (int r = c * per; r < Math.Min(outCols, (c + 1) * per); r++)
+                        {
+                            float v = y[i * outCols + r];
+                            ss += (double)v * v;
+                            mx = MathF.Max(mx, MathF.Abs(weighted ? v * sw[r] : v));
+                        }
+                        wantSs[i * ctas + c] = (float)ss; wantMax[i * ctas + c] = mx;
+                        gotSs[i * ctas + c] = got[2 * (i * ctas + c)]; gotMax[i * ctas + c] = got[2 * (i * ctas + c) + 1];
+                    }
+                string detail = $"{epi.ToString().ToLowerInvariant()} epilogue, statistics out{(weighted ? "" : ", no weight")}";
+                yield return Compare("lm linear stats", shape, detail + ": sum of squares", wantSs, gotSs, 0, 1e-5);
+                yield return Compare("lm linear stats", shape, detail + ": max |y w|", wantMax, gotMax, 0, 0);
+            }
+            else
+            {
+                // Partials of uneven slices of each row: sum of squares and max |x * weight|.
+                var cuts = new List<int> { 0 };
+                while (cuts[^1] < cols) cuts.Add(Math.Min(cols, cuts[^1] + 1 + rng.Next(Math.Max(1, cols / 5))));
+                int count = cuts.Count - 1;
+                var partials = new float[2 * m * count];
+                for (int i = 0; i < m; i++)
+                    for (int c = 0; c < count; c++)
+                    {
+                        float ss = 0, mx = 0;
+                        for (int j = cuts[c]; j < cuts[c + 1]; j++)
+                        {
+                            float v = x[i * cols + j];
+                            ss += v * v;
+                            mx = MathF.Max(mx, MathF.Abs(weighted ? v * nw[j] : v));
+                        }
+                        partials[2 * (i * count + c)] = ss; partials[2 * (i * count + c) + 1] = mx;
+                    }
+                a.StatsIn = dv.Put<float>(partials);
+                a.StatsCount = count;
+                RunLinear(a, s);
+                var got = dv.Get<float>(dy, m * outCols);
+                var rows = (float[])x.Clone();
+                for (int i = 0; i < m; i++)
+                {
+                    var row = rows.AsSpan(i * cols, cols);
+                    double ss = 0;
+                    foreach (float v in row) ss += (double)v * v;
+                    float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
+                    for (int j = 0; j < cols; j++) { row[j] *= inv; if (weighted) row[j] *= nw[j]; }
+                }
+                var qa = new QuantizedActivations(m, cols);
+                qa.Quantize(rows);
+                var q = qa.Data.ToArray();
+                int padded = qa.PaddedCols;
+                float Product(int i, int r)
+                {
+                    long dot = 0;
+                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
+                    return (float)dot * qa.Scales[i] * wscale[r];
+                }
+                var want = new float[m * outCols];
+                for (int i = 0; i < m; i++)
+                    for (int r = 0; r < outCols; r++)
+                    {
+                        float v = Product(i, r);
+                        if (epi == LmEpilogue.Add) v = y0[i * outCols + r] + v;
+                        else if (epi == LmEpilogue.Gated) v = MathF.Max(v, 0) * MathF.Max(v, 0) * Product(i, outCols + r);
+                        want[i * outCols + r] = v;
+                    }
+                yield return Relative("lm linear", shape, $"{epi.ToString().ToLowerInvariant()}, input normalized from {count} given partials{(weighted ? "" : ", no weight")}", want, got);
+            }
         }
     }
 
