@@ -2,8 +2,9 @@ using Rotor.Kernels;
 
 namespace Rotor.Tests;
 
-/// <summary>The row-wise steps of <see cref="IRowBackend"/> (RMSNorm, the gated activation) on 1-3 threads against
-/// plain scalar formulas, and bit for bit against one thread: random data, one row, odd widths and tails.</summary>
+/// <summary>The row-wise steps of <see cref="IRowBackend"/> (RMSNorm, the gated activation, the int8 quantization) on
+/// 1-3 threads against plain scalar formulas, and bit for bit against one thread: random data, one row, odd widths and
+/// tails.</summary>
 [Collection("kernels")]
 public class RowKernelTests
 {
@@ -46,6 +47,56 @@ public class RowKernelTests
                     var inPlace = (float[])x.Clone();
                     cpu.RmsNorm(inPlace, w, inPlace, n, width, 1e-5f);
                     Assert.Equal(one, inPlace);
+                }
+            }
+        }
+        finally { CpuBackend.RowParallelThreshold = saved; }
+    }
+
+    [Fact]
+    public void QuantizeMatchesFormulaOnEveryThreadCount()
+    {
+        int saved = CpuBackend.RowParallelThreshold;
+        CpuBackend.RowParallelThreshold = 1;
+        try
+        {
+            var rng = new Random(5);
+            foreach (int n in new[] { 1, 2, 7, 33 })
+            foreach (int width in new[] { 1, 5, 256, 300 })
+            {
+                float[] x = Rand(rng, n * width, 3f);
+                if (n > 2) Array.Clear(x, width, width);   // an all-zero row: scale 0
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    using var cpu = new CpuBackend(threads);
+                    var q = new QuantizedActivations(n + 1, width);
+                    cpu.Quantize(x, q);
+                    Assert.Equal(n, q.Count);
+                    int padded = q.PaddedCols;
+                    for (int i = 0; i < n; i++)
+                    {
+                        // Scalar formula: scale = absmax / 127, q = round(x * 127 / absmax) clamped to +-127, padding 0.
+                        float amax = 0;
+                        for (int j = 0; j < width; j++) amax = MathF.Max(amax, MathF.Abs(x[i * width + j]));
+                        Assert.Equal(amax / 127f, q.Scales[i]);
+                        int sum = 0;
+                        for (int j = 0; j < padded; j++)
+                        {
+                            int want = j >= width || amax == 0 ? 0 : (int)Math.Clamp(MathF.Round(x[i * width + j] * (127f / amax)), -127f, 127f);
+                            Assert.True(want == q.Data[i * padded + j], $"n={n} width={width} threads={threads} row {i} col {j}: {q.Data[i * padded + j]} against {want}");
+                            sum += want;
+                        }
+                        Assert.Equal(sum, q.Sums[i]);
+                    }
+                }
+                // A NaN in any row: one clear error naming its index, on every thread count.
+                var bad = (float[])x.Clone();
+                bad[^1] = float.NaN;
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    using var cpu = new CpuBackend(threads);
+                    var e = Assert.Throws<RotorException>(() => cpu.Quantize(bad, new QuantizedActivations(n, width)));
+                    Assert.Contains($"[{bad.Length - 1}]", e.Message);
                 }
             }
         }

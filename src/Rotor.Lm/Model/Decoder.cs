@@ -34,7 +34,7 @@ public sealed class Decoder
     private readonly ITernaryBackend _ternary;
     private readonly IDenseBackend _dense;
     private readonly IAttentionBackend _attention;
-    private readonly IRowBackend? _rows;   // norms and the gated activation over a batch's rows, on the backend's threads
+    private readonly IRowBackend? _rows;   // norms, the gated activation and the quantization of a batch's rows, on the backend's threads
     private readonly int _maxBatch;
 
     // Run state, (maxBatch, width) each.
@@ -322,11 +322,17 @@ public sealed class Decoder
         Tick(StepPhase.Head, t);
     }
 
-    /// <summary>Quantizes x for the ternary layers among <paramref name="consumers"/>; false when all are dense.</summary>
-    private static bool Quantize(ReadOnlySpan<float> x, QuantizedActivations q, params ReadOnlySpan<LinearWeights> consumers)
+    /// <summary>Quantizes x for the ternary layers among <paramref name="consumers"/> (the rows on the backend's
+    /// threads where it has them); false when all are dense.</summary>
+    private bool Quantize(ReadOnlySpan<float> x, QuantizedActivations q, params ReadOnlySpan<LinearWeights> consumers)
     {
         foreach (var c in consumers)
-            if (c.Ternary is not null) { q.Quantize(x); return true; }
+            if (c.Ternary is not null)
+            {
+                if (_rows is not null) _rows.Quantize(x, q);
+                else q.Quantize(x);
+                return true;
+            }
         return false;
     }
 

@@ -47,9 +47,16 @@ public sealed partial class CpuBackend : IRowBackend
         public float Eps;
         public GateActivation Act;
         public bool Norm;
+        public QuantizedActivations? Q;   // set: quantize rows of X into Q
+        public int NotFinite;             // a quantized row held a NaN or infinite value
         public void Execute(int task)
         {
-            if (Norm)
+            if (Q is not null)
+            {
+                int r0 = task * RowsPerTask, r1 = Math.Min(Rows, r0 + RowsPerTask);
+                if (!Q.QuantizeRows(new ReadOnlySpan<float>(X, Rows * Width), r0, r1)) Volatile.Write(ref NotFinite, 1);
+            }
+            else if (Norm)
             {
                 int r0 = task * RowsPerTask, r1 = Math.Min(Rows, r0 + RowsPerTask);
                 var w = new ReadOnlySpan<float>(W, Width);
@@ -83,10 +90,32 @@ public sealed partial class CpuBackend : IRowBackend
         {
             var job = t_rowJob ??= new RowJob();
             int tasks = Math.Min(n, _pool.Threads * 4), per = (n + tasks - 1) / tasks;
-            job.Norm = true; job.X = xp; job.W = wp; job.Y = yp; job.Width = width; job.Rows = n; job.Eps = eps; job.RowsPerTask = per;
+            job.Q = null; job.Norm = true; job.X = xp; job.W = wp; job.Y = yp; job.Width = width; job.Rows = n; job.Eps = eps; job.RowsPerTask = per;
             try { _pool.Run(job, (n + per - 1) / per); }
             finally { job.X = job.W = job.Y = null; }
         }
+    }
+
+    /// <inheritdoc/>
+    public unsafe void Quantize(ReadOnlySpan<float> x, QuantizedActivations q)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        int n = q.RowsOf(x), width = q.Cols;
+        if (_pool.Threads == 1 || n < 2 || (long)n * width < RowParallelThreshold)
+        {
+            q.Quantize(x);
+            return;
+        }
+        fixed (float* xp = x)
+        {
+            var job = t_rowJob ??= new RowJob();
+            int tasks = Math.Min(n, _pool.Threads * 4), per = (n + tasks - 1) / tasks;
+            job.Q = q; job.X = xp; job.Width = width; job.Rows = n; job.RowsPerTask = per; job.NotFinite = 0;
+            try { _pool.Run(job, (n + per - 1) / per); }
+            finally { job.Q = null; job.X = null; }
+            if (job.NotFinite != 0) Check.Finite(x, nameof(x));
+        }
+        q.SetCount(n);
     }
 
     /// <inheritdoc/>
@@ -103,7 +132,7 @@ public sealed partial class CpuBackend : IRowBackend
         fixed (float* gp = gate) fixed (float* up2 = up)
         {
             var job = t_rowJob ??= new RowJob();
-            job.Norm = false; job.Gate = gp; job.Up = up2; job.Count = count; job.Act = act;
+            job.Q = null; job.Norm = false; job.Gate = gp; job.Up = up2; job.Count = count; job.Act = act;
             try { _pool.Run(job, (count + GateChunk - 1) / GateChunk); }
             finally { job.Gate = job.Up = null; }
         }

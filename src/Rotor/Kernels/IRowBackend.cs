@@ -9,7 +9,7 @@ public enum GateActivation
     Silu,
 }
 
-/// <summary>Row-wise steps of a batch of activation rows (norms, the gated activation) that a device spreads over its
+/// <summary>Row-wise steps of a batch of activation rows (norms, the gated activation, the int8 quantization) that a device spreads over its
 /// threads. Each row is computed exactly as on one thread, so results do not depend on the thread count.</summary>
 public interface IRowBackend
 {
@@ -19,4 +19,10 @@ public interface IRowBackend
 
     /// <summary><c>gate[j] = act(gate[j]) * up[j]</c> over the first <paramref name="count"/> values.</summary>
     void GatedActivation(Span<float> gate, ReadOnlySpan<float> up, int count, GateActivation act);
+
+    /// <summary>The rows of <paramref name="x"/> quantized into <paramref name="q"/>, exactly as
+    /// <see cref="QuantizedActivations.Quantize"/> does them (absmax int8 a row), the rows spread over
+    /// the threads.</summary>
+    /// <exception cref="RotorException">x holds a NaN or infinite value (the message names the first).</exception>
+    void Quantize(ReadOnlySpan<float> x, QuantizedActivations q);
 }

@@ -51,19 +51,39 @@ public sealed unsafe class QuantizedActivations
     /// <exception cref="RotorException">x holds NaN or infinity.</exception>
     public void Quantize(ReadOnlySpan<float> x)
     {
+        int m = RowsOf(x);
+        if (!QuantizeRows(x, 0, m)) Check.Finite(x, nameof(x));
+        Count = m;
+    }
+
+    /// <summary>The rows of x, checked against the row length and the capacity.</summary>
+    internal int RowsOf(ReadOnlySpan<float> x)
+    {
         if (x.Length % Cols != 0) throw new ArgumentException($"x has {x.Length} values, not a multiple of the row length {Cols}", nameof(x));
         int m = x.Length / Cols;
         if (m > Capacity) throw new ArgumentException($"x has {m} rows, the buffers hold at most {Capacity}", nameof(x));
         if (m == 0) throw new ArgumentException("x is empty", nameof(x));
-        Check.Finite(x, nameof(x));
-        Count = m;
+        return m;
+    }
+
+    /// <summary>Quantizes rows [r0, r1) of x (rows of different calls are independent, so threads may take
+    /// disjoint ranges); false when a row holds a NaN or infinite value (its scale is then not finite), which the
+    /// caller reports with <see cref="Check.Finite"/>. Count is the caller's to set.</summary>
+    internal bool QuantizeRows(ReadOnlySpan<float> x, int r0, int r1)
+    {
         Span<sbyte> all = _data.Span;
-        for (int i = 0; i < m; i++)
+        bool finite = true;
+        for (int i = r0; i < r1; i++)
         {
             Span<sbyte> row = all.Slice(i * PaddedCols, PaddedCols);
             (_scales[i], _sums[i]) = QuantizeRow(x.Slice(i * Cols, Cols), row);
+            finite &= float.IsFinite(_scales[i]);
         }
+        return finite;
     }
+
+    /// <summary>Sets the rows quantized by <see cref="QuantizeRows"/>.</summary>
+    internal void SetCount(int m) => Count = m;
 
     /// <summary>Sets already-quantized rows (for tests and integer pipelines): <c>Data[i, j] = q[i * Cols + j]</c>.</summary>
     public void SetQuantized(ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales)
