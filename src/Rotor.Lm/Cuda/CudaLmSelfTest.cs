@@ -200,37 +200,52 @@ public static unsafe class CudaLmSelfTest
                     Native.Check(Native.rotor_lm_rope_kv(d, m, width, heads, kvHeads, hd, style == RopeStyle.Half ? 1 : 0, dv.Put<float>(cos), dv.Put<float>(sin),
                         dv.Put<int>(pos), dv.Put<int>(slot), kc, vc, f16 ? 1 : 0, slotStride, s.Pointer), "rope_kv");
                     var want = (float[])qkv.Clone();
-                    for (int i = 0; i < m; i++)
-                        for (int h = 0; h < heads + kvHeads; h++)
-                        {
-                            var v = want.AsSpan(i * width + h * hd, hd);
-                            for (int j = 0; j < hd / 2; j++)
-                            {
-                                float co = cos[pos[i] * (hd / 2) + j], si = sin[pos[i] * (hd / 2) + j];
-                                int ia = style == RopeStyle.Half ? j : 2 * j, ib = style == RopeStyle.Half ? j + hd / 2 : 2 * j + 1;
-                                float a = v[ia], b = v[ib];
-                                v[ia] = a * co - b * si;
-                                v[ib] = style == RopeStyle.Half ? b * co + a * si : a * si + b * co;
-                            }
-                        }
+                    RotateReference(want, m, width, heads + kvHeads, hd, style, cos, sin, pos);
                     string shape = $"heads={heads}/{kvHeads} hd={hd} m={m}", detail = $"{style} {(f16 ? "f16" : "f32")} cache";
                     yield return Compare("lm rope", shape, detail, want, dv.Get<float>(d, m * width), 0, 0);
-                    // The cache rows written: k and v of each row at (slot, pos).
-                    var wk = new float[m * 2 * kvd];
-                    var gk = new float[m * 2 * kvd];
-                    for (int i = 0; i < m; i++)
-                    {
-                        want.AsSpan(i * width + qd, 2 * kvd).CopyTo(wk.AsSpan(i * 2 * kvd));
-                        long ko = slot[i] * slotStride + (long)pos[i] * kvd, vo = ko + (long)cap * kvd;
-                        for (int half = 0; half < 2; half++)
-                        {
-                            long off = half == 0 ? ko : vo;
-                            if (f16) { var h = dv.Get<Half>(kc + (nint)(off * 2), kvd); for (int j = 0; j < kvd; j++) gk[i * 2 * kvd + half * kvd + j] = (float)h[j]; }
-                            else dv.Get<float>(kc + (nint)(off * 4), kvd).CopyTo(gk.AsSpan(i * 2 * kvd + half * kvd));
-                        }
-                    }
+                    var (wk, gk) = CacheRows(dv, want, width, qd, kvd, kc, f16, cap, slotStride, slot, pos);
                     yield return Compare("lm kv append", shape, detail, wk, gk, 0, f16 ? 1e-3 : 0);
                 }
+    }
+
+    /// <summary>Rotates the first <paramref name="rotated"/> heads of each of the m rows (width apart) in place as
+    /// rope_kv_kernel does, one rounding an operation.</summary>
+    private static void RotateReference(float[] rows, int m, int width, int rotated, int hd, RopeStyle style, float[] cos, float[] sin, int[] pos)
+    {
+        for (int i = 0; i < m; i++)
+            for (int h = 0; h < rotated; h++)
+            {
+                var v = rows.AsSpan(i * width + h * hd, hd);
+                for (int j = 0; j < hd / 2; j++)
+                {
+                    float co = cos[pos[i] * (hd / 2) + j], si = sin[pos[i] * (hd / 2) + j];
+                    int ia = style == RopeStyle.Half ? j : 2 * j, ib = style == RopeStyle.Half ? j + hd / 2 : 2 * j + 1;
+                    float a = v[ia], b = v[ib];
+                    v[ia] = a * co - b * si;
+                    v[ib] = style == RopeStyle.Half ? b * co + a * si : a * si + b * co;
+                }
+            }
+    }
+
+    /// <summary>The k and v each of the m rows should have appended (from <paramref name="want"/>'s rows, k at qd)
+    /// and what the caches at kc (a slot's keys, then its values cap positions later) hold at (slot, pos).</summary>
+    private static (float[] Want, float[] Got) CacheRows(Dev dv, float[] want, int width, int qd, int kvd, nint kc, bool f16, int cap, long slotStride, int[] slot, int[] pos)
+    {
+        int m = pos.Length;
+        var wk = new float[m * 2 * kvd];
+        var gk = new float[m * 2 * kvd];
+        for (int i = 0; i < m; i++)
+        {
+            want.AsSpan(i * width + qd, 2 * kvd).CopyTo(wk.AsSpan(i * 2 * kvd));
+            long ko = slot[i] * slotStride + (long)pos[i] * kvd, vo = ko + (long)cap * kvd;
+            for (int part = 0; part < 2; part++)
+            {
+                long off = part == 0 ? ko : vo;
+                if (f16) { var h = dv.Get<Half>(kc + (nint)(off * 2), kvd); for (int j = 0; j < kvd; j++) gk[i * 2 * kvd + part * kvd + j] = (float)h[j]; }
+                else dv.Get<float>(kc + (nint)(off * 4), kvd).CopyTo(gk.AsSpan(i * 2 * kvd + part * kvd));
+            }
+        }
+        return (wk, gk);
     }
 
     private static IEnumerable<CheckResult> AttentionChecks(CudaStream s)
@@ -543,6 +558,61 @@ public static unsafe class CudaLmSelfTest
 
     private static string Path(CudaDecoder d) => d.Persistent ? "one-row step: persistent kernel" : $"one-row step: kernels ({d.PersistentReason})";
 
+    /// <summary>Random trits (n, cols) and their scales (one a row, or one for the matrix).</summary>
+    private static (sbyte[] Trits, float[] Scales) RandomTrits(Random rng, int n, int cols, bool perRow)
+    {
+        var trits = new sbyte[(long)n * cols];
+        for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
+        return (trits, Rand(rng, perRow ? n : 1, 0.5f));
+    }
+
+    /// <summary>The reference input of a fused product: the m rows of x normalized on the CPU (sum of squares in
+    /// double, times <paramref name="weight"/> where given) when <paramref name="norm"/>, then quantized as the
+    /// device does.</summary>
+    private static QuantizedActivations ReferenceInput(float[] x, int m, int cols, bool norm, float[]? weight)
+    {
+        var rows = (float[])x.Clone();
+        if (norm)
+            for (int i = 0; i < m; i++)
+            {
+                var row = rows.AsSpan(i * cols, cols);
+                double ss = 0;
+                foreach (float v in row) ss += (double)v * v;
+                float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
+                for (int j = 0; j < cols; j++) { row[j] *= inv; if (weight is not null) row[j] *= weight[j]; }
+            }
+        var qa = new QuantizedActivations(m, cols);
+        qa.Quantize(rows);
+        return qa;
+    }
+
+    /// <summary>rotor_lm_linear's arguments for the matrix dm (m activation rows into y): the int8 input
+    /// <paramref name="given"/>, or else made on the device from the float rows x (normalized when norm, times
+    /// <paramref name="weight"/> where given).</summary>
+    private static LmLinearNative LinearArgs(Dev dv, DeviceMatrix dm, int m, nint y, int yStride, LmEpilogue epi, QuantizedActivations? given,
+        float[] x, int cols, bool norm, float[]? weight) => new()
+    {
+        G = new GemmArgsNative
+        {
+            W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = y, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = dm.Rows, M = m,
+            WScaleStride = dm.ScaleStride, YStride = yStride,
+            X = given is not null ? dv.Put<sbyte>(given.Data) : 0, XScale = given is not null ? dv.Put<float>(given.Scales) : 0,
+            XSum = given is not null ? dv.Put<int>(given.Sums) : 0, XStride = given?.PaddedCols ?? 0,
+        },
+        Src = given is not null ? 0 : dv.Put<float>(x), NormWeight = weight is not null ? dv.Put<float>(weight) : 0, SrcStride = cols, Cols = cols,
+        Norm = norm ? 1 : 0, Eps = 1e-5f, Epilogue = (int)epi,
+    };
+
+    /// <summary>Row r of the trits times activation row i of qa: the exact integer dot, then GemmArgs.Store's
+    /// roundings (times the row's scale, then the matrix row's).</summary>
+    private static float ExactProduct(sbyte[] trits, int cols, float[] wscale, QuantizedActivations qa, int i, int r)
+    {
+        long dot = 0;
+        var q = qa.Data.Slice(i * qa.PaddedCols, cols);
+        for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[j];
+        return (float)dot * qa.Scales[i] * wscale[wscale.Length == 1 ? 0 : r];
+    }
+
     /// <summary>rotor_lm_linear (the fused decode-step product) against a scalar CPU reference: the input made from
     /// float rows (RMSNorm with and without a weight, or quantization alone) or given as int8, and each epilogue (store,
     /// add, gated relu2 / silu), on shapes that take the bulk-copy and the register weights (with and without the
@@ -566,51 +636,19 @@ public static unsafe class CudaLmSelfTest
             foreach (int act in epi == LmEpilogue.Gated ? new[] { 1, 0 } : new[] { 0 })
             {
                 using var dv = new Dev(s);
-                bool perRow = n % 2 == 0;
-                var trits = new sbyte[(long)n * cols];
-                for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
-                float[] wscale = Rand(rng, perRow ? n : 1, 0.5f);
-                var tm = TernaryMatrix.FromTrits(trits, n, cols, wscale);
-                using var dm = new DeviceMatrix(tm, s);
+                var (trits, wscale) = RandomTrits(rng, n, cols, perRow: n % 2 == 0);
+                using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
                 bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
                 float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
-                // The reference input: the rows normalized on the CPU, then quantized as the device does.
-                var rows = (float[])x.Clone();
-                if (norm)
-                    for (int i = 0; i < m; i++)
-                    {
-                        var row = rows.AsSpan(i * cols, cols);
-                        double ss = 0;
-                        foreach (float v in row) ss += (double)v * v;
-                        float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
-                        for (int j = 0; j < cols; j++) { row[j] *= inv; if (weight) row[j] *= nw[j]; }
-                    }
-                var qa = new QuantizedActivations(m, cols);
-                qa.Quantize(rows);
+                var qa = ReferenceInput(x, m, cols, norm, weight ? nw : null);
                 int padded = qa.PaddedCols, outCols = epi == LmEpilogue.Gated ? n / 2 : n;
                 float[] y0 = Rand(rng, m * outCols, 2f);
                 nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
-                var a = new LmLinearNative
-                {
-                    G = new GemmArgsNative
-                    {
-                        W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
-                        WScaleStride = dm.ScaleStride, YStride = outCols,
-                        X = given ? dv.Put<sbyte>(qa.Data) : 0, XScale = given ? dv.Put<float>(qa.Scales) : 0, XSum = given ? dv.Put<int>(qa.Sums) : 0, XStride = padded,
-                    },
-                    Src = given ? 0 : dv.Put<float>(x), NormWeight = weight ? dv.Put<float>(nw) : 0, SrcStride = cols, Cols = cols, Norm = norm ? 1 : 0, Eps = 1e-5f,
-                    Epilogue = (int)epi, Act = act,
-                };
+                var a = LinearArgs(dv, dm, m, dy, outCols, epi, given ? qa : null, x, cols, norm, weight ? nw : null);
+                a.Act = act;
                 RunLinear(a, s);
                 var got = dv.Get<float>(dy, m * outCols);
-                // Scalar reference: the exact integer dot of trits and int8 values, then GemmArgs.Store's roundings.
-                var q = qa.Data.ToArray();
-                float Product(int i, int r)
-                {
-                    long dot = 0;
-                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
-                    return (float)dot * qa.Scales[i] * wscale[perRow ? r : 0];
-                }
+                float Product(int i, int r) => ExactProduct(trits, cols, wscale, qa, i, r);
                 var want = new float[m * outCols];
                 for (int i = 0; i < m; i++)
                     for (int r = 0; r < outCols; r++)
@@ -650,24 +688,11 @@ public static unsafe class CudaLmSelfTest
         {
             using var dv = new Dev(s);
             int qd = heads * hd, kvd = kvHeads * hd, n = qd + 2 * kvd, cap = 40, slots = 3;
-            var trits = new sbyte[(long)n * cols];
-            for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
-            float[] wscale = Rand(rng, n, 0.5f);
+            var (trits, wscale) = RandomTrits(rng, n, cols, perRow: true);
             using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
             bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
             float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
-            var rows = (float[])x.Clone();
-            if (norm)
-                for (int i = 0; i < m; i++)
-                {
-                    var row = rows.AsSpan(i * cols, cols);
-                    double ss = 0;
-                    foreach (float v in row) ss += (double)v * v;
-                    float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
-                    for (int j = 0; j < cols; j++) { row[j] *= inv; if (weight) row[j] *= nw[j]; }
-                }
-            var qa = new QuantizedActivations(m, cols);
-            qa.Quantize(rows);
+            var qa = ReferenceInput(x, m, cols, norm, weight ? nw : null);
             int padded = qa.PaddedCols;
             var c = new ModelConfig { Architecture = "t", Dim = qd, Layers = 1, Heads = heads, KvHeads = kvHeads, HeadDim = hd, FfnDim = 1, VocabSize = 1,
                 ContextLength = cap, RopeTheta = 10000f, NormEps = 1e-5f, Activation = FfnActivation.Silu, Rope = style };
@@ -678,56 +703,17 @@ public static unsafe class CudaLmSelfTest
             long slotStride = 2L * cap * kvd, elem = f16 ? 2 : 4;
             nint kc = dv.Zeros(slots * slotStride * elem), vc = kc + (nint)(cap * kvd * elem);
             nint dy = dv.Put<float>(new float[m * n]);
-            var a = new LmLinearNative
+            var a = LinearArgs(dv, dm, m, dy, n, LmEpilogue.Rope, given ? qa : null, x, cols, norm, weight ? nw : null) with
             {
-                G = new GemmArgsNative
-                {
-                    W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
-                    WScaleStride = dm.ScaleStride, YStride = n,
-                    X = given ? dv.Put<sbyte>(qa.Data) : 0, XScale = given ? dv.Put<float>(qa.Scales) : 0, XSum = given ? dv.Put<int>(qa.Sums) : 0, XStride = padded,
-                },
-                Src = given ? 0 : dv.Put<float>(x), NormWeight = weight ? dv.Put<float>(nw) : 0, SrcStride = cols, Cols = cols, Norm = norm ? 1 : 0, Eps = 1e-5f,
-                Epilogue = (int)LmEpilogue.Rope,
                 RopeCos = dv.Put<float>(cos), RopeSin = dv.Put<float>(sin), Pos = dv.Put<int>(pos), Slot = dv.Put<int>(slot), KCache = kc, VCache = vc,
                 SlotStride = slotStride, Heads = heads, KvHeads = kvHeads, HeadDim = hd, RopeStyle = style == RopeStyle.Half ? 1 : 0, CacheType = f16 ? 1 : 0,
             };
             RunLinear(a, s);
-            var q = qa.Data.ToArray();
             var want = new float[m * n];
             for (int i = 0; i < m; i++)
-                for (int r = 0; r < n; r++)
-                {
-                    long dot = 0;
-                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
-                    want[i * n + r] = (float)dot * qa.Scales[i] * wscale[r];
-                }
-            for (int i = 0; i < m; i++)
-                for (int h = 0; h < heads + kvHeads; h++)
-                {
-                    var v = want.AsSpan(i * n + h * hd, hd);
-                    for (int j = 0; j < hd / 2; j++)
-                    {
-                        float co = cos[pos[i] * (hd / 2) + j], si = sin[pos[i] * (hd / 2) + j];
-                        int ia = style == RopeStyle.Half ? j : 2 * j, ib = style == RopeStyle.Half ? j + hd / 2 : 2 * j + 1;
-                        float av = v[ia], bv = v[ib];
-                        v[ia] = av * co - bv * si;
-                        v[ib] = style == RopeStyle.Half ? bv * co + av * si : av * si + bv * co;
-                    }
-                }
-            // The cache rows written: k and v of each row at (slot, pos).
-            var wk = new float[m * 2 * kvd];
-            var gk = new float[m * 2 * kvd];
-            for (int i = 0; i < m; i++)
-            {
-                want.AsSpan(i * n + qd, 2 * kvd).CopyTo(wk.AsSpan(i * 2 * kvd));
-                long ko = slot[i] * slotStride + (long)pos[i] * kvd, vo = ko + (long)cap * kvd;
-                for (int part = 0; part < 2; part++)
-                {
-                    long off = part == 0 ? ko : vo;
-                    if (f16) { var hv = dv.Get<Half>(kc + (nint)(off * 2), kvd); for (int j = 0; j < kvd; j++) gk[i * 2 * kvd + part * kvd + j] = (float)hv[j]; }
-                    else dv.Get<float>(kc + (nint)(off * 4), kvd).CopyTo(gk.AsSpan(i * 2 * kvd + part * kvd));
-                }
-            }
+                for (int r = 0; r < n; r++) want[i * n + r] = ExactProduct(trits, cols, wscale, qa, i, r);
+            RotateReference(want, m, n, heads + kvHeads, hd, style, cos, sin, pos);
+            var (wk, gk) = CacheRows(dv, want, n, qd, kvd, kc, f16, cap, slotStride, slot, pos);
             string shape = $"heads={heads}/{kvHeads} hd={hd} cols={cols} m={m}", detail = $"rotary {style}, {(f16 ? "f16" : "f32")} cache, input {input}";
             var got = dv.Get<float>(dy, m * n);
             if (given) yield return Compare("lm linear", shape, detail, want, got, 0, 0);
@@ -755,24 +741,14 @@ public static unsafe class CudaLmSelfTest
         foreach (var (n, cols, m, epi, producer, weighted) in cases)
         {
             using var dv = new Dev(s);
-            var trits = new sbyte[(long)n * cols];
-            for (long i = 0; i < trits.Length; i++) trits[i] = (sbyte)(rng.Next(3) - 1);
-            float[] wscale = Rand(rng, n, 0.5f);
+            var (trits, wscale) = RandomTrits(rng, n, cols, perRow: true);
             using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
             int outCols = epi == LmEpilogue.Gated ? n / 2 : n;
             float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols), sw = Rand(rng, outCols);
             float[] y0 = Rand(rng, m * outCols, 2f);
             nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
-            var a = new LmLinearNative
-            {
-                G = new GemmArgsNative
-                {
-                    W = dm.Data.Pointer, WScale = dm.Scales.Pointer, Y = dy, RowBytes = dm.RowBytes, KBlocks = dm.Blocks, N = n, M = m,
-                    WScaleStride = dm.ScaleStride, YStride = outCols, XStride = 0,
-                },
-                Src = dv.Put<float>(x), SrcStride = cols, Cols = cols, Norm = 1, Eps = 1e-5f, Epilogue = (int)epi, Act = 1,
-                NormWeight = !producer && weighted ? dv.Put<float>(nw) : 0,
-            };
+            var a = LinearArgs(dv, dm, m, dy, outCols, epi, null, x, cols, norm: true, !producer && weighted ? nw : null);
+            a.Act = 1;
             string shape = $"n={n} cols={cols} m={m}";
             if (producer)
             {
@@ -827,25 +803,8 @@ public static unsafe class CudaLmSelfTest
                 a.StatsCount = count;
                 RunLinear(a, s);
                 var got = dv.Get<float>(dy, m * outCols);
-                var rows = (float[])x.Clone();
-                for (int i = 0; i < m; i++)
-                {
-                    var row = rows.AsSpan(i * cols, cols);
-                    double ss = 0;
-                    foreach (float v in row) ss += (double)v * v;
-                    float inv = 1f / MathF.Sqrt((float)(ss / cols) + 1e-5f);
-                    for (int j = 0; j < cols; j++) { row[j] *= inv; if (weighted) row[j] *= nw[j]; }
-                }
-                var qa = new QuantizedActivations(m, cols);
-                qa.Quantize(rows);
-                var q = qa.Data.ToArray();
-                int padded = qa.PaddedCols;
-                float Product(int i, int r)
-                {
-                    long dot = 0;
-                    for (int j = 0; j < cols; j++) dot += trits[(long)r * cols + j] * q[i * padded + j];
-                    return (float)dot * qa.Scales[i] * wscale[r];
-                }
+                var qa = ReferenceInput(x, m, cols, norm: true, weighted ? nw : null);
+                float Product(int i, int r) => ExactProduct(trits, cols, wscale, qa, i, r);
                 var want = new float[m * outCols];
                 for (int i = 0; i < m; i++)
                     for (int r = 0; r < outCols; r++)
