@@ -542,12 +542,12 @@ public static unsafe class CudaLmSelfTest
         var got = new float[seqs * c.VocabSize];
         cpu.ForwardBatch(tokens, caches, want);
         gpu.ForwardBatch(tokens, slots, lens, got);
-        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", $"lengths 1..{1 + 7 * Math.Min(seqs - 1, 4)}", want, got);
+        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", $"lengths 1..{1 + 7 * Math.Min(seqs - 1, 4)}", want, got, c.VocabSize);
         // Twice more (graph replay, the positions moved on).
         for (int i = 0; i < seqs; i++) lens[i]++;
         cpu.ForwardBatch(tokens, caches, want);
         gpu.ForwardBatch(tokens, slots, lens, got);
-        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got);
+        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got, c.VocabSize);
         // Then one sequence alone, a one-row step (the persistent kernel where it runs) on a slot other than 0.
         for (int i = 0; i < seqs; i++) lens[i]++;
         int one = 3, tok = rng.Next(c.VocabSize);
