@@ -152,6 +152,16 @@ bool use_split(const rotor_gemm_args& a) {
     return !off && g_bulk && wg_splits(a) > 1;
 }
 
+// 33 <= m <= 64 on sm_90a: the 128 x 64 wgmma tile or the GEMVs. From 49 rows the tile beat every GEMV on all five
+// BitNet shapes; below, it still wins where the GEMV's x traffic (n * k_blocks * m, x read through L1 for every 16
+// weight rows) is large, or where K is no multiple of 16 blocks (the GEMV's steps carry guards), and loses to the wide
+// GEMV's whole two-block steps on small matrices with such K (every path forced at m = 33, 40 and 48:
+// docs/BENCHMARKS-cuda.md).
+bool wgmma_over_gemv(const rotor_gemm_args& a) {
+    if (a.m > 48) return true;
+    return a.k_blocks % 16 != 0 || (long long)a.n * a.k_blocks * a.m >= 5000000LL;
+}
+
 // m > 64 (and ROTOR_PATH_TILED).
 int choose_gemm(const rotor_gemm_args& a) {
     if (!g_wgmma) {
@@ -197,10 +207,10 @@ int launch_gemm(const rotor_gemm_args& a, int path, cudaStream_t s) {
     if (path == ROTOR_PATH_GEMV_BULK) return launch_gemv_bulk(a, s);
     if (path == ROTOR_PATH_GEMV_SK) return launch_gemv_sk(a, s);
     if (path == ROTOR_PATH_GEMV) return launch_gemv(a, s);
-    // 49 <= m <= 64 on the wgmma devices: one 64-row activation tile of the 128 x 64 wgmma kernel (split where it
-    // splits) reads every weight byte once on the tensor cores and beats the GEMVs, whose work grows with m; below
-    // that the GEMVs win on some shapes (docs/BENCHMARKS-cuda.md, m = 40 and 64), so they keep m <= 48.
-    if (path == ROTOR_PATH_AUTO && a.m > 48 && a.m <= 64 && g_wgmma) return launch_wgmma(a, use_split(a) ? kWg128x64k : kWg128x64, s);
+    // 33 <= m <= 64 on the wgmma devices: one 64-row activation tile of the 128 x 64 wgmma kernel (split where it
+    // splits) reads every weight byte once on the tensor cores; the GEMVs' work grows with m (wgmma_over_gemv).
+    if (path == ROTOR_PATH_AUTO && a.m > 32 && a.m <= 64 && g_wgmma && wgmma_over_gemv(a))
+        return launch_wgmma(a, use_split(a) ? kWg128x64k : kWg128x64, s);
     if (path == ROTOR_PATH_AUTO && a.m <= 64) {
         switch (choose_gemv(a)) {
             case Gemv::Bulk: return launch_gemv_bulk(a, s);
