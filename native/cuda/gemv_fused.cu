@@ -21,7 +21,7 @@
 namespace rotor {
 namespace {
 
-static_assert(sizeof(rotor_lm_linear_args) == 232, "rotor_lm_linear_args is mirrored by LmLinearNative in Native.cs");
+static_assert(sizeof(rotor_lm_linear_args) == 208, "rotor_lm_linear_args is mirrored by LmLinearNative in Native.cs");
 
 constexpr int kFusedThreads = 128;
 constexpr int kFusedMaxRows = 8;
@@ -82,26 +82,10 @@ __device__ void make_x(const rotor_lm_linear_args& la, int8_t* xs, int kp, float
     const float4* w4 = reinterpret_cast<const float4*>(wbuf);
     for (int i = 0; i < la.g.m; i++) {
         stage_floats(rbuf, la.src + (size_t)i * la.src_stride, cols);
-        float inv = 1.f, amax = 0.f;
-        const bool given = norm && la.stats_in != nullptr;
-        if (given) {
-            // The producer's partials: every warp adds them in the same order (lane, lane + 32, .., then the shuffle
-            // tree), so every thread gets the same sums without a block reduction.
-            const float* st = la.stats_in + (size_t)2 * i * la.stats_count;
-            float ss = 0.f, mx = 0.f;
-            for (int c = tid & 31; c < la.stats_count; c += 32) {
-                ss += st[2 * c];
-                mx = fmaxf(mx, st[2 * c + 1]);
-            }
-            ss = warp_sum(ss);
-            mx = warp_max(mx);
-            inv = __fdiv_rn(1.f, sqrtf(__fdiv_rn(ss, (float)cols) + la.eps));
-            amax = __fmul_rn(mx, inv);  // max |x * w| * inv: max |x * inv * w| up to the rounding of the products
-        }
         cp_async_wait<0>();  // this row, and the norm weight with the first
         __syncthreads();
-        if (given) {
-        } else if (norm) {
+        float inv = 1.f;
+        if (norm) {
             float ss = 0.f;
             if (vec) {
                 float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
@@ -130,8 +114,8 @@ __device__ void make_x(const rotor_lm_linear_args& la, int8_t* xs, int kp, float
             v.x = value(v.x, w.x); v.y = value(v.y, w.y); v.z = value(v.z, w.z); v.w = value(v.w, w.w);
             return v;
         };
-        if (given) {
-        } else if (vec) {
+        float amax = 0.f;
+        if (vec) {
             float m0 = 0.f, m1 = 0.f;
 #pragma unroll 4
             for (int c = tid; c < cols / 4; c += kFusedThreads) {
@@ -143,7 +127,7 @@ __device__ void make_x(const rotor_lm_linear_args& la, int8_t* xs, int kp, float
         } else {
             for (int j = tid; j < cols; j += kFusedThreads) amax = fmaxf(amax, fabsf(value(rbuf[j], weighted ? wbuf[j] : 1.f)));
         }
-        if (!given) amax = cta_max(amax, fr);
+        amax = cta_max(amax, fr);
         const float qinv = amax == 0.f ? 0.f : __fdiv_rn(127.f, amax);
         int8_t* row = xs + (size_t)i * kp;
         int s = 0;
@@ -197,19 +181,6 @@ __device__ __forceinline__ int local_row(const rotor_lm_linear_args& la, int lr,
         const int r = 16 * blockIdx.x + lr;
         *valid = r < a.n;
         return min(r, a.n - 1);
-    }
-}
-
-// The next norm's statistics of a thread's output value v (column r; ok: it was stored), added over the lanes of
-// one (lane & 3) (the thread's activation row): the sum of squares and max |v * stats_weight[r]|. Every lane of the
-// warp calls it.
-__device__ __forceinline__ void lane_stats(const rotor_lm_linear_args& la, float v, int r, bool ok, float& sq, float& mx) {
-    sq = ok ? __fmul_rn(v, v) : 0.f;
-    mx = ok ? fabsf(la.stats_weight != nullptr ? __fmul_rn(v, la.stats_weight[r]) : v) : 0.f;
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {
-        sq = __fadd_rn(sq, __shfl_xor_sync(0xffffffffu, sq, o));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     }
 }
 
@@ -347,27 +318,9 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
         if constexpr (EPI == ROTOR_LM_STORE) {
             if (ok) a.y[(size_t)i * a.y_stride + r] = apply_act(v, a.act);
         } else if constexpr (EPI == ROTOR_LM_ADD) {
-            float nv = 0.f;
             if (ok) {
                 float* p = a.y + (size_t)i * a.y_stride + r;
-                nv = __fadd_rn(*p, v);
-                *p = nv;
-            }
-            if (la.stats_out != nullptr) {
-                // Activation row i's 16 values are in lanes of one (lane & 3) of warps (warp & 1) and (warp & 1) + 2.
-                float sq, mx;
-                lane_stats(la, nv, r, ok, sq, mx);
-                __shared__ float s_st[4][4][2];
-                if (lane < 4) { s_st[warp][lane][0] = sq; s_st[warp][lane][1] = mx; }
-                __syncthreads();
-                if (warp < 2 && lane < 4) {
-                    const int row = 2 * lane + warp;
-                    if (row < a.m) {
-                        float* o = la.stats_out + (size_t)2 * ((size_t)row * gridDim.x + blockIdx.x);
-                        o[0] = __fadd_rn(s_st[warp][lane][0], s_st[warp + 2][lane][0]);
-                        o[1] = fmaxf(s_st[warp][lane][1], s_st[warp + 2][lane][1]);
-                    }
-                }
+                *p = __fadd_rn(*p, v);
             }
         } else if constexpr (EPI == ROTOR_LM_ROPE) {
             s_v[warp][lane] = v;
@@ -407,31 +360,16 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
         } else {
             s_v[warp][lane] = v;
             __syncthreads();
-            if (warp < 2) {
+            if (warp < 2 && ok) {
                 // gate (warp 0, 1: rows g) and up (warp 2, 3: rows g + 8) of the same activation row
-                float h = 0.f;
-                if (ok) {
-                    float gt;
-                    if (la.act == ROTOR_LM_RELU2) {
-                        gt = fmaxf(v, 0.f);
-                        gt = __fmul_rn(gt, gt);
-                    } else {
-                        gt = __fmul_rn(v, __fdiv_rn(1.f, 1.f + expf(-v)));
-                    }
-                    h = __fmul_rn(gt, s_v[warp + 2][lane]);
-                    a.y[(size_t)i * a.y_stride + r] = h;
+                float gt;
+                if (la.act == ROTOR_LM_RELU2) {
+                    gt = fmaxf(v, 0.f);
+                    gt = __fmul_rn(gt, gt);
+                } else {
+                    gt = __fmul_rn(v, __fdiv_rn(1.f, 1.f + expf(-v)));
                 }
-                if (la.stats_out != nullptr) {
-                    // Activation row 2 (lane & 3) + warp's 8 values are in the lanes of one (lane & 3) of this warp.
-                    float sq, mx;
-                    lane_stats(la, h, r, ok, sq, mx);
-                    const int row = 2 * lane + warp;
-                    if (lane < 4 && row < a.m) {
-                        float* o = la.stats_out + (size_t)2 * ((size_t)row * gridDim.x + blockIdx.x);
-                        o[0] = sq;
-                        o[1] = mx;
-                    }
-                }
+                a.y[(size_t)i * a.y_stride + r] = __fmul_rn(gt, s_v[warp + 2][lane]);
             }
         }
     }
@@ -488,10 +426,6 @@ int fused_init() {
 
 using namespace rotor;
 
-extern "C" ROTOR_API int rotor_lm_linear_ctas(int n, int epilogue) {
-    return epilogue == ROTOR_LM_GATED || epilogue == ROTOR_LM_ROPE ? (n / 2 + 7) / 8 : (n + 15) / 16;
-}
-
 extern "C" ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void* stream) {
     if (args == nullptr) return fail(ROTOR_CUDA_EINVAL, "lm_linear: args is NULL");
     if (g_device >= 0) {
@@ -520,17 +454,13 @@ extern "C" ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void*
         if (!la.rope_cos || !la.rope_sin || !la.pos || !la.slot || !la.k_cache || !la.v_cache)
             return fail(ROTOR_CUDA_EINVAL, "lm_linear: rotary epilogue with a NULL table, position, slot or cache");
     }
-    if (la.stats_out != nullptr && la.epilogue != ROTOR_LM_ADD && la.epilogue != ROTOR_LM_GATED)
-        return fail(ROTOR_CUDA_EINVAL, "lm_linear: stats_out with epilogue %d (only the add and gated epilogues make statistics)", la.epilogue);
-    if (la.stats_in != nullptr && (la.src == nullptr || !la.norm || la.stats_count < 1))
-        return fail(ROTOR_CUDA_EINVAL, "lm_linear: stats_in needs src, norm and stats_count >= 1 (stats_count = %d)", la.stats_count);
     if (la.src != nullptr) {
         if (la.cols < 1 || la.cols > a.k_blocks * 256 || la.src_stride < la.cols)
             return fail(ROTOR_CUDA_EINVAL, "lm_linear: cols = %d (1..%d), src_stride = %d", la.cols, a.k_blocks * 256, la.src_stride);
     } else if (a.x == nullptr || a.x_scale == nullptr || a.x_sum == nullptr || a.x_stride < a.k_blocks * 256) {
         return fail(ROTOR_CUDA_EINVAL, "lm_linear: no src and no int8 x (x_stride = %d)", a.x_stride);
     }
-    const int ctas = rotor_lm_linear_ctas(a.n, la.epilogue);
+    const int ctas = gated || rope ? (a.n / 2 + 7) / 8 : (a.n + 15) / 16;
     // As choose_gemv: bulk copies where the grid has fewer than 4 CTAs a multiprocessor and K is not a multiple of 16
     // blocks; an early launch of the next kernel where it has 4 or more.
     const bool bulk = g_bulk && ctas < 4 * g_sms && a.k_blocks % 16 != 0 && 16 * bulk_stride(a.k_blocks) <= kBulkMaxSmem;

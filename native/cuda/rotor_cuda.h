@@ -230,20 +230,8 @@ typedef struct rotor_lm_linear_args {
     int32_t head_dim;
     int32_t rope_style;  // rotor_lm_rope
     int32_t cache_type;  // 0 float, 1 f16
-    // The next norm's statistics, made by this product (ROTOR_LM_ADD and ROTOR_LM_GATED; else ignored): where stats_out
-    // is not NULL, CTA c of the grid (rotor_lm_linear_ctas) writes for activation row i the sum of squares of the
-    // values it wrote to y and their largest |value * stats_weight[column]| (|value| where stats_weight is NULL) to
-    // stats_out[2 * (i * ctas + c)] and [.. + 1].
-    int32_t stats_count;  // with stats_in: the partials a row (the producing grid's CTAs)
-    float* stats_out;
-    const float* stats_weight;
-    // With src, norm and norm_weight (or none): the partials another product wrote for src's rows (as stats_out, m rows
-    // of stats_count): the prologue takes the row's sum of squares and max |x * norm_weight| from them instead of two
-    // passes and two block reductions over the row, so that it is one pass.
-    const float* stats_in;
-} rotor_lm_linear_args;  // 232 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
-// The CTAs of rotor_lm_linear's grid for n weight rows and an epilogue (the partials a row of stats_out).
-ROTOR_API int rotor_lm_linear_ctas(int n, int epilogue);
+    int32_t reserved;
+} rotor_lm_linear_args;  // 208 bytes on 64-bit targets; mirrored by LmLinearNative in Native.cs
 ROTOR_API int rotor_lm_linear(const rotor_lm_linear_args* args, void* stream);
 // The layers of a one-row decode step of a BitNet-style model in one persistent kernel (decode.cu): every product
 // ternary (I2_256 rows of row_bytes >= k_blocks * 64 bytes, a multiple of 16, 16-byte aligned), pre-norms before q/k/v

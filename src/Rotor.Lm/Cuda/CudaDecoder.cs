@@ -37,14 +37,12 @@ public sealed class CudaDecoder : IDisposable
     private readonly nint _sampleWs;                               // (MaxBatch, 64) uint64: the greedy argmax's partial maxima
     private readonly nint _cos, _sin;                              // (capacity, hd / 2)
     private readonly nint _kv;                                     // (sequences, layers, 2, capacity, KV)
-    private readonly nint _statsA, _statsB, _statsC;               // the next norm's partials (ROTOR_FUSED bit 16): after o, gate/up, down
-    private readonly int _ctasO, _ctasGateUp, _ctasDown;           // the partials a row of each
     private readonly PinnedBuffer _hostIn, _hostOut;
     private readonly int _q8Stride, _splitLen, _splits, _logitRows, _cacheType;
     private readonly long _slotStride;                             // elements from one slot to the next
     private readonly bool _headInt8;
     private readonly bool _fusable;                                // the fused layer runs this model's one-row steps
-    private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down; 8 rotary in the qkv epilogue; 16, 32 norm statistics from the producers
+    private readonly int _fuseMask = ParseFuseMask();              // which norms run in a product's prologue: 1 qkv, 2 gate/up, 4 down; 8 rotary in the qkv epilogue
     private bool _residualInO;                                     // the last down projection is in _o, not yet added to _x
     private readonly LmDecodeArgsNative _decode;                   // the persistent one-row step (rotor_lm_decode), when Persistent
 
@@ -103,24 +101,6 @@ public sealed class CudaDecoder : IDisposable
         }
         KvBytes = maxSequences * _slotStride * (f16Cache ? 2 : 4);
         _fusable = Fusable(model);
-        if (_fusable && (_fuseMask & 48) != 0)
-        {
-            var l0 = model.Layers[0];
-            _ctasO = Native.rotor_lm_linear_ctas(l0.Wo.Rows, (int)LmEpilogue.Add);
-            _ctasGateUp = Native.rotor_lm_linear_ctas(l0.GateUp.Rows, (int)LmEpilogue.Gated);
-            _ctasDown = Native.rotor_lm_linear_ctas(l0.Down.Rows, (int)LmEpilogue.Add);
-            try
-            {
-                _statsA = Alloc(8L * _ctasO * 8);
-                _statsB = Alloc(8L * _ctasGateUp * 8);
-                _statsC = Alloc(8L * _ctasDown * 8);
-            }
-            catch
-            {
-                Dispose();
-                throw;
-            }
-        }
         try
         {
             (_decode, PersistentReason) = PlanPersistent();
@@ -186,17 +166,14 @@ public sealed class CudaDecoder : IDisposable
         return (a, null);
     }
 
-    // Default 4: only the sub-norm before the down projection runs in the product's prologue. The norms before q/k/v
-    // and gate/up stay kernels of their own, which the products' weight streams overlap (programmatic dependent
-    // launch): every CTA of a product repeating the norm (the row and the norm weight from L2, three passes, three
-    // block reductions) costs more than that kernel, most for gate/up with the most CTAs. Bit 8 runs the rotary
-    // embeddings and the cache append in the q/k/v product's epilogue instead of rotor_lm_rope_kv. Bits 16 and 32: the
-    // product that writes a norm's input also writes its statistics a CTA (sum of squares, max |x w|), and the next
-    // product's prologue normalizes from them in one pass: 16 the down projection's sub-norm (from gate/up), 32 the norms
-    // before q/k/v (from the previous down projection; not the first layer's) and gate/up (from the output projection).
-    // ROTOR_FUSED=1..63 picks others (benchmarks), 0 turns the fused layer off.
+    // Default 12: the rotary embeddings and the cache append run in the q/k/v product's epilogue (8; one kernel fewer
+    // a layer), and the sub-norm before the down projection in that product's prologue (4). The norms before q/k/v and
+    // gate/up stay kernels of their own, which the products' weight streams overlap (programmatic dependent launch):
+    // every CTA of a product repeating the norm (the row and the norm weight from L2, three passes, three block
+    // reductions) costs more than that kernel, most for gate/up with the most CTAs. ROTOR_FUSED=1..15 picks others
+    // (benchmarks), 0 turns the fused layer off.
     private static int ParseFuseMask() =>
-        int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 63 ? v : 4;
+        int.TryParse(Environment.GetEnvironmentVariable("ROTOR_FUSED"), out int v) && v is >= 1 and <= 15 ? v : 12;
 
     /// <summary>Whether the fused layer (<c>rotor_lm_linear</c>) runs this model's one-row steps: every product
     /// ternary, gate/up in two halves, a row's int8 input, float row and norm weight beside a bulk-copied weight tile
@@ -434,14 +411,12 @@ public sealed class CudaDecoder : IDisposable
         for (int l = 0; l < _c.Layers; l++)
         {
             DeviceLayer w = _m.Layers[l];
-            bool fsub = w.FfnSubNorm != 0;
             nint kc = _kv + (nint)(2L * l * ContextLength * kvd * cacheElem);
             nint vc = kc + (nint)((long)ContextLength * kvd * cacheElem);
             // The rotary embeddings and the cache append in the q/k/v product's epilogue (bit 8), else rope_kv's kernel.
-            bool ropeFused = fused && (_fuseMask & 8) != 0, statsDown = fused && fsub && (_fuseMask & 16) != 0, statsAll = fused && (_fuseMask & 32) != 0;
+            bool ropeFused = fused && (_fuseMask & 8) != 0;
             var qkvEpi = ropeFused ? LmEpilogue.Rope : LmEpilogue.Store;
-            if (statsAll && l > 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, qkvEpi, 0, _qkv, qkvW, kc, vc, statsIn: _statsC, statsCount: _ctasDown);
-            else if (fused && (_fuseMask & 1) != 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, qkvEpi, 0, _qkv, qkvW, kc, vc);
+            if (fused && (_fuseMask & 1) != 0) Fused(w.Qkv, n, _x, d, d, w.AttnNorm, norm: true, qkvEpi, 0, _qkv, qkvW, kc, vc);
             else if (fused)
             {
                 Norm(_x, n, d, d, 0, 0, 0, w.AttnNorm, norm: true, w.Qkv);
@@ -459,28 +434,22 @@ public sealed class CudaDecoder : IDisposable
             Native.Check(Native.rotor_lm_attention(_qkv, n, qkvW, _c.Heads, _c.KvHeads, _c.HeadDim, kc, vc, _cacheType, _slotStride, _pos, _slot, scale,
                 _splitLen, _splits, _attnWs, sub ? 1 : 0, w.AttnSubNorm, _c.NormEps,
                 w.Wo.ReadsInt8 ? 0 : _h, qd, w.Wo.ReadsInt8 ? _q8 : 0, _q8Stride, _qScale, _qSum, st), "attention");
+            bool fsub = w.FfnSubNorm != 0;
             if (fused)
             {
-                // The residual adds happen in the products' epilogues, the norms and quantizations in their prologues;
-                // the statistics of a norm come from the product that writes its input where the mask says so.
-                bool more = l + 1 < _c.Layers;
-                nint next = more ? _m.Layers[l + 1].AttnNorm : 0, nextStats = statsAll && more ? _statsC : 0, subStats = statsDown ? _statsB : 0;
-                Fused(w.Wo, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d, statsOut: statsAll ? _statsA : 0, statsWeight: w.FfnNorm);
-                if (statsAll)
-                    Fused(w.GateUp, n, _x, d, d, w.FfnNorm, norm: true, LmEpilogue.Gated, act, _gu, f, statsIn: _statsA, statsCount: _ctasO, statsOut: subStats, statsWeight: w.FfnSubNorm);
-                else if ((_fuseMask & 2) != 0) Fused(w.GateUp, n, _x, d, d, w.FfnNorm, norm: true, LmEpilogue.Gated, act, _gu, f, statsOut: subStats, statsWeight: w.FfnSubNorm);
+                // The residual adds happen in the products' epilogues, the norms and quantizations in their prologues.
+                Fused(w.Wo, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d);
+                if ((_fuseMask & 2) != 0) Fused(w.GateUp, n, _x, d, d, w.FfnNorm, norm: true, LmEpilogue.Gated, act, _gu, f);
                 else
                 {
                     Norm(_x, n, d, d, 0, 0, 0, w.FfnNorm, norm: true, w.GateUp);
-                    Fused(w.GateUp, n, 0, 0, 0, 0, norm: false, LmEpilogue.Gated, act, _gu, f, statsOut: subStats, statsWeight: w.FfnSubNorm);
+                    Fused(w.GateUp, n, 0, 0, 0, 0, norm: false, LmEpilogue.Gated, act, _gu, f);
                 }
-                if (statsDown)
-                    Fused(w.Down, n, _gu, f, f, w.FfnSubNorm, norm: true, LmEpilogue.Add, 0, _x, d, statsIn: _statsB, statsCount: _ctasGateUp, statsOut: nextStats, statsWeight: next);
-                else if ((_fuseMask & 4) != 0) Fused(w.Down, n, _gu, f, f, w.FfnSubNorm, norm: fsub, LmEpilogue.Add, 0, _x, d, statsOut: nextStats, statsWeight: next);
+                if ((_fuseMask & 4) != 0) Fused(w.Down, n, _gu, f, f, w.FfnSubNorm, norm: fsub, LmEpilogue.Add, 0, _x, d);
                 else
                 {
                     Norm(_gu, n, f, f, 0, 0, 0, w.FfnSubNorm, norm: fsub, w.Down);
-                    Fused(w.Down, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d, statsOut: nextStats, statsWeight: next);
+                    Fused(w.Down, n, 0, 0, 0, 0, norm: false, LmEpilogue.Add, 0, _x, d);
                 }
                 continue;
             }
@@ -497,7 +466,7 @@ public sealed class CudaDecoder : IDisposable
     /// at <paramref name="src"/> (norm, quantization), or read from _q8 where src is 0, and the result stored, added to
     /// y or gated (<c>rotor_lm_linear</c>).</summary>
     private unsafe void Fused(DeviceLinear w, int n, nint src, int cols, int srcStride, nint normWeight, bool norm, LmEpilogue epilogue, int act, nint y, int yStride,
-        nint kCache = 0, nint vCache = 0, nint statsIn = 0, int statsCount = 0, nint statsOut = 0, nint statsWeight = 0)
+        nint kCache = 0, nint vCache = 0)
     {
         var a = new LmLinearNative
         {
@@ -508,7 +477,6 @@ public sealed class CudaDecoder : IDisposable
             },
             Src = src, NormWeight = norm ? normWeight : 0, SrcStride = srcStride, Cols = cols, Norm = norm ? 1 : 0, Eps = _c.NormEps,
             Epilogue = (int)epilogue, Act = act,
-            StatsIn = statsIn, StatsCount = statsCount, StatsOut = statsOut, StatsWeight = statsOut != 0 ? statsWeight : 0,
         };
         if (epilogue == LmEpilogue.Rope)
         {

@@ -28,7 +28,6 @@ public static unsafe class CudaLmSelfTest
         foreach (var r in DenseChecks(s)) Add(r);
         foreach (var r in LinearChecks(s)) Add(r);
         foreach (var r in LinearRopeChecks(s)) Add(r);
-        foreach (var r in LinearStatsChecks(s)) Add(r);
         foreach (var r in SampleChecks(s)) Add(r);
         foreach (var r in ModelChecks()) Add(r);
         if (stories is not null && File.Exists(stories)) foreach (var r in StoriesChecks(stories)) Add(r);
@@ -542,18 +541,52 @@ public static unsafe class CudaLmSelfTest
         var got = new float[seqs * c.VocabSize];
         cpu.ForwardBatch(tokens, caches, want);
         gpu.ForwardBatch(tokens, slots, lens, got);
-        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", $"lengths 1..{1 + 7 * Math.Min(seqs - 1, 4)}", want, got, c.VocabSize);
+        yield return BatchRows($"lm model {name}", $"batch of {seqs} sequences", $"lengths 1..{1 + 7 * Math.Min(seqs - 1, 4)}", want, got, c.VocabSize);
         // Twice more (graph replay, the positions moved on).
         for (int i = 0; i < seqs; i++) lens[i]++;
         cpu.ForwardBatch(tokens, caches, want);
         gpu.ForwardBatch(tokens, slots, lens, got);
-        yield return Relative($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got, c.VocabSize);
+        yield return BatchRows($"lm model {name}", $"batch of {seqs} sequences", "next step (graph)", want, got, c.VocabSize);
         // Then one sequence alone, a one-row step (the persistent kernel where it runs) on a slot other than 0.
         for (int i = 0; i < seqs; i++) lens[i]++;
         int one = 3, tok = rng.Next(c.VocabSize);
         float[] lw = cpu.Forward([tok], caches[one]).ToArray();
         var lg = gpu.Forward([tok], one, lens[one]);
         yield return Relative($"lm model {name}", $"sequence {one} of {seqs} alone", Path(gpu), lw, lg);
+    }
+
+    /// <summary>A batch's logits, a row a sequence, within 1e-3 of the largest |expected| at every row of a batch of
+    /// up to 7 rows; in larger batches at all but an eighth of the rows, with the argmax equal at all but one row in
+    /// 28. The float sums of the norms and the attention are taken in another order on each side, which moves a row's
+    /// int8 quantization of some product's input by one step now and then, and that moves the row's logits by a few
+    /// percent of the largest (a 56-row batch of a 1024-wide random BitNet on an H100: 4 and 6 rows, the argmax at 1
+    /// and 0; the same with every product path, whose integer dots are exact): more rows, more such steps.</summary>
+    private static CheckResult BatchRows(string kernel, string shape, string detail, float[] want, float[] got, int vocab)
+    {
+        int rows = want.Length / vocab, rowsAllowed = rows / 8, argmaxAllowed = rows / 28;
+        if (rowsAllowed == 0) return Relative(kernel, shape, detail, want, got, vocab);
+        double top = 0;
+        foreach (float v in want) top = Math.Max(top, Math.Abs(v));
+        int badRows = 0, argmax = 0;
+        double max = 0;
+        for (int i = 0; i < rows; i++)
+        {
+            var e = want.AsSpan(i * vocab, vocab);
+            var g = got.AsSpan(i * vocab, vocab);
+            bool bad = false;
+            for (int j = 0; j < vocab; j++)
+            {
+                double d = Math.Abs((double)e[j] - g[j]);
+                if (double.IsNaN(d)) d = double.PositiveInfinity;
+                max = Math.Max(max, d);
+                bad |= !(d <= 1e-3 * top);
+            }
+            if (bad) badRows++;
+            if (Sampler.ArgMax(e) != Sampler.ArgMax(g)) argmax++;
+        }
+        bool pass = badRows <= rowsAllowed && argmax <= argmaxAllowed && !double.IsInfinity(max);
+        return new CheckResult(kernel, shape, $"{detail}, max|logit| {top:G3}: beyond 1e-3 of it at {badRows} of {rows} rows (at most {rowsAllowed}), argmax differs at {argmax} (at most {argmaxAllowed})",
+            rows, pass ? 0 : Math.Max(1, badRows), max, false);
     }
 
     private static string Path(CudaDecoder d) => d.Persistent ? "one-row step: persistent kernel" : $"one-row step: kernels ({d.PersistentReason})";
@@ -721,101 +754,6 @@ public static unsafe class CudaLmSelfTest
             if (given && !f16) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 0);
             else if (given) yield return Compare("lm linear cache", shape, detail, wk, gk, 0, 1e-3);
             else yield return Relative("lm linear cache", shape, detail, wk, gk);
-        }
-    }
-
-    /// <summary>rotor_lm_linear's norm statistics: a producer (add and gated epilogues) writes, a CTA and activation
-    /// row, the sum of squares of its outputs (within 1e-5 relative of the sum over the same columns of the device's y)
-    /// and max |y * weight| (exact); a consumer's prologue normalizes from given partials (the rows' columns cut into
-    /// uneven slices) within 1e-3 of the largest |expected| of the reference that normalizes on the CPU.</summary>
-    private static IEnumerable<CheckResult> LinearStatsChecks(CudaStream s)
-    {
-        var rng = new Random(29);
-        var cases = new (int N, int Cols, int M, LmEpilogue Epi, bool Producer, bool Weighted)[]
-        {
-            (2560, 2560, 1, LmEpilogue.Add, true, true), (40, 300, 3, LmEpilogue.Add, true, false), (2560, 6912, 8, LmEpilogue.Add, true, true),
-            (2 * 6912, 2560, 1, LmEpilogue.Gated, true, true), (2 * 700, 6912, 5, LmEpilogue.Gated, true, false), (2 * 4300, 700, 3, LmEpilogue.Gated, true, true),
-            (3840, 2560, 1, LmEpilogue.Store, false, true), (2 * 1000, 2560, 2, LmEpilogue.Gated, false, true), (2560, 6905, 8, LmEpilogue.Add, false, false),
-            (17, 1, 7, LmEpilogue.Store, false, true),
-        };
-        foreach (var (n, cols, m, epi, producer, weighted) in cases)
-        {
-            using var dv = new Dev(s);
-            var (trits, wscale) = RandomTrits(rng, n, cols, perRow: true);
-            using var dm = new DeviceMatrix(TernaryMatrix.FromTrits(trits, n, cols, wscale), s);
-            int outCols = epi == LmEpilogue.Gated ? n / 2 : n;
-            float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols), sw = Rand(rng, outCols);
-            float[] y0 = Rand(rng, m * outCols, 2f);
-            nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
-            var a = LinearArgs(dv, dm, m, dy, outCols, epi, null, x, cols, norm: true, !producer && weighted ? nw : null);
-            a.Act = 1;
-            string shape = $"n={n} cols={cols} m={m}";
-            if (producer)
-            {
-                int ctas = Native.rotor_lm_linear_ctas(n, (int)epi), per = epi == LmEpilogue.Gated ? 8 : 16;
-                nint st = dv.Zeros(8L * m * ctas);
-                a.StatsOut = st;
-                a.StatsWeight = weighted ? dv.Put<float>(sw) : 0;
-                RunLinear(a, s);
-                var got = dv.Get<float>(st, 2 * m * ctas);
-                var y = dv.Get<float>(dy, m * outCols);
-                var wantSs = new float[m * ctas];
-                var wantMax = new float[m * ctas];
-                var gotSs = new float[m * ctas];
-                var gotMax = new float[m * ctas];
-                for (int i = 0; i < m; i++)
-                    for (int c = 0; c < ctas; c++)
-                    {
-                        double ss = 0; float mx = 0;
-                        for (int r = c * per; r < Math.Min(outCols, (c + 1) * per); r++)
-                        {
-                            float v = y[i * outCols + r];
-                            ss += (double)v * v;
-                            mx = MathF.Max(mx, MathF.Abs(weighted ? v * sw[r] : v));
-                        }
-                        wantSs[i * ctas + c] = (float)ss; wantMax[i * ctas + c] = mx;
-                        gotSs[i * ctas + c] = got[2 * (i * ctas + c)]; gotMax[i * ctas + c] = got[2 * (i * ctas + c) + 1];
-                    }
-                string detail = $"{epi.ToString().ToLowerInvariant()} epilogue, statistics out{(weighted ? "" : ", no weight")}";
-                yield return Compare("lm linear stats", shape, detail + ": sum of squares", wantSs, gotSs, 0, 1e-5);
-                yield return Compare("lm linear stats", shape, detail + ": max |y w|", wantMax, gotMax, 0, 0);
-            }
-            else
-            {
-                // Partials of uneven slices of each row: sum of squares and max |x * weight|.
-                var cuts = new List<int> { 0 };
-                while (cuts[^1] < cols) cuts.Add(Math.Min(cols, cuts[^1] + 1 + rng.Next(Math.Max(1, cols / 5))));
-                int count = cuts.Count - 1;
-                var partials = new float[2 * m * count];
-                for (int i = 0; i < m; i++)
-                    for (int c = 0; c < count; c++)
-                    {
-                        float ss = 0, mx = 0;
-                        for (int j = cuts[c]; j < cuts[c + 1]; j++)
-                        {
-                            float v = x[i * cols + j];
-                            ss += v * v;
-                            mx = MathF.Max(mx, MathF.Abs(weighted ? v * nw[j] : v));
-                        }
-                        partials[2 * (i * count + c)] = ss; partials[2 * (i * count + c) + 1] = mx;
-                    }
-                a.StatsIn = dv.Put<float>(partials);
-                a.StatsCount = count;
-                RunLinear(a, s);
-                var got = dv.Get<float>(dy, m * outCols);
-                var qa = ReferenceInput(x, m, cols, norm: true, weighted ? nw : null);
-                float Product(int i, int r) => ExactProduct(trits, cols, wscale, qa, i, r);
-                var want = new float[m * outCols];
-                for (int i = 0; i < m; i++)
-                    for (int r = 0; r < outCols; r++)
-                    {
-                        float v = Product(i, r);
-                        if (epi == LmEpilogue.Add) v = y0[i * outCols + r] + v;
-                        else if (epi == LmEpilogue.Gated) v = MathF.Max(v, 0) * MathF.Max(v, 0) * Product(i, outCols + r);
-                        want[i * outCols + r] = v;
-                    }
-                yield return Relative("lm linear", shape, $"{epi.ToString().ToLowerInvariant()}, input normalized from {count} given partials{(weighted ? "" : ", no weight")}", want, got);
-            }
         }
     }
 

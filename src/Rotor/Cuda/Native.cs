@@ -24,7 +24,7 @@ internal struct GemmArgsNative
     public int Act;
 }
 
-/// <summary>Mirror of <c>rotor_lm_linear_args</c> in native/cuda/rotor_cuda.h (232 bytes; field order is the ABI).</summary>
+/// <summary>Mirror of <c>rotor_lm_linear_args</c> in native/cuda/rotor_cuda.h (208 bytes; field order is the ABI).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct LmLinearNative
 {
@@ -43,11 +43,7 @@ internal struct LmLinearNative
     public int Heads, KvHeads, HeadDim;
     public int RopeStyle;     // 1: pairs (j, j + headDim / 2); 0: (2j, 2j + 1)
     public int CacheType;     // 0 float, 1 f16
-    // The next norm's statistics: partials a row in StatsIn (StatsCount of them, made by another product's StatsOut).
-    public int StatsCount;
-    public nint StatsOut;     // float* (m, ctas, 2): sum of squares, max |y * StatsWeight| of each CTA's outputs, or 0
-    public nint StatsWeight;  // const float* (n or n / 2), or 0
-    public nint StatsIn;      // const float* (m, StatsCount, 2), or 0
+    public int Reserved;
 }
 
 /// <summary>Mirror of <c>rotor_lm_decode_layer</c> in native/cuda/rotor_cuda.h (128 bytes): one layer's weights for
@@ -244,9 +240,6 @@ internal static partial class Native
         nint xScale, int m, nint y, int yStride, nint halfWorkspace, nint stream);
     [LibraryImport(Library)]
     public static unsafe partial int rotor_lm_linear(LmLinearNative* args, nint stream);
-
-    [LibraryImport(Library)]
-    public static partial int rotor_lm_linear_ctas(int n, int epilogue);
     [LibraryImport(Library)]
     public static unsafe partial int rotor_lm_decode_plan(LmDecodeArgsNative* args, int* ctas, long* workspaceBytes, int* syncCount);
     [LibraryImport(Library)]

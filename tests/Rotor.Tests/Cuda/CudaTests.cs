@@ -88,15 +88,13 @@ public class CudaTests
     [Fact]
     public void LmLinearArgsMatchTheNativeStructLayout()
     {
-        // rotor_lm_linear_args: rotor_gemm_args, two pointers, six 4-byte fields, the rotary epilogue's six pointers,
-        // one 8-byte and five 4-byte fields, then the statistics' count and three pointers.
-        Assert.Equal(232, Marshal.SizeOf<LmLinearNative>());
+        // rotor_lm_linear_args: rotor_gemm_args, two pointers, six 4-byte fields, then the rotary epilogue's six
+        // pointers, one 8-byte and six 4-byte fields.
+        Assert.Equal(208, Marshal.SizeOf<LmLinearNative>());
         Assert.Equal(128, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.RopeCos)));
         Assert.Equal(176, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.SlotStride)));
         Assert.Equal(184, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.Heads)));
-        Assert.Equal(204, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.StatsCount)));
-        Assert.Equal(208, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.StatsOut)));
-        Assert.Equal(224, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.StatsIn)));
+        Assert.Equal(204, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.Reserved)));
         Assert.Equal(88, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.Src)));
         Assert.Equal(96, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.NormWeight)));
         Assert.Equal(104, (int)Marshal.OffsetOf<LmLinearNative>(nameof(LmLinearNative.SrcStride)));
