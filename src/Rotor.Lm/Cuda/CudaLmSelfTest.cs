@@ -674,7 +674,7 @@ public static unsafe class CudaLmSelfTest
                 bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
                 float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
                 var qa = ReferenceInput(x, m, cols, norm, weight ? nw : null);
-                int padded = qa.PaddedCols, outCols = epi == LmEpilogue.Gated ? n / 2 : n;
+                int outCols = epi == LmEpilogue.Gated ? n / 2 : n;
                 float[] y0 = Rand(rng, m * outCols, 2f);
                 nint dy = dv.Put<float>(epi == LmEpilogue.Add ? y0 : new float[m * outCols]);
                 var a = LinearArgs(dv, dm, m, dy, outCols, epi, given ? qa : null, x, cols, norm, weight ? nw : null);
@@ -726,7 +726,6 @@ public static unsafe class CudaLmSelfTest
             bool norm = input.StartsWith("norm", StringComparison.Ordinal), weight = input == "norm", given = input == "int8";
             float[] x = Rand(rng, m * cols, 3f), nw = Rand(rng, cols);
             var qa = ReferenceInput(x, m, cols, norm, weight ? nw : null);
-            int padded = qa.PaddedCols;
             var c = new ModelConfig { Architecture = "t", Dim = qd, Layers = 1, Heads = heads, KvHeads = kvHeads, HeadDim = hd, FfnDim = 1, VocabSize = 1,
                 ContextLength = cap, RopeTheta = 10000f, NormEps = 1e-5f, Activation = FfnActivation.Silu, Rope = style };
             var (cos, sin) = Decoder.RopeTables(c, cap);
