@@ -5,7 +5,7 @@
 // llama-server (--url), or let it start Rotor's server in this process (--serve MODEL). `--endpoint completions` sends
 // the same text to /v1/completions (no chat template: both servers see the same tokens); `--ignore-eos` asks
 // llama-server to run to max_tokens (Rotor ignores the field); `--fresh-connections` opens a connection a request.
-// bench/loadtest-vs-llama-server.sh drives both servers.
+// `--device cuda` decodes the in-process server's model on the GPU. bench/loadtest-vs-llama-server.sh drives both servers.
 //
 //   dotnet run -c Release --project bench/Rotor.LoadTest -- --serve ../shared/data/lm/stories260K.bin --json out.json
 //   dotnet run -c Release --project bench/Rotor.LoadTest -- --url http://127.0.0.1:8080/ --model NAME
@@ -33,9 +33,9 @@ try
         {
             var config = RandomModel.Shape(path["random:".Length..]);
             var tok = opts.Tokenizer is null ? null : Rotor.Lm.Tokenizers.TokenizerLoader.Load(opts.Tokenizer, config.VocabSize);
-            model = LanguageModel.FromWeights(config, RandomModel.Create(config), new LanguageModelOptions { Tokenizer = tok }, path);
+            model = LanguageModel.FromWeights(config, RandomModel.Create(config), new LanguageModelOptions { Tokenizer = tok, Device = opts.Device }, path);
         }
-        else model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = opts.Tokenizer });
+        else model = LanguageModel.Load(path, new LanguageModelOptions { TokenizerPath = opts.Tokenizer, Device = opts.Device });
         modelId = "bench";
         server = new RotorServer(model, new RotorServerOptions
         {
@@ -44,7 +44,7 @@ try
         });
         await server.StartAsync();
         url = server.Address!;
-        Console.Error.WriteLine($"serving {path} in process at {url} (batch {opts.MaxBatch}, queue {opts.Queue})");
+        Console.Error.WriteLine($"serving {path} in process at {url} (batch {opts.MaxBatch}, queue {opts.Queue}; {(model.Cuda is null && opts.Device == LmDevice.Cpu ? model.Backend.Name : model.DeviceNote)})");
     }
     else
     {
@@ -81,6 +81,7 @@ try
         if (opts.Label is { } label) w.WriteString("label", label);
         w.WriteString("endpoint", opts.Endpoint);
         w.WriteString("model", opts.Serve ?? modelId);
+        if (model is not null) w.WriteString("device", model.Cuda is null ? model.Backend.Name : model.DeviceNote);
         w.WriteNumber("max_tokens", opts.MaxTokens);
         w.WriteNumber("seconds_per_level", opts.Seconds);
         w.WriteNumber("requests_per_client", opts.RequestsPerClient);
@@ -254,6 +255,7 @@ internal sealed class Args
     public int Seconds = 30, RequestsPerClient = 8, MaxTokens = 128, MaxBatch = 64, Queue = 256;
     public int? Ctx;
     public float Temperature;
+    public LmDevice Device = LmDevice.Cpu;
     public string Prompt = "Tell me a story about a little dog who finds a red ball.";
     public bool VaryPrompt = true;
 
@@ -292,7 +294,11 @@ internal sealed class Args
                 case "--ignore-eos": o.IgnoreEos = true; break;
                 case "--fresh-connections": o.FreshConnections = true; break;
                 case "--label": o.Label = Next(); break;
-                default: throw new RotorException($"unknown option {a[i]} (--serve MODEL | --url URL --model ID, --clients 1,4,16,64, --seconds N, --requests N, --max-tokens N, --max-batch N, --queue N, --ctx N, --temperature T, --prompt TEXT, --same-prompt, --endpoint chat|completions, --ignore-eos, --fresh-connections, --label NAME, --api-key K, --json FILE)");
+                case "--device":
+                    string d = Next();
+                    o.Device = d switch { "cpu" => LmDevice.Cpu, "cuda" => LmDevice.Cuda, _ => throw new RotorException($"--device '{d}' is not cpu or cuda") };
+                    break;
+                default: throw new RotorException($"unknown option {a[i]} (--serve MODEL | --url URL --model ID, --clients 1,4,16,64, --seconds N, --requests N, --max-tokens N, --max-batch N, --queue N, --ctx N, --temperature T, --prompt TEXT, --same-prompt, --endpoint chat|completions, --ignore-eos, --fresh-connections, --label NAME, --device cpu|cuda (with --serve), --api-key K, --json FILE)");
             }
         }
         return o;

@@ -280,6 +280,22 @@ public sealed class LanguageModel : IDisposable
     /// sequence with <see cref="Decoder.Forward"/>, then step many with <see cref="Decoder.ForwardBatch"/>).</summary>
     public Decoder CreateDecoder(int maxPositions, int maxBatch = 64) => new(Config, Weights, Backend, maxPositions, maxBatch);
 
+    /// <summary>A pool of <paramref name="slots"/> sequences of up to <paramref name="contextLength"/> positions decoded
+    /// together (continuous batching), with steps of up to <paramref name="maxBatch"/> rows: on the GPU where the model
+    /// is there (<see cref="Cuda"/>; the caches then take device memory at once), else on the CPU.</summary>
+    /// <exception cref="RotorException">A size is not positive.</exception>
+    public SequencePool CreateSequencePool(int slots, int contextLength, int maxBatch = 64)
+    {
+        if (maxBatch <= 0) throw new RotorException($"batch of {maxBatch} rows: must be positive");
+        if (Cuda is { } gpu)
+        {
+            if (slots <= 0) throw new RotorException($"{slots} sequence slots: need at least one");
+            if (contextLength <= 0) throw new RotorException($"context length {contextLength} must be positive");
+            return new Cuda.CudaSequencePool(gpu, slots, contextLength, maxBatch, KvCacheType == KvCacheType.F16);
+        }
+        return new CpuSequencePool(this, slots, contextLength, maxBatch);
+    }
+
     /// <summary>An empty key/value cache for one sequence of up to <paramref name="contextLength"/> positions.</summary>
     public KvCache CreateCache(int contextLength) => new(Config, contextLength, KvCacheType);
 

@@ -28,7 +28,7 @@ internal static class LmCommands
         return o;
     }
 
-    private static Option<string> DeviceOption()
+    internal static Option<string> DeviceOption()
     {
         var o = new Option<string>("--device") { Description = "cpu, or cuda: the decoder on the GPU (falls back to the CPU, saying why, where there is none)", DefaultValueFactory = _ => "cpu" };
         o.AcceptOnlyFromAmong("cpu", "cuda");

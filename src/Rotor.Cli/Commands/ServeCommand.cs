@@ -42,9 +42,10 @@ internal static class ServeCommand
         var threshold = new Option<double?>("--confidence-threshold") { Description = "model rule: retrieve when the confidence is below this (default: the policy's)" }.InRange(0.0, 1.0);
         var confTokens = new Option<int>("--confidence-tokens") { Description = "closed-book answer tokens the model rule measures", DefaultValueFactory = _ => 8 }.InRange(1, 1024);
         var kvc = LmCommands.KvCacheOption();
+        var device = LmCommands.DeviceOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, adaptive, policy, threshold, confTokens, cluster, clusterId }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, device, adaptive, policy, threshold, confTokens, cluster, clusterId }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -59,7 +60,7 @@ internal static class ServeCommand
                 Adaptive = r.GetValue(adaptive) switch { "off" => AdaptiveMode.Off, "model" => AdaptiveMode.Model, _ => AdaptiveMode.Score },
                 Policy = pol, ConfidenceTokens = r.GetValue(confTokens),
             };
-            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc));
+            using var m = LmCommands.Open(path, r.GetValue(tok), r.GetValue(threads), r.GetValue(head), r.GetValue(kvc), r.GetValue(device)!);
             int context = r.GetValue(ctx) ?? Math.Min(m.Config.ContextLength, 2048);
             SentenceEmbedder? embedder = null;
             Retriever? retriever = null;
@@ -105,7 +106,7 @@ internal static class ServeCommand
                 var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, search);
                 server.StartAsync().GetAwaiter().GetResult();
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence){served}{(search is null ? "" : $", rule {r.GetValue(adaptive)}")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
+                    $"serving {options.ModelId} at {server.Address} (batch {options.Scheduler.MaxBatch}, context {context}, queue {options.Scheduler.QueueLimit}, key/value cache {m.Config.KvBytesPerToken(m.KvCacheType) * context / 1048576.0:F1} MiB a sequence{(m.Cuda is null ? "" : ", on the GPU")}){served}{(search is null ? "" : $", rule {r.GetValue(adaptive)}")}{(apiKeys.Count > 0 ? "; API key required" : "")}; Ctrl+C stops"));
                 server.RunAsync().GetAwaiter().GetResult();
                 server.DisposeAsync().AsTask().GetAwaiter().GetResult();
                 return 0;

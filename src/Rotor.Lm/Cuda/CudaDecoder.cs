@@ -199,6 +199,9 @@ public sealed class CudaDecoder : IDisposable
     public int ContextLength { get; }
     /// <summary>Rows one internal step takes at most (longer prompts are split).</summary>
     public int MaxBatch { get; }
+    /// <summary>Rows a decode step (<see cref="ForwardBatch"/>, <c>DecodeSample</c>) takes at most: the rows of
+    /// logits the decoder holds.</summary>
+    public int MaxStepRows => _logitRows;
     /// <summary>Bytes of device memory the key/value caches take.</summary>
     public long KvBytes { get; }
     /// <summary>The configuration.</summary>
@@ -241,7 +244,7 @@ public sealed class CudaDecoder : IDisposable
         {
             int n = Math.Min(MaxBatch, tokens.Length - start);
             bool final = start + n == tokens.Length;
-            StageInputs(tokens.Slice(start, n), i => slot, i => position + start + i, null);
+            StageInputs(tokens.Slice(start, n), i => slot, i => position + start + i);
             if (n == 1 && mode == LogitsMode.Last) RunGraph(1, sample: false);
             else
             {
@@ -273,23 +276,41 @@ public sealed class CudaDecoder : IDisposable
         if (logits.Length < (long)n * _c.VocabSize) throw new ArgumentException($"logits holds {logits.Length} values, need {(long)n * _c.VocabSize}", nameof(logits));
         if (n > _logitRows) throw new ArgumentException($"{n} rows of logits at once; at most {_logitRows}", nameof(tokens));
         int[] s = slots.ToArray(), p = positions.ToArray();
-        StageInputs(tokens, i => s[i], i => p[i], null);
+        StageInputs(tokens, i => s[i], i => p[i]);
         RunGraph(n, sample: false);
         DownloadLogits(logits[..(n * _c.VocabSize)]);
     }
 
     /// <summary>One decode step of several sequences with the next token of each chosen on the GPU per
-    /// <paramref name="sampling"/> (only the ids come back). Repetition penalties and top-k of 0 or above 1024 are not
-    /// done on the device: <see cref="SamplesOnDevice"/> says whether these options can be.</summary>
+    /// <paramref name="sampling"/> (only the ids come back), row b's draw seeded from <paramref name="seed"/>, its slot
+    /// and its position. Repetition penalties and top-k of 0 or above 1024 are not done on the device:
+    /// <see cref="SamplesOnDevice"/> says whether these options can be.</summary>
     public void DecodeSample(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, SamplingOptions sampling, ulong seed, Span<int> next)
     {
         ArgumentNullException.ThrowIfNull(sampling);
+        int n = tokens.Length;
+        if (slots.Length != n) throw new ArgumentException($"{n} tokens, {slots.Length} slots");
+        var options = new SamplingOptions[n];
+        var seeds = new ulong[n];
+        for (int i = 0; i < n; i++) { options[i] = sampling; seeds[i] = seed + (ulong)slots[i] * 0x9E3779B97F4A7C15UL; }
+        DecodeSample(tokens, slots, positions, options, seeds, next);
+    }
+
+    /// <summary>One decode step of several sequences with row b's next token chosen on the GPU per
+    /// <paramref name="sampling"/>[b], its draw seeded from <paramref name="seeds"/>[b] and its position (only the ids
+    /// come back). Each options must pass <see cref="SamplesOnDevice"/>.</summary>
+    public void DecodeSample(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, ReadOnlySpan<SamplingOptions> sampling, ReadOnlySpan<ulong> seeds, Span<int> next)
+    {
         int n = CheckBatch(tokens, slots, positions);
         if (n > _logitRows) throw new ArgumentException($"{n} rows at once; at most {_logitRows}", nameof(tokens));
-        if (!SamplesOnDevice(sampling)) throw new ArgumentException("these sampling options are not done on the GPU (repetition penalty, or top-k 0 or above 1024)", nameof(sampling));
+        if (sampling.Length != n || seeds.Length != n) throw new ArgumentException($"{n} tokens, {sampling.Length} sampling options, {seeds.Length} seeds");
+        foreach (var o in sampling)
+            if (!SamplesOnDevice(o ?? throw new ArgumentNullException(nameof(sampling))))
+                throw new ArgumentException("these sampling options are not done on the GPU (repetition penalty, or top-k 0 or above 1024)", nameof(sampling));
         if (next.Length < n) throw new ArgumentException($"next holds {next.Length} ids, need {n}", nameof(next));
         int[] s = slots.ToArray(), p = positions.ToArray();
-        StageInputs(tokens, i => s[i], i => p[i], sampling, seed);
+        StageInputs(tokens, i => s[i], i => p[i]);
+        StageSampling(sampling, seeds);
         RunGraph(n, sample: true);
         unsafe
         {
@@ -299,7 +320,7 @@ public sealed class CudaDecoder : IDisposable
         }
     }
 
-    /// <summary>Whether <see cref="DecodeSample"/> takes <paramref name="o"/>: no repetition penalty, and greedy or a
+    /// <summary>Whether <c>DecodeSample</c> takes <paramref name="o"/>: no repetition penalty, and greedy or a
     /// top-k of 1..1024.</summary>
     public static bool SamplesOnDevice(SamplingOptions o)
     {
@@ -336,25 +357,33 @@ public sealed class CudaDecoder : IDisposable
         return n;
     }
 
-    /// <summary>Copies the step's ids, positions, slots (and sampling parameters) to the device, on the stream.</summary>
-    private unsafe void StageInputs(ReadOnlySpan<int> tokens, Func<int, int> slot, Func<int, int> pos, SamplingOptions? sampling, ulong seed = 0)
+    /// <summary>Copies the step's ids, positions and slots to the device, on the stream.</summary>
+    private void StageInputs(ReadOnlySpan<int> tokens, Func<int, int> slot, Func<int, int> pos)
     {
         int n = tokens.Length;
         // The previous step's copies from the pinned buffer must be done before it is rewritten.
         _s.Synchronize();
         var host = _hostIn.AsSpan<int>(3 * n);
         for (int i = 0; i < n; i++) { host[i] = tokens[i]; host[n + i] = pos(i); host[2 * n + i] = slot(i); }
-        nint hp = _hostIn.Pointer, hparams = hp + (nint)(16L * MaxBatch);
+        nint hp = _hostIn.Pointer;
         Native.Check(Native.rotor_cuda_memcpy_h2d(_tokens, hp, (nuint)(n * 4), _s.Pointer), "copying token ids");
         Native.Check(Native.rotor_cuda_memcpy_h2d(_pos, hp + n * 4, (nuint)(n * 4), _s.Pointer), "copying positions");
         Native.Check(Native.rotor_cuda_memcpy_h2d(_slot, hp + n * 8, (nuint)(n * 4), _s.Pointer), "copying slots");
-        if (sampling is not null)
+    }
+
+    /// <summary>Copies each row's sampling parameters to the device, on the stream (after <see cref="StageInputs"/>,
+    /// which waited for the pinned buffer).</summary>
+    private unsafe void StageSampling(ReadOnlySpan<SamplingOptions> sampling, ReadOnlySpan<ulong> seeds)
+    {
+        int n = sampling.Length;
+        nint hparams = _hostIn.Pointer + (nint)(16L * MaxBatch);
+        var ps = new Span<LmSamplingNative>((void*)hparams, n);
+        for (int i = 0; i < n; i++)
         {
-            var ps = new Span<LmSamplingNative>((void*)hparams, n);
-            for (int i = 0; i < n; i++)
-                ps[i] = new LmSamplingNative { Temperature = sampling.Temperature, TopP = sampling.TopP, MinP = sampling.MinP, TopK = sampling.Temperature == 0 ? 1 : sampling.TopK, Seed = seed + (ulong)slot(i) * 0x9E3779B97F4A7C15UL };
-            Native.Check(Native.rotor_cuda_memcpy_h2d(_params, hparams, (nuint)(n * 24), _s.Pointer), "copying sampling parameters");
+            var o = sampling[i];
+            ps[i] = new LmSamplingNative { Temperature = o.Temperature, TopP = o.TopP, MinP = o.MinP, TopK = o.Temperature == 0 ? 1 : o.TopK, Seed = seeds[i] };
         }
+        Native.Check(Native.rotor_cuda_memcpy_h2d(_params, hparams, (nuint)(n * 24), _s.Pointer), "copying sampling parameters");
     }
 
     /// <summary>A decode step of n rows (the last token's logits of each, optionally sampled) as a graph: the first

@@ -416,6 +416,7 @@ public static unsafe class CudaLmSelfTest
             // greedy tokens are compared.
             foreach (var r in CompareModel(name, model, prompt: 13, generate: 4, f16Cache: true, logits: !c.SubNorms)) yield return r;
             foreach (var r in CompareBatch(name, model)) yield return r;
+            if (headType == DenseType.F16) foreach (var r in ComparePool(name, c, w)) yield return r;
         }
         {
             // 56 sequences of a model with 1024-wide rows: the batch's products take the 128 x 64 wgmma tile on sm_90a
@@ -553,6 +554,75 @@ public static unsafe class CudaLmSelfTest
         float[] lw = cpu.Forward([tok], caches[one]).ToArray();
         var lg = gpu.Forward([tok], one, lens[one]);
         yield return Relative($"lm model {name}", $"sequence {one} of {seqs} alone", Path(gpu), lw, lg);
+    }
+
+    /// <summary>The server's continuous batching on the GPU (<see cref="SequencePool"/>, the scheduler's view) against the
+    /// CPU pool: three slots and steps of at most two rows (a step of three runs in two pieces), prompts in chunks
+    /// between steps, a slot reused by a new sequence, logits within the bound; then steps whose tokens the GPU
+    /// chooses: greedy equal to the CPU's argmax, top-k/top-p draws inside the CPU sampler's candidate set.</summary>
+    private static IEnumerable<CheckResult> ComparePool(string name, ModelConfig c, ModelWeights w)
+    {
+        using var cpuModel = LanguageModel.FromWeights(c, w, new LanguageModelOptions { Threads = 1, LmHeadType = DenseType.F16 });
+        using var gpuModel = LanguageModel.FromWeights(c, w, new LanguageModelOptions { Threads = 1, LmHeadType = DenseType.F16, Device = LmDevice.Cuda });
+        if (gpuModel.Cuda is null) { yield return new CheckResult($"lm pool {name}", "on the GPU", gpuModel.DeviceNote, 1, 1, 0, true); yield break; }
+        using var cpu = cpuModel.CreateSequencePool(3, 64, maxBatch: 2);
+        using var gpu = gpuModel.CreateSequencePool(3, 64, maxBatch: 2);
+        int v = c.VocabSize;
+        var rng = new Random(19);
+        var next = new int[3];
+        var live = new bool[3];
+        var want = new List<float>(); var got = new List<float>();
+        int Start(int slot, int len)
+        {
+            cpu.Reset(slot); gpu.Reset(slot);
+            var ids = Enumerable.Range(0, len).Select(_ => rng.Next(v)).ToArray();
+            int half = len / 2 + 1;
+            cpu.Prefill(slot, ids.AsSpan(0, half)); gpu.Prefill(slot, ids.AsSpan(0, half));
+            var lw = cpu.Prefill(slot, ids.AsSpan(half)).ToArray();
+            var lg = gpu.Prefill(slot, ids.AsSpan(half)).ToArray();
+            want.AddRange(lw); got.AddRange(lg);
+            live[slot] = true;
+            return Sampler.ArgMax(lw);
+        }
+        next[0] = Start(0, 9); next[1] = Start(1, 3);
+        var rowsW = new float[3 * v]; var rowsG = new float[3 * v];
+        var stepW = new List<float>(); var stepG = new List<float>();
+        for (int step = 0; step < 5; step++)
+        {
+            if (step == 1) next[2] = Start(2, 12);
+            if (step == 3) next[1] = Start(1, 5);
+            int[] slots = [.. Enumerable.Range(0, 3).Where(i => live[i])];
+            int[] tokens = [.. slots.Select(i => next[i])];
+            cpu.Step(tokens, slots, rowsW); gpu.Step(tokens, slots, rowsG);
+            stepW.AddRange(rowsW.AsSpan(0, slots.Length * v).ToArray()); stepG.AddRange(rowsG.AsSpan(0, slots.Length * v).ToArray());
+            for (int b = 0; b < slots.Length; b++) next[slots[b]] = Sampler.ArgMax(rowsW.AsSpan(b * v, v));
+        }
+        yield return Relative($"lm pool {name}", "3 slots, prompts in chunks", "each prompt's last logits, a slot reused", want.ToArray(), got.ToArray(), v);
+        yield return BatchRows($"lm pool {name}", "3 slots, 5 steps of 2-3 rows", "steps in pieces of 2 rows", stepW.ToArray(), stepG.ToArray(), v);
+        // Tokens chosen on the GPU: the CPU takes one step with logits, the GPU one with its choice; both then go on
+        // with the CPU's argmax, so every step compares the same state.
+        int[] all = [0, 1, 2];
+        var greedy = new[] { SamplingOptions.Greedy, SamplingOptions.Greedy, SamplingOptions.Greedy };
+        var topk = new SamplingOptions { Temperature = 0.8f, TopK = 40, TopP = 0.95f, MinP = 0.05f };
+        var sampled = new[] { topk, topk, topk };
+        var ids = new int[3];
+        long greedyBad = 0, outside = 0;
+        for (int step = 0; step < 6; step++)
+        {
+            bool g = step % 2 == 0;
+            int[] tokens = [.. all.Select(i => next[i])];
+            cpu.Step(tokens, all, rowsW);
+            gpu.StepSample(tokens, all, g ? greedy : sampled, [(ulong)step, 7UL, 99UL], ids);
+            for (int b = 0; b < 3; b++)
+            {
+                var row = rowsW.AsSpan(b * v, v);
+                if (g) { if (ids[b] != Sampler.ArgMax(row)) greedyBad++; }
+                else if (!KeptSet(row, topk.TopK, topk.TopP, topk.MinP, topk.Temperature).Contains(ids[b])) outside++;
+                next[b] = Sampler.ArgMax(row);
+            }
+        }
+        yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "greedy steps: the CPU's argmax", 9, greedyBad, 0, true);
+        yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "top-k 40, p 0.95, min-p 0.05, T 0.8: inside the CPU's candidates", 9, outside, 0, true);
     }
 
     /// <summary>A batch's logits, a row a sequence, within 1e-3 of the largest |expected| at every row of a batch of

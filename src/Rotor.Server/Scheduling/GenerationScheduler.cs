@@ -111,9 +111,11 @@ public interface ISchedulerObserver
 /// <summary>
 /// Owns a model and decodes every request on one thread with continuous batching. Requests wait in a bounded FIFO
 /// queue; a free slot takes the oldest. Each step prefills up to one chunk of prompt tokens (oldest sequence first),
-/// then runs <see cref="Rotor.Lm.Decoder.ForwardBatch"/> once over every sequence that has a token to decode (one GEMM a
-/// projection) and samples each row with that sequence's own <see cref="Sampler"/>. A sequence leaves the batch the
-/// step it ends (stop, budget, context, cancellation, timeout) and its key/value cache goes back to a pool.
+/// then runs one step of the model's <see cref="SequencePool"/> over every sequence that has a token to decode (one
+/// product a projection) and samples each row with that sequence's own <see cref="Sampler"/>; on the GPU, where every
+/// row's options allow it and no row's logits are observed, the pool chooses the tokens there and only the ids come
+/// back (<see cref="SequencePool.StepSample"/>). A sequence leaves the batch the step it ends (stop, budget, context,
+/// cancellation, timeout) and its slot (its key/value cache) goes back to the pool.
 /// The per-sequence logic (end tokens, stop texts with held-back text, budget, context) is <see cref="TextGenerator"/>'s,
 /// so a request decodes the same tokens here as alone there.
 /// </summary>
@@ -121,10 +123,10 @@ public sealed class GenerationScheduler : IDisposable
 {
     private readonly LanguageModel _model;
     private readonly SchedulerOptions _o;
-    private readonly Rotor.Lm.Decoder _decoder;
+    private readonly SequencePool _seqs;
     private readonly LinkedList<Sequence> _queue = new();
     private readonly List<Sequence> _active = [];
-    private readonly Stack<KvCache> _pool = new();
+    private readonly Stack<int> _free = new();   // free slots of _seqs, the lowest on top at first (CPU caches are made on first use)
     private readonly object _lock = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
@@ -133,7 +135,10 @@ public sealed class GenerationScheduler : IDisposable
     private readonly Action<int> _advanceRow;   // samples row b of a decode step (made once: no delegate a step)
     private readonly ParallelOptions _parallel;   // the rows' sampling (made once: no options a step)
     private readonly int[] _chunk;   // (PrefillChunk) prompt tokens of one prefill call
-    private readonly List<KvCache> _batchCaches = [];
+    private readonly int[] _batchSlots;
+    private readonly int[] _batchNext;
+    private readonly SamplingOptions[] _batchSampling;
+    private readonly ulong[] _batchSeeds;
     private readonly List<Sequence> _batchSeqs = [];
     private readonly List<Sequence> _reading = [];
     private readonly ISchedulerObserver? _observer;
@@ -141,7 +146,6 @@ public sealed class GenerationScheduler : IDisposable
     private volatile bool _accepting = true;
     private volatile bool _cancelAll;
     private volatile bool _exit;
-    private int _cachesMade;
 
     /// <summary>A scheduler for <paramref name="model"/>; its thread starts at once.</summary>
     public GenerationScheduler(LanguageModel model, SchedulerOptions? options = null, ISchedulerObserver? observer = null)
@@ -150,9 +154,14 @@ public sealed class GenerationScheduler : IDisposable
         _o = options ?? new SchedulerOptions();
         _o.Validate();
         _observer = observer;
-        _decoder = model.CreateDecoder(_o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
+        _seqs = model.CreateSequencePool(_o.MaxBatch, _o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
+        for (int slot = _o.MaxBatch - 1; slot >= 0; slot--) _free.Push(slot);
         _logits = new float[(long)_o.MaxBatch * model.Config.VocabSize];
         _batchTokens = new int[_o.MaxBatch];
+        _batchSlots = new int[_o.MaxBatch];
+        _batchNext = new int[_o.MaxBatch];
+        _batchSampling = new SamplingOptions[_o.MaxBatch];
+        _batchSeeds = new ulong[_o.MaxBatch];
         _advanceRow = b => Advance(_batchSeqs[b], _logits.AsSpan(b * _model.Config.VocabSize, _model.Config.VocabSize));
         _chunk = new int[_o.PrefillChunk];
         _parallel = Rotor.Threading.ThreadCount.Options();
@@ -169,8 +178,11 @@ public sealed class GenerationScheduler : IDisposable
     public int QueueLength { get { lock (_lock) return _queue.Count; } }
     /// <summary>Sequences in the batch (prefilling or decoding).</summary>
     public int ActiveCount { get { lock (_lock) return _active.Count; } }
-    /// <summary>Key/value caches allocated so far (at most <see cref="SchedulerOptions.MaxBatch"/>; reused).</summary>
-    public int CachesAllocated => Volatile.Read(ref _cachesMade);
+    /// <summary>Key/value caches allocated so far (at most <see cref="SchedulerOptions.MaxBatch"/>; reused): on the CPU
+    /// one a slot on its first use, on the GPU all at once.</summary>
+    public int CachesAllocated => _seqs.SlotsAllocated;
+    /// <summary>Whether the sequences are decoded on the GPU.</summary>
+    public bool OnGpu => _seqs.OnGpu;
     /// <summary>Whether new requests are accepted.</summary>
     public bool Accepting => _accepting;
 
@@ -227,6 +239,7 @@ public sealed class GenerationScheduler : IDisposable
         _exit = true;
         _wake.Release();
         await Task.Run(() => _thread.Join()).ConfigureAwait(false);
+        _seqs.Dispose();
     }
 
     /// <summary>Ends every request and stops the thread (no grace).</summary>
@@ -286,7 +299,7 @@ public sealed class GenerationScheduler : IDisposable
             {
                 _queue.RemoveFirst();
                 var s = first.Value;
-                s.Cache = RentCache();
+                s.Slot = _free.Pop();
                 _active.Add(s);
             }
             if (_active.Count == 0) return false;
@@ -309,7 +322,7 @@ public sealed class GenerationScheduler : IDisposable
             for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
             try
             {
-                var logits = _decoder.Forward(chunk, reading.Cache!);
+                var logits = _seqs.Prefill(reading.Slot, chunk);
                 reading.Prefilled += n;
                 prefilled += n;
                 // The decoder's last-token logits go to row 0 of the batch's logits (free until the decode step
@@ -326,9 +339,16 @@ public sealed class GenerationScheduler : IDisposable
 
         // Decode: every sequence with a token pending, in one batched step.
         long tDecode = Stopwatch.GetTimestamp(), prefillTicks = tDecode - tPrefill;
-        _batchSeqs.Clear(); _batchCaches.Clear();
+        _batchSeqs.Clear();
+        bool onPool = _seqs.OnGpu;   // whether the pool chooses every row's token this step
         foreach (var s in _active)
-            if (s.Pending >= 0) { _batchTokens[_batchSeqs.Count] = s.Pending; _batchSeqs.Add(s); _batchCaches.Add(s.Cache!); }
+            if (s.Pending >= 0)
+            {
+                int b = _batchSeqs.Count;
+                _batchTokens[b] = s.Pending; _batchSlots[b] = s.Slot; _batchSeqs.Add(s);
+                _batchSampling[b] = s.Request.Options.Sampling; _batchSeeds[b] = s.Seed;
+                onPool &= s.Request.OnLogits is null && _seqs.CanSample(s.Request.Options.Sampling);
+            }
         int decoded = _batchSeqs.Count;
         if (decoded > 0)
         {
@@ -340,20 +360,24 @@ public sealed class GenerationScheduler : IDisposable
                 _trace.Add(StepPhase.Prefill, prefillTicks);
                 tSample = Stopwatch.GetTimestamp();
                 _trace.Add(StepPhase.Scheduling, scheduling + tSample - tDecode);
-                _decoder.Trace = _trace;
+                _seqs.Trace = _trace;
             }
             try
             {
-                _decoder.ForwardBatch(_batchTokens.AsSpan(0, decoded), _batchCaches, _logits);
-                if (_trace is not null) { _decoder.Trace = null; tSample = Stopwatch.GetTimestamp(); }
+                var tokens = _batchTokens.AsSpan(0, decoded);
+                var slots = _batchSlots.AsSpan(0, decoded);
+                if (onPool) _seqs.StepSample(tokens, slots, _batchSampling.AsSpan(0, decoded), _batchSeeds.AsSpan(0, decoded), _batchNext);
+                else _seqs.Step(tokens, slots, _logits);
+                if (_trace is not null) { _seqs.Trace = null; tSample = Stopwatch.GetTimestamp(); }
                 foreach (var s in _batchSeqs) s.Pending = -1;
+                if (onPool) for (int b = 0; b < decoded; b++) Advance(_batchSeqs[b], _batchNext[b]);
                 // Each row is sampled by its own sequence's sampler (a top-k pass over the vocabulary can cost more
                 // than a small model's step), so rows run in parallel; what a sequence draws depends on its row alone.
-                if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
+                else if (decoded == 1) Advance(_batchSeqs[0], _logits.AsSpan(0, v));
                 else Parallel.For(0, decoded, _parallel, _advanceRow);
             }
             catch (RotorException e) { lock (_lock) foreach (var s in _batchSeqs) if (_active.Contains(s)) Finish(s, GenerationEnd.Failed, e.Message); }
-            finally { _decoder.Trace = null; }
+            finally { _seqs.Trace = null; }
             if (_trace is not null)
             {
                 _trace.Add(StepPhase.Sampling, Stopwatch.GetTimestamp() - tSample);
@@ -370,24 +394,40 @@ public sealed class GenerationScheduler : IDisposable
     private void Advance(Sequence s, Span<float> logits)
     {
         // A failure in one sequence's sampling or text (an id the tokenizer lacks) ends that sequence only.
-        try { AdvanceCore(s, logits); }
+        try { if (Choose(s, logits) is int next and >= 0) Accept(s, next); }
         catch (Exception e) when (e is RotorException or ArgumentException or IndexOutOfRangeException or InvalidOperationException)
         {
             lock (_lock) Finish(s, GenerationEnd.Failed, e.Message);
         }
     }
 
-    private void AdvanceCore(Sequence s, Span<float> logits)
+    /// <summary>The same for a token the pool chose (on the GPU).</summary>
+    private void Advance(Sequence s, int next)
     {
-        var o = s.Request.Options;
-        if (s.Ids.Count >= o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
+        try { Accept(s, next); }
+        catch (Exception e) when (e is RotorException or ArgumentException or IndexOutOfRangeException or InvalidOperationException)
+        {
+            lock (_lock) Finish(s, GenerationEnd.Failed, e.Message);
+        }
+    }
+
+    /// <summary>The next token from <paramref name="logits"/>, or -1 where the sequence ended instead.</summary>
+    private int Choose(Sequence s, Span<float> logits)
+    {
+        if (s.Ids.Count >= s.Request.Options.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return -1; }
         if (s.Request.OnLogits is { } observe)
         {
             try { observe(logits); }
-            catch (Exception e) { lock (_lock) Finish(s, GenerationEnd.Failed, "the logits observer failed: " + e.Message); return; }
+            catch (Exception e) { lock (_lock) Finish(s, GenerationEnd.Failed, "the logits observer failed: " + e.Message); return -1; }
         }
         // The row is scratch once observed: the repetition penalty is applied to it in place (no copy of V values).
-        int next = s.Sampler.SampleInPlace(logits, CollectionsMarshal.AsSpan(s.History));
+        return s.Sampler.SampleInPlace(logits, CollectionsMarshal.AsSpan(s.History));
+    }
+
+    private void Accept(Sequence s, int next)
+    {
+        var o = s.Request.Options;
+        if (s.Ids.Count >= o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
         s.FirstToken ??= Stopwatch.GetElapsedTime(s.Started);
         if (o.StopOnEndTokens && s.Tokenizer is not null && s.Tokenizer.StopIds.Contains(next)) { lock (_lock) Finish(s, GenerationEnd.Stop); return; }
         s.Ids.Add(next); s.History.Add(next);
@@ -418,15 +458,15 @@ public sealed class GenerationScheduler : IDisposable
         s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, safe - s.Emitted)));
         s.Emitted = safe;
         if (s.Ids.Count == o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
-        if (s.Cache!.Length >= s.Cache.Capacity) { lock (_lock) Finish(s, GenerationEnd.ContextFull); return; }
+        if (_seqs.Length(s.Slot) >= _o.ContextLength) { lock (_lock) Finish(s, GenerationEnd.ContextFull); return; }
         s.Pending = next;
     }
 
-    /// <summary>Takes an active sequence out of the batch, hands out its held-back text, returns its cache. Caller holds _lock.</summary>
+    /// <summary>Takes an active sequence out of the batch, hands out its held-back text, returns its slot. Caller holds _lock.</summary>
     private void Finish(Sequence s, GenerationEnd end, string? error = null)
     {
         if (!_active.Remove(s)) return;
-        if (s.Cache is { } c) { c.Clear(); _pool.Push(c); s.Cache = null; }
+        if (s.Slot >= 0) { _seqs.Reset(s.Slot); _free.Push(s.Slot); s.Slot = -1; }
         s.Pending = -1;
         if (end is (GenerationEnd.Stop or GenerationEnd.Length or GenerationEnd.ContextFull) && !s.CutByText)
         {
@@ -448,13 +488,6 @@ public sealed class GenerationScheduler : IDisposable
         s.Done.TrySetResult(outcome);
     }
 
-    private KvCache RentCache()
-    {
-        if (_pool.TryPop(out var c)) return c;
-        Interlocked.Increment(ref _cachesMade);
-        return _model.CreateCache(_o.ContextLength);
-    }
-
     private sealed class Sequence
     {
         public Sequence(GenerationRequest request, LmTokenizer? tokenizer, long deadline)
@@ -464,6 +497,8 @@ public sealed class GenerationScheduler : IDisposable
             Deadline = deadline;
             Started = Stopwatch.GetTimestamp();
             Sampler = new Sampler(request.Options.Sampling);
+            // The GPU's draws: the request's seed where it gives one (the same tokens again), else a random one.
+            Seed = request.Options.Sampling.Seed is int seed ? (ulong)(uint)seed : (ulong)Random.Shared.NextInt64();
             History = new List<int>(request.PromptIds);
             if (tokenizer is not null) { TextStream = new TokenTextStream(tokenizer); TextStream.Prime(request.PromptIds[^1]); }
             HoldBack = request.Options.Stop.Count == 0 ? 0 : request.Options.Stop.Max(x => x.Length) - 1;
@@ -476,6 +511,7 @@ public sealed class GenerationScheduler : IDisposable
         public readonly LmTokenizer? Tokenizer;
         public readonly long Deadline, Started;
         public readonly Sampler Sampler;
+        public readonly ulong Seed;
         public readonly List<int> History;
         public readonly List<int> Ids = [];
         public readonly StringBuilder Text = new();
@@ -485,7 +521,7 @@ public sealed class GenerationScheduler : IDisposable
         public readonly TaskCompletionSource<GenerationOutcome> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public readonly GenerationStream Stream;
         public CancellationTokenRegistration Registration;
-        public KvCache? Cache;
+        public int Slot = -1;
         public int Prefilled;
         public int Pending = -1;
         public int Emitted;
