@@ -121,6 +121,9 @@ static void Num(Utf8JsonWriter w, string name, double value)
     if (double.IsFinite(value)) w.WriteNumber(name, value); else w.WriteNull(name);
 }
 
+// A JSON string literal (no reflection: the load test publishes trimmed for GPU machines).
+static string Quoted(string s) => "\"" + JsonEncodedText.Encode(s).ToString() + "\"";
+
 static string RuntimeInfo() => System.Runtime.InteropServices.RuntimeInformation.OSDescription;
 
 static async Task<LevelResult> RunLevel(HttpClient http, string model, Args o, int clients)
@@ -170,9 +173,9 @@ static async Task<RequestResult> OneRequest(HttpClient http, string model, Args 
     string prompt = (o.VaryPrompt ? n.ToString(CultureInfo.InvariantCulture) + ". " : "") + o.Prompt;
     bool chat = o.Endpoint == "chat";
     string input = chat
-        ? "\"messages\":[{\"role\":\"user\",\"content\":" + JsonSerializer.Serialize(prompt) + "}]"
-        : "\"prompt\":" + JsonSerializer.Serialize(prompt);
-    string body = "{\"model\":" + JsonSerializer.Serialize(model) + "," + input + ",\"max_tokens\":" + o.MaxTokens.ToString(CultureInfo.InvariantCulture)
+        ? "\"messages\":[{\"role\":\"user\",\"content\":" + Quoted(prompt) + "}]"
+        : "\"prompt\":" + Quoted(prompt);
+    string body = "{\"model\":" + Quoted(model) + "," + input + ",\"max_tokens\":" + o.MaxTokens.ToString(CultureInfo.InvariantCulture)
         + ",\"temperature\":" + o.Temperature.ToString(CultureInfo.InvariantCulture) + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
         + (o.IgnoreEos ? ",\"ignore_eos\":true" : "") + "}";
     var sw = Stopwatch.StartNew();
