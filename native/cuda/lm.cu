@@ -719,35 +719,18 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
     return z ^ (z >> 31);
 }
 
-// Inclusive prefix sum over the block (kSampleThreads values), every thread gets its own and the total.
-__device__ float block_scan(float v, float* scratch, float* total) {
+// Inclusive prefix sum over the block (kSampleThreads values of T: float probabilities, int counts), every thread
+// gets its own and the total.
+template <typename T> __device__ T block_scan(T v, T* scratch, T* total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int o = 1; o < 32; o <<= 1) {
-        const float u = __shfl_up_sync(0xffffffffu, v, o);
+        const T u = __shfl_up_sync(0xffffffffu, v, o);
         if (lane >= o) v += u;
     }
     __syncthreads();
     if (lane == 31) scratch[warp] = v;
     __syncthreads();
-    float before = 0.f, all = 0.f;
-    for (int w = 0; w < kSampleThreads / 32; w++) {
-        if (w < warp) before += scratch[w];
-        all += scratch[w];
-    }
-    *total = all;
-    return v + before;
-}
-
-__device__ int block_scan_int(int v, int* scratch, int* total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-    }
-    __syncthreads();
-    if (lane == 31) scratch[warp] = v;
-    __syncthreads();
-    int before = 0, all = 0;
+    T before = 0, all = 0;
     for (int w = 0; w < kSampleThreads / 32; w++) {
         if (w < warp) before += scratch[w];
         all += scratch[w];
@@ -841,7 +824,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
     int ties = 0;
     for (int j = j0; j < j1; j++) ties += order_key(l[j]) == kth;
     int tie_total;
-    const int tie_end = block_scan_int(ties, iscr, &tie_total);
+    const int tie_end = block_scan(ties, iscr, &tie_total);
     int tie_rank = tie_end - ties;
     __syncthreads();
     for (int j = j0; j < j1; j++) {
