@@ -210,6 +210,28 @@ __device__ __forceinline__ int warp_sum(int v) {
     return v;
 }
 
+// One key/value position of flash decoding for the query heads a warp holds (qr: group heads x DPL values a lane,
+// lane + 32 j of the head), the running maximum mx, sum l and accumulator acc of each head updated online: the
+// attention of the language model's split kernel and of the persistent decode step alike.
+template <int MaxGroup, int DPL>
+__device__ __forceinline__ void attend_position(const float (&qr)[MaxGroup][DPL], const float (&kk)[DPL], const float (&vv)[DPL],
+                                                int group, float scale, float (&mx)[MaxGroup], float (&l)[MaxGroup],
+                                                float (&acc)[MaxGroup][DPL]) {
+#pragma unroll
+    for (int g = 0; g < MaxGroup; g++) {
+        if (g >= group) break;
+        float dot = 0.f;
+#pragma unroll
+        for (int j = 0; j < DPL; j++) dot += qr[g][j] * kk[j];
+        dot = warp_sum(dot) * scale;
+        const float mn = fmaxf(mx[g], dot), corr = expf(mx[g] - mn), p = expf(dot - mn);
+        l[g] = l[g] * corr + p;
+#pragma unroll
+        for (int j = 0; j < DPL; j++) acc[g][j] = acc[g][j] * corr + p * vv[j];
+        mx[g] = mn;
+    }
+}
+
 // cp.async of 16 bytes into shared memory; invalid: fill with zeros, read nothing.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));

@@ -413,19 +413,7 @@ __device__ void attention_phase(const Plan& pl, const rotor_lm_decode_args& a, i
                 kk[j] = d < hd ? ldcg(K + (size_t)t * kvd + d) : 0.f;
                 vv[j] = d < hd ? ldcg(V + (size_t)t * kvd + d) : 0.f;
             }
-#pragma unroll
-            for (int g = 0; g < kDMaxGroup; g++) {
-                if (g >= group) break;
-                float dot = 0.f;
-#pragma unroll
-                for (int j = 0; j < kDMaxDpl; j++) dot += qr[g][j] * kk[j];
-                dot = warp_sum(dot) * a.scale;
-                const float mn = fmaxf(mx[g], dot), corr = expf(mx[g] - mn), p = expf(dot - mn);
-                ls[g] = ls[g] * corr + p;
-#pragma unroll
-                for (int j = 0; j < kDMaxDpl; j++) acc[g][j] = acc[g][j] * corr + p * vv[j];
-                mx[g] = mn;
-            }
+            attend_position(qr, kk, vv, group, a.scale, mx, ls, acc);
         }
 #pragma unroll
         for (int g = 0; g < kDMaxGroup; g++) {

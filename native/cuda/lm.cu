@@ -392,19 +392,7 @@ __global__ void __launch_bounds__(attn_warps<DPL>() * 32) attn_split_kernel(Attn
             kk[j] = d < a.hd ? load_f(K, (size_t)t * kvd + d) : 0.f;
             vv[j] = d < a.hd ? load_f(V, (size_t)t * kvd + d) : 0.f;
         }
-#pragma unroll
-        for (int g = 0; g < kMaxGroup; g++) {
-            if (g >= a.gb) break;
-            float dot = 0.f;
-#pragma unroll
-            for (int j = 0; j < DPL; j++) dot += qr[g][j] * kk[j];
-            dot = warp_sum(dot) * a.scale;
-            const float mn = fmaxf(mx[g], dot), corr = expf(mx[g] - mn), p = expf(dot - mn);
-            l[g] = l[g] * corr + p;
-#pragma unroll
-            for (int j = 0; j < DPL; j++) acc[g][j] = acc[g][j] * corr + p * vv[j];
-            mx[g] = mn;
-        }
+        attend_position(qr, kk, vv, a.gb, a.scale, mx, l, acc);
     }
 #pragma unroll
     for (int g = 0; g < kMaxGroup; g++) {
@@ -433,6 +421,22 @@ __global__ void __launch_bounds__(attn_warps<DPL>() * 32) attn_split_kernel(Attn
     }
 }
 
+// The weight of each split of row i's heads in the combined output, coef (heads, active): a split's share of the
+// softmax's sum, rescaled to the row's largest maximum. A warp a head.
+__device__ __forceinline__ void split_weights(const AttnArgs& a, int i, int active, float* coef) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (int h = warp; h < a.heads; h += warps) {
+        const float2* ml = a.part_ml + ((size_t)i * a.heads + h) * a.splits;
+        float m = -INFINITY;
+        for (int s = lane; s < active; s += 32) m = fmaxf(m, ml[s].x);
+        m = warp_max(m);
+        float l = 0.f;
+        for (int s = lane; s < active; s += 32) l += ml[s].y * expf(ml[s].x - m);
+        l = warp_sum(l);
+        for (int s = lane; s < active; s += 32) coef[h * active + s] = expf(ml[s].x - m) / l;
+    }
+}
+
 // One CTA a row: the splits of every head merged (softmax weights exp(m_s - M) / L), the heads' outputs in shared
 // memory, then finish_row (BitNet's attn_sub_norm and the quantization for the output projection).
 __global__ void __launch_bounds__(256) attn_combine_kernel(AttnArgs a, RowOut o) {
@@ -445,17 +449,7 @@ __global__ void __launch_bounds__(256) attn_combine_kernel(AttnArgs a, RowOut o)
     const int active = (a.pos[i] + a.split_len) / a.split_len;  // splits holding positions 0..pos[i]
     float* row = sm;                  // (qd)
     float* coef = sm + qd;            // (heads, active)
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-    for (int h = warp; h < a.heads; h += warps) {
-        const float2* ml = a.part_ml + ((size_t)i * a.heads + h) * a.splits;
-        float m = -INFINITY;
-        for (int s = lane; s < active; s += 32) m = fmaxf(m, ml[s].x);
-        m = warp_max(m);
-        float l = 0.f;
-        for (int s = lane; s < active; s += 32) l += ml[s].y * expf(ml[s].x - m);
-        l = warp_sum(l);
-        for (int s = lane; s < active; s += 32) coef[h * active + s] = expf(ml[s].x - m) / l;
-    }
+    split_weights(a, i, active, coef);
     __syncthreads();
     for (int e = threadIdx.x; e < qd; e += blockDim.x) {
         const int h = e / a.hd, d = e % a.hd;
@@ -481,17 +475,7 @@ __global__ void __launch_bounds__(kRowThreads) attn_combine_regs_kernel(AttnArgs
     __shared__ int is[32];
     const int i = blockIdx.x, tid = threadIdx.x;
     const int active = (a.pos[i] + a.split_len) / a.split_len;
-    const int warp = tid >> 5, lane = tid & 31, warps = blockDim.x >> 5;
-    for (int h = warp; h < a.heads; h += warps) {
-        const float2* ml = a.part_ml + ((size_t)i * a.heads + h) * a.splits;
-        float m = -INFINITY;
-        for (int s = lane; s < active; s += 32) m = fmaxf(m, ml[s].x);
-        m = warp_max(m);
-        float l = 0.f;
-        for (int s = lane; s < active; s += 32) l += ml[s].y * expf(ml[s].x - m);
-        l = warp_sum(l);
-        for (int s = lane; s < active; s += 32) coef[h * active + s] = expf(ml[s].x - m) / l;
-    }
+    split_weights(a, i, active, coef);
     __syncthreads();
     float v[K];
 #pragma unroll
