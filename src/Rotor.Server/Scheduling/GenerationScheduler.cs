@@ -149,12 +149,21 @@ public sealed class GenerationScheduler : IDisposable
 
     /// <summary>A scheduler for <paramref name="model"/>; its thread starts at once.</summary>
     public GenerationScheduler(LanguageModel model, SchedulerOptions? options = null, ISchedulerObserver? observer = null)
+        : this(model, options, observer, null)
+    {
+    }
+
+    /// <summary>A scheduler over <paramref name="pool"/> (of at least MaxBatch slots, which it then owns), or the
+    /// model's own pool where null (tests give one that chooses tokens itself, as the GPU's does).</summary>
+    internal GenerationScheduler(LanguageModel model, SchedulerOptions? options, ISchedulerObserver? observer, SequencePool? pool)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _o = options ?? new SchedulerOptions();
         _o.Validate();
         _observer = observer;
-        _seqs = model.CreateSequencePool(_o.MaxBatch, _o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
+        _seqs = pool ?? model.CreateSequencePool(_o.MaxBatch, _o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
+        if (_seqs.Slots < _o.MaxBatch || _seqs.ContextLength < _o.ContextLength)
+            throw new ArgumentException($"the pool holds {_seqs.Slots} sequences of {_seqs.ContextLength} positions; the scheduler needs {_o.MaxBatch} of {_o.ContextLength}", nameof(pool));
         for (int slot = _o.MaxBatch - 1; slot >= 0; slot--) _free.Push(slot);
         _logits = new float[(long)_o.MaxBatch * model.Config.VocabSize];
         _batchTokens = new int[_o.MaxBatch];
@@ -340,7 +349,7 @@ public sealed class GenerationScheduler : IDisposable
         // Decode: every sequence with a token pending, in one batched step.
         long tDecode = Stopwatch.GetTimestamp(), prefillTicks = tDecode - tPrefill;
         _batchSeqs.Clear();
-        bool onPool = _seqs.OnGpu;   // whether the pool chooses every row's token this step
+        bool onPool = true;   // whether the pool chooses every row's token this step
         foreach (var s in _active)
             if (s.Pending >= 0)
             {
