@@ -375,6 +375,31 @@ public sealed class InferenceSession
         _tokens.AddRange(ids);
     }
 
+    /// <summary>Whether <see cref="AppendChoose"/> takes <paramref name="sampling"/>: a GPU session, and options the
+    /// GPU samples with (no repetition penalty; greedy or top-k 1..1024).</summary>
+    public bool ChoosesOnDevice(SamplingOptions sampling)
+    {
+        ArgumentNullException.ThrowIfNull(sampling);
+        return _gpu is not null && Cuda.CudaDecoder.SamplesOnDevice(sampling);
+    }
+
+    /// <summary>Runs <paramref name="id"/> after the tokens so far and returns the next token, chosen on the GPU per
+    /// <paramref name="sampling"/> (its draw seeded from <paramref name="seed"/> and the position): only the id comes
+    /// back, not the vocabulary's logits.</summary>
+    /// <exception cref="InvalidOperationException">The session is on the CPU, or the GPU does not take these options
+    /// (<see cref="ChoosesOnDevice"/>).</exception>
+    /// <exception cref="RotorException">The context is full, or the id is outside the vocabulary.</exception>
+    public int AppendChoose(int id, SamplingOptions sampling, ulong seed)
+    {
+        if (!ChoosesOnDevice(sampling)) throw new InvalidOperationException("this session does not choose tokens on the GPU for these options: see ChoosesOnDevice");
+        if (Cache.Length >= Cache.Capacity) throw new RotorException($"1 token after {Cache.Length} does not fit the context of {Cache.Capacity} positions");
+        Span<int> next = stackalloc int[1];
+        _gpu!.DecodeSample([id], [0], [Cache.Length], [sampling], [seed], next);
+        Cache.Length++;
+        _tokens.Add(id);
+        return next[0];
+    }
+
     /// <summary>Makes the session hold exactly <paramref name="sequence"/>: keeps the longest prefix it already holds
     /// (at least one token is always run, for its logits), runs the rest, and returns the last token's logits.</summary>
     public ReadOnlySpan<float> Continue(IReadOnlyList<int> sequence)

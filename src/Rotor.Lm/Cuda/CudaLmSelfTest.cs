@@ -623,6 +623,18 @@ public static unsafe class CudaLmSelfTest
         }
         yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "greedy steps: the CPU's argmax", 9, greedyBad, 0, true);
         yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "top-k 40, p 0.95, min-p 0.05, T 0.8: inside the CPU's candidates", 9, outside, 0, true);
+
+        // TextGenerator on a GPU session (rotor generate, the chat client): greedy tokens chosen on the GPU equal to
+        // the CPU's.
+        var prompt = Enumerable.Range(0, 6).Select(_ => rng.Next(v)).ToArray();
+        var o = new GenerationOptions { MaxTokens = 16, Sampling = SamplingOptions.Greedy, StopOnEndTokens = false };
+        var wantIds = new TextGenerator(cpuModel.CreateSession(64)).Complete(prompt, o).Ids;
+        var session = gpuModel.CreateSession(64);
+        bool chooses = session.ChoosesOnDevice(o.Sampling);
+        var gotIds = new TextGenerator(session).Complete(prompt, o).Ids;
+        long differ = Math.Abs(wantIds.Count - gotIds.Count) + wantIds.Zip(gotIds).Count(p => p.First != p.Second);
+        yield return new CheckResult($"lm generate {name}", "greedy 16 tokens", chooses ? "TextGenerator, tokens chosen on the GPU" : "TextGenerator: the GPU session does not choose (a failure)",
+            16, chooses ? differ : Math.Max(1, differ), 0, true);
     }
 
     /// <summary>A batch's logits, a row a sequence, within 1e-3 of the largest |expected| at every row of a batch of

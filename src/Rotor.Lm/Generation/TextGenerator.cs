@@ -44,6 +44,8 @@ public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyLis
 /// <summary>
 /// Generates text from a prompt on an <see cref="InferenceSession"/>: prefill of the prompt in batches, then one token
 /// at a time, streamed as text; stops on end tokens, stop texts, the token budget, the context's end or cancellation.
+/// On a GPU session whose sampling options the GPU takes (<see cref="InferenceSession.ChoosesOnDevice"/>) every token
+/// after the first is chosen there and only its id comes back.
 /// </summary>
 public sealed class TextGenerator
 {
@@ -91,14 +93,19 @@ public sealed class TextGenerator
         // One logits buffer and one id buffer for the whole generation: a token allocates nothing.
         float[] logits = _session.Continue(promptIds).ToArray();
         int[] one = new int[1];
+        // On the GPU, where the options allow, each next token is chosen there (one id back instead of V logits); the
+        // first comes from the prompt's logits here. The draws differ from the CPU sampler's (seed and position).
+        bool onDevice = _session.ChoosesOnDevice(options.Sampling);
+        ulong seed = options.Sampling.Seed is int given ? (ulong)(uint)given : (ulong)Random.Shared.NextInt64();
         TimeSpan promptTime = sw.Elapsed;
         sw.Restart();
         FinishReason finish = FinishReason.Length;
         bool cutByText = false;
+        int chosen = -1;   // the next token where the GPU chose it
         while (ids.Count < options.MaxTokens)
         {
             ct.ThrowIfCancellationRequested();
-            int next = sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            int next = chosen >= 0 ? chosen : sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
             if (options.StopOnEndTokens && tok is not null && tok.StopIds.Contains(next)) { finish = FinishReason.Stop; break; }
             ids.Add(next); history.Add(next);
             if (stream is not null) text.Append(stream.Append(next));
@@ -123,6 +130,7 @@ public sealed class TextGenerator
             emitted = safe;
             if (ids.Count == options.MaxTokens) break;
             if (_session.Position >= _session.ContextLength) { finish = FinishReason.ContextFull; break; }
+            if (onDevice) { chosen = _session.AppendChoose(next, options.Sampling, seed); continue; }
             one[0] = next;
             _session.Append(one).CopyTo(logits);
         }
