@@ -122,7 +122,7 @@ internal static class LmCommands
             var res = gen.LastResult!;
             if (streamText) Console.WriteLine();
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s) on {m.Backend.Threads} threads; finish: {res.Finish.ToString().ToLowerInvariant()}"));
+                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s) {(m.Cuda is null ? $"on {m.Backend.Threads} threads" : session.ChoosesOnDevice(sampling) ? "on the GPU, tokens chosen there" : "on the GPU, tokens chosen here")}; finish: {res.Finish.ToString().ToLowerInvariant()}"));
             if (jsonPath is not null) WriteJson(jsonPath, w =>
             {
                 w.WriteStartObject();
