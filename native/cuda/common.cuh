@@ -210,6 +210,16 @@ __device__ __forceinline__ int warp_sum(int v) {
     return v;
 }
 
+// The gate's activation of a gated FFN, one rounding an operation as the CPU decoder: relu(v)^2 (BitNet's squared
+// ReLU, ROTOR_LM_RELU2) or v * sigmoid(v) (SiLU).
+__device__ __forceinline__ float gate_act(float v, int act) {
+    if (act == ROTOR_LM_RELU2) {
+        const float g = fmaxf(v, 0.f);
+        return __fmul_rn(g, g);
+    }
+    return __fmul_rn(v, __fdiv_rn(1.f, 1.f + expf(-v)));
+}
+
 // One key/value position of flash decoding for the query heads a warp holds (qr: group heads x DPL values a lane,
 // lane + 32 j of the head), the running maximum mx, sum l and accumulator acc of each head updated online: the
 // attention of the language model's split kernel and of the persistent decode step alike.

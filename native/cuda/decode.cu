@@ -331,14 +331,7 @@ __device__ void product_phase(const Plan& pl, const rotor_lm_decode_args& a, int
             const int gr = tile_row(pl, a, P, lt, r, &ok);
             if (ok) {
                 const float gv = sh.val[lt * 16 + r], up = sh.val[lt * 16 + 8 + r];
-                float gt;
-                if (a.act == ROTOR_LM_RELU2) {
-                    gt = fmaxf(gv, 0.f);
-                    gt = __fmul_rn(gt, gt);
-                } else {
-                    gt = __fmul_rn(gv, __fdiv_rn(1.f, 1.f + expf(-gv)));
-                }
-                stcg(a.h + gr, __fmul_rn(gt, up));
+                stcg(a.h + gr, __fmul_rn(gate_act(gv, a.act), up));
             }
         }
     } else {

@@ -362,14 +362,7 @@ __global__ void __launch_bounds__(kFusedThreads) gemv_fused_kernel(rotor_lm_line
             __syncthreads();
             if (warp < 2 && ok) {
                 // gate (warp 0, 1: rows g) and up (warp 2, 3: rows g + 8) of the same activation row
-                float gt;
-                if (la.act == ROTOR_LM_RELU2) {
-                    gt = fmaxf(v, 0.f);
-                    gt = __fmul_rn(gt, gt);
-                } else {
-                    gt = __fmul_rn(v, __fdiv_rn(1.f, 1.f + expf(-v)));
-                }
-                a.y[(size_t)i * a.y_stride + r] = __fmul_rn(gt, s_v[warp + 2][lane]);
+                a.y[(size_t)i * a.y_stride + r] = __fmul_rn(gate_act(v, la.act), s_v[warp + 2][lane]);
             }
         }
     }

@@ -158,14 +158,7 @@ __global__ void __launch_bounds__(512) norm_kernel(float* x, int x_stride, const
             v = __fadd_rn(v, add[(size_t)i * add_stride + j]);
             xr[j] = v;
         } else if (up != nullptr) {
-            float g;
-            if (act == ROTOR_LM_RELU2) {
-                g = fmaxf(v, 0.f);
-                g = __fmul_rn(g, g);
-            } else {
-                g = __fmul_rn(v, __fdiv_rn(1.f, 1.f + expf(-v)));
-            }
-            v = __fmul_rn(g, up[(size_t)i * up_stride + j]);
+            v = __fmul_rn(gate_act(v, act), up[(size_t)i * up_stride + j]);
         }
         row[j] = v;
     }
@@ -269,14 +262,7 @@ __global__ void __launch_bounds__(kRowThreads) norm_regs_kernel(float* x, int x_
             v[k] = __fadd_rn(v[k], u[k]);
             if (j < cols) xr[j] = v[k];
         } else if (up != nullptr) {
-            float g;
-            if (act == ROTOR_LM_RELU2) {
-                g = fmaxf(v[k], 0.f);
-                g = __fmul_rn(g, g);
-            } else {
-                g = __fmul_rn(v[k], __fdiv_rn(1.f, 1.f + expf(-v[k])));
-            }
-            v[k] = __fmul_rn(g, u[k]);
+            v[k] = __fmul_rn(gate_act(v[k], act), u[k]);
         }
     }
     finish_regs(v, w, cols, i, o, fs, is);
