@@ -429,7 +429,11 @@ public sealed class RotorServer : IAsyncDisposable
 
     private static string Finish(GenerationEnd end) => end == GenerationEnd.Stop ? "stop" : "length";
 
-    private static UsageDto Usage(GenerationOutcome o) => new() { PromptTokens = o.PromptTokens, CompletionTokens = o.Ids.Count, TotalTokens = o.PromptTokens + o.Ids.Count };
+    private static UsageDto Usage(GenerationOutcome o) => new()
+    {
+        PromptTokens = o.PromptTokens, CompletionTokens = o.Ids.Count, TotalTokens = o.PromptTokens + o.Ids.Count,
+        PromptTokensDetails = new() { CachedTokens = o.CachedPromptTokens },
+    };
 
     internal static (int Status, ErrorDto Error) FailureOf(GenerationOutcome o) => o.End switch
     {

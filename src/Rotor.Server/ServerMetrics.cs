@@ -12,13 +12,13 @@ namespace Rotor.Server;
 /// </summary>
 public sealed class ServerMetrics : ISchedulerObserver
 {
-    private readonly Counter _requests, _generated, _prefilled, _steps, _ends;
+    private readonly Counter _requests, _generated, _prefilled, _cached, _steps, _ends;
     private readonly long[] _endCounts = new long[Enum.GetValues<GenerationEnd>().Length];
     private int _largestBatch;
     private readonly Summary _ttft, _perToken, _duration, _batch;
     private readonly Gauge _queue, _active, _tokensPerSecond;
     private long _lastTokens = 0, _lastTicks = Stopwatch.GetTimestamp();
-    private long _tokens;
+    private long _tokens, _cachedTokens;
 
     /// <summary>Empty metrics in a registry of their own; <see cref="Scheduler"/> is set once the scheduler exists.</summary>
     public ServerMetrics()
@@ -33,6 +33,7 @@ public sealed class ServerMetrics : ISchedulerObserver
         _requests = f.CreateCounter("rotor_http_requests_total", "HTTP requests by endpoint and status code.", new CounterConfiguration { LabelNames = ["endpoint", "status"] });
         _generated = f.CreateCounter("rotor_generated_tokens_total", "Tokens generated.");
         _prefilled = f.CreateCounter("rotor_prompt_tokens_total", "Prompt tokens prefilled.");
+        _cached = f.CreateCounter("rotor_prompt_tokens_cached_total", "Prompt tokens not run: a sequence slot already held their keys and values from an earlier request.");
         _ends = f.CreateCounter("rotor_generations_total", "Generations by how they ended (stop, length, contextfull, cancelled, timedout, shutdown, failed).", new CounterConfiguration { LabelNames = ["end"] });
         _steps = f.CreateCounter("rotor_decode_steps_total", "Scheduler steps that decoded at least one sequence.");
         _ttft = f.CreateSummary("rotor_time_to_first_token_seconds", "From submission to the first generated token.", q);
@@ -61,6 +62,9 @@ public sealed class ServerMetrics : ISchedulerObserver
     /// <summary>Generations that ended with <paramref name="end"/> so far.</summary>
     public long Ended(GenerationEnd end) => Interlocked.Read(ref _endCounts[(int)end]);
 
+    /// <summary>Prompt tokens taken from a slot's kept keys and values so far (not run).</summary>
+    public long CachedPromptTokens => Interlocked.Read(ref _cachedTokens);
+
     /// <summary>The most sequences one batched step has decoded so far.</summary>
     public int LargestBatch => Volatile.Read(ref _largestBatch);
 
@@ -82,6 +86,7 @@ public sealed class ServerMetrics : ISchedulerObserver
         _ends.WithLabels(outcome.End.ToString().ToLowerInvariant()).Inc();
         Interlocked.Increment(ref _endCounts[(int)outcome.End]);
         _generated.Inc(n);
+        if (outcome.CachedPromptTokens > 0) { _cached.Inc(outcome.CachedPromptTokens); Interlocked.Add(ref _cachedTokens, outcome.CachedPromptTokens); }
         Interlocked.Add(ref _tokens, n);
         if (outcome.TimeToFirstToken is { } t)
         {

@@ -71,6 +71,31 @@ public class SequencePoolTests
     }
 
     [Fact]
+    public void ATruncatedSlotContinuesAsTheKeptPrefixAlone()
+    {
+        using var m = Model(13);
+        int v = m.Config.VocabSize;
+        using var pool = m.CreateSequencePool(2, 64, maxBatch: 4);
+        int[] first = [4, 8, 15, 16, 23, 42, 99];
+        pool.Prefill(0, first);
+        var logits = new float[v];
+        pool.Step([7], [0], logits);
+        // Keep the first 5 of the 8 positions and run another continuation: the logits are those of that prefix and
+        // the new tokens alone (the old positions 5..7 are overwritten, not attended).
+        pool.Truncate(0, 5);
+        Assert.Equal(5, pool.Length(0));
+        int[] branch = [4, 8, 15, 16, 23, 200, 201];
+        Near(Alone(m, branch), pool.Prefill(0, branch.AsSpan(5)), "after truncation");
+        pool.Step([3], [0], logits);
+        Near(Alone(m, [.. branch, 3]), logits, "a step after truncation");
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Truncate(0, 9));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Truncate(0, -1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Truncate(1, 1));
+        pool.Truncate(0, 0);
+        Assert.Equal(0, pool.Length(0));
+    }
+
+    [Fact]
     public void BadStepsFailWithOneClearMessage()
     {
         using var m = Model(12);

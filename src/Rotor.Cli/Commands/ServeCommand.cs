@@ -33,6 +33,7 @@ internal static class ServeCommand
         var threads = Validate.Threads();
         var noEmbed = new Option<bool>("--no-embeddings") { Description = "do not load the embedding model (no /v1/embeddings)" };
         var log = new Option<bool>("--log") { Description = "log each HTTP request" };
+        var noPromptCache = new Option<bool>("--no-prompt-cache") { Description = "run every prompt whole (by default a finished sequence's slot keeps its keys and values, and a prompt that begins with the same tokens, such as a chat's earlier turns, runs only the rest)" };
         var cluster = new Option<string?>("--cluster") { Description = "search the index of a Rotor cluster instead of --index: the Npgsql connection string of its database (docs/CLUSTER.md)" };
         var clusterId = new Option<string>("--cluster-id") { Description = "the cluster's id", DefaultValueFactory = _ => DefaultClusterId };
         var head = LmCommands.LmHeadOption();
@@ -45,7 +46,7 @@ internal static class ServeCommand
         var device = LmCommands.DeviceOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, embeddings, search) with continuous batching, metrics and a web page");
         cmd.Arguments.Add(model);
-        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, head, kvc, device, adaptive, policy, threshold, confTokens, cluster, clusterId }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { modelOpt, index, port, host, keys, maxBatch, ctx, queue, maxTokens, timeout, body, tok, threads, noEmbed, log, noPromptCache, head, kvc, device, adaptive, policy, threshold, confTokens, cluster, clusterId }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(modelOpt) ?? r.GetValue(model) ?? throw new RotorException("name the model: rotor serve --model MODEL");
@@ -100,7 +101,7 @@ internal static class ServeCommand
                     Scheduler = new SchedulerOptions
                     {
                         MaxBatch = r.GetValue(maxBatch), ContextLength = context, QueueLimit = r.GetValue(queue),
-                        RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+                        RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)), PromptCache = !r.GetValue(noPromptCache),
                     },
                 };
                 var server = new RotorServer(m, options, r.GetValue(noEmbed) ? null : embedder, search);

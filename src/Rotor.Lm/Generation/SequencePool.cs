@@ -43,6 +43,18 @@ public abstract class SequencePool : IDisposable
     /// <summary>Forgets sequence <paramref name="slot"/> (its memory stays for the next one).</summary>
     public void Reset(int slot) { CheckSlot(slot); _length[slot] = 0; }
 
+    /// <summary>Keeps the first <paramref name="length"/> positions of sequence <paramref name="slot"/> and forgets the
+    /// rest: the next tokens run after them (a prompt that shares a prefix with what the slot held reuses its keys and
+    /// values).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or above <see cref="Length"/>.</exception>
+    public void Truncate(int slot, int length)
+    {
+        CheckSlot(slot);
+        if ((uint)length > (uint)_length[slot])
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"slot {slot} holds {_length[slot]} positions");
+        _length[slot] = length;
+    }
+
     /// <summary>Runs <paramref name="tokens"/> after what sequence <paramref name="slot"/> holds and returns the last
     /// token's logits (valid until the next call).</summary>
     /// <exception cref="RotorException">The tokens do not fit the context, or an id is outside the vocabulary.</exception>
@@ -163,7 +175,7 @@ internal sealed class CpuSequencePool : SequencePool
             c = _caches[slot] = _model.CreateCache(ContextLength);
             _allocated++;
         }
-        // The base class keeps the lengths; a slot reset there starts over here.
+        // The base class keeps the lengths; a slot reset or truncated there continues from that length here.
         if (c.Length != position) c.Truncate(position);
         return c;
     }

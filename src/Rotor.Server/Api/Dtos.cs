@@ -80,6 +80,15 @@ public sealed class UsageDto
     [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; set; }
     /// <summary>Both.</summary>
     [JsonPropertyName("total_tokens")] public int TotalTokens { get; set; }
+    /// <summary>What became of the prompt tokens (generations only).</summary>
+    [JsonPropertyName("prompt_tokens_details"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public PromptTokensDetailsDto? PromptTokensDetails { get; set; }
+}
+
+/// <summary>Prompt token counts by kind.</summary>
+public sealed class PromptTokensDetailsDto
+{
+    /// <summary>Prompt tokens a sequence slot already held from an earlier request (not run again).</summary>
+    [JsonPropertyName("cached_tokens")] public int CachedTokens { get; set; }
 }
 
 /// <summary>A passage an answer was grounded on, numbered as the answer cites it.</summary>

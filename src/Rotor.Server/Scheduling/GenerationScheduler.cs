@@ -21,6 +21,9 @@ public sealed record SchedulerOptions
     public int PrefillChunk { get; init; } = 64;
     /// <summary>Longest a request may take from submission to its last token.</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>Keep what a finished sequence's slot holds: a request whose prompt begins with those tokens (a chat's
+    /// earlier turns, a shared system prompt) takes that slot and runs only the rest of its prompt.</summary>
+    public bool PromptCache { get; init; } = true;
 
     /// <summary>Checks the ranges.</summary>
     /// <exception cref="RotorException">A value is out of range (the message names it).</exception>
@@ -77,8 +80,10 @@ public enum GenerationEnd
 /// <param name="TimeToFirstToken">From submission to the first token sampled.</param>
 /// <param name="Duration">From submission to the end.</param>
 /// <param name="Error">The failure's message when <paramref name="End"/> is <see cref="GenerationEnd.Failed"/>.</param>
+/// <param name="CachedPromptTokens">Prompt tokens whose keys and values a slot already held (not run again; see
+/// <see cref="SchedulerOptions.PromptCache"/>).</param>
 public sealed record GenerationOutcome(GenerationEnd End, int PromptTokens, IReadOnlyList<int> Ids, string Text,
-    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null);
+    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null, int CachedPromptTokens = 0);
 
 /// <summary>A submitted generation: its tokens as they come (text held back as <see cref="TextGenerator"/> holds it)
 /// and its outcome. The token channel completes just before <see cref="Completion"/>.</summary>
@@ -110,7 +115,8 @@ public interface ISchedulerObserver
 
 /// <summary>
 /// Owns a model and decodes every request on one thread with continuous batching. Requests wait in a bounded FIFO
-/// queue; a free slot takes the oldest. Each step prefills up to one chunk of prompt tokens (oldest sequence first),
+/// queue; a free slot takes the oldest: the free slot whose kept tokens share the longest prefix with its prompt, which it
+/// then does not run again (<see cref="SchedulerOptions.PromptCache"/>). Each step prefills up to one chunk of prompt tokens (oldest sequence first),
 /// then runs one step of the model's <see cref="SequencePool"/> over every sequence that has a token to decode (one
 /// product a projection) and samples each row with that sequence's own <see cref="Sampler"/>; on the GPU, where every
 /// row's options allow it and no row's logits are observed, the pool chooses the tokens there and only the ids come
@@ -126,7 +132,10 @@ public sealed class GenerationScheduler : IDisposable
     private readonly SequencePool _seqs;
     private readonly LinkedList<Sequence> _queue = new();
     private readonly List<Sequence> _active = [];
-    private readonly Stack<int> _free = new();   // free slots of _seqs, the lowest on top at first (CPU caches are made on first use)
+    private readonly List<int> _free = [];   // free slots of _seqs
+    private readonly List<int>[] _kept;   // a free slot's tokens still in its cache (the prompt cache), in order
+    private readonly long[] _lastUsed;   // when a slot was last freed (0: never used: on the CPU its cache is not yet made)
+    private long _clock;
     private readonly object _lock = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
@@ -164,7 +173,9 @@ public sealed class GenerationScheduler : IDisposable
         _seqs = pool ?? model.CreateSequencePool(_o.MaxBatch, _o.ContextLength, Math.Max(_o.MaxBatch, _o.PrefillChunk));
         if (_seqs.Slots < _o.MaxBatch || _seqs.ContextLength < _o.ContextLength)
             throw new ArgumentException($"the pool holds {_seqs.Slots} sequences of {_seqs.ContextLength} positions; the scheduler needs {_o.MaxBatch} of {_o.ContextLength}", nameof(pool));
-        for (int slot = _o.MaxBatch - 1; slot >= 0; slot--) _free.Push(slot);
+        for (int slot = 0; slot < _o.MaxBatch; slot++) _free.Add(slot);
+        _kept = [.. Enumerable.Range(0, _o.MaxBatch).Select(_ => new List<int>())];
+        _lastUsed = new long[_o.MaxBatch];
         _logits = new float[(long)_o.MaxBatch * model.Config.VocabSize];
         _batchTokens = new int[_o.MaxBatch];
         _batchSlots = new int[_o.MaxBatch];
@@ -308,7 +319,7 @@ public sealed class GenerationScheduler : IDisposable
             {
                 _queue.RemoveFirst();
                 var s = first.Value;
-                s.Slot = _free.Pop();
+                TakeSlot(s);
                 _active.Add(s);
             }
             if (_active.Count == 0) return false;
@@ -397,6 +408,41 @@ public sealed class GenerationScheduler : IDisposable
         return true;
     }
 
+    /// <summary>Gives <paramref name="s"/> the free slot whose kept tokens share the longest prefix with its prompt (of
+    /// equals, one used before over one never used, whose CPU cache would be made; then the least recently used) and
+    /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token. Caller holds _lock.</summary>
+    private void TakeSlot(Sequence s)
+    {
+        var prompt = s.Request.PromptIds;
+        int best = -1, bestCommon = -1;
+        for (int i = 0; i < _free.Count; i++)
+        {
+            int slot = _free[i];
+            int common = _o.PromptCache ? CommonPrefix(_kept[slot], prompt) : 0;
+            bool better = best < 0 || common > bestCommon;
+            if (!better && common == bestCommon)
+            {
+                long used = _lastUsed[slot], bestUsed = _lastUsed[_free[best]];
+                better = bestUsed == 0 ? used != 0 : used != 0 && used < bestUsed;
+            }
+            if (better) { best = i; bestCommon = common; }
+        }
+        int chosen = _free[best];
+        _free.RemoveAt(best);
+        int keep = Math.Min(bestCommon, prompt.Count - 1);
+        _seqs.Truncate(chosen, keep);
+        _kept[chosen].Clear();
+        s.Slot = chosen;
+        s.Prefilled = s.Cached = keep;
+    }
+
+    private static int CommonPrefix(List<int> kept, IReadOnlyList<int> prompt)
+    {
+        int n = Math.Min(kept.Count, prompt.Count), i = 0;
+        while (i < n && kept[i] == prompt[i]) i++;
+        return i;
+    }
+
     /// <summary>The per-token logic of <see cref="TextGenerator"/>: sample from <paramref name="logits"/>, stop on end
     /// tokens and stop texts, hand out the text that can no longer become a stop text, stop at the budget or a full
     /// context; else the token is pending for the next batched step.</summary>
@@ -475,7 +521,20 @@ public sealed class GenerationScheduler : IDisposable
     private void Finish(Sequence s, GenerationEnd end, string? error = null)
     {
         if (!_active.Remove(s)) return;
-        if (s.Slot >= 0) { _seqs.Reset(s.Slot); _free.Push(s.Slot); s.Slot = -1; }
+        if (s.Slot >= 0)
+        {
+            // The slot keeps what its cache holds (the prompt and the tokens run after it: History's first Length
+            // ids) for a later prompt that begins the same way; after a failure nothing is kept (nor where the
+            // slot would hold more than the sequence ran, which would be a bookkeeping fault, not a cache).
+            int slot = s.Slot, held = _seqs.Length(slot);
+            var kept = _kept[slot];
+            kept.Clear();
+            if (_o.PromptCache && end != GenerationEnd.Failed && held <= s.History.Count) for (int i = 0; i < held; i++) kept.Add(s.History[i]);
+            else _seqs.Reset(slot);
+            _lastUsed[slot] = ++_clock;
+            _free.Add(slot);
+            s.Slot = -1;
+        }
         s.Pending = -1;
         if (end is (GenerationEnd.Stop or GenerationEnd.Length or GenerationEnd.ContextFull) && !s.CutByText)
         {
@@ -490,7 +549,7 @@ public sealed class GenerationScheduler : IDisposable
     {
         s.Registration.Dispose();
         var outcome = new GenerationOutcome(end, s.Request.PromptIds.Count, s.Ids.ToArray(), s.Text.ToString(0, s.Emitted),
-            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error);
+            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error, s.Cached);
         // Counted before the caller can see the outcome, so metrics never lag an answered request.
         _observer?.Finished(outcome);
         s.Writer.TryComplete();
@@ -532,6 +591,7 @@ public sealed class GenerationScheduler : IDisposable
         public CancellationTokenRegistration Registration;
         public int Slot = -1;
         public int Prefilled;
+        public int Cached;   // prompt tokens the slot already held
         public int Pending = -1;
         public int Emitted;
         public bool CutByText;
