@@ -406,13 +406,22 @@ public sealed class InferenceSession
     {
         ArgumentNullException.ThrowIfNull(sequence);
         if (sequence.Count == 0) throw new RotorException("the sequence is empty");
-        int common = 0;
-        while (common < _tokens.Count && common < sequence.Count - 1 && _tokens[common] == sequence[common]) common++;
+        int common = KeptPrefix(sequence);
         Cache.Truncate(common);
         _tokens.RemoveRange(common, _tokens.Count - common);
         int[] rest = new int[sequence.Count - common];
         for (int i = 0; i < rest.Length; i++) rest[i] = sequence[common + i];
         return Append(rest);
+    }
+
+    /// <summary>Positions <see cref="Continue"/> would keep for <paramref name="sequence"/>: the prefix it shares with
+    /// the tokens held, all but its last token at most.</summary>
+    public int KeptPrefix(IReadOnlyList<int> sequence)
+    {
+        ArgumentNullException.ThrowIfNull(sequence);
+        int common = 0;
+        while (common < _tokens.Count && common < sequence.Count - 1 && _tokens[common] == sequence[common]) common++;
+        return common;
     }
 
     /// <summary>Forgets the sequence.</summary>

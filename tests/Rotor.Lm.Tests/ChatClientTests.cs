@@ -34,6 +34,9 @@ public sealed class ChatClientTests
         Assert.Equal(client.RenderPrompt(conversation).Count, whole.Usage.InputTokenCount);
         Assert.Equal(20, usage!.OutputTokenCount);
         Assert.Equal(ChatFinishReason.Length, finish);
+        // The second call sends the same conversation: the session still holds all of it but the last prompt token.
+        Assert.Equal(0, whole.Usage.CachedInputTokenCount);
+        Assert.Equal(whole.Usage.InputTokenCount - 1, usage.CachedInputTokenCount);
     }
 
     [SharedLmFact("stories260K.bin", "tok512.bin")]

@@ -89,7 +89,7 @@ public sealed class RotorChatClient : IChatClient
                 ModelId = _options.ModelId,
                 FinishReason = Map(r.Finish),
                 CreatedAt = DateTimeOffset.UtcNow,
-                Usage = new UsageDetails { InputTokenCount = r.PromptIds.Count, OutputTokenCount = r.Ids.Count, TotalTokenCount = r.PromptIds.Count + r.Ids.Count },
+                Usage = Usage(r),
             };
         }
         finally { _gate.Release(); }
@@ -116,11 +116,19 @@ public sealed class RotorChatClient : IChatClient
             yield return new ChatResponseUpdate
             {
                 Role = ChatRole.Assistant, ModelId = _options.ModelId, ResponseId = id, FinishReason = Map(r.Finish),
-                Contents = [new UsageContent(new UsageDetails { InputTokenCount = r.PromptIds.Count, OutputTokenCount = r.Ids.Count, TotalTokenCount = r.PromptIds.Count + r.Ids.Count })],
+                Contents = [new UsageContent(Usage(r))],
             };
         }
         finally { _gate.Release(); }
     }
+
+    /// <summary>The counts of <paramref name="r"/>; the prompt tokens the session still held from the conversation's
+    /// earlier turns (not run again) as cached input.</summary>
+    private static UsageDetails Usage(GenerationResult r) => new()
+    {
+        InputTokenCount = r.PromptIds.Count, OutputTokenCount = r.Ids.Count, TotalTokenCount = r.PromptIds.Count + r.Ids.Count,
+        CachedInputTokenCount = r.CachedPromptTokens,
+    };
 
     private static ChatFinishReason Map(FinishReason f) => f == FinishReason.Stop ? ChatFinishReason.Stop : ChatFinishReason.Length;
 

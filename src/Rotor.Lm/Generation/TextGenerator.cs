@@ -33,10 +33,10 @@ public readonly record struct GeneratedToken(int Id, string Text);
 
 /// <summary>What a generation did: the prompt and generated ids, the text, why it ended and its timings.</summary>
 public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyList<int> Ids, string Text, FinishReason Finish,
-    TimeSpan PromptTime, TimeSpan GenerationTime)
+    TimeSpan PromptTime, TimeSpan GenerationTime, int CachedPromptTokens = 0)
 {
-    /// <summary>Prompt tokens a second.</summary>
-    public double PromptTokensPerSecond => PromptIds.Count / Math.Max(PromptTime.TotalSeconds, 1e-9);
+    /// <summary>Prompt tokens run a second (those the session already held, <see cref="CachedPromptTokens"/>, not counted).</summary>
+    public double PromptTokensPerSecond => (PromptIds.Count - CachedPromptTokens) / Math.Max(PromptTime.TotalSeconds, 1e-9);
     /// <summary>Generated tokens a second (the first token's decode included, its prefill not).</summary>
     public double TokensPerSecond => Ids.Count / Math.Max(GenerationTime.TotalSeconds, 1e-9);
 }
@@ -90,6 +90,7 @@ public sealed class TextGenerator
         int holdBack = options.Stop.Count == 0 ? 0 : options.Stop.Max(s => s.Length) - 1;
 
         var sw = Stopwatch.StartNew();
+        int cached = _session.KeptPrefix(promptIds);
         // One logits buffer and one id buffer for the whole generation: a token allocates nothing.
         float[] logits = _session.Continue(promptIds).ToArray();
         int[] one = new int[1];
@@ -139,7 +140,7 @@ public sealed class TextGenerator
             if (stream is not null) text.Append(stream.Flush());
             if (emitted < text.Length) yield return new GeneratedToken(-1, text.ToString(emitted, text.Length - emitted));
         }
-        LastResult = new GenerationResult(promptIds.ToArray(), ids, text.ToString(), finish, promptTime, sw.Elapsed);
+        LastResult = new GenerationResult(promptIds.ToArray(), ids, text.ToString(), finish, promptTime, sw.Elapsed, cached);
     }
 
     /// <summary>Generates to the end and returns the whole result.</summary>
