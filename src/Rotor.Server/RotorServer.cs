@@ -273,7 +273,7 @@ public sealed class RotorServer : IAsyncDisposable
             };
             messages.Add((role, m.Content ?? throw ApiException.Invalid($"messages[{i}].content", $"messages[{i}] has no content")));
         }
-        var (gen, askedMax) = MapOptions(req);
+        var (gen, askedMax) = MapOptions(req, chat: true);
         IReadOnlyList<int> prompt;
         List<SourceDto>? sources = null;
         string? decision = null;
@@ -317,7 +317,7 @@ public sealed class RotorServer : IAsyncDisposable
         if (req.Prompt is null || req.Prompt.Count == 0) throw ApiException.Invalid("prompt", "prompt must be a string");
         if (req.Prompt.Count > 1) throw ApiException.Invalid("prompt", "one prompt a request: send the others as separate requests (they are batched together)");
         if (req.Prompt[0].Length == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
-        var (gen, askedMax) = MapOptions(req);
+        var (gen, askedMax) = MapOptions(req, chat: false);
         await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null, null, null).ConfigureAwait(false);
     }
 
@@ -330,7 +330,7 @@ public sealed class RotorServer : IAsyncDisposable
         throw new ApiException(404, $"the model '{model}' does not exist here; this server has {string.Join(", ", ModelIds())}", "invalid_request_error", "model", "model_not_found");
     }
 
-    private (GenerationOptions Options, int? AskedMax) MapOptions(CompletionRequestDto req)
+    private (GenerationOptions Options, int? AskedMax) MapOptions(CompletionRequestDto req, bool chat)
     {
         int? max = req.MaxCompletionTokens ?? req.MaxTokens;
         string maxName = req.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
@@ -356,7 +356,76 @@ public sealed class RotorServer : IAsyncDisposable
             Seed = req.Seed is { } seed ? unchecked((int)seed) : s.Seed,
             RepetitionPenalty = req.FrequencyPenalty is { } f && f > 0 ? 1f + f : s.RepetitionPenalty,
         };
-        return (new GenerationOptions { MaxTokens = max ?? _o.DefaultMaxTokens, Sampling = s, Stop = stop }, max);
+        return (new GenerationOptions { MaxTokens = max ?? _o.DefaultMaxTokens, Sampling = s, Stop = stop, Logprobs = Logprobs(req, chat) }, max);
+    }
+
+    /// <summary>The alternatives a token the request asks for (null: no log-probabilities): chat's logprobs true with
+    /// top_logprobs, or completions' logprobs count.</summary>
+    private static int? Logprobs(CompletionRequestDto req, bool chat)
+    {
+        const int max = TokenLogprobs.MaxTop;
+        if (req.Echo == true) throw ApiException.Invalid("echo", "echo is not supported: the prompt's own log-probabilities are not computed");
+        var kind = req.Logprobs?.ValueKind ?? JsonValueKind.Null;
+        if (chat)
+        {
+            if (kind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+                throw ApiException.Invalid("logprobs", "logprobs must be true or false");
+            bool want = kind == JsonValueKind.True;
+            if (req.TopLogprobs is { } top)
+            {
+                if (!want) throw ApiException.Invalid("top_logprobs", "top_logprobs needs logprobs: true");
+                if (top is < 0 or > max) throw ApiException.Invalid("top_logprobs", $"top_logprobs {top} must be in 0..{max}");
+            }
+            return want ? req.TopLogprobs ?? 0 : null;
+        }
+        if (kind == JsonValueKind.Null) return null;
+        if (kind != JsonValueKind.Number || !req.Logprobs!.Value.TryGetInt32(out int n) || n is < 0 or > max)
+            throw ApiException.Invalid("logprobs", $"logprobs must be an integer in 0..{max} (the most likely tokens given at each position)");
+        return n;
+    }
+
+    /// <summary>A generated token's text and bytes (<paramref name="previous"/>: the id before it, which decides a
+    /// SentencePiece token's leading space).</summary>
+    private (string Text, List<int> Bytes) TokenText(int id, int previous)
+    {
+        byte[] b = _model.Tokenizer!.TokenBytes(id, previous);
+        return (Encoding.UTF8.GetString(b), [.. b.Select(x => (int)x)]);
+    }
+
+    /// <summary>The log-probabilities of generated tokens (each with the id before it) in the endpoint's shape;
+    /// <paramref name="offset"/> is where the next completion token's text starts.</summary>
+    private JsonElement LogprobsJson(bool chat, List<(int Id, int Previous, TokenLogprobs Lp)> tokens, ref int offset)
+    {
+        if (chat)
+        {
+            var c = new ChatLogprobsDto();
+            foreach (var (id, prev, lp) in tokens)
+            {
+                var (text, bytes) = TokenText(id, prev);
+                var item = new ChatTokenLogprobDto { Token = text, Logprob = lp.Chosen.Logprob, Bytes = bytes };
+                foreach (var t in lp.Top)
+                {
+                    var (tt, tb) = TokenText(t.Id, prev);
+                    item.TopLogprobs.Add(new TopLogprobDto { Token = tt, Logprob = t.Logprob, Bytes = tb });
+                }
+                c.Content.Add(item);
+            }
+            return JsonSerializer.SerializeToElement(c, ServerJson.Default.ChatLogprobsDto);
+        }
+        var d = new TextLogprobsDto();
+        foreach (var (id, prev, lp) in tokens)
+        {
+            string text = TokenText(id, prev).Text;
+            d.Tokens.Add(text);
+            d.TokenLogprobs.Add(lp.Chosen.Logprob);
+            d.TextOffset.Add(offset);
+            offset += text.Length;
+            var top = new Dictionary<string, float>();
+            // Two ids of the same text (rare: bytes that are not whole characters) keep the likelier.
+            foreach (var t in lp.Top) top.TryAdd(TokenText(t.Id, prev).Text, t.Logprob);
+            d.TopLogprobs.Add(top);
+        }
+        return JsonSerializer.SerializeToElement(d, ServerJson.Default.TextLogprobsDto);
     }
 
     private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision, RetrievalDecisionDto? details)
@@ -381,6 +450,13 @@ public sealed class RotorServer : IAsyncDisposable
                 var outcome = await stream.Completion.ConfigureAwait(false);
                 ThrowIfFailed(outcome, ctx);
                 var choice = new ChoiceDto { FinishReason = Finish(outcome.End) };
+                if (outcome.Logprobs is { } lps)
+                {
+                    var items = new List<(int, int, TokenLogprobs)>(lps.Count);
+                    for (int i = 0; i < lps.Count; i++) items.Add((outcome.Ids[i], i == 0 ? prompt[^1] : outcome.Ids[i - 1], lps[i]));
+                    int offset = 0;
+                    choice.Logprobs = LogprobsJson(chat, items, ref offset);
+                }
                 if (chat) choice.Message = new ResponseMessageDto { Role = "assistant", Content = outcome.Text }; else choice.Text = outcome.Text;
                 await WriteJson(ctx, new CompletionResponseDto
                 {
@@ -394,9 +470,14 @@ public sealed class RotorServer : IAsyncDisposable
             ctx.Response.Headers.CacheControl = "no-cache";
             ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
             string obj = chat ? "chat.completion.chunk" : "text_completion";
+            // A token's log-probabilities go with the next chunk sent: a token whose text is held back (a possible stop
+            // text, part of a character) sends none of its own.
+            var pending = gen.Logprobs is null ? null : new List<(int Id, int Previous, TokenLogprobs Lp)>();
+            int previous = prompt[^1], textOffset = 0;
             CompletionResponseDto Chunk(string? text, string? finish, bool first = false)
             {
                 var c = new ChoiceDto { FinishReason = finish };
+                if (pending is { Count: > 0 }) { c.Logprobs = LogprobsJson(chat, pending, ref textOffset); pending.Clear(); }
                 if (chat) c.Delta = new ResponseMessageDto { Role = first ? "assistant" : null, Content = text ?? (first ? "" : null) };
                 else c.Text = text ?? "";
                 return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null, RetrievalDecision = first ? decision : null, Retrieval = first ? details : null };
@@ -404,7 +485,11 @@ public sealed class RotorServer : IAsyncDisposable
             if (chat) await SendEvent(ctx, Chunk(null, null, first: true)).ConfigureAwait(false);
             else await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
             await foreach (var t in stream.Tokens.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            {
+                if (t.Logprobs is { } lp && pending is not null) { pending.Add((t.Id, previous, lp)); }
+                if (t.Id >= 0) previous = t.Id;
                 if (t.Text.Length > 0) await SendEvent(ctx, Chunk(t.Text, null)).ConfigureAwait(false);
+            }
             var end = await stream.Completion.ConfigureAwait(false);
             if (end.End is GenerationEnd.Cancelled) return;
             if (end.End is GenerationEnd.TimedOut or GenerationEnd.Shutdown or GenerationEnd.Failed)

@@ -14,6 +14,18 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Also stop on the tokenizer's end-of-text and end-of-turn ids (default true).</summary>
     public bool StopOnEndTokens { get; init; } = true;
+    /// <summary>Give each generated token's log-probability and this many most likely alternatives (0..20;
+    /// <see cref="GeneratedToken.Logprobs"/>), or null for none. Tokens are then chosen from logits on the CPU.</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>Checks the ranges.</summary>
+    /// <exception cref="RotorException">A value is out of range (the message names it).</exception>
+    public void Validate()
+    {
+        if (MaxTokens < 0) throw new RotorException($"max tokens {MaxTokens} must be 0 or more");
+        if (Logprobs is < 0 or > TokenLogprobs.MaxTop) throw new RotorException($"logprobs {Logprobs} must be in 0..{TokenLogprobs.MaxTop}");
+        Sampling.Validate();
+    }
 }
 
 /// <summary>Why a generation ended.</summary>
@@ -29,7 +41,12 @@ public enum FinishReason
 
 /// <summary>One generated token: its id and the text it completes (may be empty while a character or a possible stop
 /// text is held back).</summary>
-public readonly record struct GeneratedToken(int Id, string Text);
+public readonly record struct GeneratedToken(int Id, string Text)
+{
+    /// <summary>The model's log-probabilities at this token where <see cref="GenerationOptions.Logprobs"/> asked for
+    /// them, else null (and null on an item that only carries held-back text).</summary>
+    public TokenLogprobs? Logprobs { get; init; }
+}
 
 /// <summary>What a generation did: the prompt and generated ids, the text, why it ended and its timings.</summary>
 public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyList<int> Ids, string Text, FinishReason Finish,
@@ -70,8 +87,7 @@ public sealed class TextGenerator
     {
         ArgumentNullException.ThrowIfNull(promptIds); ArgumentNullException.ThrowIfNull(options);
         if (promptIds.Count == 0) throw new RotorException("the prompt is empty: give at least one token");
-        if (options.MaxTokens < 0) throw new RotorException($"max tokens {options.MaxTokens} must be 0 or more");
-        options.Sampling.Validate();
+        options.Validate();
         if (promptIds.Count >= _session.ContextLength)
             throw new RotorException($"the prompt has {promptIds.Count} tokens and the context {_session.ContextLength} positions: no room to generate; shorten the prompt or raise the context length");
         return Run(promptIds, options, cancellationToken);
@@ -96,7 +112,7 @@ public sealed class TextGenerator
         int[] one = new int[1];
         // On the GPU, where the options allow, each next token is chosen there (one id back instead of V logits); the
         // first comes from the prompt's logits here. The draws differ from the CPU sampler's (seed and position).
-        bool onDevice = _session.ChoosesOnDevice(options.Sampling);
+        bool onDevice = options.Logprobs is null && _session.ChoosesOnDevice(options.Sampling);
         ulong seed = options.Sampling.Seed is int given ? (ulong)(uint)given : (ulong)Random.Shared.NextInt64();
         TimeSpan promptTime = sw.Elapsed;
         sw.Restart();
@@ -107,6 +123,8 @@ public sealed class TextGenerator
         {
             ct.ThrowIfCancellationRequested();
             int next = chosen >= 0 ? chosen : sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            // Sample leaves the logits as the model gave them (a penalty works on a copy).
+            var lp = options.Logprobs is int top ? TokenLogprobs.Compute(logits, next, top) : null;
             if (options.StopOnEndTokens && tok is not null && tok.StopIds.Contains(next)) { finish = FinishReason.Stop; break; }
             ids.Add(next); history.Add(next);
             if (stream is not null) text.Append(stream.Append(next));
@@ -120,14 +138,14 @@ public sealed class TextGenerator
             {
                 // A stop text ends the output where it begins.
                 text.Length = Math.Max(cut, emitted);
-                yield return new GeneratedToken(next, text.ToString(emitted, text.Length - emitted));
+                yield return new GeneratedToken(next, text.ToString(emitted, text.Length - emitted)) { Logprobs = lp };
                 emitted = text.Length;
                 finish = FinishReason.Stop; cutByText = true;
                 break;
             }
             // Hand out all but a tail that could still become a stop text.
             int safe = Math.Max(emitted, text.Length - holdBack);
-            yield return new GeneratedToken(next, text.ToString(emitted, safe - emitted));
+            yield return new GeneratedToken(next, text.ToString(emitted, safe - emitted)) { Logprobs = lp };
             emitted = safe;
             if (ids.Count == options.MaxTokens) break;
             if (_session.Position >= _session.ContextLength) { finish = FinishReason.ContextFull; break; }

@@ -67,6 +67,13 @@ public sealed class CompletionRequestDto
     [JsonPropertyName("seed")] public long? Seed { get; set; }
     /// <summary>Choices (only 1).</summary>
     [JsonPropertyName("n")] public int? N { get; set; }
+    /// <summary>Log-probabilities of the generated tokens: chat, true or false; completions, the number of most likely
+    /// alternatives (0..20).</summary>
+    [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
+    /// <summary>Chat: the most likely alternatives given at each token (0..20; needs logprobs true).</summary>
+    [JsonPropertyName("top_logprobs")] public int? TopLogprobs { get; set; }
+    /// <summary>Completions: give the prompt back before the completion (not supported: refused when true).</summary>
+    [JsonPropertyName("echo")] public bool? Echo { get; set; }
     /// <summary>Rotor: answer from retrieved passages.</summary>
     [JsonPropertyName("retrieval")] public RetrievalDto? Retrieval { get; set; }
 }
@@ -160,6 +167,53 @@ public sealed class ChoiceDto
     [JsonPropertyName("text"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Text { get; set; }
     /// <summary>stop or length (null until the last chunk).</summary>
     [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
+    /// <summary>The tokens' log-probabilities where asked for: chat <see cref="ChatLogprobsDto"/>, completions
+    /// <see cref="TextLogprobsDto"/>.</summary>
+    [JsonPropertyName("logprobs"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public JsonElement? Logprobs { get; set; }
+}
+
+/// <summary>A token of chat log-probabilities: its text, the UTF-8 bytes of that text, and its log-probability.</summary>
+public sealed class TopLogprobDto
+{
+    /// <summary>The token's text (bytes that are not whole UTF-8 characters as U+FFFD).</summary>
+    [JsonPropertyName("token")] public string Token { get; set; } = "";
+    /// <summary>Natural log of its probability under the model (before temperature, truncation or penalties).</summary>
+    [JsonPropertyName("logprob")] public float Logprob { get; set; }
+    /// <summary>The token's bytes.</summary>
+    [JsonPropertyName("bytes")] public List<int> Bytes { get; set; } = [];
+}
+
+/// <summary>A generated token's chat log-probabilities.</summary>
+public sealed class ChatTokenLogprobDto
+{
+    /// <summary>The token's text.</summary>
+    [JsonPropertyName("token")] public string Token { get; set; } = "";
+    /// <summary>Its log-probability.</summary>
+    [JsonPropertyName("logprob")] public float Logprob { get; set; }
+    /// <summary>The token's bytes.</summary>
+    [JsonPropertyName("bytes")] public List<int> Bytes { get; set; } = [];
+    /// <summary>The most likely tokens at this position, most likely first.</summary>
+    [JsonPropertyName("top_logprobs")] public List<TopLogprobDto> TopLogprobs { get; set; } = [];
+}
+
+/// <summary>Chat log-probabilities of a choice (or of a chunk's tokens).</summary>
+public sealed class ChatLogprobsDto
+{
+    /// <summary>One a generated token.</summary>
+    [JsonPropertyName("content")] public List<ChatTokenLogprobDto> Content { get; set; } = [];
+}
+
+/// <summary>Completion log-probabilities (OpenAI's legacy shape): parallel lists, one entry a generated token.</summary>
+public sealed class TextLogprobsDto
+{
+    /// <summary>The tokens' texts.</summary>
+    [JsonPropertyName("tokens")] public List<string> Tokens { get; set; } = [];
+    /// <summary>Their log-probabilities.</summary>
+    [JsonPropertyName("token_logprobs")] public List<float> TokenLogprobs { get; set; } = [];
+    /// <summary>The most likely tokens at each position, text to log-probability.</summary>
+    [JsonPropertyName("top_logprobs")] public List<Dictionary<string, float>> TopLogprobs { get; set; } = [];
+    /// <summary>Where each token's text starts in the generated text (characters).</summary>
+    [JsonPropertyName("text_offset")] public List<int> TextOffset { get; set; } = [];
 }
 
 /// <summary>A chat or text completion, whole or one streamed chunk.</summary>
@@ -308,6 +362,8 @@ public sealed class HealthDto
     NumberHandling = JsonNumberHandling.Strict, UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip)]
 [JsonSerializable(typeof(CompletionRequestDto))]
 [JsonSerializable(typeof(CompletionResponseDto))]
+[JsonSerializable(typeof(ChatLogprobsDto))]
+[JsonSerializable(typeof(TextLogprobsDto))]
 [JsonSerializable(typeof(EmbeddingRequestDto))]
 [JsonSerializable(typeof(EmbeddingResponseDto))]
 [JsonSerializable(typeof(SearchRequestDto))]

@@ -82,8 +82,10 @@ public enum GenerationEnd
 /// <param name="Error">The failure's message when <paramref name="End"/> is <see cref="GenerationEnd.Failed"/>.</param>
 /// <param name="CachedPromptTokens">Prompt tokens whose keys and values a slot already held (not run again; see
 /// <see cref="SchedulerOptions.PromptCache"/>).</param>
+/// <param name="Logprobs">Each of <paramref name="Ids"/>' log-probabilities where the request asked for them
+/// (<see cref="GenerationOptions.Logprobs"/>), else null.</param>
 public sealed record GenerationOutcome(GenerationEnd End, int PromptTokens, IReadOnlyList<int> Ids, string Text,
-    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null, int CachedPromptTokens = 0);
+    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null, int CachedPromptTokens = 0, IReadOnlyList<TokenLogprobs>? Logprobs = null);
 
 /// <summary>A submitted generation: its tokens as they come (text held back as <see cref="TextGenerator"/> holds it)
 /// and its outcome. The token channel completes just before <see cref="Completion"/>.</summary>
@@ -218,7 +220,7 @@ public sealed class GenerationScheduler : IDisposable
             throw new RotorException($"the prompt has {request.PromptIds.Count} tokens and the context {_o.ContextLength} positions: no room to generate");
         foreach (int t in request.PromptIds)
             if ((uint)t >= (uint)_model.Config.VocabSize) throw new RotorException($"token id {t} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
-        if (request.Options.MaxTokens < 0) throw new RotorException($"max tokens {request.Options.MaxTokens} must be 0 or more");
+        request.Options.Validate();
         var seq = new Sequence(request, _model.Tokenizer, Stopwatch.GetTimestamp() + (long)(_o.RequestTimeout.TotalSeconds * Stopwatch.Frequency));
         // Cancellation wakes the loop so a waiting or running request leaves without waiting for a step.
         seq.Registration = request.CancellationToken.Register(static s => { try { ((SemaphoreSlim)s!).Release(); } catch (ObjectDisposedException) { } }, _wake);
@@ -367,7 +369,7 @@ public sealed class GenerationScheduler : IDisposable
                 int b = _batchSeqs.Count;
                 _batchTokens[b] = s.Pending; _batchSlots[b] = s.Slot; _batchSeqs.Add(s);
                 _batchSampling[b] = s.Request.Options.Sampling; _batchSeeds[b] = s.Seed;
-                onPool &= s.Request.OnLogits is null && _seqs.CanSample(s.Request.Options.Sampling);
+                onPool &= s.Request.OnLogits is null && s.Request.Options.Logprobs is null && _seqs.CanSample(s.Request.Options.Sampling);
             }
         int decoded = _batchSeqs.Count;
         if (decoded > 0)
@@ -475,6 +477,13 @@ public sealed class GenerationScheduler : IDisposable
             try { observe(logits); }
             catch (Exception e) { lock (_lock) Finish(s, GenerationEnd.Failed, "the logits observer failed: " + e.Message); return -1; }
         }
+        if (s.Request.Options.Logprobs is int top)
+        {
+            // The log-probabilities are the model's: the row is sampled as it is (a penalty works on a copy).
+            int chosen = s.Sampler.Sample(logits, CollectionsMarshal.AsSpan(s.History));
+            s.Logprobs = TokenLogprobs.Compute(logits, chosen, top);
+            return chosen;
+        }
         // The row is scratch once observed: the repetition penalty is applied to it in place (no copy of V values).
         return s.Sampler.SampleInPlace(logits, CollectionsMarshal.AsSpan(s.History));
     }
@@ -486,6 +495,7 @@ public sealed class GenerationScheduler : IDisposable
         s.FirstToken ??= Stopwatch.GetElapsedTime(s.Started);
         if (o.StopOnEndTokens && s.Tokenizer is not null && s.Tokenizer.StopIds.Contains(next)) { lock (_lock) Finish(s, GenerationEnd.Stop); return; }
         s.Ids.Add(next); s.History.Add(next);
+        if (s.Logprobs is { } lp) s.LogprobList.Add(lp);
         if (s.TextStream is not null) s.Text.Append(s.TextStream.Append(next));
         int cut = -1;
         if (o.Stop.Count > 0)
@@ -503,14 +513,14 @@ public sealed class GenerationScheduler : IDisposable
         if (cut >= 0)
         {
             s.Text.Length = Math.Max(cut, s.Emitted);
-            s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, s.Text.Length - s.Emitted)));
+            s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, s.Text.Length - s.Emitted)) { Logprobs = s.Logprobs });
             s.Emitted = s.Text.Length;
             s.CutByText = true;
             lock (_lock) Finish(s, GenerationEnd.Stop);
             return;
         }
         int safe = Math.Max(s.Emitted, s.Text.Length - s.HoldBack);
-        s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, safe - s.Emitted)));
+        s.Writer.TryWrite(new GeneratedToken(next, s.Text.ToString(s.Emitted, safe - s.Emitted)) { Logprobs = s.Logprobs });
         s.Emitted = safe;
         if (s.Ids.Count == o.MaxTokens) { lock (_lock) Finish(s, GenerationEnd.Length); return; }
         if (_seqs.Length(s.Slot) >= _o.ContextLength) { lock (_lock) Finish(s, GenerationEnd.ContextFull); return; }
@@ -549,7 +559,7 @@ public sealed class GenerationScheduler : IDisposable
     {
         s.Registration.Dispose();
         var outcome = new GenerationOutcome(end, s.Request.PromptIds.Count, s.Ids.ToArray(), s.Text.ToString(0, s.Emitted),
-            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error, s.Cached);
+            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error, s.Cached, s.Request.Options.Logprobs is null ? null : s.LogprobList.ToArray());
         // Counted before the caller can see the outcome, so metrics never lag an answered request.
         _observer?.Finished(outcome);
         s.Writer.TryComplete();
@@ -592,6 +602,8 @@ public sealed class GenerationScheduler : IDisposable
         public int Slot = -1;
         public int Prefilled;
         public int Cached;   // prompt tokens the slot already held
+        public TokenLogprobs? Logprobs;   // the last chosen token's, where the request asked for them
+        public readonly List<TokenLogprobs> LogprobList = [];   // each of Ids'
         public int Pending = -1;
         public int Emitted;
         public bool CutByText;
