@@ -314,11 +314,28 @@ public sealed class RotorServer : IAsyncDisposable
         var req = await ReadJson(ctx, ServerJson.Default.CompletionRequestDto).ConfigureAwait(false);
         CheckModel(req.Model, allowGrounded: false);
         var tok = _model.Tokenizer ?? throw new ApiException(400, $"{_model.Source}: the model has no tokenizer, so text prompts are not available", code: "no_tokenizer");
-        if (req.Prompt is null || req.Prompt.Count == 0) throw ApiException.Invalid("prompt", "prompt must be a string");
+        if (req.Prompt is null || req.Prompt.Count == 0) throw ApiException.Invalid("prompt", "prompt must be a string or token ids");
         if (req.Prompt.Count > 1) throw ApiException.Invalid("prompt", "one prompt a request: send the others as separate requests (they are batched together)");
-        if (req.Prompt[0].Length == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
+        IReadOnlyList<int> ids;
+        string text;
+        if (req.Prompt.Ids is { } idLists)
+        {
+            // Token ids go in as they are (no BOS added), so their log-probabilities line up with what was sent.
+            ids = idLists[0];
+            if (ids.Count == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
+            int v = _model.Config.VocabSize;
+            foreach (int id in ids)
+                if ((uint)id >= (uint)v) throw ApiException.Invalid("prompt", $"token id {id} is outside the vocabulary (0..{v - 1})");
+            text = tok.Decode(ids);
+        }
+        else
+        {
+            text = req.Prompt.Texts![0];
+            if (text.Length == 0) throw ApiException.Invalid("prompt", "the prompt is empty");
+            ids = tok.Encode(text, addBos: true);
+        }
         var (gen, askedMax) = MapOptions(req, chat: false);
-        await GenerateAsync(ctx, req, tok.Encode(req.Prompt[0], addBos: true), gen, askedMax, chat: false, null, null, null).ConfigureAwait(false);
+        await GenerateAsync(ctx, req, ids, gen, askedMax, chat: false, null, null, null, req.Echo == true ? text : null).ConfigureAwait(false);
     }
 
     /// <summary>True when the id names grounded chat; throws 404 for an unknown model.</summary>
@@ -364,7 +381,6 @@ public sealed class RotorServer : IAsyncDisposable
     private static int? Logprobs(CompletionRequestDto req, bool chat)
     {
         const int max = TokenLogprobs.MaxTop;
-        if (req.Echo == true) throw ApiException.Invalid("echo", "echo is not supported: the prompt's own log-probabilities are not computed");
         var kind = req.Logprobs?.ValueKind ?? JsonValueKind.Null;
         if (chat)
         {
@@ -386,7 +402,7 @@ public sealed class RotorServer : IAsyncDisposable
 
     /// <summary>A generated token's text and bytes (<paramref name="previous"/>: the id before it, which decides a
     /// SentencePiece token's leading space).</summary>
-    private (string Text, List<int> Bytes) TokenText(int id, int previous)
+    private (string Text, List<int> Bytes) TokenText(int id, int? previous)
     {
         byte[] b = _model.Tokenizer!.TokenBytes(id, previous);
         return (Encoding.UTF8.GetString(b), [.. b.Select(x => (int)x)]);
@@ -394,7 +410,7 @@ public sealed class RotorServer : IAsyncDisposable
 
     /// <summary>The log-probabilities of generated tokens (each with the id before it) in the endpoint's shape;
     /// <paramref name="offset"/> is where the next completion token's text starts.</summary>
-    private JsonElement LogprobsJson(bool chat, List<(int Id, int Previous, TokenLogprobs Lp)> tokens, ref int offset)
+    private JsonElement LogprobsJson(bool chat, List<(int Id, int? Previous, TokenLogprobs? Lp)> tokens, ref int offset)
     {
         if (chat)
         {
@@ -402,7 +418,7 @@ public sealed class RotorServer : IAsyncDisposable
             foreach (var (id, prev, lp) in tokens)
             {
                 var (text, bytes) = TokenText(id, prev);
-                var item = new ChatTokenLogprobDto { Token = text, Logprob = lp.Chosen.Logprob, Bytes = bytes };
+                var item = new ChatTokenLogprobDto { Token = text, Logprob = lp!.Chosen.Logprob, Bytes = bytes };
                 foreach (var t in lp.Top)
                 {
                     var (tt, tb) = TokenText(t.Id, prev);
@@ -417,9 +433,11 @@ public sealed class RotorServer : IAsyncDisposable
         {
             string text = TokenText(id, prev).Text;
             d.Tokens.Add(text);
-            d.TokenLogprobs.Add(lp.Chosen.Logprob);
             d.TextOffset.Add(offset);
             offset += text.Length;
+            // An echoed prompt's first token has nothing before it to be scored under.
+            d.TokenLogprobs.Add(lp?.Chosen.Logprob);
+            if (lp is null) { d.TopLogprobs.Add(null); continue; }
             var top = new Dictionary<string, float>();
             // Two ids of the same text (rare: bytes that are not whole characters) keep the likelier.
             foreach (var t in lp.Top) top.TryAdd(TokenText(t.Id, prev).Text, t.Logprob);
@@ -428,7 +446,8 @@ public sealed class RotorServer : IAsyncDisposable
         return JsonSerializer.SerializeToElement(d, ServerJson.Default.TextLogprobsDto);
     }
 
-    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision, RetrievalDecisionDto? details)
+    private async Task GenerateAsync(HttpContext ctx, CompletionRequestDto req, IReadOnlyList<int> prompt, GenerationOptions gen, int? askedMax, bool chat, List<SourceDto>? sources, string? decision, RetrievalDecisionDto? details,
+        string? echo = null)
     {
         int ctxLen = _o.Scheduler.ContextLength;
         string promptParam = chat ? "messages" : "prompt";
@@ -439,7 +458,7 @@ public sealed class RotorServer : IAsyncDisposable
         gen = gen with { MaxTokens = Math.Min(gen.MaxTokens, ctxLen - prompt.Count) };
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
-        var stream = Scheduler.Submit(new GenerationRequest(prompt, gen, cts.Token));
+        var stream = Scheduler.Submit(new GenerationRequest(prompt, gen, cts.Token) { PromptLogprobs = echo is not null && gen.Logprobs is not null });
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         string model = req.Model!;
@@ -452,12 +471,12 @@ public sealed class RotorServer : IAsyncDisposable
                 var choice = new ChoiceDto { FinishReason = Finish(outcome.End) };
                 if (outcome.Logprobs is { } lps)
                 {
-                    var items = new List<(int, int, TokenLogprobs)>(lps.Count);
+                    var items = PromptItems(prompt, outcome.PromptLogprobs);
                     for (int i = 0; i < lps.Count; i++) items.Add((outcome.Ids[i], i == 0 ? prompt[^1] : outcome.Ids[i - 1], lps[i]));
                     int offset = 0;
                     choice.Logprobs = LogprobsJson(chat, items, ref offset);
                 }
-                if (chat) choice.Message = new ResponseMessageDto { Role = "assistant", Content = outcome.Text }; else choice.Text = outcome.Text;
+                if (chat) choice.Message = new ResponseMessageDto { Role = "assistant", Content = outcome.Text }; else choice.Text = echo + outcome.Text;
                 await WriteJson(ctx, new CompletionResponseDto
                 {
                     Id = id, Object = chat ? "chat.completion" : "text_completion", Created = created, Model = model, Choices = [choice],
@@ -472,7 +491,7 @@ public sealed class RotorServer : IAsyncDisposable
             string obj = chat ? "chat.completion.chunk" : "text_completion";
             // A token's log-probabilities go with the next chunk sent: a token whose text is held back (a possible stop
             // text, part of a character) sends none of its own.
-            var pending = gen.Logprobs is null ? null : new List<(int Id, int Previous, TokenLogprobs Lp)>();
+            var pending = gen.Logprobs is null ? null : new List<(int Id, int? Previous, TokenLogprobs? Lp)>();
             int previous = prompt[^1], textOffset = 0;
             CompletionResponseDto Chunk(string? text, string? finish, bool first = false)
             {
@@ -483,15 +502,29 @@ public sealed class RotorServer : IAsyncDisposable
                 return new CompletionResponseDto { Id = id, Object = obj, Created = created, Model = model, Choices = [c], Sources = first ? sources : null, RetrievalDecision = first ? decision : null, Retrieval = first ? details : null };
             }
             if (chat) await SendEvent(ctx, Chunk(null, null, first: true)).ConfigureAwait(false);
-            else await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+            else if (echo is null) await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+            // An echoed prompt goes out as the first chunk once it has run (with its scores where asked for).
+            bool echoed = echo is null;
             await foreach (var t in stream.Tokens.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
             {
+                if (!echoed)
+                {
+                    echoed = true;
+                    if (pending is not null) pending.AddRange(PromptItems(prompt, stream.PromptLogprobs));
+                    await SendEvent(ctx, Chunk(echo, null)).ConfigureAwait(false);
+                }
                 if (t.Logprobs is { } lp && pending is not null) { pending.Add((t.Id, previous, lp)); }
                 if (t.Id >= 0) previous = t.Id;
                 if (t.Text.Length > 0) await SendEvent(ctx, Chunk(t.Text, null)).ConfigureAwait(false);
             }
             var end = await stream.Completion.ConfigureAwait(false);
             if (end.End is GenerationEnd.Cancelled) return;
+            if (!echoed && end.End is not (GenerationEnd.TimedOut or GenerationEnd.Shutdown or GenerationEnd.Failed))
+            {
+                // No token was generated (the first was an end token): the echo still goes out.
+                if (pending is not null) pending.AddRange(PromptItems(prompt, end.PromptLogprobs));
+                await SendEvent(ctx, Chunk(echo, null)).ConfigureAwait(false);
+            }
             if (end.End is GenerationEnd.TimedOut or GenerationEnd.Shutdown or GenerationEnd.Failed)
             {
                 var (_, err) = FailureOf(end);
@@ -510,6 +543,16 @@ public sealed class RotorServer : IAsyncDisposable
             // Whatever happened to the client, the sequence leaves the batch.
             await cts.CancelAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>An echoed prompt's scored tokens (the first without a score), or an empty list without them.</summary>
+    private static List<(int Id, int? Previous, TokenLogprobs? Lp)> PromptItems(IReadOnlyList<int> prompt, IReadOnlyList<TokenLogprobs>? scores)
+    {
+        var items = new List<(int Id, int? Previous, TokenLogprobs? Lp)>();
+        if (scores is null) return items;
+        items.Add((prompt[0], null, null));
+        for (int i = 1; i < prompt.Count; i++) items.Add((prompt[i], prompt[i - 1], scores[i - 1]));
+        return items;
     }
 
     private static string Finish(GenerationEnd end) => end == GenerationEnd.Stop ? "stop" : "length";

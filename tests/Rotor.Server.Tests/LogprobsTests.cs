@@ -92,6 +92,67 @@ public sealed class LogprobsTests
     }
 
     [StoriesFact]
+    public async Task EchoScoresThePromptAsTheModelsLogSoftmax()
+    {
+        using var model = Models.Stories();
+        var tok = model.RequireTokenizer();
+        int[] ids = [.. tok.Encode("Once upon a time, there was a little girl named Lily", addBos: true)];
+        // The reference: every position's logits of the prompt run at once on a session of its own.
+        int v = model.Config.VocabSize;
+        var all = new float[ids.Length * v];
+        model.CreateSession(512).AppendAll(ids, all);
+
+        await using var s = await Served.StartAsync(model, Options);
+        string idList = string.Join(",", ids);
+        foreach (string prompt in new[] { $"[{idList}]", $"[[{idList}]]" })
+        {
+            string body = $$"""{"model":"m","prompt":{{prompt}},"max_tokens":4,"temperature":0,"echo":true,"logprobs":1""";
+            var (status, whole) = await s.PostJsonAsync("v1/completions", body + "}");
+            Assert.Equal(200, status);
+            var choice = whole.GetProperty("choices")[0];
+            var lp = choice.GetProperty("logprobs");
+            var values = lp.GetProperty("token_logprobs").EnumerateArray().ToList();
+            var tops = lp.GetProperty("top_logprobs").EnumerateArray().ToList();
+            int generated = whole.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
+            Assert.Equal(ids.Length, whole.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            Assert.Equal(ids.Length + generated, values.Count);
+            Assert.Equal(JsonValueKind.Null, values[0].ValueKind);
+            Assert.Equal(JsonValueKind.Null, tops[0].ValueKind);
+            for (int i = 1; i < ids.Length; i++)
+            {
+                var row = all.AsSpan((i - 1) * v, v);
+                double max = double.NegativeInfinity, sum = 0;
+                foreach (float l in row) max = Math.Max(max, l);
+                foreach (float l in row) sum += Math.Exp(l - max);
+                double expected = row[ids[i]] - max - Math.Log(sum);
+                Assert.Equal(expected, values[i].GetSingle(), 1e-3);
+                Assert.Single(tops[i].EnumerateObject());
+            }
+            Assert.StartsWith(tok.Decode(ids), choice.GetProperty("text").GetString());
+
+            // Streamed: the echo first, then the tokens; the same scores.
+            var (sstatus, events) = await s.PostStreamAsync("v1/completions", body + ""","stream":true}""");
+            Assert.Equal(200, sstatus);
+            var streamedValues = new List<string>();
+            string streamedText = "";
+            foreach (string e in events.Where(e => e != "[DONE]"))
+            {
+                var c = JsonDocument.Parse(e).RootElement.GetProperty("choices")[0];
+                streamedText += c.GetProperty("text").GetString();
+                if (c.TryGetProperty("logprobs", out var l) && l.ValueKind == JsonValueKind.Object)
+                    streamedValues.AddRange(l.GetProperty("token_logprobs").EnumerateArray().Select(x => x.GetRawText()));
+            }
+            Assert.Equal(choice.GetProperty("text").GetString(), streamedText);
+            Assert.Equal(values.Select(x => x.GetRawText()), streamedValues);
+        }
+
+        // Echo alone gives the text back before the completion, without scores.
+        var (_, plain) = await s.PostJsonAsync("v1/completions", """{"model":"m","prompt":"Once upon a time","max_tokens":3,"temperature":0,"echo":true}""");
+        Assert.StartsWith("Once upon a time", plain.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.False(plain.GetProperty("choices")[0].TryGetProperty("logprobs", out _));
+    }
+
+    [StoriesFact]
     public async Task BadLogprobsAreRefusedNamingTheField()
     {
         using var model = Models.Stories();
@@ -106,7 +167,10 @@ public sealed class LogprobsTests
             ("v1/completions", text + "\"logprobs\":true}", "logprobs"),
             ("v1/completions", text + "\"logprobs\":21}", "logprobs"),
             ("v1/completions", text + "\"logprobs\":1.5}", "logprobs"),
-            ("v1/completions", text + "\"echo\":true}", "echo"),
+            ("v1/completions", """{"model":"m","prompt":[1,2,99999],"max_tokens":3}""", "prompt"),
+            ("v1/completions", """{"model":"m","prompt":[[1,2],[3]],"max_tokens":3}""", "prompt"),
+            ("v1/completions", """{"model":"m","prompt":["a",1],"max_tokens":3}""", "prompt"),
+            ("v1/completions", """{"model":"m","prompt":[[]],"max_tokens":3}""", "prompt"),
         })
         {
             var (status, err) = await s.PostJsonAsync(path, body);

@@ -22,6 +22,9 @@ internal sealed class CudaSequencePool : SequencePool
     protected override ReadOnlySpan<float> PrefillCore(int slot, int position, ReadOnlySpan<int> tokens)
         => _gpu.Forward(tokens, slot, position);
 
+    protected override void PrefillAllCore(int slot, int position, ReadOnlySpan<int> tokens, Span<float> allLogits)
+        => _gpu.Forward(tokens, slot, position, LogitsMode.All, allLogits);
+
     private ReadOnlySpan<int> Positions(ReadOnlySpan<int> slots)
     {
         if (_positions.Length < slots.Length) _positions = new int[slots.Length];

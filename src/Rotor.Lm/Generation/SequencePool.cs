@@ -2,7 +2,7 @@ namespace Rotor.Lm;
 
 /// <summary>
 /// Sequences decoded together (the building block of continuous batching): <see cref="Slots"/> slots, each with its own
-/// key/value cache of <see cref="ContextLength"/> positions. <see cref="Prefill"/> runs prompt tokens of one sequence;
+/// key/value cache of <see cref="ContextLength"/> positions. <see cref="Prefill(int, ReadOnlySpan{int})"/> runs prompt tokens of one sequence;
 /// <see cref="Step"/> runs one token of each of several sequences in one batched step (one product a projection) and
 /// writes their logits; <see cref="StepSample"/> also chooses each row's next token where the pool can do that itself
 /// (on the GPU: only the ids come back). Made by <see cref="LanguageModel.CreateSequencePool"/>: on the CPU the caches are
@@ -70,6 +70,26 @@ public abstract class SequencePool : IDisposable
         return logits;
     }
 
+    /// <summary>Runs <paramref name="tokens"/> after what sequence <paramref name="slot"/> holds as <see cref="Prefill(int, ReadOnlySpan{int})"/>
+    /// and writes every token's logits to <paramref name="allLogits"/> (n x V: row i predicts the token after tokens[i];
+    /// the prompt's own log-probabilities); returns the last row.</summary>
+    /// <exception cref="RotorException">The tokens do not fit the context, or an id is outside the vocabulary.</exception>
+    public ReadOnlySpan<float> Prefill(int slot, ReadOnlySpan<int> tokens, Span<float> allLogits)
+    {
+        CheckSlot(slot);
+        if (tokens.IsEmpty) throw new ArgumentException("no tokens to run", nameof(tokens));
+        int v = Config.VocabSize;
+        if (allLogits.Length < (long)tokens.Length * v)
+            throw new ArgumentException($"allLogits holds {allLogits.Length} values, need {(long)tokens.Length * v}", nameof(allLogits));
+        if ((long)_length[slot] + tokens.Length > ContextLength)
+            throw new RotorException($"{tokens.Length} tokens after {_length[slot]} do not fit the context of {ContextLength} positions");
+        CheckIds(tokens);
+        var all = allLogits[..(tokens.Length * v)];
+        PrefillAllCore(slot, _length[slot], tokens, all);
+        _length[slot] += tokens.Length;
+        return all[((tokens.Length - 1) * v)..];
+    }
+
     /// <summary>One decode step: token b goes to sequence <paramref name="slots"/>[b] after what it holds; writes the
     /// (B, V) logits to <paramref name="logits"/>.</summary>
     /// <exception cref="RotorException">A slot appears twice or its context is full, or an id is outside the vocabulary.</exception>
@@ -105,6 +125,16 @@ public abstract class SequencePool : IDisposable
 
     /// <summary>Runs prompt tokens of <paramref name="slot"/> from <paramref name="position"/>; checked by the caller.</summary>
     protected abstract ReadOnlySpan<float> PrefillCore(int slot, int position, ReadOnlySpan<int> tokens);
+    /// <summary>Runs prompt tokens of <paramref name="slot"/> from <paramref name="position"/> writing every token's
+    /// logits; checked by the caller. This one runs them one at a time through <see cref="PrefillCore"/>; pools
+    /// override it with one batched pass.</summary>
+    protected virtual void PrefillAllCore(int slot, int position, ReadOnlySpan<int> tokens, Span<float> allLogits)
+    {
+        int v = Config.VocabSize;
+        for (int i = 0; i < tokens.Length; i++)
+            PrefillCore(slot, position + i, tokens.Slice(i, 1)).CopyTo(allLogits.Slice(i * v, v));
+    }
+
     /// <summary>One batched step; checked by the caller (positions: <see cref="Length"/>).</summary>
     protected abstract void StepCore(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, Span<float> logits);
     /// <summary>One batched step with the choice on the pool's side; checked by the caller.</summary>
@@ -182,6 +212,9 @@ internal sealed class CpuSequencePool : SequencePool
 
     protected override ReadOnlySpan<float> PrefillCore(int slot, int position, ReadOnlySpan<int> tokens)
         => _decoder.Forward(tokens, Cache(slot, position));
+
+    protected override void PrefillAllCore(int slot, int position, ReadOnlySpan<int> tokens, Span<float> allLogits)
+        => _decoder.Forward(tokens, Cache(slot, position), LogitsMode.All, allLogits);
 
     protected override void StepCore(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, Span<float> logits)
     {

@@ -41,8 +41,8 @@ public sealed class CompletionRequestDto
     [JsonPropertyName("model")] public string? Model { get; set; }
     /// <summary>The conversation (chat).</summary>
     [JsonPropertyName("messages")] public List<ChatMessageDto>? Messages { get; set; }
-    /// <summary>The prompt text (completions; a string or an array of one string).</summary>
-    [JsonPropertyName("prompt"), JsonConverter(typeof(StringListConverter))] public List<string>? Prompt { get; set; }
+    /// <summary>The prompt (completions): a string, an array of one string, token ids, or an array of one array of ids.</summary>
+    [JsonPropertyName("prompt"), JsonConverter(typeof(PromptConverter))] public PromptDto? Prompt { get; set; }
     /// <summary>Stream server-sent events.</summary>
     [JsonPropertyName("stream")] public bool? Stream { get; set; }
     /// <summary>Stream options.</summary>
@@ -72,7 +72,7 @@ public sealed class CompletionRequestDto
     [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
     /// <summary>Chat: the most likely alternatives given at each token (0..20; needs logprobs true).</summary>
     [JsonPropertyName("top_logprobs")] public int? TopLogprobs { get; set; }
-    /// <summary>Completions: give the prompt back before the completion (not supported: refused when true).</summary>
+    /// <summary>Completions: give the prompt back before the completion (with logprobs, the prompt's tokens scored too).</summary>
     [JsonPropertyName("echo")] public bool? Echo { get; set; }
     /// <summary>Rotor: answer from retrieved passages.</summary>
     [JsonPropertyName("retrieval")] public RetrievalDto? Retrieval { get; set; }
@@ -209,10 +209,10 @@ public sealed class TextLogprobsDto
     /// <summary>The tokens' texts.</summary>
     [JsonPropertyName("tokens")] public List<string> Tokens { get; set; } = [];
     /// <summary>Their log-probabilities.</summary>
-    [JsonPropertyName("token_logprobs")] public List<float> TokenLogprobs { get; set; } = [];
-    /// <summary>The most likely tokens at each position, text to log-probability.</summary>
-    [JsonPropertyName("top_logprobs")] public List<Dictionary<string, float>> TopLogprobs { get; set; } = [];
-    /// <summary>Where each token's text starts in the generated text (characters).</summary>
+    [JsonPropertyName("token_logprobs")] public List<float?> TokenLogprobs { get; set; } = [];
+    /// <summary>The most likely tokens at each position, text to log-probability (null for an echoed prompt's first token).</summary>
+    [JsonPropertyName("top_logprobs")] public List<Dictionary<string, float>?> TopLogprobs { get; set; } = [];
+    /// <summary>Where each token's text starts in the concatenation of the tokens' texts (characters).</summary>
     [JsonPropertyName("text_offset")] public List<int> TextOffset { get; set; } = [];
 }
 
@@ -398,6 +398,68 @@ public sealed class StringListConverter : JsonConverter<List<string>>
     {
         writer.WriteStartArray();
         foreach (var s in value) writer.WriteStringValue(s);
+        writer.WriteEndArray();
+    }
+}
+
+/// <summary>A completion prompt as sent: texts, or token-id lists.</summary>
+public sealed class PromptDto
+{
+    /// <summary>Prompt texts (a string, or an array of strings).</summary>
+    public List<string>? Texts { get; set; }
+    /// <summary>Prompts as token ids (an array of ids, or an array of such arrays).</summary>
+    public List<int[]>? Ids { get; set; }
+    /// <summary>Prompts sent.</summary>
+    public int Count => Texts?.Count ?? Ids?.Count ?? 0;
+}
+
+/// <summary>Reads a completion prompt: a string, an array of strings, an array of token ids, or an array of arrays of ids.</summary>
+public sealed class PromptConverter : JsonConverter<PromptDto>
+{
+    private const string Expected = "expected a string, an array of strings, an array of token ids or an array of arrays of token ids";
+
+    /// <inheritdoc/>
+    public override PromptDto? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Null) return null;
+        if (reader.TokenType == JsonTokenType.String) return new PromptDto { Texts = [reader.GetString()!] };
+        if (reader.TokenType != JsonTokenType.StartArray) throw new JsonException(Expected);
+        var p = new PromptDto();
+        List<int>? flat = null;   // an array of ids: one prompt
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (reader.TokenType == JsonTokenType.String && flat is null && p.Ids is null) (p.Texts ??= []).Add(reader.GetString()!);
+            else if (reader.TokenType == JsonTokenType.Number && p.Texts is null && p.Ids is null) (flat ??= []).Add(ReadId(ref reader));
+            else if (reader.TokenType == JsonTokenType.StartArray && p.Texts is null && flat is null)
+            {
+                var ids = new List<int>();
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+                {
+                    if (reader.TokenType != JsonTokenType.Number) throw new JsonException(Expected);
+                    ids.Add(ReadId(ref reader));
+                }
+                (p.Ids ??= []).Add([.. ids]);
+            }
+            else throw new JsonException(Expected);
+        }
+        if (flat is not null) p.Ids = [[.. flat]];
+        return p;
+    }
+
+    private static int ReadId(ref Utf8JsonReader reader)
+        => reader.TryGetInt32(out int id) ? id : throw new JsonException("a token id must be an integer");
+
+    /// <inheritdoc/>
+    public override void Write(Utf8JsonWriter writer, PromptDto value, JsonSerializerOptions options)
+    {
+        writer.WriteStartArray();
+        foreach (var t in value.Texts ?? []) writer.WriteStringValue(t);
+        foreach (var ids in value.Ids ?? [])
+        {
+            writer.WriteStartArray();
+            foreach (int id in ids) writer.WriteNumberValue(id);
+            writer.WriteEndArray();
+        }
         writer.WriteEndArray();
     }
 }

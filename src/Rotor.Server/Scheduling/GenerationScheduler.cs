@@ -47,6 +47,11 @@ public delegate void LogitsObserver(ReadOnlySpan<float> logits);
 /// <param name="CancellationToken">Cancels the request (a client that disconnects): its slot is freed at the next step.</param>
 public sealed record GenerationRequest(IReadOnlyList<int> PromptIds, GenerationOptions Options, CancellationToken CancellationToken = default)
 {
+    /// <summary>Also give the prompt's own log-probabilities (each prompt token after the first under the tokens before
+    /// it, with <see cref="GenerationOptions.Logprobs"/> alternatives, which must be set): in
+    /// <see cref="GenerationOutcome.PromptLogprobs"/>. The prompt then runs whole (no prompt cache).</summary>
+    public bool PromptLogprobs { get; init; }
+
     /// <summary>Called with the logits of every token this request chooses, once a token, before the choice (the
     /// model rule's closed-book measurement reads them). Runs on the decode thread, possibly beside other rows'
     /// sampling: it must be quick and touch only its own state. An exception from it fails this request only.</summary>
@@ -84,8 +89,11 @@ public enum GenerationEnd
 /// <see cref="SchedulerOptions.PromptCache"/>).</param>
 /// <param name="Logprobs">Each of <paramref name="Ids"/>' log-probabilities where the request asked for them
 /// (<see cref="GenerationOptions.Logprobs"/>), else null.</param>
+/// <param name="PromptLogprobs">The log-probabilities of the prompt's tokens after the first (one fewer than the prompt)
+/// where <see cref="GenerationRequest.PromptLogprobs"/> asked for them, else null.</param>
 public sealed record GenerationOutcome(GenerationEnd End, int PromptTokens, IReadOnlyList<int> Ids, string Text,
-    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null, int CachedPromptTokens = 0, IReadOnlyList<TokenLogprobs>? Logprobs = null);
+    TimeSpan? TimeToFirstToken, TimeSpan Duration, string? Error = null, int CachedPromptTokens = 0, IReadOnlyList<TokenLogprobs>? Logprobs = null,
+    IReadOnlyList<TokenLogprobs>? PromptLogprobs = null);
 
 /// <summary>A submitted generation: its tokens as they come (text held back as <see cref="TextGenerator"/> holds it)
 /// and its outcome. The token channel completes just before <see cref="Completion"/>.</summary>
@@ -97,6 +105,12 @@ public sealed class GenerationStream
     public ChannelReader<GeneratedToken> Tokens { get; }
     /// <summary>The outcome, set when the sequence leaves the batch.</summary>
     public Task<GenerationOutcome> Completion { get; }
+
+    private IReadOnlyList<TokenLogprobs>? _promptLogprobs;
+
+    /// <summary>The prompt's scores where <see cref="GenerationRequest.PromptLogprobs"/> asked for them: set once the
+    /// prompt has run, before its first token is written to <see cref="Tokens"/> (null until then).</summary>
+    public IReadOnlyList<TokenLogprobs>? PromptLogprobs { get => Volatile.Read(ref _promptLogprobs); internal set => Volatile.Write(ref _promptLogprobs, value); }
 }
 
 /// <summary>The queue is full: the request was not accepted (HTTP 429).</summary>
@@ -153,6 +167,7 @@ public sealed class GenerationScheduler : IDisposable
     private readonly List<Sequence> _batchSeqs = [];
     private readonly List<Sequence> _reading = [];
     private readonly ISchedulerObserver? _observer;
+    private float[]? _allLogits;   // (PrefillChunk, V) logits of a prefill chunk whose prompt is scored
     private readonly StepTrace? _trace;   // ROTOR_STEP_TRACE: phase shares of decode steps, on stderr
     private volatile bool _accepting = true;
     private volatile bool _cancelAll;
@@ -221,6 +236,8 @@ public sealed class GenerationScheduler : IDisposable
         foreach (int t in request.PromptIds)
             if ((uint)t >= (uint)_model.Config.VocabSize) throw new RotorException($"token id {t} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
         request.Options.Validate();
+        if (request.PromptLogprobs && request.Options.Logprobs is null)
+            throw new RotorException("prompt log-probabilities need GenerationOptions.Logprobs (the alternatives a token)");
         var seq = new Sequence(request, _model.Tokenizer, Stopwatch.GetTimestamp() + (long)(_o.RequestTimeout.TotalSeconds * Stopwatch.Frequency));
         // Cancellation wakes the loop so a waiting or running request leaves without waiting for a step.
         seq.Registration = request.CancellationToken.Register(static s => { try { ((SemaphoreSlim)s!).Release(); } catch (ObjectDisposedException) { } }, _wake);
@@ -344,13 +361,14 @@ public sealed class GenerationScheduler : IDisposable
             for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
             try
             {
-                var logits = _seqs.Prefill(reading.Slot, chunk);
+                var logits = reading.Request.PromptLogprobs ? PrefillScored(reading, chunk) : _seqs.Prefill(reading.Slot, chunk);
                 reading.Prefilled += n;
                 prefilled += n;
                 // The decoder's last-token logits go to row 0 of the batch's logits (free until the decode step
                 // below), so every row is sampled in place: one copy a request, none a token.
                 if (reading.Prefilled == prompt.Count)
                 {
+                    if (reading.Request.PromptLogprobs) reading.Stream.PromptLogprobs = reading.PromptLogprobList.ToArray();
                     Span<float> row = _logits.AsSpan(0, logits.Length);
                     logits.CopyTo(row);
                     Advance(reading, row);
@@ -410,6 +428,23 @@ public sealed class GenerationScheduler : IDisposable
         return true;
     }
 
+    /// <summary>Prefills <paramref name="chunk"/> of <paramref name="s"/>'s prompt with every position's logits and
+    /// scores each next prompt token under them; returns the last row.</summary>
+    private ReadOnlySpan<float> PrefillScored(Sequence s, ReadOnlySpan<int> chunk)
+    {
+        int v = _model.Config.VocabSize, n = chunk.Length, top = s.Request.Options.Logprobs ?? 0;
+        // Made on the first such request: PrefillChunk rows of the vocabulary.
+        _allLogits ??= new float[(long)_o.PrefillChunk * v];
+        var last = _seqs.Prefill(s.Slot, chunk, _allLogits);
+        var prompt = s.Request.PromptIds;
+        for (int i = 0; i < n; i++)
+        {
+            int p = s.Prefilled + i;   // row i's logits choose the token at p + 1
+            if (p + 1 < prompt.Count) s.PromptLogprobList.Add(TokenLogprobs.Compute(_allLogits.AsSpan(i * v, v), prompt[p + 1], top));
+        }
+        return last;
+    }
+
     /// <summary>Gives <paramref name="s"/> the free slot whose kept tokens share the longest prefix with its prompt (of
     /// equals, one used before over one never used, whose CPU cache would be made; then the least recently used) and
     /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token. Caller holds _lock.</summary>
@@ -420,7 +455,7 @@ public sealed class GenerationScheduler : IDisposable
         for (int i = 0; i < _free.Count; i++)
         {
             int slot = _free[i];
-            int common = _o.PromptCache ? CommonPrefix(_kept[slot], prompt) : 0;
+            int common = _o.PromptCache && !s.Request.PromptLogprobs ? CommonPrefix(_kept[slot], prompt) : 0;
             bool better = best < 0 || common > bestCommon;
             if (!better && common == bestCommon)
             {
@@ -559,7 +594,8 @@ public sealed class GenerationScheduler : IDisposable
     {
         s.Registration.Dispose();
         var outcome = new GenerationOutcome(end, s.Request.PromptIds.Count, s.Ids.ToArray(), s.Text.ToString(0, s.Emitted),
-            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error, s.Cached, s.Request.Options.Logprobs is null ? null : s.LogprobList.ToArray());
+            s.FirstToken, Stopwatch.GetElapsedTime(s.Started), error, s.Cached, s.Request.Options.Logprobs is null ? null : s.LogprobList.ToArray(),
+            s.Request.PromptLogprobs ? s.PromptLogprobList.ToArray() : null);
         // Counted before the caller can see the outcome, so metrics never lag an answered request.
         _observer?.Finished(outcome);
         s.Writer.TryComplete();
@@ -604,6 +640,7 @@ public sealed class GenerationScheduler : IDisposable
         public int Cached;   // prompt tokens the slot already held
         public TokenLogprobs? Logprobs;   // the last chosen token's, where the request asked for them
         public readonly List<TokenLogprobs> LogprobList = [];   // each of Ids'
+        public readonly List<TokenLogprobs> PromptLogprobList = [];   // each prompt token's after the first
         public int Pending = -1;
         public int Emitted;
         public bool CutByText;
