@@ -95,6 +95,42 @@ public class SequencePoolTests
         Assert.Equal(0, pool.Length(0));
     }
 
+    /// <summary>A pool with only the required members: its all-logits prefill is the base class's token by token.</summary>
+    private sealed class PlainPool(LanguageModel m, int contextLength) : SequencePool(m.Config, 1, contextLength)
+    {
+        private readonly Decoder _decoder = m.CreateDecoder(contextLength, 8);
+        private readonly KvCache _cache = m.CreateCache(contextLength);
+        public override bool OnGpu => false;
+        public override int SlotsAllocated => 1;
+        protected override ReadOnlySpan<float> PrefillCore(int slot, int position, ReadOnlySpan<int> tokens)
+        {
+            if (_cache.Length != position) _cache.Truncate(position);
+            return _decoder.Forward(tokens, _cache);
+        }
+        protected override void StepCore(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, Span<float> logits) => throw new NotSupportedException();
+    }
+
+    [Fact]
+    public void APrefillWithEveryPositionsLogitsEqualsEachPrefixAlone()
+    {
+        using var m = Model(14);
+        int v = m.Config.VocabSize;
+        int[] tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5];
+        using var pool = m.CreateSequencePool(2, 64, maxBatch: 4);   // 9 tokens: the decoder's passes of 4, 4 and 1
+        using var plain = new PlainPool(m, 64);
+        foreach (SequencePool p in new SequencePool[] { pool, plain })
+        {
+            p.Prefill(0, [7, 7]);
+            var all = new float[tokens.Length * v];
+            var last = p.Prefill(0, tokens, all).ToArray();
+            Assert.Equal(11, p.Length(0));
+            for (int i = 0; i < tokens.Length; i++)
+                Near(Alone(m, [7, 7, .. tokens[..(i + 1)]]), all.AsSpan(i * v, v), $"{p.GetType().Name} row {i}");
+            Assert.Equal(all.AsSpan((tokens.Length - 1) * v).ToArray(), last);
+            Assert.Throws<ArgumentException>(() => p.Prefill(0, [1, 2], new float[v]));
+        }
+    }
+
     [Fact]
     public void BadStepsFailWithOneClearMessage()
     {
