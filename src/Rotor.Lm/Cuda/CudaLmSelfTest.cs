@@ -624,6 +624,19 @@ public static unsafe class CudaLmSelfTest
         yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "greedy steps: the CPU's argmax", 9, greedyBad, 0, true);
         yield return new CheckResult($"lm pool {name}", "3 slots, tokens chosen on the GPU", "top-k 40, p 0.95, min-p 0.05, T 0.8: inside the CPU's candidates", 9, outside, 0, true);
 
+        // Every position's logits of a prompt (the server's echo scores), then the slot truncated to a prefix and run
+        // on with other tokens (the prompt cache's reuse).
+        cpu.Reset(0); gpu.Reset(0);
+        var scored = Enumerable.Range(0, 10).Select(_ => rng.Next(v)).ToArray();
+        var allW = new float[scored.Length * v]; var allG = new float[scored.Length * v];
+        cpu.Prefill(0, scored, allW); gpu.Prefill(0, scored, allG);
+        yield return Relative($"lm pool {name}", "10 prompt positions", "every position's logits (echo's scores)", allW, allG, v);
+        cpu.Truncate(0, 4); gpu.Truncate(0, 4);
+        var branch = Enumerable.Range(0, 5).Select(_ => rng.Next(v)).ToArray();
+        var bw = cpu.Prefill(0, branch).ToArray();
+        var bg = gpu.Prefill(0, branch).ToArray();
+        yield return Relative($"lm pool {name}", "truncated to 4 of 10 positions, 5 more", "a kept prefix run on (the prompt cache)", bw, bg, v);
+
         // TextGenerator on a GPU session (rotor generate, the chat client): greedy tokens chosen on the GPU equal to
         // the CPU's.
         var prompt = Enumerable.Range(0, 6).Select(_ => rng.Next(v)).ToArray();
