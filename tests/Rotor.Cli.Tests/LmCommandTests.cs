@@ -66,8 +66,9 @@ public sealed class LmCommandTests
         try
         {
             string json = Path.Combine(dir, "gen.json"), logits = Path.Combine(dir, "logits.json");
-            var g = Rotor("generate", Stories, "--ids", "1,403,407,261,378", "-n", "5", "--temp", "0", "--json", json);
+            var g = Rotor("generate", Stories, "--ids", "1,403,407,261,378", "-n", "5", "--temp", "0", "--json", json, "--logprobs", "2");
             Assert.True(g.Code == 0, g.Out);
+            Assert.Contains("mean log-probability -", g.Out);
             using var gd = JsonDocument.Parse(File.ReadAllText(json));
             Assert.Equal([432, 383, 286, 261, 376], gd.RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
             var l = Rotor("logits", Stories, "--ids", "1,403,407,261,378", "--json", logits);
@@ -76,6 +77,15 @@ public sealed class LmCommandTests
             var last = ld.RootElement.GetProperty("logits")[4].EnumerateArray().Select(e => e.GetSingle()).ToArray();
             Assert.Equal(512, last.Length);
             Assert.Equal(432, Array.IndexOf(last, last.Max()));
+            // The first token's log-probability is the log-softmax of rotor logits' last row at it.
+            double lse = last.Max() + Math.Log(last.Sum(x => Math.Exp(x - last.Max())));
+            var first = gd.RootElement.GetProperty("logprobs")[0];
+            Assert.Equal(432, first.GetProperty("id").GetInt32());
+            Assert.Equal(last[432] - lse, first.GetProperty("logprob").GetDouble(), 1e-4);
+            Assert.Equal(2, first.GetProperty("top").GetArrayLength());
+            Assert.Equal(432, first.GetProperty("top")[0].GetProperty("id").GetInt32());
+            Assert.Equal(5, gd.RootElement.GetProperty("logprobs").GetArrayLength());
+            Assert.Contains("--logprobs", Rotor("generate", Stories, "--ids", "1", "--logprobs", "21").Out);
         }
         finally { Directory.Delete(dir, true); }
     }

@@ -92,10 +92,11 @@ internal static class LmCommands
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var noBos = new Option<bool>("--no-bos") { Description = "do not put the beginning-of-sequence token first" };
         var json = new Option<string?>("--json") { Description = "write the prompt and generated ids, the text and the speeds as JSON to this file (- for stdout)" };
+        var logprobs = new Option<int?>("--logprobs") { Description = "the generated tokens' log-probabilities with this many likeliest alternatives (0..20): in --json, and their mean on the last line" }.InRange(0, TokenLogprobs.MaxTop);
         var tok = TokenizerOption(); var threads = ThreadsOption(); var ctx = CtxOption(); var head = LmHeadOption(); var kvc = KvCacheOption(); var device = DeviceOption();
         var cmd = new Command("generate", "Generate text from a prompt, streamed as it is decoded; prompt and generation tokens/s at the end");
         foreach (var a in new Argument[] { model, prompt }) cmd.Arguments.Add(a);
-        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, tok, threads, ctx, head, kvc, device }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { ids, n, temp, topK, topP, minP, rep, seed, stop, noBos, json, logprobs, tok, threads, ctx, head, kvc, device }) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             var ct = CancelOnCtrlC();
@@ -113,16 +114,20 @@ internal static class LmCommands
                 : [.. m.RequireTokenizer().Encode(text!, addBos: !r.GetValue(noBos))];
             var session = m.CreateSession(r.GetValue(ctx));
             var gen = new TextGenerator(session);
-            var options = new GenerationOptions { MaxTokens = r.GetValue(n), Sampling = sampling, Stop = r.GetValue(stop) ?? [] };
+            var options = new GenerationOptions { MaxTokens = r.GetValue(n), Sampling = sampling, Stop = r.GetValue(stop) ?? [], Logprobs = r.GetValue(logprobs) };
             string? jsonPath = r.GetValue(json);
             bool streamText = jsonPath != "-";
             if (streamText && text is not null) Console.Write(text);
+            var scores = new List<TokenLogprobs>();
             foreach (var t in gen.Generate(promptIds, options, ct))
+            {
+                if (t.Logprobs is { } lp) scores.Add(lp);
                 if (streamText) { Console.Write(m.Tokenizer is null ? (t.Id >= 0 ? $"{t.Id} " : "") : t.Text); Console.Out.Flush(); }
+            }
             var res = gen.LastResult!;
             if (streamText) Console.WriteLine();
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s) {(m.Cuda is null ? $"on {m.Backend.Threads} threads" : session.ChoosesOnDevice(sampling) ? "on the GPU, tokens chosen there" : "on the GPU, tokens chosen here")}; finish: {res.Finish.ToString().ToLowerInvariant()}"));
+                $"prompt {res.PromptIds.Count} tokens in {res.PromptTime.TotalMilliseconds:F0} ms ({res.PromptTokensPerSecond:F1} tokens/s); generated {res.Ids.Count} tokens in {res.GenerationTime.TotalMilliseconds:F0} ms ({res.TokensPerSecond:F2} tokens/s) {(m.Cuda is null ? $"on {m.Backend.Threads} threads" : session.ChoosesOnDevice(sampling) ? "on the GPU, tokens chosen there" : "on the GPU, tokens chosen here")}; finish: {res.Finish.ToString().ToLowerInvariant()}{(scores.Count == 0 ? "" : $"; mean log-probability {scores.Average(x => (double)x.Chosen.Logprob):F3}")}"));
             if (jsonPath is not null) WriteJson(jsonPath, w =>
             {
                 w.WriteStartObject();
@@ -134,6 +139,22 @@ internal static class LmCommands
                 w.WriteNumber("prompt_tokens_per_second", res.PromptTokensPerSecond);
                 w.WriteNumber("tokens_per_second", res.TokensPerSecond);
                 w.WriteNumber("threads", m.Backend.Threads);
+                if (options.Logprobs is not null)
+                {
+                    // One entry a generated id: the model's log-probability of it and of the likeliest tokens.
+                    w.WriteStartArray("logprobs");
+                    foreach (var lp in scores)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("id", lp.Chosen.Id);
+                        w.WriteNumber("logprob", lp.Chosen.Logprob);
+                        w.WriteStartArray("top");
+                        foreach (var t in lp.Top) { w.WriteStartObject(); w.WriteNumber("id", t.Id); w.WriteNumber("logprob", t.Logprob); w.WriteEndObject(); }
+                        w.WriteEndArray();
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                }
                 w.WriteEndObject();
             });
             return 0;
