@@ -131,6 +131,32 @@ public class SequencePoolTests
         }
     }
 
+    [Theory]
+    [InlineData(KvCacheType.F32)]
+    [InlineData(KvCacheType.F16)]
+    public void ACopiedPrefixRunsOnAsThatPrefixAloneAndTheSourceGoesOn(KvCacheType type)
+    {
+        var c = RandomModel.BitNet2B4T with { Dim = 256, Layers = 2, Heads = 4, KvHeads = 2, HeadDim = 64, FfnDim = 512, VocabSize = 320 };
+        using var m = LanguageModel.FromWeights(c, RandomModel.Create(c, seed: 15), new LanguageModelOptions { Threads = 2, KvCacheType = type });
+        int v = c.VocabSize;
+        float[] Solo(IReadOnlyList<int> t) { var d = m.CreateDecoder(64, 8); return d.Forward(t.ToArray(), m.CreateCache(64)).ToArray(); }
+        using var pool = m.CreateSequencePool(3, 64, maxBatch: 4);
+        Assert.True(pool.CanCopyPrefix);
+        int[] shared = [9, 8, 7, 6, 5, 4, 3];
+        pool.Prefill(0, shared);
+        pool.Prefill(2, [1, 1, 1, 1, 1, 1, 1, 1, 1]);   // a destination that held something else
+        pool.CopyPrefix(0, 2, 5);
+        Assert.Equal(5, pool.Length(2));
+        Near(Solo([9, 8, 7, 6, 5, 100, 101]), pool.Prefill(2, [100, 101]), "after a copied prefix");
+        pool.CopyPrefix(0, 1, 7);   // a slot whose cache is made by the copy
+        var logits = new float[2 * v];
+        pool.Step([50, 60], [0, 1], logits);
+        Near(Solo([.. shared, 50]), logits.AsSpan(0, v), "the source goes on");
+        Near(Solo([.. shared, 60]), logits.AsSpan(v, v), "the copy goes on");
+        Assert.Throws<ArgumentException>(() => pool.CopyPrefix(1, 1, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.CopyPrefix(0, 1, 9));
+    }
+
     [Fact]
     public void BadStepsFailWithOneClearMessage()
     {

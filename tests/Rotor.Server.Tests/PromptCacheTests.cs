@@ -84,6 +84,28 @@ public sealed class PromptCacheTests
     }
 
     [StoriesFact]
+    public async Task ARunningSequenceLendsItsPromptPrefixToARequestBesideIt()
+    {
+        using var model = Models.RandomBitNet();
+        var counter = new PrefillCounter();
+        using var scheduler = new GenerationScheduler(model, new SchedulerOptions { MaxBatch = 2, ContextLength = 256, PrefillChunk = 64 }, counter);
+        int[] system = Tokens(31, 48);
+        int[] a = [.. system, .. Tokens(32, 6)[1..]], b = [.. system, .. Tokens(33, 9)[1..]];
+        var longer = Greedy with { MaxTokens = 100 };
+        // a's tokens take at least 2 ms each (its observer sleeps on the decode thread), so it is still running when b comes.
+        var first = scheduler.Submit(new GenerationRequest(a, longer) { OnLogits = _ => Thread.Sleep(2) });
+        // Once a is decoding (its prompt has run), b joins and takes the other slot.
+        Assert.True(await first.Tokens.WaitToReadAsync());
+        var second = await Run(scheduler, b);
+        var one = await first.Completion;
+        Assert.Equal(system.Length, second.CachedPromptTokens);
+        Assert.Equal(a.Length + b.Length - system.Length, counter.Prefilled);
+        Assert.Equal(Models.Direct(model, b, Greedy, 256).Ids, second.Ids);
+        Assert.Equal(Models.Direct(model, a, longer, 256).Ids, one.Ids);
+        Assert.Equal(2, scheduler.CachesAllocated);
+    }
+
+    [StoriesFact]
     public async Task AFailedSequenceOrADisabledCacheKeepsNothing()
     {
         using var model = Models.RandomBitNet();

@@ -320,6 +320,26 @@ public sealed class CudaDecoder : IDisposable
         }
     }
 
+    /// <summary>Copies the keys and values of the first <paramref name="length"/> positions of sequence
+    /// <paramref name="from"/> to sequence <paramref name="to"/> (device to device, on the stream, so the next step
+    /// sees them): each layer's keys and values, one copy each.</summary>
+    public void CopyPrefix(int from, int to, int length)
+    {
+        CheckSlot(from); CheckSlot(to);
+        if ((uint)length > (uint)ContextLength) throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {ContextLength}]");
+        if (length == 0 || from == to) return;
+        long elem = _cacheType == 1 ? 2 : 4, kvd = _c.KvDim, block = (long)ContextLength * kvd;
+        nuint bytes = (nuint)(length * kvd * elem);
+        // Slot s, layer l: keys at s * slotStride + 2 l * block, values one block further (elements).
+        for (int l = 0; l < _c.Layers; l++)
+            for (int half = 0; half < 2; half++)
+            {
+                long offset = (2L * l + half) * block;
+                nint src = _kv + (nint)((from * _slotStride + offset) * elem), dst = _kv + (nint)((to * _slotStride + offset) * elem);
+                Native.Check(Native.rotor_cuda_memcpy_d2d(dst, src, bytes, _s.Pointer), "copying a cache prefix");
+            }
+    }
+
     /// <summary>Whether <c>DecodeSample</c> takes <paramref name="o"/>: no repetition penalty, and greedy or a
     /// top-k of 1..1024.</summary>
     public static bool SamplesOnDevice(SamplingOptions o)

@@ -636,6 +636,11 @@ public static unsafe class CudaLmSelfTest
         var bw = cpu.Prefill(0, branch).ToArray();
         var bg = gpu.Prefill(0, branch).ToArray();
         yield return Relative($"lm pool {name}", "truncated to 4 of 10 positions, 5 more", "a kept prefix run on (the prompt cache)", bw, bg, v);
+        cpu.CopyPrefix(0, 2, 6); gpu.CopyPrefix(0, 2, 6);
+        var lent = Enumerable.Range(0, 3).Select(_ => rng.Next(v)).ToArray();
+        var cw = cpu.Prefill(2, lent).ToArray();
+        var cg = gpu.Prefill(2, lent).ToArray();
+        yield return Relative($"lm pool {name}", "6 positions copied to another slot, 3 more", "a prefix lent by a running sequence (device to device)", cw, cg, v);
 
         // TextGenerator on a GPU session (rotor generate, the chat client): greedy tokens chosen on the GPU equal to
         // the CPU's.

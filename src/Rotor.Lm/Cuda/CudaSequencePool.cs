@@ -22,6 +22,10 @@ internal sealed class CudaSequencePool : SequencePool
     protected override ReadOnlySpan<float> PrefillCore(int slot, int position, ReadOnlySpan<int> tokens)
         => _gpu.Forward(tokens, slot, position);
 
+    public override bool CanCopyPrefix => true;
+
+    protected override void CopyPrefixCore(int from, int to, int length) => _gpu.CopyPrefix(from, to, length);
+
     protected override void PrefillAllCore(int slot, int position, ReadOnlySpan<int> tokens, Span<float> allLogits)
         => _gpu.Forward(tokens, slot, position, LogitsMode.All, allLogits);
 

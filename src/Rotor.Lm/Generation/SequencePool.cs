@@ -70,6 +70,28 @@ public abstract class SequencePool : IDisposable
         return logits;
     }
 
+    /// <summary>Whether <see cref="CopyPrefix"/> is done by this pool.</summary>
+    public virtual bool CanCopyPrefix => false;
+
+    /// <summary>Makes sequence <paramref name="to"/> hold the first <paramref name="length"/> positions of sequence
+    /// <paramref name="from"/>, their keys and values copied (a prompt prefix another sequence has already run, while
+    /// that one goes on).</summary>
+    /// <exception cref="ArgumentException">The slots are the same, or <paramref name="from"/> holds fewer positions.</exception>
+    /// <exception cref="NotSupportedException">The pool does not copy (<see cref="CanCopyPrefix"/>).</exception>
+    public void CopyPrefix(int from, int to, int length)
+    {
+        CheckSlot(from); CheckSlot(to);
+        if (from == to) throw new ArgumentException($"slot {from} is both the source and the destination", nameof(to));
+        if ((uint)length > (uint)_length[from])
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"slot {from} holds {_length[from]} positions");
+        if (!CanCopyPrefix) throw new NotSupportedException("this pool does not copy prefixes between sequences");
+        CopyPrefixCore(from, to, length);
+        _length[to] = length;
+    }
+
+    /// <summary>Copies the first positions of one sequence to another; checked by the caller.</summary>
+    protected virtual void CopyPrefixCore(int from, int to, int length) => throw new NotSupportedException("this pool does not copy prefixes between sequences");
+
     /// <summary>Runs <paramref name="tokens"/> after what sequence <paramref name="slot"/> holds as <see cref="Prefill(int, ReadOnlySpan{int})"/>
     /// and writes every token's logits to <paramref name="allLogits"/> (n x V: row i predicts the token after tokens[i];
     /// the prompt's own log-probabilities); returns the last row.</summary>
@@ -215,6 +237,15 @@ internal sealed class CpuSequencePool : SequencePool
 
     protected override void PrefillAllCore(int slot, int position, ReadOnlySpan<int> tokens, Span<float> allLogits)
         => _decoder.Forward(tokens, Cache(slot, position), LogitsMode.All, allLogits);
+
+    public override bool CanCopyPrefix => true;
+
+    protected override void CopyPrefixCore(int from, int to, int length)
+    {
+        if (length == 0) return;
+        var source = Cache(from, Length(from));
+        Cache(to, 0).CopyPrefixFrom(source, length);
+    }
 
     protected override void StepCore(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slots, Span<float> logits)
     {

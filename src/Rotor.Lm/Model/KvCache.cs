@@ -71,6 +71,26 @@ public sealed class KvCache
         Length = length;
     }
 
+    /// <summary>Holds the first <paramref name="length"/> positions of <paramref name="source"/> (a cache of the same
+    /// model and type): its keys and values are copied, the rest of this cache forgotten.</summary>
+    /// <exception cref="ArgumentException">The caches differ in shape or type, or the source holds fewer positions.</exception>
+    public void CopyPrefixFrom(KvCache source, int length)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (source.KvDim != KvDim || source.Type != Type || (source._k ?? (object?)source._kh) is null || (_k ?? (object?)_kh) is null
+            || (source._k?.Length ?? source._kh!.Length) != (_k?.Length ?? _kh!.Length))
+            throw new ArgumentException("the caches differ in shape, type or place", nameof(source));
+        if (length < 0 || length > source.Length || length > Capacity)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {Math.Min(source.Length, Capacity)}]");
+        int n = length * KvDim;
+        for (int l = 0; l < (_k?.Length ?? _kh!.Length); l++)
+        {
+            if (_k is not null) { source._k![l].AsSpan(0, n).CopyTo(_k[l]); source._v![l].AsSpan(0, n).CopyTo(_v![l]); }
+            else { source._kh![l].AsSpan(0, n).CopyTo(_kh![l]); source._vh![l].AsSpan(0, n).CopyTo(_vh![l]); }
+        }
+        Length = length;
+    }
+
     // A cache made by the GPU decoder keeps only its length: its keys and values live on the device.
     internal float[] Keys(int layer) => (_k ?? throw OnDevice())[layer];
     internal float[] Values(int layer) => (_v ?? throw OnDevice())[layer];

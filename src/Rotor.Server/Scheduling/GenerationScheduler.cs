@@ -447,7 +447,8 @@ public sealed class GenerationScheduler : IDisposable
 
     /// <summary>Gives <paramref name="s"/> the free slot whose kept tokens share the longest prefix with its prompt (of
     /// equals, one used before over one never used, whose CPU cache would be made; then the least recently used) and
-    /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token. Caller holds _lock.</summary>
+    /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token; where a running
+    /// sequence shares more, that much is copied from its slot. Caller holds _lock.</summary>
     private void TakeSlot(Sequence s)
     {
         var prompt = s.Request.PromptIds;
@@ -469,14 +470,30 @@ public sealed class GenerationScheduler : IDisposable
         int keep = Math.Min(bestCommon, prompt.Count - 1);
         _seqs.Truncate(chosen, keep);
         _kept[chosen].Clear();
+        // A running sequence that shares more of the prompt (the same system prompt, a conversation answered beside
+        // it) lends its keys and values: a copy of those positions instead of running them again.
+        if (_o.PromptCache && !s.Request.PromptLogprobs && _seqs.CanCopyPrefix)
+        {
+            int donor = -1, shared = keep;
+            foreach (var other in _active)
+            {
+                if (other.Slot < 0) continue;
+                int n = Math.Min(CommonPrefix(other.History, _seqs.Length(other.Slot), prompt), prompt.Count - 1);
+                if (n > shared) { shared = n; donor = other.Slot; }
+            }
+            if (donor >= 0) { _seqs.CopyPrefix(donor, chosen, shared); keep = shared; }
+        }
         s.Slot = chosen;
         s.Prefilled = s.Cached = keep;
     }
 
-    private static int CommonPrefix(List<int> kept, IReadOnlyList<int> prompt)
+    private static int CommonPrefix(List<int> kept, IReadOnlyList<int> prompt) => CommonPrefix(kept, kept.Count, prompt);
+
+    /// <summary>The prefix the first <paramref name="count"/> of <paramref name="ids"/> share with <paramref name="prompt"/>.</summary>
+    private static int CommonPrefix(List<int> ids, int count, IReadOnlyList<int> prompt)
     {
-        int n = Math.Min(kept.Count, prompt.Count), i = 0;
-        while (i < n && kept[i] == prompt[i]) i++;
+        int n = Math.Min(Math.Min(count, ids.Count), prompt.Count), i = 0;
+        while (i < n && ids[i] == prompt[i]) i++;
         return i;
     }
 
