@@ -70,7 +70,8 @@ public sealed class PromptCacheTests
         int[] p = Tokens(11, 30), q = Tokens(12, 45);
         // Two conversations at once take two slots.
         var both = await Task.WhenAll(Run(scheduler, p), Run(scheduler, q));
-        Assert.Equal([0, 0], both.Select(o => o.CachedPromptTokens));
+        // (the second copies the first's BOS, which it shares)
+        Assert.Equal([0, 1], both.Select(o => o.CachedPromptTokens));
         int[] pNext = [.. p, .. both[0].Ids, 7, 8, 9], qNext = [.. q, .. both[1].Ids, 10, 11];
         // Each next turn finds its own conversation's slot, whichever slot was freed last.
         var q2 = await Run(scheduler, qNext);
@@ -103,6 +104,21 @@ public sealed class PromptCacheTests
         Assert.Equal(Models.Direct(model, b, Greedy, 256).Ids, second.Ids);
         Assert.Equal(Models.Direct(model, a, longer, 256).Ids, one.Ids);
         Assert.Equal(2, scheduler.CachesAllocated);
+    }
+
+    [StoriesFact]
+    public async Task RequestsArrivingTogetherRunTheirSharedPrefixOnce()
+    {
+        using var model = Models.RandomBitNet();
+        var counter = new PrefillCounter();
+        using var scheduler = new GenerationScheduler(model, new SchedulerOptions { MaxBatch = 3, ContextLength = 256, PrefillChunk = 32 }, counter);
+        int[] system = Tokens(41, 70);
+        int[][] prompts = [.. Enumerable.Range(0, 3).Select(i => (int[])[.. system, .. Tokens(42 + i, 5 + 4 * i)[1..]])];
+        // Oldest first: the first prompt runs (in chunks of 32), each later one copies the shared part from it.
+        var outcomes = await Task.WhenAll(prompts.Select(p => Run(scheduler, p)));
+        Assert.Equal([0, system.Length, system.Length], outcomes.Select(o => o.CachedPromptTokens));
+        Assert.Equal(prompts.Sum(p => p.Length) - 2 * system.Length, counter.Prefilled);
+        for (int i = 0; i < 3; i++) Assert.Equal(Models.Direct(model, prompts[i], Greedy, 256).Ids, outcomes[i].Ids);
     }
 
     [StoriesFact]

@@ -356,6 +356,7 @@ public sealed class GenerationScheduler : IDisposable
             int budget = _o.PrefillChunk - prefilled;
             if (budget <= 0) break;
             var prompt = reading.Request.PromptIds;
+            Lend(reading);
             int n = Math.Min(budget, prompt.Count - reading.Prefilled);
             Span<int> chunk = _chunk.AsSpan(0, n);
             for (int i = 0; i < n; i++) chunk[i] = prompt[reading.Prefilled + i];
@@ -428,6 +429,26 @@ public sealed class GenerationScheduler : IDisposable
         return true;
     }
 
+    /// <summary>Before <paramref name="s"/> runs more of its prompt: where another sequence in the batch already holds
+    /// more of it (the same system prompt or passages, a request that arrived with it and was prefilled first, oldest
+    /// first), those positions' keys and values are copied from its slot instead of run.</summary>
+    private void Lend(Sequence s)
+    {
+        if (!_o.PromptCache || s.Request.PromptLogprobs || !_seqs.CanCopyPrefix || s.Slot < 0) return;
+        var prompt = s.Request.PromptIds;
+        int donor = -1, shared = s.Prefilled;
+        foreach (var other in _active)
+        {
+            if (other == s || other.Slot < 0) continue;
+            int n = Math.Min(CommonPrefix(other.History, _seqs.Length(other.Slot), prompt), prompt.Count - 1);
+            if (n > shared) { shared = n; donor = other.Slot; }
+        }
+        if (donor < 0) return;
+        _seqs.CopyPrefix(donor, s.Slot, shared);
+        s.Cached += shared - s.Prefilled;
+        s.Prefilled = shared;
+    }
+
     /// <summary>Prefills <paramref name="chunk"/> of <paramref name="s"/>'s prompt with every position's logits and
     /// scores each next prompt token under them; returns the last row.</summary>
     private ReadOnlySpan<float> PrefillScored(Sequence s, ReadOnlySpan<int> chunk)
@@ -447,8 +468,7 @@ public sealed class GenerationScheduler : IDisposable
 
     /// <summary>Gives <paramref name="s"/> the free slot whose kept tokens share the longest prefix with its prompt (of
     /// equals, one used before over one never used, whose CPU cache would be made; then the least recently used) and
-    /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token; where a running
-    /// sequence shares more, that much is copied from its slot. Caller holds _lock.</summary>
+    /// keeps that prefix, at most all but the prompt's last token, whose logits choose the first token. Caller holds _lock.</summary>
     private void TakeSlot(Sequence s)
     {
         var prompt = s.Request.PromptIds;
@@ -470,19 +490,6 @@ public sealed class GenerationScheduler : IDisposable
         int keep = Math.Min(bestCommon, prompt.Count - 1);
         _seqs.Truncate(chosen, keep);
         _kept[chosen].Clear();
-        // A running sequence that shares more of the prompt (the same system prompt, a conversation answered beside
-        // it) lends its keys and values: a copy of those positions instead of running them again.
-        if (_o.PromptCache && !s.Request.PromptLogprobs && _seqs.CanCopyPrefix)
-        {
-            int donor = -1, shared = keep;
-            foreach (var other in _active)
-            {
-                if (other.Slot < 0) continue;
-                int n = Math.Min(CommonPrefix(other.History, _seqs.Length(other.Slot), prompt), prompt.Count - 1);
-                if (n > shared) { shared = n; donor = other.Slot; }
-            }
-            if (donor >= 0) { _seqs.CopyPrefix(donor, chosen, shared); keep = shared; }
-        }
         s.Slot = chosen;
         s.Prefilled = s.Cached = keep;
     }
