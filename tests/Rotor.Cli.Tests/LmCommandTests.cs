@@ -60,6 +60,31 @@ public sealed class LmCommandTests
     }
 
     [Fact]
+    public async Task ChatKeepsTheEarlierTurnsForTheNextOne()
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "rotor.dll");
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet")
+        { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "exec", dll, "chat", Stories, "-n", "8", "--temp", "0" }) psi.ArgumentList.Add(a);
+        psi.Environment["ROTOR_THREADS"] = "1";
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync(), stderr = p.StandardError.ReadToEndAsync();
+        p.StandardInput.Write("Once upon a time\nThe dog ran\n/exit\n");
+        p.StandardInput.Close();
+        using (var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2))) await p.WaitForExitAsync(cts.Token);
+        string err = await stderr;
+        Assert.True(p.ExitCode == 0, await stdout + err);
+        var turns = err.Split('\n').Where(l => l.Contains("kept from the earlier turns", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, turns.Count);
+        Assert.Contains(", 0 of them kept", turns[0]);
+        // The second turn's prompt begins with the first turn's (5 tokens), kept; the reply follows as the plain
+        // format renders it, which need not be the ids generated.
+        var m = System.Text.RegularExpressions.Regex.Match(turns[1], @"prompt (\d+) tokens, (\d+) of them kept");
+        Assert.True(m.Success, turns[1]);
+        Assert.InRange(int.Parse(m.Groups[2].Value), 5, int.Parse(m.Groups[1].Value) - 1);
+    }
+
+    [Fact]
     public void GenerateFromIdsWritesJsonAndLogitsMatchIt()
     {
         string dir = TempDir();

@@ -198,13 +198,18 @@ internal static class LmCommands
                 history.Add(new(Microsoft.Extensions.AI.ChatRole.User, line));
                 var reply = new System.Text.StringBuilder();
                 var sw = Stopwatch.StartNew();
-                long outTokens = 0;
+                long outTokens = 0, inTokens = 0, cachedTokens = 0;
                 try
                 {
                     foreach (var u in client.GetStreamingResponseAsync(history).ToBlockingEnumerable())
                     {
                         Console.Write(u.Text); reply.Append(u.Text);
-                        if (u.Contents.OfType<Microsoft.Extensions.AI.UsageContent>().FirstOrDefault() is { } usage) outTokens = usage.Details.OutputTokenCount ?? 0;
+                        if (u.Contents.OfType<Microsoft.Extensions.AI.UsageContent>().FirstOrDefault() is { } usage)
+                        {
+                            outTokens = usage.Details.OutputTokenCount ?? 0;
+                            inTokens = usage.Details.InputTokenCount ?? 0;
+                            cachedTokens = usage.Details.CachedInputTokenCount ?? 0;
+                        }
                     }
                 }
                 catch (RotorException e)
@@ -215,7 +220,7 @@ internal static class LmCommands
                     continue;
                 }
                 Console.WriteLine();
-                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"({outTokens} tokens, {outTokens / sw.Elapsed.TotalSeconds:F1} tokens/s)"));
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"({outTokens} tokens, {outTokens / sw.Elapsed.TotalSeconds:F1} tokens/s; prompt {inTokens} tokens, {cachedTokens} of them kept from the earlier turns)"));
                 history.Add(new(Microsoft.Extensions.AI.ChatRole.Assistant, reply.ToString()));
             }
             return 0;
