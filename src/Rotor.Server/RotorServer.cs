@@ -317,7 +317,7 @@ public sealed class RotorServer : IAsyncDisposable
         if (req.Prompt is null || req.Prompt.Count == 0) throw ApiException.Invalid("prompt", "prompt must be a string or token ids");
         if (req.Prompt.Count > 1) throw ApiException.Invalid("prompt", "one prompt a request: send the others as separate requests (they are batched together)");
         IReadOnlyList<int> ids;
-        string text;
+        string? text;
         if (req.Prompt.Ids is { } idLists)
         {
             // Token ids go in as they are (no BOS added), so their log-probabilities line up with what was sent.
@@ -326,7 +326,7 @@ public sealed class RotorServer : IAsyncDisposable
             int v = _model.Config.VocabSize;
             foreach (int id in ids)
                 if ((uint)id >= (uint)v) throw ApiException.Invalid("prompt", $"token id {id} is outside the vocabulary (0..{v - 1})");
-            text = tok.Decode(ids);
+            text = req.Echo == true ? tok.Decode(ids) : null;   // only an echo gives the prompt's text back
         }
         else
         {
